@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Build the local-cluster tools from pinned Go modules into a versioned cache, or reuse it.
+#
+#   hack/tools.sh [all|kube|etcd|kwok|helm|minio|path]...
+#
+# Each tool lands in $EXPORTJOBS_TOOLS_DIR/<tool>-<version>/ (default ~/.cache/exportjobs/tools).
+# A build runs in a temporary folder under a per-tool flock and is renamed into place only when it
+# succeeded, so two runs at once wait for each other and a killed run leaves nothing half-built.
+# `hack/tools.sh path` prints the bin folders, one per line, for PATH.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache=${EXPORTJOBS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/exportjobs/tools}
+mkdir -p "$cache"
+export GOFLAGS="-buildvcs=false -mod=mod"
+export GOTOOLCHAIN=local
+log() { printf '[tools] %s\n' "$*" >&2; }
+die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
+
+need_go() {
+  command -v go >/dev/null 2>&1 || die "no Go toolchain on PATH: install Go >= 1.24 (https://go.dev/dl) or put prebuilt binaries in $cache"
+}
+
+# build TOOL VERSION FUNC: run FUNC in a scratch dir with $out as the bin folder, then publish.
+build() {
+  local tool=$1 version=$2 fn=$3 dest="$cache/$1-$2"
+  [ -f "$dest/.complete" ] && return 0
+  need_go
+  exec {lock}>"$cache/.$tool-$version.lock"
+  flock "$lock"
+  if [ -f "$dest/.complete" ]; then exec {lock}>&-; return 0; fi
+  local work; work=$(mktemp -d "$cache/.build-$tool-XXXXXX")
+  local started=$SECONDS
+  log "building $tool $version (cold build; later runs reuse $dest)"
+  if ! (cd "$work" && out="$work/bin" && mkdir -p "$out" && "$fn" "$out" "$version") >"$work.log" 2>&1; then
+    tail -n 30 "$work.log" >&2
+    rm -rf "$work"
+    exec {lock}>&-
+    die "building $tool $version failed (full log: $work.log)"
+  fi
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  mv "$work/bin" "$dest/bin"
+  rm -rf "$work" "$work.log"
+  echo "$((SECONDS - started))" >"$dest/.build-seconds"
+  touch "$dest/.complete"
+  exec {lock}>&-
+  log "built $tool $version in $((SECONDS - started))s"
+}
+
+build_kube() {
+  local out=$1 v=$2 minor staging
+  minor=$(echo "$v" | cut -d. -f2)
+  staging="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
+    cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api
+    cri-client csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms
+    kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics
+    mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller"
+  {
+    echo "module exportjobs.dev/kube-tools"
+    echo "go 1.24.0"
+    echo "godebug default=go1.24"
+    echo "require k8s.io/kubernetes $v"
+    for m in $staging; do echo "replace k8s.io/$m => k8s.io/$m v0.$minor.${v##*.}"; done
+  } >go.mod
+  local pkg=k8s.io/component-base/version cgo=k8s.io/client-go/pkg/version date
+  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  local ld="-s -w"
+  for p in $pkg $cgo; do
+    ld="$ld -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    ld="$ld -X $p.gitCommit=0000000000000000000000000000000000000000 -X $p.buildDate=$date"
+  done
+  go mod download k8s.io/kubernetes
+  go get "k8s.io/kubernetes@$v"
+  go build -trimpath -ldflags "$ld" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+build_etcd() {
+  local out=$1 v=$2
+  printf 'module exportjobs.dev/etcd-tools\ngo 1.24.0\nrequire go.etcd.io/etcd/server/v3 %s\n' "$v" >go.mod
+  printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' >main.go
+  go get "go.etcd.io/etcd/server/v3@$v"
+  go build -trimpath -ldflags "-s -w" -o "$out/etcd" .
+}
+
+build_kwok() {
+  local out=$1 v=$2
+  GOBIN=$out go install -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$v -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=$KUBE_VERSION" \
+    "sigs.k8s.io/kwok/cmd/kwok@$v" "sigs.k8s.io/kwok/cmd/kwokctl@$v"
+}
+
+build_helm() {
+  local out=$1 v=$2
+  GOBIN=$out go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v" \
+    "helm.sh/helm/v3/cmd/helm@$v"
+}
+
+build_minio() {
+  local out=$1 v=$2
+  GOBIN=$out go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$v"
+}
+
+bindir() { echo "$cache/$1-$2/bin"; }
+
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(all)
+for t in "${targets[@]}"; do
+  case $t in
+    all)
+      build etcd "$ETCD_VERSION" build_etcd
+      build kube "$KUBE_VERSION" build_kube
+      build kwok "$KWOK_VERSION" build_kwok
+      build helm "$HELM_VERSION" build_helm
+      build minio "$MINIO_VERSION" build_minio ;;
+    kube) build kube "$KUBE_VERSION" build_kube ;;
+    etcd) build etcd "$ETCD_VERSION" build_etcd ;;
+    kwok) build kwok "$KWOK_VERSION" build_kwok ;;
+    helm) build helm "$HELM_VERSION" build_helm ;;
+    minio) build minio "$MINIO_VERSION" build_minio ;;
+    path)
+      bindir kube "$KUBE_VERSION"; bindir etcd "$ETCD_VERSION"; bindir kwok "$KWOK_VERSION"
+      bindir helm "$HELM_VERSION"; bindir minio "$MINIO_VERSION" ;;
+    *) die "unknown tool '$t' (all|kube|etcd|kwok|helm|minio|path)" ;;
+  esac
+done

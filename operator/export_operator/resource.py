@@ -1,0 +1,169 @@
+"""The ExportJob resource model shared by the webhook and the kopf handlers.
+
+Everything both sides must agree on lives here: the API coordinates, the enums of the contract
+(phases, condition types, formats, error codes), label keys, and how names are derived. Neither the
+webhook nor the controller defines these again.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+GROUP = "exportjobs.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ExportJob"
+PLURAL = "exportjobs"
+SHORT_NAME = "ej"
+
+LABEL_EXPORT = f"{GROUP}/export"
+"""On the Job and its pods: the name of the ExportJob they serve. The local kwok nodes leave pods
+with this label alone, so tests and the pod runner play the kubelet for them."""
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_SOURCE_KIND = f"{GROUP}/source-kind"
+"""How the ExportJob was requested: `api`, `s3`, `sns`, `eventbridge` or `minio`."""
+ANNOTATION_IDEMPOTENCY = f"{GROUP}/idempotency-key-sha256"
+ANNOTATION_REQUEST_SHA256 = f"{GROUP}/request-sha256"
+
+MAX_NAME_LENGTH = 63
+"""ExportJob names also name Jobs and label values, so they stay DNS-1123 labels."""
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)
+
+
+class ConditionType(enum.StrEnum):
+    ACCEPTED = "Accepted"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class ExportFormat(enum.StrEnum):
+    CSV = "csv"
+    CSV_GZ = "csv.gz"
+    JSONL = "jsonl"
+    PARQUET = "parquet"
+
+    @property
+    def extension(self) -> str:
+        return f".{self.value}"
+
+
+class ErrorCode(enum.StrEnum):
+    SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
+    BAD_CSV = "BAD_CSV"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    OOM_KILLED = "OOM_KILLED"
+    CANCELLED = "CANCELLED"
+    UNSCHEDULABLE = "UNSCHEDULABLE"
+    IMAGE_PULL = "IMAGE_PULL"
+    INTERNAL = "INTERNAL"
+
+
+class ExitCode(enum.IntEnum):
+    """The processor's exit codes; the Job's podFailurePolicy maps them."""
+
+    OK = 0
+    BAD_INPUT = 2
+    SOURCE_MISSING = 3
+
+
+_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(?P<key>.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse_s3_uri(uri: str, *, prefix: bool = False) -> S3Location:
+    """Parse `s3://bucket/key`; with `prefix=True` the key may be empty or end in `/`.
+
+    Raises:
+        ValueError: with a message fit for a client, when the URI is not an S3 object URI.
+    """
+    match = _S3_URI.match(uri)
+    if match is None:
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+    bucket, key = match["bucket"], match["key"]
+    if ".." in bucket:
+        raise ValueError(f"invalid bucket name in {uri!r}")
+    if not prefix and (not key or key.endswith("/")):
+        raise ValueError(f"the URI names no object: {uri!r}")
+    validate_s3_key(key, allow_empty=prefix)
+    return S3Location(bucket, key)
+
+
+def validate_s3_key(key: str, *, allow_empty: bool = False) -> None:
+    """Refuse what S3 does not accept as a key: over 1024 UTF-8 bytes or control characters."""
+    if not key and not allow_empty:
+        raise ValueError("empty S3 key")
+    if len(key.encode("utf-8")) > 1024:
+        raise ValueError("S3 keys are at most 1024 bytes")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise ValueError("S3 keys may not contain control characters")
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def export_name_for_object(
+    *, bucket: str, key: str, version: str | None, export_format: ExportFormat
+) -> str:
+    """The ExportJob name for an S3 object event: the same object version and format give the
+    same name (so redelivered events create nothing new); another version gives another name.
+
+    `version` is the object's versionId, else its ETag/sequencer, whichever the event carries.
+    """
+    return f"s3-{_digest(bucket, key, version or '', export_format.value)[:24]}"
+
+
+def export_name_for_idempotency_key(idempotency_key: str) -> str:
+    """The ExportJob name for an API request with an Idempotency-Key."""
+    return f"api-{_digest('idempotency-key', idempotency_key)[:24]}"
+
+
+def request_digest(body: str) -> str:
+    """A digest of a canonical request body, stored to tell a replay from a conflicting reuse."""
+    return _digest("request", body)
+
+
+def job_name_for(export_name: str) -> str:
+    """The one Job of an ExportJob: deterministic, so creating it twice is a no-op."""
+    name = f"export-{export_name}"
+    if len(name) <= MAX_NAME_LENGTH:
+        return name
+    return f"export-{export_name[:40]}-{_digest(export_name)[:12]}"
+
+
+def object_key_from_event(raw_key: str) -> str:
+    """S3 event keys are URL-encoded with `+` for spaces (`unquote_plus`)."""
+    return unquote(raw_key.replace("+", " "))
