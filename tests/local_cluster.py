@@ -1,0 +1,91 @@
+"""Start, reuse or adopt the local cluster and S3 server for the test session.
+
+`EXPORTJOBS_TEST_KUBECONFIG` names an existing cluster (for example a kind cluster) to use instead
+of starting one; S3 then comes from `AWS_ENDPOINT_URL` and the usual AWS variables. Otherwise the
+session runs `hack/cluster.sh up` in its own state folder (`.local/test`) and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER_SCRIPT = REPO / "hack" / "cluster.sh"
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    region: str
+
+
+@dataclass
+class LocalCluster:
+    kubeconfig: Path
+    s3: S3Endpoint
+    env: dict[str, str] = field(default_factory=dict)
+    """The variables of cluster.env (KUBECONFIG, AWS_*, PATH with the built tools)."""
+    started_here: bool = False
+    local_dir: Path | None = None
+
+    def stop(self) -> None:
+        if self.started_here:
+            subprocess.run(
+                [str(CLUSTER_SCRIPT), "down"], env=_script_env(self.local_dir), check=True
+            )
+
+
+def _script_env(local_dir: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if local_dir is not None:
+        env["EXPORTJOBS_LOCAL_DIR"] = str(local_dir)
+        env["EXPORTJOBS_CLUSTER_NAME"] = "exportjobs-test"
+    return env
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Evaluate an `export K=V` file with bash and return the exported values."""
+    out = subprocess.run(
+        ["bash", "-c", f"set -a; source {shlex.quote(str(path))}; env -0"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+
+
+def start() -> LocalCluster:
+    existing = os.environ.get("EXPORTJOBS_TEST_KUBECONFIG")
+    if existing:
+        s3 = S3Endpoint(
+            endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+            access_key=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        )
+        env = {"KUBECONFIG": existing}
+        return LocalCluster(kubeconfig=Path(existing), s3=s3, env=env)
+    local_dir = Path(os.environ.get("EXPORTJOBS_TEST_LOCAL_DIR", REPO / ".local" / "test"))
+    subprocess.run([str(CLUSTER_SCRIPT), "up"], env=_script_env(local_dir), check=True)
+    values = read_env_file(local_dir / "cluster.env")
+    keys = [
+        "KUBECONFIG", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION", "PATH",
+    ]
+    env = {k: values[k] for k in keys}
+    s3 = S3Endpoint(
+        endpoint_url=values["AWS_ENDPOINT_URL"],
+        access_key=values["AWS_ACCESS_KEY_ID"],
+        secret_key=values["AWS_SECRET_ACCESS_KEY"],
+        region=values["AWS_DEFAULT_REGION"],
+    )
+    return LocalCluster(
+        kubeconfig=Path(values["KUBECONFIG"]), s3=s3, env=env, started_here=True,
+        local_dir=local_dir,
+    )
