@@ -95,7 +95,6 @@ stop_cluster() {
 }
 
 start_s3() {
-  S3_PORT=$(pick_port EXPORTJOBS_S3_PORT "S3 server")
   S3_KEY=exportjobs-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
   S3_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
   rm -rf "$s3_dir/data"; mkdir -p "$s3_dir/data"  # fresh each time: credentials are new too
@@ -115,11 +114,10 @@ start_s3() {
 }
 
 start_cluster() {
-  local port; port=$(pick_port EXPORTJOBS_APISERVER_PORT "kube-apiserver")
-  local bin; bin=$("$here/tools.sh" path | head -n 2 | tr '\n' ' ')
-  local kube_bin etcd_bin kwok_bin
-  kube_bin=$(echo "$bin" | cut -d' ' -f1); etcd_bin=$(echo "$bin" | cut -d' ' -f2)
-  kwok_bin=$("$here/tools.sh" path | sed -n 3p)
+  local port=$API_PORT
+  local dirs kube_bin etcd_bin kwok_bin
+  mapfile -t dirs < <("$here/tools.sh" path)
+  kube_bin=${dirs[0]} etcd_bin=${dirs[1]} kwok_bin=${dirs[2]}
   rm -f "$kubeconfig"
   if ! kwokctl create cluster --name "$name" --runtime binary \
       --kubeconfig "$kubeconfig" \
@@ -184,11 +182,14 @@ case ${1:-} in
       stop_cluster; stop_s3
     fi
     t0=$SECONDS
-    trap 'stop_cluster; stop_s3' ERR
+    # Ports first, so a busy one fails before anything starts.
+    API_PORT=$(pick_port EXPORTJOBS_APISERVER_PORT "kube-apiserver")
+    S3_PORT=$(pick_port EXPORTJOBS_S3_PORT "S3 server")
+    trap 'stop_cluster; stop_s3' EXIT
     start_s3
     start_cluster
-    trap - ERR
     write_env
+    trap - EXIT
     log "ready in $((SECONDS - t0))s (total $((SECONDS - started))s): source $local_dir/cluster.env"
     ;;
   down)

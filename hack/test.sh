@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Everything `make test` does: install, build or reuse the tools, lint, then every test tier on a
+# local cluster and S3 server that the tests start and stop themselves.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+started=$SECONDS
+step() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - started))"; }
+
+step "python environment"
+hack/venv.sh
+step "tools from pinned Go modules"
+hack/tools.sh all
+step "lint: ruff, mypy --strict, import contracts"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/lint-imports
+
+# The test session starts its own cluster in .local/test; stop it even if pytest is killed.
+test_local=${EXPORTJOBS_TEST_LOCAL_DIR:-$repo/.local/test}
+cleanup() {
+  EXPORTJOBS_LOCAL_DIR=$test_local EXPORTJOBS_CLUSTER_NAME=exportjobs-test \
+    hack/cluster.sh down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+step "tests: unit, cluster and end-to-end tiers"
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+step "done"
