@@ -31,6 +31,7 @@ build() {
   exec {lock}>"$cache/.$tool-$version.lock"
   flock "$lock"
   if [ -f "$dest/.complete" ]; then exec {lock}>&-; return 0; fi
+  rm -rf "$cache/.build-$tool-"*  # scratch left by a killed run (we hold the lock)
   local work; work=$(mktemp -d "$cache/.build-$tool-XXXXXX")
   local started=$SECONDS
   log "building $tool $version (cold build; later runs reuse $dest)"
