@@ -1,0 +1,191 @@
+"""`exportjobs-processor`: convert one CSV export; configured by env (in a Job) or by flags.
+
+Prints the result JSON on stdout and writes it to the termination message; on failure writes
+`{"error": {...}}` there, one line on stderr, and exits 2 (bad input), 3 (source missing) or
+1 (retryable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from export_processor import termination
+from export_processor.convert import Exporter, ProgressState
+from export_processor.errors import CancelledError, ExitCode, ExportError, TransientError
+from export_processor.progress import ProgressReporter, progress_body
+from export_processor.s3client import new_s3_client
+from export_processor.settings import FORMATS, ProcessorSettings, parse_char, settings_from_env
+
+ENV_HELP = """\
+environment (flags win over variables):
+  EXPORTJOBS_SOURCE_URI, EXPORTJOBS_SOURCE_VERSION_ID, EXPORTJOBS_SOURCE_ETAG,
+  EXPORTJOBS_FORMAT, EXPORTJOBS_DESTINATION_URI, EXPORTJOBS_CSV_DELIMITER,
+  EXPORTJOBS_CSV_HEADER, EXPORTJOBS_CSV_QUOTE, EXPORTJOBS_CSV_ENCODING,
+  EXPORTJOBS_EXPORT_NAME, EXPORTJOBS_EXPORT_NAMESPACE, EXPORTJOBS_TERMINATION_MESSAGE_PATH,
+  EXPORTJOBS_KUBE_API_URL, EXPORTJOBS_KUBE_TOKEN_FILE, EXPORTJOBS_KUBE_CA_FILE,
+  EXPORTJOBS_PROGRESS_INTERVAL_SECONDS, EXPORTJOBS_COLUMN_TYPES, and tuning variables
+  (docs/configuration.md); S3 credentials and endpoint from the AWS chain (AWS_ENDPOINT_URL).
+
+exit codes: 0 done, 2 bad input or settings, 3 source missing, 1 anything retryable.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exportjobs-processor",
+        description="Stream a CSV from S3 (or a file) and write it as csv, csv.gz, jsonl or "
+        "parquet under the destination prefix.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--source", help="s3://bucket/key or file:///path of the input CSV")
+    parser.add_argument("--source-version-id", help="read this S3 object version")
+    parser.add_argument("--source-etag", help="fail (exit 3) unless the object has this ETag")
+    parser.add_argument("--format", choices=FORMATS, help="output format")
+    parser.add_argument("--destination", help="s3://bucket/prefix/ or file:///dir/")
+    parser.add_argument("--delimiter", help="CSV delimiter, one character (\\t for tab)")
+    parser.add_argument("--no-header", action="store_true", help="the CSV has no header row")
+    parser.add_argument("--quote", help="CSV quote character")
+    parser.add_argument("--encoding", help="input text encoding (default utf-8)")
+    parser.add_argument("--export-name", help="ExportJob name (output key, progress)")
+    parser.add_argument("--export-namespace", help="ExportJob namespace (progress)")
+    parser.add_argument(
+        "--column-types", choices=("auto", "string"), help="typing policy (default auto)"
+    )
+    parser.add_argument(
+        "--termination-message-path", type=Path, help="where to write the result/error JSON"
+    )
+    return parser
+
+
+class _Signals:
+    """Turns the first SIGTERM/SIGINT into a CancelledError in the main thread."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.exporter: Exporter | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handle)
+            signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.received is not None:
+            return  # already stopping: let the abort finish
+        self.received = signum
+        if self.exporter is not None:
+            self.exporter.cancel()
+        raise CancelledError(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def _settings(args: argparse.Namespace) -> ProcessorSettings:
+    return settings_from_env(
+        source_uri=args.source,
+        source_version_id=args.source_version_id,
+        source_etag=args.source_etag,
+        export_format=args.format,
+        destination_uri=args.destination,
+        delimiter=parse_char(args.delimiter) if args.delimiter is not None else None,
+        header=False if args.no_header else None,
+        quote=parse_char(args.quote) if args.quote is not None else None,
+        encoding=args.encoding,
+        export_name=args.export_name,
+        export_namespace=args.export_namespace,
+        column_types=args.column_types,
+        termination_message_path=args.termination_message_path,
+    )
+
+
+def _fail(error: ExportError, settings: ProcessorSettings | None, args: argparse.Namespace) -> int:
+    payload = {
+        "error": {"code": str(error.code), "message": error.message, "retryable": error.retryable}
+    }
+    path = settings.termination_message_path if settings else args.termination_message_path
+    explicit = settings.termination_message_explicit if settings else path is not None
+    if path is not None:
+        termination.write(path, payload, explicit=explicit)
+    elif settings is None:
+        termination.write(Path("/dev/termination-log"), payload, explicit=False)
+    one_line = " ".join(error.message.split())[:1000]
+    print(f"exportjobs-processor: {error.code}: {one_line}", file=sys.stderr)
+    return int(error.exit_code)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the processor and return the exit code."""
+    args = build_parser().parse_args(argv)
+    signals = _Signals()
+    signals.install()
+    settings: ProcessorSettings | None = None
+    reporter: ProgressReporter | None = None
+    try:
+        settings = _settings(args)
+        client = None
+        if settings.source_uri.startswith("s3://") or settings.destination_uri.startswith("s3://"):
+            client = new_s3_client(
+                max_attempts=settings.s3_max_attempts,
+                pool_size=settings.read_ahead + settings.upload_concurrency + 2,
+            )
+        progress = ProgressState()
+        exporter = Exporter(settings, s3_client=client, progress=progress)
+        signals.exporter = exporter
+        reporter = _reporter(settings, progress)
+        if reporter is not None:
+            reporter.start()
+        result = exporter.run()
+        if reporter is not None:
+            reporter.stop(final=True)
+        payload: dict[str, Any] = result.as_json()
+        termination.write(
+            settings.termination_message_path,
+            payload,
+            explicit=settings.termination_message_explicit,
+        )
+        print(json.dumps(payload, separators=(",", ":")), flush=True)
+        return int(ExitCode.OK)
+    except ExportError as error:
+        if reporter is not None:
+            reporter.stop(final=False)
+        if signals.received is not None and not isinstance(error, CancelledError):
+            error = CancelledError(f"stopped by signal {signals.received}: {error.message}")
+        return _fail(error, settings, args)
+    except Exception as exc:
+        if reporter is not None:
+            reporter.stop(final=False)
+        return _fail(TransientError(f"internal error: {type(exc).__name__}: {exc}"), settings, args)
+
+
+def _reporter(settings: ProcessorSettings, progress: ProgressState) -> ProgressReporter | None:
+    kube = settings.kube
+    if not (kube.api_url and settings.export_name and settings.export_namespace):
+        return None
+
+    def sample() -> dict[str, object]:
+        return progress_body(
+            bytes_read=progress.bytes_read, bytes_total=progress.bytes_total, rows=progress.rows
+        )
+
+    return ProgressReporter(
+        settings=kube,
+        namespace=settings.export_namespace,
+        name=settings.export_name,
+        sample=sample,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    sys.exit(run(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The boto3 S3 client and the translation of its errors into the processor's vocabulary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from export_processor.errors import ExportError, SourceMissingError, TransientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+_MISSING_CODES = {"404", "NoSuchKey", "NoSuchBucket", "NoSuchVersion", "NotFound"}
+
+
+def new_s3_client(*, max_attempts: int, pool_size: int) -> S3Client:
+    """An S3 client from the standard AWS chain (env, IRSA, pod identity; AWS_ENDPOINT_URL too).
+
+    Checksums are computed only where S3 requires them: the processor hashes its output with
+    sha256 itself, and CRC32 over every part would cost CPU the conversion needs.
+    """
+    config = Config(
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        max_pool_connections=pool_size,
+        connect_timeout=10,
+        read_timeout=60,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.client("s3", config=config)
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError ('' for anything else)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def translate(exc: Exception, *, what: str, missing_is_source: bool = False) -> ExportError:
+    """Map a botocore exception to an ExportError.
+
+    Args:
+        exc: the exception raised by boto3.
+        what: what was being done, for the message ("reading s3://b/k").
+        missing_is_source: whether 404s mean the source is missing (exit 3); otherwise they are
+            transient (a destination bucket may be created by its owner later).
+    """
+    code = error_code(exc)
+    if missing_is_source and code in _MISSING_CODES:
+        return SourceMissingError(f"{what}: the object or bucket does not exist ({code})")
+    if missing_is_source and code in ("412", "PreconditionFailed"):
+        return SourceMissingError(f"{what}: the object no longer matches the requested ETag")
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return TransientError(f"{what}: S3 refused the request ({code or 'error'}): {exc}")
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        return TransientError(f"{what}: S3 unreachable or failing: {exc}")
+    return TransientError(f"{what}: {type(exc).__name__}: {exc}")

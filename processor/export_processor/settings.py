@@ -1,0 +1,256 @@
+"""The processor's settings: one typed object, read once at start-up from the environment.
+
+The operator sets these variables on the Job's container; by hand, the CLI flags override them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export_processor.errors import InvalidConfigError
+
+FORMATS = ("csv", "csv.gz", "jsonl", "parquet")
+MiB = 1024 * 1024
+S3_MIN_PART_SIZE = 5 * MiB
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeSettings:
+    """Where and how to patch the ExportJob's `status.progress` (best effort)."""
+
+    api_url: str | None = None
+    """EXPORTJOBS_KUBE_API_URL. Default `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`
+    in a pod; unset outside one, which turns progress reporting off."""
+    token_file: Path = SERVICE_ACCOUNT_DIR / "token"
+    """EXPORTJOBS_KUBE_TOKEN_FILE. The bearer token, re-read for every patch because projected
+    service account tokens rotate."""
+    ca_file: Path | None = SERVICE_ACCOUNT_DIR / "ca.crt"
+    """EXPORTJOBS_KUBE_CA_FILE. The API server's CA bundle; empty means the system CAs."""
+    insecure_skip_tls_verify: bool = False
+    """EXPORTJOBS_KUBE_INSECURE_SKIP_TLS_VERIFY. Local test runs only; default false."""
+    progress_interval_seconds: float = 5.0
+    """EXPORTJOBS_PROGRESS_INTERVAL_SECONDS. Seconds between progress patches (default 5): often
+    enough for a progress bar, rare enough to cost the API server nothing."""
+    request_timeout_seconds: float = 5.0
+    """EXPORTJOBS_KUBE_TIMEOUT_SECONDS. Per-request timeout of a progress patch (default 5), so a
+    slow API server never stalls the export."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessorSettings:
+    """Everything one export needs. Sizes in bytes."""
+
+    source_uri: str
+    """EXPORTJOBS_SOURCE_URI / --source. `s3://bucket/key` or `file:///path` of the input CSV."""
+    destination_uri: str
+    """EXPORTJOBS_DESTINATION_URI / --destination. `s3://bucket/prefix/` or `file:///dir/`."""
+    export_format: str
+    """EXPORTJOBS_FORMAT / --format. One of csv, csv.gz, jsonl, parquet."""
+    source_version_id: str | None = None
+    """EXPORTJOBS_SOURCE_VERSION_ID. Read exactly this object version."""
+    source_etag: str | None = None
+    """EXPORTJOBS_SOURCE_ETAG. Refuse the source (exit 3) when its ETag differs."""
+    delimiter: str = ","
+    """EXPORTJOBS_CSV_DELIMITER / --delimiter. One character; `\\t` or `tab` for a tab."""
+    header: bool = True
+    """EXPORTJOBS_CSV_HEADER / --no-header. Whether the first row names the columns; without
+    one, the columns are named f0, f1, ..."""
+    quote: str = '"'
+    """EXPORTJOBS_CSV_QUOTE / --quote. One character."""
+    encoding: str = "utf-8"
+    """EXPORTJOBS_CSV_ENCODING / --encoding. The input's text encoding; output is always UTF-8."""
+    export_name: str | None = None
+    """EXPORTJOBS_EXPORT_NAME. The ExportJob's name: part of the output key and the object of
+    progress patches."""
+    export_namespace: str | None = None
+    """EXPORTJOBS_EXPORT_NAMESPACE. The ExportJob's namespace, for progress patches."""
+    termination_message_path: Path = Path("/dev/termination-log")
+    """EXPORTJOBS_TERMINATION_MESSAGE_PATH. Written only when it exists or was set explicitly, so
+    a run by hand leaves /dev alone."""
+    termination_message_explicit: bool = False
+    """Whether the path above was set explicitly (not a variable of its own)."""
+    column_types: str = "auto"
+    """EXPORTJOBS_COLUMN_TYPES. `auto` (default): every column is text for csv/csv.gz, inferred
+    int/float/bool (and date/timestamp for parquet) for jsonl/parquet; `string`: text always.
+    See docs/processor.md, "Column types"."""
+    block_size: int = 8 * MiB
+    """EXPORTJOBS_BLOCK_SIZE_BYTES. CSV parser block (default 8 MiB): the unit of parallel
+    parsing and of memory; a row longer than this grows it, up to max_block_size."""
+    max_block_size: int = 64 * MiB
+    """EXPORTJOBS_MAX_BLOCK_SIZE_BYTES. Longest row accepted (default 64 MiB); longer is BAD_CSV."""
+    part_size: int = 8 * MiB
+    """EXPORTJOBS_S3_PART_SIZE_BYTES. First multipart part size (default 8 MiB, at least 5 MiB).
+    Doubles every 1000 parts, so the 10000-part limit is never reached (>80 GB works)."""
+    upload_concurrency: int = 2
+    """EXPORTJOBS_S3_UPLOAD_CONCURRENCY. Parts uploaded at once (default 2); memory holds this
+    many parts plus the one being filled."""
+    read_chunk_size: int = 8 * MiB
+    """EXPORTJOBS_S3_READ_CHUNK_BYTES. Size of each ranged GET (default 8 MiB)."""
+    read_ahead: int = 2
+    """EXPORTJOBS_S3_READ_AHEAD. Ranged GETs in flight ahead of the parser (default 2)."""
+    s3_max_attempts: int = 5
+    """EXPORTJOBS_S3_MAX_ATTEMPTS. botocore attempts per S3 request (default 5, standard mode)."""
+    gzip_level: int = 1
+    """EXPORTJOBS_GZIP_LEVEL. zlib level for csv.gz (default 1, like `gzip -1`)."""
+    gzip_threads: int = 2
+    """EXPORTJOBS_GZIP_THREADS. Threads compressing csv.gz chunks in parallel (default 2)."""
+    kube: KubeSettings = field(default_factory=KubeSettings)
+    """Progress reporting to the ExportJob."""
+
+    def validate(self) -> None:
+        """Raise InvalidConfigError when a value cannot work."""
+        if self.export_format not in FORMATS:
+            raise InvalidConfigError(
+                f"unknown format {self.export_format!r} (expected one of {', '.join(FORMATS)})"
+            )
+        for name, value in (("delimiter", self.delimiter), ("quote", self.quote)):
+            if len(value) != 1 or value in "\r\n":
+                raise InvalidConfigError(f"the CSV {name} must be one character, not {value!r}")
+        if self.delimiter == self.quote:
+            raise InvalidConfigError("the CSV delimiter and quote must differ")
+        if self.column_types not in ("auto", "string"):
+            raise InvalidConfigError("EXPORTJOBS_COLUMN_TYPES must be auto or string")
+        if self.part_size < S3_MIN_PART_SIZE:
+            raise InvalidConfigError(f"the S3 part size must be at least {S3_MIN_PART_SIZE}")
+        if not 0 <= self.gzip_level <= 9:
+            raise InvalidConfigError("the gzip level must be 0..9")
+        for name, number in (
+            ("block size", self.block_size),
+            ("upload concurrency", self.upload_concurrency),
+            ("read chunk size", self.read_chunk_size),
+            ("read ahead", self.read_ahead),
+            ("S3 max attempts", self.s3_max_attempts),
+            ("gzip threads", self.gzip_threads),
+        ):
+            if number < 1:
+                raise InvalidConfigError(f"the {name} must be positive")
+        if self.max_block_size < self.block_size:
+            raise InvalidConfigError("the max block size must be at least the block size")
+        try:
+            "x".encode(self.encoding)
+        except LookupError:
+            raise InvalidConfigError(f"unknown encoding {self.encoding!r}") from None
+
+
+def parse_bool(value: str, *, name: str) -> bool:
+    """Parse `true`/`false` (also 1/0, yes/no), case-insensitive."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise InvalidConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def parse_char(value: str) -> str:
+    """A one-character CSV option; `\\t` and `tab` mean a tab."""
+    return "\t" if value in ("\\t", "tab", "TAB") else value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidConfigError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidConfigError(f"{name} must be a number, not {raw!r}") from None
+
+
+def kube_settings_from_env(env: Mapping[str, str]) -> KubeSettings:
+    """Read the progress-reporting settings; in a pod the defaults need no variable at all."""
+    api_url = env.get("EXPORTJOBS_KUBE_API_URL") or None
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if api_url is None and host:
+        host = f"[{host}]" if ":" in host else host
+        api_url = f"https://{host}:{port or '443'}"
+    defaults = KubeSettings()
+    ca_raw = env.get("EXPORTJOBS_KUBE_CA_FILE")
+    ca_file = defaults.ca_file if ca_raw is None else (Path(ca_raw) if ca_raw else None)
+    return KubeSettings(
+        api_url=api_url.rstrip("/") if api_url else None,
+        token_file=Path(env.get("EXPORTJOBS_KUBE_TOKEN_FILE") or defaults.token_file),
+        ca_file=ca_file,
+        insecure_skip_tls_verify=parse_bool(
+            env.get("EXPORTJOBS_KUBE_INSECURE_SKIP_TLS_VERIFY") or "false",
+            name="EXPORTJOBS_KUBE_INSECURE_SKIP_TLS_VERIFY",
+        ),
+        progress_interval_seconds=_float(
+            env, "EXPORTJOBS_PROGRESS_INTERVAL_SECONDS", defaults.progress_interval_seconds
+        ),
+        request_timeout_seconds=_float(
+            env, "EXPORTJOBS_KUBE_TIMEOUT_SECONDS", defaults.request_timeout_seconds
+        ),
+    )
+
+
+def settings_from_env(
+    env: Mapping[str, str] | None = None, **overrides: object
+) -> ProcessorSettings:
+    """Build the settings from the environment, then apply CLI overrides (None = not given).
+
+    Raises:
+        InvalidConfigError: when a variable is malformed or a required one is missing.
+    """
+    env = os.environ if env is None else env
+    base = ProcessorSettings(source_uri="", destination_uri="", export_format="")
+    termination_raw = env.get("EXPORTJOBS_TERMINATION_MESSAGE_PATH") or None
+    values: dict[str, object] = {
+        "source_uri": env.get("EXPORTJOBS_SOURCE_URI", ""),
+        "destination_uri": env.get("EXPORTJOBS_DESTINATION_URI", ""),
+        "export_format": env.get("EXPORTJOBS_FORMAT", ""),
+        "source_version_id": env.get("EXPORTJOBS_SOURCE_VERSION_ID") or None,
+        "source_etag": env.get("EXPORTJOBS_SOURCE_ETAG") or None,
+        "delimiter": parse_char(env.get("EXPORTJOBS_CSV_DELIMITER") or base.delimiter),
+        "header": parse_bool(
+            env.get("EXPORTJOBS_CSV_HEADER") or "true", name="EXPORTJOBS_CSV_HEADER"
+        ),
+        "quote": parse_char(env.get("EXPORTJOBS_CSV_QUOTE") or base.quote),
+        "encoding": env.get("EXPORTJOBS_CSV_ENCODING") or base.encoding,
+        "export_name": env.get("EXPORTJOBS_EXPORT_NAME") or None,
+        "export_namespace": env.get("EXPORTJOBS_EXPORT_NAMESPACE") or None,
+        "termination_message_path": Path(termination_raw or base.termination_message_path),
+        "termination_message_explicit": termination_raw is not None,
+        "column_types": env.get("EXPORTJOBS_COLUMN_TYPES") or base.column_types,
+        "block_size": _int(env, "EXPORTJOBS_BLOCK_SIZE_BYTES", base.block_size),
+        "max_block_size": _int(env, "EXPORTJOBS_MAX_BLOCK_SIZE_BYTES", base.max_block_size),
+        "part_size": _int(env, "EXPORTJOBS_S3_PART_SIZE_BYTES", base.part_size),
+        "upload_concurrency": _int(
+            env, "EXPORTJOBS_S3_UPLOAD_CONCURRENCY", base.upload_concurrency
+        ),
+        "read_chunk_size": _int(env, "EXPORTJOBS_S3_READ_CHUNK_BYTES", base.read_chunk_size),
+        "read_ahead": _int(env, "EXPORTJOBS_S3_READ_AHEAD", base.read_ahead),
+        "s3_max_attempts": _int(env, "EXPORTJOBS_S3_MAX_ATTEMPTS", base.s3_max_attempts),
+        "gzip_level": _int(env, "EXPORTJOBS_GZIP_LEVEL", base.gzip_level),
+        "gzip_threads": _int(env, "EXPORTJOBS_GZIP_THREADS", base.gzip_threads),
+        "kube": kube_settings_from_env(env),
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = value
+    if overrides.get("termination_message_path"):
+        values["termination_message_explicit"] = True
+    settings = ProcessorSettings(**values)  # type: ignore[arg-type]
+    for name, value in (
+        ("source (EXPORTJOBS_SOURCE_URI / --source)", settings.source_uri),
+        ("destination (EXPORTJOBS_DESTINATION_URI / --destination)", settings.destination_uri),
+        ("format (EXPORTJOBS_FORMAT / --format)", settings.export_format),
+    ):
+        if not value:
+            raise InvalidConfigError(f"missing {name}")
+    settings.validate()
+    return settings

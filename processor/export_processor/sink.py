@@ -1,0 +1,255 @@
+"""Output streams: a local file (renamed into place) or an S3 multipart upload.
+
+Both hash what they receive (sha256) and make the output visible only on `commit()`: a failed,
+cancelled or restarted export calls `abort()`, which deletes the temporary file or aborts the
+multipart upload, so no partial object is ever visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from export_processor.errors import ExportError, TransientError
+from export_processor.locations import Location
+from export_processor.s3client import S3Client, translate
+
+S3_MAX_PARTS = 10_000
+S3_MAX_PART_SIZE = 5 * 1024**3
+PART_SIZE_DOUBLING_EVERY = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SinkResult:
+    uri: str
+    bytes: int
+    sha256: str
+
+
+def part_size_for(part_number: int, *, base: int) -> int:
+    """The size of part `part_number` (1-based): `base`, doubled every 1000 parts.
+
+    With an 8 MiB base the first 1000 parts hold 8 GiB, 2000 parts 24 GiB, 4000 parts 120 GiB,
+    and 10000 parts far more than S3's 5 TiB object limit, so no output runs out of parts.
+    """
+    return min(base << ((part_number - 1) // PART_SIZE_DOUBLING_EVERY), S3_MAX_PART_SIZE)
+
+
+class Sink(io.RawIOBase):
+    """A write-only stream that hashes and counts what it is given."""
+
+    def __init__(self, location: Location) -> None:
+        super().__init__()
+        self.location = location
+        self.bytes_written = 0
+        self._sha256 = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        if size:
+            self._sha256.update(view)
+            self.bytes_written += size
+            self._write(view)
+        return size
+
+    def _write(self, view: memoryview) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> SinkResult:
+        """Make the output visible and return what was written."""
+        self._commit()
+        return SinkResult(self.location.uri, self.bytes_written, self._sha256.hexdigest())
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Discard everything written; never raises."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        # pyarrow closes the stream it was given; committing is explicit, so closing is a no-op.
+        pass
+
+
+class FileSink(Sink):
+    """A local file written under a temporary name and renamed into place on commit."""
+
+    def __init__(self, location: Location) -> None:
+        super().__init__(location)
+        directory = os.path.dirname(location.key) or "/"
+        os.makedirs(directory, exist_ok=True)
+        self._temp = os.path.join(
+            directory, f".{os.path.basename(location.key)}.{os.getpid()}.partial"
+        )
+        self._file = open(self._temp, "wb")  # noqa: SIM115 - closed by commit/abort
+
+    def _write(self, view: memoryview) -> None:
+        self._file.write(view)
+
+    def _commit(self) -> None:
+        self._file.close()
+        os.replace(self._temp, self.location.key)
+
+    def abort(self) -> None:
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._temp)
+
+
+class S3MultipartSink(Sink):
+    """An S3 object uploaded in parts by a small pool; small outputs use one PutObject.
+
+    Memory holds at most `concurrency` parts being uploaded plus the one being filled: writing
+    blocks while the uploads are behind, which slows the parser instead of growing memory.
+    """
+
+    def __init__(
+        self, *, client: S3Client, location: Location, part_size: int, concurrency: int
+    ) -> None:
+        super().__init__(location)
+        self._client = client
+        self._base_part_size = part_size
+        self._concurrency = concurrency
+        self._chunks: list[bytes] = []
+        self._filled = 0
+        self._upload_id: str | None = None
+        self._part_number = 0
+        self._futures: list[Future[dict[str, Any]]] = []
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._pool: ThreadPoolExecutor | None = None
+        self._failed: ExportError | None = None
+        self._aborted = False
+
+    @property
+    def upload_id(self) -> str | None:
+        return self._upload_id
+
+    def _what(self) -> str:
+        return f"uploading {self.location.uri}"
+
+    def _write(self, view: memoryview) -> None:
+        while view:
+            target = part_size_for(self._part_number + 1, base=self._base_part_size)
+            take = view[: target - self._filled]
+            self._chunks.append(bytes(take))
+            self._filled += len(take)
+            view = view[len(take) :]
+            if self._filled >= target:
+                self._flush_part()
+
+    def _flush_part(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._upload_id is None:
+            try:
+                created = self._client.create_multipart_upload(
+                    Bucket=self.location.bucket, Key=self.location.key
+                )
+            except Exception as exc:
+                raise translate(exc, what=self._what()) from exc
+            self._upload_id = created["UploadId"]
+            self._pool = ThreadPoolExecutor(
+                max_workers=self._concurrency, thread_name_prefix="s3-upload"
+            )
+        self._part_number += 1
+        if self._part_number > S3_MAX_PARTS:
+            raise TransientError(f"{self._what()}: more than {S3_MAX_PARTS} parts")
+        body = b"".join(self._chunks)
+        self._chunks, self._filled = [], 0
+        self._slots.acquire()  # back-pressure: wait for a free upload slot
+        assert self._pool is not None
+        future = self._pool.submit(self._upload_part, self._part_number, body)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._futures.append(future)
+
+    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+        if self._aborted:
+            raise TransientError("upload aborted")
+        try:
+            response = self._client.upload_part(
+                Bucket=self.location.bucket,
+                Key=self.location.key,
+                UploadId=self._upload_id or "",
+                PartNumber=number,
+                Body=body,
+            )
+        except Exception as exc:
+            error = translate(exc, what=f"{self._what()} (part {number})")
+            self._failed = self._failed or error
+            raise error from exc
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def _commit(self) -> None:
+        if self._upload_id is None:
+            body = b"".join(self._chunks)
+            self._chunks = []
+            try:
+                self._client.put_object(
+                    Bucket=self.location.bucket, Key=self.location.key, Body=body
+                )
+            except Exception as exc:
+                raise translate(exc, what=self._what()) from exc
+            return
+        if self._filled or self._part_number == 0:
+            self._flush_part()
+        parts = []
+        for future in self._futures:
+            try:
+                parts.append(future.result())
+            except ExportError:
+                raise
+            except Exception as exc:
+                raise translate(exc, what=self._what()) from exc
+        try:
+            self._client.complete_multipart_upload(
+                Bucket=self.location.bucket,
+                Key=self.location.key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+            )
+        except Exception as exc:
+            raise translate(exc, what=self._what()) from exc
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def abort(self) -> None:
+        self._aborted = True
+        self._chunks = []
+        if self._pool is not None:
+            # Let in-flight parts finish first: a part completing after the abort would
+            # otherwise keep (part of) the upload alive.
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._upload_id is None:
+            return
+        for _ in range(3):
+            try:
+                self._client.abort_multipart_upload(
+                    Bucket=self.location.bucket, Key=self.location.key, UploadId=self._upload_id
+                )
+                return
+            except Exception as exc:
+                if "NoSuchUpload" in str(exc):
+                    return
+
+
+def open_sink(
+    *, location: Location, client: S3Client | None, part_size: int, concurrency: int
+) -> Sink:
+    """Open the output for writing (nothing is visible before `commit()`)."""
+    if not location.is_s3:
+        return FileSink(location)
+    assert client is not None
+    return S3MultipartSink(
+        client=client, location=location, part_size=part_size, concurrency=concurrency
+    )

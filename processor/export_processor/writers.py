@@ -1,0 +1,102 @@
+"""Format writers: Arrow record batches in, output bytes into a Sink.
+
+csv and csv.gz are normalised: UTF-8, comma-separated, a header row, text quoted, nulls empty and
+unquoted (so an empty field and an empty quoted string stay different), `\\n` line ends.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from export_processor.gzip_stream import ParallelGzipWriter
+from export_processor.jsonl import JsonLinesEncoder
+from export_processor.sink import Sink
+
+
+class BatchWriter(Protocol):
+    def write(self, batch: pa.RecordBatch) -> None: ...
+
+    def finish(self) -> None:
+        """Write what is buffered and any footer; the sink is then ready to commit."""
+
+    def discard(self) -> None:
+        """Stop without finishing (the sink is aborted by the caller)."""
+
+
+class CsvWriter:
+    def __init__(
+        self, *, sink: Sink, schema: pa.Schema, gzip_level: int | None, gzip_threads: int
+    ) -> None:
+        self._gzip = (
+            ParallelGzipWriter(sink, level=gzip_level, threads=gzip_threads)
+            if gzip_level is not None
+            else None
+        )
+        target = pa.PythonFile(self._gzip or sink, mode="w")
+        self._writer = pacsv.CSVWriter(
+            target, schema, write_options=pacsv.WriteOptions(include_header=True)
+        )
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def finish(self) -> None:
+        self._writer.close()
+        if self._gzip is not None:
+            self._gzip.finish()
+
+    def discard(self) -> None:
+        if self._gzip is not None:
+            self._gzip.discard()
+
+
+class JsonlWriter:
+    def __init__(self, *, sink: Sink, schema: pa.Schema) -> None:
+        self._sink = sink
+        self._encoder = JsonLinesEncoder(schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._sink.write(self._encoder.encode(batch))
+
+    def finish(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+class ParquetWriter:
+    """Parquet with zstd; one row group per parser block."""
+
+    def __init__(self, *, sink: Sink, schema: pa.Schema) -> None:
+        self._writer = pq.ParquetWriter(
+            pa.PythonFile(sink, mode="w"), schema, compression="zstd", compression_level=1
+        )
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def finish(self) -> None:
+        self._writer.close()
+
+    def discard(self) -> None:
+        pass
+
+
+def new_writer(
+    *, export_format: str, sink: Sink, schema: pa.Schema, gzip_level: int, gzip_threads: int
+) -> BatchWriter:
+    """The writer for `export_format` (csv, csv.gz, jsonl or parquet)."""
+    if export_format == "csv":
+        return CsvWriter(sink=sink, schema=schema, gzip_level=None, gzip_threads=gzip_threads)
+    if export_format == "csv.gz":
+        return CsvWriter(sink=sink, schema=schema, gzip_level=gzip_level, gzip_threads=gzip_threads)
+    if export_format == "jsonl":
+        return JsonlWriter(sink=sink, schema=schema)
+    if export_format == "parquet":
+        return ParquetWriter(sink=sink, schema=schema)
+    raise ValueError(f"unknown format {export_format!r}")
