@@ -1,0 +1,114 @@
+"""The application factory: routes, middlewares, typed state and start-up/clean-up of clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from export_operator.kube import new_api_client
+from export_operator.webhook import middleware, routes_events, routes_exports, routes_ops
+from export_operator.webhook.cache import ExportCache, ExportWatcher
+from export_operator.webhook.metrics import WebhookMetrics
+from export_operator.webhook.presign import Presigner
+from export_operator.webhook.services import METRICS, SERVICES, SETTINGS, Services
+from export_operator.webhook.settings import WebhookSettings
+from export_operator.webhook.sns import SnsVerifier
+from export_operator.webhook.store import ExportStore, KubeExportStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: WebhookSettings,
+    *,
+    store: ExportStore | None = None,
+    cache: ExportCache | None = None,
+) -> web.Application:
+    """Build the webhook application.
+
+    Args:
+        settings: the webhook's settings.
+        store: where ExportJobs are stored; default the API server (a client is opened at
+            start-up and closed at clean-up, with a watch feeding the cache).
+        cache: the cache `GET` reads; given together with `store` by unit tests, which then
+            keep it filled themselves.
+    """
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[middleware.observe, middleware.problems],
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = WebhookMetrics()
+    services = Services(cache=cache if cache is not None else ExportCache())
+    app[SERVICES] = services
+    app.add_routes(routes_exports.routes)
+    app.add_routes(routes_events.routes)
+    app.add_routes(routes_ops.routes)
+    app.cleanup_ctx.append(_http_session)
+    app.cleanup_ctx.append(_kubernetes if store is None else _given_store(store))
+    app.on_shutdown.append(_mark_shutting_down)
+    return app
+
+
+async def _http_session(app: web.Application) -> AsyncIterator[None]:
+    """The outgoing HTTP session (SNS certificates and subscription confirmations) and the
+    presigner."""
+    settings, services = app[SETTINGS], app[SERVICES]
+    async with aiohttp.ClientSession(headers={"User-Agent": "exportjobs-webhook"}) as session:
+        services.sns = SnsVerifier(
+            host_pattern=settings.sns_host_pattern,
+            topic_arns=settings.sns_topic_arns,
+            ssl_context=settings.sns_ssl_context,
+            session=session,
+            timeout=settings.api_timeout_seconds,
+        )
+        services.presigner = Presigner(
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            expiry_seconds=settings.presign_expiry_seconds,
+        )
+        yield
+
+
+async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
+    """The API client, the store on it and the watch that feeds the cache."""
+    settings, services = app[SETTINGS], app[SERVICES]
+    api = await new_api_client()
+    services.store = KubeExportStore(
+        api=api, namespace=settings.namespace, timeout=settings.api_timeout_seconds
+    )
+    watcher = ExportWatcher(
+        api=api,
+        cache=services.cache,
+        namespace=settings.namespace,
+        watch_timeout=settings.watch_timeout_seconds,
+        request_timeout=settings.api_timeout_seconds,
+    )
+    task = asyncio.create_task(watcher.run(), name="exportjobs-cache-watch")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await api.close()
+
+
+def _given_store(
+    store: ExportStore,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def given(app: web.Application) -> AsyncIterator[None]:
+        app[SERVICES].store = store
+        yield
+
+    return given
+
+
+async def _mark_shutting_down(app: web.Application) -> None:
+    app[SERVICES].shutting_down = True
+    log.info("shutting down: readiness off, finishing in-flight requests")

@@ -1,0 +1,70 @@
+"""Storing ExportJobs: one create, with AlreadyExistsError and API-server failures sorted out.
+
+Shared by `POST /v1/exports` and `POST /v1/events/s3`; both answer 202 only after `create_export`
+returned, that is after the API server stored the object (or holds it already).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from export_operator.webhook.problems import Problem, ProblemCode, unavailable
+from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
+from export_operator.webhook.store import (
+    AlreadyExistsError,
+    StoreRejectedError,
+    StoreUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    name: str
+    created: bool
+    """False when the name existed already (a redelivery or a replay)."""
+    obj: dict[str, Any] | None
+
+
+async def create_export(request: web.Request, *, body: dict[str, Any], source_kind: str) -> Stored:
+    """Create `body`; an existing object of the same name counts as stored.
+
+    Raises:
+        Problem: 422 when the API server rejects the object, 503 when it is unavailable.
+    """
+    app = request.app
+    services, metrics = app[SERVICES], app[METRICS]
+    name = body["metadata"]["name"]
+    try:
+        created = await services.store.create(body)
+    except AlreadyExistsError:
+        metrics.dedup_hits.labels(source=source_kind).inc()
+        return Stored(name=name, created=False, obj=None)
+    except StoreRejectedError as exc:
+        raise Problem(
+            status=422, code=ProblemCode.REJECTED_BY_API_SERVER, detail=str(exc)
+        ) from None
+    except StoreUnavailableError as exc:
+        metrics.api_unavailable.inc()
+        log.warning("ExportJob %s not stored: %s", name, exc)
+        raise unavailable(
+            "the export could not be stored now; retry later",
+            retry_after=app[SETTINGS].retry_after_seconds,
+        ) from None
+    services.cache.upsert(created)
+    metrics.created.labels(source=source_kind).inc()
+    log.info("ExportJob created", extra={"export": name, "source_kind": source_kind})
+    return Stored(name=name, created=True, obj=created)
+
+
+def accepted(payload: dict[str, Any], *, location: str | None, poll_after: int) -> web.Response:
+    """202 with `Retry-After` (when to poll) and, for one export, its `Location`."""
+    headers = {"Retry-After": str(poll_after)}
+    if location:
+        headers["Location"] = location
+    return web.json_response(payload, status=202, headers=headers)

@@ -1,0 +1,174 @@
+"""Parsing of S3 object-created notifications in every shape the webhook accepts.
+
+Pure functions, no I/O: a plain S3 event (`Records[]`, also what SNS raw delivery and an SNS
+Notification's `Message` carry), an EventBridge `Object Created` event, and a MinIO webhook body
+(`EventName`, `Key`, `Records[]`). The result is a list of `ObjectCreated` records plus what was
+ignored, so the handler can answer `s3:TestEvent` and non-create records without creating anything.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from export_operator.resource import S3Location, object_key_from_event, parse_s3_uri
+
+
+class EventSource(enum.StrEnum):
+    """Where an event came from; also the `exportjobs.dev/source-kind` label and metric label."""
+
+    API = "api"
+    S3 = "s3"
+    SNS = "sns"
+    EVENTBRIDGE = "eventbridge"
+    MINIO = "minio"
+
+
+class EventError(ValueError):
+    """The body is not an event we understand, or names an invalid bucket or key."""
+
+    def __init__(self, message: str, *, bad_key: bool = False) -> None:
+        super().__init__(message)
+        self.bad_key = bad_key
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectCreated:
+    """One object-created record, with the key already URL-decoded."""
+
+    location: S3Location
+    version_id: str | None
+    etag: str | None
+    sequencer: str | None
+
+    @property
+    def version(self) -> str | None:
+        """What tells versions of one key apart: versionId, else sequencer, else ETag."""
+        return self.version_id or self.sequencer or self.etag
+
+
+@dataclass(slots=True)
+class ParsedEvent:
+    source: EventSource
+    records: list[ObjectCreated] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    """Event names acknowledged without creating anything (test events, deletions, ...)."""
+
+
+def is_test_event(body: dict[str, Any]) -> bool:
+    """`s3:TestEvent`, which S3 sends when a notification configuration is saved."""
+    return body.get("Event") == "s3:TestEvent"
+
+
+def is_eventbridge(body: dict[str, Any]) -> bool:
+    return "detail-type" in body and "detail" in body
+
+
+def is_minio(body: dict[str, Any]) -> bool:
+    return "EventName" in body and "Records" in body
+
+
+def parse_event(body: Any, *, source: EventSource) -> ParsedEvent:
+    """Parse any supported notification body (already JSON-decoded).
+
+    `source` is the channel it arrived on (S3 or SNS); EventBridge and MinIO bodies are recognised
+    by their shape and reported as such.
+
+    Raises:
+        EventError: when the body is not a supported event or a record is invalid.
+    """
+    if not isinstance(body, dict):
+        raise EventError("the event must be a JSON object")
+    if is_test_event(body):
+        return ParsedEvent(source=source, ignored=["s3:TestEvent"])
+    if is_eventbridge(body):
+        return _parse_eventbridge(body)
+    if is_minio(body):
+        parsed = _parse_records(body["Records"], source=EventSource.MINIO)
+        return parsed
+    if "Records" in body:
+        return _parse_records(body["Records"], source=source)
+    raise EventError("not an S3 event: expected Records[], an EventBridge or a MinIO event")
+
+
+def _parse_records(records: Any, *, source: EventSource) -> ParsedEvent:
+    if not isinstance(records, list):
+        raise EventError("Records must be a list")
+    parsed = ParsedEvent(source=source)
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise EventError(f"Records[{index}] must be an object")
+        name = record.get("eventName")
+        if not isinstance(name, str):
+            raise EventError(f"Records[{index}].eventName is missing")
+        # AWS writes `ObjectCreated:Put`, MinIO `s3:ObjectCreated:Put`.
+        if not name.removeprefix("s3:").startswith("ObjectCreated:"):
+            parsed.ignored.append(name)
+            continue
+        s3 = record.get("s3")
+        bucket = _dig(s3, "bucket", "name")
+        obj = _dig(s3, "object")
+        raw_key = _dig(obj, "key")
+        if not isinstance(bucket, str) or not isinstance(raw_key, str) or not isinstance(obj, dict):
+            raise EventError(f"Records[{index}] lacks s3.bucket.name or s3.object.key")
+        parsed.records.append(
+            ObjectCreated(
+                location=_location(bucket, object_key_from_event(raw_key)),
+                version_id=_text(obj.get("versionId")),
+                etag=_text(obj.get("eTag")),
+                sequencer=_text(obj.get("sequencer")),
+            )
+        )
+    return parsed
+
+
+def _parse_eventbridge(body: dict[str, Any]) -> ParsedEvent:
+    parsed = ParsedEvent(source=EventSource.EVENTBRIDGE)
+    detail_type = body.get("detail-type")
+    if body.get("source") != "aws.s3":
+        raise EventError(f"EventBridge event from {body.get('source')!r}, expected aws.s3")
+    if detail_type != "Object Created":
+        parsed.ignored.append(str(detail_type))
+        return parsed
+    detail = body.get("detail")
+    bucket = _dig(detail, "bucket", "name")
+    obj = _dig(detail, "object")
+    key = _dig(obj, "key")
+    if not isinstance(bucket, str) or not isinstance(key, str) or not isinstance(obj, dict):
+        raise EventError("EventBridge event lacks detail.bucket.name or detail.object.key")
+    # EventBridge carries the key as stored, not URL-encoded like S3 notifications: decoding it
+    # would turn `a+b.csv` into `a b.csv`.
+    parsed.records.append(
+        ObjectCreated(
+            location=_location(bucket, key),
+            version_id=_text(obj.get("version-id")),
+            etag=_text(obj.get("etag")),
+            sequencer=_text(obj.get("sequencer")),
+        )
+    )
+    return parsed
+
+
+def _location(bucket: str, key: str) -> S3Location:
+    if key.startswith("/"):
+        raise EventError(f"keys starting with '/' are not supported: {key!r}", bad_key=True)
+    try:
+        return parse_s3_uri(f"s3://{bucket}/{key}")
+    except ValueError as exc:
+        raise EventError(str(exc), bad_key=True) from None
+
+
+def _dig(value: Any, *path: str) -> Any:
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string, else None (MinIO sends `""` and AWS `"null"` for no version)."""
+    if isinstance(value, str) and value and value != "null":
+        return value.strip('"')
+    return None

@@ -1,0 +1,51 @@
+"""`exportjobs-webhook`: run the webhook HTTP service (settings from EXPORTJOBS_WEBHOOK_*)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aiohttp import web
+
+from export_operator.webhook.app import create_app
+from export_operator.webhook.logs import configure_logging
+from export_operator.webhook.settings import WebhookSettings
+
+DESCRIPTION = """\
+Serve the exportjobs HTTP API: POST /v1/exports and /v1/events/s3 store ExportJobs (202 once
+stored, 503 + Retry-After when the API server is unavailable); GET /v1/exports[/{id}] reads them
+from a watch-fed cache; DELETE /v1/exports/{id} cancels. Also /healthz, /readyz, /metrics and
+/openapi.json. Configuration comes from EXPORTJOBS_WEBHOOK_* environment variables (see
+docs/configuration.md); the API server from in-cluster credentials or $KUBECONFIG."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the webhook until SIGTERM/SIGINT; exit 2 on invalid settings."""
+    parser = argparse.ArgumentParser(prog="exportjobs-webhook", description=DESCRIPTION)
+    parser.add_argument("--host", help="listen address (overrides EXPORTJOBS_WEBHOOK_HOST)")
+    parser.add_argument("--port", type=int, help="listen port (overrides EXPORTJOBS_WEBHOOK_PORT)")
+    args = parser.parse_args(argv)
+    try:
+        settings = WebhookSettings.from_env()
+    except (ValueError, OSError) as exc:
+        print(f"exportjobs-webhook: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(level=settings.log_level)
+    logging.getLogger(__name__).info(
+        "starting", extra={"namespace": settings.namespace, "port": args.port or settings.port}
+    )
+    web.run_app(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The webhook's Prometheus metrics (prefix `exportjobs_webhook_`), in a registry per app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class WebhookMetrics:
+    """Requests by route and code, latency, ExportJobs created by source, dedup hits, auth
+    failures, and the size of the ExportJob cache."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "exportjobs_webhook_requests",
+            "HTTP requests by route, method and status code.",
+            ["route", "method", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "exportjobs_webhook_request_duration_seconds",
+            "HTTP request latency by route and method.",
+            ["route", "method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.created = Counter(
+            "exportjobs_webhook_exports_created",
+            "ExportJobs created, by how they were requested (api, s3, sns, eventbridge, minio).",
+            ["source"],
+            registry=self.registry,
+        )
+        self.dedup_hits = Counter(
+            "exportjobs_webhook_dedup_hits",
+            "Requests answered with an existing ExportJob (redelivered events, replayed keys).",
+            ["source"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "exportjobs_webhook_auth_failures",
+            "Requests refused for missing or invalid credentials or signatures.",
+            ["route", "reason"],
+            registry=self.registry,
+        )
+        self.api_unavailable = Counter(
+            "exportjobs_webhook_api_unavailable",
+            "Requests answered 503 because the API server was down or refused.",
+            registry=self.registry,
+        )
+        self.cached_exports = Gauge(
+            "exportjobs_webhook_cached_exports",
+            "ExportJobs in the watch-fed cache.",
+            registry=self.registry,
+        )

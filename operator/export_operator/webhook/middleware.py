@@ -1,0 +1,84 @@
+"""Middlewares: request ids and access logs, metrics, and errors as problem documents."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from export_operator.webhook.logs import request_id
+from export_operator.webhook.problems import Problem, ProblemCode
+from export_operator.webhook.services import METRICS, SETTINGS
+
+log = logging.getLogger("export_operator.webhook.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+_HTTP_CODES = {
+    404: ProblemCode.NOT_FOUND,
+    405: ProblemCode.METHOD_NOT_ALLOWED,
+    413: ProblemCode.BODY_TOO_LARGE,
+    415: ProblemCode.UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+def _route_of(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id (or keep a sane incoming `X-Request-Id`), time it, count it and
+    log one JSON line for it."""
+    incoming = request.headers.get("X-Request-Id", "")
+    rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    token = request_id.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = rid
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        route, metrics = _route_of(request), request.app[METRICS]
+        metrics.requests.labels(route=route, method=request.method, code=str(status)).inc()
+        metrics.latency.labels(route=route, method=request.method).observe(elapsed)
+        if request.app[SETTINGS].access_log:
+            log.info(
+                "%s %s %d",
+                request.method,
+                request.path,
+                status,
+                extra={"status": status, "duration_ms": round(elapsed * 1000, 3), "route": route},
+            )
+        request_id.reset(token)
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render `Problem`s, aiohttp's HTTP errors and unexpected exceptions as problem+json."""
+    try:
+        return await handler(request)
+    except Problem as raised:
+        return raised.response(instance=request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, ProblemCode.INVALID_REQUEST)
+        response = Problem(status=exc.status, code=code, detail=exc.reason).response(
+            instance=request.path
+        )
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return Problem(status=500, code=ProblemCode.INTERNAL, detail="internal error").response(
+            instance=request.path
+        )

@@ -1,0 +1,427 @@
+"""The OpenAPI 3.1 document of the webhook's HTTP API, served at /openapi.json.
+
+Kept next to the handlers and checked against the live service by schemathesis (tests/cluster/
+webhook): every route, request body, response body, header and problem code is described here.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from export_operator.resource import ExportFormat, Phase
+from export_operator.webhook.problems import TYPE_BASE, ProblemCode
+
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/[^/].*$"
+S3_PREFIX_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/(.*/)?$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+_FORMATS = [f.value for f in ExportFormat]
+_PHASES = [p.value for p in Phase]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+    }
+    if retry_after:
+        response["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
+    return response
+
+
+def _json(description: str, schema: str, **headers: dict[str, Any]) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RETRY_AFTER = {"$ref": "#/components/headers/Retry-After"}
+_LOCATION = {
+    "description": "The status URL of the export.",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_UNAUTHORIZED = _problem("Missing or invalid credentials; nothing was created.")
+_UNAVAILABLE = _problem(
+    "The Kubernetes API server is down or refused; nothing is promised stored. Retry after "
+    "Retry-After seconds.",
+    retry_after=True,
+)
+_BAD_BODY = {
+    "400": _problem("Malformed JSON."),
+    "401": _UNAUTHORIZED,
+    "413": _problem("The body is larger than the configured limit."),
+    "415": _problem("The content type is not JSON."),
+    "422": _problem(
+        "Invalid request: unknown format, bad S3 URI or key, unknown fields, unsupported event, "
+        "or an Idempotency-Key reused with another body (code `idempotency-key-reused`)."
+    ),
+    "503": _UNAVAILABLE,
+}
+_ID_PARAMETER = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The export id (its ExportJob's name).",
+    "schema": {"type": "string", "maxLength": 63},
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details; `code` is stable, `type` derives from it.",
+        "required": ["type", "title", "status", "code", "detail"],
+        "properties": {
+            "type": {"type": "string", "format": "uri"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "code": {"type": "string", "enum": [c.value for c in ProblemCode]},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "id": {"type": "string", "description": "The export an Idempotency-Key names."},
+        },
+    },
+    "CsvOptions": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "delimiter": {"type": "string", "minLength": 1, "maxLength": 1},
+            "header": {"type": "boolean"},
+            "quote": {"type": "string", "minLength": 1, "maxLength": 1},
+            "encoding": {"type": "string", "minLength": 1, "maxLength": 64},
+        },
+    },
+    "Source": {
+        "oneOf": [
+            {"type": "string", "pattern": S3_URI_PATTERN, "maxLength": 1100},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["uri"],
+                "properties": {
+                    "uri": {"type": "string", "pattern": S3_URI_PATTERN, "maxLength": 1100},
+                    "version_id": {"type": "string", "minLength": 1, "maxLength": 1024},
+                    "etag": {"type": "string", "minLength": 1, "maxLength": 256},
+                },
+            },
+        ]
+    },
+    "ExportRequest": {
+        "type": "object",
+        "description": "Exactly one of `dataset_id` (resolved through the configured template) "
+        "and `source`.",
+        "additionalProperties": False,
+        "required": ["format"],
+        "properties": {
+            "dataset_id": {"type": "string", "format": "uuid"},
+            "source": _ref("Source"),
+            "format": {"type": "string", "enum": _FORMATS},
+            "destination": {"type": "string", "pattern": S3_PREFIX_PATTERN, "maxLength": 1024},
+            "csv": _ref("CsvOptions"),
+        },
+        "oneOf": [{"required": ["dataset_id"]}, {"required": ["source"]}],
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["id", "status", "status_url"],
+        "properties": {
+            "id": {"type": "string", "pattern": NAME_PATTERN},
+            "status": {"type": "string", "enum": _PHASES},
+            "status_url": {"type": "string"},
+        },
+    },
+    "Export": {
+        "type": "object",
+        "required": ["id", "status", "status_url", "format", "source"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": _PHASES},
+            "status_url": {"type": "string"},
+            "format": {"type": "string", "enum": _FORMATS},
+            "source": {"type": "string"},
+            "destination": {"type": ["string", "null"]},
+            "cancel_requested": {"type": "boolean"},
+            "created_at": {"type": ["string", "null"]},
+            "start_time": {"type": ["string", "null"]},
+            "completion_time": {"type": ["string", "null"]},
+            "attempts": {"type": ["integer", "null"]},
+            "queue_position": {"type": ["integer", "null"]},
+            "progress": {
+                "type": ["object", "null"],
+                "properties": {
+                    "bytesRead": {"type": "integer"},
+                    "bytesTotal": {"type": "integer"},
+                    "rows": {"type": "integer"},
+                    "percent": {"type": "number"},
+                },
+            },
+            "error": {
+                "type": ["object", "null"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "retryable": {"type": "boolean"},
+                },
+            },
+            "result": {
+                "type": ["object", "null"],
+                "properties": {
+                    "uri": {"type": "string"},
+                    "bytes": {"type": "integer"},
+                    "rows": {"type": "integer"},
+                    "sha256": {"type": "string"},
+                    "format": {"type": "string"},
+                    "download_url": {
+                        "type": ["string", "null"],
+                        "description": "Presigned GET URL (single-export reads only).",
+                    },
+                },
+            },
+        },
+    },
+    "ExportList": {
+        "type": "object",
+        "required": ["items", "continue"],
+        "properties": {
+            "items": {"type": "array", "items": _ref("Export")},
+            "continue": {
+                "type": ["string", "null"],
+                "description": "Pass as `continue` for the next page; null on the last page.",
+            },
+        },
+    },
+    "EventResult": {
+        "type": "object",
+        "required": ["ids", "ignored", "status"],
+        "properties": {
+            "ids": {"type": "array", "items": {"type": "string"}},
+            "created": {"type": "integer"},
+            "duplicates": {"type": "integer"},
+            "ignored": {"type": "array", "items": {"type": "string"}},
+            "status": {"type": "string", "enum": ["accepted", "ignored", "acknowledged"]},
+        },
+    },
+    "S3Event": {
+        "type": "object",
+        "description": "An S3 event notification (`Records[]`, as S3, SNS raw delivery and "
+        "relays post it), an `s3:TestEvent`, an EventBridge `Object Created` event "
+        "(`detail-type`, `detail`), a MinIO webhook body (`EventName`, `Key`, `Records`), or, "
+        "with header `x-amz-sns-message-type`, an SNS message whose `Message` is one of these.",
+    },
+}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once)."""
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "exportjobs webhook",
+            "version": "v1",
+            "description": "Requests exports as ExportJobs and reads them back. Errors are "
+            f"application/problem+json; `type` is {TYPE_BASE}<code>.",
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before polling (202) or retrying (503).",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                }
+            },
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "eventbridgeApiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "EventBridge API destinations; the header name is "
+                    "configurable (EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_HEADER).",
+                },
+            },
+        },
+        "paths": {
+            "/v1/exports": {
+                "post": {
+                    "operationId": "createExport",
+                    "summary": "Request an export; 202 once its ExportJob is stored.",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "description": "The same key and body give the same id; another "
+                            "body gives 422.",
+                            "schema": {
+                                "type": "string",
+                                "pattern": "^[!-~]{1,255}$",
+                            },
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ExportRequest")}},
+                    },
+                    "responses": {
+                        "202": _json(
+                            "Stored.",
+                            "Accepted",
+                            Location=_LOCATION,
+                            **{"Retry-After": _RETRY_AFTER},
+                        ),
+                        **_BAD_BODY,
+                    },
+                },
+                "get": {
+                    "operationId": "listExports",
+                    "summary": "List exports (from the watch-fed cache), ordered by id.",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "phase",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": _PHASES},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        },
+                        {"name": "continue", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json("One page of exports.", "ExportList"),
+                        "401": _UNAUTHORIZED,
+                        "422": _problem("Invalid phase, limit or continue token."),
+                        "503": _problem("The cache is not synced yet.", retry_after=True),
+                    },
+                },
+            },
+            "/v1/exports/{id}": {
+                "parameters": [_ID_PARAMETER],
+                "get": {
+                    "operationId": "getExport",
+                    "summary": "One export's phase, progress, error and result (with a presigned "
+                    "download URL once it succeeded).",
+                    "security": bearer,
+                    "responses": {
+                        "200": _json("The export.", "Export"),
+                        "401": _UNAUTHORIZED,
+                        "404": _problem("No such export."),
+                        "503": _problem("The cache is not synced yet.", retry_after=True),
+                    },
+                },
+                "delete": {
+                    "operationId": "cancelExport",
+                    "summary": "Cancel: sets spec.cancel; the export ends Cancelled.",
+                    "security": bearer,
+                    "responses": {
+                        "202": _json(
+                            "Cancellation stored.",
+                            "Export",
+                            Location=_LOCATION,
+                            **{"Retry-After": _RETRY_AFTER},
+                        ),
+                        "401": _UNAUTHORIZED,
+                        "404": _problem("No such export."),
+                        "422": _problem("The API server refused the change."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
+            "/v1/events/s3": {
+                "post": {
+                    "operationId": "postS3Event",
+                    "summary": "S3 object-created notifications: one export per record and "
+                    "format; redeliveries map to the same id.",
+                    "description": "SNS messages are authenticated by signature, EventBridge "
+                    "events by API key, everything else by bearer token.",
+                    "security": [*bearer, {"eventbridgeApiKey": []}, {}],
+                    "parameters": [
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "description": "Output format; default from the bucket/prefix rules.",
+                            "schema": {"type": "string", "enum": _FORMATS},
+                        },
+                        {
+                            "name": "x-amz-sns-message-type",
+                            "in": "header",
+                            "schema": {
+                                "type": "string",
+                                "enum": [
+                                    "SubscriptionConfirmation",
+                                    "Notification",
+                                    "UnsubscribeConfirmation",
+                                ],
+                            },
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": _ref("S3Event")},
+                            "text/plain": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "200": _json("Acknowledged; nothing to create.", "EventResult"),
+                        "202": _json(
+                            "Stored (or already stored).",
+                            "EventResult",
+                            **{"Retry-After": _RETRY_AFTER},
+                        ),
+                        **_BAD_BODY,
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "Liveness.",
+                    "responses": {"200": {"description": "Alive."}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Readiness: cache synced and the API server answers.",
+                    "responses": {
+                        "200": {"description": "Ready."},
+                        "503": _problem("Not ready.", retry_after=True),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics (exportjobs_webhook_*).",
+                    "responses": {
+                        "200": {
+                            "description": "Metrics in the text exposition format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document.",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document."}},
+                }
+            },
+        },
+    }

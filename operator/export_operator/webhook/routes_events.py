@@ -1,0 +1,150 @@
+"""`POST /v1/events/s3`: S3 object-created notifications in every supported envelope.
+
+Who may call: SNS by signature (header `x-amz-sns-message-type`), EventBridge API destinations by
+their API-key header, everyone else (S3 via a relay, SNS raw delivery, MinIO) by bearer token.
+Every record is validated before the first ExportJob is created, so a bad event creates nothing.
+Each object version and format maps to one deterministic name; an existing name is success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from export_operator import resource
+from export_operator.resource import ExportFormat
+from export_operator.webhook import auth
+from export_operator.webhook.create import Stored, accepted, create_export
+from export_operator.webhook.events import EventError, EventSource, ParsedEvent, parse_event
+from export_operator.webhook.exports import build_export_job, export_for_event, parse_format
+from export_operator.webhook.http import read_json, unauthorized
+from export_operator.webhook.problems import Problem, ProblemCode, invalid, unavailable
+from export_operator.webhook.services import SERVICES, SETTINGS
+from export_operator.webhook.sns import MESSAGE_TYPES, SnsError, SnsUnavailableError
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+SNS_TYPE_HEADER = "x-amz-sns-message-type"
+
+
+@routes.post("/v1/events/s3")
+async def post_s3_event(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    query_format = request.query.get("format")
+    export_format = parse_format(query_format) if query_format is not None else None
+    if SNS_TYPE_HEADER in request.headers:
+        parsed = await _from_sns(request)
+        if parsed is None:
+            return web.json_response({"ids": [], "ignored": [], "status": "acknowledged"})
+    else:
+        by_token = auth.has_valid_bearer(request, settings.tokens)
+        by_key = not by_token and auth.has_valid_api_key(
+            request,
+            header=settings.eventbridge_api_key_header,
+            keys=settings.eventbridge_api_keys,
+        )
+        if not (by_token or by_key):
+            reason = "missing" if auth.bearer_token(request) is None else "invalid"
+            raise unauthorized(
+                request, reason=reason, detail="a bearer token or EventBridge API key is required"
+            )
+        parsed = _parse(await read_json(request), source=EventSource.S3)
+        if by_key and parsed.source != EventSource.EVENTBRIDGE:
+            raise unauthorized(
+                request,
+                reason="api-key-scope",
+                detail="the EventBridge API key is accepted for EventBridge events only",
+            )
+    return await _store(request, parsed, export_format=export_format)
+
+
+def _parse(body: Any, *, source: EventSource) -> ParsedEvent:
+    try:
+        return parse_event(body, source=source)
+    except EventError as exc:
+        code = ProblemCode.INVALID_S3_KEY if exc.bad_key else ProblemCode.UNSUPPORTED_EVENT
+        raise invalid(str(exc), code=code) from None
+
+
+async def _from_sns(request: web.Request) -> ParsedEvent | None:
+    """Verify an SNS message; confirm subscriptions; the S3 event of a Notification."""
+    services, settings = request.app[SERVICES], request.app[SETTINGS]
+    kind = request.headers[SNS_TYPE_HEADER]
+    if kind not in MESSAGE_TYPES:
+        raise invalid(f"unknown SNS message type {kind!r}", code=ProblemCode.UNSUPPORTED_EVENT)
+    message = await read_json(request, allow_text=True)  # SNS posts text/plain
+    if not isinstance(message, dict) or message.get("Type") != kind:
+        raise invalid("the SNS message Type does not match its header")
+    try:
+        await services.sns.verify(message)
+        if kind == "SubscriptionConfirmation":
+            await services.sns.confirm(message)
+            log.info("SNS subscription confirmed", extra={"topic": message.get("TopicArn")})
+            return None
+    except SnsError as exc:
+        raise unauthorized(request, reason="sns-signature", detail=str(exc)) from None
+    except SnsUnavailableError as exc:
+        raise unavailable(str(exc), retry_after=settings.retry_after_seconds) from None
+    if kind == "UnsubscribeConfirmation":
+        log.info("SNS subscription ended", extra={"topic": message.get("TopicArn")})
+        return None
+    try:
+        inner = json.loads(str(message.get("Message", "")))
+    except ValueError:
+        raise Problem(
+            status=400, code=ProblemCode.MALFORMED_JSON, detail="the SNS Message is not JSON"
+        ) from None
+    return _parse(inner, source=EventSource.SNS)
+
+
+async def _store(
+    request: web.Request, parsed: ParsedEvent, *, export_format: ExportFormat | None
+) -> web.Response:
+    settings = request.app[SETTINGS]
+    bodies = []
+    for record in parsed.records:
+        location = record.location
+        chosen = export_format or settings.format_for(bucket=location.bucket, key=location.key)
+        if chosen is None:
+            raise invalid(
+                f"no format for {location.uri}: pass ?format= or configure a format rule",
+                code=ProblemCode.UNKNOWN_FORMAT,
+            )
+        export = export_for_event(
+            record, export_format=chosen, default_destination=settings.destination_uri
+        )
+        name = resource.export_name_for_object(
+            bucket=location.bucket, key=location.key, version=record.version, export_format=chosen
+        )
+        bodies.append(
+            build_export_job(
+                name=name, namespace=settings.namespace, request=export, source_kind=parsed.source
+            )
+        )
+    if not bodies:
+        return web.json_response({"ids": [], "ignored": parsed.ignored, "status": "ignored"})
+    results = await asyncio.gather(
+        *(create_export(request, body=b, source_kind=parsed.source) for b in bodies),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    stored = [r for r in results if isinstance(r, Stored)]
+    ids = list(dict.fromkeys(s.name for s in stored))
+    return accepted(
+        {
+            "ids": ids,
+            "created": sum(s.created for s in stored),
+            "duplicates": sum(not s.created for s in stored),
+            "ignored": parsed.ignored,
+            "status": "accepted",
+        },
+        location=f"/v1/exports/{ids[0]}" if len(ids) == 1 else None,
+        poll_after=settings.poll_after_seconds,
+    )

@@ -1,0 +1,176 @@
+"""`/v1/exports`: request an export, read it back (from the cache), list them, cancel one."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from export_operator import resource
+from export_operator.webhook.cache import phase_of
+from export_operator.webhook.create import accepted, create_export
+from export_operator.webhook.events import EventSource
+from export_operator.webhook.exports import build_export_job, parse_export_request
+from export_operator.webhook.http import read_json, require_bearer
+from export_operator.webhook.problems import Problem, ProblemCode, invalid, unavailable
+from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
+from export_operator.webhook.store import StoreRejectedError, StoreUnavailableError
+from export_operator.webhook.views import export_view, status_url
+
+routes = web.RouteTableDef()
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+@routes.post("/v1/exports")
+async def post_export(request: web.Request) -> web.Response:
+    require_bearer(request)
+    settings = request.app[SETTINGS]
+    export = parse_export_request(
+        await read_json(request),
+        dataset_uri_template=settings.dataset_uri_template,
+        default_destination=settings.destination_uri,
+    )
+    digest = resource.request_digest(export.canonical())
+    annotations = {resource.ANNOTATION_REQUEST_SHA256: digest}
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        if not _IDEMPOTENCY_KEY.match(key):
+            raise invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        name = resource.export_name_for_idempotency_key(key)
+        annotations[resource.ANNOTATION_IDEMPOTENCY] = hashlib.sha256(key.encode()).hexdigest()
+    else:
+        name = f"api-{uuid.uuid4().hex[:24]}"
+    body = build_export_job(
+        name=name,
+        namespace=settings.namespace,
+        request=export,
+        source_kind=EventSource.API,
+        annotations=annotations,
+    )
+    stored = await create_export(request, body=body, source_kind=EventSource.API)
+    obj = stored.obj
+    if not stored.created:
+        obj = await _existing(request, name)
+        stored_digest = (obj.get("metadata", {}).get("annotations") or {}).get(
+            resource.ANNOTATION_REQUEST_SHA256
+        )
+        if key is None or stored_digest != digest:
+            raise Problem(
+                status=422,
+                code=ProblemCode.IDEMPOTENCY_CONFLICT,
+                detail="this Idempotency-Key was used with a different request",
+                extra={"id": name},
+            )
+    assert obj is not None
+    return accepted(
+        {"id": name, "status": phase_of(obj), "status_url": status_url(name)},
+        location=status_url(name),
+        poll_after=settings.poll_after_seconds,
+    )
+
+
+async def _existing(request: web.Request, name: str) -> dict[str, Any]:
+    services, settings = request.app[SERVICES], request.app[SETTINGS]
+    obj = services.cache.get(name)
+    if obj is not None:
+        return obj
+    try:
+        found = await services.store.read(name)
+    except StoreUnavailableError:
+        found = None
+    if found is None:
+        # It existed a moment ago; a 503 makes the client retry, which then settles it.
+        raise unavailable(
+            "the export could not be read back; retry later",
+            retry_after=settings.retry_after_seconds,
+        )
+    return found
+
+
+def _cached_or_404(request: web.Request) -> dict[str, Any]:
+    services, settings = request.app[SERVICES], request.app[SETTINGS]
+    name = request.match_info["id"]
+    if not services.cache.synced:
+        raise Problem(
+            status=503,
+            code=ProblemCode.NOT_READY,
+            detail="the export cache is not synced yet",
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+    obj = services.cache.get(name) if _NAME.match(name) else None
+    if obj is None:
+        raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
+    return obj
+
+
+@routes.get("/v1/exports/{id}")
+async def get_export(request: web.Request) -> web.Response:
+    require_bearer(request)
+    obj = _cached_or_404(request)
+    download_url = None
+    result_uri = ((obj.get("status") or {}).get("result") or {}).get("uri")
+    if phase_of(obj) == resource.Phase.SUCCEEDED and isinstance(result_uri, str):
+        try:
+            download_url = await request.app[SERVICES].presigner.url_for(result_uri)
+        except ValueError:
+            download_url = None
+    return web.json_response(export_view(obj, download_url=download_url))
+
+
+@routes.get("/v1/exports")
+async def list_exports(request: web.Request) -> web.Response:
+    require_bearer(request)
+    services, settings = request.app[SERVICES], request.app[SETTINGS]
+    phase = request.query.get("phase")
+    if phase is not None and phase not in {p.value for p in resource.Phase}:
+        allowed = ", ".join(p.value for p in resource.Phase)
+        raise invalid(f"phase must be one of {allowed}")
+    raw_limit = request.query.get("limit", str(settings.page_size))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+        raise invalid("limit must be an integer from 1 to 500")
+    if not services.cache.synced:
+        raise Problem(
+            status=503,
+            code=ProblemCode.NOT_READY,
+            detail="the export cache is not synced yet",
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+    try:
+        items, token = services.cache.page(
+            phase=phase, limit=int(raw_limit), continue_token=request.query.get("continue")
+        )
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+    return web.json_response({"items": [export_view(obj) for obj in items], "continue": token})
+
+
+@routes.delete("/v1/exports/{id}")
+async def cancel_export(request: web.Request) -> web.Response:
+    require_bearer(request)
+    services, settings = request.app[SERVICES], request.app[SETTINGS]
+    name = request.match_info["id"]
+    if not _NAME.match(name):
+        raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
+    try:
+        patched = await services.store.cancel(name)
+    except StoreUnavailableError:
+        request.app[METRICS].api_unavailable.inc()
+        raise unavailable(
+            "the cancellation could not be stored; retry later",
+            retry_after=settings.retry_after_seconds,
+        ) from None
+    except StoreRejectedError as exc:
+        raise Problem(
+            status=422, code=ProblemCode.REJECTED_BY_API_SERVER, detail=str(exc)
+        ) from None
+    if patched is None:
+        raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
+    services.cache.upsert(patched)
+    return accepted(
+        export_view(patched), location=status_url(name), poll_after=settings.poll_after_seconds
+    )

@@ -1,0 +1,59 @@
+"""Probes, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from export_operator.webhook.openapi import openapi_document
+from export_operator.webhook.problems import Problem, ProblemCode
+from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
+from export_operator.webhook.store import StoreUnavailableError
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the event loop answers. Says nothing about the API server on purpose (a restart
+    would not fix it)."""
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: the ExportJob cache is synced, the API server answers, and not shutting down."""
+    services, settings = request.app[SERVICES], request.app[SETTINGS]
+    reasons = []
+    if services.shutting_down:
+        reasons.append("shutting down")
+    if not services.cache.synced:
+        reasons.append("export cache not synced")
+    try:
+        await asyncio.wait_for(services.store.ping(), settings.api_timeout_seconds)
+    except (TimeoutError, StoreUnavailableError) as exc:
+        reasons.append(f"API server not answering: {exc}")
+    if reasons:
+        raise Problem(
+            status=503,
+            code=ProblemCode.NOT_READY,
+            detail="; ".join(reasons),
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+    return web.json_response({"status": "ready", "cached_exports": len(services.cache)})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[METRICS]
+    registry.cached_exports.set(len(request.app[SERVICES].cache))
+    return web.Response(
+        body=generate_latest(registry.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())

@@ -1,0 +1,259 @@
+"""The webhook's typed settings, read once from `EXPORTJOBS_WEBHOOK_*` environment variables.
+
+Every field documents its unit, default and reason. `WebhookSettings.from_env()` is the only
+reader of the environment; the rest of the package receives the settings object.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export_operator.resource import ExportFormat, parse_s3_uri
+
+PREFIX = "EXPORTJOBS_WEBHOOK_"
+
+AWS_SNS_HOST_PATTERN = r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+"""Hosts SNS signs from and sends SubscribeURLs for (`sns.<region>.amazonaws.com[.cn]`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FormatRule:
+    """Objects under `s3://bucket/prefix` are exported as `export_format`."""
+
+    bucket: str
+    prefix: str
+    export_format: ExportFormat
+
+    def matches(self, *, bucket: str, key: str) -> bool:
+        return bucket == self.bucket and key.startswith(self.prefix)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookSettings:
+    """Everything the webhook needs, fixed at start-up."""
+
+    namespace: str = "default"
+    """Namespace the ExportJobs are created in and read from. Env `EXPORTJOBS_WEBHOOK_NAMESPACE`,
+    else the shared `EXPORTJOBS_NAMESPACE`, else `default`."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on all interfaces
+    """Listen address. Env `EXPORTJOBS_WEBHOOK_HOST`, default `0.0.0.0`."""
+
+    port: int = 8080
+    """Listen port. Env `EXPORTJOBS_WEBHOOK_PORT`, default 8080."""
+
+    tokens: tuple[str, ...] = ()
+    """Bearer tokens accepted from API and MinIO callers. Env `EXPORTJOBS_WEBHOOK_TOKENS`
+    (comma-separated, e.g. from a Secret key) plus the tokens in `EXPORTJOBS_WEBHOOK_TOKENS_FILE`
+    (one per line, or a mounted Secret directory: every file is read). Default none: then only
+    SNS-signed and EventBridge-key requests are accepted, everything else gets 401."""
+
+    dataset_uri_template: str = "s3://datasets/{dataset_id}.csv"
+    """How `dataset_id` resolves to a source URI; `{dataset_id}` is replaced by the UUID.
+    Env `EXPORTJOBS_WEBHOOK_DATASET_URI_TEMPLATE`."""
+
+    format_rules: tuple[FormatRule, ...] = ()
+    """Output format of S3 events without a `?format=` parameter, by bucket and key prefix; the
+    longest matching prefix wins. Env `EXPORTJOBS_WEBHOOK_FORMAT_RULES`, e.g.
+    `incoming/reports/=parquet,exports-input=csv.gz`. Default none: events need `?format=`."""
+
+    destination_uri: str | None = None
+    """`spec.destination.uri` for exports that name none (`s3://bucket/prefix/`). Env
+    `EXPORTJOBS_WEBHOOK_DESTINATION_URI`; default unset, so the operator's default applies."""
+
+    max_body_bytes: int = 1024 * 1024
+    """Largest accepted request body in bytes (413 above). Env `EXPORTJOBS_WEBHOOK_MAX_BODY_BYTES`,
+    default 1 MiB: S3 events are a few KiB; the cap bounds memory per request."""
+
+    sns_topic_arns: tuple[str, ...] = ()
+    """SNS topics whose messages are accepted. Env `EXPORTJOBS_WEBHOOK_SNS_TOPIC_ARNS`
+    (comma-separated). Default none = any topic with a valid signature; set it in production, as
+    anyone can sign messages for a topic of their own."""
+
+    sns_host_pattern: str = AWS_SNS_HOST_PATTERN
+    """Regex the host of SigningCertURL and SubscribeURL must match. Not read from the
+    environment on purpose: only tests (constructing settings in code) may change it."""
+
+    sns_ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
+    """TLS trust for fetching certificates and SubscribeURLs; None = system CAs. Test-only, like
+    `sns_host_pattern`."""
+
+    eventbridge_api_key_header: str = "x-api-key"
+    """Header carrying the API key of an EventBridge API destination (its connection's API key
+    name). Env `EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_HEADER`, default `x-api-key`."""
+
+    eventbridge_api_keys: tuple[str, ...] = ()
+    """Accepted values of that header. Env `EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY` (comma-
+    separated) and `EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_FILE`. Default none: EventBridge
+    callers then need a bearer token."""
+
+    presign_expiry_seconds: int = 3600
+    """Lifetime of presigned result download URLs in seconds. Env
+    `EXPORTJOBS_WEBHOOK_PRESIGN_EXPIRY_SECONDS`, default 3600."""
+
+    s3_endpoint_url: str | None = None
+    """S3 endpoint for presigning (MinIO or another S3-compatible store). Env
+    `EXPORTJOBS_WEBHOOK_S3_ENDPOINT_URL`, else `AWS_ENDPOINT_URL`; unset = AWS."""
+
+    s3_region: str | None = None
+    """Region for presigning. Env `EXPORTJOBS_WEBHOOK_S3_REGION`, else the AWS chain."""
+
+    api_timeout_seconds: float = 5.0
+    """Timeout of one API-server call in seconds; past it the caller gets 503. Env
+    `EXPORTJOBS_WEBHOOK_API_TIMEOUT_SECONDS`, default 5 (well below client timeouts)."""
+
+    retry_after_seconds: int = 5
+    """`Retry-After` on 503 when the API server is down or refuses. Env
+    `EXPORTJOBS_WEBHOOK_RETRY_AFTER_SECONDS`, default 5."""
+
+    poll_after_seconds: int = 2
+    """`Retry-After` on 202: when a client should first poll the status URL. Env
+    `EXPORTJOBS_WEBHOOK_POLL_AFTER_SECONDS`, default 2."""
+
+    watch_timeout_seconds: int = 300
+    """Server-side timeout of one watch request of the ExportJob cache, in seconds; the watch
+    resumes from the last resourceVersion. Env `EXPORTJOBS_WEBHOOK_WATCH_TIMEOUT_SECONDS`."""
+
+    page_size: int = 50
+    """Default page size of `GET /v1/exports` (at most 500). Env
+    `EXPORTJOBS_WEBHOOK_PAGE_SIZE`."""
+
+    shutdown_timeout_seconds: float = 10.0
+    """Grace period for in-flight requests on SIGTERM, in seconds. Env
+    `EXPORTJOBS_WEBHOOK_SHUTDOWN_TIMEOUT_SECONDS`, default 10 (inside the pod's 30 s)."""
+
+    log_level: str = "INFO"
+    """Log level name. Env `EXPORTJOBS_WEBHOOK_LOG_LEVEL`, default INFO."""
+
+    access_log: bool = True
+    """Log one JSON line per request. Env `EXPORTJOBS_WEBHOOK_ACCESS_LOG` (`true`/`false`)."""
+
+    def __post_init__(self) -> None:
+        if "{dataset_id}" not in self.dataset_uri_template:
+            raise ValueError("dataset URI template must contain {dataset_id}")
+        if self.destination_uri is not None:
+            parse_s3_uri(self.destination_uri, prefix=True)
+        if self.max_body_bytes < 1024:
+            raise ValueError("max body size must be at least 1024 bytes")
+        if not 1 <= self.page_size <= 500:
+            raise ValueError("page size must be between 1 and 500")
+        if not 1 <= self.presign_expiry_seconds <= 7 * 24 * 3600:
+            raise ValueError("presign expiry must be between 1 s and 7 days")
+        re.compile(self.sns_host_pattern)
+
+    def format_for(self, *, bucket: str, key: str) -> ExportFormat | None:
+        """The configured format for an object, by the longest matching bucket/prefix rule."""
+        best: FormatRule | None = None
+        for rule in self.format_rules:
+            if rule.matches(bucket=bucket, key=key) and (
+                best is None or len(rule.prefix) > len(best.prefix)
+            ):
+                best = rule
+        return best.export_format if best else None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSettings:
+        """Read the settings from the environment (or `environ`).
+
+        Raises:
+            ValueError: naming the variable, when one holds an invalid value.
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(PREFIX + name)
+            return value if value not in (None, "") else None
+
+        def number(name: str, kind: type[int] | type[float], default: float) -> float:
+            raw = get(name)
+            try:
+                return kind(raw) if raw is not None else default
+            except ValueError:
+                raise ValueError(f"{PREFIX}{name}: not a number: {raw!r}") from None
+
+        tokens = _split(get("TOKENS")) + _read_secret(get("TOKENS_FILE"))
+        api_keys = _split(get("EVENTBRIDGE_API_KEY")) + _read_secret(
+            get("EVENTBRIDGE_API_KEY_FILE")
+        )
+        try:
+            return cls(
+                namespace=get("NAMESPACE") or env.get("EXPORTJOBS_NAMESPACE") or "default",
+                host=get("HOST") or cls.host,
+                port=int(number("PORT", int, cls.port)),
+                tokens=tokens,
+                dataset_uri_template=get("DATASET_URI_TEMPLATE") or cls.dataset_uri_template,
+                format_rules=parse_format_rules(get("FORMAT_RULES") or ""),
+                destination_uri=get("DESTINATION_URI"),
+                max_body_bytes=int(number("MAX_BODY_BYTES", int, cls.max_body_bytes)),
+                sns_topic_arns=_split(get("SNS_TOPIC_ARNS")),
+                eventbridge_api_key_header=(
+                    get("EVENTBRIDGE_API_KEY_HEADER") or cls.eventbridge_api_key_header
+                ).lower(),
+                eventbridge_api_keys=api_keys,
+                presign_expiry_seconds=int(
+                    number("PRESIGN_EXPIRY_SECONDS", int, cls.presign_expiry_seconds)
+                ),
+                s3_endpoint_url=get("S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
+                s3_region=get("S3_REGION"),
+                api_timeout_seconds=number("API_TIMEOUT_SECONDS", float, cls.api_timeout_seconds),
+                retry_after_seconds=int(
+                    number("RETRY_AFTER_SECONDS", int, cls.retry_after_seconds)
+                ),
+                poll_after_seconds=int(number("POLL_AFTER_SECONDS", int, cls.poll_after_seconds)),
+                watch_timeout_seconds=int(
+                    number("WATCH_TIMEOUT_SECONDS", int, cls.watch_timeout_seconds)
+                ),
+                page_size=int(number("PAGE_SIZE", int, cls.page_size)),
+                shutdown_timeout_seconds=number(
+                    "SHUTDOWN_TIMEOUT_SECONDS", float, cls.shutdown_timeout_seconds
+                ),
+                log_level=(get("LOG_LEVEL") or cls.log_level).upper(),
+                access_log=(get("ACCESS_LOG") or "true").lower() in ("1", "true", "yes", "on"),
+            )
+        except (ValueError, re.error) as exc:
+            raise ValueError(f"invalid webhook settings: {exc}") from exc
+
+
+def parse_format_rules(text: str) -> tuple[FormatRule, ...]:
+    """Parse `bucket[/prefix]=format` pairs separated by commas.
+
+    Raises:
+        ValueError: on a malformed pair or an unknown format.
+    """
+    rules = []
+    for item in _split(text):
+        where, sep, fmt = item.partition("=")
+        if not sep or not where:
+            raise ValueError(f"format rule {item!r} is not bucket[/prefix]=format")
+        bucket, _, prefix = where.partition("/")
+        try:
+            export_format = ExportFormat(fmt.strip())
+        except ValueError:
+            raise ValueError(f"format rule {item!r}: unknown format {fmt!r}") from None
+        rules.append(FormatRule(bucket=bucket.strip(), prefix=prefix, export_format=export_format))
+    return tuple(rules)
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+def _read_secret(path: str | None) -> tuple[str, ...]:
+    """Tokens from a file (one per line) or a mounted Secret directory (every visible file)."""
+    if path is None:
+        return ()
+    root = Path(path)
+    files = (
+        sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+        if (root.is_dir())
+        else [root]
+    )
+    tokens: list[str] = []
+    for file in files:
+        tokens += [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    return tuple(tokens)
