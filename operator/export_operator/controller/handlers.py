@@ -1,0 +1,132 @@
+"""The kopf handlers: thin adapters from watch events to the Controller.
+
+Indexes (ExportJobs, their Jobs, their pods) plus event handlers, no kopf-managed create/update
+handlers: the reconciliation is level-based, so kopf keeps no per-object progress. Its storages
+are still pointed at annotations, so nothing kopf might write lands in a pruned `status` field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from export_operator import kube, resource
+from export_operator.controller.queue import Key
+from export_operator.controller.reconciler import Controller
+from export_operator.controller.settings import OperatorSettings
+from export_operator.controller.views import ExportView, JobView, PodView
+
+EXPORTJOBS = (resource.API_VERSION, resource.PLURAL)
+JOBS = ("batch/v1", "jobs")
+PODS = ("v1", "pods")
+OURS = {resource.LABEL_EXPORT: kopf.PRESENT}
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
+    """Apply our settings to kopf's: timeouts, server-side filters, storages, peering."""
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=resource.GROUP
+    )
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=resource.GROUP
+    )
+    kopf_settings.persistence.finalizer = f"{resource.GROUP}/kopf-finalizer"
+    # Only the processor's Jobs and pods: filter on the server, not after the wire.
+    kopf_settings.watching.label_selectors[JOBS] = resource.LABEL_EXPORT
+    kopf_settings.watching.label_selectors[PODS] = resource.LABEL_EXPORT
+    kopf_settings.watching.server_timeout = settings.watch_server_timeout_seconds
+    kopf_settings.watching.client_timeout = settings.watch_client_timeout_seconds
+    kopf_settings.watching.connect_timeout = settings.connect_timeout_seconds
+    kopf_settings.networking.request_timeout = settings.request_timeout_seconds
+    kopf_settings.networking.connect_timeout = settings.connect_timeout_seconds
+    # kopf's own per-object log lines would be one Event each: keep Events for transitions.
+    kopf_settings.posting.enabled = False
+    kopf_settings.peering.name = settings.peering_name
+    kopf_settings.peering.standalone = settings.standalone
+    kopf_settings.peering.mandatory = False
+    kopf_settings.peering.priority = settings.priority
+    kopf_settings.peering.clusterwide = not settings.namespace
+
+
+async def connection_info(*, trust_env: bool = False) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same source as our API client (`kube.new_api_client`)."""
+    api = await kube.new_api_client()
+    try:
+        config = api.configuration
+        header: str | None = await config.get_api_key_with_prefix("BearerToken")
+        parts = header.split(" ", 1) if header else []
+        scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, header or None)
+        return kopf.ConnectionInfo(
+            server=str(config.host),
+            ca_path=config.ssl_ca_cert,
+            insecure=not config.verify_ssl,
+            username=config.username or None,
+            password=config.password or None,
+            scheme=scheme,
+            token=token,
+            certificate_path=config.cert_file,
+            private_key_path=config.key_file,
+            proxy_url=config.proxy,
+            trust_env=trust_env,
+        )
+    finally:
+        await api.close()
+
+
+def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
+    """Register the operator's handlers on `registry` (a fresh one per operator or test)."""
+
+    @kopf.on.login(registry=registry)
+    async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        return await connection_info(trust_env=settings.networking.trust_env)
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_kopf(settings, controller.settings)
+        await controller.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        await controller.stop()
+
+    @kopf.on.probe(id="queue", registry=registry)
+    def queue_probe(**_: Any) -> dict[str, int]:
+        return {"queued": len(controller.positions), "inFlight": len(controller.in_flight)}
+
+    @kopf.index(*EXPORTJOBS, id="exportjobs", registry=registry)
+    def exportjobs(body: kopf.Body, **_: Any) -> dict[Key, ExportView]:
+        view = ExportView.from_body(body)
+        return {view.key: view}
+
+    @kopf.index(*JOBS, labels=OURS, id="exportjob_jobs", registry=registry)
+    def exportjob_jobs(body: kopf.Body, **_: Any) -> dict[Key, JobView]:
+        view = JobView.from_body(body)
+        return {(view.namespace, view.export_name): view}
+
+    @kopf.index(*PODS, labels=OURS, id="exportjob_pods", registry=registry)
+    def exportjob_pods(body: kopf.Body, **_: Any) -> dict[Key, PodView]:
+        view = PodView.from_body(body)
+        return {(view.namespace, view.export_name): view}
+
+    def attach(kwargs: dict[str, Any]) -> None:
+        controller.attach(
+            exports=kwargs["exportjobs"],
+            jobs=kwargs["exportjob_jobs"],
+            pods=kwargs["exportjob_pods"],
+        )
+
+    @kopf.on.event(*EXPORTJOBS, registry=registry)
+    async def exportjob_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:  # noqa: A002
+        attach(kwargs)
+        await controller.on_export(event_type=type, body=body)
+
+    @kopf.on.event(*JOBS, labels=OURS, registry=registry)
+    async def job_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:  # noqa: A002
+        attach(kwargs)
+        await controller.on_job(event_type=type, body=body)
+
+    @kopf.on.event(*PODS, labels=OURS, registry=registry)
+    async def pod_event(body: kopf.Body, **kwargs: Any) -> None:
+        attach(kwargs)
+        await controller.on_pod(body=body)

@@ -1,0 +1,252 @@
+"""The batch/v1 Job of an ExportJob, built as a plain dict (DESIGN.md "The Job").
+
+Pure: no API calls. The name is deterministic (`resource.job_name_for`), so creating it twice is a
+no-op (`AlreadyExists`). The processor's exit codes map through `podFailurePolicy`: 2 (bad input)
+and 3 (source missing) fail the Job at once, a disrupted pod (eviction, preemption) is retried
+without counting, anything else counts against `backoffLimit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from export_operator import resource
+from export_operator.controller.quantities import GIB, format_mebibytes, parse_bytes
+from export_operator.controller.settings import OperatorSettings
+from export_operator.controller.views import PROCESSOR_CONTAINER, ExportView
+
+MAX_DEADLINE_SECONDS = 86400
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+PROCESSOR_UID = 65532
+"""The non-root user of the processor image (distroless `nonroot`)."""
+
+
+class InvalidSpecError(ValueError):
+    """An ExportJob spec that can never run (no destination, unresolvable datasetId, ...)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExportInputs:
+    """What the processor is asked to do, resolved from the spec and the operator defaults."""
+
+    source_uri: str
+    destination_uri: str
+    export_format: resource.ExportFormat
+
+
+def resolve_inputs(*, export: ExportView, settings: OperatorSettings) -> ExportInputs:
+    """The source, destination and format of an ExportJob.
+
+    Raises:
+        InvalidSpecError: when the spec cannot be resolved, with a message for `status.error`.
+    """
+    spec = export.spec
+    source = (spec.get("source") or {}).get("uri")
+    if not source:
+        dataset_id = spec.get("datasetId")
+        if dataset_id and settings.dataset_uri_template:
+            source = settings.dataset_uri_template.format(dataset_id=dataset_id)
+        elif dataset_id:
+            raise InvalidSpecError(
+                "spec.datasetId is given without spec.source and the operator has no "
+                "dataset URI template (EXPORTJOBS_OPERATOR_DATASET_URI_TEMPLATE)"
+            )
+        else:
+            raise InvalidSpecError("spec.source.uri is required")
+    try:
+        resource.parse_s3_uri(source)
+    except ValueError as exc:
+        raise InvalidSpecError(f"spec.source.uri: {exc}") from exc
+    destination = (spec.get("destination") or {}).get("uri") or settings.default_destination_uri
+    if not destination:
+        raise InvalidSpecError(
+            "spec.destination.uri is not given and the operator has no default destination "
+            "(EXPORTJOBS_OPERATOR_DEFAULT_DESTINATION_URI)"
+        )
+    if not destination.endswith("/"):
+        destination += "/"
+    try:
+        resource.parse_s3_uri(destination, prefix=True)
+        export_format = resource.ExportFormat(str(spec.get("format")))
+    except ValueError as exc:
+        raise InvalidSpecError(str(exc)) from exc
+    return ExportInputs(source, destination, export_format)
+
+
+def processor_env(
+    *, export: ExportView, inputs: ExportInputs, settings: OperatorSettings
+) -> list[dict[str, str]]:
+    """The processor's environment (interfaces.md "Processor environment")."""
+    spec = export.spec
+    source = spec.get("source") or {}
+    csv = spec.get("csv") or {}
+    env: dict[str, str] = dict(settings.processor_env)
+    env.update(
+        {
+            "EXPORTJOBS_SOURCE_URI": inputs.source_uri,
+            "EXPORTJOBS_FORMAT": inputs.export_format.value,
+            "EXPORTJOBS_DESTINATION_URI": inputs.destination_uri,
+            "EXPORTJOBS_CSV_DELIMITER": str(csv.get("delimiter", ",")),
+            "EXPORTJOBS_CSV_HEADER": "true" if csv.get("header", True) else "false",
+            "EXPORTJOBS_CSV_QUOTE": str(csv.get("quote", '"')),
+            "EXPORTJOBS_CSV_ENCODING": str(csv.get("encoding", "utf-8")),
+            "EXPORTJOBS_EXPORT_NAME": export.name,
+            "EXPORTJOBS_EXPORT_NAMESPACE": export.namespace,
+            "EXPORTJOBS_TERMINATION_MESSAGE_PATH": TERMINATION_MESSAGE_PATH,
+        }
+    )
+    if source.get("versionId"):
+        env["EXPORTJOBS_SOURCE_VERSION_ID"] = str(source["versionId"])
+    if source.get("etag"):
+        env["EXPORTJOBS_SOURCE_ETAG"] = str(source["etag"])
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def scaled_resources(
+    *, source_size: int | None, settings: OperatorSettings
+) -> dict[str, dict[str, str]]:
+    """Requests and limits; memory grows with the source size when it is known, up to a cap."""
+    request = parse_bytes(settings.memory_request)
+    limit = parse_bytes(settings.memory_limit)
+    if source_size:
+        extra = int(parse_bytes(settings.memory_per_gib) * source_size / GIB)
+        cap = parse_bytes(settings.memory_limit_max)
+        limit = max(limit, min(cap, limit + extra))
+        request = min(limit, max(request, min(cap, request + extra)))
+    return {
+        "requests": {"cpu": settings.cpu_request, "memory": format_mebibytes(request)},
+        "limits": {"cpu": settings.cpu_limit, "memory": format_mebibytes(limit)},
+    }
+
+
+def deadline_seconds(
+    *, export: ExportView, source_size: int | None, settings: OperatorSettings
+) -> int:
+    """The spec's deadline, else the default plus a per-GiB allowance (capped at a day)."""
+    given = export.spec.get("activeDeadlineSeconds")
+    if given:
+        return int(given)
+    seconds = settings.active_deadline_seconds
+    if source_size:
+        seconds += int(settings.deadline_seconds_per_gib * source_size / GIB)
+    return min(seconds, MAX_DEADLINE_SECONDS)
+
+
+def job_labels(export_name: str) -> dict[str, str]:
+    """The labels on the Job and its pods (interfaces.md "Labels")."""
+    return {
+        resource.LABEL_EXPORT: export_name,
+        "app.kubernetes.io/name": "exportjobs",
+        resource.LABEL_COMPONENT: "processor",
+        resource.LABEL_MANAGED_BY: "exportjobs-operator",
+    }
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Exit 2 and 3 fail the Job at once; disruptions are retried free; the rest counts."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": PROCESSOR_CONTAINER,
+                    "operator": "In",
+                    "values": [
+                        int(resource.ExitCode.BAD_INPUT),
+                        int(resource.ExitCode.SOURCE_MISSING),
+                    ],
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {
+                "action": "Count",
+                "onExitCodes": {
+                    "containerName": PROCESSOR_CONTAINER,
+                    "operator": "NotIn",
+                    "values": [
+                        int(resource.ExitCode.OK),
+                        int(resource.ExitCode.BAD_INPUT),
+                        int(resource.ExitCode.SOURCE_MISSING),
+                    ],
+                },
+            },
+        ]
+    }
+
+
+def build_job(
+    *,
+    export: ExportView,
+    inputs: ExportInputs,
+    settings: OperatorSettings,
+    source_size: int | None = None,
+) -> dict[str, Any]:
+    """The Job manifest for an ExportJob (a dict ready for `create_namespaced_job`)."""
+    size = source_size if source_size is not None else export.source_size
+    labels = job_labels(export.name)
+    backoff = export.spec.get("backoffLimit")
+    container: dict[str, Any] = {
+        "name": PROCESSOR_CONTAINER,
+        "image": settings.processor_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "env": processor_env(export=export, inputs=inputs, settings=settings),
+        "resources": scaled_resources(source_size=size, settings=settings),
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if settings.processor_env_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.processor_env_secret}}]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.service_account,
+        "automountServiceAccountToken": True,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": PROCESSOR_UID,
+            "runAsGroup": PROCESSOR_UID,
+            "fsGroup": PROCESSOR_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}}],
+    }
+    if settings.node_selector:
+        pod_spec["nodeSelector"] = dict(settings.node_selector)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": resource.job_name_for(export.name),
+            "namespace": export.namespace,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": resource.API_VERSION,
+                    "kind": resource.KIND,
+                    "name": export.name,
+                    "uid": export.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": int(backoff) if backoff is not None else settings.backoff_limit,
+            "activeDeadlineSeconds": deadline_seconds(
+                export=export, source_size=size, settings=settings
+            ),
+            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+            "podFailurePolicy": pod_failure_policy(),
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }

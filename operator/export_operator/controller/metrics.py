@@ -1,0 +1,82 @@
+"""The operator's Prometheus metrics (prefix `exportjobs_`), served by prometheus-client.
+
+Counted on transitions this process observes; a finished phase is sticky, so a restart does not
+count an outcome twice. Processor results (bytes, rows, throughput) come from the termination
+message the operator reads.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from export_operator.controller.outcomes import ProcessorResult
+
+RECONCILES = Counter(
+    "exportjobs_operator_reconciles_total",
+    "Reconciliations of an ExportJob, by what triggered them.",
+    ["trigger"],
+)
+RECONCILE_ERRORS = Counter(
+    "exportjobs_operator_reconcile_errors_total",
+    "API errors while reconciling (retried), by operation.",
+    ["operation"],
+)
+JOBS_CREATED = Counter("exportjobs_operator_jobs_created_total", "Jobs created for ExportJobs.")
+PHASE_TRANSITIONS = Counter(
+    "exportjobs_operator_phase_transitions_total",
+    "ExportJob phase transitions written by the operator, by new phase.",
+    ["phase"],
+)
+QUEUE_DEPTH = Gauge("exportjobs_operator_queue_depth", "ExportJobs waiting for a free slot.")
+RUNNING_JOBS = Gauge(
+    "exportjobs_operator_running_jobs", "Unfinished Jobs counting against the concurrency limit."
+)
+FAILURES = Counter(
+    "exportjobs_operator_failures_total", "Failed ExportJobs by error code.", ["code"]
+)
+EXPORT_DURATION = Histogram(
+    "exportjobs_export_duration_seconds",
+    "ExportJob creation to completion (succeeded), by format.",
+    ["format"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400),
+)
+CREATE_TO_JOB = Histogram(
+    "exportjobs_operator_create_to_job_seconds",
+    "ExportJob creation to its Job being created (includes queueing).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600),
+)
+PROCESSOR_BYTES_READ = Counter(
+    "exportjobs_processor_bytes_read_total", "Source bytes read by succeeded exports.", ["format"]
+)
+PROCESSOR_BYTES_WRITTEN = Counter(
+    "exportjobs_processor_bytes_written_total",
+    "Result bytes written by succeeded exports.",
+    ["format"],
+)
+PROCESSOR_ROWS = Counter(
+    "exportjobs_processor_rows_total", "Rows converted by succeeded exports.", ["format"]
+)
+PROCESSOR_THROUGHPUT = Histogram(
+    "exportjobs_processor_throughput_bytes_per_second",
+    "Source bytes per second of succeeded exports, by format.",
+    ["format"],
+    buckets=(1e5, 1e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 5e8, 1e9),
+)
+
+
+def record_result(result: ProcessorResult) -> None:
+    """Count a succeeded export's processor figures."""
+    PROCESSOR_BYTES_WRITTEN.labels(result.format).inc(result.bytes)
+    PROCESSOR_ROWS.labels(result.format).inc(result.rows)
+    if result.bytes_read is not None:
+        PROCESSOR_BYTES_READ.labels(result.format).inc(result.bytes_read)
+        if result.duration_seconds:
+            PROCESSOR_THROUGHPUT.labels(result.format).observe(
+                result.bytes_read / result.duration_seconds
+            )
+
+
+def serve(*, host: str, port: int) -> None:
+    """Serve `/metrics` on a background thread (port 0 = do not serve)."""
+    if port:
+        start_http_server(port, addr=host)

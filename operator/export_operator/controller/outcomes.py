@@ -1,0 +1,210 @@
+"""What the processor's pods and the Job say about how an export ended.
+
+Pure functions: the result from a termination message, the error code of a failed Job (exit code
+2 → BAD_CSV, 3 → SOURCE_NOT_FOUND, deadline → DEADLINE_EXCEEDED, OOM-killed → OOM_KILLED, retries
+exhausted → the last cause) and the watchdog's verdict on pods stuck before they run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from export_operator.controller.views import JobCondition, JobView, PodView
+from export_operator.resource import ErrorCode, ExitCode, ExportFormat
+
+MAX_MESSAGE = 1024
+IMAGE_PULL_REASONS = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+)
+_EXIT_CODE_IN_MESSAGE = re.compile(r"exit code (?P<code>\d+)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExportError:
+    """`status.error` of an ExportJob."""
+
+    code: str
+    message: str
+    retryable: bool = False
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message[:MAX_MESSAGE],
+            "retryable": self.retryable,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcessorResult:
+    """The processor's result JSON (interfaces.md "Processor output")."""
+
+    uri: str
+    bytes: int
+    rows: int
+    sha256: str
+    format: str
+    bytes_read: int | None = None
+    duration_seconds: float | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "bytes": self.bytes,
+            "rows": self.rows,
+            "sha256": self.sha256,
+            "format": self.format,
+        }
+
+
+def parse_message(text: str) -> dict[str, Any] | None:
+    """The termination message as a JSON object, or None (empty, log tail, not an object)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def parse_result(text: str) -> ProcessorResult | None:
+    """A success result from a termination message; None when it is not one."""
+    data = parse_message(text)
+    if data is None or not isinstance(data.get("uri"), str):
+        return None
+    try:
+        fmt = str(ExportFormat(str(data.get("format"))))
+        bytes_read = data.get("bytesRead")
+        duration = data.get("durationSeconds")
+        return ProcessorResult(
+            uri=data["uri"],
+            bytes=int(data.get("bytes") or 0),
+            rows=int(data.get("rows") or 0),
+            sha256=str(data.get("sha256") or ""),
+            format=fmt,
+            bytes_read=int(bytes_read) if isinstance(bytes_read, int | float) else None,
+            duration_seconds=float(duration) if isinstance(duration, int | float) else None,
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def result_from_pods(pods: Iterable[PodView]) -> ProcessorResult | None:
+    """The result of the pod that succeeded, if its message carries one."""
+    for pod in pods:
+        if pod.exit_code == int(ExitCode.OK):
+            result = parse_result(pod.termination_message)
+            if result is not None:
+                return result
+    return None
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:MAX_MESSAGE] if lines else ""
+
+
+def error_from_pod(pod: PodView) -> ExportError:
+    """The cause of one failed pod: the processor's own error JSON first, then the exit code."""
+    if pod.terminated_reason == "OOMKilled":
+        return ExportError(
+            ErrorCode.OOM_KILLED,
+            f"the processor ran out of memory (pod {pod.name}, exit code {pod.exit_code})",
+            retryable=True,
+        )
+    data = parse_message(pod.termination_message) or {}
+    reported = data.get("error")
+    if isinstance(reported, dict) and isinstance(reported.get("code"), str):
+        return ExportError(
+            reported["code"],
+            str(reported.get("message") or reported["code"]),
+            retryable=bool(reported.get("retryable", False)),
+        )
+    detail = _one_line(pod.termination_message)
+    suffix = f": {detail}" if detail else ""
+    return _error_for_exit_code(
+        pod.exit_code, f"pod {pod.name} exited with {pod.exit_code}{suffix}"
+    )
+
+
+def _error_for_exit_code(code: int | None, message: str) -> ExportError:
+    if code == int(ExitCode.BAD_INPUT):
+        return ExportError(ErrorCode.BAD_CSV, message, retryable=False)
+    if code == int(ExitCode.SOURCE_MISSING):
+        return ExportError(ErrorCode.SOURCE_NOT_FOUND, message, retryable=False)
+    return ExportError(ErrorCode.INTERNAL, message, retryable=True)
+
+
+def _last_failed_pod(pods: Sequence[PodView]) -> PodView | None:
+    failed = [p for p in pods if p.exit_code not in (None, int(ExitCode.OK))]
+    if not failed:
+        return None
+    return max(failed, key=lambda p: (p.finished_at or p.created, p.created, p.name))
+
+
+def classify_job_failure(
+    *, job: JobView, condition: JobCondition, pods: Sequence[PodView]
+) -> ExportError:
+    """The error of a failed Job, from its failure condition and its pods."""
+    reason = condition.reason
+    if reason == "DeadlineExceeded":
+        return ExportError(
+            ErrorCode.DEADLINE_EXCEEDED,
+            f"the export did not finish within its deadline: {condition.message}".rstrip(": "),
+            retryable=False,
+        )
+    last = _last_failed_pod(pods)
+    if reason == "PodFailurePolicy":
+        if last is not None:
+            error = error_from_pod(last)
+            return dataclasses.replace(error, retryable=False)
+        match = _EXIT_CODE_IN_MESSAGE.search(condition.message)
+        code = int(match["code"]) if match else None
+        return dataclasses.replace(_error_for_exit_code(code, condition.message), retryable=False)
+    if last is not None:
+        error = error_from_pod(last)
+        if reason == "BackoffLimitExceeded":
+            message = f"retries exhausted ({job.failed} failed attempts); last: {error.message}"
+            return dataclasses.replace(error, message=message)
+        return error
+    return ExportError(
+        ErrorCode.INTERNAL, f"the Job failed: {reason}: {condition.message}", retryable=True
+    )
+
+
+def watchdog_failure(
+    *,
+    pods: Sequence[PodView],
+    now: dt.datetime,
+    unschedulable_timeout: float,
+    image_pull_timeout: float,
+) -> ExportError | None:
+    """An error when a pod stays unschedulable or cannot pull its image for too long."""
+    for pod in pods:
+        if pod.deleting or pod.terminated or pod.running:
+            continue
+        if pod.scheduled_status == "False" and pod.scheduled_reason == "Unschedulable":
+            since = pod.scheduled_since or pod.created
+            if (now - since).total_seconds() > unschedulable_timeout:
+                return ExportError(
+                    ErrorCode.UNSCHEDULABLE,
+                    f"pod {pod.name} could not be scheduled for over "
+                    f"{int(unschedulable_timeout)}s: {pod.scheduled_message}".rstrip(": "),
+                    retryable=True,
+                )
+        if pod.waiting_reason in IMAGE_PULL_REASONS:
+            scheduled = pod.scheduled_since if pod.scheduled_status == "True" else None
+            since = scheduled or pod.created
+            if (now - since).total_seconds() > image_pull_timeout:
+                return ExportError(
+                    ErrorCode.IMAGE_PULL,
+                    f"pod {pod.name} could not pull its image for over "
+                    f"{int(image_pull_timeout)}s: {pod.waiting_reason}: "
+                    f"{pod.waiting_message}".rstrip(": "),
+                    retryable=False,
+                )
+    return None

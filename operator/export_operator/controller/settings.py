@@ -1,0 +1,237 @@
+"""The operator's settings: one typed object read from `EXPORTJOBS_OPERATOR_*` once at start-up.
+
+Every field documents its unit, default and why. `OperatorSettings.from_env()` is the only reader
+of the environment; everything else receives the object. docs/configuration.md ("## Operator")
+lists the same variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+PREFIX = "EXPORTJOBS_OPERATOR_"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OperatorSettings:
+    """Everything the operator is configured with (env var = `EXPORTJOBS_OPERATOR_` + NAME)."""
+
+    namespace: str = ""
+    """`EXPORTJOBS_NAMESPACE` (shared with the webhook): the namespace whose ExportJobs are
+    reconciled. Empty (default) = all namespaces (cluster-wide RBAC needed)."""
+
+    processor_image: str = "exportjobs-processor:latest"
+    """PROCESSOR_IMAGE: the image of the Job's `processor` container."""
+
+    image_pull_policy: str = "IfNotPresent"
+    """IMAGE_PULL_POLICY: the container's imagePullPolicy (Always, IfNotPresent, Never)."""
+
+    service_account: str = "exportjobs-processor"
+    """SERVICE_ACCOUNT: the processor pods' ServiceAccount; it needs `patch` on
+    `exportjobs/status` (progress) and whatever S3 identity (IRSA, pod identity) it carries."""
+
+    processor_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """PROCESSOR_ENV: a JSON object of extra environment for the processor container, e.g.
+    `{"AWS_ENDPOINT_URL": "http://minio:9000"}`. Default `{}`."""
+
+    processor_env_secret: str = ""
+    """PROCESSOR_ENV_SECRET: a Secret in the ExportJob's namespace added with `envFrom` (e.g. AWS
+    keys for MinIO). Empty (default) = none; in AWS use IRSA/pod identity instead."""
+
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """NODE_SELECTOR: a JSON object used as the processor pods' nodeSelector. Default `{}`."""
+
+    default_destination_uri: str = ""
+    """DEFAULT_DESTINATION_URI: `s3://bucket/prefix/` used when an ExportJob names no
+    destination. Empty (default) = such ExportJobs fail with INVALID_SPEC."""
+
+    dataset_uri_template: str = ""
+    """DATASET_URI_TEMPLATE: e.g. `s3://datasets/{dataset_id}.csv`, resolves an ExportJob that
+    carries only `spec.datasetId` (created without the webhook). Empty (default) = such
+    ExportJobs fail with INVALID_SPEC."""
+
+    max_running: int = 10
+    """MAX_RUNNING: how many Jobs may be unfinished at once; beyond it ExportJobs are Queued and
+    admitted first-in first-out. 0 = no limit. Default 10: protects S3 and the nodes."""
+
+    backoff_limit: int = 3
+    """BACKOFF_LIMIT: retries of a retryable failure when the spec gives none. Default 3."""
+
+    active_deadline_seconds: int = 3600
+    """ACTIVE_DEADLINE_SECONDS: the Job's deadline when the spec gives none, before size scaling
+    (seconds). Default 3600."""
+
+    deadline_seconds_per_gib: int = 600
+    """DEADLINE_SECONDS_PER_GIB: added to the default deadline per GiB of source when its size is
+    known (seconds). Default 600 (a slow 1.7 MiB/s floor). Capped at 86400 in total."""
+
+    ttl_seconds_after_finished: int = 3600
+    """TTL_SECONDS_AFTER_FINISHED: finished Jobs (and pods) are removed after this (seconds); the
+    ExportJob keeps the outcome. Default 3600, time enough to read logs."""
+
+    retention_seconds: int = 7 * 24 * 3600
+    """RETENTION_SECONDS: finished ExportJobs are deleted this long after completion (seconds).
+    0 = keep forever. Default 7 days."""
+
+    cpu_request: str = "250m"
+    """CPU_REQUEST: the processor's CPU request. Default 250m."""
+
+    cpu_limit: str = "1"
+    """CPU_LIMIT: the processor's CPU limit. Default 1."""
+
+    memory_request: str = "256Mi"
+    """MEMORY_REQUEST: the processor's memory request for a small or unknown-size source."""
+
+    memory_limit: str = "1Gi"
+    """MEMORY_LIMIT: the processor's memory limit for a small or unknown-size source."""
+
+    memory_per_gib: str = "64Mi"
+    """MEMORY_PER_GIB: added to request and limit per GiB of source when its size is known (the
+    processor streams; large row groups still grow with the input). Default 64Mi."""
+
+    memory_limit_max: str = "4Gi"
+    """MEMORY_LIMIT_MAX: the cap of the scaled memory limit (and request). Default 4Gi."""
+
+    tmp_size_limit: str = "1Gi"
+    """TMP_SIZE_LIMIT: sizeLimit of the emptyDir mounted at /tmp (the root filesystem is
+    read-only). Default 1Gi."""
+
+    head_source: bool = False
+    """HEAD_SOURCE: `true` = HEAD the source object (boto3, standard AWS chain) to scale resources
+    and deadline from its size. Default false: the size comes only from the
+    `exportjobs.dev/source-size-bytes` annotation, keeping S3 off the admission path."""
+
+    unschedulable_timeout_seconds: int = 600
+    """UNSCHEDULABLE_TIMEOUT_SECONDS: a processor pod unschedulable for longer fails the export
+    with UNSCHEDULABLE (seconds). Default 600."""
+
+    image_pull_timeout_seconds: int = 300
+    """IMAGE_PULL_TIMEOUT_SECONDS: a processor pod that cannot pull its image for longer fails
+    the export with IMAGE_PULL (seconds). Default 300."""
+
+    housekeeping_interval_seconds: float = 10.0
+    """HOUSEKEEPING_INTERVAL_SECONDS: how often the watchdog and retention sweep run (seconds)."""
+
+    queue_status_interval_seconds: float = 2.0
+    """QUEUE_STATUS_INTERVAL_SECONDS: queue positions of already-Queued ExportJobs are rewritten
+    at most this often (seconds), so one admission does not cost one patch per queued object."""
+
+    create_concurrency: int = 32
+    """CREATE_CONCURRENCY: Job creations in flight at once. Default 32: enough to keep the API
+    server busy without monopolising it."""
+
+    status_concurrency: int = 32
+    """STATUS_CONCURRENCY: status patches (and Job deletions) in flight at once. Default 32."""
+
+    request_timeout_seconds: float = 30.0
+    """REQUEST_TIMEOUT_SECONDS: the timeout of one API request, operator and kopf (seconds)."""
+
+    watch_server_timeout_seconds: int = 300
+    """WATCH_SERVER_TIMEOUT_SECONDS: asks the API server to end each watch after this (seconds);
+    kopf then re-lists/re-watches. Default 300."""
+
+    watch_client_timeout_seconds: int = 330
+    """WATCH_CLIENT_TIMEOUT_SECONDS: the client gives up on a silent watch after this (seconds);
+    above the server timeout so the server ends watches normally. Default 330."""
+
+    connect_timeout_seconds: float = 10.0
+    """CONNECT_TIMEOUT_SECONDS: TCP/TLS connect timeout to the API server (seconds)."""
+
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - a pod serves Prometheus on its pod IP
+    """METRICS_HOST: the address `/metrics` listens on. Default 0.0.0.0 (in a pod)."""
+
+    metrics_port: int = 8080
+    """METRICS_PORT: the port of `/metrics` (Prometheus). 0 = disabled. Default 8080."""
+
+    liveness_host: str = "0.0.0.0"  # noqa: S104 - a pod serves its probe on its pod IP
+    """LIVENESS_HOST: the address of kopf's liveness endpoint `/healthz`."""
+
+    liveness_port: int = 8081
+    """LIVENESS_PORT: the port of kopf's `/healthz`. 0 = disabled. Default 8081."""
+
+    peering_name: str = "exportjobs"
+    """PEERING_NAME: the kopf peering object (KopfPeering in the namespace, or
+    ClusterKopfPeering cluster-wide) through which replicas see each other: only the one with
+    the highest priority acts. Default `exportjobs`."""
+
+    standalone: bool = False
+    """STANDALONE: `true` = no peering (a single replica, e.g. in tests). Default false; without
+    the peering CRDs kopf falls back to standalone with a warning."""
+
+    priority: int = 0
+    """PRIORITY: this replica's peering priority; a higher one pauses the others. Default 0."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+        """Read the settings from `environ` (default `os.environ`).
+
+        Raises:
+            ValueError: naming the variable, when a value cannot be parsed.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if "EXPORTJOBS_NAMESPACE" in env:
+            values["namespace"] = env["EXPORTJOBS_NAMESPACE"].strip()
+        for field in dataclasses.fields(cls):
+            if field.name == "namespace":
+                continue
+            name = PREFIX + field.name.upper()
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(name, raw, field.type)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work.
+
+        Raises:
+            ValueError: naming the offending variable.
+        """
+        if self.max_running < 0:
+            raise ValueError(f"{PREFIX}MAX_RUNNING must be >= 0")
+        if self.create_concurrency < 1 or self.status_concurrency < 1:
+            raise ValueError(f"{PREFIX}CREATE_CONCURRENCY/STATUS_CONCURRENCY must be >= 1")
+        if self.default_destination_uri and not self.default_destination_uri.endswith("/"):
+            raise ValueError(f"{PREFIX}DEFAULT_DESTINATION_URI must end in '/'")
+        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
+            raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
+
+    @property
+    def env_names(self) -> dict[str, str]:
+        """Field name → environment variable name (for documentation and errors)."""
+        names = {f.name: PREFIX + f.name.upper() for f in dataclasses.fields(self)}
+        names["namespace"] = "EXPORTJOBS_NAMESPACE"
+        return names
+
+
+def _parse(name: str, raw: str, type_name: object) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind.startswith("Mapping"):
+            value = json.loads(raw)
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise ValueError("expected a JSON object of strings")
+            return value
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    return raw

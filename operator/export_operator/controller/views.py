@@ -1,0 +1,265 @@
+"""Small immutable views of ExportJobs, Jobs and Pods, made from raw API bodies.
+
+The kopf indexes hold these instead of whole objects: they are what the status derivation and the
+admission queue read, they compare by value (so an unchanged object does not disturb the index),
+and the pure functions that use them are tested from plain dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from export_operator import resource
+
+PROCESSOR_CONTAINER = "processor"
+ANNOTATION_SOURCE_SIZE = f"{resource.GROUP}/source-size-bytes"
+"""Optional, on an ExportJob: the source object's size in bytes (the webhook knows it from S3
+events); the Job's resources and deadline scale with it."""
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """An RFC 3339 timestamp from the API (or a datetime) as an aware datetime; None if absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    text = str(value).replace("Z", "+00:00")
+    parsed = dt.datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def format_time(value: dt.datetime) -> str:
+    """RFC 3339 with second precision in UTC, as Kubernetes writes timestamps."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _canonical(value: Mapping[str, Any]) -> str:
+    """A canonical JSON text: hashable, compares by value, and exact when loaded back."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExportView:
+    """What the controller needs of one ExportJob."""
+
+    namespace: str
+    name: str
+    uid: str
+    created: dt.datetime
+    generation: int
+    deleting: bool
+    spec_json: str
+    status_json: str
+    source_size: int | None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ExportView:
+        meta = body.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        size_text = annotations.get(ANNOTATION_SOURCE_SIZE)
+        try:
+            size = int(size_text) if size_text is not None else None
+        except ValueError:
+            size = None
+        return cls(
+            namespace=meta.get("namespace") or "",
+            name=meta["name"],
+            uid=meta.get("uid") or "",
+            created=parse_time(meta.get("creationTimestamp")) or EPOCH,
+            generation=int(meta.get("generation") or 0),
+            deleting=meta.get("deletionTimestamp") is not None,
+            spec_json=_canonical(body.get("spec") or {}),
+            status_json=_canonical(body.get("status") or {}),
+            source_size=size if size is not None and size >= 0 else None,
+        )
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def with_status(self, status: Mapping[str, Any]) -> ExportView:
+        """The same view with another status (e.g. the one last written, fresher than the watch)."""
+        return dataclasses.replace(self, status_json=_canonical(status))
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = json.loads(self.spec_json)
+        return spec
+
+    @property
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = json.loads(self.status_json)
+        return status
+
+    @property
+    def phase(self) -> resource.Phase | None:
+        raw = self.status.get("phase")
+        try:
+            return resource.Phase(raw) if raw else None
+        except ValueError:
+            return None
+
+    @property
+    def cancel_requested(self) -> bool:
+        return bool(self.spec.get("cancel"))
+
+    @property
+    def finished(self) -> bool:
+        phase = self.phase
+        return phase is not None and phase.finished
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobCondition:
+    type: str
+    status: str
+    reason: str
+    message: str
+    last_transition: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobView:
+    """What the controller needs of one batch/v1 Job."""
+
+    namespace: str
+    name: str
+    export_name: str
+    uid: str
+    deleting: bool
+    active: int
+    succeeded: int
+    failed: int
+    start_time: dt.datetime | None
+    completion_time: dt.datetime | None
+    conditions: tuple[JobCondition, ...]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> JobView:
+        meta = body.get("metadata") or {}
+        status = body.get("status") or {}
+        conditions = tuple(
+            JobCondition(
+                type=c.get("type", ""),
+                status=c.get("status", ""),
+                reason=c.get("reason") or "",
+                message=c.get("message") or "",
+                last_transition=parse_time(c.get("lastTransitionTime")),
+            )
+            for c in status.get("conditions") or []
+        )
+        return cls(
+            namespace=meta.get("namespace") or "",
+            name=meta["name"],
+            export_name=(meta.get("labels") or {}).get(resource.LABEL_EXPORT, ""),
+            uid=meta.get("uid") or "",
+            deleting=meta.get("deletionTimestamp") is not None,
+            active=int(status.get("active") or 0),
+            succeeded=int(status.get("succeeded") or 0),
+            failed=int(status.get("failed") or 0),
+            start_time=parse_time(status.get("startTime")),
+            completion_time=parse_time(status.get("completionTime")),
+            conditions=conditions,
+        )
+
+    def condition(self, type_: str) -> JobCondition | None:
+        """The condition of that type when its status is True."""
+        for cond in self.conditions:
+            if cond.type == type_ and cond.status == "True":
+                return cond
+        return None
+
+    @property
+    def complete(self) -> bool:
+        return self.condition("Complete") is not None
+
+    @property
+    def failed_condition(self) -> JobCondition | None:
+        """`Failed`, or `FailureTarget` (set first, while the pods are being terminated)."""
+        return self.condition("Failed") or self.condition("FailureTarget")
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.condition("Failed") is not None
+
+    @property
+    def occupies_slot(self) -> bool:
+        """Whether the Job counts against the concurrency limit."""
+        return not self.deleting and not self.finished
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PodView:
+    """What the controller needs of one processor pod."""
+
+    namespace: str
+    name: str
+    export_name: str
+    created: dt.datetime
+    deleting: bool
+    phase: str
+    scheduled_status: str
+    scheduled_reason: str
+    scheduled_message: str
+    scheduled_since: dt.datetime | None
+    waiting_reason: str
+    waiting_message: str
+    running_since: dt.datetime | None
+    exit_code: int | None
+    terminated_reason: str
+    termination_message: str
+    finished_at: dt.datetime | None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PodView:
+        meta = body.get("metadata") or {}
+        status = body.get("status") or {}
+        scheduled: Mapping[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {}
+        )
+        container: Mapping[str, Any] = next(
+            (
+                c
+                for c in status.get("containerStatuses") or []
+                if c.get("name") == PROCESSOR_CONTAINER
+            ),
+            {},
+        )
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        running = state.get("running") or {}
+        terminated = state.get("terminated") or {}
+        exit_code = terminated.get("exitCode")
+        return cls(
+            namespace=meta.get("namespace") or "",
+            name=meta["name"],
+            export_name=(meta.get("labels") or {}).get(resource.LABEL_EXPORT, ""),
+            created=parse_time(meta.get("creationTimestamp")) or EPOCH,
+            deleting=meta.get("deletionTimestamp") is not None,
+            phase=status.get("phase") or "Pending",
+            scheduled_status=scheduled.get("status") or "",
+            scheduled_reason=scheduled.get("reason") or "",
+            scheduled_message=scheduled.get("message") or "",
+            scheduled_since=parse_time(scheduled.get("lastTransitionTime")),
+            waiting_reason=waiting.get("reason") or "",
+            waiting_message=waiting.get("message") or "",
+            running_since=parse_time(running.get("startedAt")) if running else None,
+            exit_code=int(exit_code) if exit_code is not None else None,
+            terminated_reason=terminated.get("reason") or "",
+            termination_message=terminated.get("message") or "",
+            finished_at=parse_time(terminated.get("finishedAt")),
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.running_since is not None or (self.phase == "Running" and not self.terminated)
+
+    @property
+    def terminated(self) -> bool:
+        return self.exit_code is not None

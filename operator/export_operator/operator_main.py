@@ -1,0 +1,116 @@
+"""`exportjobs-operator`: run the kopf operator that turns ExportJobs into Jobs.
+
+Configuration comes from `EXPORTJOBS_OPERATOR_*` environment variables (and
+`EXPORTJOBS_NAMESPACE`); the flags below override the few that matter on a command line.
+
+Peering: with several replicas, kopf's peering makes sure only one acts at a time. Install
+kopf's peering CRDs (`KopfPeering` / `ClusterKopfPeering`, group kopf.dev) and create the peering
+object named by `EXPORTJOBS_OPERATOR_PEERING_NAME` (default `exportjobs`) in the watched namespace
+(or the cluster-wide one when watching all namespaces). Replicas then announce themselves there;
+the one with the highest `EXPORTJOBS_OPERATOR_PRIORITY` runs, the others pause. Without the CRDs
+kopf warns and runs standalone, so run one replica (`strategy: Recreate`). `--standalone` turns
+peering off explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+
+import kopf
+
+from export_operator.controller import metrics
+from export_operator.controller.handlers import register
+from export_operator.controller.reconciler import Controller
+from export_operator.controller.settings import OperatorSettings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exportjobs-operator",
+        description=(
+            "Reconcile ExportJob resources (exportjobs.dev/v1alpha1) into batch/v1 Jobs that "
+            "run the export processor. Settings: EXPORTJOBS_OPERATOR_* environment variables "
+            "(see docs/configuration.md)."
+        ),
+        epilog=__doc__.split("\n\n", 2)[2] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--namespace",
+        help="watch only this namespace (default: $EXPORTJOBS_NAMESPACE; empty = all)",
+    )
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else in-cluster)"
+    )
+    parser.add_argument(
+        "--standalone", action="store_true", help="no peering: act even if others run"
+    )
+    parser.add_argument("--max-running", type=int, help="concurrency limit (0 = none)")
+    parser.add_argument("--metrics-port", type=int, help="port of /metrics (0 = off)")
+    parser.add_argument("--liveness-port", type=int, help="port of /healthz (0 = off)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the operator until SIGINT/SIGTERM."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = OperatorSettings.from_env()
+    except ValueError as exc:
+        print(f"exportjobs-operator: {exc}", file=sys.stderr)
+        return 2
+    overrides: dict[str, object] = {}
+    if args.namespace is not None:
+        overrides["namespace"] = args.namespace
+    if args.standalone:
+        overrides["standalone"] = True
+    if args.max_running is not None:
+        overrides["max_running"] = args.max_running
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
+    if args.liveness_port is not None:
+        overrides["liveness_port"] = args.liveness_port
+    settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # kopf logs every handler call at INFO; at a thousand objects a second that is noise.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+    metrics.serve(host=settings.metrics_host, port=settings.metrics_port)
+    controller = Controller(settings=settings)
+    registry = kopf.OperatorRegistry()
+    register(registry, controller)
+    liveness = (
+        f"http://{settings.liveness_host}:{settings.liveness_port}/healthz"
+        if settings.liveness_port
+        else None
+    )
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=not settings.namespace,
+            namespaces=[settings.namespace] if settings.namespace else (),
+            # Not `peering_name=`: kopf would then make peering mandatory and pause until the
+            # peering CRDs exist. The name goes into kopf's settings at start-up (handlers.py),
+            # so peering is used when its CRDs are installed, standalone otherwise.
+            standalone=settings.standalone or None,
+            priority=settings.priority,
+            liveness_endpoint=liveness,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
