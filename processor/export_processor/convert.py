@@ -229,8 +229,11 @@ class Exporter:
 
     def _plan_from_head(self, head: bytes, block_size: int) -> ColumnPlan:
         s = self.settings
+        # A full head ends mid-row: parse only its first half as one block (the parser carries
+        # the cut row over to a next block that is never read). A short head is the whole file.
+        probe_block = max(1, len(head) // 2) if len(head) >= block_size else len(head) + 1
         read_options = pacsv.ReadOptions(
-            block_size=block_size + 1,
+            block_size=probe_block,
             autogenerate_column_names=not s.header,
             encoding=self._encoding,
         )
@@ -252,7 +255,7 @@ class Exporter:
         text_reader = pacsv.open_csv(
             pa.BufferReader(head),
             read_options=pacsv.ReadOptions(
-                block_size=block_size + 1,
+                block_size=probe_block,
                 column_names=names,
                 skip_rows=1 if s.header else 0,
                 encoding=self._encoding,
@@ -321,6 +324,9 @@ class Exporter:
         s = self.settings
         self.progress.rows = 0
         self._needs_bigger_block = False
+        source = self._source
+        assert source is not None
+        source.limit_read_ahead(s.blocks_ahead)
         sink = open_sink(
             location=self.output,
             client=self._client,
@@ -352,6 +358,7 @@ class Exporter:
             )
             prefetcher = _BatchPrefetcher(reader)
             for batch in prefetcher:
+                source.consumed()
                 writer.write(batch)
                 rows += batch.num_rows
                 self.progress.rows = rows

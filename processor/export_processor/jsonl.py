@@ -14,27 +14,28 @@ import pyarrow.compute as pc
 
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 _CONTROL = r"[\x00-\x1f]"
+_OTHER_CONTROL = r"[\x00-\x07\x0b\x0e-\x1f]"
 _SIMPLE_ESCAPES = (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"), ("\f", "\\f"))
 _NULL = pa.scalar("null")
 
 
 def _escape(strings: pa.Array) -> pa.Array:
-    if not pc.any(pc.match_substring_regex(strings, _NEEDS_ESCAPE)).as_py():
+    """JSON string escaping, applied only to the values that need it (one scan when none do)."""
+    needs = pc.fill_null(pc.match_substring_regex(strings, _NEEDS_ESCAPE), False)
+    if not pc.any(needs).as_py():
         return strings
-    # The backslash first, so the escapes added next are not escaped again.
-    for raw, escaped in (("\\", "\\\\"), ('"', '\\"')):
-        if pc.any(pc.match_substring(strings, raw)).as_py():
-            strings = pc.replace_substring(strings, raw, escaped)
-    if pc.any(pc.match_substring_regex(strings, _CONTROL)).as_py():
+    subset = pc.filter(strings, needs)
+    # Backslash and quote in one pass: each gets a backslash in front.
+    subset = pc.replace_substring_regex(subset, r'(["\\])', r"\\\1")
+    if pc.any(pc.match_substring_regex(subset, _CONTROL)).as_py():
         for raw, escaped in _SIMPLE_ESCAPES:
-            strings = pc.replace_substring(strings, raw, escaped)
-        for code in range(0x20):
-            char = chr(code)
-            if char in "\n\r\t\b\f":
-                continue
-            if pc.any(pc.match_substring(strings, char)).as_py():
-                strings = pc.replace_substring(strings, char, f"\\u{code:04x}")
-    return strings
+            subset = pc.replace_substring(subset, raw, escaped)
+        if pc.any(pc.match_substring_regex(subset, _OTHER_CONTROL)).as_py():
+            for code in range(0x20):
+                char = chr(code)
+                if char not in "\n\r\t\b\f" and pc.any(pc.match_substring(subset, char)).as_py():
+                    subset = pc.replace_substring(subset, char, f"\\u{code:04x}")
+    return pc.replace_with_mask(strings, needs, subset)
 
 
 def _json_values(column: pa.Array) -> pa.Array:

@@ -24,6 +24,10 @@ from export_processor.locations import Location
 from export_processor.s3client import S3Client, translate
 
 
+_MAX_THROTTLE_WAIT = 2.0
+"""Seconds a read waits for the writer before going ahead anyway."""
+
+
 class ByteSource(io.RawIOBase):
     """A forward-only stream: `read(n)` returns up to n bytes, b'' at the end."""
 
@@ -35,6 +39,37 @@ class ByteSource(io.RawIOBase):
         self.bytes_read = 0
         self.error: ExportError | None = None
         self._cancelled = threading.Event()
+        self._ahead = threading.Condition()
+        self._ahead_limit: int | None = None
+        self._reads = 0
+        self._consumed = 0
+
+    def limit_read_ahead(self, blocks: int) -> None:
+        """Let `read()` run at most `blocks` calls ahead of `consumed()` calls.
+
+        pyarrow's streaming CSV reader reads up to 32 blocks ahead of the batches taken from
+        it; with large blocks that is hundreds of MiB. Each read is one parser block and each
+        block one batch, so counting both bounds the blocks in memory. The wait is capped, so
+        a miscount costs a short stall, never a deadlock.
+        """
+        self._ahead_limit = blocks
+
+    def consumed(self) -> None:
+        """One batch was taken by the writer: allow one more read."""
+        with self._ahead:
+            self._consumed += 1
+            self._ahead.notify_all()
+
+    def _wait_for_room(self) -> None:
+        if self._ahead_limit is None:
+            return
+        limit = self._ahead_limit
+        with self._ahead:
+            self._ahead.wait_for(
+                lambda: self._reads - self._consumed < limit or self._cancelled.is_set(),
+                timeout=_MAX_THROTTLE_WAIT,
+            )
+            self._reads += 1
 
     def readable(self) -> bool:
         return True
@@ -42,6 +77,8 @@ class ByteSource(io.RawIOBase):
     def cancel(self) -> None:
         """Make every later read raise CancelledError (used on SIGTERM and on abandon)."""
         self._cancelled.set()
+        with self._ahead:
+            self._ahead.notify_all()
 
     def _fail(self, error: ExportError) -> ExportError:
         self.error = error
@@ -75,6 +112,7 @@ class FileSource(ByteSource):
 
     def read(self, size: int = -1) -> bytes:
         self._check_cancelled()
+        self._wait_for_room()
         chunks: list[bytes] = []
         wanted = size if size >= 0 else 1 << 62
         got = 0
@@ -189,6 +227,7 @@ class S3Source(ByteSource):
 
     def read(self, size: int = -1) -> bytes:
         self._check_cancelled()
+        self._wait_for_room()
         wanted = size if size >= 0 else 1 << 62
         parts: list[memoryview] = []
         got = 0

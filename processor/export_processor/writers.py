@@ -69,18 +69,35 @@ class JsonlWriter:
         pass
 
 
+ROW_GROUP_BYTES = 32 * 1024 * 1024
+"""Parser batches are buffered up to this much Arrow data per Parquet row group: parser blocks
+are small (a few MiB) and row groups that small would make the file slow to scan."""
+
+
 class ParquetWriter:
-    """Parquet with zstd; one row group per parser block."""
+    """Parquet with zstd; row groups of about ROW_GROUP_BYTES of Arrow data."""
 
     def __init__(self, *, sink: Sink, schema: pa.Schema) -> None:
         self._writer = pq.ParquetWriter(
             pa.PythonFile(sink, mode="w"), schema, compression="zstd", compression_level=1
         )
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
+        self._pending.append(batch)
+        self._pending_bytes += batch.nbytes
+        if self._pending_bytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.Table.from_batches(self._pending)
+            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self._pending, self._pending_bytes = [], 0
 
     def finish(self) -> None:
+        self._flush()
         self._writer.close()
 
     def discard(self) -> None:
