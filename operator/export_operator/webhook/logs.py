@@ -17,7 +17,26 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "exportjobs_request_id", default=None
 )
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
+
+
+def _install_record_factory() -> None:
+    """Stamp the current request id on every record when it is made, in the request's context
+    (formatting may happen later or elsewhere, where the context variable is unset)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "exportjobs_request_id", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.request_id = request_id.get()
+        return record
+
+    factory.exportjobs_request_id = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+_install_record_factory()
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,7 +49,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        rid = request_id.get()
+        rid = getattr(record, "request_id", None) or request_id.get()
         if rid is not None:
             line["request_id"] = rid
         for key, value in vars(record).items():

@@ -1,0 +1,158 @@
+"""Probes, metrics, the OpenAPI document, request ids and JSON logs, settings and the cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from export_operator.resource import ExportFormat
+from export_operator.webhook.cache import ExportCache
+from export_operator.webhook.logs import JsonFormatter
+from export_operator.webhook.settings import AWS_SNS_HOST_PATTERN, WebhookSettings
+from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
+
+
+async def test_healthz_and_readyz(harness: Harness) -> None:
+    assert (await harness.client.get("/healthz")).status == 200
+    ready = await harness.client.get("/readyz")
+    assert ready.status == 200
+    harness.store.down = True
+    response = await harness.client.get("/readyz")
+    assert response.status == 503 and "API server" in (await response.json())["detail"]
+
+
+async def test_readyz_waits_for_the_cache(make_harness: MakeHarness) -> None:
+    h = await make_harness()
+    h.cache.synced = False
+    response = await h.client.get("/readyz")
+    assert response.status == 503
+    assert "not synced" in (await response.json())["detail"]
+    assert (await h.client.get("/v1/exports/x", headers=AUTH)).status == 503
+
+
+async def test_metrics_count_requests_creations_dedup_and_auth_failures(harness: Harness) -> None:
+    body = {"source": "s3://in-bucket/a.csv", "format": "csv"}
+    key = {"Idempotency-Key": "k1", **AUTH}
+    await harness.client.post("/v1/exports", json=body, headers=key)
+    await harness.client.post("/v1/exports", json=body, headers=key)
+    await harness.client.post("/v1/exports", json=body)
+    text = await (await harness.client.get("/metrics")).text()
+    assert 'exportjobs_webhook_exports_created_total{source="api"} 1.0' in text
+    assert 'exportjobs_webhook_dedup_hits_total{source="api"} 1.0' in text
+    assert (
+        'exportjobs_webhook_auth_failures_total{reason="missing",route="/v1/exports"} 1.0' in text
+    )
+    assert (
+        'exportjobs_webhook_requests_total{code="202",method="POST",route="/v1/exports"} 2.0'
+        in text
+    )
+    assert "exportjobs_webhook_request_duration_seconds_bucket" in text
+    assert "exportjobs_webhook_cached_exports 1.0" in text
+
+
+async def test_openapi_describes_every_route(harness: Harness) -> None:
+    document = await (await harness.client.get("/openapi.json")).json()
+    assert document["openapi"].startswith("3.")
+    app = harness.client.server.app
+    assert app is not None
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        path = route.resource.canonical if route.resource else ""
+        operation = document["paths"][path][route.method.lower()]
+        assert operation["responses"], path
+    codes = document["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+    assert "idempotency-key-reused" in codes
+
+
+async def test_request_id_is_echoed_and_logged(
+    make_harness: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = await make_harness(access_log=True)
+    with caplog.at_level(logging.INFO, logger="export_operator.webhook.access"):
+        response = await h.client.get("/healthz", headers={"X-Request-Id": "abc-123"})
+    assert response.headers["X-Request-Id"] == "abc-123"
+    generated = (await h.client.get("/healthz")).headers["X-Request-Id"]
+    assert len(generated) == 32
+    line = json.loads(JsonFormatter().format(caplog.records[0]))
+    assert line["request_id"] == "abc-123"
+    assert line["status"] == 200 and line["route"] == "/healthz"
+
+
+def test_settings_from_env(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "token").write_text("file-token\n")
+    (secret / "..data").mkdir()
+    env = {
+        "EXPORTJOBS_NAMESPACE": "shared",
+        "EXPORTJOBS_WEBHOOK_TOKENS": "a, b",
+        "EXPORTJOBS_WEBHOOK_TOKENS_FILE": str(secret),
+        "EXPORTJOBS_WEBHOOK_FORMAT_RULES": "in/reports/=parquet,in=csv.gz",
+        "EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_HEADER": "X-EB-Key",
+        "EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY": "k",
+        "EXPORTJOBS_WEBHOOK_MAX_BODY_BYTES": "4096",
+        "EXPORTJOBS_WEBHOOK_SNS_HOST_PATTERN": ".*",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+    }
+    settings = WebhookSettings.from_env(env)
+    assert settings.namespace == "shared"
+    assert settings.tokens == ("a", "b", "file-token")
+    assert settings.format_for(bucket="in", key="reports/x.csv") == ExportFormat.PARQUET
+    assert settings.format_for(bucket="in", key="x.csv") == ExportFormat.CSV_GZ
+    assert settings.format_for(bucket="other", key="x.csv") is None
+    assert settings.eventbridge_api_key_header == "x-eb-key"
+    assert settings.max_body_bytes == 4096
+    assert settings.s3_endpoint_url == "http://127.0.0.1:9000"
+    # The SNS host allowlist is not configurable from the environment.
+    assert settings.sns_host_pattern == AWS_SNS_HOST_PATTERN
+    assert WebhookSettings.from_env({"EXPORTJOBS_WEBHOOK_NAMESPACE": "own"}).namespace == "own"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"EXPORTJOBS_WEBHOOK_PORT": "eighty"},
+        {"EXPORTJOBS_WEBHOOK_FORMAT_RULES": "bucket=xlsx"},
+        {"EXPORTJOBS_WEBHOOK_FORMAT_RULES": "no-equals"},
+        {"EXPORTJOBS_WEBHOOK_DATASET_URI_TEMPLATE": "s3://x/static.csv"},
+        {"EXPORTJOBS_WEBHOOK_DESTINATION_URI": "http://x/"},
+        {"EXPORTJOBS_WEBHOOK_PAGE_SIZE": "1000"},
+    ],
+)
+def test_invalid_settings_raise(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="invalid webhook settings"):
+        WebhookSettings.from_env(env)
+
+
+def _obj(name: str, version: int, phase: str | None = None) -> dict[str, object]:
+    status = {"phase": phase} if phase else {}
+    return {"metadata": {"name": name, "resourceVersion": str(version)}, "status": status}
+
+
+def test_cache_keeps_the_newer_version() -> None:
+    cache = ExportCache()
+    cache.upsert(_obj("a", 10, "Running"))
+    cache.upsert(_obj("a", 9, "Pending"))
+    assert cache.get("a") == _obj("a", 10, "Running")
+    cache.upsert(_obj("a", 11, "Succeeded"))
+    assert cache.get("a") == _obj("a", 11, "Succeeded")
+    cache.remove("a")
+    assert cache.get("a") is None
+
+
+def test_cache_pages_survive_changes_between_pages() -> None:
+    cache = ExportCache()
+    cache.replace([_obj(n, 1) for n in "abcde"])
+    first, token = cache.page(phase=None, limit=2, continue_token=None)
+    assert [o["metadata"]["name"] for o in first] == ["a", "b"]  # type: ignore[index]
+    cache.remove("c")
+    cache.upsert(_obj("aa", 2))
+    rest, token2 = cache.page(phase=None, limit=5, continue_token=token)
+    assert [o["metadata"]["name"] for o in rest] == ["d", "e"]  # type: ignore[index]
+    assert token2 is None
+    with pytest.raises(ValueError):
+        cache.page(phase=None, limit=2, continue_token="%%%")
