@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from export_operator.resource import ExportFormat
 from export_operator.webhook import create_app
 from export_operator.webhook.cache import ExportCache
 from export_operator.webhook.settings import FormatRule, WebhookSettings
-from export_operator.resource import ExportFormat
 from export_operator.webhook.store import AlreadyExistsError, StoreUnavailableError
 
 TOKEN = "test-token-0123456789"

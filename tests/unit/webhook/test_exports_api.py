@@ -146,7 +146,7 @@ async def test_second_configured_token_works(harness: Harness) -> None:
             },
             422,
             "invalid-request",
-        ),  # noqa: E501
+        ),
         ({"dataset_id": "not-a-uuid", "format": "csv"}, 422, "invalid-request"),
         ({"source": SOURCE, "format": "csv", "csv": {"delimiter": ";;"}}, 422, "invalid-request"),
         ([1, 2], 422, "invalid-request"),

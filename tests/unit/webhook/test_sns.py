@@ -92,8 +92,19 @@ class SnsEndpoint:
     hits: list[str] = field(default_factory=list)
 
 
+@pytest.fixture(scope="module")
+def server_ssl(pki: Pki) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_file, key_file = Path(tmp, "c.pem"), Path(tmp, "k.pem")
+        cert_file.write_bytes(pki.server_cert_pem)
+        key_file.write_bytes(pki.server_key_pem)
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 @pytest.fixture
-async def sns_endpoint(pki: Pki) -> AsyncIterator[SnsEndpoint]:
+async def sns_endpoint(pki: Pki, server_ssl: ssl.SSLContext) -> AsyncIterator[SnsEndpoint]:
     """An HTTPS server on 127.0.0.1 serving the signing certificate and a SubscribeURL."""
     endpoint = SnsEndpoint(base="")
 
@@ -108,15 +119,9 @@ async def sns_endpoint(pki: Pki) -> AsyncIterator[SnsEndpoint]:
     app = web.Application()
     app.router.add_get("/SimpleNotificationService-test.pem", cert)
     app.router.add_get("/", confirm)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    with tempfile.TemporaryDirectory() as tmp:
-        cert_file, key_file = Path(tmp, "c.pem"), Path(tmp, "k.pem")
-        cert_file.write_bytes(pki.server_cert_pem)
-        key_file.write_bytes(pki.server_key_pem)
-        context.load_cert_chain(cert_file, key_file)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
     await site.start()
     port = runner.addresses[0][1]
     endpoint.base = f"https://127.0.0.1:{port}"
