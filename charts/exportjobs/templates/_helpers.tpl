@@ -22,9 +22,14 @@ name when it already contains the chart name). 63 characters at most: a DNS labe
 {{- end }}
 {{- end }}
 
-{{/* "<fullname>-<component>", cut to 63 characters: the name of a component's objects. */}}
+{{/*
+"<fullname>-<component>", at most 63 characters: the name of a component's objects. The prefix is
+cut, never the suffix, so two components of one long-named release still get distinct names.
+*/}}
 {{- define "exportjobs.componentName" -}}
-{{- printf "%s-%s" (include "exportjobs.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- $suffix := printf "-%s" .component }}
+{{- $prefix := include "exportjobs.fullname" .root | trunc (int (sub 63 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s%s" $prefix $suffix }}
 {{- end }}
 
 {{/* "name-version" for the helm.sh/chart label. */}}

@@ -1,0 +1,203 @@
+"""The chart renders what a platform team can install: lint, schema, hardening, wiring.
+
+These need only helm (no API server): what the chart puts in the objects, checked against the
+components' own settings readers so a renamed variable fails here, not in a cluster.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from export_operator.controller.settings import OperatorSettings
+from export_operator.webhook import settings as webhook_settings
+from tests.cluster.chart.helm import (
+    CHART,
+    by_kind,
+    container_env,
+    objects,
+    pod_specs,
+    run,
+    template,
+    tool,
+)
+
+EVERYTHING_ON = {
+    "webhook.ingress.enabled": "true",
+    "serviceMonitor.enabled": "true",
+    "s3.accessKeyId": "minio",
+    "s3.secretAccessKey": "minio-secret",
+    "s3.endpointUrl": "http://minio.storage:9000",
+    "s3.region": "eu-west-1",
+    "s3.defaultDestination": "s3://exports-output/reports/",
+    "auth.tokens[0]": "a-token-of-sixteen-chars",
+}
+
+
+def test_lint_strict_passes() -> None:
+    run([tool("helm"), "lint", "--strict", str(CHART)])
+    run([tool("helm"), "lint", "--strict", str(CHART), *sum((["--set", f"{k}={v}"] for k, v in EVERYTHING_ON.items()), [])])
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicas": "3"}, "additional properties 'replicas' not allowed"),
+        ({"webhook.replica": "3"}, "additional properties 'replica' not allowed"),
+        ({"operator.peering.enable": "true"}, "additional properties 'enable' not allowed"),
+        ({"containerSecurityContext.allowPrivilegeEscalation": "true"}, "allowPrivilegeEscalation"),
+        ({"image.processor.pullPolicy": "Sometimes"}, "pullPolicy"),
+        ({"s3.defaultDestination": "s3://bucket/no-trailing-slash"}, "defaultDestination"),
+    ],
+)
+def test_schema_rejects_unknown_keys_and_bad_values(values: dict[str, str], complaint: str) -> None:
+    result = template(values=values, check=False)
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def test_every_value_is_commented() -> None:
+    """Each key has a comment right above it, or sits inside a block whose key has one."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    ancestors: list[tuple[int, bool]] = []  # (indent, covered) of the enclosing keys
+    uncovered = []
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("- "):
+            continue
+        if ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        while ancestors and ancestors[-1][0] >= indent:
+            ancestors.pop()
+        previous = next((lines[i] for i in range(number - 1, -1, -1) if lines[i].strip()), "")
+        commented = previous.strip().startswith("#")
+        covered = commented or any(flag for _, flag in ancestors)
+        if not covered and stripped.endswith(":"):
+            # A block such as `image:` is covered when every key in it is.
+            ancestors.append((indent, False))
+            continue
+        if not covered:
+            uncovered.append(f"values.yaml:{number + 1}: {stripped}")
+        ancestors.append((indent, covered))
+    assert not uncovered, "values without a comment:\n" + "\n".join(uncovered)
+
+
+def test_every_pod_and_container_is_restricted_with_only_tmp_writable() -> None:
+    docs = objects(template(values=EVERYTHING_ON).stdout)
+    specs = dict(pod_specs(docs))
+    assert set(specs) == {"ej-exportjobs-webhook", "ej-exportjobs-operator"}
+    for name, spec in specs.items():
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert isinstance(pod["runAsUser"], int) and pod["runAsUser"] > 0, name
+        tmp = [v for v in spec["volumes"] if v["name"] == "tmp"]
+        assert tmp and "emptyDir" in tmp[0], name
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            writable = [m for m in container["volumeMounts"] if not m.get("readOnly")]
+            assert [m["mountPath"] for m in writable] == ["/tmp"], name
+            assert container["resources"]["requests"], name
+
+
+def test_operator_is_recreated_and_probed_on_kopf_healthz() -> None:
+    docs = objects(template().stdout)
+    (operator,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")]
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    assert operator["spec"]["replicas"] == 1
+    (container,) = operator["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["exportjobs-operator"]
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports[probe["port"]] == int(container_env(container)["EXPORTJOBS_OPERATOR_LIVENESS_PORT"])
+
+
+def test_operator_env_is_what_the_operator_reads() -> None:
+    """Every EXPORTJOBS_* variable the chart sets is one OperatorSettings knows, and parses."""
+    docs = objects(template(values=EVERYTHING_ON).stdout)
+    (operator,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")]
+    env = container_env(operator["spec"]["template"]["spec"]["containers"][0])
+    known = set(OperatorSettings().env_names.values())
+    ours = {k for k in env if k.startswith("EXPORTJOBS_")}
+    assert ours - known == set()
+    settings = OperatorSettings.from_env(env)
+    assert settings.namespace == "exports"
+    assert settings.processor_image == "exportjobs-processor:0.1.0"
+    assert settings.service_account == "ej-exportjobs-processor"
+    assert settings.processor_env_secret == "ej-exportjobs-s3"
+    assert settings.processor_env == {
+        "AWS_ENDPOINT_URL": "http://minio.storage:9000",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }
+    assert settings.default_destination_uri == "s3://exports-output/reports/"
+    assert settings.standalone is True
+    assert env["AWS_ENDPOINT_URL"] == "http://minio.storage:9000"
+    envfrom = operator["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert envfrom == [{"secretRef": {"name": "ej-exportjobs-s3"}}]
+
+
+def test_cluster_mode_watches_all_namespaces() -> None:
+    docs = objects(template(values={"rbac.cluster": "true"}).stdout)
+    (operator,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")]
+    env = container_env(operator["spec"]["template"]["spec"]["containers"][0])
+    assert OperatorSettings.from_env(env).namespace == ""
+    assert [d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")] == ["ej-exportjobs-operator"]
+    assert len(by_kind(docs, "Role")) == 2  # webhook and processor stay namespaced
+
+
+def test_webhook_env_is_what_the_webhook_reads(tmp_path: Path) -> None:
+    docs = objects(template(values=EVERYTHING_ON).stdout)
+    (webhook,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("webhook")]
+    (container,) = webhook["spec"]["template"]["spec"]["containers"]
+    env = container_env(container)
+    assert container["command"] == ["exportjobs-webhook"]
+    source = inspect.getsource(webhook_settings)
+    unknown = [k for k in env if k.startswith("EXPORTJOBS_WEBHOOK_") and k.removeprefix("EXPORTJOBS_WEBHOOK_") not in source]
+    assert unknown == []
+    # The token files are mounted Secret folders in the pod; here, empty folders.
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {env["EXPORTJOBS_WEBHOOK_TOKENS_FILE"], env["EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_FILE"]} <= mounts
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "tokens" / "tokens").write_text("t1\nt2\n")
+    (tmp_path / "keys").mkdir()
+    env["EXPORTJOBS_WEBHOOK_TOKENS_FILE"] = str(tmp_path / "tokens")
+    env["EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_FILE"] = str(tmp_path / "keys")
+    settings = webhook_settings.WebhookSettings.from_env(env)
+    assert settings.namespace == "exports"
+    assert settings.port == 8080
+    assert settings.tokens == ("t1", "t2")
+    assert settings.s3_endpoint_url == "http://minio.storage:9000"
+
+
+def test_secrets_hold_tokens_and_keys_in_both_namespaces() -> None:
+    docs = objects(template(values={**EVERYTHING_ON, "exportsNamespace": "data"}).stdout)
+    secrets = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in by_kind(docs, "Secret")}
+    assert set(secrets) == {
+        ("exports", "ej-exportjobs-auth"),
+        ("exports", "ej-exportjobs-s3"),
+        ("data", "ej-exportjobs-s3"),
+    }
+    assert secrets["exports", "ej-exportjobs-auth"]["stringData"]["tokens"] == "a-token-of-sixteen-chars"
+    assert secrets["data", "ej-exportjobs-s3"]["stringData"]["AWS_SECRET_ACCESS_KEY"] == "minio-secret"
+    # With existing Secrets the chart makes none and points at them.
+    docs = objects(template(values={"s3.existingSecret": "mine", "auth.existingSecret": "auth"}).stdout)
+    assert by_kind(docs, "Secret") == []
+    (webhook,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("webhook")]
+    volumes = {v["name"]: v for v in webhook["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tokens"]["secret"]["secretName"] == "auth"
+
+
+def test_names_fit_63_characters() -> None:
+    long_release = "r" * 53  # helm's longest release name
+    docs = objects(template(release=long_release).stdout)
+    for doc in docs:
+        assert len(doc["metadata"]["name"]) <= 63, doc["metadata"]["name"]
+    names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    assert len(names) == len(set(names)), names
