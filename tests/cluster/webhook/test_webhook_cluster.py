@@ -1,0 +1,223 @@
+"""The webhook on the real API server: create, read (watch cache), list, cancel; exactly one
+ExportJob for 20 concurrent copies of one event; 503 + Retry-After, never 202, when the API server
+is down, hung, or goes away under load."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+from export_operator import resource
+from export_operator.resource import ExportFormat
+from tests.cluster.webhook.conftest import ApiProxy, ExportJobs, RunningWebhook, StartWebhook
+from tests.unit.webhook import samples
+
+SOURCE = "s3://exports-input/reports/q1 2024.csv"
+
+
+async def eventually(what: str, probe: Any, timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_create_read_list_cancel(start_webhook: StartWebhook, exportjobs: ExportJobs) -> None:
+    hook = await start_webhook()
+    status, body, headers = await hook.request(
+        "POST", "/v1/exports", json={"source": SOURCE, "format": "parquet"}
+    )
+    assert status == 202, body
+    name = body["id"]
+    assert headers["Location"] == f"/v1/exports/{name}"
+    stored = exportjobs.get(name)  # stored before the 202
+    assert stored["spec"] == {"source": {"uri": SOURCE}, "format": "parquet", "cancel": False}
+
+    status, view, _ = await hook.request("GET", f"/v1/exports/{name}")
+    assert status == 200 and view["status"] == "Pending" and view["source"] == SOURCE
+
+    exportjobs.set_status(
+        name,
+        {
+            "phase": "Succeeded",
+            "completionTime": "2030-01-01T00:00:00Z",
+            "result": {"uri": "s3://exports-output/x/q1.parquet", "bytes": 5, "rows": 1},
+        },
+    )
+
+    async def succeeded() -> Any:
+        view = (await hook.request("GET", f"/v1/exports/{name}"))[1]
+        return view if view["status"] == "Succeeded" else None
+
+    view = await eventually("the watch to deliver the status", succeeded)
+    url = view["result"]["download_url"]
+    assert url.startswith(hook.app[_settings_key()].s3_endpoint_url + "/exports-output/x/")
+
+    status, page, _ = await hook.request("GET", "/v1/exports", params={"phase": "Succeeded"})
+    assert status == 200 and [i["id"] for i in page["items"]] == [name]
+    status, page, _ = await hook.request("GET", "/v1/exports", params={"phase": "Running"})
+    assert page["items"] == []
+
+    status, body, _ = await hook.request("DELETE", f"/v1/exports/{name}")
+    assert status == 202 and body["cancel_requested"] is True
+    assert exportjobs.get(name)["spec"]["cancel"] is True
+    assert (await hook.request("DELETE", "/v1/exports/no-such-export"))[0] == 404
+    assert (await hook.request("GET", "/v1/exports/no-such-export"))[0] == 404
+
+
+def _settings_key() -> Any:
+    from export_operator.webhook.services import SETTINGS
+
+    return SETTINGS
+
+
+async def test_idempotency_key_on_the_api_server(
+    start_webhook: StartWebhook, exportjobs: ExportJobs
+) -> None:
+    hook = await start_webhook()
+    key = {"Idempotency-Key": "invoice-2024-001"}
+    body = {"source": SOURCE, "format": "csv"}
+    first = await hook.request("POST", "/v1/exports", json=body, headers=key)
+    second = await hook.request("POST", "/v1/exports", json=body, headers=key)
+    assert first[0] == second[0] == 202 and first[1]["id"] == second[1]["id"]
+    other = await hook.request("POST", "/v1/exports", json={**body, "format": "jsonl"}, headers=key)
+    assert other[0] == 422 and other[1]["code"] == "idempotency-key-reused"
+    assert exportjobs.names() == [first[1]["id"]]
+
+
+async def test_twenty_concurrent_copies_make_one_exportjob(
+    start_webhook: StartWebhook, exportjobs: ExportJobs
+) -> None:
+    hook = await start_webhook()
+    event = samples.s3_event(bucket="exports-input", key="daily/sales+report%2B1.csv", version="v1")
+    results = await asyncio.gather(
+        *(hook.request("POST", "/v1/events/s3?format=csv", json=event) for _ in range(20))
+    )
+    assert {r[0] for r in results} == {202}
+    expected = resource.export_name_for_object(
+        bucket="exports-input", key="daily/sales report+1.csv", version="v1",
+        export_format=ExportFormat.CSV,
+    )  # fmt: skip
+    assert {tuple(r[1]["ids"]) for r in results} == {(expected,)}
+    assert sum(r[1]["created"] for r in results) == 1
+    assert exportjobs.names() == [expected]
+    assert exportjobs.get(expected)["spec"]["source"]["uri"] == (
+        "s3://exports-input/daily/sales report+1.csv"
+    )
+
+    newer = copy.deepcopy(event)
+    newer["Records"][0]["s3"]["object"]["versionId"] = "v2"
+    status, body, _ = await hook.request("POST", "/v1/events/s3?format=csv", json=newer)
+    assert status == 202 and body["created"] == 1
+    assert len(exportjobs.names()) == 2
+
+
+async def test_api_server_rejection_is_422_not_503(
+    start_webhook: StartWebhook, exportjobs: ExportJobs
+) -> None:
+    hook = await start_webhook()
+    # Valid for the webhook, refused by the CRD schema (delimiter and quote must differ).
+    body = {"source": SOURCE, "format": "csv", "csv": {"delimiter": ";", "quote": ";"}}
+    status, problem, _ = await hook.request("POST", "/v1/exports", json=body)
+    assert status == 422 and problem["code"] == "rejected-by-api-server", problem
+    assert exportjobs.names() == []
+
+
+async def test_api_server_on_a_closed_port_gives_503(
+    start_webhook: StartWebhook, dead_kubeconfig: Path, exportjobs: ExportJobs
+) -> None:
+    hook = await start_webhook(kubeconfig=dead_kubeconfig, wait_ready=False)
+    status, problem, headers = await hook.request(
+        "POST", "/v1/exports", json={"source": SOURCE, "format": "csv"}
+    )
+    assert status == 503 and problem["code"] == "api-server-unavailable"
+    assert headers["Retry-After"] == "3"
+    status, _, headers = await hook.request(
+        "POST", "/v1/events/s3?format=csv", json=samples.s3_event(bucket="exports-input")
+    )
+    assert status == 503 and "Retry-After" in headers
+    assert (await hook.request("GET", "/readyz"))[0] == 503
+    assert (await hook.request("DELETE", "/v1/exports/x"))[0] == 503
+    assert exportjobs.names() == []
+
+
+async def _load(hook: RunningWebhook, count: int) -> list[tuple[int, Any, Any]]:
+    async def one(i: int) -> tuple[int, Any, Any]:
+        await asyncio.sleep(i * 0.01)
+        return await hook.request(
+            "POST",
+            "/v1/exports",
+            json={"source": f"s3://exports-input/load/{i}.csv", "format": "csv"},
+        )
+
+    return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def test_api_server_going_away_under_load_never_gives_202_for_unstored_work(
+    start_webhook: StartWebhook, api_proxy: tuple[ApiProxy, Path], exportjobs: ExportJobs
+) -> None:
+    proxy, kubeconfig = api_proxy
+    hook = await start_webhook(kubeconfig=kubeconfig)
+    load = asyncio.create_task(_load(hook, 120))
+    await asyncio.sleep(0.4)
+    await proxy.cut()  # the API server vanishes mid-load
+    results = await load
+    codes = [r[0] for r in results]
+    assert set(codes) <= {202, 503}, codes
+    assert 202 in codes and 503 in codes, codes
+    assert all(r[2].get("Retry-After") for r in results if r[0] == 503)
+    assert (await hook.request("GET", "/readyz"))[0] == 503
+    accepted = {r[1]["id"] for r in results if r[0] == 202}
+    assert accepted <= set(exportjobs.names())  # every 202 was stored
+
+    await proxy.restore()
+    status, body, _ = await hook.request(
+        "POST", "/v1/exports", json={"source": SOURCE, "format": "csv"}
+    )
+    assert status == 202 and body["id"] in exportjobs.names()
+
+
+async def test_hung_api_server_times_out_into_503(
+    start_webhook: StartWebhook, api_proxy: tuple[ApiProxy, Path], exportjobs: ExportJobs
+) -> None:
+    proxy, kubeconfig = api_proxy
+    hook = await start_webhook(kubeconfig=kubeconfig, api_timeout_seconds=1.0)
+    proxy.freeze()
+    started = time.monotonic()
+    status, problem, headers = await hook.request(
+        "POST", "/v1/exports", json={"source": SOURCE, "format": "csv"}
+    )
+    assert status == 503 and headers["Retry-After"] == "3", problem
+    assert time.monotonic() - started < 5
+    await proxy.restore()
+    # What was sent before the freeze may still land: then it is stored, as the contract allows
+    # (503 means "not promised", not "certainly absent").
+    assert len(exportjobs.names()) <= 1
+
+
+async def test_cache_relists_after_the_watch_breaks(
+    start_webhook: StartWebhook, api_proxy: tuple[ApiProxy, Path], exportjobs: ExportJobs
+) -> None:
+    proxy, kubeconfig = api_proxy
+    hook = await start_webhook(kubeconfig=kubeconfig)
+    await proxy.cut()
+    await asyncio.sleep(0.3)
+    await proxy.restore()
+    # Created behind the webhook's back while its watch was broken: the cache must catch up.
+    exportjobs.custom.create_namespaced_custom_object(
+        resource.GROUP, resource.VERSION, exportjobs.namespace, resource.PLURAL,
+        {"apiVersion": resource.API_VERSION, "kind": resource.KIND,
+         "metadata": {"name": "made-elsewhere"},
+         "spec": {"source": {"uri": SOURCE}, "format": "csv"}},
+    )  # fmt: skip
+
+    async def seen() -> bool:
+        return (await hook.request("GET", "/v1/exports/made-elsewhere"))[0] == 200
+
+    await eventually("the cache to see an object created during the outage", seen, timeout=40)
