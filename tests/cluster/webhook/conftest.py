@@ -172,6 +172,8 @@ class ApiProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self, port: int = 0) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", port)
@@ -180,8 +182,7 @@ class ApiProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
             while data := await reader.read(65536):
-                while self.mode == "frozen":
-                    await asyncio.sleep(0.05)
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -209,9 +210,11 @@ class ApiProxy:
 
     def freeze(self) -> None:
         self.mode = "frozen"
+        self._flowing.clear()
 
     async def restore(self) -> None:
         self.mode = "up"
+        self._flowing.set()
         if self._server is None or not self._server.is_serving():
             await self.start(self.port)
 

@@ -18,8 +18,8 @@ from tests.unit.webhook import samples
 SOURCE = "s3://exports-input/reports/q1 2024.csv"
 
 
-async def eventually(what: str, probe: Any, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
+async def eventually(what: str, probe: Any, within: float = 15) -> Any:
+    deadline = time.monotonic() + within
     while True:
         value = await probe()
         if value:
@@ -220,4 +220,4 @@ async def test_cache_relists_after_the_watch_breaks(
     async def seen() -> bool:
         return (await hook.request("GET", "/v1/exports/made-elsewhere"))[0] == 200
 
-    await eventually("the cache to see an object created during the outage", seen, timeout=40)
+    await eventually("the cache to see an object created during the outage", seen, within=40)
