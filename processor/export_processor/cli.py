@@ -72,11 +72,19 @@ class _Signals:
     def __init__(self) -> None:
         self.received: int | None = None
         self.exporter: Exporter | None = None
+        self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._handle)
-            signal.signal(signal.SIGINT, self._handle)
+            self._previous = {
+                signum: signal.signal(signum, self._handle)
+                for signum in (signal.SIGTERM, signal.SIGINT)
+            }
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is not None:
@@ -125,6 +133,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signals = _Signals()
     signals.install()
+    try:
+        return _run(args, signals)
+    finally:
+        signals.restore()
+
+
+def _run(args: argparse.Namespace, signals: _Signals) -> int:
     settings: ProcessorSettings | None = None
     reporter: ProgressReporter | None = None
     try:

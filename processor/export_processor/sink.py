@@ -49,6 +49,7 @@ class Sink(io.RawIOBase):
         self.location = location
         self.bytes_written = 0
         self._sha256 = hashlib.sha256()
+        self._discarding = False
 
     def writable(self) -> bool:
         return True
@@ -56,6 +57,8 @@ class Sink(io.RawIOBase):
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         size = len(view)
+        if self._discarding:
+            return size  # a writer flushing into an aborted output
         if size:
             self._sha256.update(view)
             self.bytes_written += size
@@ -102,6 +105,7 @@ class FileSink(Sink):
         os.replace(self._temp, self.location.key)
 
     def abort(self) -> None:
+        self._discarding = True
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)
@@ -224,6 +228,7 @@ class S3MultipartSink(Sink):
             self._pool.shutdown(wait=False)
 
     def abort(self) -> None:
+        self._discarding = True
         self._aborted = True
         self._chunks = []
         if self._pool is not None:

@@ -23,7 +23,6 @@ from export_processor.errors import (
 from export_processor.locations import Location
 from export_processor.s3client import S3Client, translate
 
-
 _MAX_THROTTLE_WAIT = 2.0
 """Seconds a read waits for the writer before going ahead anyway."""
 

@@ -20,14 +20,20 @@ def render(payload: dict[str, Any]) -> str:
     error = payload.get("error")
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         message: str = error["message"]
-        overflow = len(text.encode("utf-8")) - MAX_BYTES
-        keep = max(0, len(message) - overflow - 8)
-        while True:
-            shortened = {**payload, "error": {**error, "message": message[:keep] + "…"}}
-            text = json.dumps(shortened, separators=(",", ":"), ensure_ascii=False)
-            if len(text.encode("utf-8")) <= MAX_BYTES or keep == 0:
-                return text
-            keep = max(0, keep - 64)
+
+        def shortened(keep: int) -> str:
+            cut = {**payload, "error": {**error, "message": message[:keep] + "…"}}
+            return json.dumps(cut, separators=(",", ":"), ensure_ascii=False)
+
+        # The longest prefix (in characters) whose JSON fits in MAX_BYTES (in UTF-8 bytes).
+        low, high = 0, len(message)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if len(shortened(middle).encode("utf-8")) <= MAX_BYTES:
+                low = middle
+            else:
+                high = middle - 1
+        return shortened(low)
     raise ValueError("termination message too large")  # results are far below the cap
 
 

@@ -6,6 +6,7 @@ unquoted (so an empty field and an empty quoted string stay different), `\\n` li
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 import pyarrow as pa
@@ -50,6 +51,8 @@ class CsvWriter:
             self._gzip.finish()
 
     def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
         if self._gzip is not None:
             self._gzip.discard()
 
@@ -101,7 +104,10 @@ class ParquetWriter:
         self._writer.close()
 
     def discard(self) -> None:
-        pass
+        # Closed now (its footer goes to a sink about to be aborted), not at garbage collection.
+        self._pending = []
+        with contextlib.suppress(Exception):
+            self._writer.close()
 
 
 def new_writer(

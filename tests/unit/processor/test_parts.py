@@ -1,0 +1,168 @@
+"""Unit tests of the processor's building blocks: part sizes, gzip, JSON Lines, typing policy,
+termination message, URIs and settings."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from export_processor import termination
+from export_processor.column_types import ColumnPlan, unique_names, widen_after
+from export_processor.errors import InvalidConfigError
+from export_processor.gzip_stream import ParallelGzipWriter
+from export_processor.jsonl import JsonLinesEncoder
+from export_processor.locations import output_location, parse_location
+from export_processor.progress import progress_body
+from export_processor.settings import settings_from_env
+from export_processor.sink import S3_MAX_PART_SIZE, S3_MAX_PARTS, part_size_for
+
+MiB = 1024 * 1024
+
+
+def test_part_sizes_grow_so_that_outputs_beyond_80_gb_fit_in_10000_parts() -> None:
+    sizes = [part_size_for(n, base=8 * MiB) for n in range(1, S3_MAX_PARTS + 1)]
+    assert sizes[0] == 8 * MiB and sizes[999] == 8 * MiB and sizes[1000] == 16 * MiB
+    assert sum(sizes[:4000]) > 80 * 10**9
+    assert sum(sizes) > 5 * 1024**4  # more than S3's largest object
+    assert max(sizes) <= S3_MAX_PART_SIZE
+    assert all(size >= 5 * MiB for size in sizes)
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 100_000, 3 * MiB + 17])
+def test_parallel_gzip_is_one_member_any_reader_decodes(size: int) -> None:
+    payload = (b"row,with,some,text\n" * (size // 19 + 1))[:size]
+    out = _Collect()
+    writer = ParallelGzipWriter(out, level=1, threads=2, chunk_size=256 * 1024)
+    for start in range(0, len(payload), 70_000):
+        writer.write(payload[start : start + 70_000])
+    writer.finish()
+    assert gzip.decompress(bytes(out.data)) == payload
+    # One member: a raw inflate of the body consumes everything up to the 8-byte trailer.
+    inflater = zlib.decompressobj(-15)
+    assert inflater.decompress(bytes(out.data[10:])) == payload
+    assert len(inflater.unused_data) == 8
+    # Close to serial gzip -1 in size.
+    assert len(out.data) <= len(gzip.compress(payload, 1)) * 1.05 + 64
+
+
+def test_jsonl_escapes_every_control_character_and_keeps_types() -> None:
+    texts = ["".join(chr(c) for c in range(32)), 'q"\\', "é🚀\u2028", "", None]
+    batch = pa.record_batch(
+        {
+            "s": pa.array(texts),
+            "i": pa.array([1, -2, None, 0, 5], pa.int64()),
+            "f": pa.array([1.5, float("nan"), float("inf"), -0.25, None]),
+            "b": pa.array([True, False, None, True, False]),
+            'we"ird': pa.array(["x"] * 5),
+        }
+    )
+    lines = JsonLinesEncoder(batch.schema).encode(batch).to_pybytes().split(b"\n")
+    assert lines[-1] == b""
+    objects = [json.loads(line) for line in lines[:-1]]
+    assert [o["s"] for o in objects] == texts
+    assert [o["i"] for o in objects] == [1, -2, None, 0, 5]
+    assert [o["f"] for o in objects] == [1.5, None, None, -0.25, None]
+    assert [o["b"] for o in objects] == [True, False, None, True, False]
+    assert objects[0]['we"ird'] == "x"
+
+
+def test_widening_int_to_float_then_to_text() -> None:
+    plan = ColumnPlan(names=["a", "b"], types=[pa.int64(), pa.int64()])
+    error = "In CSV column #1: CSV conversion error to int64: invalid value '2.5'"
+    assert widen_after(error, plan)
+    assert plan.types == [pa.int64(), pa.float64()]
+    error = "In CSV column #1: CSV conversion error to double: invalid value 'n/a'"
+    assert widen_after(error, plan)
+    assert plan.types == [pa.int64(), pa.string()]
+    text_error = "In CSV column #1: CSV conversion error to string: invalid UTF8 data"
+    assert not widen_after(text_error, plan)
+
+
+def test_unique_names() -> None:
+    assert unique_names(["a", "a", "", "a_2", "a"]) == ["a", "a_2", "f2", "a_2_2", "a_3"]
+
+
+def test_termination_message_is_capped_at_4_kib() -> None:
+    long = "é" * 10_000
+    text = termination.render({"error": {"code": "BAD_CSV", "message": long, "retryable": False}})
+    assert len(text.encode("utf-8")) <= 4096
+    parsed = json.loads(text)
+    assert parsed["error"]["code"] == "BAD_CSV"
+    assert parsed["error"]["message"].endswith("…")
+    assert len(parsed["error"]["message"]) > 1000
+
+
+def test_termination_message_written_only_where_kubernetes_expects_it(tmp_path: Path) -> None:
+    path = tmp_path / "termination-log"
+    assert not termination.write(path, {"a": 1}, explicit=False)
+    assert not path.exists()
+    path.touch()
+    assert termination.write(path, {"a": 1}, explicit=False)
+    assert json.loads(path.read_text()) == {"a": 1}
+
+
+def test_output_key_is_deterministic() -> None:
+    source = parse_location("s3://in-bucket/dir/sub/report.2024.csv", prefix=False)
+    dest = parse_location("s3://out-bucket/exports", prefix=True)
+    out = output_location(source=source, destination=dest, export_format="csv.gz", export_name="e1")
+    assert out.uri == "s3://out-bucket/exports/e1/report.2024.csv.gz"
+    out = output_location(source=source, destination=dest, export_format="parquet", export_name=None)
+    assert out.uri == "s3://out-bucket/exports/report.2024.parquet"
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://", "s3://ab/", "s3://Bad_Bucket/k", "ftp://x/y", "file://host/x", "file:///x/"]
+)
+def test_bad_source_uris(uri: str) -> None:
+    with pytest.raises(InvalidConfigError):
+        parse_location(uri, prefix=False)
+
+
+def test_s3_keys_keep_question_marks_and_hashes() -> None:
+    assert parse_location("s3://bucket/a?b#c.csv", prefix=False).key == "a?b#c.csv"
+
+
+def test_settings_from_env_and_overrides() -> None:
+    env = {
+        "EXPORTJOBS_SOURCE_URI": "s3://bucket/k.csv",
+        "EXPORTJOBS_FORMAT": "csv",
+        "EXPORTJOBS_DESTINATION_URI": "s3://bucket/out/",
+        "EXPORTJOBS_CSV_DELIMITER": "\\t",
+        "EXPORTJOBS_CSV_HEADER": "false",
+        "EXPORTJOBS_S3_PART_SIZE_BYTES": str(16 * MiB),
+        "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+    }
+    settings = settings_from_env(env, export_format="parquet")
+    assert settings.export_format == "parquet"
+    assert settings.delimiter == "\t"
+    assert settings.header is False
+    assert settings.part_size == 16 * MiB
+    assert settings.kube.api_url == "https://10.0.0.1:443"
+    with pytest.raises(InvalidConfigError, match="part size"):
+        settings_from_env({**env, "EXPORTJOBS_S3_PART_SIZE_BYTES": "1024"})
+    with pytest.raises(InvalidConfigError, match="EXPORTJOBS_CSV_HEADER"):
+        settings_from_env({**env, "EXPORTJOBS_CSV_HEADER": "maybe"})
+
+
+def test_progress_body() -> None:
+    assert progress_body(bytes_read=50, bytes_total=200, rows=7) == {
+        "status": {"progress": {"bytesRead": 50, "rows": 7, "bytesTotal": 200, "percent": 25}}
+    }
+    assert progress_body(bytes_read=5, bytes_total=None, rows=1) == {
+        "status": {"progress": {"bytesRead": 5, "rows": 1}}
+    }
