@@ -79,7 +79,8 @@ def parse_export_request(
     if "format" not in body:
         raise invalid("format is required", code=ProblemCode.UNKNOWN_FORMAT)
     export_format = parse_format(body["format"])
-    has_dataset, has_source = body.get("dataset_id") is not None, body.get("source") is not None
+    # Present-but-null counts as present (and then fails its type check): null is not "absent".
+    has_dataset, has_source = "dataset_id" in body, "source" in body
     if has_dataset == has_source:
         raise invalid("give exactly one of dataset_id and source")
     version_id = etag = dataset_id = None
@@ -89,9 +90,9 @@ def parse_export_request(
     else:
         uri, version_id, etag = _source(body["source"])
     source = _s3_uri(uri, what="source")
-    destination = body.get("destination", default_destination)
-    if destination is not None:
-        destination = _destination(destination)
+    destination = (
+        _destination(body["destination"]) if "destination" in body else default_destination
+    )
     return ExportRequest(
         source=source,
         export_format=export_format,
@@ -99,7 +100,7 @@ def parse_export_request(
         etag=etag,
         dataset_id=dataset_id,
         destination=destination,
-        csv=_csv(body.get("csv")),
+        csv=_csv(body["csv"]) if "csv" in body else {},
     )
 
 
@@ -173,9 +174,9 @@ def _source(value: Any) -> tuple[str, str | None, str | None]:
     uri, version_id, etag = value.get("uri"), value.get("version_id"), value.get("etag")
     if not isinstance(uri, str):
         raise invalid("source.uri must be an s3:// URI", code=ProblemCode.INVALID_S3_URI)
-    for name, item in (("version_id", version_id), ("etag", etag)):
-        if item is not None and (not isinstance(item, str) or not item or len(item) > 1024):
-            raise invalid(f"source.{name} must be a non-empty string")
+    for name, item, longest in (("version_id", version_id, 1024), ("etag", etag, 256)):
+        if name in value and (not isinstance(item, str) or not 0 < len(item) <= longest):
+            raise invalid(f"source.{name} must be a string of 1 to {longest} characters")
     return uri, version_id, etag
 
 
@@ -208,8 +209,6 @@ def _destination(value: Any) -> str:
 
 
 def _csv(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
     if not isinstance(value, dict):
         raise invalid("csv must be an object")
     unknown = sorted(set(value) - _CSV_FIELDS)

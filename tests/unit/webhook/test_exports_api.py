@@ -150,6 +150,10 @@ async def test_second_configured_token_works(harness: Harness) -> None:
         ({"dataset_id": "not-a-uuid", "format": "csv"}, 422, "invalid-request"),
         ({"source": SOURCE, "format": "csv", "csv": {"delimiter": ";;"}}, 422, "invalid-request"),
         ([1, 2], 422, "invalid-request"),
+        ({"source": SOURCE, "format": "csv", "csv": None}, 422, "invalid-request"),
+        ({"source": SOURCE, "format": "csv", "destination": None}, 422, "invalid-s3-uri"),
+        ({"source": SOURCE, "dataset_id": None, "format": "csv"}, 422, "invalid-request"),
+        ({"source": {"uri": SOURCE, "etag": None}, "format": "csv"}, 422, "invalid-request"),
     ],
 )
 async def test_bad_requests_are_problems_and_create_nothing(
