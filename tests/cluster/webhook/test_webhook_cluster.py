@@ -5,10 +5,13 @@ is down, hung, or goes away under load."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from export_operator import resource
 from export_operator.resource import ExportFormat
@@ -221,3 +224,49 @@ async def test_cache_relists_after_the_watch_breaks(
         return (await hook.request("GET", "/v1/exports/made-elsewhere"))[0] == 200
 
     await eventually("the cache to see an object created during the outage", seen, within=40)
+
+
+async def test_watch_from_an_expired_resource_version_relists(
+    exportjobs: ExportJobs, namespace: str
+) -> None:
+    from export_operator.kube import new_api_client
+    from export_operator.webhook.cache import ExportCache, ExportWatcher, _GoneError
+
+    exportjobs.custom.create_namespaced_custom_object(
+        resource.GROUP, resource.VERSION, namespace, resource.PLURAL,
+        {"apiVersion": resource.API_VERSION, "kind": resource.KIND,
+         "metadata": {"name": "before-watch"},
+         "spec": {"source": {"uri": SOURCE}, "format": "csv"}},
+    )  # fmt: skip
+    api = await new_api_client()
+    try:
+        cache = ExportCache()
+        watcher = ExportWatcher(
+            api=api, cache=cache, namespace=namespace, watch_timeout=5, request_timeout=2
+        )
+        with pytest.raises(_GoneError):  # the API server answers 410 for a compacted version
+            await watcher._watch("1")
+
+        real_relist = watcher._relist
+        calls = 0
+
+        async def first_relist_returns_an_expired_version() -> str:
+            nonlocal calls
+            calls += 1
+            version = await real_relist()
+            return "1" if calls == 1 else version
+
+        watcher._relist = first_relist_returns_an_expired_version  # type: ignore[method-assign]
+        task = asyncio.create_task(watcher.run())
+        try:
+
+            async def relisted() -> bool:
+                return watcher.relists >= 2 and cache.get("before-watch") is not None
+
+            await eventually("a relist after 410 Gone", relisted)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await api.close()

@@ -1,0 +1,277 @@
+"""Webhook benchmark on the real API server.
+
+1. Sustained `POST /v1/exports` through the webhook (run as `exportjobs-webhook`, a separate
+   process, as deployed) vs. a raw kubernetes_asyncio client creating the same number of
+   ExportJobs at the same concurrency (baseline, same run). Goal: >= 0.8x the baseline rate.
+2. `GET /v1/exports/{id}` served from the watch-fed cache, load from `wrk` (Debian package) on the
+   same machine, falling back to an aiohttp client in a separate process. Goal: >= 2,000 req/s
+   with p99 <= 20 ms on one webhook process.
+
+Needs a cluster: `source .local/cluster.env` (make cluster-up) first. Usage:
+    .venv/bin/python bench/bench_webhook.py [--quick] [--creates N] [--concurrency C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes_asyncio import client as aclient
+
+from export_operator import resource
+from export_operator.kube import new_api_client
+
+REPO = Path(__file__).resolve().parent.parent
+CRD_FILE = REPO / "charts" / "exportjobs" / "crds" / "exportjobs.dev_exportjobs.yaml"
+TOKEN = "bench-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def apply_crd(api: k8s.ApiClient) -> None:
+    ext = k8s.ApiextensionsV1Api(api)
+    body = yaml.safe_load(CRD_FILE.read_text())
+    try:
+        ext.create_custom_resource_definition(body)
+    except k8s.ApiException as exc:
+        if exc.status != 409:
+            raise
+    deadline = time.monotonic() + 30
+    while True:
+        conds = ext.read_custom_resource_definition(body["metadata"]["name"]).status.conditions
+        if any(c.type == "Established" and c.status == "True" for c in conds or []):
+            return
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(name: str, latencies: list[float], elapsed: float) -> dict[str, float]:
+    rate = len(latencies) / elapsed
+    p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+    print(f"  {name:<28} {len(latencies):>6} in {elapsed:6.2f}s = {rate:8.1f}/s  "
+          f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")  # fmt: skip
+    return {"rate": rate, "p50": p50, "p99": p99}
+
+
+def body_for(i: int, run: str) -> dict[str, Any]:
+    return {"source": f"s3://exports-input/bench/{run}/{i}.csv", "format": "csv"}
+
+
+async def raw_creates(namespace: str, count: int, concurrency: int, run: str) -> dict[str, float]:
+    api = await new_api_client()
+    objects = aclient.CustomObjectsApi(api)
+    latencies: list[float] = []
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for i in queue:
+            obj = {
+                "apiVersion": resource.API_VERSION,
+                "kind": resource.KIND,
+                "metadata": {"name": f"raw-{run}-{i}", "labels": {"bench": run}},
+                "spec": {"source": {"uri": body_for(i, run)["source"]}, "format": "csv"},
+            }
+            started = time.perf_counter()
+            await objects.create_namespaced_custom_object(
+                resource.GROUP, resource.VERSION, namespace, resource.PLURAL, obj
+            )
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await api.close()
+    return summary("raw kubernetes_asyncio", latencies, elapsed)
+
+
+async def webhook_creates(url: str, count: int, concurrency: int, run: str) -> dict[str, Any]:
+    latencies: list[float] = []
+    ids: list[str] = []
+    queue = iter(range(count))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(
+        connector=connector, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as session:
+
+        async def worker() -> None:
+            for i in queue:
+                started = time.perf_counter()
+                async with session.post(f"{url}/v1/exports", json=body_for(i, run)) as response:
+                    payload = await response.json()
+                    assert response.status == 202, payload
+                latencies.append(time.perf_counter() - started)
+                ids.append(payload["id"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    result: dict[str, Any] = summary("webhook POST /v1/exports", latencies, elapsed)
+    result["ids"] = ids
+    return result
+
+
+def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float] | None:
+    if shutil.which("wrk") is None:
+        return None
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+         "-H", f"Authorization: Bearer {TOKEN}", url],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        assert match, out
+        value, unit = float(match[1]), match[2]
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    assert errors is None, out
+    print(f"  wrk -t1 -c{connections} -d{seconds}s: {rate:8.1f} req/s  p50 {ms('50'):.2f} ms  "
+          f"p99 {ms('99'):.2f} ms")  # fmt: skip
+    return {"rate": rate, "p50": ms("50"), "p99": ms("99")}
+
+
+CLIENT = r"""
+import asyncio, sys, time, aiohttp
+url, seconds, conc, token = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+async def main():
+    lat = []
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer " + token},
+                                     connector=aiohttp.TCPConnector(limit=conc)) as s:
+        end = time.perf_counter() + seconds
+        async def w():
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                async with s.get(url) as r:
+                    await r.read(); assert r.status == 200
+                lat.append(time.perf_counter() - t)
+        t0 = time.perf_counter(); await asyncio.gather(*(w() for _ in range(conc)))
+        el = time.perf_counter() - t0
+    lat.sort(); print(len(lat) / el, lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000)
+asyncio.run(main())
+"""
+
+
+def run_aiohttp_client(url: str, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", CLIENT, url, str(seconds), str(connections), TOKEN],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    rate, p50, p99 = map(float, out)
+    print(f"  aiohttp client (separate process), {connections} conns: {rate:8.1f} req/s  "
+          f"p50 {p50:.2f} ms  p99 {p99:.2f} ms")  # fmt: skip
+    return {"rate": rate, "p50": p50, "p99": p99}
+
+
+def start_webhook(namespace: str, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "EXPORTJOBS_WEBHOOK_NAMESPACE": namespace,
+        "EXPORTJOBS_WEBHOOK_TOKENS": TOKEN,
+        "EXPORTJOBS_WEBHOOK_HOST": "127.0.0.1",
+        "EXPORTJOBS_WEBHOOK_PORT": str(port),
+        "EXPORTJOBS_WEBHOOK_ACCESS_LOG": "false",
+        "EXPORTJOBS_WEBHOOK_LOG_LEVEL": "WARNING",
+    }
+    exe = Path(sys.executable).parent / "exportjobs-webhook"
+    return subprocess.Popen([str(exe)], env=env)
+
+
+async def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            assert time.monotonic() < deadline, "webhook not ready"
+            await asyncio.sleep(0.2)
+
+
+async def bench(args: argparse.Namespace, namespace: str) -> int:
+    run = uuid.uuid4().hex[:6]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    webhook = start_webhook(namespace, port)
+    try:
+        await wait_ready(url)
+        print(f"POST: {args.creates} creates, concurrency {args.concurrency} "
+              "(webhook = exportjobs-webhook process; baseline = raw client in this process)")  # fmt: skip
+        # Warm both paths (connections, TLS, discovery) before measuring.
+        await raw_creates(namespace, args.concurrency, args.concurrency, run + "w")
+        await webhook_creates(url, args.concurrency, args.concurrency, run + "w")
+        raw = await raw_creates(namespace, args.creates, args.concurrency, run)
+        hook = await webhook_creates(url, args.creates, args.concurrency, run + "h")
+        ratio = hook["rate"] / raw["rate"]
+        print(f"  ratio webhook/raw: {ratio:.2f}x (goal >= 0.8x)")
+
+        target = f"{url}/v1/exports/{hook['ids'][0]}"
+        print(f"GET {target.replace(url, '')} for {args.seconds}s, {args.connections} connections")
+        got = run_wrk(target, args.seconds, args.connections)
+        if got is None:
+            got = run_aiohttp_client(target, args.seconds, args.connections)
+        ok = ratio >= 0.8 and got["rate"] >= 2000 and got["p99"] <= 20
+        print(f"GET goal (>= 2000 req/s, p99 <= 20 ms): {'met' if got['rate'] >= 2000 and got['p99'] <= 20 else 'NOT met'}")  # noqa: E501
+        return 0 if ok else 1
+    finally:
+        webhook.terminate()
+        webhook.wait(timeout=15)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small run (smoke test)")
+    parser.add_argument("--creates", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=15, help="GET load duration")
+    parser.add_argument("--connections", type=int, default=16, help="GET load connections")
+    args = parser.parse_args()
+    if args.quick:
+        args.creates, args.seconds = 100, 3
+    if not os.environ.get("KUBECONFIG"):
+        print("KUBECONFIG is not set: `source .local/cluster.env` first", file=sys.stderr)
+        return 2
+    api = k8s_config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    apply_crd(api)
+    namespace = f"bench-webhook-{uuid.uuid4().hex[:6]}"
+    core = k8s.CoreV1Api(api)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
+    try:
+        return asyncio.run(bench(args, namespace))
+    finally:
+        core.delete_namespace(namespace)
+        api.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
