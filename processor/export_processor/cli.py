@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -199,7 +200,14 @@ def _reporter(settings: ProcessorSettings, progress: ProgressState) -> ProgressR
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
-    sys.exit(run(argv))
+    code = run(argv)
+    if code != 0:
+        # After a failure a thread may still be blocked in a read (a stalled S3 connection, a
+        # pipe); pyarrow joins its I/O threads at interpreter exit, so exit without that wait.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ class _BatchPrefetcher:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        # A daemon thread: if it is stuck in a read (a pipe), leave it behind.
+        self._thread.join(timeout=2)
 
 
 def _arrow_encoding(encoding: str) -> str:
@@ -365,14 +366,16 @@ class Exporter:
             writer.finish()
             result = sink.commit()
         except BaseException as exc:
+            # Abort the output first: on SIGTERM the grace period is short, and the reader
+            # thread may be blocked on a slow source.
             if self._source is not None:
                 self._source.cancel()
-            if prefetcher is not None:
-                prefetcher.close()
             if writer is not None:
                 writer.discard()
             sink.abort()
             self._sink = None
+            if prefetcher is not None:
+                prefetcher.close()
             if isinstance(exc, pa.ArrowInvalid):
                 text = str(exc)
                 if widen_after(text, plan):
