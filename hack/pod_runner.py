@@ -228,31 +228,37 @@ class PodRunner:
             proc.kill()
 
     # -- loop --------------------------------------------------------------------------------
-    def serve(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            stream = watch.Watch().stream(
-                self.core.list_namespaced_pod,
-                self.namespace,
-                label_selector=LABEL,
-                timeout_seconds=10,
-            )
-            for event in stream:
-                pod = event["object"]
-                if pod.metadata.deletion_timestamp is not None:
-                    threading.Thread(target=self._stop, args=(pod,), daemon=True).start()
-                    continue
-                if (
-                    pod.spec.node_name
-                    and pod.status.phase == "Pending"
-                    and pod.metadata.uid not in self.started
-                ):
-                    self.started.add(pod.metadata.uid)
-                    threading.Thread(target=self._run, args=(pod,), daemon=True).start()
-                if stop.is_set():
-                    break
-        with self.lock:
-            for proc in self.processes.values():
-                proc.terminate()
+    def serve(self) -> None:
+        """Watch this namespace's processor pods until SIGTERM/SIGINT (raised as SystemExit)."""
+        try:
+            while True:
+                stream = watch.Watch().stream(
+                    self.core.list_namespaced_pod,
+                    self.namespace,
+                    label_selector=LABEL,
+                    timeout_seconds=60,
+                )
+                for event in stream:
+                    self._handle(event["object"])
+        finally:
+            with self.lock:
+                for proc in self.processes.values():
+                    proc.terminate()
+
+    def _handle(self, pod: Any) -> None:
+        if pod.metadata.deletion_timestamp is not None:
+            threading.Thread(target=self._stop, args=(pod,), daemon=True).start()
+        elif (
+            pod.spec.node_name
+            and pod.status.phase == "Pending"
+            and pod.metadata.uid not in self.started
+        ):
+            self.started.add(pod.metadata.uid)
+            threading.Thread(target=self._run, args=(pod,), daemon=True).start()
+
+
+def _exit(*_: object) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,10 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         default_command=shlex.split(args.default_command),
         workdir=workdir,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    runner.serve(stop)
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
+    runner.serve()
     return 0
 
 
