@@ -9,13 +9,14 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 INPUT_BUCKET = "exports-input"
@@ -41,42 +42,40 @@ def _s3_event(key: str, size: int) -> dict[str, Any]:
     }
 
 
-async def _post_event(product: Any, key: str, size: int, fmt: str) -> tuple[str, str]:
-    async with aiohttp.ClientSession() as http:
-        response = await http.post(
-            f"{product.webhook_url}/v1/events/s3?format={fmt}",
-            json=_s3_event(key, size),
-            headers={"Authorization": f"Bearer {product.token}"},
-        )
-        body = await response.json()
-        assert response.status == 202, body
-        (export_id,) = body["ids"]
-        return export_id, f"/v1/exports/{export_id}"
+def _call(product: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        product.webhook_url + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {product.token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
 
 
-async def _poll(product: Any, location: str, *, until: set[str], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    seen = []
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            response = await http.get(
-                product.webhook_url + location,
-                headers={"Authorization": f"Bearer {product.token}"},
-            )
-            assert response.status == 200
-            view = await response.json()
-            if not seen or seen[-1] != view["status"]:
-                seen.append(view["status"])
-            if view["status"] in until:
-                return view
-            await asyncio_sleep(0.25)
+def _post_event(product: Any, key: str, size: int, fmt: str) -> tuple[str, str]:
+    status, body = _call(product, "POST", f"/v1/events/s3?format={fmt}", _s3_event(key, size))
+    assert status == 202, body
+    (export_id,) = body["ids"]
+    return export_id, f"/v1/exports/{export_id}"
+
+
+def _poll(product: Any, location: str, *, until: set[str], within: float = 120) -> Any:
+    deadline = time.monotonic() + within
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        status, view = _call(product, "GET", location)
+        assert status == 200, view
+        if not seen or seen[-1] != view["status"]:
+            seen.append(view["status"])
+        if view["status"] in until:
+            return view
+        time.sleep(0.25)
     raise AssertionError(f"never reached {until}; phases seen: {seen}")
-
-
-async def asyncio_sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 def _write_csv(path: Path, rows: int) -> list[list[str]]:
@@ -91,21 +90,21 @@ def _write_csv(path: Path, rows: int) -> list[list[str]]:
     return records
 
 
-async def test_s3_event_to_downloaded_result(product: Any, s3_client: Any, tmp_path: Path) -> None:
+def test_s3_event_to_downloaded_result(product: Any, s3_client: Any, tmp_path: Path) -> None:
     source = tmp_path / "orders.csv"
     records = _write_csv(source, 20_000)
     key = f"incoming/{uuid.uuid4().hex[:6]}/orders of 2026+Q3.csv"
     s3_client.upload_file(str(source), INPUT_BUCKET, key)
 
-    export_id, location = await _post_event(product, key, source.stat().st_size, "csv.gz")
-    view = await _poll(product, location, until={"Succeeded", "Failed", "Cancelled"})
+    _, location = _post_event(product, key, source.stat().st_size, "csv.gz")
+    view = _poll(product, location, until={"Succeeded", "Failed", "Cancelled"})
 
     assert view["status"] == "Succeeded", view
     assert view["source"] == f"s3://{INPUT_BUCKET}/{key}"
     result = view["result"]
     assert result["rows"] == len(records)
     assert result["format"] == "csv.gz"
-    with urllib.request.urlopen(result["download_url"], timeout=30) as response:  # noqa: S310
+    with urllib.request.urlopen(result["download_url"], timeout=30) as response:
         payload = response.read()
     assert len(payload) == result["bytes"]
     import hashlib
@@ -116,13 +115,13 @@ async def test_s3_event_to_downloaded_result(product: Any, s3_client: Any, tmp_p
     assert rows[1:] == [[r[0], r[1], r[2], r[3], r[4]] for r in records]
 
 
-async def test_bad_csv_ends_failed_with_bad_csv(product: Any, s3_client: Any) -> None:
+def test_bad_csv_ends_failed_with_bad_csv(product: Any, s3_client: Any) -> None:
     key = f"incoming/{uuid.uuid4().hex[:6]}/broken.csv"
     body = b'id,name\n1,ok\n2,\xff\xfe\x00garbage\n3,"unterminated\n'
     s3_client.put_object(Bucket=INPUT_BUCKET, Key=key, Body=body)
 
-    _, location = await _post_event(product, key, len(body), "parquet")
-    view = await _poll(product, location, until={"Succeeded", "Failed", "Cancelled"})
+    _, location = _post_event(product, key, len(body), "parquet")
+    view = _poll(product, location, until={"Succeeded", "Failed", "Cancelled"})
 
     assert view["status"] == "Failed", view
     assert view["error"]["code"] == "BAD_CSV"
@@ -131,7 +130,7 @@ async def test_bad_csv_ends_failed_with_bad_csv(product: Any, s3_client: Any) ->
 
 
 @pytest.mark.timeout(400)
-async def test_cancel_mid_run_ends_cancelled_with_no_output(
+def test_cancel_mid_run_ends_cancelled_with_no_output(
     product: Any, s3_client: Any, tmp_path: Path
 ) -> None:
     source = tmp_path / "big.csv"
@@ -146,14 +145,11 @@ async def test_cancel_mid_run_ends_cancelled_with_no_output(
     key = f"incoming/{uuid.uuid4().hex[:6]}/big.csv"
     s3_client.upload_file(str(source), INPUT_BUCKET, key)
 
-    export_id, location = await _post_event(product, key, source.stat().st_size, "parquet")
-    await _poll(product, location, until={"Running"}, timeout=120)
-    async with aiohttp.ClientSession() as http:
-        response = await http.delete(
-            product.webhook_url + location, headers={"Authorization": f"Bearer {product.token}"}
-        )
-        assert response.status == 202
-    view = await _poll(product, location, until={"Succeeded", "Failed", "Cancelled"})
+    export_id, location = _post_event(product, key, source.stat().st_size, "parquet")
+    _poll(product, location, until={"Running"}, within=120)
+    status, body = _call(product, "DELETE", location)
+    assert status == 202, body
+    view = _poll(product, location, until={"Succeeded", "Failed", "Cancelled"})
 
     assert view["status"] == "Cancelled", view
     listed = s3_client.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=f"exports/{export_id}/")
