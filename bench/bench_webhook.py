@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -225,24 +224,30 @@ async def bench(args: argparse.Namespace, namespace: str) -> int:
     webhook = start_webhook(namespace, port)
     try:
         await wait_ready(url)
-        print(f"POST: {args.creates} creates, concurrency {args.concurrency} "
-              "(webhook = exportjobs-webhook process; baseline = raw client in this process)")  # fmt: skip
+        print(
+            f"POST: {args.creates} creates, concurrency {args.concurrency} (webhook = "
+            "exportjobs-webhook process; baseline = raw client in this process)"
+        )
         # Warm both paths (connections, TLS, discovery) before measuring.
         await raw_creates(namespace, args.concurrency, args.concurrency, run + "w")
         await webhook_creates(url, args.concurrency, args.concurrency, run + "w")
-        raw = await raw_creates(namespace, args.creates, args.concurrency, run)
-        hook = await webhook_creates(url, args.creates, args.concurrency, run + "h")
-        ratio = hook["rate"] / raw["rate"]
-        print(f"  ratio webhook/raw: {ratio:.2f}x (goal >= 0.8x)")
+        ratios = []
+        for round_ in range(args.rounds):  # alternate, so drift in machine load hits both
+            raw = await raw_creates(namespace, args.creates, args.concurrency, f"{run}r{round_}")
+            hook = await webhook_creates(url, args.creates, args.concurrency, f"{run}h{round_}")
+            ratios.append(hook["rate"] / raw["rate"])
+            print(f"  round {round_ + 1}: ratio webhook/raw {ratios[-1]:.2f}x")
+        ratio = sorted(ratios)[len(ratios) // 2]
+        print(f"  ratio webhook/raw (median of {len(ratios)}): {ratio:.2f}x (goal >= 0.8x)")
 
         target = f"{url}/v1/exports/{hook['ids'][0]}"
         print(f"GET {target.replace(url, '')} for {args.seconds}s, {args.connections} connections")
         got = run_wrk(target, args.seconds, args.connections)
         if got is None:
             got = run_aiohttp_client(target, args.seconds, args.connections)
-        ok = ratio >= 0.8 and got["rate"] >= 2000 and got["p99"] <= 20
-        print(f"GET goal (>= 2000 req/s, p99 <= 20 ms): {'met' if got['rate'] >= 2000 and got['p99'] <= 20 else 'NOT met'}")  # noqa: E501
-        return 0 if ok else 1
+        get_ok = got["rate"] >= 2000 and got["p99"] <= 20
+        print(f"GET goal (>= 2000 req/s, p99 <= 20 ms): {'met' if get_ok else 'NOT met'}")
+        return 0 if ratio >= 0.8 and get_ok else 1
     finally:
         webhook.terminate()
         webhook.wait(timeout=15)
@@ -253,11 +258,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small run (smoke test)")
     parser.add_argument("--creates", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating POST rounds")
     parser.add_argument("--seconds", type=int, default=15, help="GET load duration")
     parser.add_argument("--connections", type=int, default=16, help="GET load connections")
     args = parser.parse_args()
     if args.quick:
-        args.creates, args.seconds = 100, 3
+        args.creates, args.seconds, args.rounds = 100, 3, 1
     if not os.environ.get("KUBECONFIG"):
         print("KUBECONFIG is not set: `source .local/cluster.env` first", file=sys.stderr)
         return 2
