@@ -18,7 +18,8 @@ step "lint: ruff, mypy --strict, import contracts"
 .venv/bin/lint-imports
 
 # The test session starts its own cluster in .local/test; stop it even if pytest is killed.
-test_local=${EXPORTJOBS_TEST_LOCAL_DIR:-$repo/.local/test}
+export EXPORTJOBS_TEST_LOCAL_DIR=${EXPORTJOBS_TEST_LOCAL_DIR:-$repo/.local/test}
+test_local=$EXPORTJOBS_TEST_LOCAL_DIR
 cleanup() {
   EXPORTJOBS_LOCAL_DIR=$test_local EXPORTJOBS_CLUSTER_NAME=exportjobs-test \
     hack/cluster.sh down >/dev/null 2>&1 || true

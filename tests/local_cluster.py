@@ -2,7 +2,7 @@
 
 `EXPORTJOBS_TEST_KUBECONFIG` names an existing cluster (for example a kind cluster) to use instead
 of starting one; S3 then comes from `AWS_ENDPOINT_URL` and the usual AWS variables. Otherwise the
-session runs `hack/cluster.sh up` in its own state folder (`.local/test`) and stops it at the end.
+session runs `hack/cluster.sh up` in its own state folder (`.local/test-<pid>`) and stops it at the end.
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ def start() -> LocalCluster:
         )
         env = {"KUBECONFIG": existing}
         return LocalCluster(kubeconfig=Path(existing), s3=s3, env=env)
-    local_dir = Path(os.environ.get("EXPORTJOBS_TEST_LOCAL_DIR", REPO / ".local" / "test"))
+    # One folder per test session, so that sessions running at once never share a cluster.
+    default_dir = REPO / ".local" / f"test-{os.getpid()}"
+    local_dir = Path(os.environ.get("EXPORTJOBS_TEST_LOCAL_DIR", default_dir))
     subprocess.run([str(CLUSTER_SCRIPT), "up"], env=_script_env(local_dir), check=True)
     values = read_env_file(local_dir / "cluster.env")
     keys = [
