@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -28,7 +29,7 @@ from export_processor.errors import (
 from export_processor.locations import Location, output_location, parse_location
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
-from export_processor.sink import Sink, open_sink
+from export_processor.sink import Sink, SinkResult, open_sink
 from export_processor.source import ByteSource, open_source
 from export_processor.writers import new_writer
 
@@ -239,7 +240,7 @@ class Exporter:
             encoding=self._encoding,
         )
         reader = pacsv.open_csv(
-            pa.BufferReader(head),
+            cast(Any, pa.BufferReader(head)),
             read_options=read_options,
             parse_options=self._parse_options(),
             convert_options=self._convert_options(None),
@@ -254,7 +255,7 @@ class Exporter:
                     f"is the delimiter {s.delimiter!r} right?"
                 )
         text_reader = pacsv.open_csv(
-            pa.BufferReader(head),
+            cast(Any, pa.BufferReader(head)),
             read_options=pacsv.ReadOptions(
                 block_size=probe_block,
                 column_names=names,
@@ -321,7 +322,7 @@ class Exporter:
 
     def _convert(
         self, stream: io.RawIOBase, plan: ColumnPlan, block_size: int
-    ) -> tuple[int, object]:
+    ) -> tuple[int, SinkResult]:
         s = self.settings
         self.progress.rows = 0
         self._needs_bigger_block = False
@@ -340,7 +341,7 @@ class Exporter:
         rows = 0
         try:
             reader = pacsv.open_csv(
-                stream,
+                cast(Any, stream),
                 read_options=pacsv.ReadOptions(
                     block_size=block_size,
                     column_names=plan.names,

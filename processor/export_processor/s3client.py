@@ -11,7 +11,7 @@ from botocore.config import Config
 from export_processor.errors import ExportError, SourceMissingError, TransientError
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3 import S3Client as S3Client
 else:
     S3Client = Any
 

@@ -7,7 +7,7 @@ unquoted (so an empty field and an empty quoted string stay different), `\\n` li
 from __future__ import annotations
 
 import contextlib
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -37,7 +37,7 @@ class CsvWriter:
             if gzip_level is not None
             else None
         )
-        target = pa.PythonFile(self._gzip or sink, mode="w")
+        target: Any = pa.PythonFile(self._gzip or sink, mode="w")
         self._writer = pacsv.CSVWriter(
             target, schema, write_options=pacsv.WriteOptions(include_header=True)
         )

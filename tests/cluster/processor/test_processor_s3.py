@@ -48,9 +48,18 @@ def run_cli(
     message = tmp_path / f"termination-{time.monotonic_ns()}"
     full_env = {**os.environ, "EXPORTJOBS_S3_PART_SIZE_BYTES": str(5 * MiB), **(env or {})}
     done = subprocess.run(
-        [sys.executable, "-m", "export_processor.cli", *args,
-         "--termination-message-path", str(message)],
-        env=full_env, capture_output=True, text=True, timeout=timeout,
+        [
+            sys.executable,
+            "-m",
+            "export_processor.cli",
+            *args,
+            "--termination-message-path",
+            str(message),
+        ],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     payload = json.loads(message.read_text()) if message.exists() else {}
     return done.returncode, done.stdout, done.stderr, payload
@@ -73,9 +82,16 @@ def test_every_format_round_trips_through_s3(
 ) -> None:
     s3_client.put_object(Bucket=s3_bucket, Key="in/data.csv", Body=medium)
     code, out, err, payload = run_cli(
-        "--source", f"s3://{s3_bucket}/in/data.csv", "--format", fmt,
-        "--destination", f"s3://{s3_bucket}/out/", "--export-name", "ej-1",
-        env={"EXPORTJOBS_EXPORT_NAME": ""}, tmp_path=tmp_path,
+        "--source",
+        f"s3://{s3_bucket}/in/data.csv",
+        "--format",
+        fmt,
+        "--destination",
+        f"s3://{s3_bucket}/out/",
+        "--export-name",
+        "ej-1",
+        env={"EXPORTJOBS_EXPORT_NAME": ""},
+        tmp_path=tmp_path,
     )
     assert code == 0, err
     result = json.loads(out)
@@ -101,8 +117,13 @@ def test_every_format_round_trips_through_s3(
         lines = body.decode().split("\n")
         assert lines[-1] == ""
         first = json.loads(lines[0])
-        assert first == {"id": 0, "key": "k0000000", "amount": 0.0, "category": "cat0",
-                         "text": 'row 0, said "hi" '}
+        assert first == {
+            "id": 0,
+            "key": "k0000000",
+            "amount": 0.0,
+            "category": "cat0",
+            "text": 'row 0, said "hi" ',
+        }
         assert [json.loads(line)["text"] for line in lines[:-1]] == [r[4] for r in expected[1:]]
     else:
         import gzip
@@ -118,10 +139,18 @@ def test_every_format_round_trips_through_s3(
 def test_awkward_csv_through_s3(s3_client: Any, s3_bucket: str, fmt: str, tmp_path: Path) -> None:
     for case in (c for c in CASES if c.name in ("quoting_bom_crlf", "unicode", "wide_rows")):
         s3_client.put_object(Bucket=s3_bucket, Key=f"{case.name}.csv", Body=case.data)
-        code, _, err, payload = run_cli(
-            "--source", f"s3://{s3_bucket}/{case.name}.csv", "--format", fmt,
-            "--destination", f"s3://{s3_bucket}/", *case.args,
-            env={"EXPORTJOBS_BLOCK_SIZE_BYTES": "65536", "EXPORTJOBS_S3_READ_CHUNK_BYTES": "100000"},
+        code, _, err, _ = run_cli(
+            "--source",
+            f"s3://{s3_bucket}/{case.name}.csv",
+            "--format",
+            fmt,
+            "--destination",
+            f"s3://{s3_bucket}/",
+            *case.args,
+            env={
+                "EXPORTJOBS_BLOCK_SIZE_BYTES": "65536",
+                "EXPORTJOBS_S3_READ_CHUNK_BYTES": "100000",
+            },
             tmp_path=tmp_path,
         )
         assert code == 0, err
@@ -135,8 +164,13 @@ def test_a_retry_overwrites_instead_of_adding(
     s3_client.put_object(Bucket=s3_bucket, Key="a.csv", Body=b"x\n1\n")
     for _ in range(2):
         code, _, err, _ = run_cli(
-            "--source", f"s3://{s3_bucket}/a.csv", "--format", "jsonl",
-            "--destination", f"s3://{s3_bucket}/exports/", tmp_path=tmp_path,
+            "--source",
+            f"s3://{s3_bucket}/a.csv",
+            "--format",
+            "jsonl",
+            "--destination",
+            f"s3://{s3_bucket}/exports/",
+            tmp_path=tmp_path,
         )
         assert code == 0, err
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
@@ -146,7 +180,12 @@ def test_a_retry_overwrites_instead_of_adding(
 def test_missing_object_or_bucket_exits_3(s3_client: Any, s3_bucket: str, tmp_path: Path) -> None:
     for source in (f"s3://{s3_bucket}/nope.csv", "s3://no-such-bucket-exportjobs/x.csv"):
         code, _, err, payload = run_cli(
-            "--source", source, "--format", "csv", "--destination", f"s3://{s3_bucket}/",
+            "--source",
+            source,
+            "--format",
+            "csv",
+            "--destination",
+            f"s3://{s3_bucket}/",
             tmp_path=tmp_path,
         )
         assert code == 3, err
@@ -158,8 +197,15 @@ def test_missing_object_or_bucket_exits_3(s3_client: Any, s3_bucket: str, tmp_pa
 def test_another_etag_exits_3(s3_client: Any, s3_bucket: str, tmp_path: Path) -> None:
     s3_client.put_object(Bucket=s3_bucket, Key="a.csv", Body=b"x\n1\n")
     code, _, _, payload = run_cli(
-        "--source", f"s3://{s3_bucket}/a.csv", "--source-etag", '"0123456789abcdef"',
-        "--format", "csv", "--destination", f"s3://{s3_bucket}/", tmp_path=tmp_path,
+        "--source",
+        f"s3://{s3_bucket}/a.csv",
+        "--source-etag",
+        '"0123456789abcdef"',
+        "--format",
+        "csv",
+        "--destination",
+        f"s3://{s3_bucket}/",
+        tmp_path=tmp_path,
     )
     assert code == 3
     assert payload["error"]["code"] == "SOURCE_NOT_FOUND"
@@ -175,8 +221,13 @@ def test_s3_trouble_is_retryable(
 ) -> None:
     s3_client.put_object(Bucket=s3_bucket, Key="a.csv", Body=b"x\n1\n")
     code, _, err, payload = run_cli(
-        "--source", f"s3://{s3_bucket}/a.csv", "--format", "csv",
-        "--destination", f"s3://{s3_bucket}/", env={**env, "EXPORTJOBS_S3_MAX_ATTEMPTS": "1"},
+        "--source",
+        f"s3://{s3_bucket}/a.csv",
+        "--format",
+        "csv",
+        "--destination",
+        f"s3://{s3_bucket}/",
+        env={**env, "EXPORTJOBS_S3_MAX_ATTEMPTS": "1"},
         tmp_path=tmp_path,
     )
     assert code == 1, err
@@ -231,9 +282,7 @@ def test_upload_failing_mid_way_aborts_and_leaves_nothing(
     assert_nothing_visible(s3_client, s3_bucket, "out/")  # ...and was aborted
 
 
-def test_bad_row_after_parts_were_uploaded_aborts(
-    s3_client: Any, s3_bucket: str
-) -> None:
+def test_bad_row_after_parts_were_uploaded_aborts(s3_client: Any, s3_bucket: str) -> None:
     data = medium_csv(250_000, tail="1,2\r\n")  # ~25 MB, then a ragged row
     s3_client.put_object(Bucket=s3_bucket, Key="big.csv", Body=data)
     spy = FaultyS3(new_s3_client(max_attempts=1, pool_size=8), fail_at=None)
@@ -250,11 +299,23 @@ def test_sigterm_mid_upload_aborts(s3_client: Any, s3_bucket: str, tmp_path: Pat
     os.mkfifo(fifo)
     message = tmp_path / "termination-log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "export_processor.cli", "--source", fifo.as_uri(),
-         "--format", "csv", "--destination", f"s3://{s3_bucket}/out/",
-         "--termination-message-path", str(message)],
+        [
+            sys.executable,
+            "-m",
+            "export_processor.cli",
+            "--source",
+            fifo.as_uri(),
+            "--format",
+            "csv",
+            "--destination",
+            f"s3://{s3_bucket}/out/",
+            "--termination-message-path",
+            str(message),
+        ],
         env={**os.environ, "EXPORTJOBS_S3_PART_SIZE_BYTES": str(5 * MiB)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     writer_done = threading.Event()
 

@@ -44,17 +44,33 @@ def _token(kube_api: k8s.ApiClient, namespace: str, *, allowed: bool) -> str:
     core, rbac = k8s.CoreV1Api(kube_api), k8s.RbacAuthorizationV1Api(kube_api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "processor"}})
     if allowed:
-        rbac.create_namespaced_role(namespace, {
-            "metadata": {"name": "processor"},
-            "rules": [{"apiGroups": ["exportjobs.dev"], "resources": ["exportjobs/status"],
-                       "verbs": ["patch"]}],
-        })
-        rbac.create_namespaced_role_binding(namespace, {
-            "metadata": {"name": "processor"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                        "name": "processor"},
-            "subjects": [{"kind": "ServiceAccount", "name": "processor", "namespace": namespace}],
-        })
+        rbac.create_namespaced_role(
+            namespace,
+            {
+                "metadata": {"name": "processor"},
+                "rules": [
+                    {
+                        "apiGroups": ["exportjobs.dev"],
+                        "resources": ["exportjobs/status"],
+                        "verbs": ["patch"],
+                    }
+                ],
+            },
+        )
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": "processor"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": "processor",
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": "processor", "namespace": namespace}
+                ],
+            },
+        )
     request = core.create_namespaced_service_account_token(
         "processor", namespace, {"spec": {"expirationSeconds": 3600}}
     )
@@ -94,27 +110,48 @@ def _run(
         "EXPORTJOBS_TERMINATION_MESSAGE_PATH": str(tmp_path / "termination-log"),
     }
     return subprocess.run(
-        [sys.executable, "-m", "export_processor.cli"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "export_processor.cli"],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
 
 
 def _create_exportjob(kube_api: k8s.ApiClient, namespace: str, bucket: str) -> None:
     k8s.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-        "exportjobs.dev", "v1alpha1", namespace, "exportjobs",
-        {"apiVersion": "exportjobs.dev/v1alpha1", "kind": "ExportJob", "metadata": {"name": "ej"},
-         "spec": {"source": {"uri": f"s3://{bucket}/in.csv"}, "format": "csv"}},
+        "exportjobs.dev",
+        "v1alpha1",
+        namespace,
+        "exportjobs",
+        {
+            "apiVersion": "exportjobs.dev/v1alpha1",
+            "kind": "ExportJob",
+            "metadata": {"name": "ej"},
+            "spec": {"source": {"uri": f"s3://{bucket}/in.csv"}, "format": "csv"},
+        },
     )
 
 
 def test_progress_is_patched_with_a_service_account_token(
-    cluster: LocalCluster, kube_api: k8s.ApiClient, exportjob_crd: None, namespace: str,
-    s3_client: Any, s3_bucket: str, tmp_path: Path,
+    cluster: LocalCluster,
+    kube_api: k8s.ApiClient,
+    exportjob_crd: None,
+    namespace: str,
+    s3_client: Any,
+    s3_bucket: str,
+    tmp_path: Path,
 ) -> None:
     _create_exportjob(kube_api, namespace, s3_bucket)
     token = _token(kube_api, namespace, allowed=True)
-    done = _run(cluster=cluster, tmp_path=tmp_path, namespace=namespace, token=token,
-                s3=s3_client, bucket=s3_bucket)
+    done = _run(
+        cluster=cluster,
+        tmp_path=tmp_path,
+        namespace=namespace,
+        token=token,
+        s3=s3_client,
+        bucket=s3_bucket,
+    )
     assert done.returncode == 0, done.stderr
     assert "progress patch failed" not in done.stderr
     result = json.loads(done.stdout)
@@ -122,19 +159,32 @@ def test_progress_is_patched_with_a_service_account_token(
         "exportjobs.dev", "v1alpha1", namespace, "exportjobs", "ej"
     )
     assert job["status"]["progress"] == {
-        "bytesRead": result["bytesRead"], "bytesTotal": result["bytesRead"],
-        "rows": 200_000, "percent": 100,
+        "bytesRead": result["bytesRead"],
+        "bytesTotal": result["bytesRead"],
+        "rows": 200_000,
+        "percent": 100,
     }
 
 
 def test_a_refused_patch_does_not_fail_the_export(
-    cluster: LocalCluster, kube_api: k8s.ApiClient, exportjob_crd: None, namespace: str,
-    s3_client: Any, s3_bucket: str, tmp_path: Path,
+    cluster: LocalCluster,
+    kube_api: k8s.ApiClient,
+    exportjob_crd: None,
+    namespace: str,
+    s3_client: Any,
+    s3_bucket: str,
+    tmp_path: Path,
 ) -> None:
     _create_exportjob(kube_api, namespace, s3_bucket)
     token = _token(kube_api, namespace, allowed=False)
-    done = _run(cluster=cluster, tmp_path=tmp_path, namespace=namespace, token=token,
-                s3=s3_client, bucket=s3_bucket)
+    done = _run(
+        cluster=cluster,
+        tmp_path=tmp_path,
+        namespace=namespace,
+        token=token,
+        s3=s3_client,
+        bucket=s3_bucket,
+    )
     assert done.returncode == 0, done.stderr
     assert "progress patch failed (ignored): HTTP 403" in done.stderr
     job = k8s.CustomObjectsApi(kube_api).get_namespaced_custom_object(

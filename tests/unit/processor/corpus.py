@@ -37,7 +37,9 @@ def _rows_to_csv(rows: list[list[str]], *, delimiter: str = ",", crlf: bool = Tr
 
 
 def _wide_rows() -> list[list[str]]:
-    return [["id", "blob"]] + [[str(i), ("wide,\"field\" " * 20_000)[: 150_000 + i]] for i in range(3)]
+    return [["id", "blob"]] + [
+        [str(i), ('wide,"field" ' * 20_000)[: 150_000 + i]] for i in range(3)
+    ]
 
 
 def _many_columns() -> list[list[str]]:

@@ -37,8 +37,15 @@ def run(
     message = tmp_path / "termination-log"
     code = cli.run(
         [
-            "--source", source.as_uri(), "--format", fmt, "--destination", out.as_uri() + "/",
-            "--termination-message-path", str(message), *args,
+            "--source",
+            source.as_uri(),
+            "--format",
+            fmt,
+            "--destination",
+            out.as_uri() + "/",
+            "--termination-message-path",
+            str(message),
+            *args,
         ]
     )
     payload = json.loads(message.read_text()) if message.exists() else {}
@@ -181,8 +188,14 @@ def test_missing_file_exits_3(tmp_path: Path) -> None:
     message = tmp_path / "msg"
     code = cli.run(
         [
-            "--source", (tmp_path / "nope.csv").as_uri(), "--format", "csv",
-            "--destination", tmp_path.as_uri() + "/", "--termination-message-path", str(message),
+            "--source",
+            (tmp_path / "nope.csv").as_uri(),
+            "--format",
+            "csv",
+            "--destination",
+            tmp_path.as_uri() + "/",
+            "--termination-message-path",
+            str(message),
         ]
     )
     assert code == 3
@@ -197,8 +210,26 @@ def test_missing_file_exits_3(tmp_path: Path) -> None:
         ["--source", "s3://b/", "--format", "csv", "--destination", "file:///tmp/x/"],
         ["--source", "http://x/y.csv", "--format", "csv", "--destination", "file:///tmp/x/"],
         ["--source", "file:///a.csv", "--format", "csv", "--destination", "s3://B_ad/"],
-        ["--source", "file:///a.csv", "--format", "csv", "--destination", "file:///x/", "--delimiter", ",,"],
-        ["--source", "file:///a.csv", "--format", "csv", "--destination", "file:///x/", "--encoding", "klingon"],
+        [
+            "--source",
+            "file:///a.csv",
+            "--format",
+            "csv",
+            "--destination",
+            "file:///x/",
+            "--delimiter",
+            ",,",
+        ],
+        [
+            "--source",
+            "file:///a.csv",
+            "--format",
+            "csv",
+            "--destination",
+            "file:///x/",
+            "--encoding",
+            "klingon",
+        ],
     ],
 )
 def test_invalid_settings_exit_2(tmp_path: Path, args: list[str]) -> None:
@@ -224,7 +255,15 @@ def test_env_configures_the_run_and_the_export_name_is_in_the_key(
     expected = tmp_path / "exports" / "ej-1" / "report.jsonl"
     assert result["uri"] == expected.as_uri()
     assert json.loads(expected.read_text()) == {"x": 1, "y": 2}
-    assert set(result) == {"uri", "bytes", "rows", "sha256", "format", "bytesRead", "durationSeconds"}
+    assert set(result) == {
+        "uri",
+        "bytes",
+        "rows",
+        "sha256",
+        "format",
+        "bytesRead",
+        "durationSeconds",
+    }
 
 
 def test_a_retry_overwrites_the_same_output(tmp_path: Path) -> None:
@@ -243,9 +282,19 @@ def test_console_script_help_and_exit_code() -> None:
     for flag in ("--source", "--format", "--destination", "--no-header", "--delimiter"):
         assert flag in done.stdout
     done = subprocess.run(
-        [sys.executable, "-m", "export_processor.cli", "--source", "file:///nonexistent.csv",
-         "--format", "csv", "--destination", "file:///tmp/"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "export_processor.cli",
+            "--source",
+            "file:///nonexistent.csv",
+            "--format",
+            "csv",
+            "--destination",
+            "file:///tmp/",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 3
     assert done.stderr.startswith("exportjobs-processor: SOURCE_NOT_FOUND:")

@@ -120,7 +120,9 @@ def test_output_key_is_deterministic() -> None:
     dest = parse_location("s3://out-bucket/exports", prefix=True)
     out = output_location(source=source, destination=dest, export_format="csv.gz", export_name="e1")
     assert out.uri == "s3://out-bucket/exports/e1/report.2024.csv.gz"
-    out = output_location(source=source, destination=dest, export_format="parquet", export_name=None)
+    out = output_location(
+        source=source, destination=dest, export_format="parquet", export_name=None
+    )
     assert out.uri == "s3://out-bucket/exports/report.2024.parquet"
 
 
