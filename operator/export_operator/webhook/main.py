@@ -6,10 +6,6 @@ import argparse
 import logging
 import sys
 
-from aiohttp import web
-
-from export_operator.webhook.app import create_app
-from export_operator.webhook.logs import configure_logging
 from export_operator.webhook.settings import WebhookSettings
 
 DESCRIPTION = """\
@@ -31,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"exportjobs-webhook: {exc}", file=sys.stderr)
         return 2
+    # Imported here so that --help and bad settings answer without loading the HTTP and
+    # Kubernetes client libraries.
+    from aiohttp import web
+
+    from export_operator.webhook.app import create_app
+    from export_operator.webhook.logs import configure_logging
+
     configure_logging(level=settings.log_level)
     logging.getLogger(__name__).info(
         "starting", extra={"namespace": settings.namespace, "port": args.port or settings.port}
