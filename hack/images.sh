@@ -177,7 +177,9 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-
     echo "$key" >"$wheels/.deps-key"
   fi
   rm -rf "$wheels/project"
-  "$py" -m pip wheel --quiet --no-deps --wheel-dir "$wheels/project" "$repo"
+  # A fixed zip timestamp makes the wheel byte-identical while the code is unchanged, so Docker's
+  # layer cache skips the project layers of a warm rebuild.
+  SOURCE_DATE_EPOCH=315532800 "$py" -m pip wheel --quiet --no-deps --wheel-dir "$wheels/project" "$repo"
   rm -rf "$repo/build/lib" "$repo/build/bdist."*
 }
 
