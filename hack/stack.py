@@ -265,10 +265,10 @@ def up(
     }
     try:
         for name, (argv, env) in commands.items():
-            log = (state_dir / f"{name}.log").open("ab")
-            stack.processes[name] = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=log, start_new_session=True
-            )
+            with (state_dir / f"{name}.log").open("ab") as log:
+                stack.processes[name] = subprocess.Popen(
+                    argv, env=env, stdout=log, stderr=log, start_new_session=True
+                )
         (state_dir / "pids").write_text("\n".join(str(p.pid) for p in stack.processes.values()))
         _wait_http(
             f"{stack.webhook_url}/readyz",
