@@ -8,8 +8,14 @@ import os
 from kubernetes_asyncio import client, config
 
 
-async def new_api_client(*, kubeconfig: str | None = None) -> client.ApiClient:
+async def new_api_client(
+    *, kubeconfig: str | None = None, trust_env: bool = True
+) -> client.ApiClient:
     """An ApiClient for in-cluster use, or for `kubeconfig` / `$KUBECONFIG` when given.
+
+    `trust_env=False` stops the client from consulting `~/.netrc` and the proxy variables on every
+    request: kubernetes_asyncio's aiohttp session does both in a worker thread per call, which
+    about doubles the client's CPU per API call (measured in bench/bench_webhook.py).
 
     The caller closes it (`await api.close()`), typically in an aiohttp cleanup context.
     """
@@ -19,4 +25,9 @@ async def new_api_client(*, kubeconfig: str | None = None) -> client.ApiClient:
         await config.load_kube_config(config_file=path, client_configuration=configuration)
     else:
         config.load_incluster_config(client_configuration=configuration)
-    return client.ApiClient(configuration=configuration)
+    api = client.ApiClient(configuration=configuration)
+    if not trust_env:
+        # kubernetes_asyncio hard-codes trust_env=True on its session; aiohttp reads this flag
+        # per request, so clearing it is enough.
+        api.rest_client.pool_manager._trust_env = False
+    return api
