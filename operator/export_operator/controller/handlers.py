@@ -47,6 +47,9 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
     kopf_settings.peering.mandatory = False
     kopf_settings.peering.priority = settings.priority
     kopf_settings.peering.clusterwide = not settings.namespace
+    # Watching one namespace, a Role is all the operator gets: kopf must not try to list
+    # namespaces and CRDs cluster-wide (403, retried for a minute before it falls back).
+    kopf_settings.scanning.disabled = bool(settings.namespace)
 
 
 async def connection_info(*, trust_env: bool = False) -> kopf.ConnectionInfo:
