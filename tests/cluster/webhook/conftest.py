@@ -130,7 +130,7 @@ async def start_webhook(
             "tokens": (TOKEN,),
             "s3_endpoint_url": cluster.s3.endpoint_url,
             "s3_region": cluster.s3.region,
-            "api_timeout_seconds": 2.0,
+            "api_timeout_seconds": 5.0,
             "retry_after_seconds": 3,
             "access_log": False,
         }
