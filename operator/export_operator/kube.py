@@ -24,7 +24,7 @@ async def new_api_client(
     if path:
         await config.load_kube_config(config_file=path, client_configuration=configuration)
     else:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     api = client.ApiClient(configuration=configuration)
     if not trust_env:
         # kubernetes_asyncio hard-codes trust_env=True on its session; aiohttp reads this flag
