@@ -14,18 +14,47 @@ from pathlib import Path
 
 CATEGORIES = ["books", "games", "garden", "grocery", "health", "home", "music", "sports", "toys"]
 COUNTRIES = ["DE", "FR", "GB", "US", "JP", "BR", "IN", "NL", "SE", "ES", "IT", "CA"]
-WORDS = (
-    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
-    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu café naïve "
-    "smörgåsbord straße 東京 ü"
-).split()
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+    "café",
+    "naïve",
+    "smörgåsbord",
+    "straße",
+    "東京",
+    "ü",
+]
 
 
 def _text(rng: random.Random) -> str:
     words = rng.choices(WORDS, k=rng.randint(3, 14))
     roll = rng.random()
     if roll < 0.25:
-        words.insert(rng.randint(0, len(words)), "said, \"\"quoted\"\"")
+        words.insert(rng.randint(0, len(words)), 'said, ""quoted""')
     elif roll < 0.30:
         words.insert(rng.randint(0, len(words)), "two\nlines")
     return ", ".join(words) if rng.random() < 0.5 else " ".join(words)
@@ -60,7 +89,7 @@ def generate(path: Path, *, megabytes: int, seed: int = 7) -> Path:
                     f"{rem % 60:02d}Z,"
                     f"{rng.random() * 10000:.2f},{rng.choice(CATEGORIES)},"
                     f"{rng.choice(COUNTRIES)},{rng.randint(1, 500)},"
-                    f"user{row_id % 99991}@example.com,\"{_text(rng)}\"\r\n"
+                    f'user{row_id % 99991}@example.com,"{_text(rng)}"\r\n'
                 )
             chunk = "".join(lines)
             out.write(chunk)

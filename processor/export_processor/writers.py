@@ -72,7 +72,7 @@ class JsonlWriter:
         pass
 
 
-ROW_GROUP_BYTES = 32 * 1024 * 1024
+ROW_GROUP_BYTES = 16 * 1024 * 1024
 """Parser batches are buffered up to this much Arrow data per Parquet row group: parser blocks
 are small (a few MiB) and row groups that small would make the file slow to scan."""
 
