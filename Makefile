@@ -1,5 +1,5 @@
 # exportjobs: the commands people, scripts and CI use. See README.md.
-.PHONY: test lint unit cluster-up cluster-down demo bench tools venv images
+.PHONY: test lint unit cluster-up cluster-down demo demo-down bench tools venv images
 
 venv:  ## .venv with the project and its dev tools
 	hack/venv.sh
@@ -27,3 +27,7 @@ demo:  ## the product end to end on the local cluster
 
 bench: venv  ## every benchmark, printing ratios against its baseline
 	hack/bench.sh
+
+demo-down:  ## stop what `make demo` started (product processes, cluster, S3 server)
+	-.venv/bin/python hack/stack.py down --namespace exportjobs --state-dir .local/demo/stack
+	hack/cluster.sh down

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# `make demo`: the product end to end on the local cluster.
+#   1. build or reuse the tools, start the local cluster and S3 server (or reuse them)
+#   2. install the chart's CRD, ServiceAccounts, RBAC and Secrets with Helm; start the operator,
+#      the webhook and the pod runner (the nodes are simulated, see hack/pod_runner.py)
+#   3. upload a ~100 MB CSV, post an S3 notification with curl, poll its Location until done
+#   4. print the final status, the first lines of the result, and `kubectl get exportjobs`
+# Stop everything with `make demo-down`.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+namespace=${EXPORTJOBS_DEMO_NAMESPACE:-exportjobs}
+demo_dir=$repo/.local/demo
+mkdir -p "$demo_dir"
+
+say "tools and Python environment"
+hack/venv.sh
+hack/tools.sh all
+if [ -f .local/cluster.env ] && (source .local/cluster.env && kubectl get --raw /readyz >/dev/null 2>&1); then
+  say "reusing the running local cluster"
+else
+  say "local cluster and S3 server"
+  hack/cluster.sh up
+fi
+# shellcheck disable=SC1091
+source .local/cluster.env
+export PATH=$repo/.venv/bin:$PATH
+
+say "chart objects (Helm) + operator, webhook and pod runner"
+python hack/stack.py down --namespace "$namespace" --state-dir "$demo_dir/stack" >/dev/null 2>&1 || true
+eval "$(python hack/stack.py up --namespace "$namespace" --state-dir "$demo_dir/stack")"
+echo "webhook at $EXPORTJOBS_URL (logs: $demo_dir/stack/*.log)"
+
+say "a ~100 MB sample CSV in s3://exports-input/"
+sample=$demo_dir/sample-orders.csv
+[ -f "$sample" ] || python bench/gen_csv.py --mb 100 --out "$sample"
+key="demo/orders $(date +%H%M%S).csv"
+curl -fsS --aws-sigv4 "aws:amz:${AWS_DEFAULT_REGION}:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+  -T "$sample" "$AWS_ENDPOINT_URL/exports-input/$(python -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$key")"
+ls -lh "$sample" | awk '{print "uploaded", $5, "as s3://exports-input/'"$key"'"}'
+
+say "POST /v1/events/s3 (an S3 ObjectCreated notification)"
+size=$(stat -c %s "$sample")
+encoded_key=$(python -c 'import sys, urllib.parse; print(urllib.parse.quote_plus(sys.argv[1]))' "$key")
+event=$(printf '{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"exports-input"},"object":{"key":"%s","size":%s,"sequencer":"%s"}}}]}' \
+  "$encoded_key" "$size" "$(date +%s%N)")
+headers=$demo_dir/headers.txt
+curl -fsS -D "$headers" -o "$demo_dir/accepted.json" -X POST "$EXPORTJOBS_URL/v1/events/s3?format=jsonl" \
+  -H "Authorization: Bearer $EXPORTJOBS_TOKEN" -H 'Content-Type: application/json' -d "$event"
+head -n 1 "$headers"
+grep -i '^location:' "$headers"
+cat "$demo_dir/accepted.json"; echo
+location=$(grep -i '^location:' "$headers" | tr -d '\r' | cut -d' ' -f2)
+
+say "polling $location"
+view=$demo_dir/status.json
+for _ in $(seq 1 600); do
+  curl -fsS -o "$view" -H "Authorization: Bearer $EXPORTJOBS_TOKEN" "$EXPORTJOBS_URL$location"
+  line=$(python - "$view" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1]))
+p = v.get("progress") or {}
+pct = p.get("percent")
+print(f"{v['status']:<10} {pct if pct is not None else 0:>5.1f}%  rows {p.get('rows', 0):>10,}  "
+      f"read {p.get('bytesRead', 0) / 1e6:8.1f} / {p.get('bytesTotal', 0) / 1e6:.1f} MB")
+PY
+)
+  [ "$line" = "${last:-}" ] || echo "$line"
+  last=$line
+  case $line in Succeeded*|Failed*|Cancelled*) break ;; esac
+  sleep 0.5
+done
+
+say "final status"
+python -m json.tool "$view"
+
+if grep -q '"download_url"' "$view"; then
+  say "first lines of the result (downloaded through the presigned URL)"
+  url=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["result"]["download_url"])' "$view")
+  curl -sS "$url" 2>/dev/null | head -n 3 || true
+fi
+
+say "kubectl get exportjobs -n $namespace -o wide"
+kubectl get exportjobs -n "$namespace" -o wide
+
+say "done"
+echo "The product keeps running: try more requests with"
+echo "  source .local/cluster.env; eval \"\$(grep -h export $demo_dir/env 2>/dev/null)\""
+echo "Stop everything with: make demo-down"
+printf 'export EXPORTJOBS_URL=%s\nexport EXPORTJOBS_TOKEN=%s\n' "$EXPORTJOBS_URL" "$EXPORTJOBS_TOKEN" >"$demo_dir/env"
+chmod 600 "$demo_dir/env"
