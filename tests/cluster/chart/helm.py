@@ -26,11 +26,15 @@ def tool(name: str) -> str:
     raise FileNotFoundError(f"{name} not built: run hack/tools.sh all")
 
 
-def run(args: list[str], *, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], *, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run a command, failing with its output (not just its exit code) when asked to check."""
     result = subprocess.run(args, input=stdin, capture_output=True, text=True, env=dict(os.environ))
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -43,13 +47,23 @@ def set_flags(values: Mapping[str, str]) -> list[str]:
 
 
 def template(
-    *, namespace: str = "exports", release: str = "ej", values: Mapping[str, str] | None = None,
+    *,
+    namespace: str = "exports",
+    release: str = "ej",
+    values: Mapping[str, str] | None = None,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """`helm template` of the chart (no cluster needed)."""
     return run(
-        [tool("helm"), "template", release, str(CHART), "--namespace", namespace,
-         *set_flags(values or {})],
+        [
+            tool("helm"),
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            *set_flags(values or {}),
+        ],
         check=check,
     )
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client as k8s
 
-from tests.cluster.chart.helm import CHART, by_kind, objects, run, set_flags, template, tool
+from tests.cluster.chart.helm import CHART, objects, run, template, tool
 from tests.local_cluster import LocalCluster
 
 CRD = "exportjobs.exportjobs.dev"
@@ -62,8 +62,20 @@ def _fresh_namespace(core: k8s.CoreV1Api) -> str:
 
 
 def _install(release: str, namespace: str, *extra: str) -> None:
-    run([tool("helm"), "install", release, str(CHART), "--namespace", namespace,
-         "--wait", "--timeout", "90s", *extra])
+    run(
+        [
+            tool("helm"),
+            "install",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--wait",
+            "--timeout",
+            "90s",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +92,29 @@ def installed(cluster: LocalCluster, kube_api: k8s.ApiClient) -> Iterator[str]:
 
 
 def _allowed(
-    authz: k8s.AuthorizationV1Api, *, sa_namespace: str, sa: str, verb: str,
-    group: str, resource: str, subresource: str, namespace: str,
+    authz: k8s.AuthorizationV1Api,
+    *,
+    sa_namespace: str,
+    sa: str,
+    verb: str,
+    group: str,
+    resource: str,
+    subresource: str,
+    namespace: str,
 ) -> bool:
     review = k8s.V1SubjectAccessReview(
         spec=k8s.V1SubjectAccessReviewSpec(
             user=f"system:serviceaccount:{sa_namespace}:{sa}",
-            groups=["system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}",
-                    "system:authenticated"],
+            groups=[
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{sa_namespace}",
+                "system:authenticated",
+            ],
             resource_attributes=k8s.V1ResourceAttributes(
-                verb=verb, group=group, resource=resource, subresource=subresource or None,
+                verb=verb,
+                group=group,
+                resource=resource,
+                subresource=subresource or None,
                 namespace=namespace or None,
             ),
         )
@@ -98,29 +123,56 @@ def _allowed(
 
 
 def _grants(
-    authz: k8s.AuthorizationV1Api, *, sa_namespace: str, sa: str, namespace: str,
+    authz: k8s.AuthorizationV1Api,
+    *,
+    sa_namespace: str,
+    sa: str,
+    namespace: str,
     universe: tuple[tuple[str, str, str], ...],
 ) -> dict[tuple[str, str, str], set[str]]:
     found: dict[tuple[str, str, str], set[str]] = {}
     for (group, resource, sub), verb in itertools.product(universe, VERBS):
-        if _allowed(authz, sa_namespace=sa_namespace, sa=sa, verb=verb, group=group,
-                    resource=resource, subresource=sub, namespace=namespace):
+        if _allowed(
+            authz,
+            sa_namespace=sa_namespace,
+            sa=sa,
+            verb=verb,
+            group=group,
+            resource=resource,
+            subresource=sub,
+            namespace=namespace,
+        ):
             found.setdefault((group, resource, sub), set()).add(verb)
     return found
 
 
-def test_rendered_objects_pass_a_server_side_dry_run(namespace: str, kube_api: k8s.ApiClient) -> None:
+def test_rendered_objects_pass_a_server_side_dry_run(
+    namespace: str, kube_api: k8s.ApiClient
+) -> None:
     other = _fresh_namespace(k8s.CoreV1Api(kube_api))
     try:
         for values in (
-            {"webhook.ingress.enabled": "true", "s3.accessKeyId": "k", "s3.secretAccessKey": "s",
-             "s3.endpointUrl": "http://127.0.0.1:9000", "auth.tokens[0]": "a-token-of-sixteen-chars"},
+            {
+                "webhook.ingress.enabled": "true",
+                "s3.accessKeyId": "k",
+                "s3.secretAccessKey": "s",
+                "s3.endpointUrl": "http://127.0.0.1:9000",
+                "auth.tokens[0]": "a-token-of-sixteen-chars",
+            },
             {"rbac.cluster": "true", "exportsNamespace": other, "operator.peering.enabled": "true"},
         ):
             manifest = template(namespace=namespace, values=values).stdout
             kinds = {d["kind"] for d in objects(manifest)}
-            assert {"Deployment", "Service", "Role", "RoleBinding", "ServiceAccount",
-                    "PodDisruptionBudget", "NetworkPolicy", "Secret"} <= kinds
+            assert {
+                "Deployment",
+                "Service",
+                "Role",
+                "RoleBinding",
+                "ServiceAccount",
+                "PodDisruptionBudget",
+                "NetworkPolicy",
+                "Secret",
+            } <= kinds
             result = run([tool("kubectl"), "apply", "--dry-run=server", "-f", "-"], stdin=manifest)
             assert "(server dry run)" in result.stdout
             assert result.stdout.count("(server dry run)") == len(objects(manifest))
@@ -128,7 +180,9 @@ def test_rendered_objects_pass_a_server_side_dry_run(namespace: str, kube_api: k
         k8s.CoreV1Api(kube_api).delete_namespace(other)
 
 
-def test_install_succeeds_with_crd_and_running_pods(installed: str, kube_api: k8s.ApiClient) -> None:
+def test_install_succeeds_with_crd_and_running_pods(
+    installed: str, kube_api: k8s.ApiClient
+) -> None:
     apps = k8s.AppsV1Api(kube_api)
     deployments = {d.metadata.name: d for d in apps.list_namespaced_deployment(installed).items}
     assert set(deployments) == {"ej-exportjobs-webhook", "ej-exportjobs-operator"}
@@ -149,8 +203,13 @@ def test_each_service_account_has_exactly_what_it_needs(
     here = _grants(authz, sa_namespace=installed, sa=sa, namespace=installed, universe=NAMESPACED)
     assert here == EXPECTED[component]
     # Nothing anywhere else, nothing cluster-scoped (rbac.cluster=false).
-    assert _grants(authz, sa_namespace=installed, sa=sa, namespace="default", universe=NAMESPACED) == {}
-    assert _grants(authz, sa_namespace=installed, sa=sa, namespace="", universe=CLUSTER_SCOPED) == {}
+    assert (
+        _grants(authz, sa_namespace=installed, sa=sa, namespace="default", universe=NAMESPACED)
+        == {}
+    )
+    assert (
+        _grants(authz, sa_namespace=installed, sa=sa, namespace="", universe=CLUSTER_SCOPED) == {}
+    )
 
 
 def test_cluster_mode_lets_only_the_operator_act_everywhere(
@@ -160,19 +219,38 @@ def test_cluster_mode_lets_only_the_operator_act_everywhere(
     _install(release, namespace, "--set", "rbac.cluster=true")
     try:
         authz = k8s.AuthorizationV1Api(kube_api)
-        operator = _grants(authz, sa_namespace=namespace, sa=f"{release}-exportjobs-operator",
-                           namespace="default", universe=NAMESPACED)
+        operator = _grants(
+            authz,
+            sa_namespace=namespace,
+            sa=f"{release}-exportjobs-operator",
+            namespace="default",
+            universe=NAMESPACED,
+        )
         assert operator == EXPECTED["operator"]
-        observed = _grants(authz, sa_namespace=namespace, sa=f"{release}-exportjobs-operator",
-                           namespace="", universe=CLUSTER_SCOPED)
-        assert observed == {("", "namespaces", ""): {"list", "watch"},
-                            ("apiextensions.k8s.io", "customresourcedefinitions", ""): {"list", "watch"}}
-        webhook = _grants(authz, sa_namespace=namespace, sa=f"{release}-exportjobs-webhook",
-                          namespace="default", universe=NAMESPACED)
+        observed = _grants(
+            authz,
+            sa_namespace=namespace,
+            sa=f"{release}-exportjobs-operator",
+            namespace="",
+            universe=CLUSTER_SCOPED,
+        )
+        assert observed == {
+            ("", "namespaces", ""): {"list", "watch"},
+            ("apiextensions.k8s.io", "customresourcedefinitions", ""): {"list", "watch"},
+        }
+        webhook = _grants(
+            authz,
+            sa_namespace=namespace,
+            sa=f"{release}-exportjobs-webhook",
+            namespace="default",
+            universe=NAMESPACED,
+        )
         assert webhook == {}
     finally:
         run([tool("helm"), "uninstall", release, "--namespace", namespace, "--wait"])
     # The ClusterRole went with the release; the CRD stays (Helm never deletes crds/ content).
-    names = [r.metadata.name for r in k8s.RbacAuthorizationV1Api(kube_api).list_cluster_role().items]
+    names = [
+        r.metadata.name for r in k8s.RbacAuthorizationV1Api(kube_api).list_cluster_role().items
+    ]
     assert f"{release}-exportjobs-operator" not in names
     k8s.ApiextensionsV1Api(kube_api).read_custom_resource_definition(CRD)

@@ -20,6 +20,7 @@ from tests.cluster.chart.helm import (
     objects,
     pod_specs,
     run,
+    set_flags,
     template,
     tool,
 )
@@ -38,7 +39,15 @@ EVERYTHING_ON = {
 
 def test_lint_strict_passes() -> None:
     run([tool("helm"), "lint", "--strict", str(CHART)])
-    run([tool("helm"), "lint", "--strict", str(CHART), *sum((["--set", f"{k}={v}"] for k, v in EVERYTHING_ON.items()), [])])
+    run(
+        [
+            tool("helm"),
+            "lint",
+            "--strict",
+            str(CHART),
+            *set_flags(EVERYTHING_ON),
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -108,7 +117,9 @@ def test_every_pod_and_container_is_restricted_with_only_tmp_writable() -> None:
 
 def test_operator_is_recreated_and_probed_on_kopf_healthz() -> None:
     docs = objects(template().stdout)
-    (operator,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")]
+    (operator,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")
+    ]
     assert operator["spec"]["strategy"] == {"type": "Recreate"}
     assert operator["spec"]["replicas"] == 1
     (container,) = operator["spec"]["template"]["spec"]["containers"]
@@ -116,13 +127,17 @@ def test_operator_is_recreated_and_probed_on_kopf_healthz() -> None:
     probe = container["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports[probe["port"]] == int(container_env(container)["EXPORTJOBS_OPERATOR_LIVENESS_PORT"])
+    assert ports[probe["port"]] == int(
+        container_env(container)["EXPORTJOBS_OPERATOR_LIVENESS_PORT"]
+    )
 
 
 def test_operator_env_is_what_the_operator_reads() -> None:
     """Every EXPORTJOBS_* variable the chart sets is one OperatorSettings knows, and parses."""
     docs = objects(template(values=EVERYTHING_ON).stdout)
-    (operator,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")]
+    (operator,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")
+    ]
     env = container_env(operator["spec"]["template"]["spec"]["containers"][0])
     known = set(OperatorSettings().env_names.values())
     ours = {k for k in env if k.startswith("EXPORTJOBS_")}
@@ -145,25 +160,39 @@ def test_operator_env_is_what_the_operator_reads() -> None:
 
 def test_cluster_mode_watches_all_namespaces() -> None:
     docs = objects(template(values={"rbac.cluster": "true"}).stdout)
-    (operator,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")]
+    (operator,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")
+    ]
     env = container_env(operator["spec"]["template"]["spec"]["containers"][0])
     assert OperatorSettings.from_env(env).namespace == ""
-    assert [d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")] == ["ej-exportjobs-operator"]
+    assert [d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")] == [
+        "ej-exportjobs-operator"
+    ]
     assert len(by_kind(docs, "Role")) == 2  # webhook and processor stay namespaced
 
 
 def test_webhook_env_is_what_the_webhook_reads(tmp_path: Path) -> None:
     docs = objects(template(values=EVERYTHING_ON).stdout)
-    (webhook,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("webhook")]
+    (webhook,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("webhook")
+    ]
     (container,) = webhook["spec"]["template"]["spec"]["containers"]
     env = container_env(container)
     assert container["command"] == ["exportjobs-webhook"]
     source = inspect.getsource(webhook_settings)
-    unknown = [k for k in env if k.startswith("EXPORTJOBS_WEBHOOK_") and k.removeprefix("EXPORTJOBS_WEBHOOK_") not in source]
+    unknown = [
+        k
+        for k in env
+        if k.startswith("EXPORTJOBS_WEBHOOK_")
+        and k.removeprefix("EXPORTJOBS_WEBHOOK_") not in source
+    ]
     assert unknown == []
     # The token files are mounted Secret folders in the pod; here, empty folders.
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {env["EXPORTJOBS_WEBHOOK_TOKENS_FILE"], env["EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_FILE"]} <= mounts
+    assert {
+        env["EXPORTJOBS_WEBHOOK_TOKENS_FILE"],
+        env["EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_FILE"],
+    } <= mounts
     (tmp_path / "tokens").mkdir()
     (tmp_path / "tokens" / "tokens").write_text("t1\nt2\n")
     (tmp_path / "keys").mkdir()
@@ -178,18 +207,29 @@ def test_webhook_env_is_what_the_webhook_reads(tmp_path: Path) -> None:
 
 def test_secrets_hold_tokens_and_keys_in_both_namespaces() -> None:
     docs = objects(template(values={**EVERYTHING_ON, "exportsNamespace": "data"}).stdout)
-    secrets = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in by_kind(docs, "Secret")}
+    secrets = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in by_kind(docs, "Secret")
+    }
     assert set(secrets) == {
         ("exports", "ej-exportjobs-auth"),
         ("exports", "ej-exportjobs-s3"),
         ("data", "ej-exportjobs-s3"),
     }
-    assert secrets["exports", "ej-exportjobs-auth"]["stringData"]["tokens"] == "a-token-of-sixteen-chars"
-    assert secrets["data", "ej-exportjobs-s3"]["stringData"]["AWS_SECRET_ACCESS_KEY"] == "minio-secret"
+    assert (
+        secrets["exports", "ej-exportjobs-auth"]["stringData"]["tokens"]
+        == "a-token-of-sixteen-chars"
+    )
+    assert (
+        secrets["data", "ej-exportjobs-s3"]["stringData"]["AWS_SECRET_ACCESS_KEY"] == "minio-secret"
+    )
     # With existing Secrets the chart makes none and points at them.
-    docs = objects(template(values={"s3.existingSecret": "mine", "auth.existingSecret": "auth"}).stdout)
+    docs = objects(
+        template(values={"s3.existingSecret": "mine", "auth.existingSecret": "auth"}).stdout
+    )
     assert by_kind(docs, "Secret") == []
-    (webhook,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("webhook")]
+    (webhook,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("webhook")
+    ]
     volumes = {v["name"]: v for v in webhook["spec"]["template"]["spec"]["volumes"]}
     assert volumes["tokens"]["secret"]["secretName"] == "auth"
 
