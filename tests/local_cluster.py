@@ -2,7 +2,8 @@
 
 `EXPORTJOBS_TEST_KUBECONFIG` names an existing cluster (for example a kind cluster) to use instead
 of starting one; S3 then comes from `AWS_ENDPOINT_URL` and the usual AWS variables. Otherwise the
-session runs `hack/cluster.sh up` in its own state folder (`.local/test-<pid>`) and stops it at the end.
+session runs `hack/cluster.sh up` in its own state folder (`.local/test-<pid>`, or
+`EXPORTJOBS_TEST_LOCAL_DIR`) and stops it at the end.
 """
 
 from __future__ import annotations
@@ -77,8 +78,12 @@ def start() -> LocalCluster:
     subprocess.run([str(CLUSTER_SCRIPT), "up"], env=_script_env(local_dir), check=True)
     values = read_env_file(local_dir / "cluster.env")
     keys = [
-        "KUBECONFIG", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-        "AWS_DEFAULT_REGION", "PATH",
+        "KUBECONFIG",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "PATH",
     ]
     env = {k: values[k] for k in keys}
     s3 = S3Endpoint(
@@ -88,6 +93,9 @@ def start() -> LocalCluster:
         region=values["AWS_DEFAULT_REGION"],
     )
     return LocalCluster(
-        kubeconfig=Path(values["KUBECONFIG"]), s3=s3, env=env, started_here=True,
+        kubeconfig=Path(values["KUBECONFIG"]),
+        s3=s3,
+        env=env,
+        started_here=True,
         local_dir=local_dir,
     )

@@ -39,7 +39,9 @@ def test_a_job_runs_to_complete(kube_api: k8s.ApiClient, namespace: str) -> None
     batch.create_namespaced_job(namespace, job)
     seen: list[str] = []
     stream = watch.Watch().stream(
-        batch.list_namespaced_job, namespace, field_selector="metadata.name=hello",
+        batch.list_namespaced_job,
+        namespace,
+        field_selector="metadata.name=hello",
         timeout_seconds=60,
     )
     for event in stream:
@@ -57,7 +59,9 @@ def test_multipart_upload_round_trip(s3_client: Any, s3_bucket: str) -> None:
     from boto3.s3.transfer import TransferConfig
 
     payload = os.urandom(100 * 1024 * 1024)
-    config = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024)
+    config = TransferConfig(
+        multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024
+    )
     s3_client.upload_fileobj(io.BytesIO(payload), s3_bucket, "big.bin", Config=config)
     head = s3_client.head_object(Bucket=s3_bucket, Key="big.bin")
     assert head["ContentLength"] == len(payload)

@@ -29,7 +29,9 @@ def test_failed_build_names_the_tool_and_leaves_no_partial_output(tmp_path: Path
     result = _run(tmp_path, "helm", HELM_VERSION="v3.0.0-does-not-exist", GOFLAGS="")
     assert result.returncode == 1
     assert "building helm v3.0.0-does-not-exist failed" in result.stderr
-    leftovers = sorted(p.name for p in (tmp_path / "tools").iterdir() if not p.name.endswith(".log"))
+    leftovers = sorted(
+        p.name for p in (tmp_path / "tools").iterdir() if not p.name.endswith(".log")
+    )
     assert leftovers == [".helm-v3.0.0-does-not-exist.lock"]
 
 
