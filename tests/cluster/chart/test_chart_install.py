@@ -44,7 +44,7 @@ EXPECTED = {
     },
     "operator": {
         ("exportjobs.dev", "exportjobs", ""): {"get", "list", "watch", "patch", "delete"},
-        ("exportjobs.dev", "exportjobs", "status"): {"get", "patch"},
+        ("exportjobs.dev", "exportjobs", "status"): {"patch"},
         ("batch", "jobs", ""): {"get", "list", "watch", "create", "delete"},
         ("", "pods", ""): {"get", "list", "watch"},
         ("", "events", ""): {"create"},
