@@ -210,6 +210,14 @@ class Controller:
             if decision.awaiting_admission:
                 self.kick()
                 return
+            if (
+                decision.phase is Phase.QUEUED
+                and current.get("phase") == Phase.QUEUED.value
+                and "queuePosition" in current
+                and trigger != "queue"
+            ):
+                # A mere shift in the queue is written by the rate-limited queue loop only.
+                decision.status["queuePosition"] = current["queuePosition"]
             if decision.delete_job and job is not None:
                 try:
                     async with self._status_slots:
@@ -368,11 +376,20 @@ class Controller:
         await self.reconcile(export.key, trigger="admission")
 
     async def _queue_status_loop(self) -> None:
+        """Rewrite changed queue positions, head of the queue first, at a bounded rate: one
+        admission shifts every queued ExportJob, and a patch each would swamp the API server."""
+        interval = self.settings.queue_status_interval_seconds
+        budget = max(1, int(self.settings.queue_status_rate * interval))
         while True:
-            await asyncio.sleep(self.settings.queue_status_interval_seconds)
-            dirty, self._positions_dirty = self._positions_dirty, set()
+            await asyncio.sleep(interval)
+            dirty = sorted(
+                (k for k in self._positions_dirty if k in self.positions),
+                key=lambda k: self.positions[k],
+            )
+            batch, rest = dirty[:budget], dirty[budget:]
+            self._positions_dirty = set(rest)
             await asyncio.gather(
-                *(self.reconcile(key, trigger="queue") for key in dirty), return_exceptions=True
+                *(self.reconcile(key, trigger="queue") for key in batch), return_exceptions=True
             )
 
     # -- housekeeping: watchdog, retention, resync ---------------------------------------------

@@ -116,9 +116,15 @@ class OperatorSettings:
     housekeeping_interval_seconds: float = 10.0
     """HOUSEKEEPING_INTERVAL_SECONDS: how often the watchdog and retention sweep run (seconds)."""
 
-    queue_status_interval_seconds: float = 2.0
+    queue_status_interval_seconds: float = 5.0
     """QUEUE_STATUS_INTERVAL_SECONDS: queue positions of already-Queued ExportJobs are rewritten
-    at most this often (seconds), so one admission does not cost one patch per queued object."""
+    at most this often (seconds), so one admission does not cost one patch per queued object.
+    A newly queued ExportJob gets its position at once."""
+
+    queue_status_rate: float = 20.0
+    """QUEUE_STATUS_RATE: at most this many queue-position patches per second (head of the queue
+    first; the rest follow in later rounds). Default 20: positions are informative, the API
+    server's capacity is better spent on Jobs."""
 
     create_concurrency: int = 32
     """CREATE_CONCURRENCY: Job creations in flight at once. Default 32: enough to keep the API

@@ -187,7 +187,9 @@ def decide(
             phase=current_phase,
             transition=False,
             message="",
-            delete_job=job is not None and job.occupies_slot,
+            # A Job still going although the export ended here (cancel, watchdog): it goes. One
+            # the job controller is already ending (FailureTarget) is left to finish.
+            delete_job=job is not None and job.occupies_slot and not job.ending,
             result=result,
         )
 

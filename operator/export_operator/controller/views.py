@@ -189,6 +189,15 @@ class JobView:
         return self.complete or self.condition("Failed") is not None
 
     @property
+    def ending(self) -> bool:
+        """The job controller has decided the outcome (pods may still be terminating)."""
+        return (
+            self.finished
+            or self.failed_condition is not None
+            or self.condition("SuccessCriteriaMet") is not None
+        )
+
+    @property
     def occupies_slot(self) -> bool:
         """Whether the Job counts against the concurrency limit."""
         return not self.deleting and not self.finished

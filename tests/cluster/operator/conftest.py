@@ -278,7 +278,7 @@ class OperatorProcess:
                     "EXPORTJOBS_OPERATOR_METRICS_PORT": "0",
                     "EXPORTJOBS_OPERATOR_LIVENESS_PORT": "0",
                     "EXPORTJOBS_OPERATOR_HOUSEKEEPING_INTERVAL_SECONDS": "1",
-                    "EXPORTJOBS_OPERATOR_QUEUE_STATUS_INTERVAL_SECONDS": "0.5",
+                    "EXPORTJOBS_OPERATOR_QUEUE_STATUS_INTERVAL_SECONDS": "1",
                 }
             )
             for key, value in settings.items():

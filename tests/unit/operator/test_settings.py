@@ -1,0 +1,60 @@
+"""Settings from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from export_operator.controller.settings import OperatorSettings
+
+
+def test_defaults_without_environment() -> None:
+    settings = OperatorSettings.from_env({})
+    assert settings.max_running == 10
+    assert settings.namespace == ""
+    assert settings.standalone is False
+
+
+def test_values_are_parsed_by_type() -> None:
+    settings = OperatorSettings.from_env(
+        {
+            "EXPORTJOBS_NAMESPACE": "exports",
+            "EXPORTJOBS_OPERATOR_MAX_RUNNING": "5",
+            "EXPORTJOBS_OPERATOR_STANDALONE": "true",
+            "EXPORTJOBS_OPERATOR_QUEUE_STATUS_INTERVAL_SECONDS": "0.5",
+            "EXPORTJOBS_OPERATOR_PROCESSOR_ENV": '{"AWS_ENDPOINT_URL": "http://minio:9000"}',
+            "EXPORTJOBS_OPERATOR_PROCESSOR_IMAGE": "proc:2",
+        }
+    )
+    assert settings.namespace == "exports"
+    assert settings.max_running == 5
+    assert settings.standalone is True
+    assert settings.queue_status_interval_seconds == 0.5
+    assert settings.processor_env == {"AWS_ENDPOINT_URL": "http://minio:9000"}
+    assert settings.processor_image == "proc:2"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EXPORTJOBS_OPERATOR_MAX_RUNNING", "many"),
+        ("EXPORTJOBS_OPERATOR_MAX_RUNNING", "-1"),
+        ("EXPORTJOBS_OPERATOR_STANDALONE", "perhaps"),
+        ("EXPORTJOBS_OPERATOR_PROCESSOR_ENV", "[1, 2]"),
+        ("EXPORTJOBS_OPERATOR_DEFAULT_DESTINATION_URI", "s3://out/no-slash"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=name.removeprefix("EXPORTJOBS_OPERATOR_")):
+        OperatorSettings.from_env({name: value})
+
+
+def test_every_field_has_a_docstring_in_the_source() -> None:
+    import dataclasses
+    import inspect
+
+    from export_operator.controller import settings as module
+
+    source = inspect.getsource(module)
+    for field in dataclasses.fields(OperatorSettings):
+        name = field.name.upper() if field.name != "namespace" else "EXPORTJOBS_NAMESPACE"
+        assert name in source, field.name
