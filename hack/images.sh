@@ -139,13 +139,6 @@ resolve_base() {
   fi
 }
 
-# pip does not widen --platform to older manylinux tags by itself: list every one the glibc runs.
-platform_flags() {
-  local minor
-  for minor in $(seq "${1#*.}" -1 5); do printf -- '--platform manylinux_2_%s_x86_64 ' "$minor"; done
-  printf -- '--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64'
-}
-
 # Fill build/wheels/{deps-operator,deps-processor,project} for the base's Python and glibc.
 # deps-* hold the whole resolved closure of each extra, pinned to the versions in .venv (the ones
 # the tests ran with), as binary wheels only.
@@ -162,7 +155,10 @@ build_wheels() {
   if [ "$(cat "$wheels/.deps-key" 2>/dev/null)" != "$key" ]; then
     log "downloading dependency wheels for Python $pyver, glibc $glibc"
     rm -rf "$wheels/deps-operator" "$wheels/deps-processor" "$wheels/.deps-key"
-    local extra
+    # pip does not widen --platform to older manylinux tags: list every one this glibc runs.
+    local extra minor platforms=()
+    for minor in $(seq "${glibc#*.}" -1 5); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
+    platforms+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
     for extra in operator processor; do
       "$py" -c 'import sys, tomllib
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"][sys.argv[1]]))' \
@@ -170,7 +166,7 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-
       # PIP_FIND_LINKS (a local wheel folder on some machines) is ignored: PyPI only, binary only.
       PIP_FIND_LINKS='' "$py" -m pip download --quiet --only-binary=:all: \
         --python-version "$pyver" --implementation cp --abi "$abi" --abi abi3 --abi none \
-        $(platform_flags "$glibc") \
+        "${platforms[@]}" \
         -c "$wheels/constraints.txt" -r "$wheels/requirements-$extra.txt" \
         --dest "$wheels/deps-$extra"
     done
