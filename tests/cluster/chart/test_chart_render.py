@@ -241,3 +241,29 @@ def test_names_fit_63_characters() -> None:
         assert len(doc["metadata"]["name"]) <= 63, doc["metadata"]["name"]
     names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
     assert len(names) == len(set(names)), names
+
+
+def test_service_monitor_scrapes_both_metrics_ports() -> None:
+    docs = objects(template(values={"serviceMonitor.enabled": "true"}).stdout)
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [
+        d for d in by_kind(docs, "Service") if selector.items() <= d["metadata"]["labels"].items()
+    ]
+    ports = {p["name"] for s in services for p in s["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == ports == {"http", "metrics"}
+    assert by_kind(objects(template().stdout), "ServiceMonitor") == []  # off by default
+
+
+def test_webhook_disruption_budget_and_network_policy_select_its_pods() -> None:
+    docs = objects(template().stdout)
+    (webhook,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("webhook")
+    ]
+    pod_labels = webhook["spec"]["template"]["metadata"]["labels"]
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    for selector in (pdb["spec"]["selector"], policy["spec"]["podSelector"]):
+        assert selector["matchLabels"].items() <= pod_labels.items()
+        assert selector["matchLabels"]["app.kubernetes.io/component"] == "webhook"
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
