@@ -54,7 +54,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
 
 async def connection_info(*, trust_env: bool = False) -> kopf.ConnectionInfo:
     """kopf's credentials from the same source as our API client (`kube.new_api_client`)."""
-    api = await kube.new_api_client()
+    api = await kube.new_api_client(trust_env=trust_env)
     try:
         config = api.configuration
         header: str | None = await config.get_api_key_with_prefix("BearerToken")

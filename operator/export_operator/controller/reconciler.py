@@ -81,7 +81,8 @@ class Controller:
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the API client and start the admission, housekeeping and Event loops."""
-        api = await kube.new_api_client()
+        # trust_env=False: no netrc/proxy lookups (a thread hop) on every API call.
+        api = await kube.new_api_client(trust_env=False)
         self.writer = KubeWriter(api, timeout=self.settings.request_timeout_seconds)
         self._loops = [
             asyncio.create_task(self._admission_loop(), name="admission"),

@@ -26,26 +26,60 @@ def _finished(job: Any) -> bool:
     )
 
 
-def _scheduled_pending_pods(exports: Exports, *, timeout: int) -> list[Any]:
-    """Processor pods that are bound to a node and not started: the kubelet's to-do list."""
-    found = []
-    stream = watch.Watch()
-    for event in stream.stream(
-        exports.core.list_namespaced_pod,
-        exports.namespace,
-        label_selector="exportjobs.dev/export",
-        timeout_seconds=timeout,
-    ):
-        pod = event["object"]
-        if (
-            event["type"] != "DELETED"
-            and pod.spec.node_name
-            and pod.status.phase == "Pending"
-            and pod.metadata.deletion_timestamp is None
+class Kubelet(threading.Thread):
+    """Plays the kubelet from one pod watch: each bound, unstarted processor pod is reported
+    Running, then Succeeded with a result message."""
+
+    def __init__(self, exports: Exports) -> None:
+        super().__init__(daemon=True)
+        self.exports = exports
+        self.done: set[str] = set()
+        self.error: BaseException | None = None
+        self._stream = watch.Watch()
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                try:
+                    self._follow()
+                except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError):
+                    continue
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def _follow(self) -> None:
+        for event in self._stream.stream(
+            self.exports.core.list_namespaced_pod,
+            self.exports.namespace,
+            label_selector="exportjobs.dev/export",
+            timeout_seconds=5,
         ):
-            found.append(pod)
-            stream.stop()
-    return found
+            pod = event["object"]
+            name = pod.metadata.labels["exportjobs.dev/export"]
+            if (
+                event["type"] == "DELETED"
+                or name in self.done
+                or not pod.spec.node_name
+                or pod.status.phase != "Pending"
+                or pod.metadata.deletion_timestamp is not None
+            ):
+                continue
+            self.exports.run_pod(pod)
+            result = {
+                "uri": f"s3://out/reports/{name}.csv",
+                "bytes": 1,
+                "rows": 1,
+                "sha256": "ef" * 32,
+                "format": "csv",
+            }
+            self.exports.finish_pod(pod, exit_code=0, message=json.dumps(result))
+            self.done.add(name)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._stream.stop()
+        self.join(timeout=10)
 
 
 class JobWatcher(threading.Thread):
@@ -155,33 +189,22 @@ def test_limit_5_over_200_exports_fifo_and_all_finish_across_a_restart(
     assert [created[n] for n in by_position] == sorted(created[n] for n in by_position)
 
     # Watch the Jobs (every state change, not samples) and play the kubelet from a pod watch.
-    watcher = JobWatcher(exports)
+    watcher, kubelet = JobWatcher(exports), Kubelet(exports)
     watcher.start()
-    done: set[str] = set()
+    kubelet.start()
     restarted = False
     deadline = time.monotonic() + 240
     try:
-        while len(done) < count:
-            assert time.monotonic() < deadline, f"only {len(done)} of {count} finished"
-            for pod in _scheduled_pending_pods(exports, timeout=2):
-                name = pod.metadata.labels["exportjobs.dev/export"]
-                if name in done:
-                    continue
-                exports.run_pod(pod)
-                result = {
-                    "uri": f"s3://out/reports/{name}.csv",
-                    "bytes": 1,
-                    "rows": 1,
-                    "sha256": "ef" * 32,
-                    "format": "csv",
-                }
-                exports.finish_pod(pod, exit_code=0, message=json.dumps(result))
-                done.add(name)
-            if not restarted and len(done) >= count // 2:
+        while len(kubelet.done) < count:
+            assert kubelet.error is None, kubelet.error
+            assert time.monotonic() < deadline, f"only {len(kubelet.done)} of {count} finished"
+            if not restarted and len(kubelet.done) >= count // 2:
                 operator.kill()  # the queue must survive in the cluster
                 operator.start()
                 restarted = True
+            time.sleep(0.2)
     finally:
+        kubelet.stop()
         watcher.stop()
     assert watcher.error is None, watcher.error
     most_running = watcher.most_running

@@ -1,0 +1,273 @@
+"""Operator benchmark: N ExportJobs created at once → time until every one has its Job.
+
+    source .local/cluster.env && .venv/bin/python bench/bench_operator.py [--count 1000]
+
+Rounds alternate, on the same API server:
+- baseline: the same N Jobs (the operator's own manifests, minus the ownerReference to an
+  ExportJob that does not exist) created directly by a kubernetes_asyncio client at the
+  operator's create concurrency;
+- operator: `exportjobs-operator` (a subprocess, as deployed, no concurrency limit) watching a
+  fresh namespace; the bench creates N ExportJobs at the same concurrency and watches for Jobs.
+
+Figures: total time from the first create until the last Job is seen by a watch, and the
+create→Job latency (ExportJob create answered → its Job seen; for the baseline, Job create sent →
+Job seen), p50/p99. Ratio = operator total / baseline total. Goal: ≤ 1.5x and p99 ≤ 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import client, watch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "operator"))
+
+from export_operator import kube, resource  # noqa: E402
+from export_operator.controller.jobs import build_job, resolve_inputs  # noqa: E402
+from export_operator.controller.settings import OperatorSettings  # noqa: E402
+from export_operator.controller.views import ExportView  # noqa: E402
+
+CRD = REPO / "charts" / "exportjobs" / "crds" / "exportjobs.dev_exportjobs.yaml"
+OPERATOR = Path(sys.executable).parent / "exportjobs-operator"
+SETTINGS = OperatorSettings(
+    default_destination_uri="s3://bench-out/reports/", service_account="default", max_running=0
+)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Round:
+    def __init__(self, api: client.ApiClient, *, kind: str, count: int, concurrency: int) -> None:
+        self.api = api
+        self.kind = kind
+        self.count = count
+        self.concurrency = concurrency
+        self.namespace = f"bench-{kind[:4]}-{uuid.uuid4().hex[:6]}"
+        self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.sent: dict[str, float] = {}
+        self.seen: dict[str, float] = {}
+        self.all_seen = asyncio.Event()
+
+    async def watch_jobs(self, ready: asyncio.Event) -> None:
+        stream = watch.Watch()
+        version = (
+            await self.batch.list_namespaced_job(self.namespace, limit=1)
+        ).metadata.resource_version
+        ready.set()
+        while len(self.seen) < self.count:
+            async with stream.stream(
+                self.batch.list_namespaced_job,
+                self.namespace,
+                resource_version=version,
+                timeout_seconds=60,
+            ) as events:
+                async for event in events:
+                    job = event["object"]
+                    version = job.metadata.resource_version
+                    name = (job.metadata.labels or {}).get(resource.LABEL_EXPORT)
+                    if name and name.startswith("x-") and name not in self.seen:
+                        self.seen[name] = time.monotonic()
+                        if len(self.seen) == self.count:
+                            self.all_seen.set()
+                            stream.stop()
+        self.all_seen.set()
+
+    def names(self) -> list[str]:
+        return [f"x-{i:05d}" for i in range(self.count)]
+
+    async def create_all(self, make: Any) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def one(name: str) -> None:
+            async with slots:
+                await make(name)
+
+        await asyncio.gather(*(one(n) for n in self.names()))
+
+    async def run(self, operator_env: dict[str, str] | None) -> dict[str, float]:
+        await self.core.create_namespace({"metadata": {"name": self.namespace}})
+        proc = None
+        try:
+            if operator_env is not None:
+                proc = await self._start_operator(operator_env)
+            ready = asyncio.Event()
+            watcher = asyncio.create_task(self.watch_jobs(ready))
+            await ready.wait()
+            start = time.monotonic()
+            if operator_env is None:
+                await self.create_all(self._create_job)
+            else:
+                await self.create_all(self._create_export)
+            created = time.monotonic()
+            await asyncio.wait_for(self.all_seen.wait(), timeout=600)
+            end = max(self.seen.values())
+            watcher.cancel()
+            latencies = [self.seen[n] - self.sent[n] for n in self.names()]
+            return {
+                "total": end - start,
+                "creates": created - start,
+                "p50": _percentile(latencies, 0.5),
+                "p99": _percentile(latencies, 0.99),
+                "max": max(latencies),
+            }
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+            await self.core.delete_namespace(self.namespace)
+
+    async def _start_operator(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        env = {**env, "EXPORTJOBS_NAMESPACE": self.namespace}
+        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{self.namespace}-operator.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([str(OPERATOR)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        # Warm up: one ExportJob through the operator before the clock starts.
+        await self._create_export("warmup", record=False)
+        deadline = time.monotonic() + 60
+        while True:
+            jobs = await self.batch.list_namespaced_job(self.namespace)
+            if jobs.items:
+                return proc
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"the operator did not start; see {log}")
+            await asyncio.sleep(0.2)
+
+    def _export(self, name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": resource.API_VERSION,
+            "kind": resource.KIND,
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {"source": {"uri": f"s3://bench-in/{name}.csv"}, "format": "csv"},
+        }
+
+    async def _create_export(self, name: str, *, record: bool = True) -> None:
+        response = await self.custom.create_namespaced_custom_object(
+            resource.GROUP,
+            resource.VERSION,
+            self.namespace,
+            resource.PLURAL,
+            self._export(name),
+            _preload_content=False,
+        )
+        await response.read()
+        response.release()
+        if record:
+            self.sent[name] = time.monotonic()
+
+    async def _create_job(self, name: str) -> None:
+        body = self._export(name)
+        body["metadata"].update({"uid": str(uuid.uuid4()), "creationTimestamp": None})
+        view = ExportView.from_body(body)
+        job = build_job(
+            export=view, inputs=resolve_inputs(export=view, settings=SETTINGS), settings=SETTINGS
+        )
+        del job["metadata"]["ownerReferences"]  # no such ExportJob: the GC would remove it
+        self.sent[name] = time.monotonic()
+        response = await self.batch.create_namespaced_job(
+            self.namespace, job, _preload_content=False
+        )
+        await response.read()
+        response.release()
+        if response.status != 201:
+            raise RuntimeError(f"Job create answered {response.status}")
+
+
+async def _apply_crd(api: client.ApiClient) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    body = yaml.safe_load(CRD.read_text())
+    try:
+        await ext.create_custom_resource_definition(body)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+        current = await ext.read_custom_resource_definition(body["metadata"]["name"])
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        await ext.replace_custom_resource_definition(body["metadata"]["name"], body)
+    await asyncio.sleep(2)
+
+
+async def _wait_namespaces_gone(api: client.ApiClient, names: list[str]) -> None:
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        live = {n.metadata.name for n in (await core.list_namespace()).items}
+        if not live & set(names):
+            return
+        await asyncio.sleep(1)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    api = await kube.new_api_client(trust_env=False)
+    try:
+        await _apply_crd(api)
+        env = dict(os.environ)
+        env.update(
+            {
+                "EXPORTJOBS_OPERATOR_STANDALONE": "true",
+                "EXPORTJOBS_OPERATOR_MAX_RUNNING": "0",
+                "EXPORTJOBS_OPERATOR_SERVICE_ACCOUNT": "default",
+                "EXPORTJOBS_OPERATOR_DEFAULT_DESTINATION_URI": "s3://bench-out/reports/",
+                "EXPORTJOBS_OPERATOR_METRICS_PORT": "0",
+                "EXPORTJOBS_OPERATOR_LIVENESS_PORT": "0",
+                "EXPORTJOBS_OPERATOR_CREATE_CONCURRENCY": str(args.concurrency),
+            }
+        )
+        results: dict[str, list[dict[str, float]]] = {"baseline": [], "operator": []}
+        for i in range(args.rounds):
+            for kind in ("baseline", "operator"):
+                bench = Round(api, kind=kind, count=args.count, concurrency=args.concurrency)
+                figures = await bench.run(env if kind == "operator" else None)
+                results[kind].append(figures)
+                print(
+                    f"round {i + 1} {kind:8s}: total {figures['total']:6.2f}s "
+                    f"(creates {figures['creates']:5.2f}s)  create→Job p50 "
+                    f"{figures['p50'] * 1000:6.0f} ms  p99 {figures['p99'] * 1000:6.0f} ms  "
+                    f"max {figures['max'] * 1000:6.0f} ms",
+                    flush=True,
+                )
+                await _wait_namespaces_gone(api, [bench.namespace])
+        ratios = [
+            o["total"] / b["total"]
+            for o, b in zip(results["operator"], results["baseline"], strict=True)
+        ]
+        p99 = statistics.median(o["p99"] for o in results["operator"])
+        print(
+            f"ratio operator/baseline total: {', '.join(f'{r:.2f}x' for r in ratios)}; "
+            f"median {statistics.median(ratios):.2f}x (goal <= 1.5x)"
+        )
+        print(f"operator create→Job p99 (median of rounds): {p99 * 1000:.0f} ms (goal <= 2000 ms)")
+    finally:
+        await api.close()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="200 objects, one round")
+    args = parser.parse_args()
+    if args.quick:
+        args.count, args.rounds = 200, 1
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
