@@ -254,3 +254,26 @@ def test_cluster_mode_lets_only_the_operator_act_everywhere(
     ]
     assert f"{release}-exportjobs-operator" not in names
     k8s.ApiextensionsV1Api(kube_api).read_custom_resource_definition(CRD)
+
+
+@pytest.mark.parametrize(
+    ("component", "question", "answer"),
+    [
+        ("processor", ["patch", "exportjobs.exportjobs.dev", "--subresource=status"], "yes"),
+        ("processor", ["get", "exportjobs.exportjobs.dev"], "no"),
+        ("webhook", ["create", "exportjobs.exportjobs.dev"], "yes"),
+        ("webhook", ["delete", "exportjobs.exportjobs.dev"], "no"),
+        ("operator", ["create", "jobs.batch"], "yes"),
+        ("operator", ["get", "secrets"], "no"),
+    ],
+)
+def test_kubectl_auth_can_i_as_the_service_account_agrees(
+    installed: str, component: str, question: list[str], answer: str
+) -> None:
+    """The same answers through impersonation, as an operator of the cluster would check."""
+    user = f"system:serviceaccount:{installed}:ej-exportjobs-{component}"
+    result = run(
+        [tool("kubectl"), "auth", "can-i", *question, "-n", installed, f"--as={user}"],
+        check=False,
+    )
+    assert result.stdout.strip() == answer, result.stderr
