@@ -20,11 +20,15 @@ step "lint: ruff, mypy --strict, import contracts"
 # The test session starts its own cluster in .local/test; stop it even if pytest is killed.
 export EXPORTJOBS_TEST_LOCAL_DIR=${EXPORTJOBS_TEST_LOCAL_DIR:-$repo/.local/test}
 test_local=$EXPORTJOBS_TEST_LOCAL_DIR
+# The image smoke tests (tests/e2e/images) build both images with hack/images.sh, which installs
+# and starts Debian's Docker engine when none runs; EXPORTJOBS_IMAGE_TESTS=0 skips them.
+export EXPORTJOBS_IMAGE_TESTS=${EXPORTJOBS_IMAGE_TESTS:-1}
 cleanup() {
   EXPORTJOBS_LOCAL_DIR=$test_local EXPORTJOBS_CLUSTER_NAME=exportjobs-test \
     hack/cluster.sh down >/dev/null 2>&1 || true
+  hack/images.sh engine-stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 step "tests: unit, cluster and end-to-end tiers"
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -p no:cacheprovider --durations=15 "$@"
 step "done"
