@@ -7,6 +7,7 @@ marked `cluster` and start (or reuse) the local cluster on first use; tests/e2e 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,13 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from tests import local_cluster
+
+CRD_FILE = local_cluster.REPO / "charts" / "exportjobs" / "crds" / "exportjobs.dev_exportjobs.yaml"
 
 TIER_BY_FOLDER = {"unit": "unit", "cluster": "cluster", "e2e": "e2e"}
 
@@ -56,6 +60,29 @@ def kube_api(cluster: local_cluster.LocalCluster) -> Iterator[k8s.ApiClient]:
         yield api
     finally:
         api.close()
+
+
+@pytest.fixture(scope="session")
+def crd(kube_api: k8s.ApiClient) -> str:
+    """The chart's ExportJob CRD, applied (created or replaced) and Established; its name."""
+    ext = k8s.ApiextensionsV1Api(kube_api)
+    body = yaml.safe_load(CRD_FILE.read_text())
+    name: str = body["metadata"]["name"]
+    try:
+        ext.create_custom_resource_definition(body)
+    except k8s.ApiException as exc:
+        if exc.status != 409:
+            raise
+        current = ext.read_custom_resource_definition(name)
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        ext.replace_custom_resource_definition(name, body)
+    deadline = time.monotonic() + 30
+    while True:
+        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            return name
+        assert time.monotonic() < deadline, "the ExportJob CRD was not Established within 30 s"
+        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -22,9 +22,8 @@ from kubernetes import client as k8s
 from export_operator import resource
 from export_operator.webhook import create_app
 from export_operator.webhook.settings import WebhookSettings
-from tests.local_cluster import REPO, LocalCluster
+from tests.local_cluster import LocalCluster
 
-CRD_FILE = REPO / "charts" / "exportjobs" / "crds" / "exportjobs.dev_exportjobs.yaml"
 TOKEN = "cluster-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -34,30 +33,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-@pytest.fixture(scope="session")
-def webhook_crd(kube_api: k8s.ApiClient) -> str:
-    """The ExportJob CRD from the chart, applied (created or replaced) and Established."""
-    ext = k8s.ApiextensionsV1Api(kube_api)
-    body = yaml.safe_load(CRD_FILE.read_text())
-    name = body["metadata"]["name"]
-    try:
-        ext.create_custom_resource_definition(body)
-    except k8s.ApiException as exc:
-        if exc.status != 409:
-            raise
-        body["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(
-            name
-        ).metadata.resource_version
-        ext.replace_custom_resource_definition(name, body)
-    deadline = time.monotonic() + 30
-    while True:
-        conds = ext.read_custom_resource_definition(name).status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conds):
-            return name
-        assert time.monotonic() < deadline, "the CRD was not established"
-        time.sleep(0.2)
 
 
 class ExportJobs:
@@ -87,7 +62,7 @@ class ExportJobs:
 
 
 @pytest.fixture
-def exportjobs(kube_api: k8s.ApiClient, namespace: str, webhook_crd: str) -> ExportJobs:
+def exportjobs(kube_api: k8s.ApiClient, namespace: str, crd: str) -> ExportJobs:
     return ExportJobs(kube_api, namespace)
 
 
@@ -116,7 +91,7 @@ StartWebhook = Callable[..., Awaitable[RunningWebhook]]
 
 @pytest.fixture
 async def start_webhook(
-    cluster: LocalCluster, namespace: str, webhook_crd: str, monkeypatch: pytest.MonkeyPatch
+    cluster: LocalCluster, namespace: str, crd: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[StartWebhook]:
     """Start the real app on a free local port; `kubeconfig=` points it at another server."""
     runners: list[web.AppRunner] = []
