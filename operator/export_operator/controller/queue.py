@@ -30,7 +30,7 @@ def waits_for_job(export: ExportView) -> bool:
     """Whether an ExportJob still needs its Job (not finished, cancelled, deleted or started)."""
     if export.deleting or export.cancel_requested or export.finished:
         return False
-    return not export.status.get("jobName")
+    return not export.job_name
 
 
 def queue_order(exports: Iterable[ExportView]) -> list[ExportView]:

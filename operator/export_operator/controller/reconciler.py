@@ -36,6 +36,8 @@ IN_FLIGHT_EXPIRY = 120.0
 """Seconds after which a created-but-unseen Job stops holding a slot (the watch lost it)."""
 RETRY_DELAY = 2.0
 FINISHED_PHASES = frozenset(p.value for p in Phase if p.finished)
+CREATIONS_FIRST_MAX = 5.0
+"""Seconds a status patch or Event waits at most for pending Job creations to finish."""
 ADMISSION_BATCH_DELAY = 0.02
 """Seconds the admission loop lets kicks pile up, so a burst is planned in few passes."""
 
@@ -72,6 +74,9 @@ class Controller:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._positions_dirty: set[Key] = set()
         self._kick = asyncio.Event()
+        self._creating = 0
+        self._creations_idle = asyncio.Event()
+        self._creations_idle.set()
         self._create_slots = asyncio.Semaphore(settings.create_concurrency)
         self._status_slots = asyncio.Semaphore(settings.status_concurrency)
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
@@ -139,6 +144,15 @@ class Controller:
         if self.pods is None or key not in self.pods:
             return []
         return list(self.pods[key])
+
+    def _freshest(self, export: ExportView) -> ExportView:
+        """The view with the phase and Job name this process last wrote (the watch may lag)."""
+        written = self.written.get(export.uid)
+        if written is None:
+            return export
+        return export.with_progress(
+            phase=str(written.get("phase") or ""), job_name=str(written.get("jobName") or "")
+        )
 
     def current_status(self, export: ExportView) -> dict[str, Any]:
         written = self.written.get(export.uid)
@@ -229,6 +243,7 @@ class Controller:
                     self._retry_later(key)
             patch = status_patch(current, decision.status)
             if patch:
+                await self._after_creations()
                 try:
                     async with self._status_slots:
                         await self.writer.patch_status(
@@ -274,6 +289,13 @@ class Controller:
                 }
             )
 
+    async def _after_creations(self) -> None:
+        """Let pending Job creations go first (bounded): in a burst the API server's capacity
+        goes to the Jobs, and the status patches and Events follow."""
+        if not self._creations_idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._creations_idle.wait(), timeout=CREATIONS_FIRST_MAX)
+
     def _retry_later(self, key: Key, delay: float = RETRY_DELAY) -> None:
         async def later() -> None:
             await asyncio.sleep(delay)
@@ -307,14 +329,13 @@ class Controller:
         for key, since in list(self.in_flight.items()):
             if key in jobs or since < expiry:
                 del self.in_flight[key]
-        exports = [v for v in (self.export_view(k) for k in list(self.exports)) if v is not None]
+        exports = [
+            self._freshest(v) for v in (self.export_view(k) for k in list(self.exports)) if v
+        ]
         by_key = {e.key: e for e in exports}
         while True:
             plan = plan_admission(
-                exports=(
-                    e if e.uid not in self.written else e.with_status(self.current_status(e))
-                    for e in exports
-                ),
+                exports=exports,
                 jobs=jobs,
                 in_flight=self.in_flight,
                 max_running=self.settings.max_running,
@@ -332,6 +353,8 @@ class Controller:
             if len(admitted) == len(plan.admit):
                 break
         for export, inputs in admitted:
+            self._creating += 1
+            self._creations_idle.clear()
             self.in_flight[export.key] = time.monotonic()
             self.positions.pop(export.key, None)
             self._spawn(self._create_job(export, inputs), name=f"create-{export.name}")
@@ -341,13 +364,20 @@ class Controller:
         for key, position in plan.positions.items():
             if previous.get(key) == position:
                 continue
-            export = by_key[key]
-            if self.current_status(export).get("phase") == Phase.QUEUED.value:
+            if by_key[key].phase_value == Phase.QUEUED.value:
                 self._positions_dirty.add(key)  # only a new number: rewritten in batches
             else:
                 self._spawn(self.reconcile(key, trigger="queued"), name="queued")
 
     async def _create_job(self, export: ExportView, inputs: Any) -> None:
+        try:
+            await self._create_job_once(export, inputs)
+        finally:
+            self._creating -= 1
+            if self._creating == 0:
+                self._creations_idle.set()
+
+    async def _create_job_once(self, export: ExportView, inputs: Any) -> None:
         assert self.writer is not None
         async with self._create_slots:
             size = export.source_size
@@ -361,7 +391,7 @@ class Controller:
                 self.in_flight.pop(export.key, None)
                 if exc.status == 422:  # the Job itself is invalid: retrying cannot help
                     self.refused[export.key] = f"the Job was refused: {exc.message}"
-                    await self.reconcile(export.key, trigger="invalid")
+                    self._spawn(self.reconcile(export.key, trigger="invalid"), name="invalid")
                     return
                 metrics.RECONCILE_ERRORS.labels("create_job").inc()
                 if exc.status not in (403, 404):  # 403/404: the namespace is going away
@@ -374,7 +404,7 @@ class Controller:
             delay = (self.clock() - export.created).total_seconds()
             metrics.CREATE_TO_JOB.observe(max(0.0, delay))
             log.info("created Job %s for %s/%s", job["metadata"]["name"], *export.key)
-        await self.reconcile(export.key, trigger="admission")
+        self._spawn(self.reconcile(export.key, trigger="admission"), name="admitted")
 
     async def _queue_status_loop(self) -> None:
         """Rewrite changed queue positions, head of the queue first, at a bounded rate: one
@@ -437,6 +467,7 @@ class Controller:
     async def _event_loop(self) -> None:
         while True:
             event = await self._events.get()
+            await self._after_creations()
             if self.writer is None:
                 continue
             try:

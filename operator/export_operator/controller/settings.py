@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from export_operator.resource import parse_s3_uri
+
 PREFIX = "EXPORTJOBS_OPERATOR_"
 
 
@@ -204,8 +206,13 @@ class OperatorSettings:
             raise ValueError(f"{PREFIX}MAX_RUNNING must be >= 0")
         if self.create_concurrency < 1 or self.status_concurrency < 1:
             raise ValueError(f"{PREFIX}CREATE_CONCURRENCY/STATUS_CONCURRENCY must be >= 1")
-        if self.default_destination_uri and not self.default_destination_uri.endswith("/"):
-            raise ValueError(f"{PREFIX}DEFAULT_DESTINATION_URI must end in '/'")
+        if self.default_destination_uri:
+            if not self.default_destination_uri.endswith("/"):
+                raise ValueError(f"{PREFIX}DEFAULT_DESTINATION_URI must end in '/'")
+            try:
+                parse_s3_uri(self.default_destination_uri, prefix=True)
+            except ValueError as exc:
+                raise ValueError(f"{PREFIX}DEFAULT_DESTINATION_URI: {exc}") from exc
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
 

@@ -57,11 +57,19 @@ class ExportView:
     spec_json: str
     status_json: str
     source_size: int | None
+    phase_value: str = ""
+    """`status.phase` (kept apart from the JSON: the admission pass reads it for every object)."""
+    job_name: str = ""
+    """`status.jobName`."""
+    cancel_requested: bool = False
+    """`spec.cancel`."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ExportView:
         meta = body.get("metadata") or {}
         annotations = meta.get("annotations") or {}
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
         size_text = annotations.get(ANNOTATION_SOURCE_SIZE)
         try:
             size = int(size_text) if size_text is not None else None
@@ -74,9 +82,12 @@ class ExportView:
             created=parse_time(meta.get("creationTimestamp")) or EPOCH,
             generation=int(meta.get("generation") or 0),
             deleting=meta.get("deletionTimestamp") is not None,
-            spec_json=_canonical(body.get("spec") or {}),
-            status_json=_canonical(body.get("status") or {}),
+            spec_json=_canonical(spec),
+            status_json=_canonical(status),
             source_size=size if size is not None and size >= 0 else None,
+            phase_value=str(status.get("phase") or ""),
+            job_name=str(status.get("jobName") or ""),
+            cancel_requested=bool(spec.get("cancel")),
         )
 
     @property
@@ -85,7 +96,16 @@ class ExportView:
 
     def with_status(self, status: Mapping[str, Any]) -> ExportView:
         """The same view with another status (e.g. the one last written, fresher than the watch)."""
-        return dataclasses.replace(self, status_json=_canonical(status))
+        return dataclasses.replace(
+            self,
+            status_json=_canonical(status),
+            phase_value=str(status.get("phase") or ""),
+            job_name=str(status.get("jobName") or ""),
+        )
+
+    def with_progress(self, *, phase: str, job_name: str) -> ExportView:
+        """The same view with another phase and Job name (cheap: no JSON)."""
+        return dataclasses.replace(self, phase_value=phase, job_name=job_name)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -99,15 +119,10 @@ class ExportView:
 
     @property
     def phase(self) -> resource.Phase | None:
-        raw = self.status.get("phase")
         try:
-            return resource.Phase(raw) if raw else None
+            return resource.Phase(self.phase_value) if self.phase_value else None
         except ValueError:
             return None
-
-    @property
-    def cancel_requested(self) -> bool:
-        return bool(self.spec.get("cancel"))
 
     @property
     def finished(self) -> bool:

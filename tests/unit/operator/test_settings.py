@@ -41,6 +41,7 @@ def test_values_are_parsed_by_type() -> None:
         ("EXPORTJOBS_OPERATOR_STANDALONE", "perhaps"),
         ("EXPORTJOBS_OPERATOR_PROCESSOR_ENV", "[1, 2]"),
         ("EXPORTJOBS_OPERATOR_DEFAULT_DESTINATION_URI", "s3://out/no-slash"),
+        ("EXPORTJOBS_OPERATOR_DEFAULT_DESTINATION_URI", "s3://o/r/"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
