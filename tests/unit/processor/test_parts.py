@@ -80,6 +80,38 @@ def test_jsonl_escapes_every_control_character_and_keeps_types() -> None:
     assert objects[0]['we"ird'] == "x"
 
 
+@pytest.mark.parametrize("with_nulls", [False, True])
+def test_jsonl_matches_json_dumps_for_text_with_and_without_nulls_and_slices(
+    with_nulls: bool,
+) -> None:
+    # Text columns without nulls get their quotes from the row join and are escaped by scanning
+    # the whole column's bytes: cover every special character alone, together, at the edges of
+    # values, in columns that need no escaping next to ones that do, and sliced batches (whose
+    # value bytes start at an offset).
+    specials = ['"', "\\", "\n", "\r", "\t", "\b", "\f", "\x00", "\x1f", "\x7f", "é", "\u2028"]
+    texts = ["", "plain", '\\"', '"\\\n', "a\\nb", "\\u0000"]
+    texts += [f"{c}x{c}" for c in specials] + ["".join(specials)]
+    if with_nulls:
+        texts[1::4] = [None] * len(texts[1::4])
+    size = len(texts)
+    batch = pa.record_batch(
+        {
+            "t": pa.array(texts, pa.string()),
+            "clean": pa.array([f"v{n}" for n in range(size)], pa.string()),
+            "n": pa.array(range(size), pa.int64()),
+            "last": pa.array(list(reversed(texts)), pa.string()),
+        }
+    )
+    encoder = JsonLinesEncoder(batch.schema)
+    for start, length in [(0, size), (3, size - 5), (size - 1, 1), (2, 0)]:
+        part = batch.slice(start, length)
+        expected = "".join(
+            json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
+            for row in part.to_pylist()
+        )
+        assert encoder.encode(part).to_pybytes() == expected.encode()
+
+
 def test_widening_int_to_float_then_to_text() -> None:
     plan = ColumnPlan(names=["a", "b"], types=[pa.int64(), pa.int64()])
     error = "In CSV column #1: CSV conversion error to int64: invalid value '2.5'"
