@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 
 from tests.cluster.operator.conftest import Exports, OperatorProcess, wait_for
@@ -32,7 +34,8 @@ def _conditions(status: dict) -> dict[str, dict]:
 def test_success_copies_the_result_and_kubectl_wait_works(
     exports: Exports, operator: OperatorProcess, namespace: str
 ) -> None:
-    operator.start()
+    port = _free_port()
+    operator.start(metrics_host="127.0.0.1", metrics_port=port)
     exports.create("ok", format="csv")
     job = wait_for("the Job", lambda: exports.job("ok"))
     assert job.metadata.owner_references[0].name == "ok"
@@ -94,6 +97,17 @@ def test_success_copies_the_result_and_kubectl_wait_works(
         ),
     )
     assert reasons
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "exportjobs_operator_jobs_created_total 1.0" in metrics
+    assert 'exportjobs_operator_phase_transitions_total{phase="Succeeded"} 1.0' in metrics
+    assert 'exportjobs_processor_rows_total{format="csv"} 2.0' in metrics
+    assert 'exportjobs_export_duration_seconds_count{format="csv"} 1.0' in metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_exit_code_2_fails_at_once_without_retry(
