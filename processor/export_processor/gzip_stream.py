@@ -1,6 +1,7 @@
 """A gzip stream compressed by several threads at once, in the manner of pigz.
 
-The text is cut into chunks; each chunk is deflated on its own (zlib releases the GIL) with the
+The text is cut into chunks; each chunk is deflated on its own by ISA-L (`isal`, which releases
+the GIL and deflates about 3.5x faster than zlib's level 1 at a slightly better ratio) with the
 previous chunk's last 32 KiB as its dictionary and ends on a byte boundary (Z_SYNC_FLUSH), so
 the concatenated chunks form ONE ordinary deflate stream: the result is a single-member gzip file
 any tool reads, nearly as small as a serial `gzip` of the same level.
@@ -11,9 +12,10 @@ from __future__ import annotations
 import collections
 import io
 import struct
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from isal import isal_zlib as zlib  # zlib's API, ISA-L's deflate (levels 0..3)
 
 WINDOW = 32 * 1024
 DEFAULT_CHUNK = 1024 * 1024
