@@ -35,8 +35,8 @@ class ApiError(Exception):
         return self.status in (0, 429) or self.status >= 500
 
 
-async def _call(coro: Any) -> dict[str, Any] | None:
-    """Await a `_preload_content=False` API call; the JSON body, or ApiError."""
+async def _call(coro: Any) -> None:
+    """Await a `_preload_content=False` API call; raise ApiError unless it succeeded."""
     try:
         response = await coro
         try:
@@ -51,18 +51,17 @@ async def _call(coro: Any) -> dict[str, Any] | None:
         if exc.__class__.__module__.startswith("aiohttp"):
             raise ApiError(0, str(exc) or type(exc).__name__, type(exc).__name__) from exc
         raise
-    body: dict[str, Any] | None = None
-    if data:
-        try:
-            loaded = json.loads(data)
-            body = loaded if isinstance(loaded, dict) else None
-        except ValueError:
-            body = None
-    if not 200 <= response.status <= 299:
-        message = (body or {}).get("message") or data.decode("utf-8", "replace")[:500]
-        reason = (body or {}).get("reason") or response.reason or ""
-        raise ApiError(response.status, str(message), str(reason))
-    return body
+    if 200 <= response.status <= 299:
+        return None  # the answer's body is not needed: parsing every one costs CPU in bursts
+    body: dict[str, Any] = {}
+    try:
+        loaded = json.loads(data) if data else {}
+        body = loaded if isinstance(loaded, dict) else {}
+    except ValueError:
+        body = {}
+    message = body.get("message") or data.decode("utf-8", "replace")[:500]
+    reason = body.get("reason") or response.reason or ""
+    raise ApiError(response.status, str(message), str(reason))
 
 
 class KubeWriter:
@@ -111,7 +110,7 @@ class KubeWriter:
 
     async def patch_status(
         self, *, namespace: str, name: str, uid: str, status: dict[str, Any]
-    ) -> dict[str, Any] | None:
+    ) -> None:
         """Merge-patch `status` of an ExportJob, only if it is still the object with `uid`."""
         body = {"metadata": {"uid": uid}, "status": status}
         return await _call(

@@ -142,6 +142,6 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         await controller.on_job(event_type=type, body=body)
 
     @kopf.on.event(*PODS, labels=OURS, registry=registry)
-    async def pod_event(body: kopf.Body, **kwargs: Any) -> None:
+    async def pod_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:  # noqa: A002
         attach(kwargs)
-        await controller.on_pod(body=body)
+        await controller.on_pod(event_type=type, body=body)

@@ -23,7 +23,8 @@ from export_operator import kube
 from export_operator.controller import metrics
 from export_operator.controller.apicalls import ApiError, KubeWriter
 from export_operator.controller.jobs import InvalidSpecError, build_job, resolve_inputs
-from export_operator.controller.queue import Key, plan_admission
+from export_operator.controller.outcomes import IMAGE_PULL_REASONS
+from export_operator.controller.queue import Key, plan_admission, waits_for_job
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.sources import SourceSizer
 from export_operator.controller.status import Decision, Watchdog, decide, status_patch
@@ -38,8 +39,15 @@ RETRY_DELAY = 2.0
 FINISHED_PHASES = frozenset(p.value for p in Phase if p.finished)
 CREATIONS_FIRST_MAX = 5.0
 """Seconds a status patch or Event waits at most for pending Job creations to finish."""
-ADMISSION_BATCH_DELAY = 0.02
+ADMISSION_BATCH_DELAY = 0.1
 """Seconds the admission loop lets kicks pile up, so a burst is planned in few passes."""
+
+
+def _stuck(pod: PodView) -> bool:
+    """A pod the watchdog must time: unschedulable, or failing to pull its image."""
+    if pod.running or pod.terminated or pod.deleting:
+        return False
+    return pod.scheduled_reason == "Unschedulable" or pod.waiting_reason in IMAGE_PULL_REASONS
 
 
 def _utcnow() -> dt.datetime:
@@ -72,6 +80,8 @@ class Controller:
         self.written: dict[str, dict[str, Any]] = {}
         """ExportJob uid → the owned status fields last written (fresher than the watch)."""
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._last_seen: dict[tuple[str, str, str], object] = {}
+        """The last Job/Pod view handled per object: events that change nothing are skipped."""
         self._positions_dirty: set[Key] = set()
         self._kick = asyncio.Event()
         self._creating = 0
@@ -174,14 +184,29 @@ class Controller:
         if not job.export_name:
             return
         key = (job.namespace, job.export_name)
+        if event_type != "DELETED" and self._unchanged(("job", job.namespace, job.name), job):
+            return  # a change in fields the status does not derive from
+        if event_type == "DELETED":
+            self._last_seen.pop(("job", job.namespace, job.name), None)
         if job.finished or job.deleting or event_type == "DELETED":
             self.kick()  # a slot may have freed
         await self.reconcile(key, trigger="job")
 
-    async def on_pod(self, *, body: Any) -> None:
+    async def on_pod(self, *, event_type: str | None, body: Any) -> None:
         pod = PodView.from_body(body)
+        if event_type != "DELETED" and self._unchanged(("pod", pod.namespace, pod.name), pod):
+            return
+        if event_type == "DELETED":
+            self._last_seen.pop(("pod", pod.namespace, pod.name), None)
         if pod.export_name:
             await self.reconcile((pod.namespace, pod.export_name), trigger="pod")
+
+    def _unchanged(self, ident: tuple[str, str, str], view: object) -> bool:
+        """Whether this object's view equals the one last handled (and remember it)."""
+        if self._last_seen.get(ident) == view:
+            return True
+        self._last_seen[ident] = view
+        return False
 
     async def _forget(self, key: Key, *, uid: str) -> None:
         """An ExportJob is gone: its Job goes too (the ownerReference would do it, later)."""
@@ -329,9 +354,19 @@ class Controller:
         for key, since in list(self.in_flight.items()):
             if key in jobs or since < expiry:
                 del self.in_flight[key]
-        exports = [
-            self._freshest(v) for v in (self.export_view(k) for k in list(self.exports)) if v
-        ]
+        exports = []
+        for key in list(self.exports):
+            view = self.export_view(key)
+            if view is None or not waits_for_job(view):
+                continue
+            written = self.written.get(view.uid)
+            if written is not None and (
+                written.get("jobName") or written.get("phase") in FINISHED_PHASES
+            ):
+                continue  # the watch has not caught up with what this process wrote
+            if written is not None:
+                view = self._freshest(view)
+            exports.append(view)
         by_key = {e.key: e for e in exports}
         while True:
             plan = plan_admission(
@@ -425,15 +460,20 @@ class Controller:
 
     # -- housekeeping: watchdog, retention, resync ---------------------------------------------
     async def _housekeeping_loop(self) -> None:
+        last_resync = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.housekeeping_interval_seconds)
+            resync = time.monotonic() - last_resync >= self.settings.resync_interval_seconds
+            if resync:
+                last_resync = time.monotonic()
             try:
-                await self.housekeeping()
+                await self.housekeeping(resync=resync)
             except Exception:
                 log.exception("housekeeping failed")
 
-    async def housekeeping(self) -> None:
-        """Re-derive every unfinished ExportJob (the watchdog's clock) and apply retention."""
+    async def housekeeping(self, *, resync: bool = False) -> None:
+        """The watchdog's clock (ExportJobs with a stuck pod), retention, and with `resync` a
+        re-derivation of every unfinished ExportJob (a safety net under the watch events)."""
         if self.exports is None or self.writer is None:
             return
         now = self.clock()
@@ -445,7 +485,8 @@ class Controller:
                 continue
             status = self.current_status(export)
             if status.get("phase") not in FINISHED_PHASES:
-                pending.append(self.reconcile(key, trigger="resync"))
+                if resync or any(_stuck(pod) for pod in self.pod_views(key)):
+                    pending.append(self.reconcile(key, trigger="resync" if resync else "watchdog"))
                 continue
             completed = parse_time(status.get("completionTime"))
             if retention and completed and (now - completed).total_seconds() > retention:

@@ -116,7 +116,12 @@ class OperatorSettings:
     the export with IMAGE_PULL (seconds). Default 300."""
 
     housekeeping_interval_seconds: float = 10.0
-    """HOUSEKEEPING_INTERVAL_SECONDS: how often the watchdog and retention sweep run (seconds)."""
+    """HOUSEKEEPING_INTERVAL_SECONDS: how often the watchdog (pods stuck unschedulable or
+    pulling) and the retention sweep run (seconds). Default 10."""
+
+    resync_interval_seconds: float = 60.0
+    """RESYNC_INTERVAL_SECONDS: how often every unfinished ExportJob is re-derived even without
+    a watch event (seconds), a safety net. Default 60."""
 
     queue_status_interval_seconds: float = 5.0
     """QUEUE_STATUS_INTERVAL_SECONDS: queue positions of already-Queued ExportJobs are rewritten

@@ -20,7 +20,7 @@ from export_operator.controller.outcomes import (
     watchdog_failure,
 )
 from export_operator.controller.views import ExportView, JobView, PodView, format_time
-from export_operator.resource import ConditionType, ErrorCode, Phase
+from export_operator.resource import ConditionType, ErrorCode, Phase, job_name_for
 
 OWNED_FIELDS = (
     "phase",
@@ -35,6 +35,8 @@ OWNED_FIELDS = (
     "observedGeneration",
 )
 """The status fields the operator writes; `progress` belongs to the processor."""
+
+PENDING_MESSAGE = "the Job was created; waiting for its pod to run"
 
 _FINISH_CONDITION = {
     Phase.SUCCEEDED: ConditionType.SUCCEEDED,
@@ -246,14 +248,22 @@ def decide(
             status=status, phase=phase, transition=phase is not current_phase, message=message
         )
 
-    if job is not None:
-        base["jobName"] = job.name
+    def record_attempts() -> None:
+        # Only once a pod runs or the Job ended: while the Job merely waits for its pod, these
+        # would cost a status patch per Job status change for nothing a user needs.
+        if job is None:
+            return
         attempts = max(int(base.get("attempts") or 0), job.failed + job.succeeded + job.active)
         attempts = max(attempts, len(pods))
         if attempts:
             base["attempts"] = attempts
         if job.start_time is not None and "startTime" not in base:
             base["startTime"] = format_time(job.start_time)
+
+    if job is not None:
+        base["jobName"] = job.name
+        if job.finished or job.failed_condition is not None:
+            record_attempts()
 
     if job is not None and job.complete:
         result = result_from_pods(pods)
@@ -308,6 +318,7 @@ def decide(
         running = [p for p in pods if p.running and not p.terminated and not p.deleting]
         if running:
             pod = running[0]
+            record_attempts()
             if "startTime" not in base and pod.running_since is not None:
                 base["startTime"] = format_time(pod.running_since)
             attempt = base.get("attempts", 1)
@@ -316,11 +327,11 @@ def decide(
                 reason="PodRunning",
                 message=f"pod {pod.name} is running (attempt {attempt})",
             )
-        return ongoing(
-            Phase.PENDING, reason="JobCreated", message=f"Job {job.name} is waiting for its pod"
-        )
+        return ongoing(Phase.PENDING, reason="JobCreated", message=PENDING_MESSAGE)
     if job_in_flight:
-        return ongoing(Phase.PENDING, reason="JobCreated", message="the Job was created")
+        # The same status as once the watch shows the Job: one patch, not two.
+        base["jobName"] = job_name_for(export.name)
+        return ongoing(Phase.PENDING, reason="JobCreated", message=PENDING_MESSAGE)
     if current.get("jobName") and current_phase in (Phase.PENDING, Phase.RUNNING):
         error = ExportError(
             ErrorCode.INTERNAL,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -44,7 +45,7 @@ def _canonical(value: Mapping[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class ExportView:
     """What the controller needs of one ExportJob."""
 
@@ -107,13 +108,15 @@ class ExportView:
         """The same view with another phase and Job name (cheap: no JSON)."""
         return dataclasses.replace(self, phase_value=phase, job_name=job_name)
 
-    @property
+    @functools.cached_property
     def spec(self) -> dict[str, Any]:
+        """The spec (parsed once per view; callers must not modify it)."""
         spec: dict[str, Any] = json.loads(self.spec_json)
         return spec
 
-    @property
+    @functools.cached_property
     def status(self) -> dict[str, Any]:
+        """The status (parsed once per view; callers must not modify it)."""
         status: dict[str, Any] = json.loads(self.status_json)
         return status
 
