@@ -327,6 +327,15 @@ def decide(
                 reason="PodRunning",
                 message=f"pod {pod.name} is running (attempt {attempt})",
             )
+        done = [p for p in pods if p.exit_code == 0 and not p.deleting]
+        if done:
+            # The pod finished; the job controller has not marked the Job Complete yet. Still
+            # Running: going back to Pending would be a phase transition that never happened.
+            return ongoing(
+                Phase.RUNNING,
+                reason="PodSucceeded",
+                message=f"pod {done[0].name} finished; waiting for the Job to complete",
+            )
         return ongoing(Phase.PENDING, reason="JobCreated", message=PENDING_MESSAGE)
     if job_in_flight:
         # The same status as once the watch shows the Job: one patch, not two.

@@ -89,6 +89,18 @@ def test_running_when_a_pod_runs() -> None:
     assert _conds(decision.status)["Running"]["status"] == "True"
 
 
+def test_stays_running_between_pod_success_and_job_complete() -> None:
+    # Seen in `make demo`: Running → Pending → Succeeded while the job controller caught up.
+    done = pod(phase="Succeeded", state=terminated(0, json.dumps(RESULT), reason="Completed"))
+    decision = _decide(
+        current={"phase": "Running", "jobName": "export-e1"},
+        the_job=job(active=0, succeeded=0),
+        pods=[done],
+    )
+    assert decision.phase is Phase.RUNNING
+    assert not decision.transition
+
+
 def test_success_copies_the_result() -> None:
     done = pod(phase="Succeeded", state=terminated(0, json.dumps(RESULT), reason="Completed"))
     decision = _decide(
