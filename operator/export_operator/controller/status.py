@@ -336,6 +336,18 @@ def decide(
                 reason="PodSucceeded",
                 message=f"pod {done[0].name} finished; waiting for the Job to complete",
             )
+        live = [p for p in pods if not p.terminated and not p.deleting]
+        if current_phase is Phase.RUNNING and not live and any(p.terminated for p in pods):
+            # The pod ended and the job controller has not caught up yet (Complete, or a new
+            # pod for a retry): still Running, with the same message, so nothing is written.
+            running_condition: Mapping[str, Any] = next(
+                (c for c in current.get("conditions") or [] if c.get("type") == "Running"), {}
+            )
+            return ongoing(
+                Phase.RUNNING,
+                reason="PodRunning",
+                message=str(running_condition.get("message") or "the pod finished"),
+            )
         return ongoing(Phase.PENDING, reason="JobCreated", message=PENDING_MESSAGE)
     if job_in_flight:
         # The same status as once the watch shows the Job: one patch, not two.
