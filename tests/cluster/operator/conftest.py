@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import yaml
 from kubernetes import client as k8s
 
-from tests.local_cluster import REPO, LocalCluster
+from tests.local_cluster import LocalCluster
 
-CRD_FILE = REPO / "charts" / "exportjobs" / "crds" / "exportjobs.dev_exportjobs.yaml"
 GROUP, VERSION, PLURAL = "exportjobs.dev", "v1alpha1", "exportjobs"
 LABEL = "exportjobs.dev/export"
 OPERATOR = Path(sys.executable).parent / "exportjobs-operator"
@@ -44,30 +42,6 @@ def wait_for(
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@pytest.fixture(scope="session")
-def crd(kube_api: k8s.ApiClient) -> str:
-    """The ExportJob CRD from the chart, applied (created or replaced) and Established."""
-    ext = k8s.ApiextensionsV1Api(kube_api)
-    body = yaml.safe_load(CRD_FILE.read_text())
-    name = body["metadata"]["name"]
-    try:
-        ext.create_custom_resource_definition(body)
-    except k8s.ApiException as exc:
-        if exc.status != 409:
-            raise
-        body["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(
-            name
-        ).metadata.resource_version
-        ext.replace_custom_resource_definition(name, body)
-
-    def established() -> bool:
-        conds = ext.read_custom_resource_definition(name).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conds)
-
-    wait_for("the CRD to be established", established)
-    return name
 
 
 class Exports:
