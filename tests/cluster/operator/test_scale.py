@@ -138,11 +138,16 @@ def test_sigkill_mid_burst_then_restart_gives_exactly_one_job_each(
 ) -> None:
     names = [f"b-{i:03d}" for i in range(120)]
     operator.start(max_running=0)
+    # The burst goes on across the kill: the first 40 while the operator runs (it is killed with
+    # creations in flight), the other 80 while it is dead. A fast operator can no longer finish
+    # the whole burst before the kill lands (seen in CI once the burst path got faster).
+    first, rest = names[:40], names[40:]
     with ThreadPoolExecutor(max_workers=1) as background:
-        creating = background.submit(_create_many, exports, names)
+        creating = background.submit(_create_many, exports, first)
         wait_for("some Jobs", lambda: len(exports.jobs()) >= 15, timeout=60, interval=0.05)
         operator.kill()  # SIGKILL: no clean-up, creations possibly in flight
         creating.result()
+    _create_many(exports, rest)
     before = {j.metadata.name: j.metadata.uid for j in exports.jobs()}
     assert len(before) < len(names), "the kill came too late to test anything"
     operator.start()
