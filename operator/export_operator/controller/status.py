@@ -195,6 +195,16 @@ def decide(
             result=result,
         )
 
+    def conditions(phase: Phase, reason: str, message: str) -> list[dict[str, Any]]:
+        return _conditions_for(
+            previous=current.get("conditions") or [],
+            phase=phase,
+            reason=reason,
+            message=message,
+            now=now,
+            generation=export.generation,
+        )
+
     def finish(
         phase: Phase,
         *,
@@ -213,14 +223,7 @@ def decide(
             status["error"] = error.as_status()
         if result is not None:
             status["result"] = result.as_status()
-        status["conditions"] = _conditions_for(
-            previous=current.get("conditions") or [],
-            phase=phase,
-            reason=reason,
-            message=message,
-            now=now,
-            generation=export.generation,
-        )
+        status["conditions"] = conditions(phase, reason, message)
         return Decision(
             status=status,
             phase=phase,
@@ -236,14 +239,7 @@ def decide(
         status["phase"] = phase.value
         if phase is not Phase.QUEUED:
             status.pop("queuePosition", None)
-        status["conditions"] = _conditions_for(
-            previous=current.get("conditions") or [],
-            phase=phase,
-            reason=reason,
-            message=message,
-            now=now,
-            generation=export.generation,
-        )
+        status["conditions"] = conditions(phase, reason, message)
         return Decision(
             status=status, phase=phase, transition=phase is not current_phase, message=message
         )
