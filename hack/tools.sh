@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local-cluster tools from pinned Go modules into a versioned cache, or reuse it.
 #
-#   hack/tools.sh [all|kube|etcd|kwok|helm|minio|path]...
+#   hack/tools.sh [all|kube|node|etcd|kwok|helm|minio|path]...
 #
 # Each tool lands in $EXPORTJOBS_TOOLS_DIR/<tool>-<version>/ (default ~/.cache/exportjobs/tools).
 # A build runs in a temporary folder under a per-tool flock and is renamed into place only when it
@@ -75,9 +75,20 @@ build_kube() {
   done
   go mod download k8s.io/kubernetes
   go get "k8s.io/kubernetes@$v"
-  go build -trimpath -ldflags "$ld" -o "$out/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  go build -trimpath -ldflags "$ld" -o "$out/" "${KUBE_TARGETS[@]}"
+}
+
+KUBE_TARGETS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+
+# The real node's binaries: kubelet and kube-proxy from the same wrapper module (the Go build
+# cache shared with the control plane makes this mostly incremental), and crictl, which Debian
+# bookworm does not package.
+build_node() {
+  local out=$1 v=$2
+  KUBE_TARGETS=(k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+  build_kube "$out" "$v"
+  GOBIN=$out go install -trimpath -ldflags "-s -w" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 }
 
 build_etcd() {
@@ -115,7 +126,7 @@ for t in "${targets[@]}"; do
     all)
       # Three lanes at once: the Go compiler leaves cores idle while it links or downloads.
       pids=()
-      build kube "$KUBE_VERSION" build_kube & pids+=($!)
+      { build kube "$KUBE_VERSION" build_kube && build node "$KUBE_VERSION" build_node; } & pids+=($!)
       build minio "$MINIO_VERSION" build_minio & pids+=($!)
       { build etcd "$ETCD_VERSION" build_etcd && build kwok "$KWOK_VERSION" build_kwok \
           && build helm "$HELM_VERSION" build_helm; } & pids+=($!)
@@ -123,13 +134,14 @@ for t in "${targets[@]}"; do
       for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
       [ $failed -eq 0 ] || die "some tools failed to build (see above)" ;;
     kube) build kube "$KUBE_VERSION" build_kube ;;
+    node) build node "$KUBE_VERSION" build_node ;;
     etcd) build etcd "$ETCD_VERSION" build_etcd ;;
     kwok) build kwok "$KWOK_VERSION" build_kwok ;;
     helm) build helm "$HELM_VERSION" build_helm ;;
     minio) build minio "$MINIO_VERSION" build_minio ;;
     path)
       bindir kube "$KUBE_VERSION"; bindir etcd "$ETCD_VERSION"; bindir kwok "$KWOK_VERSION"
-      bindir helm "$HELM_VERSION"; bindir minio "$MINIO_VERSION" ;;
-    *) die "unknown tool '$t' (all|kube|etcd|kwok|helm|minio|path)" ;;
+      bindir helm "$HELM_VERSION"; bindir minio "$MINIO_VERSION"; bindir node "$KUBE_VERSION" ;;
+    *) die "unknown tool '$t' (all|kube|node|etcd|kwok|helm|minio|path)" ;;
   esac
 done
