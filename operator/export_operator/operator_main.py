@@ -24,7 +24,8 @@ import sys
 import kopf
 
 from export_operator.controller import metrics
-from export_operator.controller.handlers import register
+from export_operator.controller.handlers import register, register_notifier
+from export_operator.controller.notify import Notifier
 from export_operator.controller.reconciler import Controller
 from export_operator.controller.settings import OperatorSettings
 
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     controller = Controller(settings=settings)
     registry = kopf.OperatorRegistry()
     register(registry, controller)
+    register_notifier(registry, Notifier(settings=settings))
     liveness = (
         f"http://{settings.liveness_host}:{settings.liveness_port}/healthz"
         if settings.liveness_port

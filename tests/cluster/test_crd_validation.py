@@ -52,6 +52,8 @@ def _refusal(api: k8s.ApiClient, namespace: str, spec: dict[str, Any]) -> str:
         ({"activeDeadlineSeconds": 5}, "spec.activeDeadlineSeconds"),
         ({"backoffLimit": 11}, "spec.backoffLimit"),
         ({"csv": {"delimiter": ";;"}}, "spec.csv.delimiter"),
+        ({"notify": {"url": "ftp://example.com/hook"}}, "spec.notify.url"),
+        ({"notify": {}}, "spec.notify.url"),
         (
             {"csv": {"delimiter": '"', "quote": '"'}},
             "spec.csv.delimiter and spec.csv.quote must differ",
@@ -79,3 +81,15 @@ def test_spec_is_immutable_except_cancel(kube_api: k8s.ApiClient, crd: str, name
     assert refused.value.status == 422
     assert "immutable" in json.loads(refused.value.body)["message"]
     assert patch({"cancel": True})["spec"]["cancel"] is True
+
+
+def test_notify_url_is_immutable(kube_api: k8s.ApiClient, crd: str, namespace: str) -> None:
+    _create(kube_api, namespace, "ok", {**VALID_SPEC, "notify": {"url": "https://a.example/h"}})
+    custom = k8s.CustomObjectsApi(kube_api)
+    for spec in ({"notify": {"url": "https://b.example/h"}}, {"notify": None}):
+        with pytest.raises(k8s.ApiException) as refused:
+            custom.patch_namespaced_custom_object(
+                resource.GROUP, resource.VERSION, namespace, resource.PLURAL, "ok", {"spec": spec}
+            )
+        assert refused.value.status == 422
+        assert "immutable" in json.loads(refused.value.body)["message"]

@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from export_operator import kube, resource
+from export_operator.controller.notify import Notifier
 from export_operator.controller.queue import Key
 from export_operator.controller.reconciler import Controller
 from export_operator.controller.settings import OperatorSettings
@@ -145,3 +146,19 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     async def pod_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:  # noqa: A002
         attach(kwargs)
         await controller.on_pod(event_type=type, body=body)
+
+
+def register_notifier(registry: kopf.OperatorRegistry, notifier: Notifier) -> None:
+    """Completion callbacks: their own ExportJob event handler, apart from the reconciler."""
+
+    @kopf.on.startup(registry=registry)
+    async def start_notifier(**_: Any) -> None:
+        await notifier.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_notifier(**_: Any) -> None:
+        await notifier.stop()
+
+    @kopf.on.event(*EXPORTJOBS, registry=registry)
+    async def exportjob_notification(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+        notifier.observe(event_type=type, body=body)

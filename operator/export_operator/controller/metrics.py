@@ -63,6 +63,27 @@ PROCESSOR_THROUGHPUT = Histogram(
     buckets=(1e5, 1e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 5e8, 1e9),
 )
 
+NOTIFICATIONS = Counter(
+    "exportjobs_operator_notifications_total",
+    "Completion callbacks by final outcome (delivered, failed).",
+    ["outcome"],
+)
+NOTIFICATION_ATTEMPTS = Counter(
+    "exportjobs_operator_notification_attempts_total",
+    "Completion callback attempts by result (2xx, 3xx, 4xx, 429, 5xx, network, refused).",
+    ["result"],
+)
+NOTIFICATION_ATTEMPT_SECONDS = Histogram(
+    "exportjobs_operator_notification_attempt_seconds",
+    "Duration of one callback attempt, DNS to response.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+NOTIFICATION_DELAY_SECONDS = Histogram(
+    "exportjobs_operator_notification_delivery_seconds",
+    "Final phase (completionTime) to the callback being delivered, retries included.",
+    buckets=(0.5, 1, 5, 15, 60, 300, 1800, 3600, 14400, 86400),
+)
+
 
 def record_result(result: ProcessorResult) -> None:
     """Count a succeeded export's processor figures."""

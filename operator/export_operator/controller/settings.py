@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from export_operator.callbacks import CallbackPolicy
+from export_operator.controller.signing import read_secrets
 from export_operator.resource import parse_s3_uri
 
 PREFIX = "EXPORTJOBS_OPERATOR_"
@@ -178,6 +180,51 @@ class OperatorSettings:
     priority: int = 0
     """PRIORITY: this replica's peering priority; a higher one pauses the others. Default 0."""
 
+    notify_window_seconds: float = 24 * 3600.0
+    """NOTIFY_WINDOW_SECONDS: how long after the final phase (`completionTime`) a completion
+    callback is retried before its notification is Failed (seconds). Default 86400 (24 h)."""
+
+    notify_backoff_base_seconds: float = 5.0
+    """NOTIFY_BACKOFF_BASE_SECONDS: the first retry delay of a callback; it doubles per attempt,
+    with jitter (each delay is 50-100 % of the nominal one). Default 5."""
+
+    notify_backoff_max_seconds: float = 3600.0
+    """NOTIFY_BACKOFF_MAX_SECONDS: the longest delay between two callback attempts (seconds);
+    a receiver's Retry-After may ask for more, up to the window. Default 3600."""
+
+    notify_timeout_seconds: float = 10.0
+    """NOTIFY_TIMEOUT_SECONDS: one callback attempt, DNS to response, must finish within this
+    (seconds); a slow receiver then counts as a network error and is retried. Default 10."""
+
+    notify_concurrency: int = 16
+    """NOTIFY_CONCURRENCY: callback attempts in flight at once; more wait their turn, so slow
+    receivers cannot take the operator's sockets or CPU. Default 16."""
+
+    notify_secrets: str = dataclasses.field(default="", repr=False)
+    """NOTIFY_SECRETS: comma-separated Standard Webhooks signing secrets (`whsec_<base64>`).
+    Prefer NOTIFY_SECRETS_FILE (a mounted Secret). Every secret signs each callback, so during a
+    rotation two are valid at once. Without any secret, callbacks are not sent (Failed)."""
+
+    notify_secrets_file: str = ""
+    """NOTIFY_SECRETS_FILE: a file with one secret per line, or a mounted Secret directory (every
+    file read). Read before each delivery, so a rotated Secret applies without a restart."""
+
+    notify_source: str = "/apis/exportjobs.dev/v1alpha1"
+    """NOTIFY_SOURCE: the CloudEvents `source` prefix; the event's source is
+    `<this>/namespaces/<namespace>/exportjobs`. Default `/apis/exportjobs.dev/v1alpha1`."""
+
+    notify_presign_endpoint_url: str = ""
+    """NOTIFY_PRESIGN_ENDPOINT_URL: the S3 endpoint written into the callback's presigned
+    download URL (as the webhook's). Empty = AWS_ENDPOINT_URL, else AWS."""
+
+    notify_presign_expiry_seconds: int = 3600
+    """NOTIFY_PRESIGN_EXPIRY_SECONDS: lifetime of that URL (seconds), fresh at each attempt."""
+
+    callback_policy: CallbackPolicy = dataclasses.field(default_factory=CallbackPolicy)
+    """CALLBACK_POLICY: not one variable but `EXPORTJOBS_CALLBACK_ALLOWLIST` and
+    `EXPORTJOBS_CALLBACK_ALLOW_HTTP`, shared with the webhook: where callbacks may go
+    (export_operator.callbacks)."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
         """Read the settings from `environ` (default `os.environ`).
@@ -189,8 +236,9 @@ class OperatorSettings:
         values: dict[str, Any] = {}
         if "EXPORTJOBS_NAMESPACE" in env:
             values["namespace"] = env["EXPORTJOBS_NAMESPACE"].strip()
+        values["callback_policy"] = CallbackPolicy.from_env(env)
         for field in dataclasses.fields(cls):
-            if field.name == "namespace":
+            if field.name in ("namespace", "callback_policy"):
                 continue
             name = PREFIX + field.name.upper()
             raw = env.get(name)
@@ -218,6 +266,20 @@ class OperatorSettings:
                 parse_s3_uri(self.default_destination_uri, prefix=True)
             except ValueError as exc:
                 raise ValueError(f"{PREFIX}DEFAULT_DESTINATION_URI: {exc}") from exc
+        if self.notify_window_seconds <= 0 or self.notify_backoff_base_seconds <= 0:
+            raise ValueError(
+                f"{PREFIX}NOTIFY_WINDOW_SECONDS/NOTIFY_BACKOFF_BASE_SECONDS must be > 0"
+            )
+        if self.notify_backoff_max_seconds < self.notify_backoff_base_seconds:
+            raise ValueError(f"{PREFIX}NOTIFY_BACKOFF_MAX_SECONDS must be >= the base delay")
+        if self.notify_timeout_seconds <= 0 or self.notify_concurrency < 1:
+            raise ValueError(f"{PREFIX}NOTIFY_TIMEOUT_SECONDS must be > 0, CONCURRENCY >= 1")
+        if not 1 <= self.notify_presign_expiry_seconds <= 7 * 24 * 3600:
+            raise ValueError(f"{PREFIX}NOTIFY_PRESIGN_EXPIRY_SECONDS must be 1 s to 7 days")
+        try:
+            read_secrets(inline=self.notify_secrets, path="")
+        except ValueError as exc:
+            raise ValueError(f"{PREFIX}NOTIFY_SECRETS: {exc}") from None
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
 
@@ -226,6 +288,7 @@ class OperatorSettings:
         """Field name → environment variable name (for documentation and errors)."""
         names = {f.name: PREFIX + f.name.upper() for f in dataclasses.fields(self)}
         names["namespace"] = "EXPORTJOBS_NAMESPACE"
+        names["callback_policy"] = "EXPORTJOBS_CALLBACK_ALLOWLIST, EXPORTJOBS_CALLBACK_ALLOW_HTTP"
         return names
 
 

@@ -11,10 +11,10 @@ import aiohttp
 from aiohttp import web
 
 from export_operator.kube import new_api_client
+from export_operator.presign import Presigner
 from export_operator.webhook import middleware, routes_events, routes_exports, routes_ops
 from export_operator.webhook.cache import ExportCache, ExportWatcher
 from export_operator.webhook.metrics import WebhookMetrics
-from export_operator.webhook.presign import Presigner
 from export_operator.webhook.services import METRICS, SERVICES, SETTINGS, Services
 from export_operator.webhook.settings import WebhookSettings
 from export_operator.webhook.sns import SnsVerifier

@@ -20,6 +20,7 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from export_operator import resource
+from export_operator.public_view import phase_of
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,6 @@ class ExportCache:
                 return items, encode_continue(items[-1]["metadata"]["name"])
             items.append(obj)
         return items, None
-
-
-def phase_of(obj: dict[str, Any]) -> str:
-    """The phase an ExportJob is in; `Pending` until the operator says otherwise."""
-    status = obj.get("status") or {}
-    return str(status.get("phase") or resource.Phase.PENDING.value)
 
 
 def encode_continue(name: str) -> str:

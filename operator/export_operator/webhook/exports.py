@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from export_operator import resource
+from export_operator.callbacks import CallbackPolicy, CallbackRefusedError
 from export_operator.resource import ExportFormat, S3Location, parse_s3_uri
 from export_operator.webhook.events import EventSource, ObjectCreated
 from export_operator.webhook.problems import ProblemCode, invalid
 
-_REQUEST_FIELDS = {"dataset_id", "source", "format", "destination", "csv"}
+_REQUEST_FIELDS = {"dataset_id", "source", "format", "destination", "csv", "callback_url"}
 _SOURCE_FIELDS = {"uri", "version_id", "etag"}
 _CSV_FIELDS = {"delimiter", "header", "quote", "encoding"}
 
@@ -34,6 +35,8 @@ class ExportRequest:
     dataset_id: str | None = None
     destination: str | None = None
     csv: dict[str, Any] = field(default_factory=dict)
+    callback_url: str | None = None
+    """Where the operator POSTs the completion event (`spec.notify.url`)."""
 
     def canonical(self) -> str:
         """A canonical JSON form: equal requests give equal text (for Idempotency-Key checks)."""
@@ -46,6 +49,7 @@ class ExportRequest:
                 "format": self.export_format.value,
                 "destination": self.destination,
                 "csv": self.csv,
+                "callback_url": self.callback_url,
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -64,7 +68,11 @@ def parse_format(value: Any) -> ExportFormat:
 
 
 def parse_export_request(
-    body: Any, *, dataset_uri_template: str, default_destination: str | None
+    body: Any,
+    *,
+    dataset_uri_template: str,
+    default_destination: str | None,
+    callback_policy: CallbackPolicy | None = None,
 ) -> ExportRequest:
     """Validate a `POST /v1/exports` body.
 
@@ -101,19 +109,29 @@ def parse_export_request(
         dataset_id=dataset_id,
         destination=destination,
         csv=_csv(body["csv"]) if "csv" in body else {},
+        callback_url=(
+            _callback_url(body["callback_url"], callback_policy or CallbackPolicy())
+            if "callback_url" in body
+            else None
+        ),
     )
 
 
 def export_for_event(
-    record: ObjectCreated, *, export_format: ExportFormat, default_destination: str | None
+    record: ObjectCreated,
+    *,
+    export_format: ExportFormat,
+    default_destination: str | None,
+    callback_url: str | None = None,
 ) -> ExportRequest:
-    """The export an S3 object-created record asks for."""
+    """The export an S3 object-created record asks for (`callback_url` from the settings)."""
     return ExportRequest(
         source=record.location,
         export_format=export_format,
         version_id=record.version_id,
         etag=record.etag,
         destination=default_destination,
+        callback_url=callback_url,
     )
 
 
@@ -138,6 +156,8 @@ def build_export_job(
         spec["destination"] = {"uri": request.destination}
     if request.csv:
         spec["csv"] = dict(request.csv)
+    if request.callback_url:
+        spec["notify"] = {"url": request.callback_url}
     return {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
@@ -206,6 +226,13 @@ def _destination(value: Any) -> str:
     if location.key and not location.key.endswith("/"):
         raise invalid("destination must be a prefix ending in '/'", code=ProblemCode.INVALID_S3_URI)
     return value
+
+
+def _callback_url(value: Any, policy: CallbackPolicy) -> str:
+    try:
+        return policy.check_url(value).url
+    except CallbackRefusedError as exc:
+        raise invalid(str(exc), code=ProblemCode.INVALID_CALLBACK_URL) from None
 
 
 def _csv(value: Any) -> dict[str, Any]:

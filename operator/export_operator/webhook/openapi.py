@@ -127,6 +127,14 @@ _SCHEMAS: dict[str, Any] = {
             "format": {"type": "string", "enum": _FORMATS},
             "destination": {"type": "string", "pattern": S3_PREFIX_PATTERN, "maxLength": 1024},
             "csv": _ref("CsvOptions"),
+            "callback_url": {
+                "type": "string",
+                "format": "uri",
+                "maxLength": 2048,
+                "description": "Where a signed CloudEvent is POSTed when the export ends "
+                "(Succeeded, Failed, Cancelled); https unless the deployment allows http, "
+                "allowlisted destinations only (docs/notifications.md).",
+            },
         },
         "oneOf": [{"required": ["dataset_id"]}, {"required": ["source"]}],
     },
@@ -149,6 +157,7 @@ _SCHEMAS: dict[str, Any] = {
             "format": {"type": "string", "enum": _FORMATS},
             "source": {"type": "string"},
             "destination": {"type": ["string", "null"]},
+            "callback_url": {"type": ["string", "null"]},
             "cancel_requested": {"type": "boolean"},
             "created_at": {"type": ["string", "null"]},
             "start_time": {"type": ["string", "null"]},

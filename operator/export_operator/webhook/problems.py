@@ -30,6 +30,7 @@ class ProblemCode(enum.StrEnum):
     UNKNOWN_FORMAT = "unknown-format"
     INVALID_S3_URI = "invalid-s3-uri"
     INVALID_S3_KEY = "invalid-s3-key"
+    INVALID_CALLBACK_URL = "invalid-callback-url"
     UNSUPPORTED_EVENT = "unsupported-event"
     INVALID_SIGNATURE = "invalid-signature"
     IDEMPOTENCY_CONFLICT = "idempotency-key-reused"
@@ -51,6 +52,7 @@ TITLES: dict[ProblemCode, str] = {
     ProblemCode.UNKNOWN_FORMAT: "Unknown or missing export format",
     ProblemCode.INVALID_S3_URI: "Invalid S3 URI",
     ProblemCode.INVALID_S3_KEY: "Invalid S3 object key",
+    ProblemCode.INVALID_CALLBACK_URL: "Callback URL not allowed",
     ProblemCode.UNSUPPORTED_EVENT: "Unsupported event",
     ProblemCode.INVALID_SIGNATURE: "Invalid SNS message signature",
     ProblemCode.IDEMPOTENCY_CONFLICT: "Idempotency-Key reused with a different request",

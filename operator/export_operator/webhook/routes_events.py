@@ -116,7 +116,10 @@ async def _store(
                 code=ProblemCode.UNKNOWN_FORMAT,
             )
         export = export_for_event(
-            record, export_format=chosen, default_destination=settings.destination_uri
+            record,
+            export_format=chosen,
+            default_destination=settings.destination_uri,
+            callback_url=settings.callback_for(bucket=location.bucket, key=location.key),
         )
         name = resource.export_name_for_object(
             bucket=location.bucket, key=location.key, version=record.version, export_format=chosen

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from export_operator import resource
-from export_operator.webhook.cache import phase_of
+from export_operator.public_view import phase_of
 from export_operator.webhook.create import accepted, create_export
 from export_operator.webhook.events import EventSource
 from export_operator.webhook.exports import build_export_job, parse_export_request
@@ -34,6 +34,7 @@ async def post_export(request: web.Request) -> web.Response:
         await read_json(request),
         dataset_uri_template=settings.dataset_uri_template,
         default_destination=settings.destination_uri,
+        callback_policy=settings.callback_policy,
     )
     digest = resource.request_digest(export.canonical())
     annotations = {resource.ANNOTATION_REQUEST_SHA256: digest}

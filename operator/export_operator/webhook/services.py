@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from export_operator.presign import Presigner
 from export_operator.webhook.cache import ExportCache
 from export_operator.webhook.metrics import WebhookMetrics
-from export_operator.webhook.presign import Presigner
 from export_operator.webhook.settings import WebhookSettings
 from export_operator.webhook.sns import SnsVerifier
 from export_operator.webhook.store import ExportStore

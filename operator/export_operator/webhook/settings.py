@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export_operator.callbacks import CallbackPolicy
 from export_operator.resource import ExportFormat, parse_s3_uri
 
 PREFIX = "EXPORTJOBS_WEBHOOK_"
@@ -28,6 +29,18 @@ class FormatRule:
     bucket: str
     prefix: str
     export_format: ExportFormat
+
+    def matches(self, *, bucket: str, key: str) -> bool:
+        return bucket == self.bucket and key.startswith(self.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRule:
+    """S3-triggered exports of objects under `s3://bucket/prefix` notify `url` when done."""
+
+    bucket: str
+    prefix: str
+    url: str
 
     def matches(self, *, bucket: str, key: str) -> bool:
         return bucket == self.bucket and key.startswith(self.prefix)
@@ -61,6 +74,17 @@ class WebhookSettings:
     """Output format of S3 events without a `?format=` parameter, by bucket and key prefix; the
     longest matching prefix wins. Env `EXPORTJOBS_WEBHOOK_FORMAT_RULES`, e.g.
     `incoming/reports/=parquet,exports-input=csv.gz`. Default none: events need `?format=`."""
+
+    callback_rules: tuple[CallbackRule, ...] = ()
+    """`spec.notify.url` of S3-triggered exports, by bucket and key prefix; the longest matching
+    prefix wins. Env `EXPORTJOBS_WEBHOOK_CALLBACK_RULES`, e.g.
+    `incoming/reports/=https://hooks.example.com/exports,incoming=https://other.example/h`
+    (URLs without commas). Default none: S3-triggered exports send no callback."""
+
+    callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
+    """Where callbacks may go, checked on `callback_url` at POST (422 otherwise) and on the
+    rules above at start-up. Env `EXPORTJOBS_CALLBACK_ALLOWLIST` and
+    `EXPORTJOBS_CALLBACK_ALLOW_HTTP`, shared with the operator (docs/notifications.md)."""
 
     destination_uri: str | None = None
     """`spec.destination.uri` for exports that name none (`s3://bucket/prefix/`). Env
@@ -145,6 +169,18 @@ class WebhookSettings:
         if not 1 <= self.presign_expiry_seconds <= 7 * 24 * 3600:
             raise ValueError("presign expiry must be between 1 s and 7 days")
         re.compile(self.sns_host_pattern)
+        for rule in self.callback_rules:
+            self.callback_policy.check_url(rule.url)
+
+    def callback_for(self, *, bucket: str, key: str) -> str | None:
+        """The configured callback URL for an object, by the longest matching rule."""
+        best: CallbackRule | None = None
+        for rule in self.callback_rules:
+            if rule.matches(bucket=bucket, key=key) and (
+                best is None or len(rule.prefix) > len(best.prefix)
+            ):
+                best = rule
+        return best.url if best else None
 
     def format_for(self, *, bucket: str, key: str) -> ExportFormat | None:
         """The configured format for an object, by the longest matching bucket/prefix rule."""
@@ -188,6 +224,8 @@ class WebhookSettings:
                 tokens=tokens,
                 dataset_uri_template=get("DATASET_URI_TEMPLATE") or cls.dataset_uri_template,
                 format_rules=parse_format_rules(get("FORMAT_RULES") or ""),
+                callback_rules=parse_callback_rules(get("CALLBACK_RULES") or ""),
+                callback_policy=CallbackPolicy.from_env(env),
                 destination_uri=get("DESTINATION_URI"),
                 max_body_bytes=int(number("MAX_BODY_BYTES", int, cls.max_body_bytes)),
                 sns_topic_arns=_split(get("SNS_TOPIC_ARNS")),
@@ -236,6 +274,22 @@ def parse_format_rules(text: str) -> tuple[FormatRule, ...]:
         except ValueError:
             raise ValueError(f"format rule {item!r}: unknown format {fmt!r}") from None
         rules.append(FormatRule(bucket=bucket.strip(), prefix=prefix, export_format=export_format))
+    return tuple(rules)
+
+
+def parse_callback_rules(text: str) -> tuple[CallbackRule, ...]:
+    """Parse `bucket[/prefix]=url` pairs separated by commas.
+
+    Raises:
+        ValueError: on a malformed pair.
+    """
+    rules = []
+    for item in _split(text):
+        where, sep, url = item.partition("=")
+        if not sep or not where.strip() or not url.strip():
+            raise ValueError(f"callback rule {item!r} is not bucket[/prefix]=url")
+        bucket, _, prefix = where.strip().partition("/")
+        rules.append(CallbackRule(bucket=bucket, prefix=prefix, url=url.strip()))
     return tuple(rules)
 
 

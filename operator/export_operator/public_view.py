@@ -1,0 +1,56 @@
+"""How an ExportJob looks to clients: the `Export` schema of /openapi.json.
+
+`GET /v1/exports/{id}` answers with it, and the completion callback carries the same view as
+its CloudEvent `data`, so both are built here, from the ExportJob object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from export_operator import resource
+
+
+def status_url(name: str) -> str:
+    return f"/v1/exports/{name}"
+
+
+def phase_of(obj: Mapping[str, Any]) -> str:
+    """The phase an ExportJob is in; `Pending` until the operator says otherwise."""
+    status = obj.get("status") or {}
+    return str(status.get("phase") or resource.Phase.PENDING.value)
+
+
+def export_view(obj: Mapping[str, Any], *, download_url: str | None = None) -> dict[str, Any]:
+    """The client's view of an ExportJob: id, phase, what was asked, and what happened."""
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    name = str(metadata.get("name"))
+    view: dict[str, Any] = {
+        "id": name,
+        "status": phase_of(obj),
+        "status_url": status_url(name),
+        "format": spec.get("format"),
+        "source": (spec.get("source") or {}).get("uri"),
+        "destination": (spec.get("destination") or {}).get("uri"),
+        "callback_url": (spec.get("notify") or {}).get("url"),
+        "cancel_requested": bool(spec.get("cancel", False)),
+        "created_at": metadata.get("creationTimestamp"),
+        "start_time": status.get("startTime"),
+        "completion_time": status.get("completionTime"),
+        "attempts": status.get("attempts"),
+        "queue_position": status.get("queuePosition"),
+        "progress": _object(status.get("progress")),
+        "error": _object(status.get("error")),
+        "result": None,
+    }
+    result = _object(status.get("result"))
+    if result is not None:
+        view["result"] = {**result, "download_url": download_url}
+    return view
+
+
+def _object(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, dict) and value else None
