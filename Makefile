@@ -1,8 +1,14 @@
 # exportjobs: the commands people, scripts and CI use. See README.md.
-.PHONY: test lint unit cluster-up cluster-down demo demo-down bench tools venv images
+.PHONY: test lint unit cluster-up cluster-down demo demo-down bench tools venv images lock lock-upgrade
 
-venv:  ## .venv with the project and its dev tools
+venv:  ## .venv = the lock (requirements/dev.txt) exactly, plus the project itself (editable)
 	hack/venv.sh
+
+lock:  ## after editing pyproject.toml: re-lock (uv.lock), re-export requirements/*.txt, sync .venv
+	hack/lock.sh refresh
+
+lock-upgrade:  ## every locked package to its newest allowed release (one: hack/lock.sh upgrade PKG)
+	hack/lock.sh upgrade
 
 tools:  ## build (or reuse) kube-apiserver & co., etcd, kwok, helm and MinIO from pinned Go modules
 	hack/tools.sh all
@@ -11,6 +17,7 @@ test:  ## everything: install, tools, lint, unit + cluster + end-to-end tests
 	hack/test.sh
 
 lint: venv
+	hack/lock.sh check
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy && .venv/bin/lint-imports
 
 unit: venv  ## the fast tier only

@@ -11,7 +11,8 @@ step "python environment"
 hack/venv.sh
 step "tools from pinned Go modules"
 hack/tools.sh all
-step "lint: ruff, mypy --strict, import contracts"
+step "lint: lock matches pyproject.toml, ruff, mypy --strict, import contracts"
+hack/lock.sh check
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
