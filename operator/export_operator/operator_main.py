@@ -28,11 +28,14 @@ from export_operator.controller.handlers import register, register_notifier
 from export_operator.controller.notify import Notifier
 from export_operator.controller.reconciler import Controller
 from export_operator.controller.settings import OperatorSettings
+from export_processor.versions import add_version_argument, version_line
+
+PROGRAM = "exportjobs-operator"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="exportjobs-operator",
+        prog=PROGRAM,
         description=(
             "Reconcile ExportJob resources (exportjobs.dev/v1alpha1) into batch/v1 Jobs that "
             "run the export processor. Settings: EXPORTJOBS_OPERATOR_* environment variables "
@@ -55,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, help="port of /metrics (0 = off)")
     parser.add_argument("--liveness-port", type=int, help="port of /healthz (0 = off)")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    add_version_argument(parser, program=PROGRAM, extra="operator")
     return parser
 
 
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # kopf logs every handler call at INFO; at a thousand objects a second that is noise.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger(__name__).info("%s", version_line(PROGRAM, "operator"))
 
     metrics.serve(host=settings.metrics_host, port=settings.metrics_port)
     controller = Controller(settings=settings)

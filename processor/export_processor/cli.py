@@ -24,6 +24,7 @@ from export_processor.errors import CancelledError, ExitCode, ExportError, Trans
 from export_processor.progress import ProgressReporter, progress_body
 from export_processor.s3client import new_s3_client
 from export_processor.settings import FORMATS, ProcessorSettings, parse_char, settings_from_env
+from export_processor.versions import add_version_argument
 
 ENV_HELP = """\
 environment (flags win over variables):
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version_argument(parser, program="exportjobs-processor", extra="processor")
     parser.add_argument("--source", help="s3://bucket/key or file:///path of the input CSV")
     parser.add_argument("--source-version-id", help="read this S3 object version")
     parser.add_argument("--source-etag", help="fail (exit 3) unless the object has this ETag")

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from export_operator.webhook.settings import WebhookSettings
+from export_processor.versions import add_version_argument
 
 DESCRIPTION = """\
 Serve the exportjobs HTTP API: POST /v1/exports and /v1/events/s3 store ExportJobs (202 once
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="exportjobs-webhook", description=DESCRIPTION)
     parser.add_argument("--host", help="listen address (overrides EXPORTJOBS_WEBHOOK_HOST)")
     parser.add_argument("--port", type=int, help="listen port (overrides EXPORTJOBS_WEBHOOK_PORT)")
+    add_version_argument(parser, program="exportjobs-webhook", extra="operator")
     args = parser.parse_args(argv)
     try:
         settings = WebhookSettings.from_env()
