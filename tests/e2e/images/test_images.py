@@ -53,12 +53,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def images() -> None:
-    """Build (or reuse, through Docker's layer cache) both images from the current tree."""
-    subprocess.run([str(REPO / "hack" / "images.sh"), "build"], check=True)
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

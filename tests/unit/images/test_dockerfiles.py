@@ -39,14 +39,32 @@ def test_multi_stage_offline_non_root(dockerfile: Path) -> None:
     stages = re.findall(r"^FROM (\S+)", text, re.M)
     assert stages == ["${BASE_IMAGE}", "${BASE_IMAGE}"]  # builder, then a clean final stage
     final = text.split("\nFROM ${BASE_IMAGE}\n", 1)[1]
-    # Installs only from the host-built wheels: no index, no network inside the build.
+    # Installs only the lock, from the host-built wheels: no index, no network inside the build,
+    # every file checked against the lock's hashes.
     installs = re.findall(r"pip install ([^\n\\]*)", text)
-    assert installs and all("--no-index" in line for line in installs)
+    assert len(installs) == 2
+    assert all("--no-index" in line and "--require-hashes" in line for line in installs)
     # The final stage only copies the venv: no compiler, no pip run, no package manager.
     assert "pip install" not in final and "apt-get" not in final
     assert "COPY --from=builder /opt/venv /opt/venv" in final
     assert re.search(r"^USER 65532:65532$", final, re.M)
     assert "PYTHONDONTWRITEBYTECODE=1" in final and "HOME=/tmp" in final
+
+
+@pytest.mark.parametrize("extra", ["operator", "processor"])
+def test_installs_its_locked_export_and_ships_an_sbom_and_oci_labels(extra: str) -> None:
+    text = (REPO / f"Dockerfile.{extra}").read_text()
+    builder, final = text.split("\nFROM ${BASE_IMAGE}\n", 1)
+    assert f"COPY build/wheels/requirements-{extra}.txt /wheels/requirements.txt" in builder
+    assert "-r /wheels/requirements.txt" in builder
+    assert "-r /wheels/project/project.txt" in builder  # the project's wheel, hash-pinned too
+    assert f"COPY build/wheels/sbom-{extra}.cdx.json /opt/venv/sbom.cdx.json" in final
+    # The labels come last (a new commit re-labels, it rebuilds no layer), from build arguments.
+    tail = final[final.index("ARG IMAGE_VERSION") :]
+    for key, arg in [("version", "IMAGE_VERSION"), ("revision", "IMAGE_REVISION")]:
+        assert f'org.opencontainers.image.{key}="${{{arg}}}"' in tail
+    assert 'org.opencontainers.image.source="${IMAGE_SOURCE}"' in tail
+    assert not re.search(r"^(RUN|COPY)", tail, re.M)
 
 
 def test_commands() -> None:

@@ -4,7 +4,6 @@ and the lock check fails when pyproject.toml changes without a new lock."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -12,27 +11,19 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+from tests import hack_modules
 
 REPO = Path(__file__).resolve().parents[3]
 LOCK_SH = REPO / "hack" / "lock.sh"
 TARGETS = ("operator", "processor", "dev")
 
 
-def _load_lock_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hack_lock", REPO / "hack" / "lock.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["hack_lock"] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-lock = _load_lock_module()
+lock = hack_modules.load("lock")
 
 
 def _pins(target: str) -> dict[str, str]:

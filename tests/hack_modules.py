@@ -1,0 +1,22 @@
+"""Import a script of hack/ (not a package) as a module, for the tests that exercise it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+
+from tests.local_cluster import REPO
+
+
+def load(name: str) -> ModuleType:
+    """hack/<name>.py as the module `hack_<name>` (loaded once)."""
+    module_name = f"hack_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, REPO / "hack" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
