@@ -64,7 +64,7 @@ case $cmd in
     for target in "${targets[@]}"; do export_target "$target" "$project/requirements/$target.txt"; done
     log "exported requirements/{$(IFS=,; echo "${targets[*]}")}.txt"
     if [ "$project" = "$repo" ]; then "$repo/hack/venv.sh"; fi
-    git -C "$project" status --short -- uv.lock requirements/ >&2 || true
+    git -C "$project" status --short -- uv.lock requirements/ >&2 2>/dev/null || true
     ;;
   check)
     need_uv

@@ -31,4 +31,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "${pip[@]}" freeze --all --exclude-editable | "${lock[@]}" compare "$reqs" --ignore pip >&2 \
     || { echo "[venv] error: $venv differs from requirements/dev.txt (above)" >&2; exit 1; }
   echo "$want" >"$stamp"
+  # The lock is what gets installed, so a pyproject.toml edited without `make lock` is not in the
+  # venv: say so now rather than at the first import error (the lint step fails on it too).
+  "$repo/hack/lock.sh" check 2>/dev/null ||
+    echo "[venv] warning: uv.lock does not match pyproject.toml: run \`make lock\` (re-locks, re-exports, syncs this venv)" >&2
 fi

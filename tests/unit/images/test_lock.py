@@ -76,7 +76,11 @@ def test_venv_is_exactly_the_lock() -> None:
     ).stdout
     installed = lock.parse_freeze(freeze)
     installed.pop("pip")  # the installer its Python shipped: not part of the lock
-    assert lock.differences(_pins("dev"), installed) == []
+    diff = lock.differences(_pins("dev"), installed)
+    assert diff == [], (
+        "the venv is not the lock: run hack/venv.sh, or `make lock` after editing pyproject.toml "
+        "(installing a package by hand does not lock it)\n" + "\n".join(diff)
+    )
 
 
 def _project_copy(tmp_path: Path) -> Path:
