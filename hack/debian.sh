@@ -74,9 +74,11 @@ debian_install() {
   if [ "${#missing[@]}" -gt 0 ]; then
     [ "$(id -u)" = 0 ] || { _debian_log "error: ${missing[*]} missing (as root: apt-get install -y ${missing[*]})"; return 1; }
     _debian_log "installing ${missing[*]}"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null; then
-      apt-get update >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null
+    # Another script (the real node's, an image build) may hold dpkg's lock: wait, do not fail.
+    local apt=(apt-get -o DPkg::Lock::Timeout=600)
+    if ! DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y "${missing[@]}" >/dev/null; then
+      "${apt[@]}" update >/dev/null
+      DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y "${missing[@]}" >/dev/null
     fi
   fi
   debian_check "$scope" "$@"
