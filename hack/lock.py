@@ -202,9 +202,6 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--version", default="0")
     parser.add_argument("--wheels", type=Path)
     parser.add_argument("--ignore", action="append", default=[], help="leave NAME out of the check")
-    parser.add_argument(
-        "--expect", action="append", default=[], help="NAME==VERSION beside the pins"
-    )
     args = parser.parse_args(argv)
     pins = parse(args.requirements.read_text())
     env = environment(args.python) if args.python else current_environment()
@@ -223,7 +220,7 @@ def _main(argv: list[str]) -> int:
         return 0
     ignored = {canonicalize_name(n) for n in args.ignore}
     have = {n: v for n, v in parse_freeze(sys.stdin.read()).items() if n not in ignored}
-    want = wanted(pins, env) | parse_freeze("\n".join(args.expect))
+    want = wanted(pins, env)
     if args.command == "extraneous":
         print("\n".join(sorted(n for n in have if n not in want)))
         return 0
