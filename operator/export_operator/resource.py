@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import re
 from dataclasses import dataclass
 from urllib.parse import unquote
+
+from export_operator.s3names import check_uri
 
 GROUP = "exportjobs.dev"
 VERSION = "v1alpha1"
@@ -68,8 +69,14 @@ class ExportFormat(enum.StrEnum):
 
 
 class ErrorCode(enum.StrEnum):
+    """`status.error.code`. Every code the processor emits (export_processor.errors.ErrorCode)
+    is one of these; a test holds the two lists together."""
+
     SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
+    DESTINATION_NOT_FOUND = "DESTINATION_NOT_FOUND"
+    S3_REFUSED = "S3_REFUSED"
     BAD_CSV = "BAD_CSV"
+    INVALID_CONFIG = "INVALID_CONFIG"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     OOM_KILLED = "OOM_KILLED"
     CANCELLED = "CANCELLED"
@@ -87,9 +94,6 @@ class ExitCode(enum.IntEnum):
     SOURCE_MISSING = 3
 
 
-_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(?P<key>.*)$")
-
-
 @dataclass(frozen=True, slots=True)
 class S3Location:
     bucket: str
@@ -101,31 +105,17 @@ class S3Location:
 
 
 def parse_s3_uri(uri: str, *, prefix: bool = False) -> S3Location:
-    """Parse `s3://bucket/key`; with `prefix=True` the key may be empty or end in `/`.
+    """Parse `s3://bucket/key`; with `prefix=True` the key may be empty or must end in `/`.
+
+    The grammar is `export_operator.s3names`, the same the CRD enforces.
 
     Raises:
-        ValueError: with a message fit for a client, when the URI is not an S3 object URI.
+        S3UriError: a ValueError with a message fit for a client (and whether the key is at
+            fault), when the URI is not an S3 object (or prefix) URI.
     """
-    match = _S3_URI.match(uri)
-    if match is None:
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    bucket, key = match["bucket"], match["key"]
-    if ".." in bucket:
-        raise ValueError(f"invalid bucket name in {uri!r}")
-    if not prefix and (not key or key.endswith("/")):
-        raise ValueError(f"the URI names no object: {uri!r}")
-    validate_s3_key(key, allow_empty=prefix)
+    check_uri(uri, prefix=prefix)
+    bucket, _, key = uri[len("s3://") :].partition("/")
     return S3Location(bucket, key)
-
-
-def validate_s3_key(key: str, *, allow_empty: bool = False) -> None:
-    """Refuse what S3 does not accept as a key: over 1024 UTF-8 bytes or control characters."""
-    if not key and not allow_empty:
-        raise ValueError("empty S3 key")
-    if len(key.encode("utf-8")) > 1024:
-        raise ValueError("S3 keys are at most 1024 bytes")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-        raise ValueError("S3 keys may not contain control characters")
 
 
 def _digest(*parts: str) -> str:
@@ -166,5 +156,13 @@ def job_name_for(export_name: str) -> str:
 
 
 def object_key_from_event(raw_key: str) -> str:
-    """S3 event keys are URL-encoded with `+` for spaces (`unquote_plus`)."""
-    return unquote(raw_key.replace("+", " "))
+    """S3 event keys are URL-encoded with `+` for spaces (`unquote_plus`).
+
+    Raises:
+        ValueError: when the escapes do not decode as UTF-8 (`%FF%FE`): no S3 key is named so,
+            and decoding them to U+FFFD would name another object.
+    """
+    try:
+        return unquote(raw_key.replace("+", " "), errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError(f"the event key {raw_key!r} does not decode as UTF-8") from None

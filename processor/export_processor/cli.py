@@ -120,12 +120,17 @@ def _fail(error: ExportError, settings: ProcessorSettings | None, args: argparse
     payload = {
         "error": {"code": str(error.code), "message": error.message, "retryable": error.retryable}
     }
-    path = settings.termination_message_path if settings else args.termination_message_path
-    explicit = settings.termination_message_explicit if settings else path is not None
-    if path is not None:
-        termination.write(path, payload, explicit=explicit)
-    elif settings is None:
-        termination.write(Path("/dev/termination-log"), payload, explicit=False)
+    if settings is not None:
+        path, explicit = settings.termination_message_path, settings.termination_message_explicit
+    else:
+        # The settings failed to parse (INVALID_CONFIG): the path still comes from the flag or
+        # the variable, so the reason reaches status.error.message, not only stderr.
+        given = args.termination_message_path or os.environ.get(
+            "EXPORTJOBS_TERMINATION_MESSAGE_PATH"
+        )
+        path = Path(given) if given else Path("/dev/termination-log")
+        explicit = bool(given)
+    termination.write(path, payload, explicit=explicit)
     one_line = " ".join(error.message.split())[:1000]
     print(f"exportjobs-processor: {error.code}: {one_line}", file=sys.stderr)
     return int(error.exit_code)

@@ -15,6 +15,8 @@ class ErrorCode(enum.StrEnum):
     """Error codes written into the termination message."""
 
     SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
+    DESTINATION_NOT_FOUND = "DESTINATION_NOT_FOUND"
+    S3_REFUSED = "S3_REFUSED"
     BAD_CSV = "BAD_CSV"
     INVALID_CONFIG = "INVALID_CONFIG"
     CANCELLED = "CANCELLED"
@@ -63,6 +65,24 @@ class SourceMissingError(ExportError):
 
     code = ErrorCode.SOURCE_NOT_FOUND
     exit_code = ExitCode.SOURCE_MISSING
+    retryable = False
+
+
+class DestinationMissingError(ExportError):
+    """The destination bucket does not exist: no attempt can write there until someone creates
+    it, so the export fails once with its own code instead of being retried."""
+
+    code = ErrorCode.DESTINATION_NOT_FOUND
+    exit_code = ExitCode.BAD_INPUT
+    retryable = False
+
+
+class S3RefusedError(ExportError):
+    """S3 refused a request with a 4xx that is not throttling (AccessDenied, InvalidBucketName,
+    ...): the same request gets the same answer, so it is not retried."""
+
+    code = ErrorCode.S3_REFUSED
+    exit_code = ExitCode.BAD_INPUT
     retryable = False
 
 

@@ -8,7 +8,13 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from export_processor.errors import ExportError, SourceMissingError, TransientError
+from export_processor.errors import (
+    DestinationMissingError,
+    ExportError,
+    S3RefusedError,
+    SourceMissingError,
+    TransientError,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client as S3Client
@@ -16,6 +22,25 @@ else:
     S3Client = Any
 
 _MISSING_CODES = {"404", "NoSuchKey", "NoSuchBucket", "NoSuchVersion", "NotFound"}
+_TRANSIENT_4XX_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "TooManyRequestsException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ExpiredToken",
+    "RequestExpired",
+    "RequestTimeTooSkewed",
+    "OperationAborted",
+    "NoSuchUpload",
+}
+"""4xx answers a later attempt may not get: throttling, timeouts, credentials that are refreshed
+(projected tokens rotate), a conflicting operation, a multipart upload gone (a new attempt starts
+another)."""
+_TRANSIENT_4XX_STATUSES = {408, 429}
 
 
 def new_s3_client(*, max_attempts: int, pool_size: int) -> S3Client:
@@ -42,21 +67,41 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def http_status(exc: BaseException) -> int:
+    """The HTTP status of a botocore ClientError (0 for anything else)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return status if isinstance(status, int) else 0
+    return 0
+
+
 def translate(exc: Exception, *, what: str, missing_is_source: bool = False) -> ExportError:
     """Map a botocore exception to an ExportError.
 
     Args:
         exc: the exception raised by boto3.
         what: what was being done, for the message ("reading s3://b/k").
-        missing_is_source: whether 404s mean the source is missing (exit 3); otherwise they are
-            transient (a destination bucket may be created by its owner later).
+        missing_is_source: whether 404s mean the source is missing (exit 3); otherwise a missing
+            bucket is DESTINATION_NOT_FOUND (exit 2: no retry creates it).
+
+    S3 4xx answers other than throttling and the like (`_TRANSIENT_4XX_CODES`) fail at once
+    (S3_REFUSED, exit 2); 5xx, network trouble and throttling are retryable (exit 1).
     """
     code = error_code(exc)
     if missing_is_source and code in _MISSING_CODES:
         return SourceMissingError(f"{what}: the object or bucket does not exist ({code})")
     if missing_is_source and code in ("412", "PreconditionFailed"):
         return SourceMissingError(f"{what}: the object no longer matches the requested ETag")
+    if code == "NoSuchBucket":
+        return DestinationMissingError(f"{what}: the destination bucket does not exist ({code})")
     if isinstance(exc, botocore.exceptions.ClientError):
+        status = http_status(exc)
+        if (
+            400 <= status < 500
+            and status not in _TRANSIENT_4XX_STATUSES
+            and code not in _TRANSIENT_4XX_CODES
+        ):
+            return S3RefusedError(f"{what}: S3 refused the request ({code or status}): {exc}")
         return TransientError(f"{what}: S3 refused the request ({code or 'error'}): {exc}")
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return TransientError(f"{what}: S3 unreachable or failing: {exc}")

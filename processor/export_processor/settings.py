@@ -5,6 +5,7 @@ The operator sets these variables on the Job's container; by hand, the CLI flags
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,8 +115,10 @@ class ProcessorSettings:
                 f"unknown format {self.export_format!r} (expected one of {', '.join(FORMATS)})"
             )
         for name, value in (("delimiter", self.delimiter), ("quote", self.quote)):
-            if len(value) != 1 or value in "\r\n":
-                raise InvalidConfigError(f"the CSV {name} must be one character, not {value!r}")
+            if not is_csv_char(value):
+                raise InvalidConfigError(
+                    f"the CSV {name} must be one printable ASCII character or a tab, not {value!r}"
+                )
         if self.delimiter == self.quote:
             raise InvalidConfigError("the CSV delimiter and quote must differ")
         if self.column_types not in ("auto", "string"):
@@ -137,10 +140,39 @@ class ProcessorSettings:
                 raise InvalidConfigError(f"the {name} must be positive")
         if self.max_block_size < self.block_size:
             raise InvalidConfigError("the max block size must be at least the block size")
-        try:
-            "x".encode(self.encoding)
-        except LookupError:
-            raise InvalidConfigError(f"unknown encoding {self.encoding!r}") from None
+        if not is_supported_encoding(self.encoding):
+            raise InvalidConfigError(
+                f"unsupported encoding {self.encoding!r}: an ASCII-compatible text encoding "
+                "(utf-8, latin-1, cp1252, ...) is needed"
+            )
+
+
+def is_csv_char(value: str) -> bool:
+    """One byte the CSV parser can split on: a printable ASCII character or a tab.
+
+    The request contract (export_operator.models, CSV_CHAR_PATTERN) allows exactly these; a test
+    holds the two equal (the processor does not import the operator package).
+    """
+    return len(value) == 1 and (value == "\t" or (value.isascii() and value.isprintable()))
+
+
+def is_supported_encoding(name: str) -> bool:
+    """A text codec that reads ASCII bytes as ASCII (the CSV's delimiters, quotes and newlines).
+
+    utf-16 and utf-7 decode them otherwise, rot13 is no text codec: those cannot work. The same
+    check as export_operator.models.is_supported_encoding; a test holds the two equal.
+    """
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        return False
+    if not getattr(info, "_is_text_encoding", True):
+        return False
+    ascii_bytes = bytes([9, 10, 13, *range(0x20, 0x7F)])
+    try:
+        return ascii_bytes.decode(info.name) == ascii_bytes.decode("ascii")
+    except (UnicodeError, LookupError):
+        return False
 
 
 def parse_bool(value: str, *, name: str) -> bool:

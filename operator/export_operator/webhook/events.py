@@ -112,9 +112,13 @@ def _parse_records(records: Any, *, source: EventSource) -> ParsedEvent:
         raw_key = _dig(obj, "key")
         if not isinstance(bucket, str) or not isinstance(raw_key, str) or not isinstance(obj, dict):
             raise EventError(f"Records[{index}] lacks s3.bucket.name or s3.object.key")
+        try:
+            key = object_key_from_event(raw_key)
+        except ValueError as exc:
+            raise EventError(f"Records[{index}]: {exc}", bad_key=True) from None
         parsed.records.append(
             ObjectCreated(
-                location=_location(bucket, object_key_from_event(raw_key)),
+                location=_location(bucket, key),
                 version_id=_text(obj.get("versionId")),
                 etag=_text(obj.get("eTag")),
                 sequencer=_text(obj.get("sequencer")),
@@ -151,8 +155,6 @@ def _parse_eventbridge(body: dict[str, Any]) -> ParsedEvent:
 
 
 def _location(bucket: str, key: str) -> S3Location:
-    if key.startswith("/"):
-        raise EventError(f"keys starting with '/' are not supported: {key!r}", bad_key=True)
     try:
         return parse_s3_uri(f"s3://{bucket}/{key}")
     except ValueError as exc:

@@ -1,59 +1,36 @@
 """What an export request is, and the ExportJob object that records it.
 
-`parse_export_request` validates a `POST /v1/exports` body into an `ExportRequest`;
-`export_for_event` does the same for one S3 object-created record; `build_export_job` renders
-either as the ExportJob to create. Validation happens here, before anything is sent to the API
-server, so a bad request creates nothing.
+`parse_export_request` validates a `POST /v1/exports` body with `export_operator.models` into the
+`ExportJobSpec` to store; `spec_for_event` does the same for one S3 object-created record;
+`build_export_job` renders either as the ExportJob to create. Validation happens here, before
+anything is sent to the API server, so a bad request creates nothing; errors become 422 problems
+whose code names what was wrong.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from export_operator import resource
-from export_operator.callbacks import CallbackPolicy, CallbackRefusedError
-from export_operator.resource import ExportFormat, S3Location, parse_s3_uri
+from export_operator.callbacks import CallbackPolicy
+from export_operator.models import ExportJobSpec, ExportRequest
+from export_operator.resource import ExportFormat
 from export_operator.webhook.events import EventSource, ObjectCreated
-from export_operator.webhook.problems import ProblemCode, invalid
+from export_operator.webhook.problems import Problem, ProblemCode, invalid
 
-_REQUEST_FIELDS = {"dataset_id", "source", "format", "destination", "csv", "callback_url"}
-_SOURCE_FIELDS = {"uri", "version_id", "etag"}
-_CSV_FIELDS = {"delimiter", "header", "quote", "encoding"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExportRequest:
-    """A validated request for one export."""
-
-    source: S3Location
-    export_format: ExportFormat
-    version_id: str | None = None
-    etag: str | None = None
-    dataset_id: str | None = None
-    destination: str | None = None
-    csv: dict[str, Any] = field(default_factory=dict)
-    callback_url: str | None = None
-    """Where the operator POSTs the completion event (`spec.notify.url`)."""
-
-    def canonical(self) -> str:
-        """A canonical JSON form: equal requests give equal text (for Idempotency-Key checks)."""
-        return json.dumps(
-            {
-                "source": self.source.uri,
-                "version_id": self.version_id,
-                "etag": self.etag,
-                "dataset_id": self.dataset_id,
-                "format": self.export_format.value,
-                "destination": self.destination,
-                "csv": self.csv,
-                "callback_url": self.callback_url,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+_CODES = {code.value: code for code in ProblemCode}
+_FIELD_CODES = {
+    "format": ProblemCode.UNKNOWN_FORMAT,
+    "source": ProblemCode.INVALID_S3_URI,
+    "source.uri": ProblemCode.INVALID_S3_URI,
+    "destination": ProblemCode.INVALID_S3_URI,
+    "destination.uri": ProblemCode.INVALID_S3_URI,
+    "callback_url": ProblemCode.INVALID_CALLBACK_URL,
+}
+"""The code of an error that has none of its own, by the field it is about."""
 
 
 def parse_format(value: Any) -> ExportFormat:
@@ -73,65 +50,90 @@ def parse_export_request(
     dataset_uri_template: str,
     default_destination: str | None,
     callback_policy: CallbackPolicy | None = None,
-) -> ExportRequest:
-    """Validate a `POST /v1/exports` body.
+) -> ExportJobSpec:
+    """Validate a `POST /v1/exports` body into the spec to store; `callback_url` is checked
+    against `callback_policy` (the webhook's settings).
 
     Raises:
-        Problem: 422 naming the first thing wrong.
+        Problem: 422 naming the first thing wrong (and listing every error in `errors`).
     """
-    if not isinstance(body, dict):
-        raise invalid("the body must be a JSON object")
-    unknown = sorted(set(body) - _REQUEST_FIELDS)
-    if unknown:
-        raise invalid(f"unknown fields: {', '.join(unknown)}")
-    if "format" not in body:
-        raise invalid("format is required", code=ProblemCode.UNKNOWN_FORMAT)
-    export_format = parse_format(body["format"])
-    # Present-but-null counts as present (and then fails its type check): null is not "absent".
-    has_dataset, has_source = "dataset_id" in body, "source" in body
-    if has_dataset == has_source:
-        raise invalid("give exactly one of dataset_id and source")
-    version_id = etag = dataset_id = None
-    if has_dataset:
-        dataset_id = _dataset_id(body["dataset_id"])
-        uri = dataset_uri_template.replace("{dataset_id}", dataset_id)
-    else:
-        uri, version_id, etag = _source(body["source"])
-    source = _s3_uri(uri, what="source")
-    destination = (
-        _destination(body["destination"]) if "destination" in body else default_destination
-    )
-    return ExportRequest(
-        source=source,
-        export_format=export_format,
-        version_id=version_id,
-        etag=etag,
-        dataset_id=dataset_id,
-        destination=destination,
-        csv=_csv(body["csv"]) if "csv" in body else {},
-        callback_url=(
-            _callback_url(body["callback_url"], callback_policy or CallbackPolicy())
-            if "callback_url" in body
-            else None
-        ),
-    )
+    try:
+        request = ExportRequest.model_validate(
+            body, context={"callback_policy": callback_policy or CallbackPolicy()}
+        )
+    except ValidationError as exc:
+        raise problem_from(exc) from None
+    try:
+        return request.to_spec(
+            dataset_uri_template=dataset_uri_template, default_destination=default_destination
+        )
+    except ValidationError as exc:
+        raise problem_from(exc, prefix="spec") from None
 
 
-def export_for_event(
+def spec_for_event(
     record: ObjectCreated,
     *,
     export_format: ExportFormat,
     default_destination: str | None,
     callback_url: str | None = None,
-) -> ExportRequest:
-    """The export an S3 object-created record asks for (`callback_url` from the settings)."""
-    return ExportRequest(
-        source=record.location,
-        export_format=export_format,
-        version_id=record.version_id,
-        etag=record.etag,
-        destination=default_destination,
-        callback_url=callback_url,
+) -> ExportJobSpec:
+    """The spec an S3 object-created record asks for (`callback_url` from the settings).
+
+    Raises:
+        Problem: 422 when the record's version or ETag cannot be stored.
+    """
+    source: dict[str, Any] = {"uri": record.location.uri}
+    if record.version_id:
+        source["versionId"] = record.version_id
+    if record.etag:
+        source["etag"] = record.etag
+    spec: dict[str, Any] = {"source": source, "format": export_format}
+    if default_destination:
+        spec["destination"] = {"uri": default_destination}
+    if callback_url:
+        spec["notify"] = {"url": callback_url}
+    try:
+        return ExportJobSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise problem_from(exc, prefix="record") from None
+
+
+def problem_from(exc: ValidationError, *, prefix: str = "") -> Problem:
+    """A 422 problem for a validation error: the first error decides code and detail."""
+    errors = [
+        {"field": _dotted(error["loc"], prefix), "message": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+    first = errors[0]
+    code = _CODES.get(first["type"]) or _FIELD_CODES.get(_dotted(exc.errors()[0]["loc"], ""))
+    detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    return invalid(detail, code=code or ProblemCode.INVALID_REQUEST, extra={"errors": errors})
+
+
+def _dotted(loc: tuple[int | str, ...], prefix: str) -> str:
+    parts = [prefix] if prefix else []
+    parts += [str(part) for part in loc]
+    return ".".join(parts)
+
+
+def canonical(spec: ExportJobSpec) -> str:
+    """A canonical JSON form of what was asked: equal requests give equal text (Idempotency-Key
+    checks). The same text as before the models, so stored digests stay valid."""
+    source = spec.source
+    return json.dumps(
+        {
+            "source": source.uri if source else None,
+            "version_id": source.version_id if source else None,
+            "etag": source.etag if source else None,
+            "dataset_id": spec.dataset_id,
+            "format": spec.export_format.value,
+            "destination": spec.destination.uri if spec.destination else None,
+            "csv": spec.csv.model_dump(exclude_unset=True) if spec.csv else {},
+            "callback_url": spec.notify.url if spec.notify else None,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
     )
 
 
@@ -139,25 +141,11 @@ def build_export_job(
     *,
     name: str,
     namespace: str,
-    request: ExportRequest,
+    spec: ExportJobSpec,
     source_kind: EventSource,
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ExportJob object to create for `request`."""
-    source: dict[str, Any] = {"uri": request.source.uri}
-    if request.version_id:
-        source["versionId"] = request.version_id
-    if request.etag:
-        source["etag"] = request.etag
-    spec: dict[str, Any] = {"source": source, "format": request.export_format.value}
-    if request.dataset_id:
-        spec["datasetId"] = request.dataset_id
-    if request.destination:
-        spec["destination"] = {"uri": request.destination}
-    if request.csv:
-        spec["csv"] = dict(request.csv)
-    if request.callback_url:
-        spec["notify"] = {"url": request.callback_url}
+    """The ExportJob object to create for `spec`."""
     return {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
@@ -170,93 +158,15 @@ def build_export_job(
             },
             "annotations": annotations or {},
         },
-        "spec": spec,
+        "spec": spec.as_body(),
     }
 
 
-def _dataset_id(value: Any) -> str:
-    if isinstance(value, str):
-        try:
-            return str(uuid.UUID(value))
-        except ValueError:
-            pass
-    raise invalid(f"dataset_id must be a UUID; got {value!r}")
-
-
-def _source(value: Any) -> tuple[str, str | None, str | None]:
-    if isinstance(value, str):
-        return value, None, None
-    if not isinstance(value, dict):
-        raise invalid("source must be an s3:// URI or an object with uri")
-    unknown = sorted(set(value) - _SOURCE_FIELDS)
-    if unknown:
-        raise invalid(f"unknown fields in source: {', '.join(unknown)}")
-    uri, version_id, etag = value.get("uri"), value.get("version_id"), value.get("etag")
-    if not isinstance(uri, str):
-        raise invalid("source.uri must be an s3:// URI", code=ProblemCode.INVALID_S3_URI)
-    for name, item, longest in (("version_id", version_id, 1024), ("etag", etag, 256)):
-        if name in value and (not isinstance(item, str) or not 0 < len(item) <= longest):
-            raise invalid(f"source.{name} must be a string of 1 to {longest} characters")
-    return uri, version_id, etag
-
-
-def _s3_uri(uri: Any, *, what: str) -> S3Location:
-    if not isinstance(uri, str):
-        raise invalid(f"{what} must be an s3:// URI", code=ProblemCode.INVALID_S3_URI)
-    try:
-        location = parse_s3_uri(uri)
-    except ValueError as exc:
-        raise invalid(f"{what}: {exc}", code=ProblemCode.INVALID_S3_URI) from None
-    if location.key.startswith("/"):
-        raise invalid(
-            f"{what}: keys starting with '/' are not supported", code=ProblemCode.INVALID_S3_KEY
-        )
-    return location
-
-
-def _destination(value: Any) -> str:
-    if not isinstance(value, str):
-        raise invalid(
-            "destination must be an s3://bucket/prefix/ URI", code=ProblemCode.INVALID_S3_URI
-        )
-    try:
-        location = parse_s3_uri(value, prefix=True)
-    except ValueError as exc:
-        raise invalid(f"destination: {exc}", code=ProblemCode.INVALID_S3_URI) from None
-    if location.key and not location.key.endswith("/"):
-        raise invalid("destination must be a prefix ending in '/'", code=ProblemCode.INVALID_S3_URI)
-    return value
-
-
-def _callback_url(value: Any, policy: CallbackPolicy) -> str:
-    try:
-        return policy.check_url(value).url
-    except CallbackRefusedError as exc:
-        raise invalid(str(exc), code=ProblemCode.INVALID_CALLBACK_URL) from None
-
-
-def _csv(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise invalid("csv must be an object")
-    unknown = sorted(set(value) - _CSV_FIELDS)
-    if unknown:
-        raise invalid(f"unknown fields in csv: {', '.join(unknown)}")
-    for name in ("delimiter", "quote"):
-        if name in value and (not isinstance(value[name], str) or len(value[name]) != 1):
-            raise invalid(f"csv.{name} must be one character")
-    if "header" in value and not isinstance(value["header"], bool):
-        raise invalid("csv.header must be a boolean")
-    if "encoding" in value and (
-        not isinstance(value["encoding"], str) or not 0 < len(value["encoding"]) <= 64
-    ):
-        raise invalid("csv.encoding must be a non-empty string")
-    return dict(value)
-
-
 __all__ = [
-    "ExportRequest",
     "build_export_job",
-    "export_for_event",
+    "canonical",
     "parse_export_request",
     "parse_format",
+    "problem_from",
+    "spec_for_event",
 ]

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the webhook's HTTP API, served at /openapi.json.
 
-Kept next to the handlers and checked against the live service by schemathesis (tests/cluster/
-webhook): every route, request body, response body, header and problem code is described here.
+The schemas are generated from the models (`export_operator.models` for requests,
+`webhook.schemas` for responses); this module adds the routes, headers and status codes. The
+live service is checked against it by schemathesis (tests/cluster/webhook).
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from export_operator.resource import ExportFormat, Phase
-from export_operator.webhook.problems import TYPE_BASE, ProblemCode
+from pydantic import BaseModel
 
-S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/[^/].*$"
-S3_PREFIX_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/(.*/)?$"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+from export_operator import models
+from export_operator.resource import ExportFormat, Phase
+from export_operator.webhook import schemas
+from export_operator.webhook.problems import TYPE_BASE
 
 _FORMATS = [f.value for f in ExportFormat]
 _PHASES = [p.value for p in Phase]
@@ -75,158 +76,27 @@ _ID_PARAMETER = {
     "schema": {"type": "string", "maxLength": 63},
 }
 
-_SCHEMAS: dict[str, Any] = {
-    "Problem": {
-        "type": "object",
-        "description": "RFC 9457 problem details; `code` is stable, `type` derives from it.",
-        "required": ["type", "title", "status", "code", "detail"],
-        "properties": {
-            "type": {"type": "string", "format": "uri"},
-            "title": {"type": "string"},
-            "status": {"type": "integer", "minimum": 400, "maximum": 599},
-            "code": {"type": "string", "enum": [c.value for c in ProblemCode]},
-            "detail": {"type": "string"},
-            "instance": {"type": "string"},
-            "id": {"type": "string", "description": "The export an Idempotency-Key names."},
-        },
-    },
-    "CsvOptions": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "delimiter": {"type": "string", "minLength": 1, "maxLength": 1},
-            "header": {"type": "boolean"},
-            "quote": {"type": "string", "minLength": 1, "maxLength": 1},
-            "encoding": {"type": "string", "minLength": 1, "maxLength": 64},
-        },
-    },
-    "Source": {
-        "oneOf": [
-            {"type": "string", "pattern": S3_URI_PATTERN, "maxLength": 1100},
-            {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["uri"],
-                "properties": {
-                    "uri": {"type": "string", "pattern": S3_URI_PATTERN, "maxLength": 1100},
-                    "version_id": {"type": "string", "minLength": 1, "maxLength": 1024},
-                    "etag": {"type": "string", "minLength": 1, "maxLength": 256},
-                },
-            },
-        ]
-    },
-    "ExportRequest": {
-        "type": "object",
-        "description": "Exactly one of `dataset_id` (resolved through the configured template) "
-        "and `source`.",
-        "additionalProperties": False,
-        "required": ["format"],
-        "properties": {
-            "dataset_id": {"type": "string", "format": "uuid"},
-            "source": _ref("Source"),
-            "format": {"type": "string", "enum": _FORMATS},
-            "destination": {"type": "string", "pattern": S3_PREFIX_PATTERN, "maxLength": 1024},
-            "csv": _ref("CsvOptions"),
-            "callback_url": {
-                "type": "string",
-                "format": "uri",
-                "maxLength": 2048,
-                "description": "Where a signed CloudEvent is POSTed when the export ends "
-                "(Succeeded, Failed, Cancelled); https unless the deployment allows http, "
-                "allowlisted destinations only (docs/notifications.md).",
-            },
-        },
-        "oneOf": [{"required": ["dataset_id"]}, {"required": ["source"]}],
-    },
-    "Accepted": {
-        "type": "object",
-        "required": ["id", "status", "status_url"],
-        "properties": {
-            "id": {"type": "string", "pattern": NAME_PATTERN},
-            "status": {"type": "string", "enum": _PHASES},
-            "status_url": {"type": "string"},
-        },
-    },
-    "Export": {
-        "type": "object",
-        "required": ["id", "status", "status_url", "format", "source"],
-        "properties": {
-            "id": {"type": "string"},
-            "status": {"type": "string", "enum": _PHASES},
-            "status_url": {"type": "string"},
-            "format": {"type": "string", "enum": _FORMATS},
-            "source": {"type": "string"},
-            "destination": {"type": ["string", "null"]},
-            "callback_url": {"type": ["string", "null"]},
-            "cancel_requested": {"type": "boolean"},
-            "created_at": {"type": ["string", "null"]},
-            "start_time": {"type": ["string", "null"]},
-            "completion_time": {"type": ["string", "null"]},
-            "attempts": {"type": ["integer", "null"]},
-            "queue_position": {"type": ["integer", "null"]},
-            "progress": {
-                "type": ["object", "null"],
-                "properties": {
-                    "bytesRead": {"type": "integer"},
-                    "bytesTotal": {"type": "integer"},
-                    "rows": {"type": "integer"},
-                    "percent": {"type": "number"},
-                },
-            },
-            "error": {
-                "type": ["object", "null"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "retryable": {"type": "boolean"},
-                },
-            },
-            "result": {
-                "type": ["object", "null"],
-                "properties": {
-                    "uri": {"type": "string"},
-                    "bytes": {"type": "integer"},
-                    "rows": {"type": "integer"},
-                    "sha256": {"type": "string"},
-                    "format": {"type": "string"},
-                    "download_url": {
-                        "type": ["string", "null"],
-                        "description": "Presigned GET URL (single-export reads only).",
-                    },
-                },
-            },
-        },
-    },
-    "ExportList": {
-        "type": "object",
-        "required": ["items", "continue"],
-        "properties": {
-            "items": {"type": "array", "items": _ref("Export")},
-            "continue": {
-                "type": ["string", "null"],
-                "description": "Pass as `continue` for the next page; null on the last page.",
-            },
-        },
-    },
-    "EventResult": {
-        "type": "object",
-        "required": ["ids", "ignored", "status"],
-        "properties": {
-            "ids": {"type": "array", "items": {"type": "string"}},
-            "created": {"type": "integer"},
-            "duplicates": {"type": "integer"},
-            "ignored": {"type": "array", "items": {"type": "string"}},
-            "status": {"type": "string", "enum": ["accepted", "ignored", "acknowledged"]},
-        },
-    },
-    "S3Event": {
-        "type": "object",
-        "description": "An S3 event notification (`Records[]`, as S3, SNS raw delivery and "
-        "relays post it), an `s3:TestEvent`, an EventBridge `Object Created` event "
-        "(`detail-type`, `detail`), a MinIO webhook body (`EventName`, `Key`, `Records`), or, "
-        "with header `x-amz-sns-message-type`, an SNS message whose `Message` is one of these.",
-    },
-}
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (models.ExportRequest,)
+"""Request bodies: absent fields are left out, never null (the structural rendering)."""
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    schemas.Problem,
+    schemas.Accepted,
+    schemas.Export,
+    schemas.ExportList,
+    schemas.EventResult,
+    schemas.S3Event,
+)
+
+
+def component_schemas() -> dict[str, Any]:
+    """`components.schemas`, generated from the models."""
+    ref = "#/components/schemas/{model}"
+    return {
+        **models.json_schemas([(m, "validation") for m in REQUEST_MODELS], ref_template=ref),
+        **models.json_schemas(
+            [(m, "serialization") for m in RESPONSE_MODELS], ref_template=ref, nullable=True
+        ),
+    }
 
 
 @functools.cache
@@ -242,7 +112,7 @@ def openapi_document() -> dict[str, Any]:
             f"application/problem+json; `type` is {TYPE_BASE}<code>.",
         },
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": component_schemas(),
             "headers": {
                 "Retry-After": {
                     "description": "Seconds to wait before polling (202) or retrying (503).",

@@ -112,6 +112,11 @@ def unavailable(detail: str, *, retry_after: int) -> Problem:
     )
 
 
-def invalid(detail: str, *, code: ProblemCode = ProblemCode.INVALID_REQUEST) -> Problem:
+def invalid(
+    detail: str,
+    *,
+    code: ProblemCode = ProblemCode.INVALID_REQUEST,
+    extra: dict[str, Any] | None = None,
+) -> Problem:
     """422: the request is well-formed JSON but asks for something invalid."""
-    return Problem(status=422, code=code, detail=detail)
+    return Problem(status=422, code=code, detail=detail, extra=extra)

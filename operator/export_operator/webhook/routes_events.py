@@ -20,7 +20,7 @@ from export_operator.resource import ExportFormat
 from export_operator.webhook import auth
 from export_operator.webhook.create import Stored, accepted, create_export
 from export_operator.webhook.events import EventError, EventSource, ParsedEvent, parse_event
-from export_operator.webhook.exports import build_export_job, export_for_event, parse_format
+from export_operator.webhook.exports import build_export_job, parse_format, spec_for_event
 from export_operator.webhook.http import read_json, unauthorized
 from export_operator.webhook.problems import Problem, ProblemCode, invalid, unavailable
 from export_operator.webhook.services import SERVICES, SETTINGS
@@ -115,7 +115,7 @@ async def _store(
                 f"no format for {location.uri}: pass ?format= or configure a format rule",
                 code=ProblemCode.UNKNOWN_FORMAT,
             )
-        export = export_for_event(
+        spec = spec_for_event(
             record,
             export_format=chosen,
             default_destination=settings.destination_uri,
@@ -126,7 +126,7 @@ async def _store(
         )
         bodies.append(
             build_export_job(
-                name=name, namespace=settings.namespace, request=export, source_kind=parsed.source
+                name=name, namespace=settings.namespace, spec=spec, source_kind=parsed.source
             )
         )
     if not bodies:

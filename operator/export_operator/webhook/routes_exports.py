@@ -13,7 +13,7 @@ from export_operator import resource
 from export_operator.public_view import phase_of
 from export_operator.webhook.create import accepted, create_export
 from export_operator.webhook.events import EventSource
-from export_operator.webhook.exports import build_export_job, parse_export_request
+from export_operator.webhook.exports import build_export_job, canonical, parse_export_request
 from export_operator.webhook.http import read_json, require_bearer
 from export_operator.webhook.problems import Problem, ProblemCode, invalid, unavailable
 from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
@@ -30,13 +30,13 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 async def post_export(request: web.Request) -> web.Response:
     require_bearer(request)
     settings = request.app[SETTINGS]
-    export = parse_export_request(
+    spec = parse_export_request(
         await read_json(request),
         dataset_uri_template=settings.dataset_uri_template,
         default_destination=settings.destination_uri,
         callback_policy=settings.callback_policy,
     )
-    digest = resource.request_digest(export.canonical())
+    digest = resource.request_digest(canonical(spec))
     annotations = {resource.ANNOTATION_REQUEST_SHA256: digest}
     key = request.headers.get("Idempotency-Key")
     if key is not None:
@@ -49,7 +49,7 @@ async def post_export(request: web.Request) -> web.Response:
     body = build_export_job(
         name=name,
         namespace=settings.namespace,
-        request=export,
+        spec=spec,
         source_kind=EventSource.API,
         annotations=annotations,
     )

@@ -64,7 +64,9 @@ async def test_openapi_describes_every_route(harness: Harness) -> None:
         path = route.resource.canonical if route.resource else ""
         operation = document["paths"][path][route.method.lower()]
         assert operation["responses"], path
-    codes = document["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+    schemas = document["components"]["schemas"]
+    code_ref = schemas["Problem"]["properties"]["code"]["$ref"]
+    codes = schemas[code_ref.rsplit("/", 1)[1]]["enum"]
     assert "idempotency-key-reused" in codes
 
 

@@ -1,0 +1,132 @@
+"""The webhook's response bodies as pydantic models: the source of their /openapi.json schemas.
+
+Handlers build these bodies as plain dicts (views.py, a hot path); tests validate what they build
+against these models, and schemathesis checks the live service against the generated document.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from export_operator.resource import ExportFormat, Phase
+from export_operator.webhook.problems import ProblemCode
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldError(_Body):
+    """One validation error of a request."""
+
+    field: str = Field(description="Dotted path of the field ('' for the whole body).")
+    message: str
+    type: str = Field(description="The error's kind (a problem code where one applies).")
+
+
+class Problem(_Body):
+    """RFC 9457 problem details; `code` is stable, `type` derives from it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(json_schema_extra={"format": "uri"})
+    title: str
+    status: int = Field(ge=400, le=599)
+    code: ProblemCode
+    detail: str
+    instance: str | None = None
+    id: str | None = Field(None, description="The export an Idempotency-Key names.")
+    phase: Phase | None = Field(None, description="The phase of a finished export (409).")
+    errors: list[FieldError] | None = Field(
+        None, description="Every validation error of the request (422)."
+    )
+
+
+class Accepted(_Body):
+    """The answer to a stored export request."""
+
+    id: str = Field(pattern=NAME_PATTERN)
+    status: Phase
+    status_url: str
+
+
+class Progress(BaseModel):
+    """Progress as the processor reports it."""
+
+    bytesRead: int | None = None  # noqa: N815 - the resource's field names
+    bytesTotal: int | None = None  # noqa: N815
+    rows: int | None = None
+    percent: float | None = None
+
+
+class ExportFailure(BaseModel):
+    """Why an export failed."""
+
+    code: str
+    message: str
+    retryable: bool | None = None
+
+
+class ExportResult(BaseModel):
+    """What an export wrote."""
+
+    uri: str
+    bytes: int | None = None
+    rows: int | None = None
+    sha256: str | None = None
+    format: str | None = None
+    download_url: str | None = Field(description="Presigned GET URL (single-export reads only).")
+
+
+class Export(_Body):
+    """One export: what was asked, its phase, progress, error and result."""
+
+    id: str
+    status: Phase
+    status_url: str
+    format: ExportFormat | None
+    source: str | None
+    destination: str | None
+    callback_url: str | None = Field(description="spec.notify.url, if any.")
+    cancel_requested: bool
+    created_at: str | None
+    start_time: str | None
+    completion_time: str | None
+    attempts: int | None
+    queue_position: int | None
+    progress: Progress | None
+    error: ExportFailure | None
+    result: ExportResult | None
+
+
+class ExportList(_Body):
+    """One page of exports, ordered by id."""
+
+    items: list[Export]
+    continue_: str | None = Field(
+        alias="continue",
+        description="Pass as `continue` for the next page; null on the last page.",
+    )
+
+
+class EventResult(_Body):
+    """What an S3 event created."""
+
+    ids: list[str]
+    created: int | None = None
+    duplicates: int | None = None
+    ignored: list[str]
+    status: Literal["accepted", "ignored", "acknowledged"]
+
+
+class S3Event(BaseModel):
+    """An S3 event notification (`Records[]`, as S3, SNS raw delivery and relays post it), an
+    `s3:TestEvent`, an EventBridge `Object Created` event (`detail-type`, `detail`), a MinIO
+    webhook body (`EventName`, `Key`, `Records`), or, with header `x-amz-sns-message-type`, an SNS
+    message whose `Message` is one of these."""
+
+    model_config = ConfigDict(extra="allow")
