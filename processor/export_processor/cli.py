@@ -74,6 +74,8 @@ class _Signals:
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.done = False
+        """Set once the output is complete: from then on a signal changes nothing."""
         self.exporter: Exporter | None = None
         self._previous: dict[int, Any] = {}
 
@@ -90,8 +92,10 @@ class _Signals:
         self._previous = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.received is not None:
-            return  # already stopping: let the abort finish
+        if self.received is not None or self.done:
+            # Already stopping (let the abort finish), or the output is complete: a cancel that
+            # comes after it exits 0 with the result, so the output never goes unrecorded.
+            return
         self.received = signum
         if self.exporter is not None:
             self.exporter.cancel()
@@ -165,6 +169,7 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
         if reporter is not None:
             reporter.start()
         result = exporter.run()
+        signals.done = True
         if reporter is not None:
             reporter.stop(final=True)
         payload: dict[str, Any] = result.as_json()

@@ -285,6 +285,19 @@ def decide(
             completed=failed_condition.last_transition,
         )
     if export.cancel_requested:
+        # A cancel that lost the race to completion: the processor wrote its output and exited 0
+        # before the job controller marked the Job Complete. It ends Succeeded with its result,
+        # so the output is not left in S3 with nothing pointing to it (docs/api.md, "Cancel").
+        won = result_from_pods(p for p in pods if p.exit_code == 0)
+        if won is not None:
+            return finish(
+                Phase.SUCCEEDED,
+                reason="Completed",
+                message=f"wrote {won.uri} ({won.rows} rows, {won.bytes} bytes); the cancel "
+                "came after the export had finished",
+                result=won,
+                completed=max((p.finished_at for p in pods if p.finished_at), default=None),
+            )
         error = ExportError(ErrorCode.CANCELLED, "cancelled by spec.cancel", retryable=False)
         return finish(
             Phase.CANCELLED,

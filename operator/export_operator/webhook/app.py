@@ -14,6 +14,7 @@ from export_operator.kube import new_api_client
 from export_operator.presign import Presigner
 from export_operator.webhook import middleware, routes_events, routes_exports, routes_ops
 from export_operator.webhook.cache import ExportCache, ExportWatcher
+from export_operator.webhook.lookup import MissLookup
 from export_operator.webhook.metrics import WebhookMetrics
 from export_operator.webhook.services import METRICS, SERVICES, SETTINGS, Services
 from export_operator.webhook.settings import WebhookSettings
@@ -83,6 +84,7 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
     services.store = KubeExportStore(
         api=api, namespace=settings.namespace, timeout=settings.api_timeout_seconds
     )
+    _start_lookup(app)
     watcher = ExportWatcher(
         api=api,
         cache=services.cache,
@@ -105,9 +107,19 @@ def _given_store(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def given(app: web.Application) -> AsyncIterator[None]:
         app[SERVICES].store = store
+        _start_lookup(app)
         yield
 
     return given
+
+
+def _start_lookup(app: web.Application) -> None:
+    services, settings = app[SERVICES], app[SETTINGS]
+    services.lookup = MissLookup(
+        cache=services.cache,
+        read=services.store.read,
+        negative_ttl=settings.negative_cache_seconds,
+    )
 
 
 async def _mark_shutting_down(app: web.Application) -> None:

@@ -57,6 +57,7 @@ async def create_export(request: web.Request, *, body: dict[str, Any], source_ki
             retry_after=app[SETTINGS].retry_after_seconds,
         ) from None
     services.cache.upsert(created)
+    services.lookup.forget(name)
     metrics.created.labels(source=source_kind).inc()
     log.info("ExportJob created", extra={"export": name, "source_kind": source_kind})
     return Stored(name=name, created=True, obj=created)

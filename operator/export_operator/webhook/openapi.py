@@ -204,7 +204,8 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "delete": {
                     "operationId": "cancelExport",
-                    "summary": "Cancel: sets spec.cancel; the export ends Cancelled.",
+                    "summary": "Cancel an unfinished export (sets spec.cancel): it ends "
+                    "Cancelled, or Succeeded when it finished first.",
                     "security": bearer,
                     "responses": {
                         "202": _json(
@@ -215,6 +216,10 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         "401": _UNAUTHORIZED,
                         "404": _problem("No such export."),
+                        "409": _problem(
+                            "The export has finished (code `export-finished`, its `phase` "
+                            "given); nothing was changed."
+                        ),
                         "422": _problem("The API server refused the change."),
                         "503": _UNAVAILABLE,
                     },

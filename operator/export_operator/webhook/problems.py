@@ -34,6 +34,7 @@ class ProblemCode(enum.StrEnum):
     UNSUPPORTED_EVENT = "unsupported-event"
     INVALID_SIGNATURE = "invalid-signature"
     IDEMPOTENCY_CONFLICT = "idempotency-key-reused"
+    EXPORT_FINISHED = "export-finished"
     REJECTED_BY_API_SERVER = "rejected-by-api-server"
     UNAVAILABLE = "api-server-unavailable"
     NOT_READY = "not-ready"
@@ -56,6 +57,7 @@ TITLES: dict[ProblemCode, str] = {
     ProblemCode.UNSUPPORTED_EVENT: "Unsupported event",
     ProblemCode.INVALID_SIGNATURE: "Invalid SNS message signature",
     ProblemCode.IDEMPOTENCY_CONFLICT: "Idempotency-Key reused with a different request",
+    ProblemCode.EXPORT_FINISHED: "The export has finished and cannot be cancelled",
     ProblemCode.REJECTED_BY_API_SERVER: "The Kubernetes API server rejected the ExportJob",
     ProblemCode.UNAVAILABLE: "The Kubernetes API server is unavailable; retry later",
     ProblemCode.NOT_READY: "Not ready",

@@ -17,7 +17,11 @@ from export_operator.webhook.exports import build_export_job, canonical, parse_e
 from export_operator.webhook.http import read_json, require_bearer
 from export_operator.webhook.problems import Problem, ProblemCode, invalid, unavailable
 from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
-from export_operator.webhook.store import StoreRejectedError, StoreUnavailableError
+from export_operator.webhook.store import (
+    StaleVersionError,
+    StoreRejectedError,
+    StoreUnavailableError,
+)
 from export_operator.webhook.views import export_view, status_url
 
 routes = web.RouteTableDef()
@@ -93,7 +97,13 @@ async def _existing(request: web.Request, name: str) -> dict[str, Any]:
     return found
 
 
-def _cached_or_404(request: web.Request) -> dict[str, Any]:
+async def _find_or_404(request: web.Request, *, when_down: int = 404) -> dict[str, Any]:
+    """The ExportJob the path names: from the cache, else one bounded API read (an export
+    created through another replica that this replica's watch has not delivered yet).
+
+    `when_down`: the answer to a miss the API server cannot settle: 404 (the cache's answer,
+    for reads) or 503 (for a cancellation, which must not claim an export does not exist).
+    """
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     name = request.match_info["id"]
     if not services.cache.synced:
@@ -103,7 +113,16 @@ def _cached_or_404(request: web.Request) -> dict[str, Any]:
             detail="the export cache is not synced yet",
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
-    obj = services.cache.get(name) if _NAME.match(name) else None
+    try:
+        obj = await services.lookup.get(name) if _NAME.match(name) else None
+    except StoreUnavailableError:
+        if when_down == 503:
+            request.app[METRICS].api_unavailable.inc()
+            raise unavailable(
+                "the export could not be read; retry later",
+                retry_after=settings.retry_after_seconds,
+            ) from None
+        obj = None
     if obj is None:
         raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
     return obj
@@ -112,7 +131,7 @@ def _cached_or_404(request: web.Request) -> dict[str, Any]:
 @routes.get("/v1/exports/{id}")
 async def get_export(request: web.Request) -> web.Response:
     require_bearer(request)
-    obj = _cached_or_404(request)
+    obj = await _find_or_404(request)
     download_url = None
     result_uri = ((obj.get("status") or {}).get("result") or {}).get("uri")
     if phase_of(obj) == resource.Phase.SUCCEEDED and isinstance(result_uri, str):
@@ -150,28 +169,73 @@ async def list_exports(request: web.Request) -> web.Response:
     return web.json_response({"items": [export_view(obj) for obj in items], "continue": token})
 
 
+CANCEL_ATTEMPTS = 3
+"""Conditional cancel writes tried before giving up with 503 (each after a fresh read)."""
+
+
 @routes.delete("/v1/exports/{id}")
 async def cancel_export(request: web.Request) -> web.Response:
+    """Cancel: `spec.cancel` set only while the export is unfinished (a write conditional on the
+    resourceVersion that was read, so a completion in between is seen); a finished export is a
+    409 naming its phase. A cancel that still loses the race to completion ends Succeeded
+    (the operator's rule), never Cancelled with an output nothing points to."""
     require_bearer(request)
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     name = request.match_info["id"]
-    if not _NAME.match(name):
-        raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
+    obj = await _find_or_404(request, when_down=503)
+    for _ in range(CANCEL_ATTEMPTS):
+        phase = resource.Phase(phase_of(obj))
+        if phase.finished:
+            raise Problem(
+                status=409,
+                code=ProblemCode.EXPORT_FINISHED,
+                detail=f"export {name!r} has finished ({phase.value}); there is nothing to cancel",
+                extra={"id": name, "phase": phase.value},
+            )
+        try:
+            patched = await services.store.cancel(
+                name, resource_version=str(obj["metadata"].get("resourceVersion", ""))
+            )
+        except StaleVersionError:
+            fresh = await _read(request, name)
+            if fresh is None:
+                break
+            obj = fresh
+            continue
+        except StoreRejectedError as exc:
+            raise Problem(
+                status=422, code=ProblemCode.REJECTED_BY_API_SERVER, detail=str(exc)
+            ) from None
+        except StoreUnavailableError:
+            request.app[METRICS].api_unavailable.inc()
+            raise unavailable(
+                "the cancellation could not be stored; retry later",
+                retry_after=settings.retry_after_seconds,
+            ) from None
+        if patched is None:
+            break
+        services.cache.upsert(patched)
+        return accepted(
+            export_view(patched),
+            location=status_url(name),
+            poll_after=settings.poll_after_seconds,
+        )
+    else:
+        request.app[METRICS].api_unavailable.inc()
+        raise unavailable(
+            "the export kept changing; retry the cancellation",
+            retry_after=settings.retry_after_seconds,
+        )
+    raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
+
+
+async def _read(request: web.Request, name: str) -> dict[str, Any] | None:
+    """A direct API read; 503 when the API server does not answer."""
     try:
-        patched = await services.store.cancel(name)
+        return await request.app[SERVICES].store.read(name)
     except StoreUnavailableError:
         request.app[METRICS].api_unavailable.inc()
         raise unavailable(
-            "the cancellation could not be stored; retry later",
-            retry_after=settings.retry_after_seconds,
+            "the export could not be read; retry later",
+            retry_after=request.app[SETTINGS].retry_after_seconds,
         ) from None
-    except StoreRejectedError as exc:
-        raise Problem(
-            status=422, code=ProblemCode.REJECTED_BY_API_SERVER, detail=str(exc)
-        ) from None
-    if patched is None:
-        raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
-    services.cache.upsert(patched)
-    return accepted(
-        export_view(patched), location=status_url(name), poll_after=settings.poll_after_seconds
-    )

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from export_operator.presign import Presigner
 from export_operator.webhook.cache import ExportCache
+from export_operator.webhook.lookup import MissLookup
 from export_operator.webhook.metrics import WebhookMetrics
 from export_operator.webhook.settings import WebhookSettings
 from export_operator.webhook.sns import SnsVerifier
@@ -21,6 +22,8 @@ class Services:
 
     cache: ExportCache
     store: ExportStore = field(init=False)
+    lookup: MissLookup = field(init=False)
+    """The cache, with one bounded API read on a miss (read-your-write across replicas)."""
     presigner: Presigner = field(init=False)
     sns: SnsVerifier = field(init=False)
     shutting_down: bool = False

@@ -143,6 +143,11 @@ class WebhookSettings:
     """Server-side timeout of one watch request of the ExportJob cache, in seconds; the watch
     resumes from the last resourceVersion. Env `EXPORTJOBS_WEBHOOK_WATCH_TIMEOUT_SECONDS`."""
 
+    negative_cache_seconds: float = 2.0
+    """How long an id that the cache and a direct API read both did not find answers 404 without
+    another API read, in seconds. Env `EXPORTJOBS_WEBHOOK_NEGATIVE_CACHE_SECONDS`, default 2:
+    an id created through another replica is found by a direct read at most this late."""
+
     page_size: int = 50
     """Default page size of `GET /v1/exports` (at most 500). Env
     `EXPORTJOBS_WEBHOOK_PAGE_SIZE`."""
@@ -247,6 +252,9 @@ class WebhookSettings:
                     number("WATCH_TIMEOUT_SECONDS", int, cls.watch_timeout_seconds)
                 ),
                 page_size=int(number("PAGE_SIZE", int, cls.page_size)),
+                negative_cache_seconds=number(
+                    "NEGATIVE_CACHE_SECONDS", float, cls.negative_cache_seconds
+                ),
                 shutdown_timeout_seconds=number(
                     "SHUTDOWN_TIMEOUT_SECONDS", float, cls.shutdown_timeout_seconds
                 ),

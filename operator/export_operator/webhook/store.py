@@ -27,6 +27,10 @@ class StoreRejectedError(Exception):
     """The API server refused the ExportJob as invalid (400/422): retrying will not help."""
 
 
+class StaleVersionError(Exception):
+    """The object changed since the resourceVersion a conditional write named: read again."""
+
+
 class StoreUnavailableError(Exception):
     """The API server could not be reached, timed out, or refused for a transient reason."""
 
@@ -40,8 +44,9 @@ class ExportStore(Protocol):
     async def read(self, name: str) -> dict[str, Any] | None:
         """Read one ExportJob directly (not from the cache); None when absent."""
 
-    async def cancel(self, name: str) -> dict[str, Any] | None:
-        """Set `spec.cancel: true`; the patched object, or None when absent."""
+    async def cancel(self, name: str, *, resource_version: str) -> dict[str, Any] | None:
+        """Set `spec.cancel: true` if the object is still at `resource_version`; the patched
+        object, or None when absent. Raises `StaleVersionError` when it changed meanwhile."""
 
     async def ping(self) -> None:
         """Return when the API server answers; raise `StoreUnavailableError` otherwise."""
@@ -83,7 +88,8 @@ class KubeExportStore:
         except _NotFoundError:
             return None
 
-    async def cancel(self, name: str) -> dict[str, Any] | None:
+    async def cancel(self, name: str, *, resource_version: str) -> dict[str, Any] | None:
+        body = {"metadata": {"resourceVersion": resource_version}, "spec": {"cancel": True}}
         try:
             async with _translated_errors():
                 patched: dict[str, Any] = await self._objects.patch_namespaced_custom_object(
@@ -92,13 +98,15 @@ class KubeExportStore:
                     self._namespace,
                     resource.PLURAL,
                     name,
-                    {"spec": {"cancel": True}},
+                    body,
                     _content_type="application/merge-patch+json",  # type: ignore[call-arg]
                     _request_timeout=self._timeout,
                 )
                 return patched
         except _NotFoundError:
             return None
+        except AlreadyExistsError as exc:  # 409 on a patch: the resourceVersion is stale
+            raise StaleVersionError(str(exc)) from exc
 
     async def ping(self) -> None:
         async with _translated_errors():

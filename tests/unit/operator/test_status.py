@@ -343,3 +343,28 @@ def test_result_parsing_refuses_garbage() -> None:
     assert parse_result("not json") is None
     assert parse_result(json.dumps({"uri": "s3://x/y", "format": "xml"})) is None
     assert parse_result(json.dumps({"error": {"code": "X"}})) is None
+
+
+def test_a_cancel_that_loses_the_race_to_completion_ends_succeeded() -> None:
+    """The pod wrote its output and exited 0; the Job is not marked Complete yet when the
+    cancel is seen: the export ends Succeeded with its result, nothing orphaned in S3."""
+    done = pod(phase="Succeeded", state=terminated(0, json.dumps(RESULT), reason="Completed"))
+    decision = _decide(
+        spec={"source": {"uri": "s3://src/a.csv"}, "format": "csv", "cancel": True},
+        the_job=job(active=0, succeeded=1),
+        pods=[done],
+    )
+    assert decision.phase is Phase.SUCCEEDED
+    assert decision.status["result"]["uri"] == RESULT["uri"]
+    assert "error" not in decision.status and not decision.delete_job
+    assert decision.status["completionTime"] == "2026-01-01T00:09:00Z"
+
+
+def test_a_cancel_before_the_output_is_complete_ends_cancelled() -> None:
+    failed = pod(phase="Failed", state=terminated(1, '{"error":{"code":"CANCELLED"}}'))
+    decision = _decide(
+        spec={"source": {"uri": "s3://src/a.csv"}, "format": "csv", "cancel": True},
+        the_job=job(active=1),
+        pods=[failed],
+    )
+    assert decision.phase is Phase.CANCELLED and decision.delete_job

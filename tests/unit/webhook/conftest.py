@@ -15,7 +15,11 @@ from export_operator.resource import ExportFormat
 from export_operator.webhook import create_app
 from export_operator.webhook.cache import ExportCache
 from export_operator.webhook.settings import FormatRule, WebhookSettings
-from export_operator.webhook.store import AlreadyExistsError, StoreUnavailableError
+from export_operator.webhook.store import (
+    AlreadyExistsError,
+    StaleVersionError,
+    StoreUnavailableError,
+)
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,6 +34,7 @@ class FakeStore:
         self.down = False
         self.version = 100
         self.create_calls = 0
+        self.read_calls = 0
 
     def _stamp(self, obj: dict[str, Any]) -> None:
         self.version += 1
@@ -49,17 +54,20 @@ class FakeStore:
         return copy.deepcopy(obj)
 
     async def read(self, name: str) -> dict[str, Any] | None:
+        self.read_calls += 1
         if self.down:
             raise StoreUnavailableError("connection refused")
         obj = self.objects.get(name)
         return copy.deepcopy(obj) if obj else None
 
-    async def cancel(self, name: str) -> dict[str, Any] | None:
+    async def cancel(self, name: str, *, resource_version: str) -> dict[str, Any] | None:
         if self.down:
             raise StoreUnavailableError("connection refused")
         obj = self.objects.get(name)
         if obj is None:
             return None
+        if obj["metadata"]["resourceVersion"] != resource_version:
+            raise StaleVersionError(name)
         obj["spec"]["cancel"] = True
         self._stamp(obj)
         return copy.deepcopy(obj)
@@ -68,12 +76,14 @@ class FakeStore:
         if self.down:
             raise StoreUnavailableError("connection refused")
 
-    def set_status(self, name: str, status: dict[str, Any]) -> None:
-        """Play the operator: write a status and let the 'watch' deliver it to the cache."""
+    def set_status(self, name: str, status: dict[str, Any], *, watch: bool = True) -> None:
+        """Play the operator: write a status and let the 'watch' deliver it to the cache
+        (`watch=False`: the watch has not delivered it yet)."""
         obj = self.objects[name]
         obj["status"] = status
         self._stamp(obj)
-        self.cache.upsert(copy.deepcopy(obj))
+        if watch:
+            self.cache.upsert(copy.deepcopy(obj))
 
 
 def make_settings(**overrides: Any) -> WebhookSettings:
