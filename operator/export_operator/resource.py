@@ -30,6 +30,9 @@ LABEL_SOURCE_KIND = f"{GROUP}/source-kind"
 """How the ExportJob was requested: `api`, `s3`, `sns`, `eventbridge` or `minio`."""
 ANNOTATION_IDEMPOTENCY = f"{GROUP}/idempotency-key-sha256"
 ANNOTATION_REQUEST_SHA256 = f"{GROUP}/request-sha256"
+ANNOTATION_SOURCE_SIZE = f"{GROUP}/source-size-bytes"
+"""Optional: the source object's size in bytes. The webhook sets it from S3 events (which carry
+the size); the operator scales the Job's memory and deadline with it."""
 
 MAX_NAME_LENGTH = 63
 """ExportJob names also name Jobs and label values, so they stay DNS-1123 labels."""

@@ -17,9 +17,7 @@ from typing import Any
 from export_operator import resource
 
 PROCESSOR_CONTAINER = "processor"
-ANNOTATION_SOURCE_SIZE = f"{resource.GROUP}/source-size-bytes"
-"""Optional, on an ExportJob: the source object's size in bytes (the webhook knows it from S3
-events); the Job's resources and deadline scale with it."""
+ANNOTATION_SOURCE_SIZE = resource.ANNOTATION_SOURCE_SIZE
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

@@ -42,6 +42,8 @@ def create_app(
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[middleware.observe, middleware.problems],
+        # Content codings are decoded by webhook.http.read_body (415 problem for unknown ones).
+        handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
     app[METRICS] = WebhookMetrics()

@@ -41,6 +41,8 @@ class ObjectCreated:
     version_id: str | None
     etag: str | None
     sequencer: str | None
+    size: int | None = None
+    """The object's size in bytes, when the event says (S3, MinIO and EventBridge do)."""
 
     @property
     def version(self) -> str | None:
@@ -122,6 +124,7 @@ def _parse_records(records: Any, *, source: EventSource) -> ParsedEvent:
                 version_id=_text(obj.get("versionId")),
                 etag=_text(obj.get("eTag")),
                 sequencer=_text(obj.get("sequencer")),
+                size=_size(obj.get("size")),
             )
         )
     return parsed
@@ -149,6 +152,7 @@ def _parse_eventbridge(body: dict[str, Any]) -> ParsedEvent:
             version_id=_text(obj.get("version-id")),
             etag=_text(obj.get("etag")),
             sequencer=_text(obj.get("sequencer")),
+            size=_size(obj.get("size")),
         )
     )
     return parsed
@@ -167,6 +171,13 @@ def _dig(value: Any, *path: str) -> Any:
             return None
         value = value.get(part)
     return value
+
+
+def _size(value: Any) -> int | None:
+    """A size in bytes (a non-negative integer; some relays send it as a string), else None."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _text(value: Any) -> str | None:

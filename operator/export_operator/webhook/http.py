@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 from aiohttp import web
@@ -18,19 +19,51 @@ def is_json_type(content_type: str) -> bool:
     )
 
 
+CONTENT_CODINGS = {"identity": 0, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS}
+"""Request content codings read (RFC 9110 §8.4), with their zlib window bits; anything else is
+415 with `Accept-Encoding` naming these. aiohttp's own decoding is off (the app's
+`auto_decompress=False`) so that an unknown coding is a problem document, not a text/plain 400,
+and a compressed body is held to the size limit after decompression."""
+CHARSETS = {"utf-8", "utf8"}
+"""JSON is UTF-8 (RFC 8259 §8.1): a `charset` parameter, if given, must say so."""
+
+
 async def read_body(request: web.Request) -> bytes:
-    """The body, refusing one over the size limit before reading it when the length is known.
+    """The body, decoded from its content coding, at most the size limit before and after.
 
     Raises:
-        Problem: 413 `body-too-large`.
+        Problem: 415 `unsupported-media-type` for an unknown content coding, 413
+            `body-too-large`, 400 `malformed-json` for a body that does not decompress.
     """
     limit = request.app[SETTINGS].max_body_bytes
+    coding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+    if coding not in CONTENT_CODINGS:
+        raise Problem(
+            status=415,
+            code=ProblemCode.UNSUPPORTED_MEDIA_TYPE,
+            detail=f"content coding {coding!r} is not supported; use gzip or none",
+            headers={"Accept-Encoding": "gzip, identity"},
+        )
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
     try:
-        return await request.read()
+        raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large(limit) from None
+    if coding == "identity":
+        return raw
+    decoder = zlib.decompressobj(CONTENT_CODINGS[coding])
+    try:
+        body = decoder.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise Problem(
+            status=400,
+            code=ProblemCode.MALFORMED_JSON,
+            detail=f"the body is not valid {coding}: {exc}",
+        ) from None
+    if len(body) > limit:
+        raise too_large(limit)
+    return body
 
 
 def too_large(limit: int) -> Problem:
@@ -39,14 +72,23 @@ def too_large(limit: int) -> Problem:
     )
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        keys = [key for key, _ in pairs]
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f"duplicate key {twice!r}")
+    return value
+
+
 def parse_json(body: bytes) -> Any:
-    """Decode a UTF-8 JSON body.
+    """Decode a UTF-8 JSON body; an object with a key twice is refused, not last-one-wins.
 
     Raises:
         Problem: 400 `malformed-json`.
     """
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Problem(
             status=400, code=ProblemCode.MALFORMED_JSON, detail=f"the body is not JSON: {exc}"
@@ -54,7 +96,7 @@ def parse_json(body: bytes) -> Any:
 
 
 async def read_json(request: web.Request, *, allow_text: bool = False) -> Any:
-    """Check the content type, then read and decode the JSON body.
+    """Check the content type and charset, then read and decode the JSON body.
 
     Raises:
         Problem: 415, 413 or 400.
@@ -67,6 +109,13 @@ async def read_json(request: web.Request, *, allow_text: bool = False) -> Any:
             status=415,
             code=ProblemCode.UNSUPPORTED_MEDIA_TYPE,
             detail=f"expected application/json, got {request.content_type!r}",
+        )
+    charset = request.charset
+    if charset is not None and charset.lower() not in CHARSETS:
+        raise Problem(
+            status=415,
+            code=ProblemCode.UNSUPPORTED_MEDIA_TYPE,
+            detail=f"JSON bodies are UTF-8; charset {charset!r} is not accepted",
         )
     return parse_json(await read_body(request))
 

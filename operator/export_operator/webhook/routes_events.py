@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 SNS_TYPE_HEADER = "x-amz-sns-message-type"
+SNS_RAW_DELIVERY_HEADER = "x-amz-sns-rawdelivery"
 
 
 @routes.post("/v1/events/s3")
@@ -37,7 +38,10 @@ async def post_s3_event(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     query_format = request.query.get("format")
     export_format = parse_format(query_format) if query_format is not None else None
-    if SNS_TYPE_HEADER in request.headers:
+    # SNS raw message delivery posts the S3 event itself, unsigned, still with the message-type
+    # header (and `x-amz-sns-rawdelivery: true`): it is authenticated like a relay, by token.
+    raw_delivery = request.headers.get(SNS_RAW_DELIVERY_HEADER, "").lower() == "true"
+    if SNS_TYPE_HEADER in request.headers and not raw_delivery:
         parsed = await _from_sns(request)
         if parsed is None:
             return web.json_response({"ids": [], "ignored": [], "status": "acknowledged"})
@@ -53,7 +57,7 @@ async def post_s3_event(request: web.Request) -> web.Response:
             raise unauthorized(
                 request, reason=reason, detail="a bearer token or EventBridge API key is required"
             )
-        parsed = _parse(await read_json(request), source=EventSource.S3)
+        parsed = _parse(await read_json(request, allow_text=raw_delivery), source=EventSource.S3)
         if by_key and parsed.source != EventSource.EVENTBRIDGE:
             raise unauthorized(
                 request,
@@ -124,9 +128,16 @@ async def _store(
         name = resource.export_name_for_object(
             bucket=location.bucket, key=location.key, version=record.version, export_format=chosen
         )
+        annotations = {}
+        if record.size is not None:
+            annotations[resource.ANNOTATION_SOURCE_SIZE] = str(record.size)
         bodies.append(
             build_export_job(
-                name=name, namespace=settings.namespace, spec=spec, source_kind=parsed.source
+                name=name,
+                namespace=settings.namespace,
+                spec=spec,
+                source_kind=parsed.source,
+                annotations=annotations,
             )
         )
     if not bodies:
