@@ -77,7 +77,7 @@ def resolve_inputs(*, export: ExportView, settings: OperatorSettings) -> ExportI
 def processor_env(
     *, export: ExportView, inputs: ExportInputs, settings: OperatorSettings
 ) -> list[dict[str, str]]:
-    """The processor's environment (interfaces.md "Processor environment")."""
+    """The processor's environment (docs/configuration.md, "Processor")."""
     spec = export.spec
     source = spec.get("source") or {}
     csv = spec.get("csv") or {}
@@ -134,7 +134,7 @@ def deadline_seconds(
 
 
 def job_labels(export_name: str) -> dict[str, str]:
-    """The labels on the Job and its pods (interfaces.md "Labels")."""
+    """The labels on the Job and its pods (`exportjobs.dev/export` names the ExportJob)."""
     return {
         resource.LABEL_EXPORT: export_name,
         "app.kubernetes.io/name": "exportjobs",

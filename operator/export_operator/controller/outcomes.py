@@ -42,7 +42,7 @@ class ExportError:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProcessorResult:
-    """The processor's result JSON (interfaces.md "Processor output")."""
+    """The processor's result JSON (docs/processor.md, the termination message)."""
 
     uri: str
     bytes: int

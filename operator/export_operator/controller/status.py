@@ -287,7 +287,8 @@ def decide(
     if export.cancel_requested:
         # A cancel that lost the race to completion: the processor wrote its output and exited 0
         # before the job controller marked the Job Complete. It ends Succeeded with its result,
-        # so the output is not left in S3 with nothing pointing to it (docs/api.md, "Cancel").
+        # so the output is not left in S3 with nothing pointing to it (docs/api.md, "Reading
+        # and cancelling").
         won = result_from_pods(p for p in pods if p.exit_code == 0)
         if won is not None:
             return finish(
