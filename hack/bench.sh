@@ -14,6 +14,16 @@ source .local/cluster.env
 export PATH=$repo/.venv/bin:$PATH
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(processor operator webhook)
+# The webhook's GET figure is measured with wrk (Debian package `wrk`); install it when we can.
+if [[ " ${names[*]} " == *" webhook "* ]] && ! command -v wrk >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[bench] installing wrk (apt-get install wrk) for the webhook GET figure" >&2
+    { apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; } >/dev/null \
+      || echo "[bench] warning: could not install wrk" >&2
+  fi
+  command -v wrk >/dev/null 2>&1 || echo "[bench] wrk not found (apt-get install wrk): the" \
+    "webhook GET figure uses the slower Python fallback client and is not comparable" >&2
+fi
 for name in "${names[@]}"; do
   echo "== bench/bench_$name.py"
   python "bench/bench_$name.py"

@@ -121,6 +121,7 @@ def _start_lookup(app: web.Application) -> None:
         cache=services.cache,
         read=services.store.read,
         negative_ttl=settings.negative_cache_seconds,
+        observe=lambda result: app[METRICS].cache_miss_reads.labels(result=result).inc(),
     )
 
 

@@ -33,6 +33,7 @@ class MissLookup:
         max_in_flight: int = 16,
         max_negatives: int = 4096,
         clock: Callable[[], float] = time.monotonic,
+        observe: Callable[[str], None] = lambda result: None,
     ) -> None:
         self._cache = cache
         self._read = read
@@ -40,6 +41,8 @@ class MissLookup:
         self._max_in_flight = max_in_flight
         self._max_negatives = max_negatives
         self._clock = clock
+        self._observe = observe
+        """Called with `found`, `absent` or `unavailable` after each API read (metrics)."""
         self._negatives: OrderedDict[str, float] = OrderedDict()
         self._pending: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         self.reads = 0
@@ -79,7 +82,12 @@ class MissLookup:
 
     async def _lookup(self, name: str) -> dict[str, Any] | None:
         self.reads += 1
-        found = await self._read(name)  # StoreUnavailableError: nothing remembered, re-raised
+        try:
+            found = await self._read(name)
+        except Exception:
+            self._observe("unavailable")
+            raise  # StoreUnavailableError: nothing remembered
+        self._observe("absent" if found is None else "found")
         if found is None:
             self._negatives[name] = self._clock() + self._negative_ttl
             self._negatives.move_to_end(name)

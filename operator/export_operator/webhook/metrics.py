@@ -47,6 +47,13 @@ class WebhookMetrics:
             "Requests answered 503 because the API server was down or refused.",
             registry=self.registry,
         )
+        self.cache_miss_reads = Counter(
+            "exportjobs_webhook_cache_miss_reads",
+            "Direct API reads of ids the cache missed (read-your-write across replicas), by "
+            "result: found, absent, unavailable.",
+            ["result"],
+            registry=self.registry,
+        )
         self.cached_exports = Gauge(
             "exportjobs_webhook_cached_exports",
             "ExportJobs in the watch-fed cache.",
