@@ -212,12 +212,21 @@ def test_another_etag_exits_3(s3_client: Any, s3_bucket: str, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    "env",
-    [{"AWS_SECRET_ACCESS_KEY": "wrong-secret-key-000"}, {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}],
+    ("env", "exit_code", "error_code"),
+    [
+        # A 4xx that is not throttling gets the same answer on every attempt: not retried.
+        ({"AWS_SECRET_ACCESS_KEY": "wrong-secret-key-000"}, 2, "S3_REFUSED"),
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, 1, "INTERNAL"),
+    ],
     ids=["wrong-credentials", "unreachable-endpoint"],
 )
-def test_s3_trouble_is_retryable(
-    s3_client: Any, s3_bucket: str, env: dict[str, str], tmp_path: Path
+def test_s3_trouble_is_retried_only_when_transient(
+    s3_client: Any,
+    s3_bucket: str,
+    env: dict[str, str],
+    exit_code: int,
+    error_code: str,
+    tmp_path: Path,
 ) -> None:
     s3_client.put_object(Bucket=s3_bucket, Key="a.csv", Body=b"x\n1\n")
     code, _, err, payload = run_cli(
@@ -230,10 +239,28 @@ def test_s3_trouble_is_retryable(
         env={**env, "EXPORTJOBS_S3_MAX_ATTEMPTS": "1"},
         tmp_path=tmp_path,
     )
-    assert code == 1, err
-    assert payload["error"]["retryable"] is True
-    assert payload["error"]["code"] == "INTERNAL"
+    assert code == exit_code, err
+    assert payload["error"]["retryable"] is (exit_code == 1)
+    assert payload["error"]["code"] == error_code
     assert err.count("\n") == 1
+
+
+def test_a_missing_destination_bucket_fails_once_with_its_own_code(
+    s3_client: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    s3_client.put_object(Bucket=s3_bucket, Key="a.csv", Body=b"x\n1\n")
+    code, _, err, payload = run_cli(
+        "--source",
+        f"s3://{s3_bucket}/a.csv",
+        "--format",
+        "csv",
+        "--destination",
+        "s3://no-such-bucket-exportjobs-out/exports/",
+        tmp_path=tmp_path,
+    )
+    assert code == 2, err
+    assert payload["error"]["code"] == "DESTINATION_NOT_FOUND"
+    assert payload["error"]["retryable"] is False
 
 
 class FaultyS3:
