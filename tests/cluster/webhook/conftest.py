@@ -171,6 +171,10 @@ class ApiProxy:
         except OSError:
             writer.close()
             return
+        if self.mode == "down":  # cut while this connection was being opened
+            writer.transport.abort()
+            up_writer.transport.abort()
+            return
         self._writers |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
         self._writers -= {writer, up_writer}

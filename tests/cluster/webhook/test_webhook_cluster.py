@@ -15,6 +15,8 @@ import pytest
 
 from export_operator import resource
 from export_operator.resource import ExportFormat
+from export_operator.webhook.services import SERVICES
+from export_operator.webhook.store import StoreRejectedError
 from tests.cluster.webhook.conftest import ApiProxy, ExportJobs, RunningWebhook, StartWebhook
 from tests.unit.webhook import samples
 
@@ -67,9 +69,19 @@ async def test_create_read_list_cancel(start_webhook: StartWebhook, exportjobs: 
     status, page, _ = await hook.request("GET", "/v1/exports", params={"phase": "Running"})
     assert page["items"] == []
 
+    # Finished: nothing to cancel (409 with the phase), spec.cancel stays unset.
     status, body, _ = await hook.request("DELETE", f"/v1/exports/{name}")
+    assert status == 409 and body["code"] == "export-finished" and body["phase"] == "Succeeded"
+    assert (
+        "cancel" not in exportjobs.get(name)["spec"] or not exportjobs.get(name)["spec"]["cancel"]
+    )
+    status, body, _ = await hook.request(
+        "POST", "/v1/exports", json={"source": SOURCE, "format": "csv"}
+    )
+    other = body["id"]
+    status, body, _ = await hook.request("DELETE", f"/v1/exports/{other}")
     assert status == 202 and body["cancel_requested"] is True
-    assert exportjobs.get(name)["spec"]["cancel"] is True
+    assert exportjobs.get(other)["spec"]["cancel"] is True
     assert (await hook.request("DELETE", "/v1/exports/no-such-export"))[0] == 404
     assert (await hook.request("GET", "/v1/exports/no-such-export"))[0] == 404
 
@@ -121,14 +133,26 @@ async def test_twenty_concurrent_copies_make_one_exportjob(
     assert len(exportjobs.names()) == 2
 
 
-async def test_api_server_rejection_is_422_not_503(
+async def test_api_server_rejection_is_a_store_rejection_not_unavailability(
     start_webhook: StartWebhook, exportjobs: ExportJobs
 ) -> None:
+    """The webhook refuses everything the CRD refuses (tests/cluster/test_contract_api_server.py),
+    so an ExportJob the API server rejects is built here by hand: the store reports it as
+    rejected (422 `rejected-by-api-server` at the HTTP layer, tests/unit/webhook), not as the
+    API server being unavailable (503)."""
     hook = await start_webhook()
-    # Valid for the webhook, refused by the CRD schema (delimiter and quote must differ).
-    body = {"source": SOURCE, "format": "csv", "csv": {"delimiter": ";", "quote": ";"}}
-    status, problem, _ = await hook.request("POST", "/v1/exports", json=body)
-    assert status == 422 and problem["code"] == "rejected-by-api-server", problem
+    body = {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": "api-rejected", "namespace": exportjobs.namespace},
+        "spec": {
+            "source": {"uri": SOURCE},
+            "format": "csv",
+            "csv": {"delimiter": ";", "quote": ";"},
+        },
+    }
+    with pytest.raises(StoreRejectedError, match="must differ"):
+        await hook.app[SERVICES].store.create(body)
     assert exportjobs.names() == []
 
 

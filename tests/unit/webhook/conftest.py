@@ -18,6 +18,7 @@ from export_operator.webhook.settings import FormatRule, WebhookSettings
 from export_operator.webhook.store import (
     AlreadyExistsError,
     StaleVersionError,
+    StoreRejectedError,
     StoreUnavailableError,
 )
 
@@ -35,6 +36,8 @@ class FakeStore:
         self.version = 100
         self.create_calls = 0
         self.read_calls = 0
+        self.reject: str | None = None
+        """When set, creates are refused as the API server refuses an invalid object."""
 
     def _stamp(self, obj: dict[str, Any]) -> None:
         self.version += 1
@@ -44,6 +47,8 @@ class FakeStore:
         self.create_calls += 1
         if self.down:
             raise StoreUnavailableError("connection refused")
+        if self.reject is not None:
+            raise StoreRejectedError(self.reject)
         name = body["metadata"]["name"]
         if name in self.objects:
             raise AlreadyExistsError(name)

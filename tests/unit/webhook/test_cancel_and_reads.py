@@ -148,3 +148,13 @@ async def test_negatives_expire() -> None:
     now[0] = 2.5
     assert await lookup.get("x") is None
     assert calls == ["x", "x"]
+
+
+async def test_an_api_server_rejection_is_422_not_503(harness: Harness) -> None:
+    harness.store.reject = "spec.csv: Invalid value: the CEL rule said no"
+    response = await harness.client.post(
+        "/v1/exports", json={"source": SOURCE, "format": "csv"}, headers=AUTH
+    )
+    assert response.status == 422
+    problem = await response.json()
+    assert problem["code"] == "rejected-by-api-server" and "CEL rule" in problem["detail"]
