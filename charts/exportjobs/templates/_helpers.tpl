@@ -106,3 +106,20 @@ envFrom:
       name: {{ . }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret with the completion callbacks' signing secrets; empty when there is none. */}}
+{{- define "exportjobs.notifySecretName" -}}
+{{- if .Values.notifications.existingSecret }}
+{{- .Values.notifications.existingSecret }}
+{{- else if .Values.notifications.secrets }}
+{{- include "exportjobs.componentName" (dict "root" . "component" "notify") }}
+{{- end }}
+{{- end }}
+
+{{/* Where completion callbacks may go: read by the webhook (at POST) and the operator. */}}
+{{- define "exportjobs.callbackEnv" -}}
+- name: EXPORTJOBS_CALLBACK_ALLOWLIST
+  value: {{ join "," .Values.notifications.allowlist | quote }}
+- name: EXPORTJOBS_CALLBACK_ALLOW_HTTP
+  value: {{ .Values.notifications.allowHttp | quote }}
+{{- end }}
