@@ -37,6 +37,7 @@ bench: venv  ## every benchmark, printing ratios against its baseline
 
 demo-down:  ## stop what `make demo` started (product processes, cluster, S3 server)
 	-.venv/bin/python hack/stack.py down --namespace exportjobs --state-dir .local/demo/stack
+	-.venv/bin/python hack/callback_receiver.py stop --state-dir .local/demo/callbacks
 	hack/cluster.sh down
 
 images:  ## both container images (Docker engine and base made if missing; see docs/images.md)

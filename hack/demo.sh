@@ -27,6 +27,10 @@ fi
 source .local/cluster.env
 export PATH=$repo/.venv/bin:$PATH
 
+say "a completion-callback receiver on 127.0.0.1 (hack/callback_receiver.py)"
+eval "$(python hack/callback_receiver.py start --state-dir "$demo_dir/callbacks")"
+echo "exports under s3://exports-input/demo/ notify $EXPORTJOBS_DEMO_CALLBACK_URL"
+
 say "chart objects (Helm) + operator, webhook and pod runner"
 python hack/stack.py down --namespace "$namespace" --state-dir "$demo_dir/stack" >/dev/null 2>&1 || true
 eval "$(python hack/stack.py up --namespace "$namespace" --state-dir "$demo_dir/stack")"
@@ -80,6 +84,9 @@ if grep -q '"download_url"' "$view"; then
   url=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["result"]["download_url"])' "$view")
   curl -sS "$url" 2>/dev/null | head -n 3 || true
 fi
+
+say "the completion callback (a signed CloudEvent, verified by the receiver)"
+python hack/callback_receiver.py wait --state-dir "$demo_dir/callbacks" --timeout 60
 
 say "kubectl get exportjobs -n $namespace -o wide"
 kubectl get exportjobs -n "$namespace" -o wide

@@ -203,6 +203,10 @@ def up(
         if "AWS_SECRET_ACCESS_KEY" in item.get("data", {})
     )
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    # Completion callbacks (hack/callback_receiver.py in the demo): passed through when set.
+    base |= {k: v for k, v in os.environ.items() if k.startswith("EXPORTJOBS_CALLBACK_")}
+    notify = {k: v for k, v in os.environ.items() if k.startswith("EXPORTJOBS_OPERATOR_NOTIFY_")}
+    rules = {k: v for k, v in os.environ.items() if k == "EXPORTJOBS_WEBHOOK_CALLBACK_RULES"}
     base["PATH"] = f"{REPO / '.venv' / 'bin'}:{base.get('PATH', '')}"
     aws = {
         "AWS_ENDPOINT_URL": s3["endpoint"],
@@ -234,6 +238,7 @@ def up(
         "EXPORTJOBS_OPERATOR_LIVENESS_HOST": "127.0.0.1",
         "EXPORTJOBS_OPERATOR_LIVENESS_PORT": str(liveness_port),
         "EXPORTJOBS_OPERATOR_STANDALONE": "true",
+        **notify,
         **(extra_operator_env or {}),
     }
     webhook_env = {
@@ -245,6 +250,7 @@ def up(
         "EXPORTJOBS_WEBHOOK_PORT": str(webhook_port),
         "EXPORTJOBS_WEBHOOK_TOKENS": token,
         "EXPORTJOBS_WEBHOOK_DESTINATION_URI": "s3://exports-output/exports/",
+        **rules,
         **(extra_webhook_env or {}),
     }
     runner_env = {**base, "KUBECONFIG": str(admin)}
