@@ -49,6 +49,8 @@ EVENT_TYPE_PREFIX = "dev.exportjobs.export."
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 USER_AGENT = "exportjobs-operator (completion callback)"
 PENDING, DELIVERED, FAILED = "Pending", "Delivered", "Failed"
+MAX_DONE = 100_000
+"""How many ended deliveries a process remembers (see `Notifier.done`)."""
 MAX_ERROR = 1024
 """`status.notification.lastError` is at most this long (CRD)."""
 RESPONSE_READ_LIMIT = 64 * 1024
@@ -278,6 +280,9 @@ class Notifier:
         self.writer: KubeWriter | None = None
         self.deliveries: dict[str, _Delivery] = {}
         """ExportJob uid → its delivery under way in this process."""
+        self.done: dict[str, None] = {}
+        """uids whose delivery ended here: a watch event written before the final state (a late
+        result, a progress patch) may arrive after it, and must not start the delivery again."""
         self._slots = asyncio.Semaphore(settings.notify_concurrency)
         self._ready = asyncio.Event()
 
@@ -306,6 +311,7 @@ class Notifier:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         if event_type == "DELETED":
+            self.done.pop(uid, None)
             gone = self.deliveries.pop(uid, None)
             if gone is not None and gone.task is not None:
                 gone.task.cancel()
@@ -322,7 +328,7 @@ class Notifier:
             return
         state = (status.get("notification") or {}).get("state")
         current = self.deliveries.get(uid)
-        if state in (DELIVERED, FAILED):
+        if state in (DELIVERED, FAILED) or uid in self.done:
             return
         copy = _plain({"metadata": meta, "spec": spec, "status": status})
         if current is not None:
@@ -343,6 +349,9 @@ class Notifier:
         finally:
             if self.deliveries.get(uid) is delivery:
                 del self.deliveries[uid]
+                self.done[uid] = None
+                if len(self.done) > MAX_DONE:
+                    del self.done[next(iter(self.done))]
 
     def _event_body(self, delivery: _Delivery) -> dict[str, Any]:
         """The snapshot at the final phase; a result the watch delivered late is taken from the

@@ -314,3 +314,17 @@ def test_event_ids_are_per_export_and_outcome() -> None:
     other = build_event(body("https://a/h", uid="u-2"), source_prefix="/s", download_url=None)
     assert len({ok["id"], failed["id"], other["id"]}) == 3
     assert failed["type"] == "dev.exportjobs.export.failed"
+
+
+async def test_a_late_event_from_before_the_final_state_starts_nothing(
+    receiver: Receiver,
+) -> None:
+    notifier = Notifier(settings=settings())
+    obj = body(receiver.url)
+    writer = await run(notifier, obj)
+    assert writer.notes[-1]["state"] == "Delivered"
+    notifier.observe(event_type="MODIFIED", body=obj)  # written before Delivered, seen after
+    assert notifier.deliveries == {}
+    notifier.observe(event_type="DELETED", body=obj)
+    assert notifier.done == {}
+    assert len(receiver.seen) == 1
