@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from export_operator.callbacks import CallbackPolicy
+from export_operator.callbacks import ENV_ALLOW_HTTP, ENV_ALLOWLIST, CallbackPolicy
 from export_operator.controller.signing import read_secrets
 from export_operator.resource import parse_s3_uri
 
@@ -272,8 +272,10 @@ class OperatorSettings:
             )
         if self.notify_backoff_max_seconds < self.notify_backoff_base_seconds:
             raise ValueError(f"{PREFIX}NOTIFY_BACKOFF_MAX_SECONDS must be >= the base delay")
-        if self.notify_timeout_seconds <= 0 or self.notify_concurrency < 1:
-            raise ValueError(f"{PREFIX}NOTIFY_TIMEOUT_SECONDS must be > 0, CONCURRENCY >= 1")
+        if self.notify_timeout_seconds <= 0:
+            raise ValueError(f"{PREFIX}NOTIFY_TIMEOUT_SECONDS must be > 0")
+        if self.notify_concurrency < 1:
+            raise ValueError(f"{PREFIX}NOTIFY_CONCURRENCY must be >= 1")
         if not 1 <= self.notify_presign_expiry_seconds <= 7 * 24 * 3600:
             raise ValueError(f"{PREFIX}NOTIFY_PRESIGN_EXPIRY_SECONDS must be 1 s to 7 days")
         try:
@@ -285,10 +287,14 @@ class OperatorSettings:
 
     @property
     def env_names(self) -> dict[str, str]:
-        """Field name → environment variable name (for documentation and errors)."""
+        """Field name → environment variable name (for documentation and errors; a field read
+        from several variables has one entry per variable, `field.part`)."""
         names = {f.name: PREFIX + f.name.upper() for f in dataclasses.fields(self)}
         names["namespace"] = "EXPORTJOBS_NAMESPACE"
-        names["callback_policy"] = "EXPORTJOBS_CALLBACK_ALLOWLIST, EXPORTJOBS_CALLBACK_ALLOW_HTTP"
+        # One field read from two variables (shared with the webhook).
+        del names["callback_policy"]
+        names["callback_policy.allowlist"] = ENV_ALLOWLIST
+        names["callback_policy.allow_http"] = ENV_ALLOW_HTTP
         return names
 
 

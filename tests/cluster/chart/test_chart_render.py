@@ -267,3 +267,49 @@ def test_webhook_disruption_budget_and_network_policy_select_its_pods() -> None:
         assert selector["matchLabels"].items() <= pod_labels.items()
         assert selector["matchLabels"]["app.kubernetes.io/component"] == "webhook"
     assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+
+def test_notifications_mount_the_signing_secrets_and_share_the_policy() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    values = {
+        **EVERYTHING_ON,
+        "notifications.secrets[0]": secret,
+        "notifications.allowlist[0]": "10.0.0.0/8",
+        "notifications.allowlist[1]": "*.example.com",
+        "notifications.allowHttp": "true",
+        "notifications.windowSeconds": "3600",
+        "webhook.callbackRules": "exports-input/demo/=http://10.0.0.9/hook",
+    }
+    docs = objects(template(values=values).stdout)
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    operator = deployments["ej-exportjobs-operator"]["spec"]["template"]["spec"]
+    env = container_env(operator["containers"][0])
+    settings = OperatorSettings.from_env(env)
+    assert settings.notify_window_seconds == 3600
+    assert settings.callback_policy.allow_http
+    assert settings.callback_policy.hosts == ("*.example.com",)
+    mounts = {m["mountPath"]: m["name"] for m in operator["containers"][0]["volumeMounts"]}
+    assert mounts[env["EXPORTJOBS_OPERATOR_NOTIFY_SECRETS_FILE"]] == "notify-secrets"
+    (volume,) = [v for v in operator["volumes"] if v["name"] == "notify-secrets"]
+    (stored,) = [
+        s
+        for s in by_kind(docs, "Secret")
+        if s["metadata"]["name"] == volume["secret"]["secretName"]
+    ]
+    assert stored["stringData"] == {"secret-0": secret}
+    webhook = deployments["ej-exportjobs-webhook"]["spec"]["template"]["spec"]
+    webhook_env = container_env(webhook["containers"][0])
+    webhook_env.pop("EXPORTJOBS_WEBHOOK_TOKENS_FILE")
+    webhook_env.pop("EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_FILE")
+    parsed = webhook_settings.WebhookSettings.from_env(webhook_env)
+    assert parsed.callback_for(bucket="exports-input", key="demo/a.csv") == "http://10.0.0.9/hook"
+
+    plain = objects(template(values=EVERYTHING_ON).stdout)
+    (operator_plain,) = [
+        d for d in by_kind(plain, "Deployment") if d["metadata"]["name"].endswith("operator")
+    ]
+    spec = operator_plain["spec"]["template"]["spec"]
+    assert "EXPORTJOBS_OPERATOR_NOTIFY_SECRETS_FILE" not in container_env(spec["containers"][0])
+    assert [v["name"] for v in spec["volumes"]] == ["tmp"]
+    refused = template(values={"notifications.secrets[0]": "not-a-secret"}, check=False)
+    assert refused.returncode != 0 and "secrets" in refused.stderr

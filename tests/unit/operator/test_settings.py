@@ -59,3 +59,27 @@ def test_every_field_has_a_docstring_in_the_source() -> None:
     for field in dataclasses.fields(OperatorSettings):
         name = field.name.upper() if field.name != "namespace" else "EXPORTJOBS_NAMESPACE"
         assert name in source, field.name
+
+
+def test_notification_settings_and_the_shared_callback_policy() -> None:
+    settings = OperatorSettings.from_env(
+        {
+            "EXPORTJOBS_OPERATOR_NOTIFY_WINDOW_SECONDS": "60",
+            "EXPORTJOBS_OPERATOR_NOTIFY_SECRETS": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "EXPORTJOBS_CALLBACK_ALLOWLIST": "10.0.0.0/8,hooks.example.com",
+            "EXPORTJOBS_CALLBACK_ALLOW_HTTP": "true",
+        }
+    )
+    assert settings.notify_window_seconds == 60
+    assert settings.callback_policy.allow_http
+    assert settings.callback_policy.hosts == ("hooks.example.com",)
+    assert "whsec_" not in repr(settings)  # secrets stay out of logs
+    names = set(OperatorSettings().env_names.values())
+    assert {"EXPORTJOBS_CALLBACK_ALLOWLIST", "EXPORTJOBS_CALLBACK_ALLOW_HTTP"} <= names
+    for name, value in (
+        ("EXPORTJOBS_OPERATOR_NOTIFY_SECRETS", "not-a-secret"),
+        ("EXPORTJOBS_OPERATOR_NOTIFY_WINDOW_SECONDS", "0"),
+        ("EXPORTJOBS_OPERATOR_NOTIFY_CONCURRENCY", "0"),
+    ):
+        with pytest.raises(ValueError, match=name.removeprefix("EXPORTJOBS_OPERATOR_")):
+            OperatorSettings.from_env({name: value})
