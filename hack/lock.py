@@ -176,7 +176,15 @@ def sbom(
         "specVersion": "1.5",
         "version": 1,
         "metadata": {
-            "tools": [{"name": "hack/lock.py", "description": "from the exportjobs lock export"}],
+            "tools": {
+                "components": [
+                    {
+                        "type": "application",
+                        "name": "hack/lock.py",
+                        "description": "the exportjobs lock export as an SBOM",
+                    }
+                ]
+            },
             "component": {
                 "type": "application",
                 "bom-ref": f"pkg:pypi/{PROJECT}@{version}",

@@ -18,6 +18,8 @@ from typing import Any
 
 import pip
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 
 from tests import hack_modules
 from tests.local_cluster import REPO
@@ -88,7 +90,10 @@ def test_the_sbom_lists_the_locked_packages_with_their_wheel_hashes(
     images: None, extra: str
 ) -> None:
     image = IMAGES[extra]
-    bom = json.loads(_python(image, "-c", "print(open('/opt/venv/sbom.cdx.json').read())"))
+    text = _python(image, "-c", "print(open('/opt/venv/sbom.cdx.json').read())")
+    errors = JsonStrictValidator(SchemaVersion.V1_5).validate_str(text)
+    assert errors is None, str(errors)[:2000]  # the official CycloneDX 1.5 JSON schema
+    bom = json.loads(text)
     assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"] == "1.5"
     assert bom["serialNumber"].startswith("urn:uuid:")
     assert bom["metadata"]["component"]["name"] == f"exportjobs-{extra}"

@@ -13,6 +13,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -212,6 +214,8 @@ def test_sbom_lists_the_pins_with_the_installed_wheel_hash(tmp_path: Path) -> No
     env = lock.environment("3.11.2")
     bom = lock.sbom(pins, env, name="exportjobs-x", version="0.1.0", wheels=tmp_path)
     assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"] == "1.5"
+    errors = JsonStrictValidator(SchemaVersion.V1_5).validate_str(json.dumps(bom))
+    assert errors is None, str(errors)[:2000]  # the official CycloneDX 1.5 JSON schema
     assert bom["components"] == [
         {
             "type": "library",
@@ -227,3 +231,8 @@ def test_sbom_lists_the_pins_with_the_installed_wheel_hash(tmp_path: Path) -> No
     wheel.write_bytes(b"another wheel")
     with pytest.raises(ValueError, match="hash the lock does not allow"):
         lock.sbom(pins, env, name="exportjobs-x", version="0.1.0", wheels=tmp_path)
+
+
+def test_the_schema_validation_is_live() -> None:
+    bad = {"bomFormat": "CycloneDX", "specVersion": "1.5", "components": [{"name": "x"}]}
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(json.dumps(bad)) is not None
