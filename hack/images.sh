@@ -201,7 +201,9 @@ build_wheels() {
   # layer cache skips the project layers of a warm rebuild.
   SOURCE_DATE_EPOCH=315532800 "$py" -m pip wheel --quiet --no-deps --no-build-isolation \
     --wheel-dir "$wheels/project" "$repo"
-  rm -rf "$repo/build/lib" "$repo/build/bdist."*
+  # setuptools' by-products in the checkout; a stale egg-info at the root would shadow the venv's
+  # metadata of the project for anything run from there (the tests, `--version`).
+  rm -rf "$repo/build/lib" "$repo/build/bdist."* "$repo"/*.egg-info
   local wheel
   wheel=$(echo "$wheels"/project/exportjobs-*.whl)
   echo "exportjobs==$version --hash=sha256:$(sha256sum "$wheel" | cut -d' ' -f1)" >"$wheels/project/project.txt"

@@ -10,6 +10,9 @@ reqs=$repo/requirements/dev.txt
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "[venv] error: Python >= 3.11 is needed ($python is $("$python" -V 2>&1))" >&2; exit 1; }
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+# An egg-info left in the checkout by an earlier setuptools build shadows the project's installed
+# metadata (dependencies, version) for anything run from the checkout, the tests included.
+rm -rf "$repo"/*.egg-info
 stamp=$venv/.exportjobs-installed
 want=$(cat "$repo/pyproject.toml" "$reqs" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
