@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -172,9 +173,13 @@ class Sender:
     """POSTs one signed body to a checked destination: DNS resolved and checked here, no proxy,
     no redirects, one timeout over all of it."""
 
-    def __init__(self, *, policy: CallbackPolicy, timeout: float) -> None:
+    def __init__(
+        self, *, policy: CallbackPolicy, timeout: float, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.policy = policy
         self.timeout = timeout
+        self.ssl_context = ssl_context
+        """TLS trust; None = the system's CAs (`SSL_CERT_FILE` adds a private CA)."""
 
     async def _resolve(self, target: CallbackTarget) -> list[tuple[socket.AddressFamily, str]]:
         infos = await asyncio.get_running_loop().getaddrinfo(
@@ -207,7 +212,10 @@ class Sender:
                 else:
                     resolver = PinnedResolver(target.host, [])
                 connector = aiohttp.TCPConnector(
-                    resolver=resolver, use_dns_cache=False, force_close=True
+                    resolver=resolver,
+                    use_dns_cache=False,
+                    force_close=True,
+                    ssl=self.ssl_context if self.ssl_context is not None else True,
                 )
                 async with (
                     aiohttp.ClientSession(connector=connector, trust_env=False) as session,
