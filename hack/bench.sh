@@ -14,12 +14,13 @@ source .local/cluster.env
 export PATH=$repo/.venv/bin:$PATH
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(processor operator webhook)
-# The webhook's GET figure is measured with wrk (Debian package `wrk`); install it when we can.
-if [[ " ${names[*]} " == *" webhook "* ]] && ! command -v wrk >/dev/null 2>&1; then
+# The webhook's GET figure is measured with wrk (Debian package `wrk`); install it when we can,
+# and check its version against hack/debian-packages.txt (hack/debian.sh) like every apt install.
+if [[ " ${names[*]} " == *" webhook "* ]]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[bench] installing wrk (apt-get install wrk) for the webhook GET figure" >&2
-    { apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; } >/dev/null \
-      || echo "[bench] warning: could not install wrk" >&2
+    # shellcheck source=hack/debian.sh
+    source hack/debian.sh
+    debian_install host wrk || echo "[bench] warning: wrk: see above" >&2
   fi
   command -v wrk >/dev/null 2>&1 || echo "[bench] wrk not found (apt-get install wrk): the" \
     "webhook GET figure uses the slower Python fallback client and is not comparable" >&2
