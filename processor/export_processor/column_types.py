@@ -1,14 +1,25 @@
-"""The column typing policy: which Arrow type each CSV column is read as.
+"""The lossless typing rule: which Arrow type each CSV column is written as.
 
-Text formats (csv, csv.gz) read every column as text, so values pass through unchanged. Typed
-formats (jsonl, parquet) infer from the first parser block, conservatively, and fix the schema
-before any output is written; a later value that does not fit widens the column (int -> float ->
-text) and the export restarts from the beginning with the wider type (see docs/processor.md).
+The parser reads every column as text. A column of a typed format (jsonl, parquet) is written
+with a type only while every value of it, in every block, reads back as its source text (the
+rule, with its exact forms, is in docs/processor.md, "Column types"):
+
+- int64: canonical integers only (`0`, `-12`; no leading zeros, no `+`, no `-0`, within int64);
+- float64: decimals whose shortest round-trip text (Arrow's, as the writers print it) equals the
+  source once trailing fractional zeros are dropped (`1.50` is 1.5; `0.1` is 0.1; a 21-digit
+  decimal is not a double and stays text);
+- bool: `true` and `false`, lower case;
+- date32 (parquet): `YYYY-MM-DD`; timestamp (parquet): `YYYY-MM-DDTHH:MM:SS`, naive, or with
+  `Z` as UTC;
+- anything else, and any column whose first block has no value: text (always lossless).
+
+Each check converts the block's text and formats the result back, so the rule is enforced on the
+values as written, block by block. A value that breaks a column's type widens it (int64 to
+float64 when every earlier integer is one a double prints the same way, anything else to text).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,21 +28,102 @@ import pyarrow.compute as _compute
 
 pc: Any = _compute  # stubs narrower than the kernels
 
-_CONVERSION_ERROR = re.compile(
-    r"In CSV column #(?P<index>\d+): (?:Row #\d+: )?CSV conversion error to (?P<type>[^:]+): "
-    r"invalid value '(?P<value>.*)'",
-    re.DOTALL,
-)
-_LEADING_ZERO = r"^[+-]?0[0-9]"
-_LONG_INTEGER = r"^[+-]?[0-9]{16,}$"
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|infinity|nan)$", re.I)
-
 TEXT_FORMATS = ("csv", "csv.gz")
+
+TEXT: pa.DataType = pa.string()
+INT: pa.DataType = pa.int64()
+FLOAT: pa.DataType = pa.float64()
+BOOL: pa.DataType = pa.bool_()
+DATE: pa.DataType = pa.date32()
+TIMESTAMP: pa.DataType = pa.timestamp("s")
+TIMESTAMP_UTC: pa.DataType = pa.timestamp("s", tz="UTC")
+
+FLOAT_EXACT_INTEGERS = 10**10
+"""Integers below this magnitude print the same as a double (Arrow writes 1e+10 from there):
+the bound under which an int64 column may widen to float64 without re-checking earlier blocks."""
+
+_CANDIDATES = {
+    "jsonl": (INT, FLOAT, BOOL),
+    "parquet": (INT, FLOAT, BOOL, DATE, TIMESTAMP, TIMESTAMP_UTC),
+}
+
+
+_BOOLEANS = pa.array(["true", "false"])
+
+
+def _all_true(mask: Any) -> bool:
+    """True when every non-null value of a boolean array is true."""
+    return bool(pc.all(mask).as_py() is not False)
+
+
+def _decimal_text(text: Any) -> Any:
+    """The source text with trailing fractional zeros dropped (`1.50` -> `1.5`, `2.0` -> `2`)."""
+    has_point = pc.match_substring(text, ".")
+    trimmed = pc.utf8_rtrim(pc.utf8_rtrim(text, characters="0"), characters=".")
+    return pc.if_else(has_point, trimmed, text)
+
+
+def _iso_seconds(text: Any, *, utc: bool) -> bool:
+    """Whether every value (already parsed as a timestamp by Arrow) is exactly
+    `YYYY-MM-DDTHH:MM:SS` (with `Z` when `utc`): the text Arrow's parse accepted with these
+    separators at these places can only be that form. Formatting the timestamps back to compare
+    would cost twenty times more (time zones)."""
+    form = "____-__-__T__:__:__Z" if utc else "____-__-__T__:__:__"
+    if not _all_true(pc.equal(pc.binary_length(text), len(form))):
+        return False
+    # Null values have no bytes: the values' bytes are fixed-width records.
+    offsets_type = "q" if pa.types.is_large_string(text.type) else "i"
+    offsets: Any = memoryview(text.buffers()[1]).cast("B").cast(offsets_type)  # type: ignore[call-overload]
+    start, end = offsets[text.offset], offsets[text.offset + len(text)]
+    data = text.buffers()[2]
+    if data is None or start == end:
+        return True
+    records = memoryview(data)[start:end]
+    count = (end - start) // len(form)
+    return all(
+        bytes(records[position :: len(form)]) == char.encode() * count
+        for position, char in enumerate(form)
+        if char != "_"
+    )
+
+
+def convert(text: Any, kind: pa.DataType) -> Any | None:
+    """The column `text` as `kind` if every value reads back as its source, else None.
+
+    Args:
+        text: a string array (nulls are the CSV's empty fields and stay null).
+        kind: one of the typed kinds above.
+    """
+    if pa.types.is_boolean(kind):
+        known = pc.is_in(text, value_set=_BOOLEANS)
+        if not _all_true(pc.or_(known, pc.is_null(text))):
+            return None
+        return pc.equal(text, "true")
+    try:
+        values = pc.cast(text, kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if pa.types.is_timestamp(kind):
+        return values if _iso_seconds(text, utc=kind.tz is not None) else None
+    if pa.types.is_integer(kind):
+        # Arrow parses only [-]digits and 0x-hex as integers; of those, exactly the ones with a
+        # leading zero (007, 00, 0x10, -0, -07) are not canonical. Cheaper than printing back.
+        zero_first = pc.and_(pc.starts_with(text, "0"), pc.greater(pc.binary_length(text), 1))
+        canonical = pc.invert(pc.or_(zero_first, pc.starts_with(text, "-0")))
+        return values if _all_true(canonical) else None
+    printed = pc.cast(values, TEXT)
+    if pa.types.is_floating(kind):
+        if not _all_true(pc.is_finite(values)):
+            return None  # nan and infinities: JSON has no such numbers
+        expected = _decimal_text(text)
+    else:
+        expected = text
+    return values if _all_true(pc.equal(printed, expected)) else None
 
 
 @dataclass
 class ColumnPlan:
-    """Names and types of the columns, as the converter reads them."""
+    """Names and types of the columns, as the converter writes them."""
 
     names: list[str]
     types: list[pa.DataType]
@@ -41,9 +133,6 @@ class ColumnPlan:
     @property
     def schema(self) -> pa.Schema:
         return pa.schema(list(zip(self.names, self.types, strict=True)))
-
-    def column_types(self) -> dict[str, pa.DataType]:
-        return dict(zip(self.names, self.types, strict=True))
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -60,54 +149,86 @@ def unique_names(names: list[str]) -> list[str]:
     return result
 
 
-def _keeps_text(strings: Any, pattern: str) -> bool:
-    return bool(pc.any(pc.match_substring_regex(strings, pattern)).as_py())
+class Typer:
+    """Applies the rule to each text batch: infers types from the first, checks every later one.
 
-
-def choose_types(
-    *, inferred: pa.Schema, sample: pa.Table, export_format: str, mode: str
-) -> list[pa.DataType]:
-    """The type of each column, from Arrow's inference on the first block.
-
-    Args:
-        inferred: the schema Arrow inferred from the first block.
-        sample: the same block read with every column as text (for the checks below).
-        export_format: the output format.
-        mode: `auto` or `string` (EXPORTJOBS_COLUMN_TYPES).
+    `apply` returns the typed batch, or None when a value broke a column's type; the plan is then
+    already widened. `observe` only checks and widens (the settling pass, which writes nothing).
     """
-    if mode == "string" or export_format in TEXT_FORMATS:
-        return [pa.string()] * len(inferred)
-    types: list[pa.DataType] = []
-    for index, kind in enumerate(inferred.types):
-        text = sample.column(index)
-        chosen: pa.DataType = pa.string()
-        if pa.types.is_int64(kind) or pa.types.is_float64(kind):
-            # Zip codes and ids: "007" must not become 7; 20-digit ids must not lose digits.
-            if not _keeps_text(text, _LEADING_ZERO) and not _keeps_text(text, _LONG_INTEGER):
-                chosen = kind
-        elif pa.types.is_boolean(kind) or (
-            export_format == "parquet" and (pa.types.is_date32(kind) or pa.types.is_timestamp(kind))
-        ):
-            chosen = kind
-        types.append(chosen)
-    return types
 
+    def __init__(self, names: list[str], *, export_format: str, mode: str) -> None:
+        self.names = names
+        self._candidates: tuple[pa.DataType, ...] = (
+            () if mode == "string" else _CANDIDATES.get(export_format, ())
+        )
+        self.plan: ColumnPlan | None = None
+        self._int_bounds: dict[int, tuple[int, int]] = {}
+        if not self._candidates:
+            self.plan = ColumnPlan(names=names, types=[TEXT] * len(names))
 
-def widen_after(error: str, plan: ColumnPlan) -> bool:
-    """Widen the column named in a CSV conversion error; False when nothing can be widened.
+    def final_plan(self) -> ColumnPlan:
+        """The plan (every column text when no batch was seen)."""
+        if self.plan is None:
+            self.plan = ColumnPlan(names=self.names, types=[TEXT] * len(self.names))
+        return self.plan
 
-    An int64 column meeting a decimal number becomes float64; anything else becomes text.
-    Text columns cannot fail to convert except for invalid UTF-8, which is bad input.
-    """
-    match = _CONVERSION_ERROR.search(error)
-    if match is None:
-        return False
-    index = int(match["index"])
-    if index >= len(plan.types) or pa.types.is_string(plan.types[index]):
-        return False
-    old = plan.types[index]
-    value = match["value"]
-    new = pa.float64() if pa.types.is_int64(old) and _FLOAT.match(value) else pa.string()
-    plan.types[index] = new
-    plan.widened.append(f"{plan.names[index]}: {old} -> {new} (value {value[:40]!r})")
-    return True
+    def _infer(self, batch: pa.RecordBatch) -> ColumnPlan:
+        types: list[pa.DataType] = []
+        for index in range(batch.num_columns):
+            column = batch.column(index)
+            chosen = TEXT
+            if column.null_count < len(column):
+                for kind in self._candidates:
+                    if convert(column, kind) is not None:
+                        chosen = kind
+                        break
+            types.append(chosen)
+        return ColumnPlan(names=self.names, types=types)
+
+    def _track(self, index: int, values: Any) -> None:
+        if values.null_count == len(values):
+            return
+        bounds = pc.min_max(values).as_py()
+        low, high = self._int_bounds.get(index, (bounds["min"], bounds["max"]))
+        self._int_bounds[index] = (min(low, bounds["min"]), max(high, bounds["max"]))
+
+    def _widen(self, plan: ColumnPlan, index: int, text: Any) -> Any:
+        """Widen column `index` for the values `text`; returns them converted to the new type."""
+        old = plan.types[index]
+        new, values = TEXT, text
+        if pa.types.is_int64(old):
+            low, high = self._int_bounds.get(index, (0, 0))
+            earlier_fit = low > -FLOAT_EXACT_INTEGERS and high < FLOAT_EXACT_INTEGERS
+            as_float = convert(text, FLOAT) if earlier_fit else None
+            if as_float is not None:
+                new, values = FLOAT, as_float
+        plan.types[index] = new
+        plan.widened.append(f"{plan.names[index]}: {old} -> {new}")
+        return values
+
+    def apply(self, batch: pa.RecordBatch, *, settle: bool = False) -> pa.RecordBatch | None:
+        """The batch with the plan's types; None if the plan had to widen (see class doc).
+
+        With `settle`, every failing column is widened and the batch is still returned typed by
+        the widened plan (only its conformance matters then).
+        """
+        if self.plan is None:
+            self.plan = self._infer(batch)
+        plan = self.plan
+        columns = []
+        widened = False
+        for index, kind in enumerate(plan.types):
+            text = batch.column(index)
+            if kind == TEXT:
+                columns.append(text)
+                continue
+            values = convert(text, kind)
+            if values is None:
+                widened = True
+                values = self._widen(plan, index, text)
+            if pa.types.is_int64(plan.types[index]):
+                self._track(index, values)
+            columns.append(values)
+        if widened and not settle:
+            return None
+        return pa.RecordBatch.from_arrays(columns, schema=plan.schema)

@@ -1,14 +1,19 @@
-"""One export: stream the CSV from the source, convert it batch by batch, upload, commit.
+"""One export: stream the CSV from the source, type it losslessly, convert, upload, commit.
 
-Reading (ranged GETs ahead of the parser), parsing (pyarrow's multithreaded streaming reader, on
-its own thread so it runs ahead of the writer), converting and uploading (a pool of part uploads)
-overlap, and each stage holds a bounded number of blocks: memory does not grow with the input.
+Reading (ranged GETs ahead of the parser), parsing (pyarrow's multithreaded streaming reader,
+every column as text) and typing (the lossless rule of column_types, on the reader's thread),
+converting and uploading (a pool of part uploads) overlap, and each stage holds a bounded number
+of blocks: memory does not grow with the input.
+
+The source is read at most twice. The first pass writes with the types inferred from the first
+block; when a later value breaks a column's type, the output is aborted and the same pass goes on
+to the end of the input only to settle every column's final type; the second pass writes once
+with them.
 """
 
 from __future__ import annotations
 
 import codecs
-import io
 import queue
 import threading
 import time
@@ -19,24 +24,27 @@ from typing import Any, cast
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from export_processor.column_types import ColumnPlan, choose_types, unique_names, widen_after
+from export_processor.column_types import TEXT, ColumnPlan, Typer, unique_names
 from export_processor.errors import (
     BadInputError,
     CancelledError,
     ExportError,
     TransientError,
 )
+from export_processor.header import first_row
 from export_processor.locations import Location, output_location, parse_location
+from export_processor.parser_input import ParserInput, encoded_newline, quote_left_open
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
 from export_processor.sink import Sink, SinkResult, open_sink
 from export_processor.source import ByteSource, open_source
-from export_processor.writers import new_writer
+from export_processor.writers import BatchWriter, new_writer
 
 _STRADDLING = "straddling object straddles two block boundaries"
-_MAX_RESTARTS = 64
 _BATCHES_AHEAD = 2
 _END = object()
+_WIDENED = object()
+"""Sent by the reader thread when a column widened: the output is aborted, reading goes on."""
 
 
 @dataclass
@@ -74,36 +82,41 @@ class ExportResult:
         }
 
 
-class _RestartError(Exception):
-    """Start over: a column was widened or the parser block grew."""
+class _ReadError(Exception):
+    """The reader thread failed; carries the rows parsed before the failure."""
+
+    def __init__(self, error: BaseException, rows: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.rows = rows
 
 
-class _HeadThenRest(io.RawIOBase):
-    """Replays the bytes read for probing, then continues with the source."""
+class _TypedBatches:
+    """Runs the CSV reader and the typing on their own thread, `_BATCHES_AHEAD` batches ahead.
 
-    def __init__(self, head: bytes, rest: ByteSource) -> None:
-        super().__init__()
-        self._head = memoryview(head)
-        self._rest = rest
+    Yields typed batches, then `_WIDENED` if a value broke a column's type (after which the
+    thread reads on to the end, settling the types, and yields nothing more), and ends after the
+    end-of-input check.
+    """
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._head:
-            return self._rest.read(size)
-        wanted = len(self._head) if size < 0 else size
-        take = self._head[:wanted]
-        self._head = self._head[len(take) :]
-        more = self._rest.read(wanted - len(take)) if len(take) < wanted else b""
-        return bytes(take) + more
-
-
-class _BatchPrefetcher:
-    """Runs the CSV reader on its own thread, `_BATCHES_AHEAD` batches ahead of the writer."""
-
-    def __init__(self, reader: pacsv.CSVStreamingReader) -> None:
+    def __init__(
+        self,
+        reader: pacsv.CSVStreamingReader | None,
+        typer: Typer,
+        *,
+        source: ByteSource,
+        parser_input: ParserInput,
+        check_end: Any,
+        strict: bool,
+    ) -> None:
         self._reader = reader
+        self._typer = typer
+        self._source = source
+        self._input = parser_input
+        self._check_end = check_end
+        self._strict = strict
+        self.rows = 0
+        self.settling = False
         self._queue: queue.Queue[object] = queue.Queue(maxsize=_BATCHES_AHEAD)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="csv-read", daemon=True)
@@ -118,25 +131,47 @@ class _BatchPrefetcher:
                 continue
 
     def _run(self) -> None:
+        last_value: str | None = None
         try:
             while not self._stop.is_set():
+                if self._reader is None:
+                    break
                 try:
                     batch = self._reader.read_next_batch()
                 except StopIteration:
-                    self._put(_END)
-                    return
-                self._put(batch)
+                    break
+                self._source.consumed()
+                if batch.num_rows == 0:
+                    continue
+                last_value = batch.column(batch.num_columns - 1)[-1].as_py()
+                typed = self._typer.apply(batch, settle=self.settling)
+                self.rows += batch.num_rows
+                if self.settling:
+                    continue
+                if typed is None:
+                    if self._strict:
+                        raise TransientError(
+                            "a column's type changed between two reads of the same source "
+                            f"({'; '.join(self._typer.final_plan().widened[-3:])})"
+                        )
+                    self.settling = True
+                    self._put(_WIDENED)
+                    continue
+                self._put(typed)
+            else:
+                return
+            self._check_end(last_value, self._input, self.rows)
+            self._put(_END)
         except BaseException as exc:
-            self._put(exc)
+            self._put(_ReadError(exc, self.rows))
 
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
+    def __iter__(self) -> Iterator[object]:
         while True:
             item = self._queue.get()
             if item is _END:
                 return
-            if isinstance(item, BaseException):
+            if isinstance(item, _ReadError):
                 raise item
-            assert isinstance(item, pa.RecordBatch)
             yield item
 
     def close(self) -> None:
@@ -173,109 +208,86 @@ class Exporter:
         self._client = s3_client
         self.progress = progress or ProgressState()
         self._encoding = _arrow_encoding(settings.encoding)
-        self._sink: Sink | None = None
         self._source: ByteSource | None = None
+        self._skip = 0
+        self.plan: ColumnPlan | None = None
+        """The columns' names and types as written (after `run()`)."""
+        self.reads = 0
+        """How many times the source was opened for reading (at most 2)."""
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _open_source(self) -> ByteSource:
+    def _open_source(self, previous: ByteSource | None = None) -> ByteSource:
         s = self.settings
-        source = open_source(
-            location=self.source_location,
-            client=self._client,
-            version_id=s.source_version_id,
-            etag=s.source_etag,
-            chunk_size=s.read_chunk_size,
-            read_ahead=s.read_ahead,
-        )
+        if previous is not None:
+            source = previous.reopen()
+        else:
+            source = open_source(
+                location=self.source_location,
+                client=self._client,
+                version_id=s.source_version_id,
+                etag=s.source_etag,
+                chunk_size=s.read_chunk_size,
+                read_ahead=s.read_ahead,
+            )
+        self.reads += 1
         self._source = source
         self.progress.source = source
         self.progress.bytes_total = source.size
         return source
 
-    def _parse_options(self) -> pacsv.ParseOptions:
+    def _parse_options(self, columns: int) -> pacsv.ParseOptions:
         return pacsv.ParseOptions(
             delimiter=self.settings.delimiter,
             quote_char=self.settings.quote,
             double_quote=True,
             newlines_in_values=True,
+            # An empty line has no fields to give a row of several columns (skipped); in a
+            # one-column file it is a row whose value is empty (null), and is kept.
+            ignore_empty_lines=columns > 1,
         )
 
-    def _convert_options(self, column_types: dict[str, pa.DataType] | None) -> pacsv.ConvertOptions:
+    @staticmethod
+    def _convert_options(names: list[str]) -> pacsv.ConvertOptions:
         return pacsv.ConvertOptions(
-            column_types=column_types or {},
+            column_types=dict.fromkeys(names, TEXT),
             null_values=[""],
-            true_values=["true", "True", "TRUE"],
-            false_values=["false", "False", "FALSE"],
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
         )
 
-    def _probe(self, source: ByteSource, block_size: int) -> tuple[ColumnPlan, bytes, int]:
-        """Read the first block, name and type the columns; returns the plan and the head."""
+    def _probe(self, source: ByteSource) -> tuple[list[str], bytes, int]:
+        """Read the first block(s) and name the columns; returns the names, the bytes read and
+        how many of them the parser must not see (the header row, if any)."""
         s = self.settings
-        head = source.read(block_size)
+        head = source.read(s.block_size)
         if not head:
             raise BadInputError("the source is empty (0 bytes): no header and no rows")
+        whole = len(head) < s.block_size
         while True:
-            try:
-                return self._plan_from_head(head, block_size), head, block_size
-            except pa.ArrowInvalid as exc:
-                if _STRADDLING not in str(exc) or len(head) < block_size:
-                    raise
-                if block_size * 2 > s.max_block_size:
-                    raise BadInputError(_too_long(s.max_block_size)) from None
-                more = source.read(block_size)
-                block_size *= 2
-                head += more
-
-    def _plan_from_head(self, head: bytes, block_size: int) -> ColumnPlan:
-        s = self.settings
-        # A full head ends mid-row: parse only its first half as one block (the parser carries
-        # the cut row over to a next block that is never read). A short head is the whole file.
-        probe_block = max(1, len(head) // 2) if len(head) >= block_size else len(head) + 1
-        read_options = pacsv.ReadOptions(
-            block_size=probe_block,
-            autogenerate_column_names=not s.header,
-            encoding=self._encoding,
-        )
-        reader = pacsv.open_csv(
-            cast(Any, pa.BufferReader(head)),
-            read_options=read_options,
-            parse_options=self._parse_options(),
-            convert_options=self._convert_options(None),
-        )
-        names = unique_names(list(reader.schema.names))
-        inferred = reader.schema
-        if s.header and len(names) == 1:
+            row = first_row(
+                head, whole=whole, encoding=s.encoding, delimiter=s.delimiter, quote=s.quote
+            )
+            if row is not None:
+                break
+            if len(head) > s.block_size:
+                raise BadInputError(_too_long(s.block_size))
+            more = source.read(s.block_size)
+            head += more
+            whole = len(more) < s.block_size
+        if not row.fields:
+            raise BadInputError("the source has no rows (only empty lines)")
+        if not s.header:
+            return [f"f{i}" for i in range(len(row.fields))], head, 0
+        names = unique_names(row.fields)
+        if len(names) == 1:
             others = [c for c in (",", ";", "\t", "|") if c != s.delimiter and c in names[0]]
             if others:
                 raise BadInputError(
                     f"the header has one column but contains {others[0]!r}: "
                     f"is the delimiter {s.delimiter!r} right?"
                 )
-        text_reader = pacsv.open_csv(
-            cast(Any, pa.BufferReader(head)),
-            read_options=pacsv.ReadOptions(
-                block_size=probe_block,
-                column_names=names,
-                skip_rows=1 if s.header else 0,
-                encoding=self._encoding,
-            ),
-            parse_options=self._parse_options(),
-            convert_options=self._convert_options(dict.fromkeys(names, pa.string())),
-        )
-        try:
-            sample = pa.Table.from_batches([text_reader.read_next_batch()])
-        except StopIteration:
-            sample = pa.table({name: pa.array([], pa.string()) for name in names})
-        types = choose_types(
-            inferred=inferred,
-            sample=sample,
-            export_format=s.export_format,
-            mode=s.column_types,
-        )
-        return ColumnPlan(names=names, types=types)
+        return names, head, row.end
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -285,85 +297,102 @@ class Exporter:
         s = self.settings
         source = self._open_source()
         try:
-            plan, head, block_size = self._probe(source, s.block_size)
+            names, head, self._skip = self._probe(source)
         except pa.ArrowInvalid as exc:
             raise self._classify(exc, rows=0) from exc
         except UnicodeDecodeError as exc:
             raise BadInputError(f"the source is not valid {s.encoding}: {exc}") from exc
-        stream: io.RawIOBase = _HeadThenRest(head, source)
-        for _ in range(_MAX_RESTARTS):
-            try:
-                rows, result = self._convert(stream, plan, block_size)
-            except _RestartError:
-                source.close()
-                source = self._reopen(source)
-                stream = source
-                if self._needs_bigger_block:
-                    block_size *= 2
-                continue
-            return ExportResult(
-                uri=result.uri,
-                bytes=result.bytes,
-                rows=rows,
-                sha256=result.sha256,
-                format=s.export_format,
-                bytes_read=source.bytes_read,
-                duration_seconds=time.monotonic() - started,
+        typer = Typer(names, export_format=s.export_format, mode=s.column_types)
+        outcome = self._convert(self._parser_input(head, source), typer, strict=False)
+        if outcome is None:
+            # A column widened: the first pass settled every type; write once with them.
+            source.close()
+            source = self._open_source(source)
+            head = source.read(self._skip)
+            outcome = self._convert(self._parser_input(head, source), typer, strict=True)
+        assert outcome is not None
+        rows, result = outcome
+        self.plan = typer.final_plan()
+        return ExportResult(
+            uri=result.uri,
+            bytes=result.bytes,
+            rows=rows,
+            sha256=result.sha256,
+            format=s.export_format,
+            bytes_read=source.bytes_read,
+            duration_seconds=time.monotonic() - started,
+        )
+
+    def _parser_input(self, head: bytes, source: ByteSource) -> ParserInput:
+        """The parser's view of the input: `head` (already read from `source`), then the rest of
+        `source`, without the header row."""
+        return ParserInput(
+            head[self._skip :],
+            source,
+            newline=encoded_newline(self._encoding),
+            lines_before=head[: self._skip].count(b"\n"),
+        )
+
+    def _check_end(self, last_value: str | None, parser_input: ParserInput, rows: int) -> None:
+        s = self.settings
+        line = quote_left_open(
+            last_value,
+            parser_input,
+            quote=s.quote,
+            delimiter=s.delimiter,
+            encoding=self._encoding,
+        )
+        if line is not None:
+            raise BadInputError(
+                f"a quote opened on line {line} is never closed (row {rows}): the rest of the "
+                "input would have become one value"
             )
-        raise BadInputError("the column types kept changing; giving up")
-
-    def _reopen(self, old: ByteSource) -> ByteSource:
-        source = old.reopen()
-        self._source = source
-        self.progress.source = source
-        return source
-
-    _needs_bigger_block = False
 
     def _convert(
-        self, stream: io.RawIOBase, plan: ColumnPlan, block_size: int
-    ) -> tuple[int, SinkResult]:
+        self, parser_input: ParserInput, typer: Typer, *, strict: bool
+    ) -> tuple[int, SinkResult] | None:
+        """One pass: the rows and the committed output, or None when a column widened (the
+        output was aborted and the pass read on to settle the types)."""
         s = self.settings
         self.progress.rows = 0
-        self._needs_bigger_block = False
         source = self._source
         assert source is not None
         source.limit_read_ahead(s.blocks_ahead)
-        sink = open_sink(
+        sink: Sink | None = open_sink(
             location=self.output,
             client=self._client,
             part_size=s.part_size,
             concurrency=s.upload_concurrency,
         )
-        self._sink = sink
-        prefetcher: _BatchPrefetcher | None = None
-        writer = None
+        batches: _TypedBatches | None = None
+        writer: BatchWriter | None = None
         rows = 0
         try:
-            reader = pacsv.open_csv(
-                cast(Any, stream),
-                read_options=pacsv.ReadOptions(
-                    block_size=block_size,
-                    column_names=plan.names,
-                    skip_rows=1 if s.header else 0,
-                    encoding=self._encoding,
-                ),
-                parse_options=self._parse_options(),
-                convert_options=self._convert_options(plan.column_types()),
+            reader = self._open_reader(parser_input, typer.names)
+            batches = _TypedBatches(
+                reader,
+                typer,
+                source=source,
+                parser_input=parser_input,
+                check_end=self._check_end,
+                strict=strict,
             )
-            writer = new_writer(
-                export_format=s.export_format,
-                sink=sink,
-                schema=plan.schema,
-                gzip_level=s.gzip_level,
-                gzip_threads=s.gzip_threads,
-            )
-            prefetcher = _BatchPrefetcher(reader)
-            for batch in prefetcher:
-                source.consumed()
+            for item in batches:
+                if item is _WIDENED:
+                    self._abort(writer, sink)
+                    writer, sink = None, None
+                    continue
+                batch = cast(pa.RecordBatch, item)
+                assert sink is not None
+                if writer is None:
+                    writer = self._new_writer(sink, batch.schema)
                 writer.write(batch)
                 rows += batch.num_rows
                 self.progress.rows = rows
+            if sink is None:
+                return None
+            if writer is None:
+                writer = self._new_writer(sink, typer.final_plan().schema)
             writer.finish()
             result = sink.commit()
         except BaseException as exc:
@@ -371,33 +400,66 @@ class Exporter:
             # thread may be blocked on a slow source.
             if self._source is not None:
                 self._source.cancel()
-            if writer is not None:
-                writer.discard()
-            sink.abort()
-            self._sink = None
-            if prefetcher is not None:
-                prefetcher.close()
-            if isinstance(exc, pa.ArrowInvalid):
-                text = str(exc)
-                if widen_after(text, plan):
-                    raise _RestartError from exc
-                if _STRADDLING in text and block_size * 2 <= s.max_block_size:
-                    self._needs_bigger_block = True
-                    raise _RestartError from exc
-                raise self._classify(exc, rows=rows) from exc
-            if isinstance(exc, UnicodeDecodeError):
-                raise BadInputError(
-                    f"the source is not valid {s.encoding} (after row {rows}): {exc}"
-                ) from exc
-            if isinstance(exc, ExportError | KeyboardInterrupt | SystemExit | _RestartError):
-                raise
-            source_error = self._source.error if self._source is not None else None
-            if source_error is not None and not isinstance(source_error, CancelledError):
-                raise source_error from exc
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-        prefetcher.close()
-        self._sink = None
+            self._abort(writer, sink)
+            if batches is not None:
+                batches.close()
+            raise self._failure(exc) from exc
+        batches.close()
         return rows, result
+
+    def _open_reader(
+        self, parser_input: ParserInput, names: list[str]
+    ) -> pacsv.CSVStreamingReader | None:
+        """The streaming CSV reader (every column as text); None when there are no rows."""
+        s = self.settings
+        try:
+            return pacsv.open_csv(
+                cast(Any, parser_input),
+                read_options=pacsv.ReadOptions(
+                    block_size=s.block_size, column_names=names, encoding=self._encoding
+                ),
+                parse_options=self._parse_options(len(names)),
+                convert_options=self._convert_options(names),
+            )
+        except pa.ArrowInvalid as exc:
+            if parser_input.total == 0 and str(exc).strip().endswith("Empty CSV file"):
+                return None  # a header and nothing after it
+            raise
+
+    def _new_writer(self, sink: Sink, schema: pa.Schema) -> BatchWriter:
+        s = self.settings
+        return new_writer(
+            export_format=s.export_format,
+            sink=sink,
+            schema=schema,
+            gzip_level=s.gzip_level,
+            gzip_threads=s.gzip_threads,
+        )
+
+    @staticmethod
+    def _abort(writer: BatchWriter | None, sink: Sink | None) -> None:
+        if writer is not None:
+            writer.discard()
+        if sink is not None:
+            sink.abort()
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        """The error to raise for an exception of the conversion."""
+        rows = 0
+        if isinstance(exc, _ReadError):
+            rows = exc.rows
+            exc = exc.error
+        s = self.settings
+        if isinstance(exc, pa.ArrowInvalid):
+            return self._classify(exc, rows=rows)
+        if isinstance(exc, UnicodeDecodeError):
+            return BadInputError(f"the source is not valid {s.encoding} (after row {rows}): {exc}")
+        if isinstance(exc, ExportError | KeyboardInterrupt | SystemExit):
+            return exc
+        source_error = self._source.error if self._source is not None else None
+        if source_error is not None and not isinstance(source_error, CancelledError):
+            return source_error
+        return TransientError(f"{type(exc).__name__}: {exc}")
 
     def _classify(self, exc: pa.ArrowInvalid, *, rows: int) -> ExportError:
         source_error = self._source.error if self._source is not None else None
@@ -405,7 +467,7 @@ class Exporter:
             return source_error
         text = str(exc).strip()
         if _STRADDLING in text:
-            return BadInputError(_too_long(self.settings.max_block_size))
+            return BadInputError(_too_long(self.settings.block_size))
         if text == "Empty CSV file":
             return BadInputError("the source is empty: no header and no rows")
         where = f" (after row {rows})" if rows else ""
@@ -419,7 +481,7 @@ class Exporter:
 
 def _too_long(limit: int) -> str:
     return (
-        f"a row is longer than {limit} bytes (EXPORTJOBS_MAX_BLOCK_SIZE_BYTES), or a quote is "
+        f"a row is longer than {limit} bytes (EXPORTJOBS_BLOCK_SIZE_BYTES), or a quote is "
         "never closed"
     )
 

@@ -78,16 +78,13 @@ class ProcessorSettings:
     """EXPORTJOBS_COLUMN_TYPES. `auto` (default): every column is text for csv/csv.gz, inferred
     int/float/bool (and date/timestamp for parquet) for jsonl/parquet; `string`: text always.
     See docs/processor.md, "Column types"."""
-    block_size: int = 2 * MiB
-    """EXPORTJOBS_BLOCK_SIZE_BYTES. CSV parser block (default 2 MiB): the unit of parallel
-    parsing and of memory (measured fastest on 2 cores); a row longer than this doubles it, up
-    to max_block_size."""
+    block_size: int = 4 * MiB
+    """EXPORTJOBS_BLOCK_SIZE_BYTES. CSV parser block (default 4 MiB): the unit of parallel
+    parsing and of memory, and the longest row accepted (a longer row is BAD_CSV). Fixed for
+    the whole export, so a long row never makes the export start over."""
     blocks_ahead: int = 4
     """EXPORTJOBS_BLOCKS_AHEAD. Parser blocks read ahead of the writer (default 4); with the
     block size this bounds the input held in memory."""
-    max_block_size: int = 16 * MiB
-    """EXPORTJOBS_MAX_BLOCK_SIZE_BYTES. Longest row accepted (default 16 MiB); longer is BAD_CSV.
-    Memory grows with the block, so this also caps memory."""
     part_size: int = 8 * MiB
     """EXPORTJOBS_S3_PART_SIZE_BYTES. First multipart part size (default 8 MiB, at least 5 MiB).
     Doubles every 1000 parts, so the 10000-part limit is never reached (>80 GB works)."""
@@ -138,8 +135,6 @@ class ProcessorSettings:
         ):
             if number < 1:
                 raise InvalidConfigError(f"the {name} must be positive")
-        if self.max_block_size < self.block_size:
-            raise InvalidConfigError("the max block size must be at least the block size")
         if not is_supported_encoding(self.encoding):
             raise InvalidConfigError(
                 f"unsupported encoding {self.encoding!r}: an ASCII-compatible text encoding "
@@ -267,7 +262,6 @@ def settings_from_env(
         "column_types": env.get("EXPORTJOBS_COLUMN_TYPES") or base.column_types,
         "block_size": _int(env, "EXPORTJOBS_BLOCK_SIZE_BYTES", base.block_size),
         "blocks_ahead": _int(env, "EXPORTJOBS_BLOCKS_AHEAD", base.blocks_ahead),
-        "max_block_size": _int(env, "EXPORTJOBS_MAX_BLOCK_SIZE_BYTES", base.max_block_size),
         "part_size": _int(env, "EXPORTJOBS_S3_PART_SIZE_BYTES", base.part_size),
         "upload_concurrency": _int(
             env, "EXPORTJOBS_S3_UPLOAD_CONCURRENCY", base.upload_concurrency

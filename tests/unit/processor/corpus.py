@@ -37,8 +37,9 @@ def _rows_to_csv(rows: list[list[str]], *, delimiter: str = ",", crlf: bool = Tr
 
 
 def _wide_rows() -> list[list[str]]:
+    # Rows of most of a parser block (tests use 64 KiB blocks): every block ends mid-row.
     return [["id", "blob"]] + [
-        [str(i), ('wide,"field" ' * 20_000)[: 150_000 + i]] for i in range(3)
+        [str(i), ('wide,"field" ' * 5_000)[: 40_000 + 997 * i]] for i in range(12)
     ]
 
 

@@ -152,7 +152,6 @@ def test_bad_input_exits_2_with_bad_csv(
     name: str,
 ) -> None:
     data, reason = BAD_INPUTS[name]
-    monkeypatch.setenv("EXPORTJOBS_MAX_BLOCK_SIZE_BYTES", str(128 * 1024))
     code, output, payload = run(tmp_path, data, "parquet")
     assert code == 2, payload
     error = payload["error"]
@@ -167,21 +166,22 @@ def test_bad_input_exits_2_with_bad_csv(
     assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
 
 
-def test_a_row_longer_than_the_block_grows_the_block(tmp_path: Path) -> None:
-    long_value = "y" * 300_000
-    code, output, _ = run(tmp_path, f"a,b\n1,{long_value}\n2,z\n".encode(), "jsonl")
+def test_a_row_almost_as_long_as_the_block_is_read_after_many_blocks(tmp_path: Path) -> None:
+    long_value = "y" * 60_000
+    data = b"a,b\n" + b"1,x\n" * 50_000 + f"2,{long_value}\n3,z\n".encode()
+    code, output, _ = run(tmp_path, data, "jsonl")
     assert code == 0
     lines = [json.loads(line) for line in output.read_text().splitlines()]
-    assert lines == [{"a": 1, "b": long_value}, {"a": 2, "b": "z"}]
+    assert len(lines) == 50_002
+    assert lines[-2:] == [{"a": 2, "b": long_value}, {"a": 3, "b": "z"}]
 
 
-def test_a_row_longer_than_the_maximum_is_bad_input(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("EXPORTJOBS_MAX_BLOCK_SIZE_BYTES", str(128 * 1024))
-    code, _, payload = run(tmp_path, b"a\n" + b"1\n" * 50_000 + b"y" * 300_000 + b"\n", "csv")
+def test_a_row_longer_than_the_block_is_bad_input(tmp_path: Path) -> None:
+    data = b"a\n" + b"1\n" * 50_000 + b"y" * 140_000 + b"\n" + b"2\n" * 50_000
+    code, output, payload = run(tmp_path, data, "csv")
     assert code == 2
-    assert "longer than 131072 bytes" in str(payload["error"])
+    assert "longer than 65536 bytes" in str(payload["error"])
+    assert not output.exists()
 
 
 def test_missing_file_exits_3(tmp_path: Path) -> None:

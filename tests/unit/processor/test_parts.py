@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from export_processor import termination
-from export_processor.column_types import ColumnPlan, unique_names, widen_after
+from export_processor.column_types import unique_names
 from export_processor.errors import InvalidConfigError
 from export_processor.gzip_stream import ParallelGzipWriter
 from export_processor.jsonl import JsonLinesEncoder
@@ -113,18 +113,6 @@ def test_jsonl_matches_json_dumps_for_text_with_and_without_nulls_and_slices(
             for row in part.to_pylist()
         )
         assert encoder.encode(part).to_pybytes() == expected.encode()
-
-
-def test_widening_int_to_float_then_to_text() -> None:
-    plan = ColumnPlan(names=["a", "b"], types=[pa.int64(), pa.int64()])
-    error = "In CSV column #1: CSV conversion error to int64: invalid value '2.5'"
-    assert widen_after(error, plan)
-    assert plan.types == [pa.int64(), pa.float64()]
-    error = "In CSV column #1: CSV conversion error to double: invalid value 'n/a'"
-    assert widen_after(error, plan)
-    assert plan.types == [pa.int64(), pa.string()]
-    text_error = "In CSV column #1: CSV conversion error to string: invalid UTF8 data"
-    assert not widen_after(text_error, plan)
 
 
 def test_unique_names() -> None:
