@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +34,12 @@ from export_processor.errors import (
 )
 from export_processor.header import first_row
 from export_processor.locations import Location, output_location, parse_location
-from export_processor.parser_input import ParserInput, encoded_newline, quote_left_open
+from export_processor.parser_input import (
+    EndMarker,
+    ParserInput,
+    open_quote_line,
+    open_quote_line_in,
+)
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
 from export_processor.sink import Sink, SinkResult, open_sink
@@ -41,6 +47,7 @@ from export_processor.source import ByteSource, open_source
 from export_processor.writers import BatchWriter, new_writer
 
 _STRADDLING = "straddling object straddles two block boundaries"
+_ROW_IN_ERROR = re.compile(r"Expected \d+ columns, got \d+: ")
 _BATCHES_AHEAD = 2
 _END = object()
 _WIDENED = object()
@@ -96,24 +103,22 @@ class _TypedBatches:
 
     Yields typed batches, then `_WIDENED` if a value broke a column's type (after which the
     thread reads on to the end, settling the types, and yields nothing more), and ends after the
-    end-of-input check.
+    end marker (parser_input.py), whose row it drops; without it, a quote was left open.
     """
 
     def __init__(
         self,
-        reader: pacsv.CSVStreamingReader | None,
+        reader: pacsv.CSVStreamingReader,
         typer: Typer,
         *,
         source: ByteSource,
         parser_input: ParserInput,
-        check_end: Any,
         strict: bool,
     ) -> None:
         self._reader = reader
         self._typer = typer
         self._source = source
         self._input = parser_input
-        self._check_end = check_end
         self._strict = strict
         self.rows = 0
         self.settling = False
@@ -131,11 +136,10 @@ class _TypedBatches:
                 continue
 
     def _run(self) -> None:
-        last_value: str | None = None
+        last_row: list[str | None] = []
+        ended = False
         try:
             while not self._stop.is_set():
-                if self._reader is None:
-                    break
                 try:
                     batch = self._reader.read_next_batch()
                 except StopIteration:
@@ -143,27 +147,36 @@ class _TypedBatches:
                 self._source.consumed()
                 if batch.num_rows == 0:
                     continue
-                last_value = batch.column(batch.num_columns - 1)[-1].as_py()
-                typed = self._typer.apply(batch, settle=self.settling)
-                self.rows += batch.num_rows
-                if self.settling:
-                    continue
-                if typed is None:
-                    if self._strict:
-                        raise TransientError(
-                            "a column's type changed between two reads of the same source "
-                            f"({'; '.join(self._typer.final_plan().widened[-3:])})"
-                        )
-                    self.settling = True
-                    self._put(_WIDENED)
-                    continue
-                self._put(typed)
+                last_row = [column[-1].as_py() for column in batch.columns]
+                if self._input.marker.is_row(last_row):
+                    ended = True  # the end marker: the input ended outside quotes
+                    batch = batch.slice(0, batch.num_rows - 1)
+                    if batch.num_rows == 0:
+                        continue
+                self._type(batch)
             else:
                 return
-            self._check_end(last_value, self._input, self.rows)
+            if not ended:
+                raise BadInputError(_never_closed(open_quote_line(last_row, self._input)))
             self._put(_END)
         except BaseException as exc:
             self._put(_ReadError(exc, self.rows))
+
+    def _type(self, batch: pa.RecordBatch) -> None:
+        typed = self._typer.apply(batch, settle=self.settling)
+        self.rows += batch.num_rows
+        if self.settling:
+            return
+        if typed is None:
+            if self._strict:
+                raise TransientError(
+                    "a column's type changed between two reads of the same source "
+                    f"({'; '.join(self._typer.final_plan().widened[-3:])})"
+                )
+            self.settling = True
+            self._put(_WIDENED)
+            return
+        self._put(typed)
 
     def __iter__(self) -> Iterator[object]:
         while True:
@@ -210,6 +223,7 @@ class Exporter:
         self._encoding = _arrow_encoding(settings.encoding)
         self._source: ByteSource | None = None
         self._skip = 0
+        self._input: ParserInput | None = None
         self.plan: ColumnPlan | None = None
         """The columns' names and types as written (after `run()`)."""
         self.reads = 0
@@ -236,7 +250,9 @@ class Exporter:
         self.progress.bytes_total = source.size
         return source
 
-    def _parse_options(self, columns: int) -> pacsv.ParseOptions:
+    def _parse_options(
+        self, columns: int, parser_input: ParserInput | None = None
+    ) -> pacsv.ParseOptions:
         return pacsv.ParseOptions(
             delimiter=self.settings.delimiter,
             quote_char=self.settings.quote,
@@ -245,6 +261,7 @@ class Exporter:
             # An empty line has no fields to give a row of several columns (skipped); in a
             # one-column file it is a row whose value is empty (null), and is kept.
             ignore_empty_lines=columns > 1,
+            invalid_row_handler=parser_input.invalid_row if parser_input is not None else None,
         )
 
     @staticmethod
@@ -303,13 +320,13 @@ class Exporter:
         except UnicodeDecodeError as exc:
             raise BadInputError(f"the source is not valid {s.encoding}: {exc}") from exc
         typer = Typer(names, export_format=s.export_format, mode=s.column_types)
-        outcome = self._convert(self._parser_input(head, source), typer, strict=False)
+        outcome = self._convert(self._parser_input(head, source, names), typer, strict=False)
         if outcome is None:
             # A column widened: the first pass settled every type; write once with them.
             source.close()
             source = self._open_source(source)
             head = source.read(self._skip)
-            outcome = self._convert(self._parser_input(head, source), typer, strict=True)
+            outcome = self._convert(self._parser_input(head, source, names), typer, strict=True)
         assert outcome is not None
         rows, result = outcome
         self.plan = typer.final_plan()
@@ -323,30 +340,17 @@ class Exporter:
             duration_seconds=time.monotonic() - started,
         )
 
-    def _parser_input(self, head: bytes, source: ByteSource) -> ParserInput:
+    def _parser_input(self, head: bytes, source: ByteSource, names: list[str]) -> ParserInput:
         """The parser's view of the input: `head` (already read from `source`), then the rest of
-        `source`, without the header row."""
+        `source`, without the header row, then the end marker."""
+        s = self.settings
         return ParserInput(
             head[self._skip :],
             source,
-            newline=encoded_newline(self._encoding),
+            marker=EndMarker(columns=len(names), quote=s.quote, delimiter=s.delimiter),
+            encoding=self._encoding,
             lines_before=head[: self._skip].count(b"\n"),
         )
-
-    def _check_end(self, last_value: str | None, parser_input: ParserInput, rows: int) -> None:
-        s = self.settings
-        line = quote_left_open(
-            last_value,
-            parser_input,
-            quote=s.quote,
-            delimiter=s.delimiter,
-            encoding=self._encoding,
-        )
-        if line is not None:
-            raise BadInputError(
-                f"a quote opened on line {line} is never closed (row {rows}): the rest of the "
-                "input would have become one value"
-            )
 
     def _convert(
         self, parser_input: ParserInput, typer: Typer, *, strict: bool
@@ -364,6 +368,7 @@ class Exporter:
             part_size=s.part_size,
             concurrency=s.upload_concurrency,
         )
+        self._input = parser_input
         batches: _TypedBatches | None = None
         writer: BatchWriter | None = None
         rows = 0
@@ -374,7 +379,6 @@ class Exporter:
                 typer,
                 source=source,
                 parser_input=parser_input,
-                check_end=self._check_end,
                 strict=strict,
             )
             for item in batches:
@@ -407,24 +411,17 @@ class Exporter:
         batches.close()
         return rows, result
 
-    def _open_reader(
-        self, parser_input: ParserInput, names: list[str]
-    ) -> pacsv.CSVStreamingReader | None:
-        """The streaming CSV reader (every column as text); None when there are no rows."""
+    def _open_reader(self, parser_input: ParserInput, names: list[str]) -> pacsv.CSVStreamingReader:
+        """The streaming CSV reader, every column as text."""
         s = self.settings
-        try:
-            return pacsv.open_csv(
-                cast(Any, parser_input),
-                read_options=pacsv.ReadOptions(
-                    block_size=s.block_size, column_names=names, encoding=self._encoding
-                ),
-                parse_options=self._parse_options(len(names)),
-                convert_options=self._convert_options(names),
-            )
-        except pa.ArrowInvalid as exc:
-            if parser_input.total == 0 and str(exc).strip().endswith("Empty CSV file"):
-                return None  # a header and nothing after it
-            raise
+        return pacsv.open_csv(
+            cast(Any, parser_input),
+            read_options=pacsv.ReadOptions(
+                block_size=s.block_size, column_names=names, encoding=self._encoding
+            ),
+            parse_options=self._parse_options(len(names), parser_input),
+            convert_options=self._convert_options(names),
+        )
 
     def _new_writer(self, sink: Sink, schema: pa.Schema) -> BatchWriter:
         s = self.settings
@@ -470,6 +467,11 @@ class Exporter:
             return BadInputError(_too_long(self.settings.block_size))
         if text == "Empty CSV file":
             return BadInputError("the source is empty: no header and no rows")
+        parser_input = self._input
+        if parser_input is not None and parser_input.marker.token in text:
+            # The end marker is in the refused row: a quote left open swallowed its start.
+            row_text = _ROW_IN_ERROR.split(text, maxsplit=1)[-1]
+            return BadInputError(_never_closed(open_quote_line_in(row_text, parser_input)))
         where = f" (after row {rows})" if rows else ""
         return BadInputError(f"{_first_line(text)}{where}")
 
@@ -477,6 +479,13 @@ class Exporter:
         """Stop reading (used from a signal handler; the run then aborts its output)."""
         if self._source is not None:
             self._source.cancel()
+
+
+def _never_closed(line: int | None) -> str:
+    where = f" on line {line}" if line is not None else " in the last row"
+    return (
+        f"a quote opened{where} is never closed: the rest of the input would have become one value"
+    )
 
 
 def _too_long(limit: int) -> str:

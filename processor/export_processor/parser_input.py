@@ -1,48 +1,87 @@
 """What the CSV parser reads, and the end-of-input check pyarrow does not make.
 
-`ParserInput` replays the probed head, then continues with the source; it counts newlines and
-keeps the last few reads, so that after the parser's last row the converter can tell whether
-the input ended inside a quoted field. pyarrow accepts a quote still open at end of input and
-makes everything after it one value of the last row (rows lost, success reported):
-`quote_left_open` recognises that case from the last value and the raw tail.
+pyarrow accepts a quote still open at the end of the input and makes everything after it (other
+rows included) one value of the last row: rows lost, success reported. So the parser input ends
+with one more row, an end marker: every field a quoted random token. If the input ended outside
+quotes, the marker is parsed as a row of its own, exactly, and dropped. If a quote was still open,
+the marker's first quote closes it and the marker never comes out as a row of its own (the last
+row then has the wrong width, a parse error naming the token, or token text inside a field):
+the export fails with the line the quote opened on.
 """
 
 from __future__ import annotations
 
 import codecs
-import collections
 import io
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pyarrow.csv as pacsv
 
 from export_processor.source import ByteSource
 
-TAIL_READS = 3
-"""Reads kept for the end-of-input check. A row is never longer than one parser block (the
-parser refuses longer ones), so a value open at the end starts within the last two reads."""
+
+@dataclass(frozen=True)
+class EndMarker:
+    """The row appended after the input."""
+
+    columns: int
+    quote: str
+    delimiter: str
+    token: str = field(default_factory=lambda: f"exportjobs-end-{uuid.uuid4().hex}")
+
+    def row(self) -> str:
+        cell = self.quote + self.token + self.quote
+        return self.delimiter.join([cell] * self.columns) + "\n"
+
+    def is_row(self, values: list[str | None]) -> bool:
+        return all(value == self.token for value in values)
+
+
+def _encoder(encoding: str) -> codecs.IncrementalEncoder:
+    encoder = codecs.getincrementalencoder("utf-8" if encoding == "utf8" else encoding)()
+    encoder.encode("")  # a byte-order mark, if the codec writes one, goes here
+    return encoder
 
 
 class ParserInput(io.RawIOBase):
-    """The head read for probing, then the rest of `source`; counts newlines, keeps the tail.
-
-    An input whose last line has no line end gets one (`newline`, in the input's encoding):
-    pyarrow does not take a last line without one as the header it skips.
-    """
+    """The head already read, then the rest of `source`, then the end marker's row (after a line
+    end, if the input's last line has none); counts the input's line feeds."""
 
     def __init__(
-        self, head: bytes, source: ByteSource, *, newline: bytes = b"\n", lines_before: int = 0
+        self,
+        head: bytes,
+        source: ByteSource,
+        *,
+        marker: EndMarker,
+        encoding: str,
+        lines_before: int = 0,
     ) -> None:
         super().__init__()
         self._head = memoryview(head)
         self._source = source
-        self._newline: bytes | None = newline
-        self._tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_READS)
+        self.marker = marker
+        encoder = _encoder(encoding)
+        self._newline = encoder.encode("\n")
+        self._marker_row = encoder.encode(marker.row())
+        self._last = b""
+        self._ended = False
         self.total = 0
         self.newlines = lines_before
-        """Line feeds read so far, counting those of the header the parser does not see."""
+        """Line feeds of the input read so far (the header's included, the marker's not)."""
+        self.added_newline = False
+        """Whether a line end was added after the input (its last line had none)."""
+        self.swallowed_row: str | None = None
+        """The text of a row of the wrong width that swallowed the marker's start (see
+        `invalid_row`)."""
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
+        if self._ended:
+            return b""
         if self._head:
             wanted = len(self._head) if size < 0 else size
             data = bytes(self._head[:wanted])
@@ -51,18 +90,28 @@ class ParserInput(io.RawIOBase):
                 data += self._source.read(wanted - len(data))
         else:
             data = self._source.read(size)
-        if self._newline is not None and self._at_end(data, size):
-            # The line end goes with the last bytes, not in a block of its own: a last row
-            # spread over three blocks would be refused as too long.
-            last = data or (self._tail[-1] if self._tail else b"")
-            if last and not last.endswith((self._newline, b"\r", b"\n")):
-                data += self._newline
-            self._newline = None
         if data:
             self.total += len(data)
             self.newlines += data.count(b"\n")
-            self._tail.append(data)
+            self._last = data
+        if self._at_end(data, size):
+            # The end goes with the last bytes, not in a block of its own: a last row spread
+            # over three blocks would be refused as too long.
+            self._ended = True
+            if self._last and not self._last.endswith((self._newline, b"\r", b"\n")):
+                data += self._newline
+                self.added_newline = True
+            data += self._marker_row
         return data
+
+    def invalid_row(self, row: pacsv.InvalidRow) -> Literal["skip", "error"]:
+        """pyarrow's `invalid_row_handler`: a row of the wrong width is an error, unless it holds
+        the marker's token (a quote left open made it): then it is kept for the message, whole
+        (pyarrow's own message cuts long rows), and skipped, so that the marker is missing."""
+        if self.marker.token in row.text:
+            self.swallowed_row = row.text
+            return "skip"
+        return "error"
 
     def _at_end(self, data: bytes, size: int) -> bool:
         if self._head:
@@ -72,50 +121,47 @@ class ParserInput(io.RawIOBase):
         source = self._source
         return source.size is not None and source.bytes_read >= source.size
 
-    def tail(self) -> tuple[bytes, bool]:
-        """The last bytes read, and whether they are the whole input."""
-        tail = b"".join(self._tail)
-        return tail, len(tail) == self.total
 
+def open_quote_line(fields: list[str | None], parser_input: ParserInput) -> int | None:
+    """The line where the quote of the last row's open field was opened.
 
-def encoded_newline(encoding: str) -> bytes:
-    """A line feed in the input's encoding (without a byte-order mark)."""
-    return _encoder("utf-8" if encoding == "utf8" else encoding).encode("\n")
-
-
-def _encoder(encoding: str) -> codecs.IncrementalEncoder:
-    encoder = codecs.getincrementalencoder(encoding)()
-    encoder.encode("")  # a byte-order mark, if the codec writes one, goes here
-    return encoder
-
-
-def quote_left_open(
-    last_value: str | None,
-    parser_input: ParserInput,
-    *,
-    quote: str,
-    delimiter: str,
-    encoding: str,
-) -> int | None:
-    """The line where a quote still open at end of input was opened, or None if none is.
-
-    The last value of the last row was parsed from an open quoted field exactly when the raw
-    input ends with the quote and that value (its quotes doubled back), and the quote starts a
-    field (it follows a delimiter, a line end or the start of the input).
+    The open field is the one that swallowed the marker's first token; its text up to there ran
+    from its opening quote to the end of the input.
     """
-    if last_value is None:
+    if parser_input.swallowed_row is not None:
+        return open_quote_line_in(parser_input.swallowed_row, parser_input)
+    token = parser_input.marker.token
+    for value in fields:
+        if value is not None and token in value:
+            swallowed = value[: value.index(token)]
+            inside = swallowed.count("\n") - (1 if parser_input.added_newline else 0)
+            return parser_input.newlines - inside + 1
+    return parser_input.newlines + 1
+
+
+def open_quote_line_in(row_text: str, parser_input: ParserInput) -> int | None:
+    """The same from the text of a row pyarrow refused (its error message quotes the row):
+    None when the marker's token is not in it (another error, or the text was cut)."""
+    marker = parser_input.marker
+    end = row_text.find(marker.quote + marker.token)
+    if end < 0:
         return None
-    tail, whole = parser_input.tail()
-    try:
-        encoder = _encoder("utf-8" if encoding == "utf8" else encoding)
-        raw = encoder.encode(quote + last_value.replace(quote, quote + quote))
-        starts = tuple(encoder.encode(c) for c in (delimiter, "\n", "\r"))
-    except (UnicodeError, LookupError):
+    quote, delimiter = marker.quote, marker.delimiter
+    opened: int | None = None
+    index, field_start = 0, True
+    while index < end:
+        char = row_text[index]
+        if opened is not None:
+            if char == quote:
+                if row_text[index + 1 : index + 2] == quote:
+                    index += 1  # a doubled quote
+                else:
+                    opened = None
+        elif field_start and char == quote:
+            opened = index
+        field_start = opened is None and char in (delimiter, "\n", "\r")
+        index += 1
+    if opened is None:
         return None
-    if not tail.endswith(raw):
-        return None
-    before = tail[: len(tail) - len(raw)]
-    at_start = whole and before in (b"", codecs.BOM_UTF8)
-    if not at_start and not before.endswith(starts):
-        return None
-    return parser_input.newlines - last_value.count("\n") + 1
+    inside = row_text[opened:end].count("\n") - (1 if parser_input.added_newline else 0)
+    return parser_input.newlines - inside + 1

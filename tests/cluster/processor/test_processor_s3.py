@@ -349,7 +349,8 @@ def test_sigterm_mid_upload_aborts(s3_client: Any, s3_bucket: str, tmp_path: Pat
     def feed() -> None:
         try:
             with fifo.open("wb") as pipe:
-                pipe.write(medium_csv(150_000))  # the writer keeps the pipe open: more to come
+                # Several parser blocks, then the writer keeps the pipe open: more to come.
+                pipe.write(medium_csv(400_000))
                 writer_done.wait(60)
         except BrokenPipeError:
             pass

@@ -169,6 +169,9 @@ def test_typed_values_read_back_as_their_source_text(tmp_path: Path) -> None:
         (b'a,b\n1,x\n2,"', 3),
         (b'a,b\n"1\n2",x\n3,"', 4),
         (b'a,"b\n', 1),  # the header itself
+        (b'a\n1\n"open\n2\n', 3),  # one column: no width error, the marker is swallowed
+        (b'a,b\n1,x\n"2\n3,y\n4', 3),
+        (b'a,b\n1,x\n2,"' + b"y" * 300 + b"\n3,z\n", None),  # pyarrow cuts the row it quotes
     ],
 )
 def test_a_quote_open_at_the_end_is_bad_input(
@@ -179,8 +182,10 @@ def test_a_quote_open_at_the_end_is_bad_input(
     error = payload["error"]
     assert isinstance(error, dict)
     assert error["code"] == "BAD_CSV"
-    if b'"b\n' not in data:  # the header case fails earlier, on its column count
-        assert f"quote opened on line {line} is never closed" in str(error["message"])
+    message = str(error["message"])
+    assert "never closed" in message
+    if line is not None:
+        assert f"quote opened on line {line} is never closed" in message or "first row" in message
     assert not output.exists()
 
 
@@ -197,6 +202,11 @@ def test_a_quote_open_at_the_end_is_bad_input(
         b'a,b\n1,x"',
         b'a\n""',
         b'a\n"x"',
+        b'a\n"\n"\n',  # a value that is a line end, then a line end
+        b'a\n"\n"',
+        b'a,b\n1,"\r\n"\r\n',
+        b'a\n"\r\n"\r\n',
+        b"a\n1\n\n",
     ],
 )
 def test_closed_quotes_at_the_end_are_fine(tmp_path: Path, data: bytes) -> None:
