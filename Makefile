@@ -1,5 +1,5 @@
 # exportjobs: the commands people, scripts and CI use. See README.md.
-.PHONY: test lint unit cluster-up cluster-down demo demo-down bench tools venv images lock lock-upgrade
+.PHONY: test lint unit cluster-up cluster-down demo demo-down bench tools venv images lock lock-upgrade e2e
 
 venv:  ## .venv = the lock (requirements/dev.txt) exactly, plus the project itself (editable)
 	hack/venv.sh
@@ -23,8 +23,8 @@ lint: venv
 unit: venv  ## the fast tier only
 	.venv/bin/python -m pytest -m unit
 
-cluster-up:  ## local cluster + S3 server; writes .local/cluster.env
-	hack/cluster.sh up
+cluster-up:  ## local cluster + S3 server; writes .local/cluster.env (NODE=1: with the real node)
+	EXPORTJOBS_REAL_NODE=$(or $(NODE),$${EXPORTJOBS_REAL_NODE:-0}) hack/cluster.sh up
 
 cluster-down:
 	hack/cluster.sh down
@@ -35,10 +35,13 @@ demo:  ## the product end to end on the local cluster
 bench: venv  ## every benchmark, printing ratios against its baseline
 	hack/bench.sh
 
-demo-down:  ## stop what `make demo` started (product processes, cluster, S3 server)
-	-.venv/bin/python hack/stack.py down --namespace exportjobs --state-dir .local/demo/stack
-	-.venv/bin/python hack/callback_receiver.py stop --state-dir .local/demo/callbacks
+demo-down:  ## stop what `make demo` started (port-forward, release, cluster and its real node, S3 server)
+	-python3 hack/stack.py down --namespace exportjobs --state-dir .local/demo/stack
+	-python3 hack/callback_receiver.py stop --state-dir .local/demo/callbacks
 	hack/cluster.sh down
+
+e2e:  ## the end-to-end tier only (the real node; or any cluster, see hack/e2e.sh)
+	hack/e2e.sh
 
 images:  ## both container images (Docker engine and base made if missing; see docs/images.md)
 	hack/images.sh all

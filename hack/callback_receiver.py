@@ -46,7 +46,7 @@ def verify(secret: str, headers, body: bytes, tolerance: int = 300) -> bool:
     )
 
 
-def serve(state_dir: Path, port: int) -> None:
+def serve(state_dir: Path, port: int, host: str = "127.0.0.1") -> None:
     secret = (state_dir / "secrets" / "secret-0").read_text().strip()
     events = state_dir / "events.jsonl"
 
@@ -66,10 +66,10 @@ def serve(state_dir: Path, port: int) -> None:
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             return None
 
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    ThreadingHTTPServer((host, port), Handler).serve_forever()
 
 
-def start(state_dir: Path) -> None:
+def start(state_dir: Path, host: str = "127.0.0.1") -> None:
     stop(state_dir)
     (state_dir / "secrets").mkdir(parents=True, exist_ok=True)
     secret_file = state_dir / "secrets" / "secret-0"
@@ -77,17 +77,27 @@ def start(state_dir: Path) -> None:
     secret_file.chmod(0o600)
     (state_dir / "events.jsonl").write_text("")
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         port = probe.getsockname()[1]
     with (state_dir / "receiver.log").open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, __file__, "serve", "--state-dir", str(state_dir), "--port", str(port)],
+            [
+                sys.executable,
+                __file__,
+                "serve",
+                "--state-dir",
+                str(state_dir),
+                "--port",
+                str(port),
+                "--host",
+                host,
+            ],
             stdout=log,
             stderr=log,
             start_new_session=True,
         )
     (state_dir / "pid").write_text(str(proc.pid))
-    url = f"http://127.0.0.1:{port}/exports"
+    url = f"http://{host}:{port}/exports"
     print("export EXPORTJOBS_CALLBACK_ALLOWLIST=127.0.0.0/8")
     print("export EXPORTJOBS_CALLBACK_ALLOW_HTTP=true")
     print(f"export EXPORTJOBS_OPERATOR_NOTIFY_SECRETS_FILE={state_dir / 'secrets'}")
@@ -128,13 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "serve", "wait", "stop"])
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="listen address (the real node's 10.244.0.1, so that the operator's pod reaches it)",
+    )
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args(argv)
     state_dir = Path(args.state_dir)
     if args.command == "start":
-        start(state_dir)
+        start(state_dir, args.host)
     elif args.command == "serve":
-        serve(state_dir, args.port)
+        serve(state_dir, args.port, args.host)
     elif args.command == "wait":
         return wait(state_dir, args.timeout)
     else:

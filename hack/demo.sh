@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# `make demo`: the product end to end on the local cluster.
-#   1. build or reuse the tools, start the local cluster and S3 server (or reuse them)
-#   2. install the chart's CRD, ServiceAccounts, RBAC and Secrets with Helm; start the operator,
-#      the webhook and the pod runner (the nodes are simulated, see hack/pod_runner.py)
+# `make demo`: the product end to end on the local cluster's real node (needs root).
+#   1. build or reuse the tools and both images; start the local cluster with its real node
+#      (containerd + kubelet) and S3 server, or reuse them; import the images into the node
+#   2. `helm install` charts/exportjobs: the webhook (2 pods) and the operator run as real pods;
+#      a port-forward to the webhook's Service
 #   3. upload a ~100 MB CSV, post an S3 notification with curl, poll its Location until done
-#   4. print the final status, the first lines of the result, and `kubectl get exportjobs`
+#   4. print the final status, the first lines of the result, `kubectl get pods` (the webhook,
+#      the operator and the processor's pod) and `kubectl get exportjobs`
 # Stop everything with `make demo-down`.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,27 +16,45 @@ namespace=${EXPORTJOBS_DEMO_NAMESPACE:-exportjobs}
 demo_dir=$repo/.local/demo
 mkdir -p "$demo_dir"
 
-say "tools and Python environment"
+say "tools, Python environment and images"
 hack/venv.sh
 hack/tools.sh all
-if [ -f .local/cluster.env ] && (source .local/cluster.env && kubectl get --raw /readyz >/dev/null 2>&1); then
+IMAGE_TAG=demo hack/images.sh build
+if [ -f .local/cluster.env ] && (source .local/cluster.env && [ "${EXPORTJOBS_REAL_NODE:-0}" = 1 ] \
+    && kubectl get --raw /readyz >/dev/null 2>&1); then
   say "reusing the running local cluster"
 else
-  say "local cluster and S3 server"
-  hack/cluster.sh up
+  say "local cluster with its real node, and S3 server"
+  hack/cluster.sh down >/dev/null 2>&1 || true
+  EXPORTJOBS_REAL_NODE=1 hack/cluster.sh up
 fi
 # shellcheck disable=SC1091
 source .local/cluster.env
 export PATH=$repo/.venv/bin:$PATH
+hack/node.sh load exportjobs-operator:demo exportjobs-processor:demo
+kubectl get nodes -o wide
 
-say "a completion-callback receiver on 127.0.0.1 (hack/callback_receiver.py)"
-eval "$(python hack/callback_receiver.py start --state-dir "$demo_dir/callbacks")"
+say "a completion-callback receiver on the node's address (hack/callback_receiver.py)"
+eval "$(python hack/callback_receiver.py start --host 10.244.0.1 --state-dir "$demo_dir/callbacks")"
 echo "exports under s3://exports-input/demo/ notify $EXPORTJOBS_DEMO_CALLBACK_URL"
+# The chart's notification values: the receiver's signing secret, its address allowed over http.
+python - "$demo_dir/callbacks/secrets/secret-0" "$EXPORTJOBS_DEMO_CALLBACK_URL" >"$demo_dir/values.json" <<'PY'
+import json, sys
+secret, url = open(sys.argv[1]).read().strip(), sys.argv[2]
+print(json.dumps({
+    "notifications": {"secrets": [secret], "allowlist": ["10.244.0.1/32"], "allowHttp": True},
+    "webhook": {"callbackRules": f"exports-input/demo/={url}"},
+}))
+PY
+chmod 600 "$demo_dir/values.json"
 
-say "chart objects (Helm) + operator, webhook and pod runner"
+say "helm install charts/exportjobs (webhook and operator as pods on the real node)"
 python hack/stack.py down --namespace "$namespace" --state-dir "$demo_dir/stack" >/dev/null 2>&1 || true
-eval "$(python hack/stack.py up --namespace "$namespace" --state-dir "$demo_dir/stack")"
-echo "webhook at $EXPORTJOBS_URL (logs: $demo_dir/stack/*.log)"
+eval "$(python hack/stack.py up --namespace "$namespace" --state-dir "$demo_dir/stack" \
+  --operator-image exportjobs-operator:demo --processor-image exportjobs-processor:demo --pull-policy Never \
+  --values "$demo_dir/values.json")"
+echo "webhook at $EXPORTJOBS_URL (a port-forward to service/exportjobs-webhook)"
+kubectl get pods -n "$namespace" -o wide
 
 say "a ~100 MB sample CSV in s3://exports-input/"
 sample=$demo_dir/sample-orders.csv
@@ -87,6 +107,9 @@ fi
 
 say "the completion callback (a signed CloudEvent, verified by the receiver)"
 python hack/callback_receiver.py wait --state-dir "$demo_dir/callbacks" --timeout 60
+
+say "kubectl get pods -n $namespace (real pods: the webhook, the operator, the export's processor)"
+kubectl get pods -n "$namespace" -o wide
 
 say "kubectl get exportjobs -n $namespace -o wide"
 kubectl get exportjobs -n "$namespace" -o wide

@@ -1,12 +1,18 @@
-"""Run the whole product on the local cluster: the chart's CRD, ServiceAccounts, RBAC and Secrets
-installed with Helm, then the operator, the webhook and the pod runner as local processes.
+"""Install the whole product on a cluster with Helm and reach its webhook through a port-forward.
 
-The operator and the webhook authenticate with tokens of the chart's own ServiceAccounts (made
-with the TokenRequest API), and the processor with the processor's, so RBAC is exercised exactly
-as in a cluster. Used by `make demo` (hack/demo.sh) and by the end-to-end tests.
+`helm upgrade --install` of charts/exportjobs with default-like values (image names and tags, pull
+policy, the S3 endpoint and keys, the default destination and a fresh bearer token), waiting until
+the webhook (2 replicas) and the operator are Ready; then `kubectl port-forward` to the webhook's
+Service. Used by `make demo` (hack/demo.sh) and the end-to-end tests, against the local cluster's
+real node or any cluster given by KUBECONFIG.
 
-    python hack/stack.py up --namespace NS      # prints `export` lines for the webhook URL/token
+    python hack/stack.py up --namespace NS --operator-image IMG --processor-image IMG \
+        [--s3-endpoint URL]      # prints `export` lines: EXPORTJOBS_URL, _TOKEN, _NAMESPACE
     python hack/stack.py down --namespace NS
+
+S3 keys come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (stored in the chart's Secret), the
+endpoint the pods use from --s3-endpoint (default AWS_ENDPOINT_URL). helm and kubectl are taken
+from PATH, after the tools hack/tools.sh built (so `make demo-down` works from a bare shell).
 """
 
 from __future__ import annotations
@@ -21,37 +27,45 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "exportjobs"
 RELEASE = "exportjobs"
-PROCESSOR_IMAGE = "exportjobs-processor:dev"
+DEFAULT_DESTINATION = "s3://exports-output/exports/"
 
 
-@dataclass
-class Stack:
-    namespace: str
-    state_dir: Path
-    webhook_url: str = ""
-    token: str = ""
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+def tool_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: this process's environment) with the built tools (helm, kubectl) first
+    on PATH."""
+    env = dict(os.environ if base is None else base)
+    result = subprocess.run(
+        [str(REPO / "hack" / "tools.sh"), "path"], capture_output=True, text=True, check=False
+    )
+    dirs = [line for line in result.stdout.splitlines() if line]
+    env["PATH"] = ":".join([*dirs, env.get("PATH", "")])
+    return env
 
-    def stop(self) -> None:
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        (self.state_dir / "pids").unlink(missing_ok=True)
+
+def run(*args: str, env: Mapping[str, str] | None = None, timeout: float = 300) -> str:
+    result = subprocess.run(
+        args, env=tool_env(env), capture_output=True, text=True, check=False, timeout=timeout
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:4])} failed:\n{result.stderr.strip()}")
+    return result.stdout
+
+
+def split_image(image: str) -> tuple[str, str]:
+    """`repo[:tag]` → (repo, tag); a registry port is not a tag."""
+    repository, _, tag = image.rpartition(":")
+    if not repository or "/" in tag:
+        return image, "latest"
+    return repository, tag
 
 
 def _free_port() -> int:
@@ -60,107 +74,138 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:3])} failed:\n{result.stderr.strip()}")
-    return result.stdout
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
 
 
-def _service_account_kubeconfig(
-    *, admin_kubeconfig: Path, namespace: str, service_account: str, out: Path
-) -> Path:
-    """A kubeconfig that authenticates as `service_account` with a fresh bound token."""
-    token = _run(
-        "kubectl",
-        "--kubeconfig",
-        str(admin_kubeconfig),
-        "-n",
-        namespace,
-        "create",
-        "token",
-        service_account,
-        "--duration",
-        "12h",
-    ).strip()
-    admin = yaml.safe_load(admin_kubeconfig.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": service_account,
-                "context": {"cluster": "local", "user": service_account, "namespace": namespace},
-            }
-        ],
-        "current-context": service_account,
-    }
-    out.write_text(yaml.safe_dump(config))
-    out.chmod(0o600)
-    return out
+@dataclass
+class Stack:
+    """The installed product: its namespace, a bearer token and a port-forward to the webhook."""
 
+    namespace: str
+    state_dir: Path
+    token: str
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+    chart_values: dict[str, object] = field(default_factory=dict, repr=False)
+    port: int = 0
+    forward: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
-def _wait_http(url: str, *, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"{url} never came up; exit {proc.returncode}; log {log}:\n"
-                + log.read_text()[-3000:]
+    @property
+    def webhook_url(self) -> str:
+        """The webhook through the port-forward, restarted if it ended (it follows one pod:
+        when that pod goes, kubectl port-forward exits)."""
+        if self.forward is None or self.forward.poll() is not None:
+            self.start_forward()
+        return f"http://127.0.0.1:{self.port}"
+
+    def start_forward(self, timeout: float = 60) -> None:
+        if self.forward is not None and self.forward.poll() is None:
+            self.forward.kill()
+            self.forward.wait()
+        deadline = time.monotonic() + timeout
+        while True:
+            self.port = _free_port()
+            log = (self.state_dir / "port-forward.log").open("ab")
+            self.forward = subprocess.Popen(
+                [
+                    "kubectl",
+                    "-n",
+                    self.namespace,
+                    "port-forward",
+                    f"svc/{RELEASE}-webhook",
+                    f"{self.port}:80",
+                ],
+                env=tool_env(self.env),
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
-                if response.status == 200:
+            log.close()
+            (self.state_dir / "port-forward.pid").write_text(str(self.forward.pid))
+            while time.monotonic() < deadline and self.forward.poll() is None:
+                if _ready(f"http://127.0.0.1:{self.port}/readyz"):
                     return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready within {timeout}s (log {log})")
+                time.sleep(0.2)
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"no port-forward to the webhook within {timeout}s "
+                    f"(log {self.state_dir / 'port-forward.log'})"
+                )
+            time.sleep(0.5)  # the forward ended (a pod went away): start another
+
+    def upgrade(self, overrides: dict[str, object]) -> None:
+        """`helm upgrade` with the install's values and these on top ({} puts them back)."""
+        helm_install(
+            self.namespace, self.state_dir, _merge(self.chart_values, overrides), env=self.env
+        )
+
+    def stop(self) -> None:
+        if self.forward is not None and self.forward.poll() is None:
+            self.forward.send_signal(signal.SIGTERM)
+            try:
+                self.forward.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.forward.kill()
+                self.forward.wait()
+        (self.state_dir / "port-forward.pid").unlink(missing_ok=True)
 
 
-def up(
+def _merge(base: dict[str, object], top: dict[str, object]) -> dict[str, object]:
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, dict):
+            merged[key] = _merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def values(
     *,
-    namespace: str,
-    state_dir: Path,
-    extra_operator_env: dict[str, str] | None = None,
-    extra_webhook_env: dict[str, str] | None = None,
-) -> Stack:
-    """Install the chart's objects into `namespace` and start the three local processes."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    admin = Path(os.environ["KUBECONFIG"])
-    token = secrets.token_urlsafe(32)
-    s3 = {
-        "endpoint": os.environ["AWS_ENDPOINT_URL"],
-        "key": os.environ["AWS_ACCESS_KEY_ID"],
-        "secret": os.environ["AWS_SECRET_ACCESS_KEY"],
-        "region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-    }
-    values = {
-        "exportsNamespace": namespace,
+    operator_image: str,
+    processor_image: str,
+    pull_policy: str,
+    s3_endpoint: str,
+    token: str,
+    env: Mapping[str, str],
+) -> dict[str, object]:
+    """Default-like values: only images, pull policy, S3 endpoint and keys, tokens set."""
+    op_repo, op_tag = split_image(operator_image)
+    proc_repo, proc_tag = split_image(processor_image)
+    return {
         "image": {
-            "processor": {
-                "repository": PROCESSOR_IMAGE.split(":")[0],
-                "tag": PROCESSOR_IMAGE.split(":")[1],
-            }
+            "operator": {"repository": op_repo, "tag": op_tag, "pullPolicy": pull_policy},
+            "processor": {"repository": proc_repo, "tag": proc_tag, "pullPolicy": pull_policy},
         },
         "s3": {
-            "endpointUrl": s3["endpoint"],
-            "region": s3["region"],
-            "accessKeyId": s3["key"],
-            "secretAccessKey": s3["secret"],
-            "defaultDestination": "s3://exports-output/exports/",
+            "endpointUrl": s3_endpoint,
+            "region": env.get("AWS_DEFAULT_REGION", "us-east-1"),
+            "accessKeyId": env["AWS_ACCESS_KEY_ID"],
+            "secretAccessKey": env["AWS_SECRET_ACCESS_KEY"],
+            "defaultDestination": DEFAULT_DESTINATION,
         },
         "auth": {"tokens": [token]},
-        # The operator and webhook run as local processes here (the nodes are simulated).
-        "webhook": {"replicas": 0},
-        "operator": {"replicas": 0},
     }
+
+
+def helm_install(
+    namespace: str,
+    state_dir: Path,
+    chart_values: dict[str, object],
+    *,
+    env: Mapping[str, str] | None = None,
+    extra: tuple[str, ...] = (),
+) -> None:
+    """`helm upgrade --install --wait`: returns once the Deployments are Ready."""
     values_file = state_dir / "values.json"
-    values_file.write_text(json.dumps(values))
+    values_file.write_text(json.dumps(chart_values))
     values_file.chmod(0o600)
-    _run(
+    run(
         "helm",
         "upgrade",
         "--install",
@@ -173,154 +218,89 @@ def up(
         str(values_file),
         "--wait",
         "--timeout",
-        "60s",
+        "240s",
+        *extra,
+        env=env,
+        timeout=300,
     )
 
-    sa = {c: f"{RELEASE}-{c}" for c in ("webhook", "operator", "processor")}
-    kubeconfigs = {
-        c: _service_account_kubeconfig(
-            admin_kubeconfig=admin,
-            namespace=namespace,
-            service_account=sa[c],
-            out=state_dir / f"{c}.kubeconfig",
-        )
-        for c in ("webhook", "operator")
-    }
-    s3_secret = _run(
-        "kubectl",
-        "-n",
-        namespace,
-        "get",
-        "secret",
-        "-l",
-        f"app.kubernetes.io/instance={RELEASE}",
-        "-o",
-        "json",
-    )
-    s3_secret_name = next(
-        item["metadata"]["name"]
-        for item in json.loads(s3_secret)["items"]
-        if "AWS_SECRET_ACCESS_KEY" in item.get("data", {})
-    )
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    # Completion callbacks (hack/callback_receiver.py in the demo): passed through when set.
-    base |= {k: v for k, v in os.environ.items() if k.startswith("EXPORTJOBS_CALLBACK_")}
-    notify = {k: v for k, v in os.environ.items() if k.startswith("EXPORTJOBS_OPERATOR_NOTIFY_")}
-    rules = {k: v for k, v in os.environ.items() if k == "EXPORTJOBS_WEBHOOK_CALLBACK_RULES"}
-    base["PATH"] = f"{REPO / '.venv' / 'bin'}:{base.get('PATH', '')}"
-    aws = {
-        "AWS_ENDPOINT_URL": s3["endpoint"],
-        "AWS_ACCESS_KEY_ID": s3["key"],
-        "AWS_SECRET_ACCESS_KEY": s3["secret"],
-        "AWS_DEFAULT_REGION": s3["region"],
-    }
-    webhook_port, metrics_port, liveness_port = _free_port(), _free_port(), _free_port()
-    stack = Stack(
-        namespace=namespace,
-        state_dir=state_dir,
-        webhook_url=f"http://127.0.0.1:{webhook_port}",
+
+def up(
+    *,
+    namespace: str,
+    state_dir: Path,
+    operator_image: str,
+    processor_image: str,
+    s3_endpoint: str | None = None,
+    pull_policy: str = "IfNotPresent",
+    env: Mapping[str, str] | None = None,
+    extra_values: dict[str, object] | None = None,
+) -> Stack:
+    """Install the chart into `namespace` and forward a local port to the webhook's Service.
+    `env` (default: this process's) gives KUBECONFIG, PATH and the AWS_* keys."""
+    env = dict(os.environ if env is None else env)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    chart_values = values(
+        operator_image=operator_image,
+        processor_image=processor_image,
+        pull_policy=pull_policy,
+        s3_endpoint=s3_endpoint or env["AWS_ENDPOINT_URL"],
         token=token,
+        env=env,
     )
-    operator_env = {
-        **base,
-        "KUBECONFIG": str(kubeconfigs["operator"]),
-        "EXPORTJOBS_NAMESPACE": namespace,
-        "EXPORTJOBS_OPERATOR_PROCESSOR_IMAGE": PROCESSOR_IMAGE,
-        "EXPORTJOBS_OPERATOR_SERVICE_ACCOUNT": sa["processor"],
-        "EXPORTJOBS_OPERATOR_PROCESSOR_ENV_SECRET": s3_secret_name,
-        "EXPORTJOBS_OPERATOR_PROCESSOR_ENV": json.dumps(
-            {"AWS_ENDPOINT_URL": s3["endpoint"], "AWS_DEFAULT_REGION": s3["region"]}
-        ),
-        "EXPORTJOBS_OPERATOR_DEFAULT_DESTINATION_URI": "s3://exports-output/exports/",
-        "EXPORTJOBS_OPERATOR_DATASET_URI_TEMPLATE": "s3://datasets/{dataset_id}.csv",
-        "EXPORTJOBS_OPERATOR_METRICS_HOST": "127.0.0.1",
-        "EXPORTJOBS_OPERATOR_METRICS_PORT": str(metrics_port),
-        "EXPORTJOBS_OPERATOR_LIVENESS_HOST": "127.0.0.1",
-        "EXPORTJOBS_OPERATOR_LIVENESS_PORT": str(liveness_port),
-        "EXPORTJOBS_OPERATOR_STANDALONE": "true",
-        **notify,
-        **(extra_operator_env or {}),
-    }
-    webhook_env = {
-        **base,
-        **aws,
-        "KUBECONFIG": str(kubeconfigs["webhook"]),
-        "EXPORTJOBS_WEBHOOK_NAMESPACE": namespace,
-        "EXPORTJOBS_WEBHOOK_HOST": "127.0.0.1",
-        "EXPORTJOBS_WEBHOOK_PORT": str(webhook_port),
-        "EXPORTJOBS_WEBHOOK_TOKENS": token,
-        "EXPORTJOBS_WEBHOOK_DESTINATION_URI": "s3://exports-output/exports/",
-        **rules,
-        **(extra_webhook_env or {}),
-    }
-    runner_env = {**base, "KUBECONFIG": str(admin)}
-    commands = {
-        "operator": (["exportjobs-operator"], operator_env),
-        "webhook": (["exportjobs-webhook"], webhook_env),
-        "pod-runner": (
-            [
-                sys.executable,
-                str(REPO / "hack" / "pod_runner.py"),
-                "--namespace",
-                namespace,
-                "--workdir",
-                str(state_dir),
-            ],
-            runner_env,
-        ),
-    }
-    try:
-        for name, (argv, env) in commands.items():
-            with (state_dir / f"{name}.log").open("ab") as log:
-                stack.processes[name] = subprocess.Popen(
-                    argv, env=env, stdout=log, stderr=log, start_new_session=True
-                )
-        (state_dir / "pids").write_text("\n".join(str(p.pid) for p in stack.processes.values()))
-        _wait_http(
-            f"{stack.webhook_url}/readyz",
-            proc=stack.processes["webhook"],
-            log=state_dir / "webhook.log",
-            timeout=60,
-        )
-        _wait_http(
-            f"http://127.0.0.1:{liveness_port}/healthz",
-            proc=stack.processes["operator"],
-            log=state_dir / "operator.log",
-            timeout=60,
-        )
-    except BaseException:
-        stack.stop()
-        raise
+    chart_values = _merge(chart_values, extra_values or {})
+    helm_install(namespace, state_dir, chart_values, env=env)
+    stack = Stack(
+        namespace=namespace, state_dir=state_dir, token=token, env=env, chart_values=chart_values
+    )
+    stack.start_forward()
     return stack
 
 
-def down(*, namespace: str, state_dir: Path) -> None:
-    pids = state_dir / "pids"
-    if pids.exists():
-        for pid in pids.read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(int(pid), signal.SIGTERM)
-        pids.unlink()
+def down(*, namespace: str, state_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    """Stop the port-forward and uninstall the release (the CRD and the namespace stay)."""
+    pid_file = state_dir / "port-forward.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        pid_file.unlink()
     subprocess.run(
-        ["helm", "uninstall", RELEASE, "--namespace", namespace], capture_output=True, check=False
+        ["helm", "uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "120s"],
+        env=tool_env(env),
+        capture_output=True,
+        check=False,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--namespace", default="exportjobs")
     parser.add_argument("--state-dir", default=str(REPO / ".local" / "stack"))
+    parser.add_argument("--operator-image", default="exportjobs-operator:dev")
+    parser.add_argument("--processor-image", default="exportjobs-processor:dev")
+    parser.add_argument("--pull-policy", default="IfNotPresent")
+    parser.add_argument("--s3-endpoint", help="S3 endpoint as the pods reach it")
+    parser.add_argument("--values", help="a JSON file of more chart values (merged on top)")
     args = parser.parse_args(argv)
     state_dir = Path(args.state_dir)
     if args.command == "down":
         down(namespace=args.namespace, state_dir=state_dir)
         return 0
-    stack = up(namespace=args.namespace, state_dir=state_dir)
+    stack = up(
+        namespace=args.namespace,
+        state_dir=state_dir,
+        operator_image=args.operator_image,
+        processor_image=args.processor_image,
+        s3_endpoint=args.s3_endpoint,
+        pull_policy=args.pull_policy,
+        extra_values=json.loads(Path(args.values).read_text()) if args.values else None,
+    )
     print(f"export EXPORTJOBS_URL={stack.webhook_url}")
     print(f"export EXPORTJOBS_TOKEN={stack.token}")
     print(f"export EXPORTJOBS_NAMESPACE={args.namespace}")
-    # Detach: the processes keep running (own sessions) until `down`.
+    # Detach: the port-forward keeps running (its own session) until `down`.
     return 0
 
 

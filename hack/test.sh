@@ -18,14 +18,21 @@ hack/lock.sh check
 .venv/bin/mypy
 .venv/bin/lint-imports
 
-# The test session starts its own cluster in .local/test; stop it even if pytest is killed.
+# The test session starts its own cluster in .local/test, and the end-to-end tier a second one
+# with the machine's real node in .local/e2e; stop both even if pytest is killed.
 export EXPORTJOBS_TEST_LOCAL_DIR=${EXPORTJOBS_TEST_LOCAL_DIR:-$repo/.local/test}
+export EXPORTJOBS_E2E_LOCAL_DIR=${EXPORTJOBS_E2E_LOCAL_DIR:-$repo/.local/e2e}
 test_local=$EXPORTJOBS_TEST_LOCAL_DIR
 # The image smoke tests (tests/e2e/images) build both images with hack/images.sh, which installs
 # and starts Debian's Docker engine when none runs; EXPORTJOBS_IMAGE_TESTS=0 skips them.
 export EXPORTJOBS_IMAGE_TESTS=${EXPORTJOBS_IMAGE_TESTS:-1}
+# tests/e2e/test_cluster_cycles.py: 10 up/down cycles of the cluster with its real node by default
+# (~4-7 min); `make test` runs 3 so that a warm run grows by minutes, not by ten.
+export EXPORTJOBS_CLUSTER_CYCLES=${EXPORTJOBS_CLUSTER_CYCLES:-3}
 cleanup() {
   EXPORTJOBS_LOCAL_DIR=$test_local EXPORTJOBS_CLUSTER_NAME=exportjobs-test \
+    hack/cluster.sh down >/dev/null 2>&1 || true
+  EXPORTJOBS_LOCAL_DIR=$EXPORTJOBS_E2E_LOCAL_DIR EXPORTJOBS_CLUSTER_NAME=exportjobs-e2e \
     hack/cluster.sh down >/dev/null 2>&1 || true
   hack/images.sh engine-stop >/dev/null 2>&1 || true
 }
