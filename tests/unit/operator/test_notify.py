@@ -328,3 +328,53 @@ async def test_a_late_event_from_before_the_final_state_starts_nothing(
     notifier.observe(event_type="DELETED", body=obj)
     assert notifier.done == {}
     assert len(receiver.seen) == 1
+
+
+async def test_deleting_the_exportjob_ends_its_delivery(receiver: Receiver) -> None:
+    async def unavailable(_: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    receiver.replies = [unavailable]
+    slow = settings(notify_backoff_base_seconds=30, notify_backoff_max_seconds=30)
+    notifier = Notifier(settings=slow)
+    writer = RecordingWriter()
+    await notifier.start(cast(KubeWriter, writer))
+    obj = body(receiver.url)
+    notifier.observe(event_type="ADDED", body=obj)
+    for _ in range(500):
+        if writer.notes:
+            break
+        await asyncio.sleep(0.01)
+    assert writer.notes[-1]["state"] == "Pending"
+    (delivery,) = notifier.deliveries.values()
+    notifier.observe(event_type="DELETED", body=obj)
+    assert delivery.task is not None
+    await asyncio.wait_for(asyncio.gather(delivery.task, return_exceptions=True), timeout=5)
+    assert delivery.task.cancelled()
+    assert notifier.deliveries == {} and len(receiver.seen) == 1
+
+
+async def test_metrics_count_attempts_and_outcomes(receiver: Receiver) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    async def unavailable(_: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    before = (
+        sample("exportjobs_operator_notification_attempts_total", result="5xx"),
+        sample("exportjobs_operator_notification_attempts_total", result="2xx"),
+        sample("exportjobs_operator_notifications_total", outcome="delivered"),
+        sample("exportjobs_operator_notification_attempt_seconds_count"),
+    )
+    receiver.replies = [unavailable]
+    await run(Notifier(settings=settings()), body(receiver.url))
+    after = (
+        sample("exportjobs_operator_notification_attempts_total", result="5xx"),
+        sample("exportjobs_operator_notification_attempts_total", result="2xx"),
+        sample("exportjobs_operator_notifications_total", outcome="delivered"),
+        sample("exportjobs_operator_notification_attempt_seconds_count"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 2]
