@@ -188,6 +188,8 @@ def values(
             "accessKeyId": env["AWS_ACCESS_KEY_ID"],
             "secretAccessKey": env["AWS_SECRET_ACCESS_KEY"],
             "defaultDestination": DEFAULT_DESTINATION,
+            # The demo's and e2e tier's inputs (default: the dataset folder and format rules).
+            "allowedSources": ["s3://exports-input/", "s3://datasets/"],
         },
         "auth": {"tokens": [token]},
     }

@@ -9,12 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
 from export_operator.resource import parse_s3_uri
+
+
+def own_output_prefix(destination: str, export_id: str) -> str:
+    """`<destination>/<id>/`: where the processor writes the output of export `export_id`."""
+    return f"{destination.rstrip('/')}/{export_id}/"
+
+
+def own_result_uri(obj: Mapping[str, Any], *, default_destination: str | None) -> str | None:
+    """The result URI of an ExportJob when it lies under the export's own `<destination>/<id>/`
+    (destination: its spec's, else `default_destination`), else None.
+
+    Only such a result may be presigned: the processor writes its termination message itself, so
+    a result naming any other object is forged (or the configuration is wrong) and must never
+    become a download link.
+    """
+    result = ((obj.get("status") or {}).get("result") or {}).get("uri")
+    if not isinstance(result, str):
+        return None
+    destination = ((obj.get("spec") or {}).get("destination") or {}).get("uri")
+    destination = destination or default_destination
+    name = (obj.get("metadata") or {}).get("name")
+    if not isinstance(destination, str) or not destination or not isinstance(name, str):
+        return None
+    return result if result.startswith(own_output_prefix(destination, name)) else None
 
 
 class Presigner:

@@ -39,7 +39,7 @@ from export_operator.controller.apicalls import ApiError, KubeWriter
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.signing import read_secrets, signed_headers
 from export_operator.controller.views import format_time, parse_time
-from export_operator.presign import Presigner
+from export_operator.presign import Presigner, own_result_uri
 from export_operator.public_view import export_view
 from export_operator.resource import Phase
 
@@ -469,11 +469,17 @@ class Notifier:
             return Attempt("stop", None, str(exc))
         download_url = None
         result_uri = (obj["status"].get("result") or {}).get("uri")
+        # Only a result under the export's own <destination>/<id>/ gets a link (a forged one
+        # from the processor's termination message must not become a download).
+        own = own_result_uri(obj, default_destination=settings.default_destination_uri or None)
         if obj["status"].get("phase") == Phase.SUCCEEDED.value and isinstance(result_uri, str):
-            try:
-                download_url = await self.presigner.url_for(result_uri)
-            except Exception as exc:  # the event still goes, without a link
-                log.warning("no presigned URL for %s: %s", result_uri, exc)
+            if own is None:
+                log.warning("no presigned URL for %s: not under its own output prefix", result_uri)
+            else:
+                try:
+                    download_url = await self.presigner.url_for(own)
+                except Exception as exc:  # the event still goes, without a link
+                    log.warning("no presigned URL for %s: %s", result_uri, exc)
         event = build_event(obj, source_prefix=settings.notify_source, download_url=download_url)
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         headers = signed_headers(

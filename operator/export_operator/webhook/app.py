@@ -66,10 +66,13 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
         services.sns = SnsVerifier(
             host_pattern=settings.sns_host_pattern,
             topic_arns=settings.sns_topic_arns,
+            max_age_seconds=settings.sns_max_age_seconds,
             ssl_context=settings.sns_ssl_context,
             session=session,
             timeout=settings.api_timeout_seconds,
+            port=settings.sns_port,
         )
+        log.info(sns_startup_line(settings))
         services.presigner = Presigner(
             endpoint_url=settings.s3_endpoint_url,
             region=settings.s3_region,
@@ -128,3 +131,13 @@ def _start_lookup(app: web.Application) -> None:
 async def _mark_shutting_down(app: web.Application) -> None:
     app[SERVICES].shutting_down = True
     log.info("shutting down: readiness off, finishing in-flight requests")
+
+
+def sns_startup_line(settings: WebhookSettings) -> str:
+    """The start-up log line saying whether SNS is accepted, and from which topics."""
+    if settings.sns_topic_arns:
+        return f"SNS accepted from topics {', '.join(settings.sns_topic_arns)}"
+    return (
+        "SNS is off: no topic ARNs configured (EXPORTJOBS_WEBHOOK_SNS_TOPIC_ARNS); "
+        "SNS messages are refused with 403 sns-disabled"
+    )

@@ -13,7 +13,9 @@ from aiohttp import web
 
 
 def _matches_any(presented: str, secrets: Iterable[str]) -> bool:
-    candidate = presented.encode("utf-8")
+    # aiohttp decodes header bytes that are not UTF-8 as surrogates (`\xff` → `\udcff`);
+    # `surrogateescape` turns them back into the bytes sent instead of raising.
+    candidate = presented.encode("utf-8", "surrogateescape")
     found = False
     for secret in secrets:
         found |= hmac.compare_digest(candidate, secret.encode("utf-8"))

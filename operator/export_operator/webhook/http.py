@@ -7,6 +7,7 @@ import zlib
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from export_operator.webhook import auth
 from export_operator.webhook.problems import Problem, ProblemCode
@@ -50,6 +51,14 @@ async def read_body(request: web.Request) -> bytes:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large(limit) from None
+    except (HttpProcessingError, web.RequestPayloadError) as exc:
+        # A body that cannot be read as sent (broken chunked framing, ...): the client's fault.
+        cause = exc.__cause__ or exc
+        raise Problem(
+            status=400,
+            code=ProblemCode.MALFORMED_JSON,
+            detail=f"the body could not be read: {type(cause).__name__}: {cause}"[:300],
+        ) from None
     if coding == "identity":
         return raw
     decoder = zlib.decompressobj(CONTENT_CODINGS[coding])
@@ -82,16 +91,36 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def parse_json(body: bytes) -> Any:
-    """Decode a UTF-8 JSON body; an object with a key twice is refused, not last-one-wins.
+    """Decode a UTF-8 JSON body (see `parse_json_text`).
 
     Raises:
         Problem: 400 `malformed-json`.
     """
     try:
-        return json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise Problem(
-            status=400, code=ProblemCode.MALFORMED_JSON, detail=f"the body is not JSON: {exc}"
+            status=400, code=ProblemCode.MALFORMED_JSON, detail=f"the body is not UTF-8: {exc}"
+        ) from None
+    return parse_json_text(text, what="body")
+
+
+def parse_json_text(text: str, *, what: str) -> Any:
+    """Decode JSON text (`what` names it in the problem); an object with a key twice is refused,
+    not last-one-wins.
+
+    Raises:
+        Problem: 400 `malformed-json`, also for nesting deeper than the parser's recursion limit.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise Problem(
+            status=400, code=ProblemCode.MALFORMED_JSON, detail=f"the {what} is nested too deeply"
+        ) from None
+    except ValueError as exc:
+        raise Problem(
+            status=400, code=ProblemCode.MALFORMED_JSON, detail=f"the {what} is not JSON: {exc}"
         ) from None
 
 

@@ -54,6 +54,12 @@ class WebhookMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.presign_refused = Counter(
+            "exportjobs_webhook_presign_refused",
+            "Succeeded exports whose result URI lies outside their own <destination>/<id>/ "
+            "prefix: no download URL was signed (a forged or misconfigured result).",
+            registry=self.registry,
+        )
         self.cached_exports = Gauge(
             "exportjobs_webhook_cached_exports",
             "ExportJobs in the watch-fed cache.",

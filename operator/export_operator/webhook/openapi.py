@@ -58,13 +58,15 @@ _UNAVAILABLE = _problem(
     retry_after=True,
 )
 _BAD_BODY = {
-    "400": _problem("Malformed JSON."),
+    "400": _problem("Malformed JSON (also nested too deeply), or a body that does not decode."),
     "401": _UNAUTHORIZED,
-    "413": _problem("The body is larger than the configured limit."),
+    "413": _problem("The body (or the event's record count) is larger than the configured limit."),
     "415": _problem("The content type is not JSON."),
     "422": _problem(
         "Invalid request: unknown format, bad S3 URI or key, unknown fields, unsupported event, "
-        "or an Idempotency-Key reused with another body (code `idempotency-key-reused`)."
+        "a source or destination outside the allowed prefixes (`source-not-allowed`, "
+        "`destination-not-allowed`), or an Idempotency-Key reused with another body (code "
+        "`idempotency-key-reused`)."
     ),
     "503": _UNAVAILABLE,
 }
@@ -268,6 +270,11 @@ def openapi_document() -> dict[str, Any]:
                             **{"Retry-After": _RETRY_AFTER},
                         ),
                         **_BAD_BODY,
+                        "403": _problem("SNS is off: no topic ARNs are configured."),
+                        "502": _problem(
+                            "The SNS signing certificate or SubscribeURL could not be fetched.",
+                            retry_after=True,
+                        ),
                     },
                 },
             },

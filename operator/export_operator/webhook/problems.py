@@ -33,6 +33,11 @@ class ProblemCode(enum.StrEnum):
     INVALID_CALLBACK_URL = "invalid-callback-url"
     UNSUPPORTED_EVENT = "unsupported-event"
     INVALID_SIGNATURE = "invalid-signature"
+    SNS_DISABLED = "sns-disabled"
+    SNS_FETCH_FAILED = "sns-fetch-failed"
+    SOURCE_NOT_ALLOWED = "source-not-allowed"
+    DESTINATION_NOT_ALLOWED = "destination-not-allowed"
+    TOO_MANY_RECORDS = "too-many-records"
     IDEMPOTENCY_CONFLICT = "idempotency-key-reused"
     EXPORT_FINISHED = "export-finished"
     REJECTED_BY_API_SERVER = "rejected-by-api-server"
@@ -56,6 +61,11 @@ TITLES: dict[ProblemCode, str] = {
     ProblemCode.INVALID_CALLBACK_URL: "Callback URL not allowed",
     ProblemCode.UNSUPPORTED_EVENT: "Unsupported event",
     ProblemCode.INVALID_SIGNATURE: "Invalid SNS message signature",
+    ProblemCode.SNS_DISABLED: "SNS is not accepted: no topic ARNs are configured",
+    ProblemCode.SNS_FETCH_FAILED: "The SNS certificate or SubscribeURL could not be fetched",
+    ProblemCode.SOURCE_NOT_ALLOWED: "The source is outside the allowed source prefixes",
+    ProblemCode.DESTINATION_NOT_ALLOWED: "The destination is outside the allowed prefixes",
+    ProblemCode.TOO_MANY_RECORDS: "The event has more records than one request may carry",
     ProblemCode.IDEMPOTENCY_CONFLICT: "Idempotency-Key reused with a different request",
     ProblemCode.EXPORT_FINISHED: "The export has finished and cannot be cancelled",
     ProblemCode.REJECTED_BY_API_SERVER: "The Kubernetes API server rejected the ExportJob",

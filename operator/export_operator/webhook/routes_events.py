@@ -9,7 +9,6 @@ Each object version and format maps to one deterministic name; an existing name 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -21,8 +20,8 @@ from export_operator.webhook import auth
 from export_operator.webhook.create import Stored, accepted, create_export
 from export_operator.webhook.events import EventError, EventSource, ParsedEvent, parse_event
 from export_operator.webhook.exports import build_export_job, parse_format, spec_for_event
-from export_operator.webhook.http import read_json, unauthorized
-from export_operator.webhook.problems import Problem, ProblemCode, invalid, unavailable
+from export_operator.webhook.http import parse_json_text, read_json, unauthorized
+from export_operator.webhook.problems import Problem, ProblemCode, invalid
 from export_operator.webhook.services import SERVICES, SETTINGS
 from export_operator.webhook.sns import MESSAGE_TYPES, SnsError, SnsUnavailableError
 
@@ -79,6 +78,13 @@ async def _from_sns(request: web.Request) -> ParsedEvent | None:
     """Verify an SNS message; confirm subscriptions; the S3 event of a Notification."""
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     kind = request.headers[SNS_TYPE_HEADER]
+    if not settings.sns_topic_arns:
+        raise Problem(
+            status=403,
+            code=ProblemCode.SNS_DISABLED,
+            detail="SNS is off on this webhook: no topic ARNs are configured "
+            "(EXPORTJOBS_WEBHOOK_SNS_TOPIC_ARNS / the chart's auth.snsTopicArns)",
+        )
     if kind not in MESSAGE_TYPES:
         raise invalid(f"unknown SNS message type {kind!r}", code=ProblemCode.UNSUPPORTED_EVENT)
     message = await read_json(request, allow_text=True)  # SNS posts text/plain
@@ -93,16 +99,17 @@ async def _from_sns(request: web.Request) -> ParsedEvent | None:
     except SnsError as exc:
         raise unauthorized(request, reason="sns-signature", detail=str(exc)) from None
     except SnsUnavailableError as exc:
-        raise unavailable(str(exc), retry_after=settings.retry_after_seconds) from None
+        # AWS's side did not answer: SNS retries on 5xx, and this is not the API server.
+        raise Problem(
+            status=502,
+            code=ProblemCode.SNS_FETCH_FAILED,
+            detail=str(exc),
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        ) from None
     if kind == "UnsubscribeConfirmation":
         log.info("SNS subscription ended", extra={"topic": message.get("TopicArn")})
         return None
-    try:
-        inner = json.loads(str(message.get("Message", "")))
-    except ValueError:
-        raise Problem(
-            status=400, code=ProblemCode.MALFORMED_JSON, detail="the SNS Message is not JSON"
-        ) from None
+    inner = parse_json_text(str(message.get("Message", "")), what="SNS Message")
     return _parse(inner, source=EventSource.SNS)
 
 
@@ -110,9 +117,20 @@ async def _store(
     request: web.Request, parsed: ParsedEvent, *, export_format: ExportFormat | None
 ) -> web.Response:
     settings = request.app[SETTINGS]
+    if len(parsed.records) > settings.max_event_records:
+        raise Problem(
+            status=413,
+            code=ProblemCode.TOO_MANY_RECORDS,
+            detail=f"the event carries {len(parsed.records)} object records; at most "
+            f"{settings.max_event_records} per request",
+        )
     bodies = []
     for record in parsed.records:
         location = record.location
+        if settings.bounds.is_output(location):
+            # An export's own output (or another's): never the input of a new export.
+            parsed.ignored.append(f"output object {location.uri}")
+            continue
         chosen = export_format or settings.format_for(bucket=location.bucket, key=location.key)
         if chosen is None:
             raise invalid(
@@ -125,6 +143,7 @@ async def _store(
             default_destination=settings.destination_uri,
             callback_url=settings.callback_for(bucket=location.bucket, key=location.key),
         )
+        settings.bounds.check_spec(spec)
         name = resource.export_name_for_object(
             bucket=location.bucket, key=location.key, version=record.version, export_format=chosen
         )
@@ -142,14 +161,7 @@ async def _store(
         )
     if not bodies:
         return web.json_response({"ids": [], "ignored": parsed.ignored, "status": "ignored"})
-    results = await asyncio.gather(
-        *(create_export(request, body=b, source_kind=parsed.source) for b in bodies),
-        return_exceptions=True,
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    stored = [r for r in results if isinstance(r, Stored)]
+    stored = await _create_all(request, bodies, source_kind=parsed.source)
     ids = list(dict.fromkeys(s.name for s in stored))
     return accepted(
         {
@@ -162,3 +174,26 @@ async def _store(
         location=f"/v1/exports/{ids[0]}" if len(ids) == 1 else None,
         poll_after=settings.poll_after_seconds,
     )
+
+
+async def _create_all(
+    request: web.Request, bodies: list[dict[str, Any]], *, source_kind: EventSource
+) -> list[Stored]:
+    """Create every body with at most `create_concurrency` calls in flight: a large event must
+    not queue hundreds of calls on the API client, where they would time out waiting. The first
+    failure stops the rest and is raised."""
+    stored: list[Stored | None] = [None] * len(bodies)
+    pending = iter(enumerate(bodies))
+
+    async def worker() -> None:
+        for index, body in pending:  # shared: each body goes to one worker
+            stored[index] = await create_export(request, body=body, source_kind=source_kind)
+
+    workers = min(request.app[SETTINGS].create_concurrency, len(bodies))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [s for s in stored if s is not None]

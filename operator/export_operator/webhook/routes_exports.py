@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import uuid
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from export_operator import resource
+from export_operator.presign import own_result_uri
 from export_operator.public_view import phase_of
 from export_operator.webhook.create import accepted, create_export
 from export_operator.webhook.events import EventSource
@@ -24,9 +26,11 @@ from export_operator.webhook.store import (
 )
 from export_operator.webhook.views import export_view, status_url
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_LIMIT = re.compile(r"[0-9]{1,3}")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
@@ -40,6 +44,7 @@ async def post_export(request: web.Request) -> web.Response:
         default_destination=settings.destination_uri,
         callback_policy=settings.callback_policy,
     )
+    settings.bounds.check_spec(spec)
     digest = resource.request_digest(canonical(spec))
     annotations = {resource.ANNOTATION_REQUEST_SHA256: digest}
     key = request.headers.get("Idempotency-Key")
@@ -135,11 +140,27 @@ async def get_export(request: web.Request) -> web.Response:
     download_url = None
     result_uri = ((obj.get("status") or {}).get("result") or {}).get("uri")
     if phase_of(obj) == resource.Phase.SUCCEEDED and isinstance(result_uri, str):
-        try:
-            download_url = await request.app[SERVICES].presigner.url_for(result_uri)
-        except ValueError:
-            download_url = None
+        download_url = await _download_url(request, obj, result_uri)
     return web.json_response(export_view(obj, download_url=download_url))
+
+
+async def _download_url(request: web.Request, obj: dict[str, Any], result_uri: str) -> str | None:
+    """A presigned URL for the result, only when it lies under the export's own
+    `<destination>/<id>/`: a result naming any other object (forged through the status or the
+    termination message) gets no URL, a warning and a count."""
+    own = own_result_uri(obj, default_destination=request.app[SETTINGS].destination_uri)
+    if own is None:
+        request.app[METRICS].presign_refused.inc()
+        log.warning(
+            "export %s: result %s is not under its own output prefix; no download URL",
+            obj["metadata"]["name"],
+            result_uri,
+        )
+        return None
+    try:
+        return await request.app[SERVICES].presigner.url_for(own)
+    except ValueError:
+        return None
 
 
 @routes.get("/v1/exports")
@@ -151,7 +172,8 @@ async def list_exports(request: web.Request) -> web.Response:
         allowed = ", ".join(p.value for p in resource.Phase)
         raise invalid(f"phase must be one of {allowed}")
     raw_limit = request.query.get("limit", str(settings.page_size))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+    # Not str.isdigit(): it accepts "²", which int() then refuses.
+    if not _LIMIT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= 500:
         raise invalid("limit must be an integer from 1 to 500")
     if not services.cache.synced:
         raise Problem(

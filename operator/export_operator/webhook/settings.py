@@ -6,6 +6,7 @@ reader of the environment; the rest of the package receives the settings object.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import ssl
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from export_operator.callbacks import CallbackPolicy
 from export_operator.resource import ExportFormat, parse_s3_uri
+from export_operator.webhook.bounds import Bounds, S3Prefix, template_prefix
 
 PREFIX = "EXPORTJOBS_WEBHOOK_"
 
@@ -94,14 +96,48 @@ class WebhookSettings:
     """Largest accepted request body in bytes (413 above). Env `EXPORTJOBS_WEBHOOK_MAX_BODY_BYTES`,
     default 1 MiB: S3 events are a few KiB; the cap bounds memory per request."""
 
+    allowed_sources: tuple[str, ...] | None = None
+    """Prefixes (`s3://bucket/prefix/`) exports may read from; anything else is refused with 422
+    `source-not-allowed`, and so is anything under an allowed destination. Env
+    `EXPORTJOBS_WEBHOOK_ALLOWED_SOURCES` (comma-separated). Default (None): the configured input
+    locations, that is the folder of `dataset_uri_template` and the prefixes of `format_rules`."""
+
+    allowed_destinations: tuple[str, ...] | None = None
+    """Prefixes exports may write under (422 `destination-not-allowed` otherwise); S3 events for
+    objects under them are ignored, so an export never triggers another. Env
+    `EXPORTJOBS_WEBHOOK_ALLOWED_DESTINATIONS` (comma-separated). Default (None): `destination_uri`
+    alone."""
+
     sns_topic_arns: tuple[str, ...] = ()
     """SNS topics whose messages are accepted. Env `EXPORTJOBS_WEBHOOK_SNS_TOPIC_ARNS`
-    (comma-separated). Default none = any topic with a valid signature; set it in production, as
-    anyone can sign messages for a topic of their own."""
+    (comma-separated). Default none = SNS is off: every SNS message is refused with 403
+    `sns-disabled` (anyone can sign messages for a topic of their own, so there is no safe
+    "any topic")."""
+
+    sns_max_age_seconds: int = 3600
+    """SNS messages whose `Timestamp` is older than this (or this far in the future) are refused
+    as replays, in seconds. Env `EXPORTJOBS_WEBHOOK_SNS_MAX_AGE_SECONDS`, default 3600 (SNS
+    retries a delivery for at most an hour by default)."""
+
+    max_event_records: int = 500
+    """Most object records one `POST /v1/events/s3` may carry (413 `too-many-records` above).
+    Env `EXPORTJOBS_WEBHOOK_MAX_EVENT_RECORDS`, default 500: S3, MinIO and EventBridge send one
+    record per request; relays batching more must split them. Bounds the work, memory and time of
+    one request: 500 creates take 2-8 s on a busy local API server, inside SNS's 15 s."""
+
+    create_concurrency: int = 16
+    """ExportJob creates in flight at once for one event, in calls. Env
+    `EXPORTJOBS_WEBHOOK_CREATE_CONCURRENCY`, default 16: enough to keep the API server busy
+    without queueing hundreds of calls on the API client's connection pool, where they would
+    time out waiting (the issue's 5,000-record event: 981 timeouts, 503)."""
 
     sns_host_pattern: str = AWS_SNS_HOST_PATTERN
     """Regex the host of SigningCertURL and SubscribeURL must match. Not read from the
     environment on purpose: only tests (constructing settings in code) may change it."""
+
+    sns_port: int = 443
+    """The only port SigningCertURL and SubscribeURL may name. Test-only, like
+    `sns_host_pattern`: SNS serves both on 443."""
 
     sns_ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
     """TLS trust for fetching certificates and SubscribeURLs; None = system CAs. Test-only, like
@@ -176,6 +212,13 @@ class WebhookSettings:
         re.compile(self.sns_host_pattern)
         for rule in self.callback_rules:
             self.callback_policy.check_url(rule.url)
+        if self.sns_max_age_seconds < 1:
+            raise ValueError("SNS max age must be at least 1 s")
+        if not 1 <= self.max_event_records <= 100_000:
+            raise ValueError("max event records must be between 1 and 100000")
+        if not 1 <= self.create_concurrency <= 256:
+            raise ValueError("create concurrency must be between 1 and 256")
+        _ = self.bounds  # parse the prefixes now: a bad one fails at start-up
 
     def callback_for(self, *, bucket: str, key: str) -> str | None:
         """The configured callback URL for an object, by the longest matching rule."""
@@ -186,6 +229,24 @@ class WebhookSettings:
             ):
                 best = rule
         return best.url if best else None
+
+    @functools.cached_property
+    def bounds(self) -> Bounds:
+        """The allowed source and destination prefixes, defaults filled in."""
+        sources = self.allowed_sources
+        if sources is None:
+            rules = (f"s3://{rule.bucket}/{rule.prefix}" for rule in self.format_rules)
+            sources = (template_prefix(self.dataset_uri_template), *rules)
+        destinations = self.allowed_destinations
+        if destinations is None:
+            destinations = (self.destination_uri,) if self.destination_uri else ()
+        try:
+            return Bounds(
+                sources=tuple(S3Prefix.parse(uri) for uri in sources),
+                destinations=tuple(S3Prefix.parse(uri) for uri in destinations),
+            )
+        except ValueError as exc:
+            raise ValueError(f"allowed prefixes: {exc}") from None
 
     def format_for(self, *, bucket: str, key: str) -> ExportFormat | None:
         """The configured format for an object, by the longest matching bucket/prefix rule."""
@@ -233,7 +294,14 @@ class WebhookSettings:
                 callback_policy=CallbackPolicy.from_env(env),
                 destination_uri=get("DESTINATION_URI"),
                 max_body_bytes=int(number("MAX_BODY_BYTES", int, cls.max_body_bytes)),
+                allowed_sources=_split(get("ALLOWED_SOURCES")) or None,
+                allowed_destinations=_split(get("ALLOWED_DESTINATIONS")) or None,
                 sns_topic_arns=_split(get("SNS_TOPIC_ARNS")),
+                sns_max_age_seconds=int(
+                    number("SNS_MAX_AGE_SECONDS", int, cls.sns_max_age_seconds)
+                ),
+                max_event_records=int(number("MAX_EVENT_RECORDS", int, cls.max_event_records)),
+                create_concurrency=int(number("CREATE_CONCURRENCY", int, cls.create_concurrency)),
                 eventbridge_api_key_header=(
                     get("EVENTBRIDGE_API_KEY_HEADER") or cls.eventbridge_api_key_header
                 ).lower(),

@@ -1,10 +1,11 @@
 """Amazon SNS HTTP(S) subscriptions: signature checks and subscription confirmation.
 
-A message is trusted only if its `SigningCertURL` is `https` on an allowed host (by default
-`sns.<region>.amazonaws.com`), the certificate fetched from there (cached per URL) verifies the
-signature over the canonical string SNS signs (SignatureVersion 1: SHA1withRSA, 2:
-SHA256withRSA), and, when configured, the topic is allowed. `SubscribeURL` is fetched only after
-the message verified and its host passed the same check.
+A message is trusted only if its topic is one of the configured topics (none configured = SNS is
+off), its `Timestamp` is within the replay window, its `SigningCertURL` is `https` on port 443 of
+an allowed host (by default `sns.<region>.amazonaws.com`), and the certificate fetched from there
+(cached per URL) verifies the signature over the canonical string SNS signs (SignatureVersion 1:
+SHA1withRSA, 2: SHA256withRSA). `SubscribeURL` is fetched only after the message verified and its
+URL passed the same check.
 """
 
 from __future__ import annotations
@@ -40,6 +41,23 @@ class SnsUnavailableError(Exception):
     """The signing certificate or SubscribeURL could not be fetched (try again later)."""
 
 
+def parse_timestamp(value: Any) -> datetime.datetime:
+    """SNS's `Timestamp` (ISO 8601 in UTC, e.g. `2012-04-26T20:45:04.751Z`).
+
+    Raises:
+        SnsError: when it is missing or not such a time.
+    """
+    if not isinstance(value, str):
+        raise SnsError("Timestamp is missing")
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise SnsError(f"Timestamp is not an ISO 8601 time: {value[:64]!r}") from None
+    if parsed.tzinfo is None:
+        raise SnsError("Timestamp has no time zone")
+    return parsed
+
+
 def string_to_sign(message: dict[str, Any]) -> bytes:
     """The canonical text SNS signs: `name\\nvalue\\n` for each present field, in order.
 
@@ -72,12 +90,16 @@ class SnsVerifier:
         *,
         host_pattern: str,
         topic_arns: tuple[str, ...],
+        max_age_seconds: float,
         ssl_context: ssl.SSLContext | None,
         session: aiohttp.ClientSession,
         timeout: float,
+        port: int = 443,
     ) -> None:
         self._host = re.compile(host_pattern)
+        self._port = port
         self._topics = topic_arns
+        self._max_age = datetime.timedelta(seconds=max_age_seconds)
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -97,9 +119,29 @@ class SnsVerifier:
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname or not self._host.match(parts.hostname):
             raise SnsError(f"{what} host is not allowed: {parts.hostname!r}")
+        try:
+            port = parts.port or 443
+        except ValueError:
+            raise SnsError(f"{what} has an invalid port") from None
+        if port != self._port:
+            raise SnsError(f"{what} port {port} is not allowed (only {self._port})")
         if parts.username or parts.password:
             raise SnsError(f"{what} must not carry credentials")
         return url
+
+    def check_fresh(self, message: dict[str, Any], *, now: datetime.datetime | None = None) -> None:
+        """Refuse a message whose `Timestamp` is further than the window from now (a replay).
+
+        Raises:
+            SnsError: when the Timestamp is missing, malformed or outside the window.
+        """
+        sent = parse_timestamp(message.get("Timestamp"))
+        now = now or datetime.datetime.now(datetime.UTC)
+        if abs(now - sent) > self._max_age:
+            raise SnsError(
+                f"Timestamp {message['Timestamp']} is outside the accepted window of "
+                f"{int(self._max_age.total_seconds())} s"
+            )
 
     async def verify(self, message: dict[str, Any]) -> None:
         """Return when `message` is authentic; raise `SnsError` when it is not.
@@ -109,8 +151,9 @@ class SnsVerifier:
             SnsUnavailableError: the certificate could not be fetched.
         """
         topic = message.get("TopicArn")
-        if self._topics and topic not in self._topics:
-            raise SnsError(f"topic {topic!r} is not allowed")
+        if topic not in self._topics:
+            raise SnsError(f"topic {str(topic)[:256]!r} is not allowed")
+        self.check_fresh(message)
         version = message.get("SignatureVersion")
         algorithm: hashes.HashAlgorithm
         if version == "1":
@@ -170,7 +213,8 @@ class SnsVerifier:
                 url, ssl=self._ssl, timeout=self._timeout, allow_redirects=False
             ) as response:
                 if response.status != 200:
-                    raise SnsUnavailableError(f"SigningCertURL answered {response.status}")
+                    # The host is AWS's, the path the sender's: no certificate, no trust.
+                    raise SnsError(f"SigningCertURL answered {response.status}")
                 pem = await response.content.read(64 * 1024)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise SnsUnavailableError(f"SigningCertURL could not be fetched: {exc}") from exc

@@ -103,6 +103,8 @@ async def start_webhook(
         values: dict[str, Any] = {
             "namespace": namespace,
             "tokens": (TOKEN,),
+            "allowed_sources": ("s3://exports-input/", "s3://datasets/"),
+            "allowed_destinations": ("s3://exports-output/",),
             "s3_endpoint_url": cluster.s3.endpoint_url,
             "s3_region": cluster.s3.region,
             "api_timeout_seconds": 5.0,

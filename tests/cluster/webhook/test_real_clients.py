@@ -101,7 +101,7 @@ def tmp_minio_dir(tmp_path: Path) -> Iterator[Path]:
 async def test_minio_bucket_notifications_create_exportjobs(
     start_webhook: StartWebhook, exportjobs: ExportJobs, tmp_minio_dir: Path
 ) -> None:
-    hook = await start_webhook()
+    hook = await start_webhook(allowed_sources=("s3://uploads/",))
     # The webhook listens before MinIO starts: MinIO checks its targets at start-up.
     minio = await asyncio.to_thread(MinioWithWebhook, webhook_url=hook.url, data=tmp_minio_dir)
     try:
@@ -143,6 +143,94 @@ async def test_minio_bucket_notifications_create_exportjobs(
         assert obj["spec"]["source"]["uri"] == f"s3://uploads/{key}"
         assert obj["spec"]["format"] == "csv"
         assert obj["metadata"]["labels"]["exportjobs.dev/source-kind"] == "minio"
+    finally:
+        await asyncio.to_thread(minio.stop)
+
+
+def _events_answered(hook: Any, code: str) -> float:
+    from export_operator.webhook.services import METRICS
+
+    counter = hook.app[METRICS].requests.labels(route="/v1/events/s3", method="POST", code=code)
+    return float(counter._value.get())
+
+
+async def test_output_written_into_a_watched_bucket_starts_nothing(
+    start_webhook: StartWebhook, exportjobs: ExportJobs, tmp_minio_dir: Path
+) -> None:
+    """Issue 11: output written into a bucket that notifies the webhook was an endless export
+    loop. Here the input and the output share one watched bucket; the real processor writes the
+    export's output there, MinIO tells the webhook, and the webhook starts nothing new."""
+    hook = await start_webhook(
+        allowed_sources=("s3://uploads/",),
+        allowed_destinations=("s3://uploads/out/",),
+        destination_uri="s3://uploads/out/",
+    )
+    minio = await asyncio.to_thread(MinioWithWebhook, webhook_url=hook.url, data=tmp_minio_dir)
+    try:
+        await asyncio.to_thread(wait_port, minio.port, within=30)
+        s3 = minio.client()
+
+        def configure_and_upload() -> None:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    s3.create_bucket(Bucket="uploads")
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, minio.log.read_text()[-2000:]
+                    time.sleep(0.2)
+            s3.put_bucket_notification_configuration(
+                Bucket="uploads",
+                NotificationConfiguration={
+                    "QueueConfigurations": [
+                        {
+                            "QueueArn": f"arn:minio:sqs::{MINIO_ID}:webhook",
+                            "Events": ["s3:ObjectCreated:*"],
+                        }
+                    ]
+                },
+            )
+            s3.put_object(Bucket="uploads", Key="in/orders.csv", Body=b"a,b\n1,2\n3,4\n")
+
+        await asyncio.to_thread(configure_and_upload)
+        deadline = time.monotonic() + 20
+        while not exportjobs.names():
+            assert time.monotonic() < deadline, minio.log.read_text()[-3000:]
+            await asyncio.sleep(0.2)
+        [name] = exportjobs.names()
+        assert exportjobs.get(name)["spec"]["destination"] == {"uri": "s3://uploads/out/"}
+        ignored_before = _events_answered(hook, "200")
+
+        # The processor, as the Job would run it, writes the output into the watched bucket.
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": minio.endpoint,
+            "AWS_ACCESS_KEY_ID": "webhooktest",
+            "AWS_SECRET_ACCESS_KEY": "webhooktest-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "EXPORTJOBS_EXPORT_NAME": name,
+        }
+        env.pop("EXPORTJOBS_KUBE_API_URL", None)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [
+                str(Path(sys.executable).parent / "exportjobs-processor"),
+                "--source", "s3://uploads/in/orders.csv",
+                "--format", "csv",
+                "--destination", "s3://uploads/out/",
+            ],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="uploads")["Contents"]]
+        assert f"out/{name}/orders.csv" in keys
+
+        deadline = time.monotonic() + 20
+        while _events_answered(hook, "200") == ignored_before:  # MinIO delivered, we ignored
+            assert time.monotonic() < deadline, minio.log.read_text()[-3000:]
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)
+        assert exportjobs.names() == [name]
     finally:
         await asyncio.to_thread(minio.stop)
 

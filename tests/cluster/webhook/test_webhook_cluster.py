@@ -36,13 +36,20 @@ async def eventually(what: str, probe: Any, within: float = 15) -> Any:
 async def test_create_read_list_cancel(start_webhook: StartWebhook, exportjobs: ExportJobs) -> None:
     hook = await start_webhook()
     status, body, headers = await hook.request(
-        "POST", "/v1/exports", json={"source": SOURCE, "format": "parquet"}
+        "POST",
+        "/v1/exports",
+        json={"source": SOURCE, "format": "parquet", "destination": "s3://exports-output/x/"},
     )
     assert status == 202, body
     name = body["id"]
     assert headers["Location"] == f"/v1/exports/{name}"
     stored = exportjobs.get(name)  # stored before the 202
-    assert stored["spec"] == {"source": {"uri": SOURCE}, "format": "parquet", "cancel": False}
+    assert stored["spec"] == {
+        "source": {"uri": SOURCE},
+        "format": "parquet",
+        "destination": {"uri": "s3://exports-output/x/"},
+        "cancel": False,
+    }
 
     status, view, _ = await hook.request("GET", f"/v1/exports/{name}")
     assert status == 200 and view["status"] == "Pending" and view["source"] == SOURCE
@@ -52,7 +59,7 @@ async def test_create_read_list_cancel(start_webhook: StartWebhook, exportjobs: 
         {
             "phase": "Succeeded",
             "completionTime": "2030-01-01T00:00:00Z",
-            "result": {"uri": "s3://exports-output/x/q1.parquet", "bytes": 5, "rows": 1},
+            "result": {"uri": f"s3://exports-output/x/{name}/q1.parquet", "bytes": 5, "rows": 1},
         },
     )
 
@@ -62,7 +69,9 @@ async def test_create_read_list_cancel(start_webhook: StartWebhook, exportjobs: 
 
     view = await eventually("the watch to deliver the status", succeeded)
     url = view["result"]["download_url"]
-    assert url.startswith(hook.app[_settings_key()].s3_endpoint_url + "/exports-output/x/")
+    assert url.startswith(
+        hook.app[_settings_key()].s3_endpoint_url + f"/exports-output/x/{name}/q1.parquet?"
+    )
 
     status, page, _ = await hook.request("GET", "/v1/exports", params={"phase": "Succeeded"})
     assert status == 200 and [i["id"] for i in page["items"]] == [name]

@@ -76,7 +76,12 @@ def body(
         status["notification"] = note
     return {
         "metadata": {"name": "x", "namespace": "ns", "uid": uid, "creationTimestamp": "t"},
-        "spec": {"source": {"uri": "s3://in/x.csv"}, "format": "csv", "notify": {"url": url}},
+        "spec": {
+            "source": {"uri": "s3://in/x.csv"},
+            "format": "csv",
+            "destination": {"uri": "s3://out/r/"},
+            "notify": {"url": url},
+        },
         "status": status,
     }
 
@@ -173,6 +178,22 @@ async def test_delivered_once_signed_with_the_transition_snapshot(
     assert headers["Content-Type"].startswith("application/cloudevents+json")
     assert writer.notes[-1]["state"] == "Delivered" and writer.notes[-1]["attempts"] == 1
     assert writer.events[-1]["reason"] == "CallbackDelivered"
+
+
+@pytest.mark.parametrize(
+    "forged", ["s3://out/r/other/x.csv", "s3://out/tenant-b/secret.csv", "s3://in/x.csv"]
+)
+async def test_a_result_outside_its_own_prefix_is_delivered_without_a_link(
+    receiver: Receiver, aws: None, forged: str
+) -> None:
+    # Issue 11: the processor writes its termination message itself, so a result naming any
+    # other object than <destination>/<id>/... must not become a presigned link.
+    obj = body(receiver.url, completed=NOW)
+    obj["status"]["result"]["uri"] = forged
+    await run(Notifier(settings=settings(), clock=lambda: NOW), obj)
+    [(_, raw)] = receiver.seen
+    result = json.loads(raw)["data"]["result"]
+    assert result["uri"] == forged and result["download_url"] is None
 
 
 async def test_retries_503_429_then_delivers_with_the_same_id(receiver: Receiver) -> None:

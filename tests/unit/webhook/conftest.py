@@ -24,6 +24,10 @@ from export_operator.webhook.store import (
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TEST_SOURCE_BUCKETS = (
+    "amzn-s3-demo-bucket1", "bucket", "datasets", "elsewhere", "exports-input", "images",
+    "in-bucket", "mybucket", "norules", "other", "rules", "uploads",
+)  # fmt: skip
 
 
 class FakeStore:
@@ -100,6 +104,9 @@ def make_settings(**overrides: Any) -> WebhookSettings:
             FormatRule(bucket="rules", prefix="reports/", export_format=ExportFormat.PARQUET),
         ),
         eventbridge_api_keys=("eb-key",),
+        # The buckets the samples use (tests/unit/webhook/test_security.py narrows them).
+        allowed_sources=tuple(f"s3://{bucket}/" for bucket in TEST_SOURCE_BUCKETS),
+        allowed_destinations=("s3://out/", "s3://exports-output/"),
         s3_endpoint_url="http://127.0.0.1:9",
         s3_region="us-east-1",
         access_log=False,

@@ -220,7 +220,9 @@ async def test_api_server_down_is_503_with_retry_after(harness: Harness) -> None
 
 
 async def test_get_reads_the_cache_and_presigns_results(harness: Harness) -> None:
-    response = await post(harness, {"source": SOURCE, "format": "csv"})
+    response = await post(
+        harness, {"source": SOURCE, "format": "csv", "destination": "s3://exports-output/x/"}
+    )
     name = (await response.json())["id"]
     got = await harness.client.get(f"/v1/exports/{name}", headers=AUTH)
     assert got.status == 200
@@ -231,14 +233,14 @@ async def test_get_reads_the_cache_and_presigns_results(harness: Harness) -> Non
         {
             "phase": "Succeeded",
             "completionTime": "2030-01-01T00:00:00Z",
-            "result": {"uri": "s3://exports-output/x/data.csv", "bytes": 10, "rows": 2},
+            "result": {"uri": f"s3://exports-output/x/{name}/data.csv", "bytes": 10, "rows": 2},
         },
     )
     view = await (await harness.client.get(f"/v1/exports/{name}", headers=AUTH)).json()
     assert view["status"] == "Succeeded"
     assert view["completion_time"] == "2030-01-01T00:00:00Z"
     url = view["result"]["download_url"]
-    assert url.startswith("http://127.0.0.1:9/exports-output/x/data.csv?")
+    assert url.startswith(f"http://127.0.0.1:9/exports-output/x/{name}/data.csv?")
     assert "X-Amz-Signature=" in url and "X-Amz-Expires=3600" in url
     assert view["result"]["rows"] == 2
 

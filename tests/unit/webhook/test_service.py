@@ -93,7 +93,7 @@ def test_settings_from_env(tmp_path: Path) -> None:
         "EXPORTJOBS_NAMESPACE": "shared",
         "EXPORTJOBS_WEBHOOK_TOKENS": "a, b",
         "EXPORTJOBS_WEBHOOK_TOKENS_FILE": str(secret),
-        "EXPORTJOBS_WEBHOOK_FORMAT_RULES": "in/reports/=parquet,in=csv.gz",
+        "EXPORTJOBS_WEBHOOK_FORMAT_RULES": "incoming/reports/=parquet,incoming=csv.gz",
         "EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_HEADER": "X-EB-Key",
         "EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY": "k",
         "EXPORTJOBS_WEBHOOK_MAX_BODY_BYTES": "4096",
@@ -103,8 +103,8 @@ def test_settings_from_env(tmp_path: Path) -> None:
     settings = WebhookSettings.from_env(env)
     assert settings.namespace == "shared"
     assert settings.tokens == ("a", "b", "file-token")
-    assert settings.format_for(bucket="in", key="reports/x.csv") == ExportFormat.PARQUET
-    assert settings.format_for(bucket="in", key="x.csv") == ExportFormat.CSV_GZ
+    assert settings.format_for(bucket="incoming", key="reports/x.csv") == ExportFormat.PARQUET
+    assert settings.format_for(bucket="incoming", key="x.csv") == ExportFormat.CSV_GZ
     assert settings.format_for(bucket="other", key="x.csv") is None
     assert settings.eventbridge_api_key_header == "x-eb-key"
     assert settings.max_body_bytes == 4096

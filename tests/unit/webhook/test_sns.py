@@ -129,10 +129,25 @@ async def sns_endpoint(pki: Pki, server_ssl: ssl.SSLContext) -> AsyncIterator[Sn
     await runner.cleanup()
 
 
+def local_sns(pki: Pki, endpoint: SnsEndpoint, **overrides: Any) -> dict[str, Any]:
+    """Settings that trust the local SNS stand-in (its host, port and CA) for topic TOPIC."""
+    return {
+        "sns_host_pattern": r"^127\.0\.0\.1$",
+        "sns_port": int(endpoint.base.rsplit(":", 1)[1]),
+        "sns_ssl_context": ssl.create_default_context(cadata=pki.ca_pem.decode()),
+        "sns_topic_arns": (TOPIC,),
+        **overrides,
+    }
+
+
 @pytest.fixture
-async def sns_harness(make_harness: MakeHarness, pki: Pki) -> Harness:
-    trust = ssl.create_default_context(cadata=pki.ca_pem.decode())
-    return await make_harness(sns_host_pattern=r"^127\.0\.0\.1$", sns_ssl_context=trust)
+async def sns_harness(make_harness: MakeHarness, pki: Pki, sns_endpoint: SnsEndpoint) -> Harness:
+    return await make_harness(**local_sns(pki, sns_endpoint))
+
+
+def now_iso(offset_seconds: float = 0) -> str:
+    moment = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=offset_seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def sign(message: dict[str, Any], key: rsa.RSAPrivateKey, version: str) -> dict[str, Any]:
@@ -150,7 +165,7 @@ def notification(endpoint: SnsEndpoint, inner: dict[str, Any], **extra: Any) -> 
         "TopicArn": TOPIC,
         "Subject": "Amazon S3 Notification",
         "Message": json.dumps(inner),
-        "Timestamp": "2012-05-02T00:54:06.655Z",
+        "Timestamp": now_iso(),
         "SigningCertURL": f"{endpoint.base}/SimpleNotificationService-test.pem",
         "UnsubscribeURL": f"{endpoint.base}/?Action=Unsubscribe",
         **extra,
@@ -165,7 +180,7 @@ def subscription(endpoint: SnsEndpoint, kind: str, *, subscribe_url: str) -> dic
         "TopicArn": TOPIC,
         "Message": "You have chosen to subscribe to the topic.",
         "SubscribeURL": subscribe_url,
-        "Timestamp": "2012-04-26T20:45:04.751Z",
+        "Timestamp": now_iso(),
         "SigningCertURL": f"{endpoint.base}/SimpleNotificationService-test.pem",
     }
 
@@ -251,7 +266,7 @@ async def test_certificate_host_is_checked_before_fetching(
 async def test_default_allowlist_refuses_anything_but_aws(
     make_harness: MakeHarness, sns_endpoint: SnsEndpoint, pki: Pki
 ) -> None:
-    h = await make_harness()  # the production host pattern
+    h = await make_harness(sns_topic_arns=(TOPIC,))  # the production host pattern and port
     message = sign(notification(sns_endpoint, samples.s3_event()), pki.signing_key, "2")
     assert (await post_sns(h, message)).status == 401
     assert sns_endpoint.hits == []
@@ -260,11 +275,8 @@ async def test_default_allowlist_refuses_anything_but_aws(
 async def test_topic_allowlist(
     make_harness: MakeHarness, sns_endpoint: SnsEndpoint, pki: Pki
 ) -> None:
-    trust = ssl.create_default_context(cadata=pki.ca_pem.decode())
     h = await make_harness(
-        sns_host_pattern=r"^127\.0\.0\.1$",
-        sns_ssl_context=trust,
-        sns_topic_arns=("arn:aws:sns:us-east-1:123456789012:other",),
+        **local_sns(pki, sns_endpoint, sns_topic_arns=("arn:aws:sns:us-east-1:123456789012:other",))
     )
     message = sign(notification(sns_endpoint, samples.s3_event()), pki.signing_key, "2")
     assert (await post_sns(h, message)).status == 401
@@ -355,14 +367,120 @@ async def test_header_and_type_must_agree(sns_harness: Harness, sns_endpoint: Sn
     assert response.status == 422
 
 
-async def test_certificate_server_down_is_503(
+async def test_sns_is_off_without_topics(
+    make_harness: MakeHarness, sns_endpoint: SnsEndpoint, pki: Pki
+) -> None:
+    h = await make_harness(**local_sns(pki, sns_endpoint, sns_topic_arns=()))
+    for message in (
+        sign(notification(sns_endpoint, samples.s3_event()), pki.signing_key, "2"),
+        sign(
+            subscription(
+                sns_endpoint, "SubscriptionConfirmation", subscribe_url=f"{sns_endpoint.base}/"
+            ),
+            pki.signing_key,
+            "2",
+        ),
+    ):
+        response = await post_sns(h, message)
+        assert response.status == 403
+        problem = await response.json()
+        assert problem["code"] == "sns-disabled"
+        assert "EXPORTJOBS_WEBHOOK_SNS_TOPIC_ARNS" in problem["detail"]
+    assert sns_endpoint.hits == []
+    assert h.store.create_calls == 0
+
+
+def test_sns_off_is_logged_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    from export_operator.webhook.app import sns_startup_line
+    from tests.unit.webhook.conftest import make_settings
+
+    assert "SNS is off" in sns_startup_line(make_settings())
+    assert TOPIC in sns_startup_line(make_settings(sns_topic_arns=(TOPIC,)))
+
+
+@pytest.mark.parametrize("offset", [-3601, -7200, 3601, -86400 * 365 * 10])
+async def test_old_or_future_timestamps_are_refused(
+    sns_harness: Harness, sns_endpoint: SnsEndpoint, pki: Pki, offset: float
+) -> None:
+    message = notification(sns_endpoint, samples.s3_event(), Timestamp=now_iso(offset))
+    response = await post_sns(sns_harness, sign(message, pki.signing_key, "2"))
+    assert response.status == 401
+    assert "outside the accepted window" in (await response.json())["detail"]
+    assert sns_harness.store.create_calls == 0
+
+
+async def test_the_window_is_configurable(
+    make_harness: MakeHarness, sns_endpoint: SnsEndpoint, pki: Pki
+) -> None:
+    h = await make_harness(**local_sns(pki, sns_endpoint, sns_max_age_seconds=60))
+    message = notification(sns_endpoint, samples.s3_event(), Timestamp=now_iso(-120))
+    assert (await post_sns(h, sign(message, pki.signing_key, "2"))).status == 401
+    message = notification(sns_endpoint, samples.s3_event(), Timestamp=now_iso(-30))
+    assert (await post_sns(h, sign(message, pki.signing_key, "2"))).status == 202
+
+
+@pytest.mark.parametrize("field", ["SigningCertURL", "SubscribeURL"])
+async def test_urls_on_another_port_are_refused_before_fetching(
+    make_harness: MakeHarness, sns_endpoint: SnsEndpoint, pki: Pki, field: str
+) -> None:
+    # One allowed port (443 in production; the issue: sns.<region>.amazonaws.com:18443 was
+    # fetched). Here the stand-in's port is the allowed one and the URL names another.
+    h = await make_harness(**local_sns(pki, sns_endpoint))
+    if field == "SigningCertURL":
+        message = notification(
+            sns_endpoint,
+            samples.s3_event(),
+            SigningCertURL="https://127.0.0.1:18443/SimpleNotificationService-test.pem",
+        )
+    else:
+        message = subscription(
+            sns_endpoint,
+            "SubscriptionConfirmation",
+            subscribe_url="https://127.0.0.1:18443/?Action=ConfirmSubscription",
+        )
+    response = await post_sns(h, sign(message, pki.signing_key, "2"))
+    assert response.status == 401
+    assert "port 18443 is not allowed" in (await response.json())["detail"]
+    assert not any("ConfirmSubscription" in hit for hit in sns_endpoint.hits)
+    assert h.store.create_calls == 0
+
+
+def test_the_production_port_is_443() -> None:
+    from export_operator.webhook.settings import WebhookSettings
+
+    assert WebhookSettings.from_env({}).sns_port == 443
+
+
+async def test_a_certificate_fetch_failure_has_its_own_code(
+    make_harness: MakeHarness, sns_endpoint: SnsEndpoint, pki: Pki
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    h = await make_harness(**local_sns(pki, sns_endpoint, sns_port=closed_port))
+    message = notification(
+        sns_endpoint,
+        samples.s3_event(),
+        SigningCertURL=f"https://127.0.0.1:{closed_port}/SimpleNotificationService-x.pem",
+    )
+    response = await post_sns(h, sign(message, pki.signing_key, "2"))
+    assert response.status == 502
+    problem = await response.json()
+    assert problem["code"] == "sns-fetch-failed"
+    assert response.headers["Retry-After"]
+    assert h.store.create_calls == 0
+
+
+async def test_a_certificate_url_answering_404_is_not_trusted(
     sns_harness: Harness, sns_endpoint: SnsEndpoint, pki: Pki
 ) -> None:
     message = notification(
         sns_endpoint,
         samples.s3_event(),
-        SigningCertURL="https://127.0.0.1:9/SimpleNotificationService-x.pem",
+        SigningCertURL=f"{sns_endpoint.base}/missing.pem",
     )
     response = await post_sns(sns_harness, sign(message, pki.signing_key, "2"))
-    assert response.status == 503 and "Retry-After" in response.headers
+    assert response.status == 401
     assert sns_harness.store.create_calls == 0
