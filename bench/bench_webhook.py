@@ -201,6 +201,7 @@ def start_webhook(namespace: str, port: int) -> subprocess.Popen[bytes]:
         **os.environ,
         "EXPORTJOBS_WEBHOOK_NAMESPACE": namespace,
         "EXPORTJOBS_WEBHOOK_TOKENS": TOKEN,
+        "EXPORTJOBS_WEBHOOK_ALLOWED_SOURCES": "s3://exports-input/",
         "EXPORTJOBS_WEBHOOK_HOST": "127.0.0.1",
         "EXPORTJOBS_WEBHOOK_PORT": str(port),
         "EXPORTJOBS_WEBHOOK_ACCESS_LOG": "false",
