@@ -266,12 +266,14 @@ def test_sigkill_between_attempts_resumes_the_delivery(
     pending = notification(exports, "killed", "Pending")
     assert pending["attempts"] == 1 and pending["lastStatusCode"] == 503
     operator.kill()  # SIGKILL between attempt 1 and attempt 2
+    killed_at = time.monotonic()
     operator.start()
     note = notification(exports, "killed", "Delivered")
     assert note["attempts"] == 2
     deliveries = receiver.deliveries("killed")
     assert len(deliveries) == 2
     assert deliveries[0].headers["webhook-id"] == deliveries[1].headers["webhook-id"]
+    assert deliveries[1].at > killed_at  # sent by the restarted process
     # The restarted operator kept the backoff (at least half of 6 s after attempt 1).
     assert deliveries[1].at - deliveries[0].at >= 1.9  # lastAttemptTime has 1 s precision
 
@@ -285,7 +287,9 @@ def test_down_past_the_window_fails_and_4xx_or_redirect_stop_at_once(
         closed_port = probe.getsockname()[1]
     receiver.replies["rejected"] = [400]
     receiver.replies["moved"] = [(307, {"Location": receiver.url("elsewhere")})]
-    start(operator, secrets_dir, notify_window_seconds=4)
+    # The window starts at completionTime (the Job's, maybe seconds before the operator sees it):
+    # 10 s leave room for several attempts even on a loaded machine.
+    start(operator, secrets_dir, notify_window_seconds=10)
     exports.create("down", notify={"url": f"http://127.0.0.1:{closed_port}/hook"})
     exports.create("rejected", notify={"url": receiver.url("rejected")})
     exports.create("moved", notify={"url": receiver.url("moved")})
