@@ -11,7 +11,8 @@ here reads those exports, so pip, the images and the tests all see the same pins
     hack/lock.py sbom REQS --python X.Y.Z --name N --version V --wheels DIR
                                                   a CycloneDX 1.5 SBOM of the pins
 
-Only the standard library and `packaging` (already in every environment pip runs in) are used.
+Only the standard library and `packaging` are used; run it with the venv's Python (hack/venv.sh
+and hack/images.sh do).
 """
 
 from __future__ import annotations
@@ -29,9 +30,6 @@ from pathlib import Path
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
-# What `pip freeze --all` lists beside the pins and the project itself, per environment: the venv
-# keeps the pip its Python shipped (the installer is not part of the lock).
-INSTALLER = "pip"
 PROJECT = "exportjobs"
 
 _PIN = re.compile(

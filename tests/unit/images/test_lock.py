@@ -236,3 +236,33 @@ def test_sbom_lists_the_pins_with_the_installed_wheel_hash(tmp_path: Path) -> No
 def test_the_schema_validation_is_live() -> None:
     bad = {"bomFormat": "CycloneDX", "specVersion": "1.5", "components": [{"name": "x"}]}
     assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(json.dumps(bad)) is not None
+
+
+def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "hack" / "lock.py"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_as_venv_sh_and_images_sh_use_it(tmp_path: Path) -> None:
+    reqs = tmp_path / "reqs.txt"
+    reqs.write_text(
+        f"a==1 ; python_full_version < '3.12' --hash=sha256:{'1' * 64}\n"
+        f"b==2 --hash=sha256:{'2' * 64}\n"
+    )
+    target = _cli("target", str(reqs), "--python", "3.12.1")
+    assert target.stdout == f"b==2 --hash=sha256:{'2' * 64}\n"
+    freeze = "a==1\nb==2\npip==23.2.1\nstray==0.1\n"
+    extraneous = _cli(
+        "extraneous", str(reqs), "--python", "3.11.2", "--ignore", "pip", stdin=freeze
+    )
+    assert extraneous.stdout.split() == ["stray"]
+    same = _cli("compare", str(reqs), "--python", "3.11.2", "--ignore", "pip", stdin="a==1\nb==2\n")
+    assert same.returncode == 0 and same.stdout == ""
+    drift = _cli("compare", str(reqs), "--python", "3.11.2", stdin="b==3\n")
+    assert drift.returncode == 1
+    assert drift.stdout.splitlines() == ["missing   a==1", "differs   b: locked 2, installed 3"]
