@@ -100,8 +100,12 @@ def is_supported_encoding(name: str) -> bool:
         return False
 
 
+_CSV_CHAR = re.compile(CSV_CHAR_PATTERN)
+_ENCODING = re.compile(ENCODING_PATTERN)
+
+
 def _csv_char(value: str) -> str:
-    if re.fullmatch(CSV_CHAR_PATTERN, value) is None:
+    if _CSV_CHAR.fullmatch(value) is None:
         raise _error(
             "invalid-csv-option",
             f"must be one printable ASCII character or a tab, not {value!r}",
@@ -112,7 +116,7 @@ def _csv_char(value: str) -> str:
 def _encoding(value: str) -> str:
     if (
         len(value) > ENCODING_MAX_LENGTH
-        or re.fullmatch(ENCODING_PATTERN, value) is None
+        or _ENCODING.fullmatch(value) is None
         or not is_supported_encoding(value)
     ):
         raise _error(
@@ -416,18 +420,15 @@ class ExportRequest(_Contract):
             pydantic.ValidationError: when the resolved source or the default destination is not
                 a valid spec (a misconfigured template).
         """
-        spec: dict[str, Any] = {"format": self.export_format}
         if self.source is not None:
-            source: dict[str, Any] = {"uri": self.source.uri}
-            if self.source.version_id is not None:
-                source["versionId"] = self.source.version_id
-            if self.source.etag is not None:
-                source["etag"] = self.source.etag
-            spec["source"] = source
-        else:
-            assert self.dataset_id is not None
-            spec["datasetId"] = self.dataset_id
-            spec["source"] = {"uri": dataset_uri_template.replace("{dataset_id}", self.dataset_id)}
+            return self._spec_as_given(default_destination)
+        assert self.dataset_id is not None
+        # The template makes a new URI: the spec is validated as a whole.
+        spec: dict[str, Any] = {
+            "format": self.export_format,
+            "datasetId": self.dataset_id,
+            "source": {"uri": dataset_uri_template.replace("{dataset_id}", self.dataset_id)},
+        }
         destination = self.destination or default_destination
         if destination is not None:
             spec["destination"] = {"uri": destination}
@@ -436,6 +437,30 @@ class ExportRequest(_Contract):
         if self.callback_url is not None:
             spec["notify"] = {"url": self.callback_url}
         return ExportJobSpec.model_validate(spec)
+
+
+    def _spec_as_given(self, default_destination: str | None) -> ExportJobSpec:
+        """The spec of a request naming its source: every part was validated by this model
+        with the same types the spec uses, so it is assembled without validating again (the
+        webhook's hot path); `default_destination` was validated with the settings."""
+        assert self.source is not None
+        source_fields = {"uri": self.source.uri}
+        if self.source.version_id is not None:
+            source_fields["version_id"] = self.source.version_id
+        if self.source.etag is not None:
+            source_fields["etag"] = self.source.etag
+        values: dict[str, Any] = {
+            "source": SourceSpec.model_construct(set(source_fields), **source_fields),
+            "export_format": self.export_format,
+        }
+        destination = self.destination or default_destination
+        if destination is not None:
+            values["destination"] = DestinationSpec.model_construct(uri=destination)
+        if self.csv is not None:
+            values["csv"] = self.csv
+        if self.callback_url is not None:
+            values["notify"] = NotifySpec.model_construct(url=self.callback_url)
+        return ExportJobSpec.model_construct(set(values), **values)
 
 
 class _StructuralSchema(GenerateJsonSchema):

@@ -16,7 +16,7 @@ tools normalise away and so would read or write another object.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 BUCKET = r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]"
 """Length and outer characters of a bucket name (the labels are checked by a rule)."""
@@ -27,6 +27,9 @@ OBJECT_URI_PATTERN = rf"^s3://{BUCKET}(/{SEGMENT})+$"
 """An object: a bucket and a key of one or more segments."""
 PREFIX_URI_PATTERN = rf"^s3://{BUCKET}/({SEGMENT}/)*$"
 """A destination prefix: the bucket root or segments each followed by `/`."""
+
+_OBJECT_URI = re.compile(OBJECT_URI_PATTERN)
+_PREFIX_URI = re.compile(PREFIX_URI_PATTERN)
 
 MAX_KEY_BYTES = 1024
 OBJECT_URI_MAX_LENGTH = 1100
@@ -42,9 +45,15 @@ class Rule:
     message: str
     bad_key: bool
     """Whether a failure is about the key (problem `invalid-s3-key`) or the URI/bucket."""
+    compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    """`regex` compiled once (this check runs for every request: re's own cache lookup costs
+    more than the match)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compiled", re.compile(self.regex))
 
     def holds(self, uri: str) -> bool:
-        return (re.search(self.regex, uri) is not None) == self.must_match
+        return (self.compiled.search(uri) is not None) == self.must_match
 
     @property
     def cel(self) -> str:
@@ -93,11 +102,9 @@ def check_uri(uri: str, *, prefix: bool) -> None:
         if not rule.holds(uri):
             raise S3UriError(f"{rule.message}: {uri!r}", bad_key=rule.bad_key)
     pattern, longest = (
-        (PREFIX_URI_PATTERN, PREFIX_URI_MAX_LENGTH)
-        if prefix
-        else (OBJECT_URI_PATTERN, OBJECT_URI_MAX_LENGTH)
+        (_PREFIX_URI, PREFIX_URI_MAX_LENGTH) if prefix else (_OBJECT_URI, OBJECT_URI_MAX_LENGTH)
     )
-    if re.fullmatch(pattern, uri) is None:
+    if pattern.fullmatch(uri) is None:
         what = "an s3://bucket/prefix/ URI (a prefix ends in '/')" if prefix else "an object URI"
         raise S3UriError(f"not {what}: {uri!r}", bad_key=False)
     key = uri[len("s3://") :].partition("/")[2]

@@ -46,9 +46,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     finally:
         elapsed = time.perf_counter() - started
-        route, metrics = _route_of(request), request.app[METRICS]
-        metrics.requests.labels(route=route, method=request.method, code=str(status)).inc()
-        metrics.latency.labels(route=route, method=request.method).observe(elapsed)
+        route = _route_of(request)
+        request.app[METRICS].observe_request(
+            route=route, method=request.method, code=status, seconds=elapsed
+        )
         if request.app[SETTINGS].access_log:
             log.info(
                 "%s %s %d",

@@ -84,7 +84,7 @@ def processor_accepts(body: dict[str, Any]) -> None:
     parse_location(parsed.destination_uri, prefix=True)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(strategies.REQUESTS)
 def test_an_accepted_request_is_a_valid_spec_for_the_crd_and_the_processor(
     body: dict[str, Any],
@@ -102,7 +102,7 @@ def test_an_accepted_request_is_a_valid_spec_for_the_crd_and_the_processor(
     processor_accepts(job)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(strategies.EVENTS)
 def test_an_accepted_event_is_a_valid_spec_for_the_crd_and_the_processor(
     event: dict[str, Any],
@@ -122,6 +122,7 @@ def test_an_accepted_event_is_a_valid_spec_for_the_crd_and_the_processor(
         assert "\ufffd" not in record.location.key or "%EF%BF%BD" in str(event).upper()
 
 
+@settings(deadline=None)
 @given(st.characters())
 def test_csv_characters_agree_with_the_pattern_and_the_processor(char: str) -> None:
     by_pattern = re.fullmatch(models.CSV_CHAR_PATTERN, char) is not None
@@ -142,7 +143,7 @@ def test_bad_csv_characters_are_refused_by_model_and_processor(char: str) -> Non
     assert not processor_settings.is_csv_char(char)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # a codec's first lookup imports its module
 @given(st.one_of(st.sampled_from(sorted(set(encodings.aliases.aliases))), st.text(max_size=10)))
 def test_encodings_agree_between_model_pattern_and_processor(name: str) -> None:
     model = models.is_supported_encoding(name)
@@ -156,7 +157,7 @@ def test_encodings_agree_between_model_pattern_and_processor(name: str) -> None:
         assert model and re.fullmatch(models.ENCODING_PATTERN, name) and len(name) <= 32
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(st.one_of(strategies.OBJECT_URIS, strategies.PREFIX_URIS, st.text(max_size=30)))
 def test_uri_checks_are_the_crd_pattern_and_rules(uri: str) -> None:
     for prefix, pattern in (
