@@ -438,7 +438,6 @@ class ExportRequest(_Contract):
             spec["notify"] = {"url": self.callback_url}
         return ExportJobSpec.model_validate(spec)
 
-
     def _spec_as_given(self, default_destination: str | None) -> ExportJobSpec:
         """The spec of a request naming its source: every part was validated by this model
         with the same types the spec uses, so it is assembled without validating again (the
