@@ -368,3 +368,23 @@ def test_a_cancel_before_the_output_is_complete_ends_cancelled() -> None:
         pods=[failed],
     )
     assert decision.phase is Phase.CANCELLED and decision.delete_job
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("INVALID_CONFIG", "the CSV delimiter must be one printable ASCII character or a tab"),
+        ("DESTINATION_NOT_FOUND", "writing s3://nope/out/x.csv: the destination bucket does not"),
+        ("S3_REFUSED", "reading s3://in/a.csv: S3 refused the request (AccessDenied)"),
+    ],
+)
+def test_the_processors_reason_reaches_status_error(code: str, message: str) -> None:
+    """Exit 2 fails the Job at once (podFailurePolicy); the code and message are the
+    processor's own, not BAD_CSV with "pod … exited with 2"."""
+    report = json.dumps({"error": {"code": code, "message": message, "retryable": False}})
+    failed = pod(phase="Failed", state=terminated(2, report))
+    decision = _decide(
+        the_job=job(failed=1, conditions=[condition("Failed", "PodFailurePolicy")]), pods=[failed]
+    )
+    assert decision.phase is Phase.FAILED
+    assert decision.status["error"] == {"code": code, "message": message, "retryable": False}
