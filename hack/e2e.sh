@@ -16,6 +16,7 @@
 #   EXPORTJOBS_E2E_PROCESSOR_IMAGE=exportjobs-processor:dev \
 #   hack/e2e.sh
 #
+# EXPORTJOBS_E2E_PULL_POLICY (default IfNotPresent) is the chart's pullPolicy for both images.
 # AWS_ENDPOINT_URL is S3 as this machine reaches it (the tests upload inputs and download results
 # through presigned URLs), EXPORTJOBS_E2E_S3_ENDPOINT as the pods reach it (default: the same).
 # The buckets exports-input and exports-output are created if missing. The chart is installed in
@@ -25,9 +26,13 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 hack/venv.sh
 hack/tools.sh all
+ignore=(--ignore tests/e2e/images)
 if [ -n "${EXPORTJOBS_E2E_OPERATOR_IMAGE:-}" ]; then
   : "${KUBECONFIG:?KUBECONFIG names the cluster to test}"
   : "${AWS_ENDPOINT_URL:?AWS_ENDPOINT_URL names the S3 endpoint}"
   export EXPORTJOBS_TEST_KUBECONFIG=$KUBECONFIG
+  # The up/down cycles test the local cluster's scripts, not a cluster you bring.
+  ignore+=(--ignore tests/e2e/test_cluster_cycles.py)
 fi
-exec .venv/bin/python -m pytest -p no:cacheprovider tests/e2e --ignore tests/e2e/images "$@"
+export EXPORTJOBS_CLUSTER_CYCLES=${EXPORTJOBS_CLUSTER_CYCLES:-3}
+exec .venv/bin/python -m pytest -p no:cacheprovider tests/e2e "${ignore[@]}" "$@"

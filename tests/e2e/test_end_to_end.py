@@ -114,6 +114,11 @@ def test_product_runs_on_the_real_node(product: Any, e2e_cluster: E2ECluster) ->
     for name, replicas in (("exportjobs-webhook", 2), ("exportjobs-operator", 1)):
         deployment = e2e_cluster.kubectl_json("-n", ns, "get", "deployment", name)
         assert deployment["status"].get("readyReplicas") == replicas, deployment["status"]
+    if e2e_cluster.local is not None:
+        # A kubelet and containerd report this node, not kwok (which manages only its own).
+        info = e2e_cluster.kubectl_json("get", "node", "exportjobs-node")["status"]["nodeInfo"]
+        assert info["kubeletVersion"].startswith("v1."), info  # kwok says "simulated"
+        assert info["containerRuntimeVersion"].startswith("containerd://"), info
     pods = e2e_cluster.kubectl_json(
         "-n", ns, "get", "pods", "-l", "app.kubernetes.io/instance=exportjobs"
     )["items"]
