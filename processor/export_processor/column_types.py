@@ -42,6 +42,7 @@ FLOAT_EXACT_INTEGERS = 10**10
 """Integers below this magnitude print the same as a double (Arrow writes 1e+10 from there):
 the bound under which an int64 column may widen to float64 without re-checking earlier blocks."""
 
+_SAMPLE = 64
 _CANDIDATES = {
     "jsonl": (INT, FLOAT, BOOL),
     "parquet": (INT, FLOAT, BOOL, DATE, TIMESTAMP, TIMESTAMP_UTC),
@@ -178,8 +179,10 @@ class Typer:
             column = batch.column(index)
             chosen = TEXT
             if column.null_count < len(column):
+                head = column.slice(0, _SAMPLE)
                 for kind in self._candidates:
-                    if convert(column, kind) is not None:
+                    # A failing cast costs as much as a whole one: try a few values first.
+                    if convert(head, kind) is not None and convert(column, kind) is not None:
                         chosen = kind
                         break
             types.append(chosen)

@@ -41,14 +41,13 @@ from export_processor.parser_input import (
     open_quote_line_in,
 )
 from export_processor.s3client import S3Client
-from export_processor.settings import ProcessorSettings
+from export_processor.settings import QUEUED_BATCHES, ProcessorSettings
 from export_processor.sink import Sink, SinkResult, open_sink
 from export_processor.source import ByteSource, open_source
 from export_processor.writers import BatchWriter, new_writer
 
 _STRADDLING = "straddling object straddles two block boundaries"
 _ROW_IN_ERROR = re.compile(r"Expected \d+ columns, got \d+: ")
-_BATCHES_AHEAD = 2
 _END = object()
 _WIDENED = object()
 """Sent by the reader thread when a column widened: the output is aborted, reading goes on."""
@@ -99,7 +98,7 @@ class _ReadError(Exception):
 
 
 class _TypedBatches:
-    """Runs the CSV reader and the typing on their own thread, `_BATCHES_AHEAD` batches ahead.
+    """Runs the CSV reader and the typing on their own thread, `QUEUED_BATCHES` batches ahead.
 
     Yields typed batches, then `_WIDENED` if a value broke a column's type (after which the
     thread reads on to the end, settling the types, and yields nothing more), and ends after the
@@ -122,7 +121,7 @@ class _TypedBatches:
         self._strict = strict
         self.rows = 0
         self.settling = False
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=_BATCHES_AHEAD)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUED_BATCHES)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="csv-read", daemon=True)
         self._thread.start()
@@ -191,6 +190,17 @@ class _TypedBatches:
         self._stop.set()
         # A daemon thread: if it is stuck in a read (a pipe), leave it behind.
         self._thread.join(timeout=2)
+
+
+def use_memory_pool() -> None:
+    """Arrow allocates from jemalloc, which returns freed blocks to the system within a second:
+    measured 235 MiB peak RSS for a Parquet export where mimalloc (pyarrow's default) held
+    291 MiB and the system allocator 456 MiB (docs/processor.md, "Memory")."""
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        return
+    pa.set_memory_pool(pool)
 
 
 def _arrow_encoding(encoding: str) -> str:
@@ -312,6 +322,7 @@ class Exporter:
         """Convert and upload; raises an ExportError (BadInputError, SourceMissingError, ...)."""
         started = time.monotonic()
         s = self.settings
+        use_memory_pool()
         source = self._open_source()
         try:
             names, head, self._skip = self._probe(source)
@@ -321,8 +332,10 @@ class Exporter:
             raise BadInputError(f"the source is not valid {s.encoding}: {exc}") from exc
         typer = Typer(names, export_format=s.export_format, mode=s.column_types)
         outcome = self._convert(self._parser_input(head, source, names), typer, strict=False)
+        first_read = 0
         if outcome is None:
             # A column widened: the first pass settled every type; write once with them.
+            first_read = source.bytes_read
             source.close()
             source = self._open_source(source)
             head = source.read(self._skip)
@@ -336,7 +349,7 @@ class Exporter:
             rows=rows,
             sha256=result.sha256,
             format=s.export_format,
-            bytes_read=source.bytes_read,
+            bytes_read=first_read + source.bytes_read,
             duration_seconds=time.monotonic() - started,
         )
 
@@ -435,10 +448,11 @@ class Exporter:
 
     @staticmethod
     def _abort(writer: BatchWriter | None, sink: Sink | None) -> None:
-        if writer is not None:
-            writer.discard()
+        # The sink first: what the writer flushes while it stops is then dropped.
         if sink is not None:
             sink.abort()
+        if writer is not None:
+            writer.discard()
 
     def _failure(self, exc: BaseException) -> BaseException:
         """The error to raise for an exception of the conversion."""

@@ -29,7 +29,7 @@ class EndMarker:
     columns: int
     quote: str
     delimiter: str
-    token: str = field(default_factory=lambda: f"exportjobs-end-{uuid.uuid4().hex}")
+    token: str = field(default_factory=lambda: f"exportjobs-end-{uuid.uuid4().hex[:16]}")
 
     def row(self) -> str:
         cell = self.quote + self.token + self.quote

@@ -16,6 +16,15 @@ from export_processor.errors import InvalidConfigError
 FORMATS = ("csv", "csv.gz", "jsonl", "parquet")
 MiB = 1024 * 1024
 S3_MIN_PART_SIZE = 5 * MiB
+BASELINE_BYTES = 130 * MiB
+"""The interpreter with pyarrow, boto3 and isal imported and their threads started (measured
+119-125 MiB of RSS before the first byte is read)."""
+QUEUED_BATCHES = 2
+"""Typed batches queued between the reader thread and the writer."""
+PARQUET_ROW_GROUP_BYTES = 16 * MiB
+"""Arrow data buffered per Parquet row group (its encoded pages come on top: counted twice)."""
+GZIP_CHUNK_BYTES = 1 * MiB
+"""Text deflated per csv.gz task; two tasks queued per thread, each with its output."""
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -102,8 +111,34 @@ class ProcessorSettings:
     `gzip -1` at ~3.5x its speed; 3 is the smallest)."""
     gzip_threads: int = 2
     """EXPORTJOBS_GZIP_THREADS. Threads compressing csv.gz chunks in parallel (default 2)."""
+    memory_limit: int = 300 * MiB
+    """EXPORTJOBS_MEMORY_LIMIT_BYTES. The most memory the buffers above may add up to, with the
+    interpreter and libraries (default 300 MiB): settings whose bound (`memory_bound()`) is
+    higher are refused at start (INVALID_CONFIG). See docs/processor.md, "Memory"."""
     kube: KubeSettings = field(default_factory=KubeSettings)
     """Progress reporting to the ExportJob."""
+
+    def memory_bound(self) -> int:
+        """Peak memory these settings allow, in bytes, whatever the input's size.
+
+        Each stage holds a bounded number of buffers (docs/processor.md, "Memory"): ranged GETs
+        in flight and the one being read; parser blocks read ahead (raw bytes plus their text
+        arrays); typed batches queued and the one being written (text plus typed columns); the
+        writer's own buffer; S3 parts uploading and the one filling. Plus the interpreter and
+        the libraries (BASELINE_BYTES, measured). Multipart parts double after 1000 parts
+        (outputs beyond 8 GiB with 8 MiB parts): each doubling adds `upload_concurrency + 1`
+        parts' worth.
+        """
+        block = self.block_size
+        reading = (self.read_ahead + 1) * self.read_chunk_size
+        parsing = (self.blocks_ahead + 2) * block * 2
+        queued = (QUEUED_BATCHES + 1) * block * 2
+        writing = {
+            "parquet": 2 * PARQUET_ROW_GROUP_BYTES,
+            "csv.gz": 2 * block + 4 * self.gzip_threads * GZIP_CHUNK_BYTES,
+        }.get(self.export_format, 2 * block)
+        uploading = (self.upload_concurrency + 1) * self.part_size
+        return BASELINE_BYTES + reading + parsing + queued + writing + uploading
 
     def validate(self) -> None:
         """Raise InvalidConfigError when a value cannot work."""
@@ -135,6 +170,12 @@ class ProcessorSettings:
         ):
             if number < 1:
                 raise InvalidConfigError(f"the {name} must be positive")
+        if self.memory_bound() > self.memory_limit:
+            raise InvalidConfigError(
+                f"these settings let the processor use up to {self.memory_bound() // MiB} MiB, "
+                f"more than EXPORTJOBS_MEMORY_LIMIT_BYTES ({self.memory_limit // MiB} MiB): "
+                "lower the block size, blocks ahead, read ahead, part size or upload concurrency"
+            )
         if not is_supported_encoding(self.encoding):
             raise InvalidConfigError(
                 f"unsupported encoding {self.encoding!r}: an ASCII-compatible text encoding "
@@ -271,6 +312,7 @@ def settings_from_env(
         "s3_max_attempts": _int(env, "EXPORTJOBS_S3_MAX_ATTEMPTS", base.s3_max_attempts),
         "gzip_level": _int(env, "EXPORTJOBS_GZIP_LEVEL", base.gzip_level),
         "gzip_threads": _int(env, "EXPORTJOBS_GZIP_THREADS", base.gzip_threads),
+        "memory_limit": _int(env, "EXPORTJOBS_MEMORY_LIMIT_BYTES", base.memory_limit),
         "kube": kube_settings_from_env(env),
     }
     for key, value in overrides.items():

@@ -12,9 +12,10 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from isal import igzip_threaded
 
-from export_processor.gzip_stream import ParallelGzipWriter
 from export_processor.jsonl import JsonLinesEncoder
+from export_processor.settings import GZIP_CHUNK_BYTES, PARQUET_ROW_GROUP_BYTES
 from export_processor.sink import Sink
 
 
@@ -28,12 +29,25 @@ class BatchWriter(Protocol):
         """Stop without finishing (the sink is aborted by the caller)."""
 
 
+_gzip_open: Any = igzip_threaded.open  # untyped
+
+
 class CsvWriter:
+    """CSV, or csv.gz: one ordinary gzip member (mtime 0: the same input gives the same bytes)
+    deflated by ISA-L on `gzip_threads` threads in the manner of pigz (`isal.igzip_threaded`:
+    1 MiB blocks, each with the previous 32 KiB as dictionary)."""
+
     def __init__(
         self, *, sink: Sink, schema: pa.Schema, gzip_level: int | None, gzip_threads: int
     ) -> None:
-        self._gzip = (
-            ParallelGzipWriter(sink, level=gzip_level, threads=gzip_threads)
+        self._gzip: Any = (
+            _gzip_open(
+                sink,
+                "wb",
+                compresslevel=gzip_level,
+                threads=gzip_threads,
+                block_size=GZIP_CHUNK_BYTES,
+            )
             if gzip_level is not None
             else None
         )
@@ -48,13 +62,14 @@ class CsvWriter:
     def finish(self) -> None:
         self._writer.close()
         if self._gzip is not None:
-            self._gzip.finish()
+            self._gzip.close()  # the trailer; the sink stays open
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):
             self._writer.close()
         if self._gzip is not None:
-            self._gzip.discard()
+            with contextlib.suppress(Exception):
+                self._gzip.close()  # into a sink being aborted: discarded
 
 
 class JsonlWriter:
@@ -72,7 +87,7 @@ class JsonlWriter:
         pass
 
 
-ROW_GROUP_BYTES = 16 * 1024 * 1024
+ROW_GROUP_BYTES = PARQUET_ROW_GROUP_BYTES
 """Parser batches are buffered up to this much Arrow data per Parquet row group: parser blocks
 are small (a few MiB) and row groups that small would make the file slow to scan."""
 

@@ -63,7 +63,9 @@ def test_every_format_reads_back_as_the_input(tmp_path: Path, case: Case, fmt: s
 
     assert payload["sha256"] == hashlib.sha256(data).hexdigest()
     assert payload["bytes"] == len(data)
-    assert payload["bytesRead"] == len(case.data)
+    # A late type change (typed formats only) is settled by a first read: the source is read twice.
+    reads = 2 if case.name == "type_changes_mid_file" and fmt in ("jsonl", "parquet") else 1
+    assert payload["bytesRead"] == reads * len(case.data)
     assert payload["uri"] == output.as_uri()
     assert not [p for p in output.parent.iterdir() if p.name.endswith(".partial")]
 

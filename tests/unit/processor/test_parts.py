@@ -14,12 +14,12 @@ import pytest
 from export_processor import termination
 from export_processor.column_types import unique_names
 from export_processor.errors import InvalidConfigError
-from export_processor.gzip_stream import ParallelGzipWriter
 from export_processor.jsonl import JsonLinesEncoder
 from export_processor.locations import output_location, parse_location
 from export_processor.progress import progress_body
 from export_processor.settings import settings_from_env
 from export_processor.sink import S3_MAX_PART_SIZE, S3_MAX_PARTS, part_size_for
+from export_processor.writers import CsvWriter
 
 MiB = 1024 * 1024
 
@@ -41,23 +41,27 @@ class _Collect:
         self.data += data
         return len(data)
 
+    def flush(self) -> None:
+        pass
+
 
 @pytest.mark.parametrize("size", [0, 1, 100_000, 3 * MiB + 17])
-def test_parallel_gzip_is_one_member_any_reader_decodes(size: int) -> None:
-    rows = b"".join(
-        b"%d,%d,text %d,%.2f\n" % (i, i * 7919 % 1000, i % 13, i / 7) for i in range(200_000)
-    )
-    payload = (rows * (size // len(rows) + 1))[:size]
+def test_csv_gz_is_one_member_any_reader_decodes(size: int) -> None:
+    rows = [f"{i},{i * 7919 % 1000},text {i % 13},{i / 7:.2f}" for i in range(200_000)]
+    text = "".join(f"{row}\n" for row in rows)[:size]
+    batch = pa.record_batch({"line": pa.array(text.split("\n"))})
     out = _Collect()
-    writer = ParallelGzipWriter(out, level=1, threads=2, chunk_size=256 * 1024)
-    for start in range(0, len(payload), 70_000):
-        writer.write(payload[start : start + 70_000])
+    writer = CsvWriter(sink=out, schema=batch.schema, gzip_level=1, gzip_threads=2)  # type: ignore[arg-type]
+    for start in range(0, batch.num_rows, 7_000):
+        writer.write(batch.slice(start, 7_000))
     writer.finish()
-    assert gzip.decompress(bytes(out.data)) == payload
+    payload = gzip.decompress(bytes(out.data))
+    assert payload.count(b"\n") == batch.num_rows + 1
     # One member: a raw inflate of the body consumes everything up to the 8-byte trailer.
     inflater = zlib.decompressobj(-15)
     assert inflater.decompress(bytes(out.data[10:])) == payload
     assert len(inflater.unused_data) == 8
+    assert bytes(out.data[4:8]) == b"\0\0\0\0"  # mtime 0: the same input, the same bytes
     # Close to serial gzip -1 in size (on CSV-like text; ISA-L's level 1 is usually smaller).
     assert len(out.data) <= len(gzip.compress(payload, 1)) * 1.05 + 64
 
@@ -169,6 +173,7 @@ def test_settings_from_env_and_overrides() -> None:
         "EXPORTJOBS_CSV_DELIMITER": "\\t",
         "EXPORTJOBS_CSV_HEADER": "false",
         "EXPORTJOBS_S3_PART_SIZE_BYTES": str(16 * MiB),
+        "EXPORTJOBS_MEMORY_LIMIT_BYTES": str(400 * MiB),
         "KUBERNETES_SERVICE_HOST": "10.0.0.1",
         "KUBERNETES_SERVICE_PORT": "443",
     }
@@ -182,6 +187,30 @@ def test_settings_from_env_and_overrides() -> None:
         settings_from_env({**env, "EXPORTJOBS_S3_PART_SIZE_BYTES": "1024"})
     with pytest.raises(InvalidConfigError, match="EXPORTJOBS_CSV_HEADER"):
         settings_from_env({**env, "EXPORTJOBS_CSV_HEADER": "maybe"})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "csv.gz", "jsonl", "parquet"])
+def test_the_default_settings_bound_memory_under_300_mib_and_larger_ones_are_refused(
+    fmt: str,
+) -> None:
+    env = {
+        "EXPORTJOBS_SOURCE_URI": "s3://bucket/k.csv",
+        "EXPORTJOBS_FORMAT": fmt,
+        "EXPORTJOBS_DESTINATION_URI": "s3://bucket/out/",
+    }
+    assert settings_from_env(env).memory_bound() <= 300 * MiB
+    for name, value in (
+        ("EXPORTJOBS_BLOCK_SIZE_BYTES", 16 * MiB),
+        ("EXPORTJOBS_BLOCKS_AHEAD", 32),
+        ("EXPORTJOBS_S3_PART_SIZE_BYTES", 64 * MiB),
+        ("EXPORTJOBS_S3_READ_AHEAD", 16),
+        ("EXPORTJOBS_S3_UPLOAD_CONCURRENCY", 16),
+    ):
+        with pytest.raises(InvalidConfigError, match="EXPORTJOBS_MEMORY_LIMIT_BYTES"):
+            settings_from_env({**env, name: str(value)})
+    big = {**env, "EXPORTJOBS_BLOCK_SIZE_BYTES": str(16 * MiB)}
+    allowed = settings_from_env({**big, "EXPORTJOBS_MEMORY_LIMIT_BYTES": str(1024 * MiB)})
+    assert allowed.block_size == 16 * MiB
 
 
 def test_progress_body() -> None:

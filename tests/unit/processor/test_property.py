@@ -138,7 +138,8 @@ def csv_files(draw: st.DrawFn) -> Generated:
         tail = delimiter.join([*last, quote + "never closed" + newline + "more"])
         text = newline.join([*lines[:-1], tail])
     data = text.encode("utf-8")
-    longest = max((len(line.encode()) for line in text.split(newline)), default=0)
+    # A row with a line end inside a value is longer than any of its lines: measure rows.
+    longest = max((len((line + newline).encode()) for line in lines), default=0)
     block = max(64, longest + 2) * draw(st.integers(1, 3))
     return Generated(data, names, rows, delimiter, quote, header, block, open_quote)
 
