@@ -23,8 +23,10 @@ from export_processor.errors import (
 from export_processor.locations import Location
 from export_processor.s3client import S3Client, translate
 
-_MAX_THROTTLE_WAIT = 2.0
-"""Seconds a read waits for the writer before going ahead anyway."""
+_MAX_THROTTLE_WAIT = 60.0
+"""Seconds a read waits for the writer before going ahead anyway: a safety net against a
+miscount, far longer than any batch takes (at 2 s, a CPU-starved writer let pyarrow read dozens
+of blocks ahead: 1 GiB of RSS measured under load)."""
 
 
 class ByteSource(io.RawIOBase):
