@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -277,8 +278,9 @@ _NUMBERISH = st.text(alphabet="0123456789-+.xeE ", max_size=22) | st.integers().
 def test_the_integer_and_decimal_checks_are_the_print_back_rule(values: list[str]) -> None:
     column = pa.array(values, pa.string())
     as_int = convert(column, INT)
-    expected_int = all(v.lstrip("-").isdigit() and str(int(v)) == v for v in values) and all(
-        -(2**63) <= int(v) < 2**63 for v in values
+    expected_int = all(
+        re.fullmatch(r"-?[0-9]+", v) and str(int(v)) == v and -(2**63) <= int(v) < 2**63
+        for v in values
     )
     assert (as_int is not None) == expected_int, values
     as_float = convert(column, FLOAT)
