@@ -193,6 +193,14 @@ class Round:
             raise RuntimeError(f"Job create answered {response.status}")
 
 
+def _rss_bytes(pid: int) -> int:
+    """Resident set size of a process now (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -223,6 +231,232 @@ async def _wait_namespaces_gone(api: client.ApiClient, names: list[str]) -> None
         await asyncio.sleep(1)
 
 
+class Backlog:
+    """N ExportJobs through `maxRunning` slots, the bench acting as the kubelet."""
+
+    def __init__(self, api: client.ApiClient, *, count: int, max_running: int) -> None:
+        self.api = api
+        self.count = count
+        self.max_running = max_running
+        self.namespace = f"bench-back-{uuid.uuid4().hex[:6]}"
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.batch = client.BatchV1Api(api)
+        self.job_order: list[str] = []
+        self.modified: dict[str, int] = {}
+        self.phases: dict[str, str] = {}
+        self.created: dict[str, str] = {}
+        self.succeeded = asyncio.Event()
+        self.peak_rss = 0
+        self.pods_done: set[str] = set()
+
+    async def _follow(self, lister: Any, on_event: Any) -> None:
+        stream = watch.Watch()
+        version = ""
+        while True:
+            if not version:
+                listed = await lister(self.namespace, limit=1)
+                version = (
+                    listed["metadata"]["resourceVersion"]
+                    if isinstance(listed, dict)
+                    else listed.metadata.resource_version
+                )
+            async with stream.stream(
+                lister, self.namespace, resource_version=version, timeout_seconds=60
+            ) as events:
+                async for event in events:
+                    if event["type"] == "ERROR":  # e.g. 410 Gone: start again from now
+                        version = ""
+                        break
+                    obj = event["object"]
+                    meta = obj["metadata"] if isinstance(obj, dict) else obj.metadata
+                    version = (
+                        meta["resourceVersion"] if isinstance(meta, dict) else meta.resource_version
+                    )
+                    await on_event(event["type"], obj)
+
+    async def _on_export(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if kind == "ADDED":
+            self.created[name] = obj["metadata"]["creationTimestamp"]
+        if kind == "MODIFIED":
+            self.modified[name] = self.modified.get(name, 0) + 1
+        phase = (obj.get("status") or {}).get("phase", "")
+        self.phases[name] = phase
+        if len(self.phases) == self.count and all(p == "Succeeded" for p in self.phases.values()):
+            self.succeeded.set()
+
+    async def _on_job(self, kind: str, job: Any) -> None:
+        name = (job.metadata.labels or {}).get(resource.LABEL_EXPORT)
+        if kind == "ADDED" and name:
+            self.job_order.append(name)
+
+    async def _on_pod(self, kind: str, pod: Any) -> None:
+        name = (pod.metadata.labels or {}).get(resource.LABEL_EXPORT)
+        if (
+            kind == "DELETED"
+            or not name
+            or name in self.pods_done
+            or not pod.spec.node_name
+            or pod.status.phase != "Pending"
+        ):
+            return
+        self.pods_done.add(name)
+        self._spawn(self._finish_pod(pod.metadata.name, name))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish_pod(self, pod_name: str, name: str) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        result = (
+            '{"uri": "s3://bench-out/reports/' + name + '.csv", "bytes": 1, "rows": 1, '
+            '"sha256": "' + "ab" * 32 + '", "format": "csv"}'
+        )
+        status = {
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [
+                    {
+                        "name": "processor",
+                        "image": "exportjobs-processor:latest",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {
+                            "terminated": {
+                                "exitCode": 0,
+                                "reason": "Completed",
+                                "message": result,
+                                "startedAt": now,
+                                "finishedAt": now,
+                            }
+                        },
+                    }
+                ],
+            }
+        }
+        async with self._slots:
+            response = await self.core.patch_namespaced_pod_status(
+                pod_name, self.namespace, status, _preload_content=False
+            )
+            await response.read()
+            response.release()
+
+    async def _sample_rss(self, pid: int) -> None:
+        while True:
+            self.peak_rss = max(self.peak_rss, _rss_bytes(pid))
+            await asyncio.sleep(0.5)
+
+    async def run(self, env: dict[str, str], *, concurrency: int) -> dict[str, float]:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._slots = asyncio.Semaphore(16)
+        await self.core.create_namespace({"metadata": {"name": self.namespace}})
+        env = {
+            **env,
+            "EXPORTJOBS_NAMESPACE": self.namespace,
+            "EXPORTJOBS_OPERATOR_MAX_RUNNING": str(self.max_running),
+        }
+        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{self.namespace}-operator.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the clock runs
+                [str(OPERATOR)], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        followers = [
+            asyncio.create_task(self._follow(self.custom_lister, self._on_export)),
+            asyncio.create_task(self._follow(self.batch.list_namespaced_job, self._on_job)),
+            asyncio.create_task(self._follow(self.core.list_namespaced_pod, self._on_pod)),
+            asyncio.create_task(self._sample_rss(proc.pid)),
+        ]
+        try:
+            await asyncio.sleep(3)
+            start = time.monotonic()
+            slots = asyncio.Semaphore(concurrency)
+
+            async def one(i: int) -> None:
+                name = f"x-{i:05d}"
+                body = {
+                    "apiVersion": resource.API_VERSION,
+                    "kind": resource.KIND,
+                    "metadata": {"name": name, "namespace": self.namespace},
+                    "spec": {"source": {"uri": f"s3://bench-in/{name}.csv"}, "format": "csv"},
+                }
+                async with slots:
+                    response = await self.custom.create_namespaced_custom_object(
+                        resource.GROUP,
+                        resource.VERSION,
+                        self.namespace,
+                        resource.PLURAL,
+                        body,
+                        _preload_content=False,
+                    )
+                    await response.read()
+                    response.release()
+
+            await asyncio.gather(*(one(i) for i in range(self.count)))
+            created = time.monotonic() - start
+            print(f"backlog: {self.count} ExportJobs created in {created:.1f}s", flush=True)
+            last = -1
+            while not self.succeeded.is_set():
+                await asyncio.sleep(10)
+                done = sum(p == "Succeeded" for p in self.phases.values())
+                print(
+                    f"  {time.monotonic() - start:6.0f}s: {len(self.job_order)} Jobs, "
+                    f"{done} Succeeded, operator RSS peak {self.peak_rss / 2**20:.0f} MiB",
+                    flush=True,
+                )
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the operator exited; see {log}")
+                if done == last and done < self.count and time.monotonic() - start > 3600:
+                    raise RuntimeError("no progress")
+                last = done
+            total = time.monotonic() - start
+            await asyncio.sleep(3)  # late patches (none expected) would be counted now
+        finally:
+            for task in followers:
+                task.cancel()
+            proc.terminate()
+            proc.wait(timeout=30)
+            await self.core.delete_namespace(self.namespace)
+        expected = sorted(self.created, key=lambda n: (self.created[n], n))
+        place = {n: i for i, n in enumerate(expected)}
+        displacement = max(abs(place[n] - i) for i, n in enumerate(self.job_order))
+        patches = [self.modified.get(n, 0) for n in expected]
+        return {
+            "total": total,
+            "jobs": len(self.job_order),
+            "distinct_jobs": len(set(self.job_order)),
+            "succeeded": sum(p == "Succeeded" for p in self.phases.values()),
+            "displacement": displacement,
+            "rss_mib": self.peak_rss / 2**20,
+            "patches_mean": statistics.mean(patches),
+            "patches_max": max(patches),
+        }
+
+    async def custom_lister(self, namespace: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("_preload_content", True)
+        return await self.custom.list_namespaced_custom_object(
+            resource.GROUP, resource.VERSION, namespace, resource.PLURAL, **kwargs
+        )
+
+
+async def main_backlog(
+    args: argparse.Namespace, api: client.ApiClient, env: dict[str, str]
+) -> None:
+    backlog = Backlog(api, count=args.backlog, max_running=args.max_running)
+    figures = await backlog.run(env, concurrency=args.concurrency)
+    print(
+        f"backlog {args.backlog} with maxRunning {args.max_running}: "
+        f"{figures['total']:.0f}s; Jobs {figures['jobs']} ({figures['distinct_jobs']} distinct), "
+        f"Succeeded {figures['succeeded']}; FIFO: at most {figures['displacement']} places off "
+        f"(goal < {args.max_running}); operator peak RSS {figures['rss_mib']:.0f} MiB "
+        f"(goal <= 300); status patches per export mean {figures['patches_mean']:.2f}, "
+        f"max {figures['patches_max']} (goal <= 3)"
+    )
+
+
 async def main_async(args: argparse.Namespace) -> int:
     api = await kube.new_api_client(trust_env=False)
     try:
@@ -236,9 +470,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 "EXPORTJOBS_OPERATOR_DEFAULT_DESTINATION_URI": "s3://bench-out/reports/",
                 "EXPORTJOBS_OPERATOR_METRICS_PORT": "0",
                 "EXPORTJOBS_OPERATOR_LIVENESS_PORT": "0",
-                "EXPORTJOBS_OPERATOR_CREATE_CONCURRENCY": str(args.concurrency),
+                "EXPORTJOBS_OPERATOR_WORKERS": str(args.concurrency),
             }
         )
+        if args.backlog:
+            await main_backlog(args, api, env)
+            return 0
         results: dict[str, list[dict[str, float]]] = {"baseline": [], "operator": []}
         for i in range(args.rounds):
             for kind in ("baseline", "operator"):
@@ -275,6 +512,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="200 objects, one round")
+    parser.add_argument("--backlog", type=int, default=0, help="N ExportJobs through the limit")
+    parser.add_argument("--max-running", type=int, default=50, help="the limit for --backlog")
     args = parser.parse_args()
     if args.quick:
         args.count, args.rounds = 200, 1

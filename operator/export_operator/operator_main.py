@@ -3,13 +3,12 @@
 Configuration comes from `EXPORTJOBS_OPERATOR_*` environment variables (and
 `EXPORTJOBS_NAMESPACE`); the flags below override the few that matter on a command line.
 
-Peering: with several replicas, kopf's peering makes sure only one acts at a time. Install
-kopf's peering CRDs (`KopfPeering` / `ClusterKopfPeering`, group kopf.dev) and create the peering
-object named by `EXPORTJOBS_OPERATOR_PEERING_NAME` (default `exportjobs`) in the watched namespace
-(or the cluster-wide one when watching all namespaces). Replicas then announce themselves there;
-the one with the highest `EXPORTJOBS_OPERATOR_PRIORITY` runs, the others pause. Without the CRDs
-kopf warns and runs standalone, so run one replica (`strategy: Recreate`). `--standalone` turns
-peering off explicitly.
+Replicas: run two (or more). They elect a leader through a coordination.k8s.io Lease
+(`EXPORTJOBS_OPERATOR_LEASE_NAME`, default `exportjobs-operator`, in
+`EXPORTJOBS_OPERATOR_LEASE_NAMESPACE`); every replica watches, only the leader acts, and a standby
+takes over about 10 s after the leader stops renewing (at once after a clean shutdown). The
+operator needs get/create/update on that Lease. `--standalone` turns leader election off (one
+replica only).
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else in-cluster)"
     )
     parser.add_argument(
-        "--standalone", action="store_true", help="no peering: act even if others run"
+        "--standalone", action="store_true", help="no leader election: act even if others run"
     )
     parser.add_argument("--max-running", type=int, help="concurrency limit (0 = none)")
     parser.add_argument("--metrics-port", type=int, help="port of /metrics (0 = off)")
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     controller = Controller(settings=settings)
     registry = kopf.OperatorRegistry()
     register(registry, controller)
-    register_notifier(registry, Notifier(settings=settings))
+    register_notifier(registry, Notifier(settings=settings), controller)
     liveness = (
         f"http://{settings.liveness_host}:{settings.liveness_port}/healthz"
         if settings.liveness_port
@@ -108,11 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             registry=registry,
             clusterwide=not settings.namespace,
             namespaces=[settings.namespace] if settings.namespace else (),
-            # Not `peering_name=`: kopf would then make peering mandatory and pause until the
-            # peering CRDs exist. The name goes into kopf's settings at start-up (handlers.py),
-            # so peering is used when its CRDs are installed, standalone otherwise.
-            standalone=settings.standalone or None,
-            priority=settings.priority,
+            # kopf's peering is off: one active replica is ensured by the Lease (leader.py).
+            standalone=True,
             liveness_endpoint=liveness,
         )
     )

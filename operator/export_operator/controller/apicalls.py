@@ -92,6 +92,20 @@ class KubeWriter:
             raise
         return True
 
+    async def job_exists(self, *, namespace: str, name: str) -> bool:
+        """Whether the Job exists (a direct GET, for when the watch may lag)."""
+        try:
+            await _call(
+                self.batch.read_namespaced_job(
+                    name, namespace, _preload_content=False, _request_timeout=self.timeout
+                )
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     async def delete_job(self, *, namespace: str, name: str) -> None:
         """Delete a Job and (in the background) its pods; absent is fine."""
         try:

@@ -1,12 +1,14 @@
 """The kopf handlers: thin adapters from watch events to the Controller.
 
-Indexes (ExportJobs, their Jobs, their pods) plus event handlers, no kopf-managed create/update
-handlers: the reconciliation is level-based, so kopf keeps no per-object progress. Its storages
+Indexes (ExportJobs, their Jobs, their pods) plus event handlers that only enqueue the ExportJob's
+key (reconciler.py), no kopf-managed create/update handlers: the reconciliation is level-based,
+so kopf keeps no per-object progress. Its storages
 are still pointed at annotations, so nothing kopf might write lands in a pruned `status` field.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
@@ -54,11 +56,10 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
     kopf_settings.networking.connect_timeout = settings.connect_timeout_seconds
     # kopf's own per-object log lines would be one Event each: keep Events for transitions.
     kopf_settings.posting.enabled = False
-    kopf_settings.peering.name = settings.peering_name
-    kopf_settings.peering.standalone = settings.standalone
+    # One active replica is ensured by our own Lease (leader.py), not by kopf's peering: every
+    # replica keeps its watches and indexes warm, so a standby takes over in seconds.
+    kopf_settings.peering.standalone = True
     kopf_settings.peering.mandatory = False
-    kopf_settings.peering.priority = settings.priority
-    kopf_settings.peering.clusterwide = not settings.namespace
     # Watching one namespace, a Role is all the operator gets: kopf must not try to list
     # namespaces and CRDs cluster-wide (403, retried for a minute before it falls back).
     kopf_settings.scanning.disabled = bool(settings.namespace)
@@ -107,7 +108,11 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
 
     @kopf.on.probe(id="queue", registry=registry)
     async def queue_probe(**_: Any) -> dict[str, int]:
-        return {"queued": len(controller.positions), "inFlight": len(controller.in_flight)}
+        return {
+            "queued": len(controller.positions),
+            "workQueue": len(controller.queue),
+            "leading": int(controller.leading.is_set()),
+        }
 
     # Async on purpose: kopf runs sync handlers in a thread pool, a thread hop per event.
     @kopf.index(*EXPORTJOBS, id="exportjobs", registry=registry)
@@ -135,21 +140,28 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     @kopf.on.event(*EXPORTJOBS, registry=registry)
     async def exportjob_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:  # noqa: A002
         attach(kwargs)
-        await controller.on_export(event_type=type, body=body)
+        controller.on_export(event_type=type, body=body)
 
     @kopf.on.event(*JOBS, labels=OURS, registry=registry)
     async def job_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:  # noqa: A002
         attach(kwargs)
-        await controller.on_job(event_type=type, body=body)
+        controller.on_job(event_type=type, body=body)
 
     @kopf.on.event(*PODS, labels=OURS, registry=registry)
     async def pod_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:  # noqa: A002
         attach(kwargs)
-        await controller.on_pod(event_type=type, body=body)
+        controller.on_pod(event_type=type, body=body)
 
 
-def register_notifier(registry: kopf.OperatorRegistry, notifier: Notifier) -> None:
-    """Completion callbacks: their own ExportJob event handler, apart from the reconciler."""
+def register_notifier(
+    registry: kopf.OperatorRegistry, notifier: Notifier, controller: Controller | None = None
+) -> None:
+    """Completion callbacks: their own ExportJob event handler, apart from the reconciler.
+
+    With a `controller`, callbacks go out only from the replica that leads (leader election):
+    events seen while standing by are not acted on, and each time this replica starts to lead
+    it replays every cached ExportJob to the notifier (which skips those already notified).
+    """
 
     @kopf.on.startup(registry=registry)
     async def start_notifier(**_: Any) -> None:
@@ -159,6 +171,19 @@ def register_notifier(registry: kopf.OperatorRegistry, notifier: Notifier) -> No
     async def stop_notifier(**_: Any) -> None:
         await notifier.stop()
 
+    if controller is not None:
+        leading = controller.leading
+
+        def replay() -> None:
+            for body in controller.export_bodies():
+                notifier.observe(event_type=None, body=body)
+
+        controller.on_leading.append(replay)
+    else:
+        leading = asyncio.Event()
+        leading.set()
+
     @kopf.on.event(*EXPORTJOBS, registry=registry)
     async def exportjob_notification(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-        notifier.observe(event_type=type, body=body)
+        if leading.is_set():
+            notifier.observe(event_type=type, body=body)

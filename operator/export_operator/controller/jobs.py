@@ -77,7 +77,11 @@ def resolve_inputs(*, export: ExportView, settings: OperatorSettings) -> ExportI
 def processor_env(
     *, export: ExportView, inputs: ExportInputs, settings: OperatorSettings
 ) -> list[dict[str, str]]:
-    """The processor's environment (docs/configuration.md, "Processor")."""
+    """The processor's environment (docs/configuration.md, "Processor").
+
+    Raises:
+        InvalidSpecError: when a value could not be passed to a container.
+    """
     spec = export.spec
     source = spec.get("source") or {}
     csv = spec.get("csv") or {}
@@ -100,6 +104,11 @@ def processor_env(
         env["EXPORTJOBS_SOURCE_VERSION_ID"] = str(source["versionId"])
     if source.get("etag"):
         env["EXPORTJOBS_SOURCE_ETAG"] = str(source["etag"])
+    for name, value in env.items():
+        if "\x00" in value:
+            # The API server stores it, but no container runtime can start with it: the pod
+            # would wait forever (CreateContainerError) holding a slot.
+            raise InvalidSpecError(f"{name} would contain a NUL byte (from the spec)")
     return [{"name": k, "value": v} for k, v in env.items()]
 
 

@@ -21,6 +21,9 @@ RECONCILE_ERRORS = Counter(
     "API errors while reconciling (retried), by operation.",
     ["operation"],
 )
+STATUS_PATCHES = Counter(
+    "exportjobs_operator_status_patches_total", "Status patches written to ExportJobs."
+)
 JOBS_CREATED = Counter("exportjobs_operator_jobs_created_total", "Jobs created for ExportJobs.")
 PHASE_TRANSITIONS = Counter(
     "exportjobs_operator_phase_transitions_total",

@@ -21,6 +21,12 @@ MAX_MESSAGE = 1024
 IMAGE_PULL_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 )
+START_FAILURE_REASONS = frozenset(
+    {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+)
+"""Waiting reasons of a container that the kubelet cannot create or start (e.g. a NUL byte in
+an environment value, a missing Secret): they do not go away by themselves."""
+STUCK_WAITING_REASONS = IMAGE_PULL_REASONS | START_FAILURE_REASONS
 _EXIT_CODE_IN_MESSAGE = re.compile(r"exit code (?P<code>\d+)")
 
 
@@ -182,8 +188,10 @@ def watchdog_failure(
     now: dt.datetime,
     unschedulable_timeout: float,
     image_pull_timeout: float,
+    start_timeout: float = 300.0,
 ) -> ExportError | None:
-    """An error when a pod stays unschedulable or cannot pull its image for too long."""
+    """An error when a pod stays unschedulable, cannot pull its image or cannot start its
+    container for too long."""
     for pod in pods:
         if pod.deleting or pod.terminated or pod.running:
             continue
@@ -204,6 +212,17 @@ def watchdog_failure(
                     ErrorCode.IMAGE_PULL,
                     f"pod {pod.name} could not pull its image for over "
                     f"{int(image_pull_timeout)}s: {pod.waiting_reason}: "
+                    f"{pod.waiting_message}".rstrip(": "),
+                    retryable=False,
+                )
+        if pod.waiting_reason in START_FAILURE_REASONS:
+            scheduled = pod.scheduled_since if pod.scheduled_status == "True" else None
+            since = scheduled or pod.created
+            if (now - since).total_seconds() > start_timeout:
+                return ExportError(
+                    ErrorCode.POD_START_FAILED,
+                    f"pod {pod.name} could not start its container for over "
+                    f"{int(start_timeout)}s: {pod.waiting_reason}: "
                     f"{pod.waiting_message}".rstrip(": "),
                     retryable=False,
                 )

@@ -1,10 +1,21 @@
-"""The reconciler: turns what the watches show into Jobs, status patches, deletions and Events.
+"""The controller: watch events enqueue keys, workers reconcile one ExportJob at a time.
 
 State comes from the cluster: kopf indexes of ExportJobs, their Jobs and their pods (kopf fills
 them from the initial listing before any handler runs, so a restarted operator sees every Job that
-exists and admits nothing twice). The little kept in memory only bridges watch lag: Jobs created
-but not yet seen, and the status last written. One admission loop decides which waiting
-ExportJobs get a Job; `reconcile()` is level-based and is the only writer of status.
+exists and admits nothing twice). Event handlers only put the ExportJob's key into the work queue
+(workqueue.py: queued once however many events arrive, never reconciled by two workers at once,
+per-key backoff after a failure). `reconcile(key)` is level-based and the only writer: it creates
+the Job of an admitted ExportJob, writes the status, deletes what must go, and on any API failure
+raises, so the queue retries that key with backoff.
+
+The admission pass decides which waiting ExportJobs get a Job (first in, first out, at most
+`maxRunning` unfinished); it only marks keys admitted or gives queue positions, and enqueues them.
+The little kept in memory bridges watch lag: keys admitted whose Job is not created yet, Jobs
+created but not yet seen ("expectations"), the status last written, and the final view of a
+finished Job deleted (TTL) before its ExportJob's status recorded the outcome.
+
+With leader election (leader.py) every replica watches, and only the Lease holder's workers,
+admission and housekeeping run.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kopf
@@ -23,31 +34,55 @@ from export_operator import kube
 from export_operator.controller import metrics
 from export_operator.controller.apicalls import ApiError, KubeWriter
 from export_operator.controller.jobs import InvalidSpecError, build_job, resolve_inputs
-from export_operator.controller.outcomes import IMAGE_PULL_REASONS
+from export_operator.controller.leader import LeaderElector, LeaseConfig, default_identity
+from export_operator.controller.outcomes import STUCK_WAITING_REASONS
 from export_operator.controller.queue import Key, plan_admission, waits_for_job
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.sources import SourceSizer
-from export_operator.controller.status import Decision, Watchdog, decide, status_patch
-from export_operator.controller.views import ExportView, JobView, PodView, parse_time
+from export_operator.controller.status import Decision, Waiting, Watchdog, decide, status_patch
+from export_operator.controller.views import (
+    ExportView,
+    JobView,
+    PodView,
+    format_time,
+    parse_time,
+)
+from export_operator.controller.workqueue import Backoff, Result, WorkQueue, run_worker
 from export_operator.resource import Phase, job_name_for
 
 log = logging.getLogger(__name__)
 
-IN_FLIGHT_EXPIRY = 120.0
-"""Seconds after which a created-but-unseen Job stops holding a slot (the watch lost it)."""
-RETRY_DELAY = 2.0
+EXPECTATION_TIMEOUT = 120.0
+"""Seconds after which a created-but-unseen Job stops being expected (the watch lost it)."""
 FINISHED_PHASES = frozenset(p.value for p in Phase if p.finished)
-CREATIONS_FIRST_MAX = 5.0
-"""Seconds a status patch or Event waits at most for pending Job creations to finish."""
 ADMISSION_BATCH_DELAY = 0.1
 """Seconds the admission loop lets kicks pile up, so a burst is planned in few passes."""
 
 
+class JobCreateError(Exception):
+    """The Job could not be created (quota, RBAC, API down): shown on the status, retried."""
+
+    def __init__(self, waiting: Waiting) -> None:
+        super().__init__(f"{waiting.reason}: {waiting.message}")
+        self.waiting = waiting
+
+
+def create_error_reason(exc: ApiError) -> str:
+    """The condition reason for a refused Job create (kept stable: users and alerts match it)."""
+    if exc.status == 403 and "exceeded quota" in exc.message.lower():
+        return "QuotaExceeded"
+    if exc.status == 403:
+        return "Forbidden"
+    if exc.retryable:
+        return "APIUnavailable"
+    return "CreateFailed"
+
+
 def _stuck(pod: PodView) -> bool:
-    """A pod the watchdog must time: unschedulable, or failing to pull its image."""
+    """A pod the watchdog must time: unschedulable, or its container cannot be started."""
     if pod.running or pod.terminated or pod.deleting:
         return False
-    return pod.scheduled_reason == "Unschedulable" or pod.waiting_reason in IMAGE_PULL_REASONS
+    return pod.scheduled_reason == "Unschedulable" or pod.waiting_reason in STUCK_WAITING_REASONS
 
 
 def _utcnow() -> dt.datetime:
@@ -68,52 +103,115 @@ class Controller:
         self.watchdog = Watchdog(
             unschedulable_timeout=settings.unschedulable_timeout_seconds,
             image_pull_timeout=settings.image_pull_timeout_seconds,
+            start_timeout=settings.start_timeout_seconds,
+        )
+        self.queue: WorkQueue[Key] = WorkQueue(
+            backoff=Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
         )
         self.writer: KubeWriter | None = None
+        self.leader: LeaderElector | None = None
+        self.leading = asyncio.Event()
+        """Set while this replica acts (always, standalone). Stable: others may wait on it."""
+        self.on_leading: list[Callable[[], None]] = []
+        """Called each time this replica starts to lead (e.g. the notifier's replay)."""
         self.exports: kopf.Index[Key, ExportView] | None = None
         self.jobs: kopf.Index[Key, JobView] | None = None
         self.pods: kopf.Index[Key, PodView] | None = None
         self.sizer = SourceSizer()
-        self.in_flight: dict[Key, float] = {}
+        self.admitted: set[Key] = set()
+        """Keys the admission pass gave a slot whose Job is not seen yet (create may be failing)."""
+        self.expected: dict[Key, float] = {}
+        """Keys whose Job this process created (or found existing), not yet seen: since when."""
         self.positions: dict[Key, int] = {}
-        self.refused: dict[Key, str] = {}
         self.written: dict[str, dict[str, Any]] = {}
         """ExportJob uid → the owned status fields last written (fresher than the watch)."""
-        self._locks: dict[Key, asyncio.Lock] = {}
-        self._last_seen: dict[tuple[str, str, str], object] = {}
-        """The last Job/Pod view handled per object: events that change nothing are skipped."""
-        self._positions_dirty: set[Key] = set()
+        self.tombstones: dict[Key, JobView] = {}
+        """The last view of a finished Job the watch saw deleted (TTL), until its outcome is
+        recorded."""
+        self._position_refresh: set[Key] = set()
+        self._positions_stale: set[Key] = set()
         self._kick = asyncio.Event()
-        self._creating = 0
-        self._creations_idle = asyncio.Event()
-        self._creations_idle.set()
-        self._create_slots = asyncio.Semaphore(settings.create_concurrency)
-        self._status_slots = asyncio.Semaphore(settings.status_concurrency)
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._loops: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open the API client and start the admission, housekeeping and Event loops."""
+        """Open the API client; start leader election (or lead at once), workers and loops."""
         # trust_env=False: no netrc/proxy lookups (a thread hop) on every API call.
         api = await kube.new_api_client(trust_env=False)
         self.writer = KubeWriter(api, timeout=self.settings.request_timeout_seconds)
-        self._loops = [
-            asyncio.create_task(self._admission_loop(), name="admission"),
-            asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
-            asyncio.create_task(self._queue_status_loop(), name="queue-status"),
-            *(asyncio.create_task(self._event_loop(), name=f"events-{i}") for i in range(4)),
+        s = self.settings
+        loops = [
+            self._admission_loop(),
+            self._housekeeping_loop(),
+            self._queue_status_loop(),
+            *(self._event_loop() for _ in range(4)),
         ]
+        if s.standalone:
+            self._start_leading()
+            self.leading.set()
+        else:
+            self.leader = LeaderElector(
+                api,
+                LeaseConfig(
+                    namespace=s.lease_namespace or s.namespace or "default",
+                    name=s.lease_name,
+                    identity=default_identity(),
+                    lease_duration=s.lease_duration_seconds,
+                    renew_deadline=s.lease_renew_deadline_seconds,
+                    retry_period=s.lease_retry_period_seconds,
+                ),
+                on_started=self._start_leading,
+                request_timeout=min(s.request_timeout_seconds, s.lease_renew_deadline_seconds),
+                leading=self.leading,
+            )
+            loops.append(self.leader.run())
+        workers = [
+            run_worker(self.queue, self.reconcile, on_error=self._on_error, gate=self.leading)
+            for _ in range(s.workers)
+        ]
+        self._tasks = [asyncio.create_task(c) for c in [*workers, *loops]]
 
     async def stop(self) -> None:
-        """Stop the loops and close the API client."""
-        for task in [*self._loops, *self._tasks]:
+        """Stop the workers and loops, hand the Lease over, close the API client."""
+        self.queue.shut_down()
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.leader is not None:
+            await self.leader.release()
         if self.writer is not None:
             await self.writer.api.close()
             self.writer = None
+
+    def _start_leading(self) -> None:
+        """(Re)gaining the lead: forget what another leader may have changed meanwhile and look at
+        every ExportJob again."""
+        self.written.clear()
+        self.admitted.clear()
+        self.positions.clear()
+        for key in list(self.exports or ()):
+            self.queue.add(key)
+        self.kick()
+        for callback in self.on_leading:
+            callback()
+
+    def export_bodies(self) -> Iterator[dict[str, Any]]:
+        """Every ExportJob the cache holds, as a plain body (metadata, spec, status)."""
+        for key in list(self.exports or ()):
+            view = self.export_view(key)
+            if view is not None:
+                yield {
+                    "metadata": {
+                        "namespace": view.namespace,
+                        "name": view.name,
+                        "uid": view.uid,
+                        "generation": view.generation,
+                        "creationTimestamp": format_time(view.created),
+                    },
+                    "spec": view.spec,
+                    "status": view.status,
+                }
 
     def attach(
         self,
@@ -127,14 +225,21 @@ class Controller:
             self.exports, self.jobs, self.pods = exports, jobs, pods
             self.kick()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def kick(self) -> None:
         """Ask the admission loop for a pass."""
         self._kick.set()
+
+    def _on_error(self, key: Key, exc: BaseException, delay: float) -> None:
+        failures = self.queue.failures(key)
+        if isinstance(exc, JobCreateError):
+            metrics.RECONCILE_ERRORS.labels("create_job").inc()
+        elif isinstance(exc, ApiError):
+            metrics.RECONCILE_ERRORS.labels("write").inc()
+        else:
+            log.error("reconcile of %s/%s failed", *key, exc_info=exc)
+            return
+        if failures == 1 or failures % 10 == 0:  # the first and then every tenth: no log floods
+            log.warning("%s/%s: %s (attempt %d, retry in %.1fs)", *key, exc, failures, delay)
 
     # -- views ---------------------------------------------------------------------------------
     def export_view(self, key: Key) -> ExportView | None:
@@ -166,127 +271,179 @@ class Controller:
 
     def current_status(self, export: ExportView) -> dict[str, Any]:
         written = self.written.get(export.uid)
-        if written is not None:
-            return {**export.status, **written}
-        return export.status
+        if written is None:
+            return export.status
+        seen = export.status
+        if all(seen.get(k) == v for k, v in written.items()):
+            del self.written[export.uid]  # the watch caught up
+            return seen
+        return {**seen, **written}
 
-    # -- handlers' entry points ----------------------------------------------------------------
-    async def on_export(self, *, event_type: str | None, body: Any) -> None:
+    # -- handlers' entry points: enqueue only --------------------------------------------------
+    def on_export(self, *, event_type: str | None, body: Any) -> None:
         meta = body.get("metadata") or {}
         key: Key = (meta.get("namespace") or "", meta.get("name") or "")
         if event_type == "DELETED":
-            await self._forget(key, uid=meta.get("uid") or "")
-            return
-        await self.reconcile(key, trigger="exportjob")
+            self.written.pop(meta.get("uid") or "", None)
+            self.admitted.discard(key)
+            self.expected.pop(key, None)
+            self.positions.pop(key, None)
+            self.tombstones.pop(key, None)
+            self.kick()
+        elif (
+            event_type in (None, "ADDED")
+            or (body.get("spec") or {}).get("cancel")
+            or (body.get("status") or {}).get("phase") in FINISHED_PHASES
+        ):
+            self.kick()  # new, cancelled or finished: the queue changes
+        self.queue.add(key)
 
-    async def on_job(self, *, event_type: str | None, body: Any) -> None:
+    def on_job(self, *, event_type: str | None, body: Any) -> None:
         job = JobView.from_body(body)
         if not job.export_name:
             return
         key = (job.namespace, job.export_name)
-        if event_type != "DELETED" and self._unchanged(("job", job.namespace, job.name), job):
-            return  # a change in fields the status does not derive from
-        if event_type == "DELETED":
-            self._last_seen.pop(("job", job.namespace, job.name), None)
+        if event_type == "DELETED" and job.name == job_name_for(job.export_name) and job.ending:
+            self.tombstones[key] = job
         if job.finished or job.deleting or event_type == "DELETED":
             self.kick()  # a slot may have freed
-        await self.reconcile(key, trigger="job")
+        self.queue.add(key)
 
-    async def on_pod(self, *, event_type: str | None, body: Any) -> None:
-        pod = PodView.from_body(body)
-        if event_type != "DELETED" and self._unchanged(("pod", pod.namespace, pod.name), pod):
-            return
-        if event_type == "DELETED":
-            self._last_seen.pop(("pod", pod.namespace, pod.name), None)
-        if pod.export_name:
-            await self.reconcile((pod.namespace, pod.export_name), trigger="pod")
-
-    def _unchanged(self, ident: tuple[str, str, str], view: object) -> bool:
-        """Whether this object's view equals the one last handled (and remember it)."""
-        if self._last_seen.get(ident) == view:
-            return True
-        self._last_seen[ident] = view
-        return False
-
-    async def _forget(self, key: Key, *, uid: str) -> None:
-        """An ExportJob is gone: its Job goes too (the ownerReference would do it, later)."""
-        self.written.pop(uid, None)
-        self.in_flight.pop(key, None)
-        self.positions.pop(key, None)
-        self.refused.pop(key, None)
-        self._locks.pop(key, None)
-        job = self.job_view(key)
-        if job is not None and not job.deleting and self.writer is not None:
-            try:
-                await self.writer.delete_job(namespace=job.namespace, name=job.name)
-            except ApiError as exc:
-                log.warning("could not delete Job %s/%s: %s", job.namespace, job.name, exc)
-        self.kick()
+    def on_pod(self, *, event_type: str | None, body: Any) -> None:
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        name = labels.get("exportjobs.dev/export")
+        if name:
+            self.queue.add(((body.get("metadata") or {}).get("namespace") or "", name))
 
     # -- reconcile -----------------------------------------------------------------------------
-    async def reconcile(self, key: Key, *, trigger: str) -> None:
-        """Bring one ExportJob's status (and its Job's existence) in line with the cluster."""
-        metrics.RECONCILES.labels(trigger).inc()
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            export = self.export_view(key)
-            if export is None or export.deleting or self.writer is None:
-                return
-            job = self.job_view(key)
-            if job is not None:
-                self.in_flight.pop(key, None)
-            current = self.current_status(export)
-            decision = decide(
-                export=export,
-                current=current,
-                job=job,
-                pods=self.pod_views(key),
-                job_in_flight=key in self.in_flight,
-                queue_position=self.positions.get(key),
-                invalid_spec=self.refused.get(key),
-                now=self.clock(),
-                watchdog=self.watchdog,
-            )
-            if decision.awaiting_admission:
-                self.kick()
-                return
-            if (
-                decision.phase is Phase.QUEUED
-                and current.get("phase") == Phase.QUEUED.value
-                and "queuePosition" in current
-                and trigger != "queue"
-            ):
+    async def reconcile(self, key: Key) -> Result:
+        """Bring one ExportJob's Job and status in line with the cluster; raise to retry."""
+        metrics.RECONCILES.labels("queue").inc()
+        writer = self.writer
+        assert writer is not None
+        export = self.export_view(key)
+        job = self.job_view(key)
+        if export is None:
+            if job is not None and not job.deleting:  # the ownerReference would do it, later
+                await writer.delete_job(namespace=job.namespace, name=job.name)
+            self.queue.discard(key)
+            return Result()
+        if export.deleting:
+            return Result()
+        job = job or self.tombstones.get(key)
+        if job is not None:
+            self.expected.pop(key, None)
+        current = self.current_status(export)
+        fresh = self._freshest(export)
+        if (
+            job is None
+            and fresh.job_name
+            and key not in self.expected
+            and fresh.phase in (Phase.PENDING, Phase.RUNNING)
+            and await writer.job_exists(namespace=export.namespace, name=fresh.job_name)
+        ):
+            # The status names a Job the watch does not show (yet): it lags, e.g. while it
+            # re-lists after an API outage. Asked directly: it exists, so nothing disappeared.
+            self.expected[key] = time.monotonic()
+        invalid: str | None = None
+        waiting: Waiting | None = None
+        if (
+            job is None
+            and key in self.admitted
+            and key not in self.expected
+            and waits_for_job(fresh)
+        ):
+            invalid, waiting = await self._create_job(export)
+        decision = decide(
+            export=export,
+            current=current,
+            job=job,
+            pods=self.pod_views(key),
+            job_in_flight=key in self.expected,
+            queue_position=self.positions.get(key),
+            invalid_spec=invalid,
+            waiting=waiting,
+            now=self.clock(),
+            watchdog=self.watchdog,
+        )
+        if decision.awaiting_admission:
+            self.kick()
+            return Result()
+        if decision.phase is Phase.QUEUED and "queuePosition" in decision.status:
+            if key in self._position_refresh:
+                self._position_refresh.discard(key)
+            elif current.get("phase") == Phase.QUEUED.value and "queuePosition" in current:
                 # A mere shift in the queue is written by the rate-limited queue loop only.
                 decision.status["queuePosition"] = current["queuePosition"]
-            if decision.delete_job and job is not None:
-                try:
-                    async with self._status_slots:
-                        await self.writer.delete_job(namespace=job.namespace, name=job.name)
-                except ApiError as exc:
-                    metrics.RECONCILE_ERRORS.labels("delete_job").inc()
-                    log.warning("could not delete Job %s/%s: %s", job.namespace, job.name, exc)
-                    self._retry_later(key)
-            patch = status_patch(current, decision.status)
-            if patch:
-                await self._after_creations()
-                try:
-                    async with self._status_slots:
-                        await self.writer.patch_status(
-                            namespace=export.namespace,
-                            name=export.name,
-                            uid=export.uid,
-                            status=patch,
-                        )
-                except ApiError as exc:
-                    if exc.status in (404, 409):  # gone, or replaced by a namesake
-                        return
-                    metrics.RECONCILE_ERRORS.labels("patch_status").inc()
-                    log.warning("status of %s/%s not written: %s", *key, exc)
-                    self._retry_later(key)
-                    return
-                self.written[export.uid] = dict(decision.status)
-            if decision.transition:
-                self._on_transition(export, decision)
+        if decision.delete_job and job is not None and job is not self.tombstones.get(key):
+            await writer.delete_job(namespace=job.namespace, name=job.name)
+        patch = status_patch(current, decision.status)
+        if patch:
+            try:
+                await writer.patch_status(
+                    namespace=export.namespace, name=export.name, uid=export.uid, status=patch
+                )
+            except ApiError as exc:
+                if exc.status in (404, 409):  # gone, or replaced by a namesake
+                    return Result()
+                raise
+            metrics.STATUS_PATCHES.inc()
+            self.written[export.uid] = dict(decision.status)
+        if decision.transition:
+            self._on_transition(export, decision)
+        if decision.phase.finished:
+            self.tombstones.pop(key, None)
+            self.admitted.discard(key)
+            if self._past_retention(decision.status):
+                await writer.delete_export(
+                    namespace=export.namespace, name=export.name, uid=export.uid
+                )
+                log.info("deleted %s/%s after retention", *key)
+            return Result()
+        if waiting is not None:
+            if patch.get("conditions") is not None and not decision.transition:
+                self._post_event(export, "Warning", waiting.reason, waiting.message)
+            raise JobCreateError(waiting)
+        if job is not None and any(_stuck(p) for p in self.pod_views(key)):
+            return Result(requeue_after=self.settings.housekeeping_interval_seconds)
+        return Result()
+
+    async def _create_job(self, export: ExportView) -> tuple[str | None, Waiting | None]:
+        """Create the Job of an admitted ExportJob: (why the spec is invalid, why it waits)."""
+        assert self.writer is not None
+        try:
+            inputs = resolve_inputs(export=export, settings=self.settings)
+            size = export.source_size
+            if size is None and self.settings.head_source:
+                version = (export.spec.get("source") or {}).get("versionId")
+                size = await self.sizer.size_of(inputs.source_uri, version_id=version)
+            job = build_job(export=export, inputs=inputs, settings=self.settings, source_size=size)
+        except InvalidSpecError as exc:
+            return str(exc), None
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            # Bad input of this one export (a template field, a quantity): it fails, alone.
+            return f"the Job could not be built: {type(exc).__name__}: {exc}", None
+        try:
+            created = await self.writer.create_job(job)
+        except ApiError as exc:
+            if exc.status in (400, 422):  # the Job itself is invalid: retrying cannot help
+                return f"the Job was refused: {exc.message}", None
+            reason = create_error_reason(exc)
+            return None, Waiting(reason, f"the Job could not be created: {exc.message}")
+        self.expected[export.key] = time.monotonic()
+        if created:
+            metrics.JOBS_CREATED.inc()
+            delay = (self.clock() - export.created).total_seconds()
+            metrics.CREATE_TO_JOB.observe(max(0.0, delay))
+            log.info("created Job %s for %s/%s", job["metadata"]["name"], *export.key)
+        return None, None
+
+    def _past_retention(self, status: dict[str, Any]) -> bool:
+        retention = self.settings.retention_seconds
+        completed = parse_time(status.get("completionTime"))
+        if not retention or completed is None:
+            return False
+        return (self.clock() - completed).total_seconds() > retention
 
     def _on_transition(self, export: ExportView, decision: Decision) -> None:
         metrics.PHASE_TRANSITIONS.labels(decision.phase.value).inc()
@@ -300,49 +457,41 @@ class Controller:
             metrics.EXPORT_DURATION.labels(fmt).observe((now - export.created).total_seconds())
         if decision.result is not None:
             metrics.record_result(decision.result)
-        event_type = "Warning" if decision.phase is Phase.FAILED else "Normal"
+        event_type = "Warning" if decision.phase is Phase.FAILED or decision.waiting else "Normal"
+        reason = decision.waiting.reason if decision.waiting else decision.phase.value
+        self._post_event(export, event_type, reason, decision.message or decision.phase.value)
+
+    def _post_event(self, export: ExportView, type_: str, reason: str, message: str) -> None:
         with contextlib.suppress(asyncio.QueueFull):
             self._events.put_nowait(
                 {
                     "namespace": export.namespace,
                     "name": export.name,
                     "uid": export.uid,
-                    "type_": event_type,
-                    "reason": decision.phase.value,
-                    "message": decision.message or decision.phase.value,
-                    "now": now,
+                    "type_": type_,
+                    "reason": reason,
+                    "message": message,
+                    "now": self.clock(),
                 }
             )
-
-    async def _after_creations(self) -> None:
-        """Let pending Job creations go first (bounded): in a burst the API server's capacity
-        goes to the Jobs, and the status patches and Events follow."""
-        if not self._creations_idle.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._creations_idle.wait(), timeout=CREATIONS_FIRST_MAX)
-
-    def _retry_later(self, key: Key, delay: float = RETRY_DELAY) -> None:
-        async def later() -> None:
-            await asyncio.sleep(delay)
-            await self.reconcile(key, trigger="retry")
-
-        self._spawn(later(), name=f"retry-{key[0]}/{key[1]}")
 
     # -- admission -----------------------------------------------------------------------------
     async def _admission_loop(self) -> None:
         while True:
             await self._kick.wait()
             await asyncio.sleep(ADMISSION_BATCH_DELAY)
+            await self.leading.wait()
             self._kick.clear()
             try:
                 self.admit_once()
             except Exception:  # one bad pass must not stop admission for good
                 log.exception("admission pass failed")
-                await asyncio.sleep(RETRY_DELAY)
+                await asyncio.sleep(1.0)
                 self.kick()
 
     def admit_once(self) -> None:
-        """One admission pass: start Job creations for the head of the queue, queue the rest."""
+        """One admission pass: mark the head of the queue admitted, number the rest; enqueue
+        the keys whose place changed (their reconcile creates the Job or writes the position)."""
         if self.exports is None or self.jobs is None:
             return
         jobs: dict[Key, JobView] = {}
@@ -350,165 +499,99 @@ class Controller:
             job = self.job_view(key)
             if job is not None:
                 jobs[key] = job
-        expiry = time.monotonic() - IN_FLIGHT_EXPIRY
-        for key, since in list(self.in_flight.items()):
+        expiry = time.monotonic() - EXPECTATION_TIMEOUT
+        for key, since in list(self.expected.items()):
             if key in jobs or since < expiry:
-                del self.in_flight[key]
-        exports = []
+                del self.expected[key]
+        waiting: list[ExportView] = []
         for key in list(self.exports):
             view = self.export_view(key)
-            if view is None or not waits_for_job(view):
+            if view is None:
                 continue
-            written = self.written.get(view.uid)
-            if written is not None and (
-                written.get("jobName") or written.get("phase") in FINISHED_PHASES
-            ):
-                continue  # the watch has not caught up with what this process wrote
-            if written is not None:
-                view = self._freshest(view)
-            exports.append(view)
-        by_key = {e.key: e for e in exports}
-        while True:
-            plan = plan_admission(
-                exports=exports,
-                jobs=jobs,
-                in_flight=self.in_flight,
-                max_running=self.settings.max_running,
-                refused=self.refused,
-            )
-            admitted = []
-            for export in plan.admit:
-                try:
-                    inputs = resolve_inputs(export=export, settings=self.settings)
-                except InvalidSpecError as exc:
-                    self.refused[export.key] = str(exc)
-                    self._spawn(self.reconcile(export.key, trigger="invalid"), name="invalid")
-                    continue
-                admitted.append((export, inputs))
-            if len(admitted) == len(plan.admit):
-                break
-        for export, inputs in admitted:
-            self._creating += 1
-            self._creations_idle.clear()
-            self.in_flight[export.key] = time.monotonic()
+            view = self._freshest(view)
+            if waits_for_job(view) and key not in jobs:
+                waiting.append(view)
+        waiting_keys = {e.key for e in waiting}
+        self.admitted &= waiting_keys
+        plan = plan_admission(
+            exports=waiting,
+            jobs=jobs,
+            in_flight=self.admitted | self.expected.keys(),
+            max_running=self.settings.max_running,
+        )
+        for export in plan.admit:
+            self.admitted.add(export.key)
             self.positions.pop(export.key, None)
-            self._spawn(self._create_job(export, inputs), name=f"create-{export.name}")
+            self.queue.add(export.key)
         metrics.QUEUE_DEPTH.set(len(plan.positions))
-        metrics.RUNNING_JOBS.set(plan.running + len(admitted))
+        metrics.RUNNING_JOBS.set(plan.running + len(plan.admit))
+        by_key = {e.key: e for e in waiting}
         previous, self.positions = self.positions, plan.positions
         for key, position in plan.positions.items():
             if previous.get(key) == position:
                 continue
             if by_key[key].phase_value == Phase.QUEUED.value:
-                self._positions_dirty.add(key)  # only a new number: rewritten in batches
+                self._positions_stale.add(key)  # only a new number: rewritten in batches
             else:
-                self._spawn(self.reconcile(key, trigger="queued"), name="queued")
-
-    async def _create_job(self, export: ExportView, inputs: Any) -> None:
-        try:
-            await self._create_job_once(export, inputs)
-        finally:
-            self._creating -= 1
-            if self._creating == 0:
-                self._creations_idle.set()
-
-    async def _create_job_once(self, export: ExportView, inputs: Any) -> None:
-        assert self.writer is not None
-        async with self._create_slots:
-            size = export.source_size
-            if size is None and self.settings.head_source:
-                version = (export.spec.get("source") or {}).get("versionId")
-                size = await self.sizer.size_of(inputs.source_uri, version_id=version)
-            job = build_job(export=export, inputs=inputs, settings=self.settings, source_size=size)
-            try:
-                created = await self.writer.create_job(job)
-            except ApiError as exc:
-                self.in_flight.pop(export.key, None)
-                if exc.status == 422:  # the Job itself is invalid: retrying cannot help
-                    self.refused[export.key] = f"the Job was refused: {exc.message}"
-                    self._spawn(self.reconcile(export.key, trigger="invalid"), name="invalid")
-                    return
-                metrics.RECONCILE_ERRORS.labels("create_job").inc()
-                if exc.status not in (403, 404):  # 403/404: the namespace is going away
-                    log.warning("Job for %s/%s not created: %s", *export.key, exc)
-                await asyncio.sleep(RETRY_DELAY)
-                self.kick()
-                return
-        if created:
-            metrics.JOBS_CREATED.inc()
-            delay = (self.clock() - export.created).total_seconds()
-            metrics.CREATE_TO_JOB.observe(max(0.0, delay))
-            log.info("created Job %s for %s/%s", job["metadata"]["name"], *export.key)
-        self._spawn(self.reconcile(export.key, trigger="admission"), name="admitted")
+                self.queue.add(key)
 
     async def _queue_status_loop(self) -> None:
-        """Rewrite changed queue positions, head of the queue first, at a bounded rate: one
-        admission shifts every queued ExportJob, and a patch each would swamp the API server."""
+        """Let changed queue positions be rewritten, head of the queue first, at a bounded rate:
+        one admission shifts every queued ExportJob, and a patch each would swamp the API server."""
         interval = self.settings.queue_status_interval_seconds
         budget = max(1, int(self.settings.queue_status_rate * interval))
         while True:
             await asyncio.sleep(interval)
-            dirty = sorted(
-                (k for k in self._positions_dirty if k in self.positions),
+            await self.leading.wait()
+            stale = sorted(
+                (k for k in self._positions_stale if k in self.positions),
                 key=lambda k: self.positions[k],
             )
-            batch, rest = dirty[:budget], dirty[budget:]
-            self._positions_dirty = set(rest)
-            await asyncio.gather(
-                *(self.reconcile(key, trigger="queue") for key in batch), return_exceptions=True
-            )
+            batch, rest = stale[:budget], stale[budget:]
+            self._positions_stale = set(rest)
+            for key in batch:
+                self._position_refresh.add(key)
+                self.queue.add(key)
 
-    # -- housekeeping: watchdog, retention, resync ---------------------------------------------
+    # -- housekeeping: retention and resync ----------------------------------------------------
     async def _housekeeping_loop(self) -> None:
         last_resync = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.housekeeping_interval_seconds)
+            await self.leading.wait()
             resync = time.monotonic() - last_resync >= self.settings.resync_interval_seconds
             if resync:
                 last_resync = time.monotonic()
             try:
-                await self.housekeeping(resync=resync)
+                self.housekeeping(resync=resync)
             except Exception:
                 log.exception("housekeeping failed")
 
-    async def housekeeping(self, *, resync: bool = False) -> None:
-        """The watchdog's clock (ExportJobs with a stuck pod), retention, and with `resync` a
-        re-derivation of every unfinished ExportJob (a safety net under the watch events)."""
-        if self.exports is None or self.writer is None:
+    def housekeeping(self, *, resync: bool = False) -> None:
+        """Enqueue finished ExportJobs past retention, and with `resync` every unfinished one
+        (a safety net under the watch events)."""
+        if self.exports is None:
             return
         now = self.clock()
         retention = self.settings.retention_seconds
-        pending: list[Coroutine[Any, Any, None]] = []
         for key in list(self.exports):
             export = self.export_view(key)
             if export is None or export.deleting:
                 continue
             status = self.current_status(export)
             if status.get("phase") not in FINISHED_PHASES:
-                if resync or any(_stuck(pod) for pod in self.pod_views(key)):
-                    pending.append(self.reconcile(key, trigger="resync" if resync else "watchdog"))
+                if resync:
+                    self.queue.add(key)
                 continue
             completed = parse_time(status.get("completionTime"))
             if retention and completed and (now - completed).total_seconds() > retention:
-                pending.append(self._expire(export))
-        await asyncio.gather(*pending, return_exceptions=True)
+                self.queue.add(key)
         self.kick()
-
-    async def _expire(self, export: ExportView) -> None:
-        assert self.writer is not None
-        try:
-            await self.writer.delete_export(
-                namespace=export.namespace, name=export.name, uid=export.uid
-            )
-            log.info("deleted %s/%s after retention", export.namespace, export.name)
-        except ApiError as exc:
-            log.warning("retention could not delete %s/%s: %s", *export.key, exc)
 
     # -- Events --------------------------------------------------------------------------------
     async def _event_loop(self) -> None:
         while True:
             event = await self._events.get()
-            await self._after_creations()
             if self.writer is None:
                 continue
             try:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from export_operator.callbacks import ENV_ALLOW_HTTP, ENV_ALLOWLIST, CallbackPolicy
+from export_operator.controller.quantities import parse_bytes
 from export_operator.controller.signing import read_secrets
 from export_operator.resource import parse_s3_uri
 
@@ -117,9 +118,14 @@ class OperatorSettings:
     """IMAGE_PULL_TIMEOUT_SECONDS: a processor pod that cannot pull its image for longer fails
     the export with IMAGE_PULL (seconds). Default 300."""
 
+    start_timeout_seconds: int = 300
+    """START_TIMEOUT_SECONDS: a processor pod whose container cannot be created or started
+    (CreateContainerConfigError, CreateContainerError, RunContainerError) for longer fails the
+    export with POD_START_FAILED and frees its slot (seconds). Default 300."""
+
     housekeeping_interval_seconds: float = 10.0
-    """HOUSEKEEPING_INTERVAL_SECONDS: how often the watchdog (pods stuck unschedulable or
-    pulling) and the retention sweep run (seconds). Default 10."""
+    """HOUSEKEEPING_INTERVAL_SECONDS: how often an ExportJob with a stuck pod is looked at again
+    (the watchdog) and the retention sweep runs (seconds). Default 10."""
 
     resync_interval_seconds: float = 60.0
     """RESYNC_INTERVAL_SECONDS: how often every unfinished ExportJob is re-derived even without
@@ -130,17 +136,23 @@ class OperatorSettings:
     at most this often (seconds), so one admission does not cost one patch per queued object.
     A newly queued ExportJob gets its position at once."""
 
-    queue_status_rate: float = 20.0
+    queue_status_rate: float = 5.0
     """QUEUE_STATUS_RATE: at most this many queue-position patches per second (head of the queue
-    first; the rest follow in later rounds). Default 20: positions are informative, the API
-    server's capacity is better spent on Jobs."""
+    first; the rest follow in later rounds). Default 5: positions are informative, the API
+    server's capacity is better spent on Jobs (and a long backlog must not cost a patch per
+    export per admission)."""
 
-    create_concurrency: int = 32
-    """CREATE_CONCURRENCY: Job creations in flight at once. Default 32: enough to keep the API
-    server busy without monopolising it."""
+    workers: int = 32
+    """WORKERS: ExportJobs reconciled at once (each creates its Job and writes its status), so
+    also the API requests in flight at once. Default 32: enough to keep the API server busy
+    without monopolising it."""
 
-    status_concurrency: int = 32
-    """STATUS_CONCURRENCY: status patches (and Job deletions) in flight at once. Default 32."""
+    retry_base_seconds: float = 0.5
+    """RETRY_BASE_SECONDS: the first retry delay of an ExportJob whose reconcile failed (Job
+    create refused, API down); it doubles with each failure in a row (seconds). Default 0.5."""
+
+    retry_max_seconds: float = 30.0
+    """RETRY_MAX_SECONDS: the cap of that delay (plus up to 20 % jitter) (seconds). Default 30."""
 
     request_timeout_seconds: float = 30.0
     """REQUEST_TIMEOUT_SECONDS: the timeout of one API request, operator and kopf (seconds)."""
@@ -168,17 +180,28 @@ class OperatorSettings:
     liveness_port: int = 8081
     """LIVENESS_PORT: the port of kopf's `/healthz`. 0 = disabled. Default 8081."""
 
-    peering_name: str = "exportjobs"
-    """PEERING_NAME: the kopf peering object (KopfPeering in the namespace, or
-    ClusterKopfPeering cluster-wide) through which replicas see each other: only the one with
-    the highest priority acts. Default `exportjobs`."""
-
     standalone: bool = False
-    """STANDALONE: `true` = no peering (a single replica, e.g. in tests). Default false; without
-    the peering CRDs kopf falls back to standalone with a warning."""
+    """STANDALONE: `true` = no leader election: this process acts at once (one replica only,
+    e.g. in tests). Default false: replicas elect a leader through a Lease; the others watch
+    and stand by."""
 
-    priority: int = 0
-    """PRIORITY: this replica's peering priority; a higher one pauses the others. Default 0."""
+    lease_name: str = "exportjobs-operator"
+    """LEASE_NAME: the coordination.k8s.io Lease the replicas elect their leader with."""
+
+    lease_namespace: str = ""
+    """LEASE_NAMESPACE: the Lease's namespace (the chart sets the release namespace). Empty =
+    the watched namespace, or `default` when watching all namespaces."""
+
+    lease_duration_seconds: float = 10.0
+    """LEASE_DURATION_SECONDS: a standby takes the Lease over when it has seen no renewal for
+    this long (seconds). Default 10: failover in about 10-12 s."""
+
+    lease_renew_deadline_seconds: float = 7.0
+    """LEASE_RENEW_DEADLINE_SECONDS: the leader stops acting when it could not renew for this
+    long (below the duration, so it stops before a standby may start) (seconds). Default 7."""
+
+    lease_retry_period_seconds: float = 2.0
+    """LEASE_RETRY_PERIOD_SECONDS: how often the Lease is renewed or tried (seconds). Default 2."""
 
     notify_window_seconds: float = 24 * 3600.0
     """NOTIFY_WINDOW_SECONDS: how long after the final phase (`completionTime`) a completion
@@ -257,8 +280,27 @@ class OperatorSettings:
         """
         if self.max_running < 0:
             raise ValueError(f"{PREFIX}MAX_RUNNING must be >= 0")
-        if self.create_concurrency < 1 or self.status_concurrency < 1:
-            raise ValueError(f"{PREFIX}CREATE_CONCURRENCY/STATUS_CONCURRENCY must be >= 1")
+        if self.workers < 1:
+            raise ValueError(f"{PREFIX}WORKERS must be >= 1")
+        if not 0 < self.lease_renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError(
+                f"{PREFIX}LEASE_RENEW_DEADLINE_SECONDS must be > 0 and below "
+                f"{PREFIX}LEASE_DURATION_SECONDS"
+            )
+        if self.retry_base_seconds <= 0 or self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError(f"{PREFIX}RETRY_MAX_SECONDS must be >= RETRY_BASE_SECONDS > 0")
+        for field in ("memory_request", "memory_limit", "memory_per_gib", "memory_limit_max"):
+            try:
+                parse_bytes(getattr(self, field))
+            except ValueError as exc:
+                raise ValueError(f"{PREFIX}{field.upper()}: {exc}") from exc
+        if self.dataset_uri_template:
+            try:
+                self.dataset_uri_template.format(dataset_id="00000000-0000-0000-0000-000000000000")
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
+                raise ValueError(
+                    f"{PREFIX}DATASET_URI_TEMPLATE: only {{dataset_id}} may be used ({exc!r})"
+                ) from exc
         if self.default_destination_uri:
             if not self.default_destination_uri.endswith("/"):
                 raise ValueError(f"{PREFIX}DEFAULT_DESTINATION_URI must end in '/'")

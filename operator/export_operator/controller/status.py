@@ -61,12 +61,24 @@ class Decision:
     """New and not yet admitted or queued: the admission pass decides, nothing to write yet."""
     result: ProcessorResult | None = None
     error: ExportError | None = None
+    waiting: Waiting | None = None
+    """Set when the Job create was refused: the status says why, the reconcile retries."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Watchdog:
     unschedulable_timeout: float
     image_pull_timeout: float
+    start_timeout: float = 300.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Waiting:
+    """Why an admitted ExportJob has no Job yet: its create was refused (retried with backoff)."""
+
+    reason: str
+    """`QuotaExceeded`, `Forbidden`, `APIUnavailable` or `CreateFailed`."""
+    message: str
 
 
 def set_condition(
@@ -131,7 +143,7 @@ def _conditions_for(
     else:
         conds = put(conds, ConditionType.ACCEPTED, "True", "Accepted", "the export was accepted")
     if phase is Phase.QUEUED:
-        conds = put(conds, ConditionType.QUEUED, "True", "WaitingForSlot", message)
+        conds = put(conds, ConditionType.QUEUED, "True", reason, message)
     elif ConditionType.QUEUED.value in present:
         why = "Admitted" if phase in (Phase.PENDING, Phase.RUNNING, Phase.SUCCEEDED) else str(phase)
         conds = put(conds, ConditionType.QUEUED, "False", why, "left the queue")
@@ -157,6 +169,7 @@ def decide(
     invalid_spec: str | None,
     now: dt.datetime,
     watchdog: Watchdog,
+    waiting: Waiting | None = None,
 ) -> Decision:
     """The desired status of `export`.
 
@@ -165,9 +178,10 @@ def decide(
         current: its status as last written (the freshest known; may be newer than `export`).
         job: its Job, if the cluster shows one.
         pods: its processor pods.
-        job_in_flight: the Job was just created and the watch has not shown it yet.
+        job_in_flight: the Job was just created and the watch has not shown it yet (it exists).
         queue_position: its 1-based position when the admission queue holds it.
         invalid_spec: why the spec can never run, if it cannot.
+        waiting: why the Job of an admitted ExportJob could not be created (retried).
         now: the current time.
         watchdog: the limits for pods stuck before they run.
     """
@@ -316,6 +330,7 @@ def decide(
             now=now,
             unschedulable_timeout=watchdog.unschedulable_timeout,
             image_pull_timeout=watchdog.image_pull_timeout,
+            start_timeout=watchdog.start_timeout,
         )
         if stuck is not None:
             return finish(
@@ -338,9 +353,10 @@ def decide(
                 message=f"pod {pod.name} is running (attempt {attempt})",
             )
         done = [p for p in pods if p.exit_code == 0 and not p.deleting]
-        if done:
+        if done and current_phase is not Phase.PENDING:
             # The pod finished; the job controller has not marked the Job Complete yet. Still
             # Running: going back to Pending would be a phase transition that never happened.
+            # (Still Pending if it was never seen running: one patch less, no flap either.)
             return ongoing(
                 Phase.RUNNING,
                 reason="PodSucceeded",
@@ -370,6 +386,11 @@ def decide(
             retryable=True,
         )
         return finish(Phase.FAILED, reason=error.code, message=error.message, error=error)
+    if waiting is not None:
+        # Admitted, not in line: no position. Phase Queued, and the condition says why.
+        base.pop("queuePosition", None)
+        decision = ongoing(Phase.QUEUED, reason=waiting.reason, message=waiting.message)
+        return dataclasses.replace(decision, waiting=waiting)
     if queue_position is not None:
         base["queuePosition"] = queue_position
         return ongoing(Phase.QUEUED, reason="WaitingForSlot", message="waiting for a free slot")

@@ -159,7 +159,12 @@ def test_rendered_objects_pass_a_server_side_dry_run(
                 "s3.endpointUrl": "http://127.0.0.1:9000",
                 "auth.tokens[0]": "a-token-of-sixteen-chars",
             },
-            {"rbac.cluster": "true", "exportsNamespace": other, "operator.peering.enabled": "true"},
+            {
+                "rbac.cluster": "true",
+                "exportsNamespace": other,
+                "operator.leaderElection.enabled": "false",
+                "operator.replicas": "1",
+            },
         ):
             manifest = template(namespace=namespace, values=values).stdout
             kinds = {d["kind"] for d in objects(manifest)}

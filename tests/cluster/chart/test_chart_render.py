@@ -55,7 +55,11 @@ def test_lint_strict_passes() -> None:
     [
         ({"replicas": "3"}, "additional properties 'replicas' not allowed"),
         ({"webhook.replica": "3"}, "additional properties 'replica' not allowed"),
-        ({"operator.peering.enable": "true"}, "additional properties 'enable' not allowed"),
+        ({"operator.leaderElection.enable": "true"}, "additional properties 'enable' not allowed"),
+        (
+            {"operator.leaderElection.enabled": "false", "operator.replicas": "2"},
+            "operator.replicas > 1 needs operator.leaderElection.enabled",
+        ),
         ({"containerSecurityContext.allowPrivilegeEscalation": "true"}, "allowPrivilegeEscalation"),
         ({"image.processor.pullPolicy": "Sometimes"}, "pullPolicy"),
         ({"s3.defaultDestination": "s3://bucket/no-trailing-slash"}, "defaultDestination"),
@@ -115,14 +119,37 @@ def test_every_pod_and_container_is_restricted_with_only_tmp_writable() -> None:
             assert container["resources"]["requests"], name
 
 
-def test_operator_is_recreated_and_probed_on_kopf_healthz() -> None:
+def test_operator_runs_two_replicas_with_a_lease_and_is_probed_on_kopf_healthz() -> None:
     docs = objects(template().stdout)
     (operator,) = [
         d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")
     ]
-    assert operator["spec"]["strategy"] == {"type": "Recreate"}
-    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
     (container,) = operator["spec"]["template"]["spec"]["containers"]
+    env = container_env(container)
+    assert env["EXPORTJOBS_OPERATOR_STANDALONE"] == "false"
+    lease = env["EXPORTJOBS_OPERATOR_LEASE_NAME"]
+    [role] = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("leader-election")]
+    assert {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": [lease],
+        "verbs": ["get", "update"],
+    } in role["rules"]
+    [standalone] = [
+        d
+        for d in by_kind(
+            objects(
+                template(
+                    values={"operator.leaderElection.enabled": "false", "operator.replicas": "1"}
+                ).stdout
+            ),
+            "Deployment",
+        )
+        if d["metadata"]["name"].endswith("operator")
+    ]
+    assert standalone["spec"]["strategy"] == {"type": "Recreate"}
     assert container["command"] == ["exportjobs-operator"]
     probe = container["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"

@@ -9,13 +9,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import urllib3
+import yaml
 from kubernetes import client as k8s
+from kubernetes import watch
 
 from tests.local_cluster import LocalCluster
 
@@ -227,13 +232,136 @@ def exports(kube_api: k8s.ApiClient, namespace: str, crd: str) -> Exports:
     return Exports(kube_api, namespace)
 
 
+def create_many(exports: Exports, names: list[str], *, workers: int = 8) -> None:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda n: exports.create(n), names))
+
+
+def _finished(job: Any) -> bool:
+    return any(
+        c.type in ("Complete", "Failed") and c.status == "True" for c in job.status.conditions or []
+    )
+
+
+class Kubelet(threading.Thread):
+    """Plays the kubelet from one pod watch: each bound, unstarted processor pod is reported
+    Running, then Succeeded with a result message."""
+
+    def __init__(self, exports: Exports, *, skip: frozenset[str] = frozenset()) -> None:
+        super().__init__(daemon=True)
+        self.exports = exports
+        self.skip = skip
+        self.done: set[str] = set()
+        self.error: BaseException | None = None
+        self._stream = watch.Watch()
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                try:
+                    self._follow()
+                except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError):
+                    continue
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def _follow(self) -> None:
+        for event in self._stream.stream(
+            self.exports.core.list_namespaced_pod,
+            self.exports.namespace,
+            label_selector="exportjobs.dev/export",
+            timeout_seconds=5,
+        ):
+            pod = event["object"]
+            name = pod.metadata.labels["exportjobs.dev/export"]
+            if (
+                event["type"] == "DELETED"
+                or name in self.done
+                or name in self.skip
+                or not pod.spec.node_name
+                or pod.status.phase != "Pending"
+                or pod.metadata.deletion_timestamp is not None
+            ):
+                continue
+            self.exports.run_pod(pod)
+            result = {
+                "uri": f"s3://out/reports/{name}.csv",
+                "bytes": 1,
+                "rows": 1,
+                "sha256": "ef" * 32,
+                "format": "csv",
+            }
+            self.exports.finish_pod(pod, exit_code=0, message=json.dumps(result))
+            self.done.add(name)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._stream.stop()
+        self.join(timeout=10)
+
+
+class JobWatcher(threading.Thread):
+    """Follows every Job change; records the most unfinished Jobs at once and admission order."""
+
+    def __init__(self, exports: Exports) -> None:
+        super().__init__(daemon=True)
+        self.exports = exports
+        self.unfinished: set[str] = set()
+        self.most_running = 0
+        self.admitted_order: list[str] = []
+        self._version = ""
+        self.error: BaseException | None = None
+        self._stream = watch.Watch()
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                try:
+                    self._follow()
+                except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError):
+                    continue  # the server ended the stream: watch again
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def _follow(self) -> None:
+        # Resume from the last version seen: a re-list would report Jobs in name order.
+        extra = {"resource_version": self._version} if self._version else {}
+        for event in self._stream.stream(
+            self.exports.batch.list_namespaced_job,
+            self.exports.namespace,
+            label_selector="exportjobs.dev/export",
+            timeout_seconds=5,
+            **extra,
+        ):
+            self._version = event["object"].metadata.resource_version
+            job = event["object"]
+            name = job.metadata.labels["exportjobs.dev/export"]
+            if name not in self.admitted_order:
+                self.admitted_order.append(name)
+            if event["type"] == "DELETED" or _finished(job):
+                self.unfinished.discard(name)
+            else:
+                self.unfinished.add(name)
+            self.most_running = max(self.most_running, len(self.unfinished))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._stream.stop()
+        self.join(timeout=10)
+
+
 class OperatorProcess:
     """`exportjobs-operator` watching one namespace, as a subprocess with a log file."""
 
-    def __init__(self, *, cluster: LocalCluster, namespace: str, log_dir: Path) -> None:
+    def __init__(
+        self, *, cluster: LocalCluster, namespace: str, log_dir: Path, name: str = "operator"
+    ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log_dir = log_dir
+        self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
         self.env: dict[str, str] = {}
@@ -259,7 +387,7 @@ class OperatorProcess:
                 env[f"EXPORTJOBS_OPERATOR_{key.upper()}"] = str(value)
             self.env = env
         self.runs += 1
-        log = (self.log_dir / f"operator-{self.runs}.log").open("wb")
+        log = (self.log_dir / f"{self.name}-{self.runs}.log").open("wb")
         self.proc = subprocess.Popen(
             [str(OPERATOR)], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
@@ -282,7 +410,7 @@ class OperatorProcess:
 
     def logs(self) -> str:
         return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log"))
+            p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{self.name}-*.log"))
         )
 
 
@@ -298,3 +426,78 @@ def operator(
     finally:
         process.stop()
         print(process.logs()[-20000:])
+
+
+@pytest.fixture
+def second_operator(
+    cluster: LocalCluster, namespace: str, crd: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """Another operator process for the same namespace (a second replica)."""
+    process = OperatorProcess(
+        cluster=cluster, namespace=namespace, log_dir=tmp_path, name="operator-b"
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+        print(process.logs()[-20000:])
+
+
+class ApiServer:
+    """The local cluster's kube-apiserver process (kwokctl --runtime binary): stopped and
+    started again with the same command line, environment and working directory."""
+
+    def __init__(self, cluster: LocalCluster, log_dir: Path) -> None:
+        kubeconfig = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+        server = str(kubeconfig["clusters"][0]["cluster"]["server"])
+        self.port = int(server.rsplit(":", 1)[1].split("/")[0])
+        self.log_dir = log_dir
+        self.pid = self._find()
+        proc = Path(f"/proc/{self.pid}")
+        self.argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        self.cwd = os.readlink(proc / "cwd")
+        self.environ = dict(
+            item.decode().split("=", 1)
+            for item in (proc / "environ").read_bytes().split(b"\0")
+            if b"=" in item
+        )
+        self.restarted: subprocess.Popen[bytes] | None = None
+
+    def _find(self) -> int:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if (
+                args
+                and args[0].endswith(b"kube-apiserver")
+                and any(a == f"--secure-port={self.port}".encode() for a in args)
+            ):
+                return int(proc.name)
+        raise AssertionError(f"no kube-apiserver process serves port {self.port}")
+
+    def stop(self) -> None:
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{self.pid}").exists():
+            stat = Path(f"/proc/{self.pid}/stat").read_text(errors="replace")
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                break  # exited; kwokctl's reaper has not collected it
+            assert time.monotonic() < deadline, "kube-apiserver did not stop"
+            time.sleep(0.1)
+
+    def start(self) -> None:
+        log = (self.log_dir / "kube-apiserver-restarted.log").open("wb")
+        self.restarted = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.pid = self.restarted.pid

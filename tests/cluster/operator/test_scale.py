@@ -3,134 +3,17 @@ across a restart (the queue lives in the cluster, not in the operator's memory).
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import urllib3
-from kubernetes import watch
-
-from tests.cluster.operator.conftest import Exports, OperatorProcess, wait_for
-
-
-def _create_many(exports: Exports, names: list[str]) -> None:
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda n: exports.create(n), names))
-
-
-def _finished(job: Any) -> bool:
-    return any(
-        c.type in ("Complete", "Failed") and c.status == "True" for c in job.status.conditions or []
-    )
-
-
-class Kubelet(threading.Thread):
-    """Plays the kubelet from one pod watch: each bound, unstarted processor pod is reported
-    Running, then Succeeded with a result message."""
-
-    def __init__(self, exports: Exports) -> None:
-        super().__init__(daemon=True)
-        self.exports = exports
-        self.done: set[str] = set()
-        self.error: BaseException | None = None
-        self._stream = watch.Watch()
-        self._stopped = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._stopped.is_set():
-                try:
-                    self._follow()
-                except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError):
-                    continue
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-
-    def _follow(self) -> None:
-        for event in self._stream.stream(
-            self.exports.core.list_namespaced_pod,
-            self.exports.namespace,
-            label_selector="exportjobs.dev/export",
-            timeout_seconds=5,
-        ):
-            pod = event["object"]
-            name = pod.metadata.labels["exportjobs.dev/export"]
-            if (
-                event["type"] == "DELETED"
-                or name in self.done
-                or not pod.spec.node_name
-                or pod.status.phase != "Pending"
-                or pod.metadata.deletion_timestamp is not None
-            ):
-                continue
-            self.exports.run_pod(pod)
-            result = {
-                "uri": f"s3://out/reports/{name}.csv",
-                "bytes": 1,
-                "rows": 1,
-                "sha256": "ef" * 32,
-                "format": "csv",
-            }
-            self.exports.finish_pod(pod, exit_code=0, message=json.dumps(result))
-            self.done.add(name)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._stream.stop()
-        self.join(timeout=10)
-
-
-class JobWatcher(threading.Thread):
-    """Follows every Job change; records the most unfinished Jobs at once and admission order."""
-
-    def __init__(self, exports: Exports) -> None:
-        super().__init__(daemon=True)
-        self.exports = exports
-        self.unfinished: set[str] = set()
-        self.most_running = 0
-        self.admitted_order: list[str] = []
-        self._version = ""
-        self.error: BaseException | None = None
-        self._stream = watch.Watch()
-        self._stopped = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._stopped.is_set():
-                try:
-                    self._follow()
-                except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError):
-                    continue  # the server ended the stream: watch again
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-
-    def _follow(self) -> None:
-        # Resume from the last version seen: a re-list would report Jobs in name order.
-        extra = {"resource_version": self._version} if self._version else {}
-        for event in self._stream.stream(
-            self.exports.batch.list_namespaced_job,
-            self.exports.namespace,
-            label_selector="exportjobs.dev/export",
-            timeout_seconds=5,
-            **extra,
-        ):
-            self._version = event["object"].metadata.resource_version
-            job = event["object"]
-            name = job.metadata.labels["exportjobs.dev/export"]
-            if name not in self.admitted_order:
-                self.admitted_order.append(name)
-            if event["type"] == "DELETED" or _finished(job):
-                self.unfinished.discard(name)
-            else:
-                self.unfinished.add(name)
-            self.most_running = max(self.most_running, len(self.unfinished))
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._stream.stop()
-        self.join(timeout=10)
+from tests.cluster.operator.conftest import (
+    Exports,
+    JobWatcher,
+    Kubelet,
+    OperatorProcess,
+    create_many,
+    wait_for,
+)
 
 
 def test_sigkill_mid_burst_then_restart_gives_exactly_one_job_each(
@@ -143,11 +26,11 @@ def test_sigkill_mid_burst_then_restart_gives_exactly_one_job_each(
     # the whole burst before the kill lands (seen in CI once the burst path got faster).
     first, rest = names[:40], names[40:]
     with ThreadPoolExecutor(max_workers=1) as background:
-        creating = background.submit(_create_many, exports, first)
+        creating = background.submit(create_many, exports, first)
         wait_for("some Jobs", lambda: len(exports.jobs()) >= 15, timeout=60, interval=0.05)
         operator.kill()  # SIGKILL: no clean-up, creations possibly in flight
         creating.result()
-    _create_many(exports, rest)
+    create_many(exports, rest)
     before = {j.metadata.name: j.metadata.uid for j in exports.jobs()}
     assert len(before) < len(names), "the kill came too late to test anything"
     operator.start()
@@ -178,7 +61,7 @@ def test_limit_5_over_200_exports_fifo_and_all_finish_across_a_restart(
     limit, count = 5, 200
     names = [f"q-{i:03d}" for i in range(count)]
     operator.start(max_running=limit)
-    _create_many(exports, names)
+    create_many(exports, names)
 
     # FIFO: the queue positions follow creation order (names are created in order, per second).
     def positions_settled() -> dict[str, int] | None:
