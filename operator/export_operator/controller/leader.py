@@ -59,7 +59,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        leases: client.CoordinationV1Api,
         config: LeaseConfig,
         *,
         on_started: Callable[[], None] = lambda: None,
@@ -69,7 +69,7 @@ class LeaderElector:
     ) -> None:
         self.config = config
         self.leading = leading or asyncio.Event()
-        self._api = client.CoordinationV1Api(api)
+        self._api = leases
         self._on_started = on_started
         self._timeout = request_timeout
         self._monotonic = monotonic

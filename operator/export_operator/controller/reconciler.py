@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import kopf
+from kubernetes_asyncio import client
 
 from export_operator import kube
 from export_operator.controller import metrics
@@ -55,6 +56,11 @@ log = logging.getLogger(__name__)
 EXPECTATION_TIMEOUT = 120.0
 """Seconds after which a created-but-unseen Job stops being expected (the watch lost it)."""
 FINISHED_PHASES = frozenset(p.value for p in Phase if p.finished)
+CREATIONS_FIRST_MAX = 5.0
+"""Seconds at most that status writes (not final ones) and Events wait for pending Job creations:
+in a burst the API server's capacity goes to the Jobs first."""
+CREATIONS_FIRST_RETRY = 0.5
+"""Seconds after which a status write that waited for the creations is tried again."""
 ADMISSION_BATCH_DELAY = 0.1
 """Seconds the admission loop lets kicks pile up, so a burst is planned in few passes."""
 
@@ -130,6 +136,7 @@ class Controller:
         recorded."""
         self._position_refresh: set[Key] = set()
         self._positions_stale: set[Key] = set()
+        self._creations_pending_since: float | None = None
         self._kick = asyncio.Event()
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -152,7 +159,7 @@ class Controller:
             self.leading.set()
         else:
             self.leader = LeaderElector(
-                api,
+                client.CoordinationV1Api(api),
                 LeaseConfig(
                     namespace=s.lease_namespace or s.namespace or "default",
                     name=s.lease_name,
@@ -378,6 +385,8 @@ class Controller:
         if decision.delete_job and job is not None and job is not self.tombstones.get(key):
             await writer.delete_job(namespace=job.namespace, name=job.name)
         patch = status_patch(current, decision.status)
+        if patch and not decision.phase.finished and waiting is None and self._creations_first():
+            return Result(requeue_after=CREATIONS_FIRST_RETRY)
         if patch:
             try:
                 await writer.patch_status(
@@ -437,6 +446,18 @@ class Controller:
             metrics.CREATE_TO_JOB.observe(max(0.0, delay))
             log.info("created Job %s for %s/%s", job["metadata"]["name"], *export.key)
         return None, None
+
+    def _creations_first(self) -> bool:
+        """Whether admitted ExportJobs still wait for their Job creation (for at most
+        CREATIONS_FIRST_MAX seconds in a row): then writes that can wait, wait."""
+        pending = any(k not in self.expected for k in self.admitted)
+        if not pending:
+            self._creations_pending_since = None
+            return False
+        now = time.monotonic()
+        if self._creations_pending_since is None:
+            self._creations_pending_since = now
+        return now - self._creations_pending_since < CREATIONS_FIRST_MAX
 
     def _past_retention(self, status: dict[str, Any]) -> bool:
         retention = self.settings.retention_seconds
@@ -592,6 +613,8 @@ class Controller:
     async def _event_loop(self) -> None:
         while True:
             event = await self._events.get()
+            while self._creations_first():  # noqa: ASYNC110 - a bounded poll, no event to wait on
+                await asyncio.sleep(CREATIONS_FIRST_RETRY)
             if self.writer is None:
                 continue
             try:
