@@ -311,3 +311,18 @@ async def test_a_job_the_watch_does_not_show_yet_is_asked_for_before_failing() -
 
 def test_pod_views_factory_smoke() -> None:
     assert pod(state=terminated(0)).exit_code == 0
+
+
+async def test_starting_to_lead_requeues_everything_and_replays_to_listeners() -> None:
+    h = Harness()
+    keys = [h.add("a"), h.add("b", status={"phase": "Succeeded"})]
+    seen: list[str] = []
+    h.controller.on_leading.append(
+        lambda: seen.extend(b["metadata"]["name"] for b in h.controller.export_bodies())
+    )
+    h.controller._start_leading()
+    assert sorted(seen) == ["a", "b"]
+    assert len(h.controller.queue) == len(keys)
+    [body] = [b for b in h.controller.export_bodies() if b["metadata"]["name"] == "b"]
+    assert body["status"]["phase"] == "Succeeded"
+    assert body["metadata"]["uid"] == "uid-b"
