@@ -1,8 +1,8 @@
 """The admission queue: which waiting ExportJobs get a Job now, and where the others stand.
 
-Pure and derived from the cluster state only (the ExportJobs and Jobs the watches show, plus Jobs
-this process created that the watch has not shown yet), so a restarted operator rebuilds the same
-queue: nothing is lost and nothing is admitted twice. Order: first in, first out by
+Pure and derived from the cluster state only (the ExportJobs and Jobs the watches show, plus the
+ExportJobs this process admitted whose Job the watch has not shown yet), so a restarted operator
+rebuilds the same queue: nothing is lost and nothing is admitted twice. Order: first in, first out by
 `creationTimestamp`, ties broken by name.
 """
 
@@ -44,26 +44,20 @@ def plan_admission(
     jobs: Mapping[Key, JobView],
     in_flight: Collection[Key],
     max_running: int,
-    refused: Collection[Key] = (),
 ) -> AdmissionPlan:
     """Split the waiting ExportJobs into those admitted now and those queued.
 
     Args:
         exports: every ExportJob the operator watches.
         jobs: their Jobs by (namespace, ExportJob name).
-        in_flight: keys whose Job this process created and the watch has not shown yet.
+        in_flight: keys admitted whose Job is not shown yet (being created, its create being
+            retried, or created and not yet seen): they hold a slot.
         max_running: the concurrency limit; 0 = none.
-        refused: keys that must not be admitted (invalid spec): neither admitted nor queued.
     """
     running = sum(1 for job in jobs.values() if job.occupies_slot)
     running += sum(1 for key in in_flight if key not in jobs)
     waiting = queue_order(
-        e
-        for e in exports
-        if waits_for_job(e)
-        and e.key not in jobs
-        and e.key not in in_flight
-        and e.key not in refused
+        e for e in exports if waits_for_job(e) and e.key not in jobs and e.key not in in_flight
     )
     free = len(waiting) if max_running == 0 else max(0, max_running - running)
     admit = waiting[:free]

@@ -60,12 +60,3 @@ def test_who_waits_for_a_job() -> None:
     assert not waits_for_job(export("a", status={"phase": "Failed"}))
     assert not waits_for_job(export("a", status={"phase": "Pending", "jobName": "export-a"}))
     assert not waits_for_job(export("a", deleting=True))
-
-
-def test_refused_exports_are_neither_admitted_nor_queued() -> None:
-    exports = _exports(3)
-    plan = plan_admission(
-        exports=exports, jobs={}, in_flight=set(), max_running=1, refused={("ns", "e00")}
-    )
-    assert ("ns", "e00") not in plan.positions
-    assert all(e.name != "e00" for e in plan.admit)
