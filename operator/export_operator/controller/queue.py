@@ -2,8 +2,8 @@
 
 Pure and derived from the cluster state only (the ExportJobs and Jobs the watches show, plus the
 ExportJobs this process admitted whose Job the watch has not shown yet), so a restarted operator
-rebuilds the same queue: nothing is lost and nothing is admitted twice. Order: first in, first out by
-`creationTimestamp`, ties broken by name.
+rebuilds the same queue: nothing is lost and nothing is admitted twice. Order: first in, first
+out by `creationTimestamp`, ties broken by name.
 """
 
 from __future__ import annotations
