@@ -40,9 +40,9 @@ class LeaseConfig:
     namespace: str
     name: str
     identity: str
-    lease_duration: float = 10.0
-    renew_deadline: float = 7.0
-    retry_period: float = 2.0
+    lease_duration: float = 8.0
+    renew_deadline: float = 6.0
+    retry_period: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

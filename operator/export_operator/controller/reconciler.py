@@ -354,13 +354,13 @@ class Controller:
             self.expected[key] = time.monotonic()
         invalid: str | None = None
         waiting: Waiting | None = None
-        if (
-            job is None
-            and key in self.admitted
-            and key not in self.expected
-            and waits_for_job(fresh)
-        ):
-            invalid, waiting = await self._create_job(export)
+        if job is None and key not in self.expected and waits_for_job(fresh):
+            if key in self.admitted:
+                invalid, waiting = await self._create_job(export)
+            elif fresh.phase is not Phase.QUEUED:
+                # Not admitted yet: a spec that can never run fails now, not after its wait.
+                built = await self._build_job(export, sized=False)
+                invalid = built if isinstance(built, str) else None
         decision = decide(
             export=export,
             current=current,
@@ -417,21 +417,29 @@ class Controller:
             return Result(requeue_after=self.settings.housekeeping_interval_seconds)
         return Result()
 
-    async def _create_job(self, export: ExportView) -> tuple[str | None, Waiting | None]:
-        """Create the Job of an admitted ExportJob: (why the spec is invalid, why it waits)."""
-        assert self.writer is not None
+    async def _build_job(self, export: ExportView, *, sized: bool) -> dict[str, Any] | str:
+        """The Job manifest of an ExportJob, or why its spec cannot give one (INVALID_SPEC).
+
+        `sized`: HEAD the source for its size when so configured (only for the real create)."""
         try:
             inputs = resolve_inputs(export=export, settings=self.settings)
             size = export.source_size
-            if size is None and self.settings.head_source:
+            if sized and size is None and self.settings.head_source:
                 version = (export.spec.get("source") or {}).get("versionId")
                 size = await self.sizer.size_of(inputs.source_uri, version_id=version)
-            job = build_job(export=export, inputs=inputs, settings=self.settings, source_size=size)
+            return build_job(export=export, inputs=inputs, settings=self.settings, source_size=size)
         except InvalidSpecError as exc:
-            return str(exc), None
+            return str(exc)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             # Bad input of this one export (a template field, a quantity): it fails, alone.
-            return f"the Job could not be built: {type(exc).__name__}: {exc}", None
+            return f"the Job could not be built: {type(exc).__name__}: {exc}"
+
+    async def _create_job(self, export: ExportView) -> tuple[str | None, Waiting | None]:
+        """Create the Job of an admitted ExportJob: (why the spec is invalid, why it waits)."""
+        assert self.writer is not None
+        job = await self._build_job(export, sized=True)
+        if isinstance(job, str):
+            return job, None
         try:
             created = await self.writer.create_job(job)
         except ApiError as exc:

@@ -480,14 +480,23 @@ class ApiServer:
         raise AssertionError(f"no kube-apiserver process serves port {self.port}")
 
     def stop(self) -> None:
+        """SIGTERM (it drains for a while: SIGKILL after 5 s); returns once it has exited."""
         os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while Path(f"/proc/{self.pid}").exists():
-            stat = Path(f"/proc/{self.pid}/stat").read_text(errors="replace")
+        if not self._exited(within=5):
+            os.kill(self.pid, signal.SIGKILL)
+            assert self._exited(within=30), "kube-apiserver did not stop"
+
+    def _exited(self, *, within: float) -> bool:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                stat = Path(f"/proc/{self.pid}/stat").read_text(errors="replace")
+            except OSError:
+                return True
             if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                break  # exited; kwokctl's reaper has not collected it
-            assert time.monotonic() < deadline, "kube-apiserver did not stop"
+                return True  # exited; its parent has not reaped it
             time.sleep(0.1)
+        return False
 
     def start(self) -> None:
         log = (self.log_dir / "kube-apiserver-restarted.log").open("wb")

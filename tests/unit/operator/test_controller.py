@@ -326,3 +326,17 @@ async def test_starting_to_lead_requeues_everything_and_replays_to_listeners() -
     [body] = [b for b in h.controller.export_bodies() if b["metadata"]["name"] == "b"]
     assert body["status"]["phase"] == "Succeeded"
     assert body["metadata"]["uid"] == "uid-b"
+
+
+async def test_an_invalid_spec_fails_at_once_even_while_it_would_wait_for_a_slot() -> None:
+    h = Harness(max_running=1)
+    first = h.add("first", created="2026-01-01T00:00:00Z")
+    bad = h.add(
+        "bad",
+        created="2026-01-01T00:00:05Z",
+        spec={"source": {"uri": "s3://b/k.csv"}, "format": "csv", "csv": {"quote": "\0"}},
+    )
+    outcomes = await h.admit_and_reconcile(first, bad)
+    assert outcomes == {first: Result(), bad: Result()}
+    assert h.status("bad")["error"]["code"] == "INVALID_SPEC"
+    assert h.status("first")["phase"] == "Pending"

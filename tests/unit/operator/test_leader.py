@@ -72,7 +72,9 @@ class Clock:
 
 
 def elector(leases: FakeLeases, clock: Clock, identity: str) -> LeaderElector:
-    config = LeaseConfig(namespace="ns", name="l", identity=identity)
+    config = LeaseConfig(
+        namespace="ns", name="l", identity=identity, lease_duration=10, renew_deadline=7
+    )
     started: list[str] = []
     e = LeaderElector(
         leases,  # type: ignore[arg-type]
@@ -122,7 +124,9 @@ async def test_two_racing_for_an_expired_lease_give_one_winner() -> None:
 
 async def test_the_leader_stops_acting_when_it_cannot_renew_and_resumes_without_restart() -> None:
     leases, clock = FakeLeases(), Clock()
-    config = LeaseConfig(namespace="ns", name="l", identity="a", retry_period=0.01)
+    config = LeaseConfig(
+        namespace="ns", name="l", identity="a", renew_deadline=7, retry_period=0.01
+    )
     a = LeaderElector(leases, config, monotonic=clock)  # type: ignore[arg-type]
     task = asyncio.create_task(a.run())
     await asyncio.sleep(0.05)
