@@ -24,6 +24,8 @@ EXPORTJOBS = (resource.API_VERSION, resource.PLURAL)
 JOBS = ("batch/v1", "jobs")
 PODS = ("v1", "pods")
 OURS = {resource.LABEL_EXPORT: kopf.PRESENT}
+API_ERROR_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, *([30] * 18))
+"""Seconds between kopf's retries of a failed API request: about ten minutes in all."""
 
 
 class EventOnlyDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -53,6 +55,10 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
     kopf_settings.watching.client_timeout = settings.watch_client_timeout_seconds
     kopf_settings.watching.connect_timeout = settings.connect_timeout_seconds
     kopf_settings.networking.request_timeout = settings.request_timeout_seconds
+    # kopf's default retries of a failing API request give up after about a minute, and then
+    # the watch (and the operator) stop: keep trying for about ten minutes (an API server
+    # upgrade or restart), so the operator recovers without a restart of its own.
+    kopf_settings.networking.error_backoffs = API_ERROR_BACKOFFS
     kopf_settings.networking.connect_timeout = settings.connect_timeout_seconds
     # kopf's own per-object log lines would be one Event each: keep Events for transitions.
     kopf_settings.posting.enabled = False

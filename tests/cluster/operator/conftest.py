@@ -461,7 +461,6 @@ class ApiServer:
             for item in (proc / "environ").read_bytes().split(b"\0")
             if b"=" in item
         )
-        self.restarted: subprocess.Popen[bytes] | None = None
 
     def _find(self) -> int:
         for proc in Path("/proc").iterdir():
@@ -499,14 +498,22 @@ class ApiServer:
         return False
 
     def start(self) -> None:
+        """Start it again, detached (`setsid --fork`: no child of this process is left behind),
+        and find its new pid."""
         log = (self.log_dir / "kube-apiserver-restarted.log").open("wb")
-        self.restarted = subprocess.Popen(
-            self.argv,
+        launcher = subprocess.Popen(
+            ["setsid", "--fork", *self.argv],
             cwd=self.cwd,
             env=self.environ,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
+        launcher.wait(timeout=30)
         log.close()
-        self.pid = self.restarted.pid
+        self.pid = wait_for("the restarted kube-apiserver", self._find_or_none, timeout=30)
+
+    def _find_or_none(self) -> int | None:
+        try:
+            return self._find()
+        except AssertionError:
+            return None
