@@ -130,7 +130,7 @@ def test_operator_runs_two_replicas_with_a_lease_and_is_probed_on_kopf_healthz()
     env = container_env(container)
     assert env["EXPORTJOBS_OPERATOR_STANDALONE"] == "false"
     lease = env["EXPORTJOBS_OPERATOR_LEASE_NAME"]
-    [role] = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("leader-election")]
+    [role] = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-lease")]
     assert {
         "apiGroups": ["coordination.k8s.io"],
         "resources": ["leases"],
@@ -179,7 +179,9 @@ def test_operator_env_is_what_the_operator_reads() -> None:
         "AWS_DEFAULT_REGION": "eu-west-1",
     }
     assert settings.default_destination_uri == "s3://exports-output/reports/"
-    assert settings.standalone is True
+    assert settings.standalone is False  # two replicas elect a leader
+    assert settings.lease_namespace == "exports"
+    assert settings.lease_name == "ej-exportjobs-operator"
     assert env["AWS_ENDPOINT_URL"] == "http://minio.storage:9000"
     envfrom = operator["spec"]["template"]["spec"]["containers"][0]["envFrom"]
     assert envfrom == [{"secretRef": {"name": "ej-exportjobs-s3"}}]
@@ -195,7 +197,8 @@ def test_cluster_mode_watches_all_namespaces() -> None:
     assert [d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")] == [
         "ej-exportjobs-operator"
     ]
-    assert len(by_kind(docs, "Role")) == 2  # webhook and processor stay namespaced
+    # webhook and processor stay namespaced, and so does the operator's Lease
+    assert len(by_kind(docs, "Role")) == 3
 
 
 def test_webhook_env_is_what_the_webhook_reads(tmp_path: Path) -> None:
