@@ -48,6 +48,9 @@ EXPECTED = {
         ("batch", "jobs", ""): {"get", "list", "watch", "create", "delete"},
         ("", "pods", ""): {"get", "list", "watch"},
         ("", "events", ""): {"create"},
+        # Leader election: create any Lease (RBAC cannot limit create by name); get and update
+        # only its own (checked by name below).
+        ("coordination.k8s.io", "leases", ""): {"create"},
     },
     "processor": {
         ("exportjobs.dev", "exportjobs", "status"): {"patch"},
@@ -217,6 +220,32 @@ def test_each_service_account_has_exactly_what_it_needs(
     )
 
 
+def test_the_operator_may_get_and_update_only_its_own_lease(
+    installed: str, kube_api: k8s.ApiClient
+) -> None:
+    authz = k8s.AuthorizationV1Api(kube_api)
+
+    def may(verb: str, lease: str) -> bool:
+        review = k8s.V1SubjectAccessReview(
+            spec=k8s.V1SubjectAccessReviewSpec(
+                user=f"system:serviceaccount:{installed}:ej-exportjobs-operator",
+                groups=["system:serviceaccounts", "system:authenticated"],
+                resource_attributes=k8s.V1ResourceAttributes(
+                    verb=verb,
+                    group="coordination.k8s.io",
+                    resource="leases",
+                    name=lease,
+                    namespace=installed,
+                ),
+            )
+        )
+        return bool(authz.create_subject_access_review(review).status.allowed)
+
+    assert may("get", "ej-exportjobs-operator") and may("update", "ej-exportjobs-operator")
+    assert not may("update", "someone-elses-lease")
+    assert not may("delete", "ej-exportjobs-operator")
+
+
 def test_cluster_mode_lets_only_the_operator_act_everywhere(
     namespace: str, kube_api: k8s.ApiClient
 ) -> None:
@@ -231,7 +260,9 @@ def test_cluster_mode_lets_only_the_operator_act_everywhere(
             namespace="default",
             universe=NAMESPACED,
         )
-        assert operator == EXPECTED["operator"]
+        # Everywhere the same rights, but the Lease's: those stay in the release namespace.
+        everywhere = {k: v for k, v in EXPECTED["operator"].items() if k[1] != "leases"}
+        assert operator == everywhere
         observed = _grants(
             authz,
             sa_namespace=namespace,
