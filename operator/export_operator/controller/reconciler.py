@@ -59,8 +59,8 @@ FINISHED_PHASES = frozenset(p.value for p in Phase if p.finished)
 CREATIONS_FIRST_MAX = 5.0
 """Seconds at most that status writes (not final ones) and Events wait for pending Job creations:
 in a burst the API server's capacity goes to the Jobs first."""
-CREATIONS_FIRST_RETRY = 0.5
-"""Seconds after which a status write that waited for the creations is tried again."""
+CREATIONS_FIRST_POLL = 0.5
+"""Seconds between two looks of the Event poster at whether the creations are done."""
 ADMISSION_BATCH_DELAY = 0.1
 """Seconds the admission loop lets kicks pile up, so a burst is planned in few passes."""
 
@@ -137,6 +137,8 @@ class Controller:
         self._position_refresh: set[Key] = set()
         self._positions_stale: set[Key] = set()
         self._creations_pending_since: float | None = None
+        self._deferred: set[Key] = set()
+        """Keys whose status write waits for the pending Job creations (see _creations_first)."""
         self._kick = asyncio.Event()
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -355,6 +357,8 @@ class Controller:
         invalid: str | None = None
         waiting: Waiting | None = None
         if job is None and key not in self.expected and waits_for_job(fresh):
+            if self.settings.max_running == 0:
+                self.admitted.add(key)  # no limit: no need to wait for an admission pass
             if key in self.admitted:
                 invalid, waiting = await self._create_job(export)
             elif fresh.phase is not Phase.QUEUED:
@@ -373,6 +377,14 @@ class Controller:
             now=self.clock(),
             watchdog=self.watchdog,
         )
+        log.debug(
+            "reconcile %s: job %s, admitted %s, expected %s, phase %s",
+            key[1],
+            job is not None,
+            key in self.admitted,
+            key in self.expected,
+            decision.phase.value,
+        )
         if decision.awaiting_admission:
             self.kick()
             return Result()
@@ -386,7 +398,8 @@ class Controller:
             await writer.delete_job(namespace=job.namespace, name=job.name)
         patch = status_patch(current, decision.status)
         if patch and not decision.phase.finished and waiting is None and self._creations_first():
-            return Result(requeue_after=CREATIONS_FIRST_RETRY)
+            self._deferred.add(key)  # queued again once the creations are done
+            return Result(requeue_after=CREATIONS_FIRST_MAX)
         if patch:
             try:
                 await writer.patch_status(
@@ -461,6 +474,9 @@ class Controller:
         pending = any(k not in self.expected for k in self.admitted)
         if not pending:
             self._creations_pending_since = None
+            for key in self._deferred:
+                self.queue.add(key)
+            self._deferred.clear()
             return False
         now = time.monotonic()
         if self._creations_pending_since is None:
@@ -548,6 +564,7 @@ class Controller:
             in_flight=self.admitted | self.expected.keys(),
             max_running=self.settings.max_running,
         )
+        log.debug("admission pass: %d admitted, %d queued", len(plan.admit), len(plan.positions))
         for export in plan.admit:
             self.admitted.add(export.key)
             self.positions.pop(export.key, None)
@@ -622,7 +639,7 @@ class Controller:
         while True:
             event = await self._events.get()
             while self._creations_first():  # noqa: ASYNC110 - a bounded poll, no event to wait on
-                await asyncio.sleep(CREATIONS_FIRST_RETRY)
+                await asyncio.sleep(CREATIONS_FIRST_POLL)
             if self.writer is None:
                 continue
             try:

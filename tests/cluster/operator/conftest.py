@@ -63,6 +63,7 @@ class Exports:
     def create(self, name: str, **spec: Any) -> dict[str, Any]:
         spec.setdefault("source", {"uri": f"s3://source-bucket/{name}.csv"})
         spec.setdefault("format", "csv")
+        spec = {k: v for k, v in spec.items() if v is not None}  # source=None: no source
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ExportJob",

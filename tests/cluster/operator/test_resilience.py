@@ -117,13 +117,14 @@ def test_bad_input_stays_with_its_export_and_a_pod_that_cannot_start_frees_its_s
     operator.start(max_running=1, start_timeout_seconds=3)
     exports.create("stuck")
     _stick(exports, exports.wait_pod("stuck"))
-    exports.create("nul", csv={"delimiter": "\u0000"})
+    # A spec the API server accepts and this operator cannot run (no dataset template here).
+    exports.create("dataset", source=None, datasetId="5f0c6a59-3f5e-4a55-9d59-8e7f2a4c2b11")
     goods = [f"good-{i}" for i in range(3)]
     create_many(exports, goods)
-    status = exports.wait_phase("nul", "Failed", timeout=30)
+    status = exports.wait_phase("dataset", "Failed", timeout=30)  # at once, not after its wait
     assert status["error"]["code"] == "INVALID_SPEC"
-    assert "NUL" in status["error"]["message"]
-    assert exports.job("nul") is None
+    assert "template" in status["error"]["message"]
+    assert exports.job("dataset") is None
     kubelet = Kubelet(exports, skip=frozenset({"stuck"}))
     kubelet.start()
     try:
