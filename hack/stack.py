@@ -192,6 +192,10 @@ def values(
             "allowedSources": ["s3://exports-input/", "s3://datasets/"],
         },
         "auth": {"tokens": [token]},
+        # One operator pod (the chart's default is two electing a leader through a Lease): the
+        # e2e tier's operator tests and the demo expect exactly one; failover is tested in
+        # tests/cluster/operator/test_resilience.py.
+        "operator": {"replicas": 1},
     }
 
 
