@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,9 @@ async def test_a_full_event_is_stored_in_time_and_memory_returns(
         "EXPORTJOBS_WEBHOOK_ACCESS_LOG": "false",
     }
     log = (tmp_path / "webhook.log").open("wb")
-    process = subprocess.Popen(["exportjobs-webhook"], env=env, stdout=log, stderr=log)  # noqa: ASYNC220
+    # By path, next to this interpreter: `make test` does not put .venv/bin on PATH.
+    webhook = str(Path(sys.executable).parent / "exportjobs-webhook")
+    process = subprocess.Popen([webhook], env=env, stdout=log, stderr=log)  # noqa: ASYNC220
     url = f"http://127.0.0.1:{port}"
     custom = k8s.CustomObjectsApi(kube_api)
 
