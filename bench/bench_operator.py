@@ -402,9 +402,14 @@ class Backlog:
             while not self.succeeded.is_set():
                 await asyncio.sleep(10)
                 done = sum(p == "Succeeded" for p in self.phases.values())
+                finished = [n for n, p in self.phases.items() if p == "Succeeded"]
+                mean = statistics.mean(self.modified.get(n, 0) for n in finished) if finished else 0
+                most = max((self.modified.get(n, 0) for n in finished), default=0)
                 print(
                     f"  {time.monotonic() - start:6.0f}s: {len(self.job_order)} Jobs, "
-                    f"{done} Succeeded, operator RSS peak {self.peak_rss / 2**20:.0f} MiB",
+                    f"{done} Succeeded (status patches each: mean {mean:.2f}, max {most}), "
+                    f"FIFO displacement so far {self._displacement()}, "
+                    f"operator RSS peak {self.peak_rss / 2**20:.0f} MiB",
                     flush=True,
                 )
                 if proc.poll() is not None:
@@ -421,8 +426,7 @@ class Backlog:
             proc.wait(timeout=30)
             await self.core.delete_namespace(self.namespace)
         expected = sorted(self.created, key=lambda n: (self.created[n], n))
-        place = {n: i for i, n in enumerate(expected)}
-        displacement = max(abs(place[n] - i) for i, n in enumerate(self.job_order))
+        displacement = self._displacement()
         patches = [self.modified.get(n, 0) for n in expected]
         return {
             "total": total,
@@ -434,6 +438,14 @@ class Backlog:
             "patches_mean": statistics.mean(patches),
             "patches_max": max(patches),
         }
+
+    def _displacement(self) -> int:
+        """How many places the Jobs so far are off the ExportJobs' creation order, at most."""
+        expected = sorted(self.created, key=lambda n: (self.created[n], n))
+        place = {n: i for i, n in enumerate(expected)}
+        return max(
+            (abs(place[n] - i) for i, n in enumerate(self.job_order) if n in place), default=0
+        )
 
     async def custom_lister(self, namespace: str, **kwargs: Any) -> Any:
         kwargs.setdefault("_preload_content", True)

@@ -59,6 +59,8 @@ FINISHED_PHASES = frozenset(p.value for p in Phase if p.finished)
 CREATIONS_FIRST_MAX = 5.0
 """Seconds at most that status writes (not final ones) and Events wait for pending Job creations:
 in a burst the API server's capacity goes to the Jobs first."""
+CREATIONS_CHECK_INTERVAL = 0.05
+"""Seconds the answer of `_creations_first` is reused (it scans the admitted keys)."""
 CREATIONS_FIRST_POLL = 0.5
 """Seconds between two looks of the Event poster at whether the creations are done."""
 ADMISSION_BATCH_DELAY = 0.1
@@ -137,6 +139,7 @@ class Controller:
         self._position_refresh: set[Key] = set()
         self._positions_stale: set[Key] = set()
         self._creations_pending_since: float | None = None
+        self._creations_checked = 0.0
         self._deferred: set[Key] = set()
         """Keys whose status write waits for the pending Job creations (see _creations_first)."""
         self._kick = asyncio.Event()
@@ -471,6 +474,12 @@ class Controller:
     def _creations_first(self) -> bool:
         """Whether admitted ExportJobs still wait for their Job creation (for at most
         CREATIONS_FIRST_MAX seconds in a row): then writes that can wait, wait."""
+        now = time.monotonic()
+        if now - self._creations_checked < CREATIONS_CHECK_INTERVAL:
+            return self._creations_pending_since is not None and (
+                now - self._creations_pending_since < CREATIONS_FIRST_MAX
+            )
+        self._creations_checked = now
         pending = any(k not in self.expected for k in self.admitted)
         if not pending:
             self._creations_pending_since = None
@@ -478,7 +487,6 @@ class Controller:
                 self.queue.add(key)
             self._deferred.clear()
             return False
-        now = time.monotonic()
         if self._creations_pending_since is None:
             self._creations_pending_since = now
         return now - self._creations_pending_since < CREATIONS_FIRST_MAX
