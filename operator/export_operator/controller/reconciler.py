@@ -573,10 +573,10 @@ class Controller:
             max_running=self.settings.max_running,
         )
         log.debug("admission pass: %d admitted, %d queued", len(plan.admit), len(plan.positions))
-        for export in plan.admit:
+        for export in reversed(plan.admit):  # each goes to the head: the oldest ends first
             self.admitted.add(export.key)
             self.positions.pop(export.key, None)
-            self.queue.add(export.key)
+            self.queue.add(export.key, urgent=True)  # Job creations before status writes
         metrics.QUEUE_DEPTH.set(len(plan.positions))
         metrics.RUNNING_JOBS.set(plan.running + len(plan.admit))
         by_key = {e.key: e for e in waiting}

@@ -75,14 +75,24 @@ class WorkQueue(Generic[K]):
     def shutting_down(self) -> bool:
         return self._shut_down
 
-    def add(self, key: K) -> None:
-        """Queue `key` (a no-op if it already waits; deferred if a worker holds it)."""
-        if self._shut_down or key in self._dirty:
+    def add(self, key: K, *, urgent: bool = False) -> None:
+        """Queue `key` (a no-op if it already waits; deferred if a worker holds it). `urgent`
+        puts it at the head of the line (e.g. a Job to create behind thousands of status writes);
+        a key already waiting is moved there."""
+        if self._shut_down:
+            return
+        if key in self._dirty:
+            if urgent and key not in self._processing and key in self._order:
+                self._order.remove(key)
+                self._order.appendleft(key)
             return
         self._dirty.add(key)
         if key in self._processing:
             return  # done() queues it again
-        self._order.append(key)
+        if urgent:
+            self._order.appendleft(key)
+        else:
+            self._order.append(key)
         self._ready.set()
 
     def add_after(self, key: K, delay: float) -> None:

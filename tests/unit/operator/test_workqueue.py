@@ -164,3 +164,12 @@ async def test_shutdown_wakes_waiting_workers() -> None:
         await waiter
     queue.add("a")
     assert len(queue) == 0
+
+
+async def test_an_urgent_key_goes_to_the_head_of_the_line() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ["a", "b", "c"]:
+        queue.add(key)
+    queue.add("z", urgent=True)
+    queue.add("c", urgent=True)  # already waiting: moved ahead
+    assert [await queue.get() for _ in range(4)] == ["c", "z", "a", "b"]
