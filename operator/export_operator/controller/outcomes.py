@@ -204,26 +204,24 @@ def watchdog_failure(
                     f"{int(unschedulable_timeout)}s: {pod.scheduled_message}".rstrip(": "),
                     retryable=True,
                 )
-        if pod.waiting_reason in IMAGE_PULL_REASONS:
+        waiting = (
+            (IMAGE_PULL_REASONS, ErrorCode.IMAGE_PULL, "pull its image", image_pull_timeout),
+            (
+                START_FAILURE_REASONS,
+                ErrorCode.POD_START_FAILED,
+                "start its container",
+                start_timeout,
+            ),
+        )
+        for reasons, code, what, timeout in waiting:
+            if pod.waiting_reason not in reasons:
+                continue
             scheduled = pod.scheduled_since if pod.scheduled_status == "True" else None
-            since = scheduled or pod.created
-            if (now - since).total_seconds() > image_pull_timeout:
+            if (now - (scheduled or pod.created)).total_seconds() > timeout:
                 return ExportError(
-                    ErrorCode.IMAGE_PULL,
-                    f"pod {pod.name} could not pull its image for over "
-                    f"{int(image_pull_timeout)}s: {pod.waiting_reason}: "
-                    f"{pod.waiting_message}".rstrip(": "),
-                    retryable=False,
-                )
-        if pod.waiting_reason in START_FAILURE_REASONS:
-            scheduled = pod.scheduled_since if pod.scheduled_status == "True" else None
-            since = scheduled or pod.created
-            if (now - since).total_seconds() > start_timeout:
-                return ExportError(
-                    ErrorCode.POD_START_FAILED,
-                    f"pod {pod.name} could not start its container for over "
-                    f"{int(start_timeout)}s: {pod.waiting_reason}: "
-                    f"{pod.waiting_message}".rstrip(": "),
+                    code,
+                    f"pod {pod.name} could not {what} for over {int(timeout)}s: "
+                    f"{pod.waiting_reason}: {pod.waiting_message}".rstrip(": "),
                     retryable=False,
                 )
     return None
