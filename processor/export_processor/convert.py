@@ -306,7 +306,7 @@ class Exporter:
         """Read the first block(s) and name the columns; returns the names, the bytes read and
         how many of them the parser must not see (the header row, if any)."""
         s = self.settings
-        head = source.read(s.block_size)
+        head = bytes(source.read(s.block_size))
         if not head:
             raise BadInputError("the source is empty (0 bytes): no header and no rows")
         whole = len(head) < s.block_size
@@ -318,7 +318,7 @@ class Exporter:
                 break
             if len(head) > s.block_size:
                 raise BadInputError(_too_long(s.block_size))
-            more = source.read(s.block_size)
+            more = bytes(source.read(s.block_size))
             head += more
             whole = len(more) < s.block_size
         if not row.fields:
@@ -358,7 +358,8 @@ class Exporter:
             first_read = source.bytes_read
             source.close()
             source = self._open_source(source)
-            head = source.read(self._skip)
+            # A whole block, as the first read: the parser's reads then align with the downloads.
+            head = bytes(source.read(max(self._skip, s.block_size)))
             outcome = self._convert(self._parser_input(head, source, names), typer, strict=True)
         assert outcome is not None
         rows, result = outcome
@@ -422,7 +423,7 @@ class Exporter:
                 batch = cast(pa.RecordBatch, item)
                 assert sink is not None
                 if writer is None:
-                    writer = self._new_writer(sink, batch.schema)
+                    writer = self._new_writer(sink, batch.schema, sample=batch)
                 writer.write(batch)
                 rows += batch.num_rows
                 self.progress.rows = rows
@@ -456,12 +457,15 @@ class Exporter:
             convert_options=self._convert_options(names),
         )
 
-    def _new_writer(self, sink: Sink, schema: pa.Schema) -> BatchWriter:
+    def _new_writer(
+        self, sink: Sink, schema: pa.Schema, *, sample: pa.RecordBatch | None = None
+    ) -> BatchWriter:
         s = self.settings
         return new_writer(
             export_format=s.export_format,
             sink=sink,
             schema=schema,
+            sample=sample,
             gzip_level=s.gzip_level,
             gzip_threads=s.gzip_threads,
         )

@@ -68,36 +68,51 @@ class ParserInput(io.RawIOBase):
         self._last = b""
         self._ended = False
         self.total = 0
-        self.newlines = lines_before
-        """Line feeds of the input read so far (the header's included, the marker's not)."""
+        # The source counts the line feeds of every byte it hands out; the head, read from it
+        # already, is counted here as the parser's (with the header's lines before it).
+        self._newlines_offset = lines_before + head.count(b"\n") - source.newlines
         self.added_newline = False
         """Whether a line end was added after the input (its last line had none)."""
         self.swallowed_row: str | None = None
         """The text of a row of the wrong width that swallowed the marker's start (see
         `invalid_row`)."""
 
+    @property
+    def newlines(self) -> int:
+        """Line feeds of the input read so far (the header's included, the marker's not)."""
+        return self._source.newlines + self._newlines_offset
+
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> bytes | memoryview:
         if self._ended:
             return b""
+        data: bytes | memoryview
+        source = self._source
         if self._head:
             wanted = len(self._head) if size < 0 else size
             data = bytes(self._head[:wanted])
             self._head = self._head[len(data) :]
-            if len(data) < wanted:
-                data += self._source.read(wanted - len(data))
+            if len(data) < wanted and source.size is None:
+                # A pipe: only a short read of it tells its end.
+                data += source.read(wanted - len(data))
+                ended = len(data) < wanted
+            else:
+                # A short read is fine for the parser (a row it cuts is joined with the next
+                # block), and the reads after it stay aligned with the source's downloads.
+                ended = not self._head and self._source_read()
         else:
-            data = self._source.read(size)
+            data = source.read(size)
+            ended = size < 0 or len(data) < size or self._source_read()
         if data:
             self.total += len(data)
-            self.newlines += data.count(b"\n")
-            self._last = data
-        if self._at_end(data, size):
+            self._last = bytes(data[-4:])
+        if ended:
             # The end goes with the last bytes, not in a block of its own: a last row spread
             # over three blocks would be refused as too long.
             self._ended = True
+            data = bytes(data)
             if self._last and not self._last.endswith((self._newline, b"\r", b"\n")):
                 data += self._newline
                 self.added_newline = True
@@ -113,11 +128,8 @@ class ParserInput(io.RawIOBase):
             return "skip"
         return "error"
 
-    def _at_end(self, data: bytes, size: int) -> bool:
-        if self._head:
-            return False
-        if size < 0 or len(data) < size:
-            return True
+    def _source_read(self) -> bool:
+        """Whether every byte of a source of known size was read."""
         source = self._source
         return source.size is not None and source.bytes_read >= source.size
 

@@ -47,7 +47,10 @@ def new_s3_client(*, max_attempts: int, pool_size: int) -> S3Client:
     """An S3 client from the standard AWS chain (env, IRSA, pod identity; AWS_ENDPOINT_URL too).
 
     Checksums are computed only where S3 requires them: the processor hashes its output with
-    sha256 itself, and CRC32 over every part would cost CPU the conversion needs.
+    sha256 itself, and CRC32 over every part would cost CPU the conversion needs. Payloads are
+    not signed either (`UNSIGNED-PAYLOAD`, what botocore itself sends over TLS once a checksum
+    goes along): without a checksum botocore would sha256 every part again to sign it.
+    In transit the bytes are protected by TLS; the result's sha256 covers what was written.
     """
     config = Config(
         retries={"max_attempts": max_attempts, "mode": "standard"},
@@ -56,6 +59,7 @@ def new_s3_client(*, max_attempts: int, pool_size: int) -> S3Client:
         read_timeout=60,
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
+        s3={"payload_signing_enabled": False},
     )
     return boto3.client("s3", config=config)
 

@@ -30,7 +30,8 @@ of blocks ahead: 1 GiB of RSS measured under load)."""
 
 
 class ByteSource(io.RawIOBase):
-    """A forward-only stream: `read(n)` returns up to n bytes, b'' at the end."""
+    """A forward-only stream: `read(n)` returns up to n bytes (bytes, or a read-only memoryview
+    over a larger download: no copy), b'' at the end."""
 
     size: int | None = None
     """Total bytes when known (regular files, S3 objects); None for pipes."""
@@ -38,6 +39,8 @@ class ByteSource(io.RawIOBase):
     def __init__(self) -> None:
         super().__init__()
         self.bytes_read = 0
+        self.newlines = 0
+        """Line feeds (byte 0x0A) in the bytes read so far (for the line of a parse error)."""
         self.error: ExportError | None = None
         self._cancelled = threading.Event()
         self._ahead = threading.Condition()
@@ -128,8 +131,10 @@ class FileSource(ByteSource):
             chunks.append(chunk)
             got += len(chunk)
             self._check_cancelled()
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.bytes_read += got
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.newlines += data.count(b"\n")
+        return data
 
     def reopen(self) -> FileSource:
         if self.size is None:
@@ -178,7 +183,9 @@ class S3Source(ByteSource):
         self._etag = etag or head.get("ETag")
         self._next_offset = 0
         self._pending: collections.deque[Future[bytes]] = collections.deque()
-        self._buffer = memoryview(b"")
+        self._chunk = b""
+        self._position = 0
+        """The current download and how much of it was read."""
         self._pool = ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="s3-read")
         self._fill()
 
@@ -222,27 +229,31 @@ class S3Source(ByteSource):
             raise self._fail(exc) from exc
         except Exception as exc:
             raise self._fail(TransientError(f"reading {self._location.uri}: {exc}")) from exc
-        self._buffer = memoryview(data)
+        self._chunk, self._position = data, 0
         self._fill()
         return True
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> bytes | memoryview:
+        """Up to `size` bytes; within one download a memoryview of it (the parser reads blocks
+        of half a download: copying them cost a copy of the input and its page faults)."""
         self._check_cancelled()
         self._wait_for_room()
         wanted = size if size >= 0 else 1 << 62
         parts: list[memoryview] = []
         got = 0
         while got < wanted:
-            if not self._buffer and not self._next_chunk():
+            if self._position == len(self._chunk) and not self._next_chunk():
                 break
             self._check_cancelled()
-            take = self._buffer[: wanted - got]
-            self._buffer = self._buffer[len(take) :]
-            parts.append(take)
-            got += len(take)
+            chunk, start = self._chunk, self._position
+            end = min(len(chunk), start + wanted - got)
+            self.newlines += chunk.count(b"\n", start, end)
+            parts.append(memoryview(chunk)[start:end])
+            self._position = end
+            got += end - start
         self.bytes_read += got
-        if len(parts) == 1 and len(parts[0]) == len(parts[0].obj):  # type: ignore[arg-type]
-            return parts[0].obj  # type: ignore[return-value]
+        if len(parts) == 1:
+            return parts[0]
         return b"".join(parts)
 
     def reopen(self) -> S3Source:
