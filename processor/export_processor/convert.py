@@ -43,7 +43,7 @@ from export_processor.parser_input import (
     open_quote_line_in,
 )
 from export_processor.s3client import S3Client
-from export_processor.settings import QUEUED_BATCHES, ProcessorSettings
+from export_processor.settings import ARROW_DECAY_MS, QUEUED_BATCHES, ProcessorSettings
 from export_processor.sink import Sink, SinkResult, open_sink
 from export_processor.source import ByteSource, open_source
 from export_processor.writers import BatchWriter, new_writer
@@ -209,17 +209,18 @@ def limit_malloc() -> None:
         pass
 
 
-def use_memory_pool() -> None:
-    """Arrow allocates from jemalloc, returning freed pages to the system at once (decay 0):
+def use_memory_pool(decay_ms: int) -> None:
+    """Arrow allocates from jemalloc, returning freed pages to the system after `decay_ms`:
     measured 235 MiB peak RSS for a Parquet export (local file) where mimalloc (pyarrow's
     default) held 291 MiB and the system allocator 456 MiB; S3 -> S3, decay 0 took the peak
-    from 302-309 to 281-282 MiB at the same speed (docs/processor.md, "Memory")."""
+    from 302-309 to 281-282 MiB at the same speed (docs/processor.md, "Memory").
+    ARROW_DECAY_MS says which formats keep freed pages a little while, and why."""
     try:
         pool = pa.jemalloc_memory_pool()
     except NotImplementedError:  # a pyarrow built without jemalloc
         return
     pa.set_memory_pool(pool)
-    pa.jemalloc_set_decay_ms(0)
+    pa.jemalloc_set_decay_ms(decay_ms)
 
 
 def _arrow_encoding(encoding: str) -> str:
@@ -342,7 +343,7 @@ class Exporter:
         started = time.monotonic()
         s = self.settings
         limit_malloc()
-        use_memory_pool()
+        use_memory_pool(ARROW_DECAY_MS.get(s.export_format, 0))
         source = self._open_source()
         try:
             names, head, self._skip = self._probe(source)
@@ -383,7 +384,7 @@ class Exporter:
             source,
             marker=EndMarker(columns=len(names), quote=s.quote, delimiter=s.delimiter),
             encoding=self._encoding,
-            lines_before=head[: self._skip].count(b"\n"),
+            may_reread=self.reads < 2,
         )
 
     def _convert(

@@ -47,7 +47,12 @@ def _encoder(encoding: str) -> codecs.IncrementalEncoder:
 
 class ParserInput(io.RawIOBase):
     """The head already read, then the rest of `source`, then the end marker's row (after a line
-    end, if the input's last line has none); counts the input's line feeds."""
+    end, if the input's last line has none).
+
+    The line of a quote left open is found from the input's line feeds, counted only then: by
+    reading the source again (`may_reread`: the first read only, so an export still reads its
+    source at most twice), or as a pipe counted them while being read.
+    """
 
     def __init__(
         self,
@@ -56,7 +61,7 @@ class ParserInput(io.RawIOBase):
         *,
         marker: EndMarker,
         encoding: str,
-        lines_before: int = 0,
+        may_reread: bool = True,
     ) -> None:
         super().__init__()
         self._head = memoryview(head)
@@ -68,9 +73,8 @@ class ParserInput(io.RawIOBase):
         self._last = b""
         self._ended = False
         self.total = 0
-        # The source counts the line feeds of every byte it hands out; the head, read from it
-        # already, is counted here as the parser's (with the header's lines before it).
-        self._newlines_offset = lines_before + head.count(b"\n") - source.newlines
+        self._newlines: int | None = None
+        self._may_reread = may_reread
         self.added_newline = False
         """Whether a line end was added after the input (its last line had none)."""
         self.swallowed_row: str | None = None
@@ -78,9 +82,13 @@ class ParserInput(io.RawIOBase):
         `invalid_row`)."""
 
     @property
-    def newlines(self) -> int:
-        """Line feeds of the input read so far (the header's included, the marker's not)."""
-        return self._source.newlines + self._newlines_offset
+    def newlines(self) -> int | None:
+        """Line feeds of the whole input (the header's included, the marker's not), for the
+        line of an error at its end; None when they cannot be counted (ByteSource.count_newlines).
+        """
+        if self._newlines is None and self._may_reread:
+            self._newlines = self._source.count_newlines()
+        return self._newlines
 
     def readable(self) -> bool:
         return True
@@ -142,13 +150,16 @@ def open_quote_line(fields: list[str | None], parser_input: ParserInput) -> int 
     """
     if parser_input.swallowed_row is not None:
         return open_quote_line_in(parser_input.swallowed_row, parser_input)
+    newlines = parser_input.newlines
+    if newlines is None:
+        return None
     token = parser_input.marker.token
     for value in fields:
         if value is not None and token in value:
             swallowed = value[: value.index(token)]
             inside = swallowed.count("\n") - (1 if parser_input.added_newline else 0)
-            return parser_input.newlines - inside + 1
-    return parser_input.newlines + 1
+            return newlines - inside + 1
+    return newlines + 1
 
 
 def open_quote_line_in(row_text: str, parser_input: ParserInput) -> int | None:
@@ -173,7 +184,8 @@ def open_quote_line_in(row_text: str, parser_input: ParserInput) -> int | None:
             opened = index
         field_start = opened is None and char in (delimiter, "\n", "\r")
         index += 1
-    if opened is None:
+    newlines = parser_input.newlines
+    if opened is None or newlines is None:
         return None
     inside = row_text[opened:end].count("\n") - (1 if parser_input.added_newline else 0)
-    return parser_input.newlines - inside + 1
+    return newlines - inside + 1

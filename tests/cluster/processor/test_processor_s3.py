@@ -321,6 +321,35 @@ def test_bad_row_after_parts_were_uploaded_aborts(s3_client: Any, s3_bucket: str
     assert_nothing_visible(s3_client, s3_bucket, "out/")
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_quote_open_at_the_end_names_its_line_across_ranges(
+    s3_client: Any, s3_bucket: str, fmt: str, tmp_path: Path
+) -> None:
+    """The line feeds are not counted while converting: the error reads the object again (over
+    several ranged GETs here) to name the line, and still uploads nothing."""
+    rows = 120_000
+    data = medium_csv(rows, tail='7,k,1.0,cat1,"open\r\nmore\r\n')
+    s3_client.put_object(Bucket=s3_bucket, Key="open.csv", Body=data)
+    code, _, err, payload = run_cli(
+        "--source",
+        f"s3://{s3_bucket}/open.csv",
+        "--format",
+        fmt,
+        "--destination",
+        f"s3://{s3_bucket}/out/",
+        env={
+            "EXPORTJOBS_S3_READ_CHUNK_BYTES": str(1 * MiB),
+            "EXPORTJOBS_BLOCK_SIZE_BYTES": str(MiB),
+        },
+        tmp_path=tmp_path,
+    )
+    assert code == 2, err
+    assert payload["error"]["code"] == "BAD_CSV"
+    # The header is line 1, the rows 2..rows+1: the quote opens on the next line.
+    assert f"quote opened on line {rows + 2} is never closed" in payload["error"]["message"]
+    assert_nothing_visible(s3_client, s3_bucket, "out/")
+
+
 def test_sigterm_mid_upload_aborts(s3_client: Any, s3_bucket: str, tmp_path: Path) -> None:
     fifo = tmp_path / "input.csv"
     os.mkfifo(fifo)
