@@ -40,6 +40,18 @@ from export_operator.controller.views import ExportView  # noqa: E402
 
 CRD = REPO / "charts" / "exportjobs" / "crds" / "exportjobs.dev_exportjobs.yaml"
 OPERATOR = Path(sys.executable).parent / "exportjobs-operator"
+PROFILE = os.environ.get("EXPORTJOBS_BENCH_PROFILE", "")
+"""When set, the operator runs under cProfile and writes its profile to this path (per round:
+the namespace is appended)."""
+
+
+def _operator_command(namespace: str) -> list[str]:
+    if not PROFILE:
+        return [str(OPERATOR)]
+    out = f"{PROFILE}.{namespace}"
+    return [sys.executable, "-m", "cProfile", "-o", out, "-m", "export_operator.operator_main"]
+
+
 SETTINGS = OperatorSettings(
     default_destination_uri="s3://bench-out/reports/", service_account="default", max_running=0
 )
@@ -140,7 +152,7 @@ class Round:
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{self.namespace}-operator.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the clock runs
-                [str(OPERATOR)], env=env, stdout=out, stderr=subprocess.STDOUT
+                _operator_command(self.namespace), env=env, stdout=out, stderr=subprocess.STDOUT
             )
         # Warm up: one ExportJob through the operator before the clock starts.
         await self._create_export("warmup", record=False)
@@ -362,7 +374,7 @@ class Backlog:
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{self.namespace}-operator.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the clock runs
-                [str(OPERATOR)], env=env, stdout=out, stderr=subprocess.STDOUT
+                _operator_command(self.namespace), env=env, stdout=out, stderr=subprocess.STDOUT
             )
         followers = [
             asyncio.create_task(self._follow(self.custom_lister, self._on_export)),

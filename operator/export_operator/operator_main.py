@@ -14,13 +14,13 @@ replica only).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import os
 import sys
 
 import kopf
+import uvloop
 
 from export_operator.controller import metrics
 from export_operator.controller.handlers import register, register_notifier
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         if settings.liveness_port
         else None
     )
-    asyncio.run(
+    # uvloop: the watch streams and API calls cost less CPU per event than on asyncio's own loop.
+    uvloop.run(
         kopf.operator(
             registry=registry,
             clusterwide=not settings.namespace,

@@ -35,7 +35,7 @@ def waits_for_job(export: ExportView) -> bool:
 
 def queue_order(exports: Iterable[ExportView]) -> list[ExportView]:
     """First in, first out: creation time, then name (timestamps have one-second resolution)."""
-    return sorted(exports, key=lambda e: (e.created, e.namespace, e.name))
+    return sorted(exports, key=lambda e: e.queue_order)
 
 
 def plan_admission(

@@ -1,8 +1,9 @@
 """The controller: watch events enqueue keys, workers reconcile one ExportJob at a time.
 
-State comes from the cluster: kopf indexes of ExportJobs, their Jobs and their pods (kopf fills
-them from the initial listing before any handler runs, so a restarted operator sees every Job that
-exists and admits nothing twice). Event handlers only put the ExportJob's key into the work queue
+State comes from the cluster: informers (informer.py: list + watch) cache views of the
+ExportJobs, their Jobs and their pods; nothing acts before all three have listed, so a restarted
+operator sees every Job that exists and admits nothing twice. Their events only put the
+ExportJob's key into the work queue
 (workqueue.py: queued once however many events arrive, never reconciled by two workers at once,
 per-key backoff after a failure). `reconcile(key)` is level-based and the only writer: it creates
 the Job of an admitted ExportJob, writes the status, deletes what must go, and on any API failure
@@ -25,15 +26,15 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import kopf
 from kubernetes_asyncio import client
 
-from export_operator import kube
+from export_operator import kube, resource
 from export_operator.controller import metrics
 from export_operator.controller.apicalls import ApiError, KubeWriter
+from export_operator.controller.informer import Informer, collection_path
 from export_operator.controller.jobs import InvalidSpecError, build_job, resolve_inputs
 from export_operator.controller.leader import LeaderElector, LeaseConfig, default_identity
 from export_operator.controller.outcomes import STUCK_WAITING_REASONS
@@ -42,6 +43,7 @@ from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.sources import SourceSizer
 from export_operator.controller.status import Decision, Waiting, Watchdog, decide, status_patch
 from export_operator.controller.views import (
+    FINISHED_PHASES,
     ExportView,
     JobView,
     PodView,
@@ -51,11 +53,12 @@ from export_operator.controller.views import (
 from export_operator.controller.workqueue import Backoff, Result, WorkQueue, run_worker
 from export_operator.resource import Phase, job_name_for
 
+ExportListener = Callable[[str | None, Mapping[str, Any]], None]
+
 log = logging.getLogger(__name__)
 
 EXPECTATION_TIMEOUT = 120.0
 """Seconds after which a created-but-unseen Job stops being expected (the watch lost it)."""
-FINISHED_PHASES = frozenset(p.value for p in Phase if p.finished)
 CREATIONS_FIRST_MAX = 5.0
 """Seconds at most that status writes (not final ones) and Events wait for pending Job creations:
 in a burst the API server's capacity goes to the Jobs first."""
@@ -65,6 +68,9 @@ CREATIONS_FIRST_POLL = 0.5
 """Seconds between two looks of the Event poster at whether the creations are done."""
 ADMISSION_BATCH_DELAY = 0.1
 """Seconds the admission loop lets kicks pile up, so a burst is planned in few passes."""
+ADMISSION_CPU_SHARE = 0.25
+"""At most this share of the time goes to admission passes: one costs about 10 ms per 1,000
+ExportJobs, so with a long backlog the passes come less often (and admit more each)."""
 
 
 class JobCreateError(Exception):
@@ -97,8 +103,12 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _pod_export_key(pod: PodView) -> Key:
+    return (pod.namespace, pod.export_name)
+
+
 class Controller:
-    """All of the operator's behaviour behind the kopf handlers (see handlers.py)."""
+    """All of the operator's behaviour: informers feed the work queue, workers reconcile."""
 
     def __init__(
         self,
@@ -122,9 +132,25 @@ class Controller:
         """Set while this replica acts (always, standalone). Stable: others may wait on it."""
         self.on_leading: list[Callable[[], None]] = []
         """Called each time this replica starts to lead (e.g. the notifier's replay)."""
-        self.exports: kopf.Index[Key, ExportView] | None = None
-        self.jobs: kopf.Index[Key, JobView] | None = None
-        self.pods: kopf.Index[Key, PodView] | None = None
+        self.exports: Informer[ExportView] = self._informer(
+            resource.API_VERSION, resource.PLURAL, ExportView.from_body
+        )
+        self.jobs: Informer[JobView] = self._informer(
+            "batch/v1", "jobs", JobView.from_body, label_selector=resource.LABEL_EXPORT
+        )
+        """The processor's Jobs, by (namespace, Job name)."""
+        self.pods: Informer[PodView] = self._informer(
+            "v1", "pods", PodView.from_body, label_selector=resource.LABEL_EXPORT
+        )
+        """The processor's pods, indexed by their ExportJob."""
+        self.pods.index_by = _pod_export_key
+        self.informers = (self.exports, self.jobs, self.pods)
+        self.exports.listeners.append(self.on_export)
+        self.jobs.listeners.append(self.on_job)
+        self.pods.listeners.append(self.on_pod)
+        self.export_listeners: list[ExportListener] = []
+        """Called with every ExportJob event (type, raw body), e.g. the notifier's."""
+        self._watch_api: client.ApiClient | None = None
         self.sizer = SourceSizer()
         self.admitted: set[Key] = set()
         """Keys the admission pass gave a slot whose Job is not seen yet (create may be failing)."""
@@ -136,8 +162,6 @@ class Controller:
         self.tombstones: dict[Key, JobView] = {}
         """The last view of a finished Job the watch saw deleted (TTL), until its outcome is
         recorded."""
-        self._position_refresh: set[Key] = set()
-        self._positions_stale: set[Key] = set()
         self._creations_pending_since: float | None = None
         self._creations_checked = 0.0
         self._deferred: set[Key] = set()
@@ -146,17 +170,53 @@ class Controller:
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
         self._tasks: list[asyncio.Task[Any]] = []
 
+    def _informer(
+        self,
+        api_version: str,
+        plural: str,
+        decode: Callable[[Mapping[str, Any]], Any],
+        *,
+        label_selector: str = "",
+    ) -> Informer[Any]:
+        s = self.settings
+        return Informer(
+            api=None,
+            path=collection_path(api_version, plural, s.namespace),
+            decode=decode,
+            label_selector=label_selector,
+            watch_timeout=s.watch_server_timeout_seconds,
+            client_timeout=s.watch_client_timeout_seconds,
+            request_timeout=s.request_timeout_seconds,
+            connect_timeout=s.connect_timeout_seconds,
+        )
+
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open the API client; start leader election (or lead at once), workers and loops."""
+        """Open the API clients and start the informers; once they have listed, leader election
+        (or lead at once), workers and loops."""
         # trust_env=False: no netrc/proxy lookups (a thread hop) on every API call.
         api = await kube.new_api_client(trust_env=False)
         self.writer = KubeWriter(api, timeout=self.settings.request_timeout_seconds)
+        # The watches hold their connections for minutes: a client of their own.
+        self._watch_api = await kube.new_api_client(trust_env=False)
+        for informer in self.informers:
+            informer.api = self._watch_api
+        self._tasks = [asyncio.create_task(i.run()) for i in self.informers]
+        self._tasks.append(asyncio.create_task(self._start_acting(api)))
+
+    async def _start_acting(self, api: client.ApiClient) -> None:
+        """Once every informer has listed: leader election (or lead at once), workers, loops."""
+        await asyncio.gather(*(i.synced.wait() for i in self.informers))
+        log.info(
+            "caches filled: %d ExportJobs, %d Jobs, %d pods",
+            len(self.exports.items),
+            len(self.jobs.items),
+            len(self.pods.items),
+        )
         s = self.settings
         loops = [
             self._admission_loop(),
             self._housekeeping_loop(),
-            self._queue_status_loop(),
             *(self._event_loop() for _ in range(4)),
         ]
         if s.standalone:
@@ -182,7 +242,7 @@ class Controller:
             run_worker(self.queue, self.reconcile, on_error=self._on_error, gate=self.leading)
             for _ in range(s.workers)
         ]
-        self._tasks = [asyncio.create_task(c) for c in [*workers, *loops]]
+        self._tasks += [asyncio.create_task(c) for c in [*workers, *loops]]
 
     async def stop(self) -> None:
         """Stop the workers and loops, hand the Lease over, close the API client."""
@@ -195,6 +255,9 @@ class Controller:
         if self.writer is not None:
             await self.writer.api.close()
             self.writer = None
+        if self._watch_api is not None:
+            await self._watch_api.close()
+            self._watch_api = None
 
     def _start_leading(self) -> None:
         """(Re)gaining the lead: forget what another leader may have changed meanwhile and look at
@@ -202,7 +265,7 @@ class Controller:
         self.written.clear()
         self.admitted.clear()
         self.positions.clear()
-        for key in list(self.exports or ()):
+        for key in list(self.exports.items):
             self.queue.add(key)
         self.kick()
         for callback in self.on_leading:
@@ -210,32 +273,18 @@ class Controller:
 
     def export_bodies(self) -> Iterator[dict[str, Any]]:
         """Every ExportJob the cache holds, as a plain body (metadata, spec, status)."""
-        for key in list(self.exports or ()):
-            view = self.export_view(key)
-            if view is not None:
-                yield {
-                    "metadata": {
-                        "namespace": view.namespace,
-                        "name": view.name,
-                        "uid": view.uid,
-                        "generation": view.generation,
-                        "creationTimestamp": format_time(view.created),
-                    },
-                    "spec": view.spec,
-                    "status": view.status,
-                }
-
-    def attach(
-        self,
-        *,
-        exports: kopf.Index[Key, ExportView],
-        jobs: kopf.Index[Key, JobView],
-        pods: kopf.Index[Key, PodView],
-    ) -> None:
-        """Keep the (live) kopf indexes; kopf hands them to every handler, complete."""
-        if self.exports is None:
-            self.exports, self.jobs, self.pods = exports, jobs, pods
-            self.kick()
+        for view in list(self.exports.items.values()):
+            yield {
+                "metadata": {
+                    "namespace": view.namespace,
+                    "name": view.name,
+                    "uid": view.uid,
+                    "generation": view.generation,
+                    "creationTimestamp": format_time(view.created),
+                },
+                "spec": view.spec,
+                "status": view.status,
+            }
 
     def kick(self) -> None:
         """Ask the admission loop for a pass."""
@@ -255,22 +304,15 @@ class Controller:
 
     # -- views ---------------------------------------------------------------------------------
     def export_view(self, key: Key) -> ExportView | None:
-        if self.exports is None or key not in self.exports:
-            return None
-        views = [v for v in self.exports[key] if not v.deleting] or list(self.exports[key])
-        return max(views, key=lambda v: v.created) if views else None
+        return self.exports.get(key)
 
     def job_view(self, key: Key) -> JobView | None:
-        if self.jobs is None or key not in self.jobs:
-            return None
-        wanted = job_name_for(key[1])
-        views = [v for v in self.jobs[key] if v.name == wanted]
-        return views[0] if views else None
+        """The Job of the ExportJob `key` (by its deterministic name and its label)."""
+        view = self.jobs.get((key[0], job_name_for(key[1])))
+        return view if view is not None and view.export_name == key[1] else None
 
     def pod_views(self, key: Key) -> list[PodView]:
-        if self.pods is None or key not in self.pods:
-            return []
-        return list(self.pods[key])
+        return self.pods.indexed(key)
 
     def _freshest(self, export: ExportView) -> ExportView:
         """The view with the phase and Job name this process last wrote (the watch may lag)."""
@@ -291,27 +333,31 @@ class Controller:
             return seen
         return {**seen, **written}
 
-    # -- handlers' entry points: enqueue only --------------------------------------------------
-    def on_export(self, *, event_type: str | None, body: Any) -> None:
-        meta = body.get("metadata") or {}
-        key: Key = (meta.get("namespace") or "", meta.get("name") or "")
+    # -- the informers' listeners: enqueue only ------------------------------------------------
+    def on_export(
+        self,
+        event_type: str | None,
+        view: ExportView,
+        old: ExportView | None,
+        body: Mapping[str, Any],
+    ) -> None:
+        key = view.key
         if event_type == "DELETED":
-            self.written.pop(meta.get("uid") or "", None)
+            self.written.pop(view.uid, None)
             self.admitted.discard(key)
             self.expected.pop(key, None)
             self.positions.pop(key, None)
             self.tombstones.pop(key, None)
             self.kick()
-        elif (
-            event_type in (None, "ADDED")
-            or (body.get("spec") or {}).get("cancel")
-            or (body.get("status") or {}).get("phase") in FINISHED_PHASES
-        ):
+        elif event_type in (None, "ADDED") or view.cancel_requested or view.finished:
             self.kick()  # new, cancelled or finished: the queue changes
         self.queue.add(key)
+        for listener in self.export_listeners:
+            listener(event_type, body)
 
-    def on_job(self, *, event_type: str | None, body: Any) -> None:
-        job = JobView.from_body(body)
+    def on_job(
+        self, event_type: str | None, job: JobView, old: JobView | None, body: Mapping[str, Any]
+    ) -> None:
         if not job.export_name:
             return
         key = (job.namespace, job.export_name)
@@ -321,11 +367,12 @@ class Controller:
             self.kick()  # a slot may have freed
         self.queue.add(key)
 
-    def on_pod(self, *, event_type: str | None, body: Any) -> None:
-        labels = (body.get("metadata") or {}).get("labels") or {}
-        name = labels.get("exportjobs.dev/export")
-        if name:
-            self.queue.add(((body.get("metadata") or {}).get("namespace") or "", name))
+    def on_pod(
+        self, event_type: str | None, pod: PodView, old: PodView | None, body: Mapping[str, Any]
+    ) -> None:
+        if not pod.export_name or (event_type == "MODIFIED" and pod == old):
+            return  # nothing the controller reads has changed (most pod updates)
+        self.queue.add((pod.namespace, pod.export_name))
 
     # -- reconcile -----------------------------------------------------------------------------
     async def reconcile(self, key: Key) -> Result:
@@ -391,12 +438,16 @@ class Controller:
         if decision.awaiting_admission:
             self.kick()
             return Result()
-        if decision.phase is Phase.QUEUED and "queuePosition" in decision.status:
-            if key in self._position_refresh:
-                self._position_refresh.discard(key)
-            elif current.get("phase") == Phase.QUEUED.value and "queuePosition" in current:
-                # A mere shift in the queue is written by the rate-limited queue loop only.
-                decision.status["queuePosition"] = current["queuePosition"]
+        if (
+            decision.phase is Phase.QUEUED
+            and "queuePosition" in decision.status
+            and current.get("phase") == Phase.QUEUED.value
+            and "queuePosition" in current
+        ):
+            # The position is written when the ExportJob enters the queue, not each time the
+            # queue moves (a patch per queued export per admission): first in, first out, so
+            # the place written is one it can only have moved up from.
+            decision.status["queuePosition"] = current["queuePosition"]
         if decision.delete_job and job is not None and job is not self.tombstones.get(key):
             await writer.delete_job(namespace=job.namespace, name=job.name)
         patch = status_patch(current, decision.status)
@@ -530,39 +581,36 @@ class Controller:
 
     # -- admission -----------------------------------------------------------------------------
     async def _admission_loop(self) -> None:
+        took = 0.0
         while True:
             await self._kick.wait()
-            await asyncio.sleep(ADMISSION_BATCH_DELAY)
+            await asyncio.sleep(max(ADMISSION_BATCH_DELAY, took / ADMISSION_CPU_SHARE - took))
             await self.leading.wait()
             self._kick.clear()
+            started = time.monotonic()
             try:
                 self.admit_once()
             except Exception:  # one bad pass must not stop admission for good
                 log.exception("admission pass failed")
                 await asyncio.sleep(1.0)
                 self.kick()
+            took = time.monotonic() - started
 
     def admit_once(self) -> None:
         """One admission pass: mark the head of the queue admitted, number the rest; enqueue
         the keys whose place changed (their reconcile creates the Job or writes the position)."""
-        if self.exports is None or self.jobs is None:
-            return
         jobs: dict[Key, JobView] = {}
-        for key in list(self.jobs):
-            job = self.job_view(key)
-            if job is not None:
-                jobs[key] = job
+        for job in self.jobs.items.values():
+            if job.export_name and job.name == job_name_for(job.export_name):
+                jobs[(job.namespace, job.export_name)] = job
         expiry = time.monotonic() - EXPECTATION_TIMEOUT
         for key, since in list(self.expected.items()):
             if key in jobs or since < expiry:
                 del self.expected[key]
         waiting: list[ExportView] = []
-        for key in list(self.exports):
-            view = self.export_view(key)
-            if view is None:
-                continue
+        for view in self.exports.items.values():
             view = self._freshest(view)
-            if waits_for_job(view) and key not in jobs:
+            if waits_for_job(view) and view.key not in jobs:
                 waiting.append(view)
         waiting_keys = {e.key for e in waiting}
         self.admitted &= waiting_keys
@@ -580,31 +628,11 @@ class Controller:
         metrics.QUEUE_DEPTH.set(len(plan.positions))
         metrics.RUNNING_JOBS.set(plan.running + len(plan.admit))
         by_key = {e.key: e for e in waiting}
-        previous, self.positions = self.positions, plan.positions
-        for key, position in plan.positions.items():
-            if previous.get(key) == position:
-                continue
-            if by_key[key].phase_value == Phase.QUEUED.value:
-                self._positions_stale.add(key)  # only a new number: rewritten in batches
-            else:
-                self.queue.add(key)
-
-    async def _queue_status_loop(self) -> None:
-        """Let changed queue positions be rewritten, head of the queue first, at a bounded rate:
-        one admission shifts every queued ExportJob, and a patch each would swamp the API server."""
-        interval = self.settings.queue_status_interval_seconds
-        budget = max(1, int(self.settings.queue_status_rate * interval))
-        while True:
-            await asyncio.sleep(interval)
-            await self.leading.wait()
-            stale = sorted(
-                (k for k in self._positions_stale if k in self.positions),
-                key=lambda k: self.positions[k],
-            )
-            batch, rest = stale[:budget], stale[budget:]
-            self._positions_stale = set(rest)
-            for key in batch:
-                self._position_refresh.add(key)
+        self.positions = plan.positions
+        for key in plan.positions:
+            # Entering the queue (its reconcile writes Queued and the position); a mere shift
+            # of an ExportJob already Queued is not written (see reconcile).
+            if by_key[key].phase_value != Phase.QUEUED.value:
                 self.queue.add(key)
 
     # -- housekeeping: retention and resync ----------------------------------------------------
@@ -624,13 +652,10 @@ class Controller:
     def housekeeping(self, *, resync: bool = False) -> None:
         """Enqueue finished ExportJobs past retention, and with `resync` every unfinished one
         (a safety net under the watch events)."""
-        if self.exports is None:
-            return
         now = self.clock()
         retention = self.settings.retention_seconds
-        for key in list(self.exports):
-            export = self.export_view(key)
-            if export is None or export.deleting:
+        for key, export in list(self.exports.items.items()):
+            if export.deleting:
                 continue
             status = self.current_status(export)
             if status.get("phase") not in FINISHED_PHASES:

@@ -131,17 +131,6 @@ class OperatorSettings:
     """RESYNC_INTERVAL_SECONDS: how often every unfinished ExportJob is re-derived even without
     a watch event (seconds), a safety net. Default 60."""
 
-    queue_status_interval_seconds: float = 5.0
-    """QUEUE_STATUS_INTERVAL_SECONDS: queue positions of already-Queued ExportJobs are rewritten
-    at most this often (seconds), so one admission does not cost one patch per queued object.
-    A newly queued ExportJob gets its position at once."""
-
-    queue_status_rate: float = 5.0
-    """QUEUE_STATUS_RATE: at most this many queue-position patches per second (head of the queue
-    first; the rest follow in later rounds). Default 5: positions are informative, the API
-    server's capacity is better spent on Jobs (and a long backlog must not cost a patch per
-    export per admission)."""
-
     workers: int = 32
     """WORKERS: ExportJobs reconciled at once (each creates its Job and writes its status), so
     also the API requests in flight at once. Default 32: enough to keep the API server busy
@@ -155,11 +144,12 @@ class OperatorSettings:
     """RETRY_MAX_SECONDS: the cap of that delay (plus up to 20 % jitter) (seconds). Default 30."""
 
     request_timeout_seconds: float = 30.0
-    """REQUEST_TIMEOUT_SECONDS: the timeout of one API request, operator and kopf (seconds)."""
+    """REQUEST_TIMEOUT_SECONDS: the timeout of one API request (a write, or one page of a
+    list) (seconds)."""
 
     watch_server_timeout_seconds: int = 300
     """WATCH_SERVER_TIMEOUT_SECONDS: asks the API server to end each watch after this (seconds);
-    kopf then re-lists/re-watches. Default 300."""
+    the informer then watches again from the last resourceVersion it saw. Default 300."""
 
     watch_client_timeout_seconds: int = 330
     """WATCH_CLIENT_TIMEOUT_SECONDS: the client gives up on a silent watch after this (seconds);

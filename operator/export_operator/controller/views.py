@@ -20,6 +20,7 @@ PROCESSOR_CONTAINER = "processor"
 ANNOTATION_SOURCE_SIZE = resource.ANNOTATION_SOURCE_SIZE
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+FINISHED_PHASES = frozenset(p.value for p in resource.Phase if p.finished)
 
 
 def parse_time(value: Any) -> dt.datetime | None:
@@ -89,9 +90,15 @@ class ExportView:
             cancel_requested=bool(spec.get("cancel")),
         )
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @functools.cached_property
+    def queue_order(self) -> tuple[dt.datetime, str, str]:
+        """First in, first out: creation time, then namespace and name (timestamps have
+        one-second resolution)."""
+        return (self.created, self.namespace, self.name)
 
     def with_status(self, status: Mapping[str, Any]) -> ExportView:
         """The same view with another status (e.g. the one last written, fresher than the watch)."""
@@ -127,8 +134,8 @@ class ExportView:
 
     @property
     def finished(self) -> bool:
-        phase = self.phase
-        return phase is not None and phase.finished
+        # A string lookup, not an enum: the admission pass asks this of every ExportJob.
+        return self.phase_value in FINISHED_PHASES
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

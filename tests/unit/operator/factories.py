@@ -40,7 +40,11 @@ def export(name: str = "e1", **kwargs: Any) -> ExportView:
     return ExportView.from_body(export_body(name, **kwargs))
 
 
-def job(
+def job(export_name: str = "e1", **kwargs: Any) -> JobView:
+    return JobView.from_body(job_body(export_name, **kwargs))
+
+
+def job_body(
     export_name: str = "e1",
     *,
     namespace: str = "ns",
@@ -49,7 +53,7 @@ def job(
     failed: int = 0,
     conditions: list[dict[str, Any]] | None = None,
     deleting: bool = False,
-) -> JobView:
+) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": f"export-{export_name}",
         "namespace": namespace,
@@ -58,18 +62,16 @@ def job(
     }
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T01:00:00Z"
-    return JobView.from_body(
-        {
-            "metadata": meta,
-            "status": {
-                "active": active,
-                "succeeded": succeeded,
-                "failed": failed,
-                "startTime": "2026-01-01T00:00:05Z",
-                "conditions": conditions or [],
-            },
-        }
-    )
+    return {
+        "metadata": meta,
+        "status": {
+            "active": active,
+            "succeeded": succeeded,
+            "failed": failed,
+            "startTime": "2026-01-01T00:00:05Z",
+            "conditions": conditions or [],
+        },
+    }
 
 
 def condition(type_: str, reason: str = "", message: str = "") -> dict[str, Any]:
@@ -82,7 +84,11 @@ def condition(type_: str, reason: str = "", message: str = "") -> dict[str, Any]
     }
 
 
-def pod(
+def pod(name: str = "p1", **kwargs: Any) -> PodView:
+    return PodView.from_body(pod_body(name, **kwargs))
+
+
+def pod_body(
     name: str = "p1",
     *,
     export_name: str = "e1",
@@ -90,21 +96,19 @@ def pod(
     created: str = "2026-01-01T00:00:05Z",
     state: dict[str, Any] | None = None,
     scheduled: dict[str, Any] | None = None,
-) -> PodView:
+) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase, "conditions": [scheduled] if scheduled else []}
     if state is not None:
         status["containerStatuses"] = [{"name": "processor", "state": state}]
-    return PodView.from_body(
-        {
-            "metadata": {
-                "name": name,
-                "namespace": "ns",
-                "creationTimestamp": created,
-                "labels": {"exportjobs.dev/export": export_name},
-            },
-            "status": status,
-        }
-    )
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "creationTimestamp": created,
+            "labels": {"exportjobs.dev/export": export_name},
+        },
+        "status": status,
+    }
 
 
 def terminated(exit_code: int, message: str = "", reason: str = "Error") -> dict[str, Any]:

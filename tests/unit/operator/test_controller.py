@@ -11,11 +11,19 @@ from typing import Any
 import pytest
 
 from export_operator.controller.apicalls import ApiError
+from export_operator.controller.informer import Informer
 from export_operator.controller.reconciler import Controller, JobCreateError
 from export_operator.controller.settings import OperatorSettings
-from export_operator.controller.views import ExportView, JobView, PodView
 from export_operator.controller.workqueue import Result, run_worker
-from tests.unit.operator.factories import condition, export, export_body, job, pod, terminated
+from tests.unit.operator.factories import (
+    condition,
+    export_body,
+    job,
+    job_body,
+    pod,
+    pod_body,
+    terminated,
+)
 
 NOW = dt.datetime(2026, 1, 1, 0, 20, tzinfo=dt.UTC)
 Key = tuple[str, str]
@@ -66,19 +74,15 @@ class Harness:
         self.controller = Controller(settings=OperatorSettings(**settings), clock=lambda: NOW)
         self.writer = FakeWriter()
         self.controller.writer = self.writer  # type: ignore[assignment]
-        self.exports: dict[Key, list[ExportView]] = {}
-        self.jobs: dict[Key, list[JobView]] = {}
-        self.pods: dict[Key, list[PodView]] = {}
-        self.controller.attach(
-            exports=self.exports,  # type: ignore[arg-type]
-            jobs=self.jobs,  # type: ignore[arg-type]
-            pods=self.pods,  # type: ignore[arg-type]
-        )
+
+    @staticmethod
+    def event(informer: Informer[Any], type_: str, body: dict[str, Any]) -> None:
+        """A watch event, through the controller's informer (its cache and listeners)."""
+        informer.handle_event({"type": type_, "object": body})
 
     def add(self, name: str, **kwargs: Any) -> Key:
-        view = export(name, **kwargs)
-        self.exports[view.key] = [view]
-        return view.key
+        self.event(self.controller.exports, "ADDED", export_body(name, **kwargs))
+        return ("ns", name)
 
     def status(self, name: str) -> dict[str, Any]:
         merged: dict[str, Any] = {}
@@ -140,7 +144,7 @@ async def test_a_refused_create_shows_no_job_says_why_and_is_retried(
     assert status["jobName"] == "export-a"
     assert len(h.writer.jobs) == 1
     # The watch has not shown the Job yet: still Pending, nothing "disappeared".
-    h.exports[key] = [export("a", status=status)]
+    h.event(h.controller.exports, "MODIFIED", export_body("a", status=status))
     assert await h.controller.reconcile(key) == Result()
     assert h.status("a")["phase"] == "Pending"
 
@@ -232,7 +236,7 @@ async def test_a_finished_job_deleted_before_the_status_recorded_it_still_succee
         "status": {"succeeded": 1, "conditions": [condition("Complete")]},
     }
     assert done.complete
-    h.controller.on_job(event_type="DELETED", body=body)  # TTL: gone from the index
+    h.event(h.controller.jobs, "DELETED", body)  # TTL: gone from the cache
     assert await h.controller.reconcile(key) == Result()
     assert h.status("a")["phase"] == "Succeeded"
     assert key not in h.controller.tombstones
@@ -242,8 +246,9 @@ async def test_a_pod_that_cannot_start_is_failed_by_the_watchdog_and_frees_its_s
     h = Harness(start_timeout_seconds=60, max_running=1)
     key = h.add("a", status={"phase": "Pending", "jobName": "export-a"})
     waiting = h.add("b", created="2026-01-01T00:00:09Z")
-    h.jobs[key] = [job("a", active=1)]
-    stuck = pod(
+    h.event(h.controller.jobs, "ADDED", job_body("a", active=1))
+    stuck = pod_body(
+        export_name="a",
         state={"waiting": {"reason": "CreateContainerError", "message": "invalid env"}},
         scheduled={
             "type": "PodScheduled",
@@ -251,7 +256,7 @@ async def test_a_pod_that_cannot_start_is_failed_by_the_watchdog_and_frees_its_s
             "lastTransitionTime": "2026-01-01T00:18:30Z",
         },
     )
-    h.pods[key] = [stuck]
+    h.event(h.controller.pods, "ADDED", stuck)
     h.controller.admit_once()
     assert waiting in h.controller.positions, "the stuck one holds the only slot"
     result = await h.controller.reconcile(key)  # 90 s after scheduling: over the limit
@@ -263,8 +268,8 @@ async def test_a_pod_that_cannot_start_is_failed_by_the_watchdog_and_frees_its_s
     # Until then, a stuck pod is looked at again after the housekeeping interval.
     h2 = Harness(start_timeout_seconds=600)
     k2 = h2.add("a", status={"phase": "Pending", "jobName": "export-a"})
-    h2.jobs[k2] = [job("a", active=1)]
-    h2.pods[k2] = [stuck]
+    h2.event(h2.controller.jobs, "ADDED", job_body("a", active=1))
+    h2.event(h2.controller.pods, "ADDED", stuck)
     assert (await h2.controller.reconcile(k2)).requeue_after == 10.0
 
 
@@ -288,9 +293,8 @@ async def test_status_write_failure_is_retried_by_the_queue_with_backoff() -> No
 async def test_a_deleted_exportjob_has_its_job_deleted_and_is_forgotten() -> None:
     h = Harness()
     key = h.add("a", status={"phase": "Pending", "jobName": "export-a"})
-    h.jobs[key] = [job("a", active=1)]
-    del h.exports[key]
-    h.controller.on_export(event_type="DELETED", body=export_body("a"))
+    h.event(h.controller.jobs, "ADDED", job_body("a", active=1))
+    h.event(h.controller.exports, "DELETED", export_body("a"))
     assert await h.controller.reconcile(key) == Result()
     assert h.writer.deleted_jobs == ["export-a"]
     assert h.controller.queue.failures(key) == 0
@@ -340,3 +344,29 @@ async def test_an_invalid_spec_fails_at_once_even_while_it_would_wait_for_a_slot
     assert outcomes == {first: Result(), bad: Result()}
     assert h.status("bad")["error"]["code"] == "INVALID_SPEC"
     assert h.status("first")["phase"] == "Pending"
+
+
+async def test_the_queue_position_is_written_once_on_entering_the_queue() -> None:
+    """A backlog costs no patch per queued export per admission: the place in line is written
+    when the export is queued (FIFO: it only moves up), then Pending and the outcome."""
+    h = Harness(max_running=1)
+    keys = [h.add(f"e{i}", created=f"2026-01-01T00:00:0{i}Z") for i in range(4)]
+    await h.admit_and_reconcile(*keys)
+    assert [h.status(k[1]).get("queuePosition") for k in keys] == [None, 1, 2, 3]
+    assert [h.status(k[1])["phase"] for k in keys] == ["Pending", "Queued", "Queued", "Queued"]
+    for key in keys:  # the watch shows what was written
+        h.event(
+            h.controller.exports,
+            "MODIFIED",
+            export_body(key[1], created=f"2026-01-01T00:00:0{key[1][1]}Z", status=h.status(key[1])),
+        )
+    # e0 finishes: e1 is admitted, e2 and e3 move up in the queue (2 → 1, 3 → 2).
+    h.event(
+        h.controller.jobs, "ADDED", job_body("e0", succeeded=1, conditions=[condition("Complete")])
+    )
+    patches = len(h.writer.patches)
+    await h.admit_and_reconcile(*keys)
+    assert h.controller.positions == {keys[2]: 1, keys[3]: 2}
+    written = [name for name, _ in h.writer.patches[patches:]]
+    assert sorted(written) == ["e0", "e1"], "e0 Succeeded, e1 Pending; nothing for e2 and e3"
+    assert h.status("e2")["queuePosition"] == 2, "the place when it was queued: an upper bound"

@@ -20,7 +20,7 @@ def test_values_are_parsed_by_type() -> None:
             "EXPORTJOBS_NAMESPACE": "exports",
             "EXPORTJOBS_OPERATOR_MAX_RUNNING": "5",
             "EXPORTJOBS_OPERATOR_STANDALONE": "true",
-            "EXPORTJOBS_OPERATOR_QUEUE_STATUS_INTERVAL_SECONDS": "0.5",
+            "EXPORTJOBS_OPERATOR_RESYNC_INTERVAL_SECONDS": "0.5",
             "EXPORTJOBS_OPERATOR_PROCESSOR_ENV": '{"AWS_ENDPOINT_URL": "http://minio:9000"}',
             "EXPORTJOBS_OPERATOR_PROCESSOR_IMAGE": "proc:2",
         }
@@ -28,7 +28,7 @@ def test_values_are_parsed_by_type() -> None:
     assert settings.namespace == "exports"
     assert settings.max_running == 5
     assert settings.standalone is True
-    assert settings.queue_status_interval_seconds == 0.5
+    assert settings.resync_interval_seconds == 0.5
     assert settings.processor_env == {"AWS_ENDPOINT_URL": "http://minio:9000"}
     assert settings.processor_image == "proc:2"
 
