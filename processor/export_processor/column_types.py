@@ -95,23 +95,32 @@ def convert(text: Any, kind: pa.DataType) -> Any | None:
         text: a string array (nulls are the CSV's empty fields and stay null).
         kind: one of the typed kinds above.
     """
+    converted = convert_with_text(text, kind)
+    return None if converted is None else converted[0]
+
+
+def convert_with_text(text: Any, kind: pa.DataType) -> tuple[Any, Any] | None:
+    """`convert`, with the values' text as Arrow prints them (what the writers write): for
+    integers, booleans and timestamps the source text itself (the rule admits only the forms
+    Arrow prints), for decimals and dates the printed text the check compared. JSON Lines writes
+    that text instead of printing the values a second time."""
     if pa.types.is_boolean(kind):
         known = pc.is_in(text, value_set=_BOOLEANS)
         if not _all_true(pc.or_(known, pc.is_null(text))):
             return None
-        return pc.equal(text, "true")
+        return pc.equal(text, "true"), text
     try:
         values = pc.cast(text, kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if pa.types.is_timestamp(kind):
-        return values if _iso_seconds(text, utc=kind.tz is not None) else None
+        return (values, text) if _iso_seconds(text, utc=kind.tz is not None) else None
     if pa.types.is_integer(kind):
         # Arrow parses only [-]digits and 0x-hex as integers; of those, exactly the ones with a
         # leading zero (007, 00, 0x10, -0, -07) are not canonical. Cheaper than printing back.
         zero_first = pc.and_(pc.starts_with(text, "0"), pc.greater(pc.binary_length(text), 1))
         canonical = pc.invert(pc.or_(zero_first, pc.starts_with(text, "-0")))
-        return values if _all_true(canonical) else None
+        return (values, text) if _all_true(canonical) else None
     printed = pc.cast(values, TEXT)
     if pa.types.is_floating(kind):
         if not _all_true(pc.is_finite(values)):
@@ -119,7 +128,12 @@ def convert(text: Any, kind: pa.DataType) -> Any | None:
         expected = _decimal_text(text)
     else:
         expected = text
-    return values if _all_true(pc.equal(printed, expected)) else None
+    return (values, printed) if _all_true(pc.equal(printed, expected)) else None
+
+
+JSON_LITERAL = {b"exportjobs.json": b"literal"}
+"""Field metadata of a JSON Lines batch's column holding JSON literals (numbers, booleans) as
+text: written unquoted, a null as `null`."""
 
 
 @dataclass
@@ -154,7 +168,10 @@ class Typer:
     """Applies the rule to each text batch: infers types from the first, checks every later one.
 
     `apply` returns the typed batch, or None when a value broke a column's type; the plan is then
-    already widened. `observe` only checks and widens (the settling pass, which writes nothing).
+    already widened. For JSON Lines the typed columns come as the text of their JSON literals
+    (field metadata JSON_LITERAL), the values' own printed text: the encoder writes them as they
+    are instead of printing the values again (a second float-to-text pass cost more than the
+    check).
     """
 
     def __init__(self, names: list[str], *, export_format: str, mode: str) -> None:
@@ -162,6 +179,7 @@ class Typer:
         self._candidates: tuple[pa.DataType, ...] = (
             () if mode == "string" else _CANDIDATES.get(export_format, ())
         )
+        self._literals = export_format == "jsonl"
         self.plan: ColumnPlan | None = None
         self._int_bounds: dict[int, tuple[int, int]] = {}
         if not self._candidates:
@@ -195,19 +213,20 @@ class Typer:
         low, high = self._int_bounds.get(index, (bounds["min"], bounds["max"]))
         self._int_bounds[index] = (min(low, bounds["min"]), max(high, bounds["max"]))
 
-    def _widen(self, plan: ColumnPlan, index: int, text: Any) -> Any:
-        """Widen column `index` for the values `text`; returns them converted to the new type."""
+    def _widen(self, plan: ColumnPlan, index: int, text: Any) -> tuple[Any, Any]:
+        """Widen column `index` for the values `text`; returns them converted to the new type,
+        and their text (`convert_with_text`)."""
         old = plan.types[index]
-        new, values = TEXT, text
+        new, converted = TEXT, (text, text)
         if pa.types.is_int64(old):
             low, high = self._int_bounds.get(index, (0, 0))
             earlier_fit = low > -FLOAT_EXACT_INTEGERS and high < FLOAT_EXACT_INTEGERS
-            as_float = convert(text, FLOAT) if earlier_fit else None
+            as_float = convert_with_text(text, FLOAT) if earlier_fit else None
             if as_float is not None:
-                new, values = FLOAT, as_float
+                new, converted = FLOAT, as_float
         plan.types[index] = new
         plan.widened.append(f"{plan.names[index]}: {old} -> {new}")
-        return values
+        return converted
 
     def apply(self, batch: pa.RecordBatch, *, settle: bool = False) -> pa.RecordBatch | None:
         """The batch with the plan's types; None if the plan had to widen (see class doc).
@@ -225,13 +244,26 @@ class Typer:
             if kind == TEXT:
                 columns.append(text)
                 continue
-            values = convert(text, kind)
-            if values is None:
+            converted = convert_with_text(text, kind)
+            if converted is None:
                 widened = True
-                values = self._widen(plan, index, text)
+                converted = self._widen(plan, index, text)
+            values, printed = converted
             if pa.types.is_int64(plan.types[index]):
                 self._track(index, values)
-            columns.append(values)
+            columns.append(printed if self._literals else values)
         if widened and not settle:
             return None
-        return pa.RecordBatch.from_arrays(columns, schema=plan.schema)
+        schema = self._literal_schema(plan) if self._literals else plan.schema
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    @staticmethod
+    def _literal_schema(plan: ColumnPlan) -> pa.Schema:
+        return pa.schema(
+            [
+                pa.field(name, TEXT)
+                if kind == TEXT
+                else pa.field(name, TEXT, metadata=JSON_LITERAL)
+                for name, kind in zip(plan.names, plan.types, strict=True)
+            ]
+        )

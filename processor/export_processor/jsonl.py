@@ -18,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as _compute
 
+from export_processor.column_types import JSON_LITERAL
+
 # The compute stubs type these kernels narrower than they behave (scalars broadcast, str
 # literals accepted); the module is checked through its tests instead.
 pc: Any = _compute
@@ -59,10 +61,13 @@ def _is_text(kind: pa.DataType) -> bool:
     return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
-def _json_values(column: Any) -> tuple[Any, bool]:
+def _json_values(column: Any, *, literal: bool = False) -> tuple[Any, bool]:
     """The JSON text of each value of one column (no nulls in the result), and whether the
-    values still need their quotes around them (text without nulls: quoted by the caller)."""
+    values still need their quotes around them (text without nulls: quoted by the caller).
+    A `literal` column is text that is already JSON (numbers, booleans: column_types)."""
     kind = column.type
+    if literal:
+        return (column if column.null_count == 0 else pc.fill_null(column, _NULL)), False
     if _is_text(kind):
         text = _escape(column)
         if column.null_count == 0:
@@ -91,6 +96,7 @@ class JsonLinesEncoder:
 
     def __init__(self, schema: pa.Schema) -> None:
         self._keys = [json.dumps(name, ensure_ascii=False) for name in schema.names]
+        self._literal = [field.metadata == JSON_LITERAL for field in schema]
 
     def encode(self, batch: pa.RecordBatch) -> pa.Buffer:
         """The JSON Lines bytes of `batch` (empty buffer for no rows)."""
@@ -99,7 +105,7 @@ class JsonLinesEncoder:
         pieces: list[Any] = []
         literal = ""
         for index, key in enumerate(self._keys):
-            values, quoted_by_join = _json_values(batch.column(index))
+            values, quoted_by_join = _json_values(batch.column(index), literal=self._literal[index])
             literal += ("{" if index == 0 else ",") + key + ":" + ('"' if quoted_by_join else "")
             pieces += [literal, values]
             literal = '"' if quoted_by_join else ""

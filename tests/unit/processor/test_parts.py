@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from export_processor import termination
-from export_processor.column_types import unique_names
+from export_processor.column_types import JSON_LITERAL, Typer, unique_names
 from export_processor.errors import InvalidConfigError
 from export_processor.jsonl import JsonLinesEncoder
 from export_processor.locations import output_location, parse_location
@@ -85,6 +85,35 @@ def test_jsonl_escapes_every_control_character_and_keeps_types() -> None:
     assert [o["f"] for o in objects] == [1.5, None, None, -0.25, None]
     assert [o["b"] for o in objects] == [True, False, None, True, False]
     assert objects[0]['we"ird'] == "x"
+
+
+def test_jsonl_batches_carry_the_printed_text_of_typed_values() -> None:
+    """For JSON Lines the Typer hands over the text of each typed value (the source text of
+    integers and booleans, the print-back of decimals) as JSON literals: the same lines as
+    encoding the typed values, without printing them a second time."""
+    names = ["i", "f", "b", "t"]
+    text = pa.record_batch(
+        {
+            "i": pa.array(["1", "-20", None, "9007199254740993"]),
+            "f": pa.array(["1.50", "0.1", "-2", None]),
+            "b": pa.array(["true", None, "false", "true"]),
+            "t": pa.array(["x", "1.0", None, ""]),
+        }
+    )
+    literal = Typer(names, export_format="jsonl", mode="auto").apply(text)
+    typed = Typer(names, export_format="parquet", mode="auto").apply(text)
+    assert literal is not None and typed is not None
+    assert literal.schema.types == [pa.string()] * 4
+    assert [f.metadata for f in literal.schema] == [JSON_LITERAL] * 3 + [None]
+    assert typed.schema.types == [pa.int64(), pa.float64(), pa.bool_(), pa.string()]
+    lines = JsonLinesEncoder(literal.schema).encode(literal).to_pybytes()
+    assert lines == JsonLinesEncoder(typed.schema).encode(typed).to_pybytes()
+    assert [json.loads(line) for line in lines.splitlines()] == [
+        {"i": 1, "f": 1.5, "b": True, "t": "x"},
+        {"i": -20, "f": 0.1, "b": None, "t": "1.0"},
+        {"i": None, "f": -2, "b": False, "t": None},
+        {"i": 9007199254740993, "f": None, "b": True, "t": ""},
+    ]
 
 
 @pytest.mark.parametrize("with_nulls", [False, True])
