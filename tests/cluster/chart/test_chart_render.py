@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,6 +298,28 @@ def test_webhook_disruption_budget_and_network_policy_select_its_pods() -> None:
         assert selector["matchLabels"].items() <= pod_labels.items()
         assert selector["matchLabels"]["app.kubernetes.io/component"] == "webhook"
     assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+
+def _webhook_pod(values: dict[str, str] | None = None) -> dict[str, Any]:
+    docs = objects(template(values=values).stdout)
+    (webhook,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("webhook")
+    ]
+    pod: dict[str, Any] = webhook["spec"]["template"]["spec"]
+    return pod
+
+
+def test_webhook_keeps_serving_through_a_pre_stop_sleep_inside_its_grace_period() -> None:
+    # A deleted pod leaves the Service's endpoints at once, but kube-proxy acts on that a moment
+    # later: without the sleep, SIGTERM closed the listener first and new connections were refused.
+    pod = _webhook_pod()
+    (container,) = pod["containers"]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    shutdown = webhook_settings.WebhookSettings.shutdown_timeout_seconds
+    assert pod["terminationGracePeriodSeconds"] >= 5 + shutdown
+    off = _webhook_pod({"webhook.preStopSleepSeconds": "0"})
+    assert "lifecycle" not in off["containers"][0]
+    assert off["terminationGracePeriodSeconds"] >= shutdown
 
 
 def test_notifications_mount_the_signing_secrets_and_share_the_policy() -> None:
