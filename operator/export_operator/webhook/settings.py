@@ -10,9 +10,10 @@ import functools
 import os
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from export_operator.callbacks import CallbackPolicy
 from export_operator.resource import ExportFormat, parse_s3_uri
@@ -20,32 +21,37 @@ from export_operator.webhook.bounds import Bounds, S3Prefix, template_prefix
 
 PREFIX = "EXPORTJOBS_WEBHOOK_"
 
+V = TypeVar("V")
+
 AWS_SNS_HOST_PATTERN = r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
 """Hosts SNS signs from and sends SubscribeURLs for (`sns.<region>.amazonaws.com[.cn]`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class FormatRule:
-    """Objects under `s3://bucket/prefix` are exported as `export_format`."""
+@dataclass(frozen=True)
+class PrefixRule(Generic[V]):
+    """Objects under `s3://bucket/prefix` get `value` (an export format, a callback URL)."""
 
     bucket: str
     prefix: str
-    export_format: ExportFormat
+    value: V
 
     def matches(self, *, bucket: str, key: str) -> bool:
         return bucket == self.bucket and key.startswith(self.prefix)
 
 
-@dataclass(frozen=True, slots=True)
-class CallbackRule:
-    """S3-triggered exports of objects under `s3://bucket/prefix` notify `url` when done."""
+FormatRule = PrefixRule[ExportFormat]
+CallbackRule = PrefixRule[str]
 
-    bucket: str
-    prefix: str
-    url: str
 
-    def matches(self, *, bucket: str, key: str) -> bool:
-        return bucket == self.bucket and key.startswith(self.prefix)
+def longest_match(rules: Iterable[PrefixRule[V]], *, bucket: str, key: str) -> V | None:
+    """The value of the matching rule with the longest prefix (the first of equals), or None."""
+    best: PrefixRule[V] | None = None
+    for rule in rules:
+        if rule.matches(bucket=bucket, key=key) and (
+            best is None or len(rule.prefix) > len(best.prefix)
+        ):
+            best = rule
+    return best.value if best else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,7 +217,7 @@ class WebhookSettings:
             raise ValueError("presign expiry must be between 1 s and 7 days")
         re.compile(self.sns_host_pattern)
         for rule in self.callback_rules:
-            self.callback_policy.check_url(rule.url)
+            self.callback_policy.check_url(rule.value)
         if self.sns_max_age_seconds < 1:
             raise ValueError("SNS max age must be at least 1 s")
         if not 1 <= self.max_event_records <= 100_000:
@@ -222,13 +228,7 @@ class WebhookSettings:
 
     def callback_for(self, *, bucket: str, key: str) -> str | None:
         """The configured callback URL for an object, by the longest matching rule."""
-        best: CallbackRule | None = None
-        for rule in self.callback_rules:
-            if rule.matches(bucket=bucket, key=key) and (
-                best is None or len(rule.prefix) > len(best.prefix)
-            ):
-                best = rule
-        return best.url if best else None
+        return longest_match(self.callback_rules, bucket=bucket, key=key)
 
     @functools.cached_property
     def bounds(self) -> Bounds:
@@ -250,13 +250,7 @@ class WebhookSettings:
 
     def format_for(self, *, bucket: str, key: str) -> ExportFormat | None:
         """The configured format for an object, by the longest matching bucket/prefix rule."""
-        best: FormatRule | None = None
-        for rule in self.format_rules:
-            if rule.matches(bucket=bucket, key=key) and (
-                best is None or len(rule.prefix) > len(best.prefix)
-            ):
-                best = rule
-        return best.export_format if best else None
+        return longest_match(self.format_rules, bucket=bucket, key=key)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSettings:
@@ -349,7 +343,7 @@ def parse_format_rules(text: str) -> tuple[FormatRule, ...]:
             export_format = ExportFormat(fmt.strip())
         except ValueError:
             raise ValueError(f"format rule {item!r}: unknown format {fmt!r}") from None
-        rules.append(FormatRule(bucket=bucket.strip(), prefix=prefix, export_format=export_format))
+        rules.append(FormatRule(bucket=bucket.strip(), prefix=prefix, value=export_format))
     return tuple(rules)
 
 
@@ -365,7 +359,7 @@ def parse_callback_rules(text: str) -> tuple[CallbackRule, ...]:
         if not sep or not where.strip() or not url.strip():
             raise ValueError(f"callback rule {item!r} is not bucket[/prefix]=url")
         bucket, _, prefix = where.strip().partition("/")
-        rules.append(CallbackRule(bucket=bucket, prefix=prefix, url=url.strip()))
+        rules.append(CallbackRule(bucket=bucket, prefix=prefix, value=url.strip()))
     return tuple(rules)
 
 

@@ -100,8 +100,8 @@ def make_settings(**overrides: Any) -> WebhookSettings:
         namespace="ns",
         tokens=(TOKEN, "second-token"),
         format_rules=(
-            FormatRule(bucket="rules", prefix="", export_format=ExportFormat.CSV_GZ),
-            FormatRule(bucket="rules", prefix="reports/", export_format=ExportFormat.PARQUET),
+            FormatRule(bucket="rules", prefix="", value=ExportFormat.CSV_GZ),
+            FormatRule(bucket="rules", prefix="reports/", value=ExportFormat.PARQUET),
         ),
         eventbridge_api_keys=("eb-key",),
         # The buckets the samples use (tests/unit/webhook/test_security.py narrows them).
