@@ -171,6 +171,14 @@ componentsPatches:
   extraArgs:
   - {key: manage-all-nodes, value: "false", override: true}
   - {key: manage-nodes-with-annotation-selector, value: kwok.x-k8s.io/node=fake}
+# One scheduler and one controller manager: no leader election. With it, a slow API server (a
+# loaded machine, an API server restart) made them miss a lease renewal and exit for good.
+- name: kube-scheduler
+  extraArgs:
+  - {key: leader-elect, value: "false"}
+- name: kube-controller-manager
+  extraArgs:
+  - {key: leader-elect, value: "false"}
 YAML
   [ "$real_node" = 1 ] || return 0
   # Pods reach the API server through the kubernetes Service (10.0.0.1 -> the bridge address);

@@ -83,3 +83,31 @@ def _pinned(name: str) -> str:
 
     script = f'source "{REPO}/hack/versions.env"; printf %s "${name}"'
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+
+
+def test_scheduler_and_controller_manager_run_without_leader_election(
+    cluster: LocalCluster,
+) -> None:
+    # With leader election, a slow API server (a loaded machine) made them miss a renewal and
+    # exit for good: pods then stayed Pending (an e2e run hung in `helm install --wait`).
+    # kwokctl drops an `override: true` patch of a flag it does not set itself, so check the
+    # processes, not the configuration.
+    from pathlib import Path
+
+    import pytest
+
+    if cluster.local_dir is None:
+        pytest.skip("a given cluster: not started by hack/cluster.sh")
+    folder = f"/clusters/{cluster.name}/".encode()
+    found: dict[str, list[bytes]] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        name = Path(args[0].decode(errors="replace")).name
+        if name in ("kube-scheduler", "kube-controller-manager") and folder in args[0]:
+            found[name] = args
+    assert set(found) == {"kube-scheduler", "kube-controller-manager"}, found
+    for name, args in found.items():
+        assert b"--leader-elect=false" in args, (name, args)
