@@ -34,5 +34,5 @@ if [ -n "${EXPORTJOBS_E2E_OPERATOR_IMAGE:-}" ]; then
   # The up/down cycles test the local cluster's scripts, not a cluster you bring.
   ignore+=(--ignore tests/e2e/test_cluster_cycles.py)
 fi
-export EXPORTJOBS_CLUSTER_CYCLES=${EXPORTJOBS_CLUSTER_CYCLES:-3}
+export EXPORTJOBS_CLUSTER_CYCLES=${EXPORTJOBS_CLUSTER_CYCLES:-1}
 exec .venv/bin/python -m pytest -p no:cacheprovider tests/e2e "${ignore[@]}" "$@"
