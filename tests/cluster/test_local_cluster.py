@@ -98,7 +98,9 @@ def test_scheduler_and_controller_manager_run_without_leader_election(
 
     if cluster.local_dir is None:
         pytest.skip("a given cluster: not started by hack/cluster.sh")
+    # This session's cluster: other sessions may run clusters of the same name elsewhere.
     folder = f"/clusters/{cluster.name}/".encode()
+    local_dir = str(cluster.local_dir.resolve()).encode()
     found: dict[str, list[bytes]] = {}
     for proc in Path("/proc").iterdir():
         try:
@@ -106,7 +108,11 @@ def test_scheduler_and_controller_manager_run_without_leader_election(
         except OSError:
             continue
         name = Path(args[0].decode(errors="replace")).name
-        if name in ("kube-scheduler", "kube-controller-manager") and folder in args[0]:
+        if (
+            name in ("kube-scheduler", "kube-controller-manager")
+            and folder in args[0]
+            and args[0].startswith(local_dir)
+        ):
             found[name] = args
     assert set(found) == {"kube-scheduler", "kube-controller-manager"}, found
     for name, args in found.items():
