@@ -421,7 +421,8 @@ class Backlog:
                     f"  {time.monotonic() - start:6.0f}s: {len(self.job_order)} Jobs, "
                     f"{done} Succeeded (status patches each: mean {mean:.2f}, max {most}), "
                     f"FIFO displacement so far {self._displacement()}, "
-                    f"operator RSS peak {self.peak_rss / 2**20:.0f} MiB",
+                    f"operator RSS peak {self.peak_rss / 2**20:.0f} MiB, "
+                    f"CPU {_cpu_seconds(proc.pid):.0f}s",
                     flush=True,
                 )
                 if proc.poll() is not None:
@@ -430,6 +431,7 @@ class Backlog:
                     raise RuntimeError("no progress")
                 last = done
             total = time.monotonic() - start
+            cpu = _cpu_seconds(proc.pid)
             await asyncio.sleep(3)  # late patches (none expected) would be counted now
         finally:
             for task in followers:
@@ -449,6 +451,7 @@ class Backlog:
             "rss_mib": self.peak_rss / 2**20,
             "patches_mean": statistics.mean(patches),
             "patches_max": max(patches),
+            "cpu": cpu,
         }
 
     def _displacement(self) -> int:
@@ -477,7 +480,7 @@ async def main_backlog(
         f"Succeeded {figures['succeeded']}; FIFO: at most {figures['displacement']} places off "
         f"(goal < {args.max_running}); operator peak RSS {figures['rss_mib']:.0f} MiB "
         f"(goal <= 300); status patches per export mean {figures['patches_mean']:.2f}, "
-        f"max {figures['patches_max']} (goal <= 3)"
+        f"max {figures['patches_max']} (goal <= 3); operator CPU {figures['cpu']:.0f}s in all"
     )
 
 

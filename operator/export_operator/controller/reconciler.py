@@ -164,6 +164,8 @@ class Controller:
         recorded."""
         self._creations_pending_since: float | None = None
         self._creations_checked = 0.0
+        self._checked: set[str] = set()
+        """Uids of ExportJobs whose spec gave a Job manifest (checked before admission)."""
         self._deferred: set[Key] = set()
         """Keys whose status write waits for the pending Job creations (see _creations_first)."""
         self._kick = asyncio.Event()
@@ -344,6 +346,7 @@ class Controller:
         key = view.key
         if event_type == "DELETED":
             self.written.pop(view.uid, None)
+            self._checked.discard(view.uid)
             self.admitted.discard(key)
             self.expected.pop(key, None)
             self.positions.pop(key, None)
@@ -411,10 +414,14 @@ class Controller:
                 self.admitted.add(key)  # no limit: no need to wait for an admission pass
             if key in self.admitted:
                 invalid, waiting = await self._create_job(export)
-            elif fresh.phase is not Phase.QUEUED:
+            elif fresh.phase is not Phase.QUEUED and export.uid not in self._checked:
                 # Not admitted yet: a spec that can never run fails now, not after its wait.
+                # (Checked once: the spec is immutable, and while the Queued write waits for
+                # the Job creations of a burst, the key comes back.)
                 built = await self._build_job(export, sized=False)
                 invalid = built if isinstance(built, str) else None
+                if invalid is None:
+                    self._checked.add(export.uid)
         decision = decide(
             export=export,
             current=current,
@@ -628,11 +635,12 @@ class Controller:
         metrics.QUEUE_DEPTH.set(len(plan.positions))
         metrics.RUNNING_JOBS.set(plan.running + len(plan.admit))
         by_key = {e.key: e for e in waiting}
-        self.positions = plan.positions
+        previous, self.positions = self.positions, plan.positions
         for key in plan.positions:
-            # Entering the queue (its reconcile writes Queued and the position); a mere shift
-            # of an ExportJob already Queued is not written (see reconcile).
-            if by_key[key].phase_value != Phase.QUEUED.value:
+            # Entering the queue: its reconcile writes Queued and the position (a write that
+            # fails or waits is retried by the queue). A mere shift of an ExportJob already in
+            # the queue is not written (see reconcile).
+            if key not in previous and by_key[key].phase_value != Phase.QUEUED.value:
                 self.queue.add(key)
 
     # -- housekeeping: retention and resync ----------------------------------------------------
