@@ -59,9 +59,11 @@ log = logging.getLogger(__name__)
 
 EXPECTATION_TIMEOUT = 120.0
 """Seconds after which a created-but-unseen Job stops being expected (the watch lost it)."""
-CREATIONS_FIRST_MAX = 5.0
-"""Seconds at most that status writes (not final ones) and Events wait for pending Job creations:
-in a burst the API server's capacity goes to the Jobs first."""
+CREATIONS_FIRST_MAX = 15.0
+"""Seconds at most that status writes (not final ones) and Events wait while Jobs are being
+created: in a burst the API server's capacity goes to the Jobs first."""
+CREATIONS_QUIET = 1.0
+"""Seconds without a Job create after which a burst counts as over (the waiting writes go)."""
 CREATIONS_CHECK_INTERVAL = 0.05
 """Seconds the answer of `_creations_first` is reused (it scans the admitted keys)."""
 CREATIONS_FIRST_POLL = 0.5
@@ -164,6 +166,10 @@ class Controller:
         recorded."""
         self._creations_pending_since: float | None = None
         self._creations_checked = 0.0
+        self._last_create = 0.0
+        self.creations_quiet = CREATIONS_QUIET
+        """See CREATIONS_QUIET (0 in unit tests: a write right after a create goes at once)."""
+        self._flush: asyncio.TimerHandle | None = None
         self._checked: set[str] = set()
         """Uids of ExportJobs whose spec gave a Job manifest (checked before admission)."""
         self._deferred: set[Key] = set()
@@ -249,6 +255,8 @@ class Controller:
     async def stop(self) -> None:
         """Stop the workers and loops, hand the Lease over, close the API client."""
         self.queue.shut_down()
+        if self._flush is not None:
+            self._flush.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -460,6 +468,7 @@ class Controller:
         patch = status_patch(current, decision.status)
         if patch and not decision.phase.finished and waiting is None and self._creations_first():
             self._deferred.add(key)  # queued again once the creations are done
+            self._schedule_flush()
             return Result(requeue_after=CREATIONS_FIRST_MAX)
         if patch:
             try:
@@ -514,6 +523,7 @@ class Controller:
         job = await self._build_job(export, sized=True)
         if isinstance(job, str):
             return job, None
+        self._last_create = time.monotonic()
         try:
             created = await self.writer.create_job(job)
         except ApiError as exc:
@@ -530,15 +540,18 @@ class Controller:
         return None, None
 
     def _creations_first(self) -> bool:
-        """Whether admitted ExportJobs still wait for their Job creation (for at most
-        CREATIONS_FIRST_MAX seconds in a row): then writes that can wait, wait."""
+        """Whether Jobs are being created (admitted ExportJobs wait for their Job, or one was
+        created less than CREATIONS_QUIET ago), for at most CREATIONS_FIRST_MAX seconds in a
+        row: then writes that can wait, wait."""
         now = time.monotonic()
         if now - self._creations_checked < CREATIONS_CHECK_INTERVAL:
             return self._creations_pending_since is not None and (
                 now - self._creations_pending_since < CREATIONS_FIRST_MAX
             )
         self._creations_checked = now
-        pending = any(k not in self.expected for k in self.admitted)
+        pending = now - self._last_create < self.creations_quiet or any(
+            k not in self.expected for k in self.admitted
+        )
         if not pending:
             self._creations_pending_since = None
             for key in self._deferred:
@@ -548,6 +561,19 @@ class Controller:
         if self._creations_pending_since is None:
             self._creations_pending_since = now
         return now - self._creations_pending_since < CREATIONS_FIRST_MAX
+
+    def _schedule_flush(self) -> None:
+        """Look again, once the creations may be over, whether the waiting writes can go (no
+        event may come to ask)."""
+        if self._flush is None:
+            loop = asyncio.get_running_loop()
+            self._flush = loop.call_later(self.creations_quiet + 0.1, self._flush_deferred)
+
+    def _flush_deferred(self) -> None:
+        self._flush = None
+        self._creations_checked = 0.0
+        if self._creations_first() and self._deferred:
+            self._schedule_flush()
 
     def _past_retention(self, status: dict[str, Any]) -> bool:
         retention = self.settings.retention_seconds

@@ -74,6 +74,7 @@ class Harness:
         self.controller = Controller(settings=OperatorSettings(**settings), clock=lambda: NOW)
         self.writer = FakeWriter()
         self.controller.writer = self.writer  # type: ignore[assignment]
+        self.controller.creations_quiet = 0.0  # see test_status_writes_wait_for_a_burst...
 
     @staticmethod
     def event(informer: Informer[Any], type_: str, body: dict[str, Any]) -> None:
@@ -370,3 +371,22 @@ async def test_the_queue_position_is_written_once_on_entering_the_queue() -> Non
     written = [name for name, _ in h.writer.patches[patches:]]
     assert sorted(written) == ["e0", "e1"], "e0 Succeeded, e1 Pending; nothing for e2 and e3"
     assert h.status("e2")["queuePosition"] == 2, "the place when it was queued: an upper bound"
+
+
+async def test_status_writes_wait_for_a_burst_of_job_creates_then_go() -> None:
+    """Job creations first: the status write right after a create waits until no Job has
+    been created for `creations_quiet`, then goes without any event asking for it."""
+    h = Harness()
+    h.controller.creations_quiet = 0.2
+    a, b = h.add("a"), h.add("b")
+    assert await h.controller.reconcile(a) == Result(requeue_after=15.0)
+    assert await h.controller.reconcile(b) == Result(requeue_after=15.0)
+    assert [j["metadata"]["name"] for j in h.writer.jobs] == ["export-a", "export-b"]
+    assert h.writer.patches == [], "no status write while Jobs are being created"
+    while len(h.controller.queue):  # the keys the informer events queued
+        h.controller.queue.done(await h.controller.queue.get())
+    await asyncio.sleep(0.5)
+    assert len(h.controller.queue) == 2, "both queued again once the creates were over"
+    for key in (a, b):
+        assert await h.controller.reconcile(key) == Result()
+    assert [h.status(n)["jobName"] for n in ("a", "b")] == ["export-a", "export-b"]
