@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -160,8 +161,16 @@ class Informer(Generic[V]):
             try:
                 if not self.resource_version:
                     await self.list_all()
+                started = time.monotonic()
+                version = self.resource_version
                 await self.watch()
-                failures = 0
+                if self.resource_version == version and time.monotonic() - started < 1.0:
+                    # Ended at once with nothing new (a proxy, an API server going down):
+                    # back off as after an error instead of spinning.
+                    failures += 1
+                    await asyncio.sleep(self.retry.delay(failures))
+                else:
+                    failures = 0
             except GoneError:
                 log.info(
                     "%s: resourceVersion %s is gone, listing again",

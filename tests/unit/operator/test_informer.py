@@ -265,3 +265,23 @@ def test_collection_paths() -> None:
         collection_path("exportjobs.dev/v1alpha1", "exportjobs", "x")
         == "/apis/exportjobs.dev/v1alpha1/namespaces/x/exportjobs"
     )
+
+
+async def test_a_watch_that_ends_at_once_with_nothing_new_backs_off(
+    fake: tuple[FakeApi, client.ApiClient],
+) -> None:
+    api_fake, api = fake
+    api_fake.script = [[] for _ in range(50)]
+    informer, _ = _informer(api, api_fake)
+    informer.retry = Backoff(base=0.2, cap=0.2, jitter=0.0)
+    task = asyncio.create_task(informer.run())
+    await asyncio.sleep(0.5)
+    await _stop(task)
+    watches = [r for r in api_fake.requests if "watch" in r]
+    assert 2 <= len(watches) <= 4, f"{len(watches)} watches in 0.5 s: it spins"
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
