@@ -71,7 +71,7 @@ CREATIONS_FIRST_POLL = 0.5
 ADMISSION_BATCH_DELAY = 0.1
 """Seconds the admission loop lets kicks pile up, so a burst is planned in few passes."""
 ADMISSION_CPU_SHARE = 0.25
-"""At most this share of the time goes to admission passes: one costs about 10 ms per 1,000
+"""At most this share of the time goes to admission passes: one costs about 2 ms per 1,000
 ExportJobs, so with a long backlog the passes come less often (and admit more each)."""
 
 
