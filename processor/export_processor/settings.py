@@ -109,10 +109,11 @@ class ProcessorSettings:
     upload_concurrency: int = 2
     """EXPORTJOBS_S3_UPLOAD_CONCURRENCY. Parts uploaded at once (default 2); memory holds this
     many parts plus the one being filled."""
-    read_chunk_size: int = 8 * MiB
-    """EXPORTJOBS_S3_READ_CHUNK_BYTES. Size of each ranged GET (default 8 MiB)."""
-    read_ahead: int = 2
-    """EXPORTJOBS_S3_READ_AHEAD. Ranged GETs in flight ahead of the parser (default 2)."""
+    read_chunk_size: int = 4 * MiB
+    """EXPORTJOBS_S3_READ_CHUNK_BYTES. Size of each ranged GET (default 4 MiB, one parser block:
+    the parser's blocks are views of the GETs, so a block never holds a larger GET in memory)."""
+    read_ahead: int = 3
+    """EXPORTJOBS_S3_READ_AHEAD. Ranged GETs in flight ahead of the parser (default 3)."""
     s3_max_attempts: int = 5
     """EXPORTJOBS_S3_MAX_ATTEMPTS. botocore attempts per S3 request (default 5, standard mode)."""
     gzip_level: int = 1
