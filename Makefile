@@ -35,10 +35,11 @@ demo:  ## the product end to end on the local cluster
 bench: venv  ## every benchmark, printing ratios against its baseline
 	hack/bench.sh
 
-demo-down:  ## stop what `make demo` started (port-forward, release, cluster and its real node, S3 server)
+demo-down:  ## stop what `make demo` started (port-forward, release, cluster and its real node, S3 server, Docker engine)
 	-python3 hack/stack.py down --namespace exportjobs --state-dir .local/demo/stack
 	-python3 hack/callback_receiver.py stop --state-dir .local/demo/callbacks
 	hack/cluster.sh down
+	hack/images.sh engine-stop
 
 e2e:  ## the end-to-end tier only (the real node; or any cluster, see hack/e2e.sh)
 	hack/e2e.sh
