@@ -245,15 +245,12 @@ def _finished(job: Any) -> bool:
     )
 
 
-class Kubelet(threading.Thread):
-    """Plays the kubelet from one pod watch: each bound, unstarted processor pod is reported
-    Running, then Succeeded with a result message."""
+class _WatchThread(threading.Thread):
+    """A thread that follows a watch (`_follow`) until stopped, watching again whenever the
+    server ends the stream; an exception ends it and is kept in `error` for the test."""
 
-    def __init__(self, exports: Exports, *, skip: frozenset[str] = frozenset()) -> None:
+    def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.exports = exports
-        self.skip = skip
-        self.done: set[str] = set()
         self.error: BaseException | None = None
         self._stream = watch.Watch()
         self._stopped = threading.Event()
@@ -264,9 +261,29 @@ class Kubelet(threading.Thread):
                 try:
                     self._follow()
                 except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError):
-                    continue
+                    continue  # the server ended the stream: watch again
         except BaseException as exc:  # reported by the test
             self.error = exc
+
+    def _follow(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._stream.stop()
+        self.join(timeout=10)
+
+
+class Kubelet(_WatchThread):
+    """Plays the kubelet from one pod watch: each bound, unstarted processor pod is reported
+    Running, then Succeeded with a result message."""
+
+    def __init__(self, exports: Exports, *, skip: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.exports = exports
+        self.skip = skip
+        self.done: set[str] = set()
+
 
     def _follow(self) -> None:
         for event in self._stream.stream(
@@ -297,35 +314,19 @@ class Kubelet(threading.Thread):
             self.exports.finish_pod(pod, exit_code=0, message=json.dumps(result))
             self.done.add(name)
 
-    def stop(self) -> None:
-        self._stopped.set()
-        self._stream.stop()
-        self.join(timeout=10)
 
 
-class JobWatcher(threading.Thread):
+class JobWatcher(_WatchThread):
     """Follows every Job change; records the most unfinished Jobs at once and admission order."""
 
     def __init__(self, exports: Exports) -> None:
-        super().__init__(daemon=True)
+        super().__init__()
         self.exports = exports
         self.unfinished: set[str] = set()
         self.most_running = 0
         self.admitted_order: list[str] = []
         self._version = ""
-        self.error: BaseException | None = None
-        self._stream = watch.Watch()
-        self._stopped = threading.Event()
 
-    def run(self) -> None:
-        try:
-            while not self._stopped.is_set():
-                try:
-                    self._follow()
-                except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError):
-                    continue  # the server ended the stream: watch again
-        except BaseException as exc:  # reported by the test
-            self.error = exc
 
     def _follow(self) -> None:
         # Resume from the last version seen: a re-list would report Jobs in name order.
@@ -348,10 +349,6 @@ class JobWatcher(threading.Thread):
                 self.unfinished.add(name)
             self.most_running = max(self.most_running, len(self.unfinished))
 
-    def stop(self) -> None:
-        self._stopped.set()
-        self._stream.stop()
-        self.join(timeout=10)
 
 
 class OperatorProcess:
