@@ -284,7 +284,6 @@ class Kubelet(_WatchThread):
         self.skip = skip
         self.done: set[str] = set()
 
-
     def _follow(self) -> None:
         for event in self._stream.stream(
             self.exports.core.list_namespaced_pod,
@@ -315,7 +314,6 @@ class Kubelet(_WatchThread):
             self.done.add(name)
 
 
-
 class JobWatcher(_WatchThread):
     """Follows every Job change; records the most unfinished Jobs at once and admission order."""
 
@@ -326,7 +324,6 @@ class JobWatcher(_WatchThread):
         self.most_running = 0
         self.admitted_order: list[str] = []
         self._version = ""
-
 
     def _follow(self) -> None:
         # Resume from the last version seen: a re-list would report Jobs in name order.
@@ -348,7 +345,6 @@ class JobWatcher(_WatchThread):
             else:
                 self.unfinished.add(name)
             self.most_running = max(self.most_running, len(self.unfinished))
-
 
 
 class OperatorProcess:
