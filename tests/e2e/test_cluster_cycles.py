@@ -7,6 +7,7 @@ Runs before the rest of the tier (file order): the machine's one real node must 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
@@ -17,6 +18,7 @@ import pytest
 from tests.local_cluster import CLUSTER_SCRIPT, REPO, read_env_file
 
 NODE_SCRIPT = REPO / "hack" / "node.sh"
+NODE_LOCK = Path("/run/lock/exportjobs-node.lock")
 LOCK_OWNER = Path("/run/lock/exportjobs-node.lock.owner")
 pytestmark = pytest.mark.timeout(1800)
 
@@ -30,6 +32,52 @@ def _host_state(local_dir: Path) -> list[str]:
         check=True,
     ).stdout
     return sorted(out.splitlines())
+
+
+def _wait_for_free_node(timeout: float, lock_path: Path = NODE_LOCK) -> None:
+    """Block until no cluster on the machine holds the real node (its lock is free).
+
+    The host state recorded before the first cycle must be the machine without any node: taken
+    while another run's node is up, it lists that node's mounts and routes, and the comparison
+    after our `down` fails for a reason that is not ours.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with lock_path.open("a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    owner = LOCK_OWNER.read_text().strip() if LOCK_OWNER.exists() else "?"
+                    pytest.fail(f"the real node is still held by {owner} after {timeout:.0f}s")
+                time.sleep(1)
+                continue
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return
+
+
+def test_the_host_state_is_recorded_only_once_the_node_is_free(tmp_path: Path) -> None:
+    lock_path = tmp_path / "node.lock"
+    lock_path.touch()
+    holder = subprocess.Popen(["flock", str(lock_path), "sleep", "2"])
+    try:
+        time.sleep(0.5)  # the holder has the lock
+        started = time.monotonic()
+        _wait_for_free_node(timeout=30, lock_path=lock_path)
+        assert time.monotonic() - started >= 1, "recorded while another run held the node"
+        assert holder.poll() == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    holder = subprocess.Popen(["flock", str(lock_path), "sleep", "30"])
+    try:
+        time.sleep(0.5)
+        with pytest.raises(pytest.fail.Exception, match="still held"):
+            _wait_for_free_node(timeout=1, lock_path=lock_path)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.skipif(
@@ -47,6 +95,7 @@ def test_up_and_down_ten_times_leaves_the_host_as_it_was(tmp_path: Path) -> None
         "EXPORTJOBS_CLUSTER_NAME": "exportjobs-cycles",
         "EXPORTJOBS_REAL_NODE": "1",
     }
+    _wait_for_free_node(timeout=1500)
     before = _host_state(local_dir)
     timings: list[tuple[float, float]] = []
     try:
