@@ -1,6 +1,6 @@
 """kopf as the process runner: start-up and clean-up, credentials, the liveness probe.
 
-The operator's watches are its own informers (informer.py) feeding the work queue
+The operator's watches are its own informers (export_operator.informer) feeding the work queue
 (reconciler.py): kopf registers no resource handlers or indexes, so it runs no watches and keeps
 no per-object state. kopf's per-event stage cost about a millisecond of CPU per watch event, the
 bulk of the operator's CPU in a burst.

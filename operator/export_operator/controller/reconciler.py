@@ -1,6 +1,6 @@
 """The controller: watch events enqueue keys, workers reconcile one ExportJob at a time.
 
-State comes from the cluster: informers (informer.py: list + watch) cache views of the
+State comes from the cluster: informers (export_operator.informer: list + watch) cache views of the
 ExportJobs, their Jobs and their pods; nothing acts before all three have listed, so a restarted
 operator sees every Job that exists and admits nothing twice. Their events only put the
 ExportJob's key into the work queue
@@ -32,9 +32,9 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from export_operator import kube, resource
+from export_operator.backoff import Backoff
 from export_operator.controller import metrics
 from export_operator.controller.apicalls import ApiError, KubeWriter
-from export_operator.controller.informer import Informer, collection_path
 from export_operator.controller.jobs import InvalidSpecError, build_job, resolve_inputs
 from export_operator.controller.leader import LeaderElector, LeaseConfig, default_identity
 from export_operator.controller.outcomes import STUCK_WAITING_REASONS
@@ -50,7 +50,8 @@ from export_operator.controller.views import (
     format_time,
     parse_time,
 )
-from export_operator.controller.workqueue import Backoff, Result, WorkQueue, run_worker
+from export_operator.controller.workqueue import Result, WorkQueue, run_worker
+from export_operator.informer import Informer, collection_path
 from export_operator.resource import Phase, job_name_for
 
 ExportListener = Callable[[str | None, Mapping[str, Any]], None]

@@ -19,9 +19,10 @@ import asyncio
 import collections
 import dataclasses
 import logging
-import random
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
+
+from export_operator.backoff import Backoff
 
 K = TypeVar("K", bound=Hashable)
 
@@ -30,21 +31,6 @@ log = logging.getLogger(__name__)
 
 class QueueShutDownError(Exception):
     """The queue was shut down: workers stop."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Backoff:
-    """Per-key exponential backoff: `base · 2^(failures-1)`, at most `cap`, plus up to
-    `jitter` times that at random (so keys that failed together do not retry together)."""
-
-    base: float = 0.5
-    cap: float = 60.0
-    jitter: float = 0.2
-
-    def delay(self, failures: int, *, rand: Callable[[], float] = random.random) -> float:
-        exponent = min(max(failures - 1, 0), 62)
-        plain = min(self.cap, self.base * 2.0**exponent)
-        return plain * (1.0 + self.jitter * rand())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

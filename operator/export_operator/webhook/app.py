@@ -13,7 +13,7 @@ from aiohttp import web
 from export_operator.kube import new_api_client
 from export_operator.presign import Presigner
 from export_operator.webhook import middleware, routes_events, routes_exports, routes_ops
-from export_operator.webhook.cache import ExportCache, ExportWatcher
+from export_operator.webhook.cache import ExportCache
 from export_operator.webhook.lookup import MissLookup
 from export_operator.webhook.metrics import WebhookMetrics
 from export_operator.webhook.services import METRICS, SERVICES, SETTINGS, Services
@@ -47,7 +47,13 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[METRICS] = WebhookMetrics()
-    services = Services(cache=cache if cache is not None else ExportCache())
+    if cache is None:
+        cache = ExportCache(
+            namespace=settings.namespace,
+            watch_timeout=settings.watch_timeout_seconds,
+            request_timeout=settings.api_timeout_seconds * 4,
+        )
+    services = Services(cache=cache)
     app[SERVICES] = services
     app.add_routes(routes_exports.routes)
     app.add_routes(routes_events.routes)
@@ -90,14 +96,7 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
         api=api, namespace=settings.namespace, timeout=settings.api_timeout_seconds
     )
     _start_lookup(app)
-    watcher = ExportWatcher(
-        api=api,
-        cache=services.cache,
-        namespace=settings.namespace,
-        watch_timeout=settings.watch_timeout_seconds,
-        request_timeout=settings.api_timeout_seconds,
-    )
-    task = asyncio.create_task(watcher.run(), name="exportjobs-cache-watch")
+    task = asyncio.create_task(services.cache.run(api), name="exportjobs-cache-watch")
     try:
         yield
     finally:

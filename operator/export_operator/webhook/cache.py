@@ -1,64 +1,89 @@
-"""The ExportJob cache that serves `GET`: an in-memory map fed by a list-then-watch loop.
+"""The ExportJob cache that serves `GET`: the ExportJobs of the webhook's namespace by name.
 
-`ExportCache` holds the objects; `ExportWatcher` keeps it current with kubernetes_asyncio: a full
+An `Informer` (export_operator.informer, the one the operator uses) keeps it current: a full
 list, then a watch from its resourceVersion (bookmarks on), resumed from the last seen version
-when a watch ends, and a fresh list when the API server answers 410 Gone. Writes the webhook makes
-itself are put into the cache at once, so a `GET` right after `POST` finds the export.
+when a watch ends, a fresh list when the API server answers 410 Gone, and retries with backoff
+while the API server is down. Writes the webhook makes itself are put into the cache at once, so
+a `GET` right after `POST` finds the export; a watch event older than what the cache holds does
+not replace it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import bisect
-import logging
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 
-from kubernetes_asyncio import client, watch
-from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio import client
 
 from export_operator import resource
+from export_operator.backoff import Backoff
+from export_operator.informer import Informer, collection_path
 from export_operator.public_view import phase_of
 
-log = logging.getLogger(__name__)
+RETRY = Backoff(base=0.5, cap=30.0, jitter=0.0)
+"""Delays between attempts after a failed list or watch: 0.5 s doubling up to 30 s."""
 
 
 class ExportCache:
-    """ExportJobs by name. Not thread-safe: used from the event loop only."""
+    """ExportJobs of one namespace by name. Not thread-safe: used from the event loop only.
 
-    def __init__(self) -> None:
-        self._objects: dict[str, dict[str, Any]] = {}
+    Args:
+        namespace: the namespace whose ExportJobs are cached.
+        watch_timeout: server-side timeout of one watch request, in seconds (the watch resumes
+            from the last resourceVersion); the client gives up 30 s later.
+        request_timeout: timeout of one page of a list, in seconds.
+    """
+
+    def __init__(
+        self, *, namespace: str, watch_timeout: int = 300, request_timeout: float = 20.0
+    ) -> None:
+        self.namespace = namespace
+        self.informer: Informer[dict[str, Any]] = Informer(
+            api=None,
+            path=collection_path(resource.API_VERSION, resource.PLURAL, namespace),
+            decode=_as_dict,
+            stale=_newer,
+            watch_timeout=watch_timeout,
+            client_timeout=watch_timeout + 30,
+            request_timeout=request_timeout,
+            retry=RETRY,
+        )
+        self.informer.listeners.append(self._changed)
         self._sorted: list[str] | None = None
-        self.synced = False
+
+    async def run(self, api: client.ApiClient) -> None:
+        """List and watch through `api` until cancelled; errors are logged and retried."""
+        self.informer.api = api
+        await self.informer.run()
+
+    @property
+    def synced(self) -> bool:
         """True once a full list has been loaded (readiness needs it)."""
+        return self.informer.synced.is_set()
 
     def __len__(self) -> int:
-        return len(self._objects)
+        return len(self.informer.items)
 
     def get(self, name: str) -> dict[str, Any] | None:
-        return self._objects.get(name)
-
-    def replace(self, objects: Iterable[dict[str, Any]]) -> None:
-        """Replace everything with a fresh list and mark the cache synced."""
-        self._objects = {o["metadata"]["name"]: o for o in objects}
-        self._sorted = None
-        self.synced = True
+        return self.informer.get((self.namespace, name))
 
     def upsert(self, obj: dict[str, Any]) -> None:
-        """Store `obj` unless the cache already holds a newer version of it."""
-        name = obj["metadata"]["name"]
-        current = self._objects.get(name)
-        if current is not None and _newer(current, obj):
-            return
-        if current is None:
-            self._sorted = None
-        self._objects[name] = obj
+        """Store `obj` (what a write or read of the webhook returned) unless the cache already
+        holds a newer version of it."""
+        self.informer.store(obj)
 
-    def remove(self, name: str) -> None:
-        if self._objects.pop(name, None) is not None:
-            self._sorted = None
+    def _changed(
+        self,
+        event_type: str | None,
+        view: dict[str, Any],
+        old: dict[str, Any] | None,
+        body: Mapping[str, Any],
+    ) -> None:
+        if old is None or event_type == "DELETED":
+            self._sorted = None  # the set of names changed
 
     def page(
         self, *, phase: str | None, limit: int, continue_token: str | None
@@ -70,11 +95,11 @@ class ExportCache:
         """
         after = decode_continue(continue_token) if continue_token else ""
         if self._sorted is None:
-            self._sorted = sorted(self._objects)
+            self._sorted = sorted(name for _, name in self.informer.items)
         items: list[dict[str, Any]] = []
         start = bisect.bisect_right(self._sorted, after) if after else 0
         for name in self._sorted[start:]:
-            obj = self._objects.get(name)
+            obj = self.get(name)
             if obj is None or (phase is not None and phase_of(obj) != phase):
                 continue
             if len(items) == limit:
@@ -108,101 +133,6 @@ def _newer(current: dict[str, Any], candidate: dict[str, Any]) -> bool:
         return False
 
 
-class _GoneError(Exception):
-    """The resourceVersion is too old (410): list again."""
-
-
-class ExportWatcher:
-    """Keeps an `ExportCache` in step with the ExportJobs of one namespace."""
-
-    def __init__(
-        self,
-        *,
-        api: client.ApiClient,
-        cache: ExportCache,
-        namespace: str,
-        watch_timeout: int,
-        request_timeout: float,
-    ) -> None:
-        self._objects = client.CustomObjectsApi(api)
-        self._cache = cache
-        self._namespace = namespace
-        self._watch_timeout = watch_timeout
-        self._request_timeout = request_timeout
-        self.relists = 0
-        """How many full lists were made (tests check that 410 leads to one)."""
-
-    async def run(self) -> None:
-        """List and watch until cancelled; errors are logged and retried with backoff."""
-        version: str | None = None
-        backoff = 0.5
-        while True:
-            try:
-                if version is None:
-                    version = await self._relist()
-                version = await self._watch(version)
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except _GoneError:
-                log.info("ExportJob watch expired (410 Gone); listing again")
-                version = None
-            except Exception as exc:
-                log.warning("ExportJob watch failed, retrying in %.1fs: %s", backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-
-    async def _relist(self) -> str:
-        items: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": 500, "_request_timeout": self._request_timeout * 4}
-            if token:
-                kwargs["_continue"] = token
-            try:
-                page = await self._objects.list_namespaced_custom_object(
-                    resource.GROUP, resource.VERSION, self._namespace, resource.PLURAL, **kwargs
-                )
-            except ApiException as exc:
-                if exc.status == 410:
-                    items, token = [], None  # the continue token expired: start over
-                    continue
-                raise
-            items += page.get("items", [])
-            token = page.get("metadata", {}).get("continue")
-            if not token:
-                break
-        self._cache.replace(items)
-        self.relists += 1
-        version = str(page["metadata"]["resourceVersion"])
-        log.info("ExportJob cache synced: %d objects at resourceVersion %s", len(items), version)
-        return version
-
-    async def _watch(self, version: str) -> str:
-        """Apply events from `version` until the server ends the watch; the last version seen."""
-        stream = watch.Watch()
-        try:
-            async for event in stream.stream(
-                self._objects.list_namespaced_custom_object,
-                resource.GROUP,
-                resource.VERSION,
-                self._namespace,
-                resource.PLURAL,
-                resource_version=version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self._watch_timeout,
-                _request_timeout=self._watch_timeout + 30,
-            ):
-                kind, obj = event["type"], event["raw_object"]
-                if kind in ("ADDED", "MODIFIED"):
-                    self._cache.upsert(obj)
-                elif kind == "DELETED":
-                    self._cache.remove(obj["metadata"]["name"])
-                version = str(obj["metadata"]["resourceVersion"])
-        except ApiException as exc:
-            if exc.status == 410:
-                raise _GoneError from exc
-            raise
-        finally:
-            await stream.close()
-        return version
+def _as_dict(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The cached view of an ExportJob: the object itself (as the watch decoded it)."""
+    return body if isinstance(body, dict) else dict(body)

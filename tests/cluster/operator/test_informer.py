@@ -13,9 +13,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from export_operator import kube, resource
-from export_operator.controller.informer import Informer, collection_path
+from export_operator.backoff import Backoff
 from export_operator.controller.views import ExportView
-from export_operator.controller.workqueue import Backoff
+from export_operator.informer import Informer, collection_path
 from tests.cluster.operator.conftest import Exports
 from tests.local_cluster import LocalCluster
 

@@ -237,6 +237,16 @@ async def test_hung_api_server_times_out_into_503(
     assert len(exportjobs.names()) <= 1
 
 
+def _create_elsewhere(exportjobs: ExportJobs, name: str) -> None:
+    """Create an ExportJob directly (behind the webhook's back), as another client would."""
+    exportjobs.custom.create_namespaced_custom_object(
+        resource.GROUP, resource.VERSION, exportjobs.namespace, resource.PLURAL,
+        {"apiVersion": resource.API_VERSION, "kind": resource.KIND,
+         "metadata": {"name": name},
+         "spec": {"source": {"uri": SOURCE}, "format": "csv"}},
+    )  # fmt: skip
+
+
 async def test_cache_relists_after_the_watch_breaks(
     start_webhook: StartWebhook, api_proxy: tuple[ApiProxy, Path], exportjobs: ExportJobs
 ) -> None:
@@ -246,12 +256,7 @@ async def test_cache_relists_after_the_watch_breaks(
     await asyncio.sleep(0.3)
     await proxy.restore()
     # Created behind the webhook's back while its watch was broken: the cache must catch up.
-    exportjobs.custom.create_namespaced_custom_object(
-        resource.GROUP, resource.VERSION, exportjobs.namespace, resource.PLURAL,
-        {"apiVersion": resource.API_VERSION, "kind": resource.KIND,
-         "metadata": {"name": "made-elsewhere"},
-         "spec": {"source": {"uri": SOURCE}, "format": "csv"}},
-    )  # fmt: skip
+    _create_elsewhere(exportjobs, "made-elsewhere")
 
     async def seen() -> bool:
         return (await hook.request("GET", "/v1/exports/made-elsewhere"))[0] == 200
@@ -259,44 +264,35 @@ async def test_cache_relists_after_the_watch_breaks(
     await eventually("the cache to see an object created during the outage", seen, within=40)
 
 
-async def test_watch_from_an_expired_resource_version_relists(
-    exportjobs: ExportJobs, namespace: str
-) -> None:
+async def test_watch_from_an_expired_resource_version_relists(exportjobs: ExportJobs) -> None:
+    from export_operator.informer import GoneError
     from export_operator.kube import new_api_client
-    from export_operator.webhook.cache import ExportCache, ExportWatcher, _GoneError
+    from export_operator.webhook.cache import ExportCache
 
-    exportjobs.custom.create_namespaced_custom_object(
-        resource.GROUP, resource.VERSION, namespace, resource.PLURAL,
-        {"apiVersion": resource.API_VERSION, "kind": resource.KIND,
-         "metadata": {"name": "before-watch"},
-         "spec": {"source": {"uri": SOURCE}, "format": "csv"}},
-    )  # fmt: skip
+    _create_elsewhere(exportjobs, "before-watch")
     api = await new_api_client()
     try:
-        cache = ExportCache()
-        watcher = ExportWatcher(
-            api=api, cache=cache, namespace=namespace, watch_timeout=5, request_timeout=2
-        )
-        with pytest.raises(_GoneError):  # the API server answers 410 for a compacted version
-            await watcher._watch("1")
+        cache = ExportCache(namespace=exportjobs.namespace, watch_timeout=5, request_timeout=2)
+        informer = cache.informer
+        informer.api = api
+        informer.resource_version = "1"
+        with pytest.raises(GoneError):  # the API server answers 410 for a compacted version
+            await informer.watch()
 
-        real_relist = watcher._relist
-        calls = 0
-
-        async def first_relist_returns_an_expired_version() -> str:
-            nonlocal calls
-            calls += 1
-            version = await real_relist()
-            return "1" if calls == 1 else version
-
-        watcher._relist = first_relist_returns_an_expired_version  # type: ignore[method-assign]
-        task = asyncio.create_task(watcher.run())
+        await informer.list_all()
+        assert cache.synced and cache.get("before-watch") is not None
+        # Created after that list; the watch then resumes from a version the server no longer
+        # has: only a second list can show it.
+        _create_elsewhere(exportjobs, "after-list")
+        informer.resource_version = "1"
+        task = asyncio.create_task(cache.run(api))
         try:
 
             async def relisted() -> bool:
-                return watcher.relists >= 2 and cache.get("before-watch") is not None
+                return informer.lists >= 2 and cache.get("after-list") is not None
 
-            await eventually("a relist after 410 Gone", relisted)
+            await eventually("a list again after 410 Gone", relisted)
+            assert cache.get("before-watch") is not None
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

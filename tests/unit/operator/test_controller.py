@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from export_operator.controller.apicalls import ApiError
-from export_operator.controller.informer import Informer
 from export_operator.controller.reconciler import Controller, JobCreateError
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.workqueue import Result, run_worker
+from export_operator.informer import Informer
 from tests.unit.operator.factories import (
     condition,
     export_body,

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from export_operator.controller.informer import Informer, collection_path
+from export_operator.backoff import Backoff
 from export_operator.controller.views import PodView
-from export_operator.controller.workqueue import Backoff
+from export_operator.informer import Informer, collection_path
 from tests.unit.operator.factories import pod_body
 
 PATH = "/api/v1/namespaces/ns/pods"
@@ -38,6 +38,8 @@ class FakeApi:
         self.script: list[int | list[dict[str, Any]]] = []
         self.requests: list[dict[str, str]] = []
         self.page = 2
+        self.bad_lists = 0
+        """How many lists to answer with a body that is not a list (a misbehaving proxy)."""
         self.idle = asyncio.Event()
         """Set when a watch arrives with nothing left in the script (it then hangs)."""
 
@@ -65,6 +67,9 @@ class FakeApi:
         return response
 
     def _list(self, query: Mapping[str, str]) -> web.Response:
+        if self.bad_lists:
+            self.bad_lists -= 1
+            return web.json_response(["not", "a", "list"])
         names = sorted(self.objects)
         start = int(query.get("continue") or 0)
         limit = int(query.get("limit") or len(names))
@@ -285,3 +290,43 @@ async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_an_unexpected_error_is_retried_like_any_other(
+    fake: tuple[FakeApi, client.ApiClient],
+) -> None:
+    api_fake, api = fake
+    api_fake.objects["p0"] = _pod("p0", "e1", 1)
+    api_fake.bad_lists = 2  # answers the code does not expect (an AttributeError when read)
+    informer, seen = _informer(api, api_fake)
+    await _run_until_idle(informer, api_fake)
+    assert informer.synced.is_set() and informer.lists == 1
+    assert seen == [(None, "p0")]
+    assert len([r for r in api_fake.requests if "watch" not in r]) == 3
+
+
+def test_stored_writes_and_stale_events() -> None:
+    """An owner's own write goes into the cache without moving the watch; with `stale`, a watch
+    event older than the cached view is dropped (and not heard by the listeners)."""
+    informer: Informer[int] = Informer(
+        api=None,
+        path=PATH,
+        decode=lambda body: int(body["metadata"]["resourceVersion"]),
+        stale=lambda cached, incoming: cached > incoming,
+    )
+    seen: list[tuple[str | None, int, int | None]] = []
+    informer.listeners.append(lambda t, view, old, body: seen.append((t, view, old)))
+
+    def pod(version: int) -> dict[str, Any]:
+        return {"metadata": {"namespace": "ns", "name": "p", "resourceVersion": str(version)}}
+
+    informer.replace([pod(3)], resource_version="3")
+    informer.store(pod(7))
+    assert informer.resource_version == "3"
+    informer.handle_event({"type": "MODIFIED", "object": pod(5)})  # older than the write
+    assert informer.get(("ns", "p")) == 7
+    assert informer.resource_version == "5", "the watch moves on all the same"
+    informer.handle_event({"type": "MODIFIED", "object": pod(8)})
+    informer.handle_event({"type": "DELETED", "object": pod(9)})
+    assert informer.get(("ns", "p")) is None
+    assert seen == [(None, 3, None), ("MODIFIED", 7, 3), ("MODIFIED", 8, 7), ("DELETED", 9, 8)]

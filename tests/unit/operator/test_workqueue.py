@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from export_operator.backoff import Backoff
 from export_operator.controller.workqueue import (
-    Backoff,
     QueueShutDownError,
     Result,
     WorkQueue,

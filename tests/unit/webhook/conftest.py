@@ -92,7 +92,7 @@ class FakeStore:
         obj["status"] = status
         self._stamp(obj)
         if watch:
-            self.cache.upsert(copy.deepcopy(obj))
+            self.cache.informer.handle_event({"type": "MODIFIED", "object": copy.deepcopy(obj)})
 
 
 def make_settings(**overrides: Any) -> WebhookSettings:
@@ -137,8 +137,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def make_harness(aiohttp_client: Any, aws_env: None) -> MakeHarness:
     async def make(**overrides: Any) -> Harness:
-        cache = ExportCache()
-        cache.replace([])
+        cache = ExportCache(namespace="ns")
+        cache.informer.replace([], resource_version="1")  # listed: synced, empty
         store = FakeStore(cache)
         app = create_app(make_settings(**overrides), store=store, cache=cache)
         return Harness(client=await aiohttp_client(app), store=store, cache=cache)

@@ -62,7 +62,8 @@ async def test_delete_of_a_running_export_is_202_and_idempotent(harness: Harness
 
 async def test_get_finds_an_export_another_replica_created(harness: Harness) -> None:
     name = await created(harness)
-    harness.cache.replace([])  # as if another replica stored it and our watch lags
+    # As if another replica stored it and our watch lags (our last list did not have it):
+    harness.cache.informer.replace([], resource_version="1")
     reads = harness.store.read_calls
     response = await harness.client.get(f"/v1/exports/{name}", headers=AUTH)
     assert response.status == 200
@@ -96,11 +97,11 @@ class SlowReads:
         await self.release.wait()
         if self.fail:
             raise StoreUnavailableError("down")
-        return {"metadata": {"name": name, "resourceVersion": "5"}}
+        return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": "5"}}
 
 
 async def test_concurrent_misses_of_one_id_share_one_read() -> None:
-    cache = ExportCache()
+    cache = ExportCache(namespace="ns")
     reads = SlowReads()
     lookup = MissLookup(cache=cache, read=reads)
     waiting = [asyncio.create_task(lookup.get("a")) for _ in range(10)]
@@ -113,7 +114,7 @@ async def test_concurrent_misses_of_one_id_share_one_read() -> None:
 
 async def test_reads_in_flight_are_bounded() -> None:
     reads = SlowReads()
-    lookup = MissLookup(cache=ExportCache(), read=reads, max_in_flight=2)
+    lookup = MissLookup(cache=ExportCache(namespace="ns"), read=reads, max_in_flight=2)
     tasks = [asyncio.create_task(lookup.get(f"id-{i}")) for i in range(5)]
     await asyncio.sleep(0)
     assert reads.calls == 2
@@ -125,7 +126,7 @@ async def test_reads_in_flight_are_bounded() -> None:
 async def test_a_failed_read_is_not_remembered_and_reaches_every_waiter() -> None:
     reads = SlowReads()
     reads.fail = True
-    lookup = MissLookup(cache=ExportCache(), read=reads)
+    lookup = MissLookup(cache=ExportCache(namespace="ns"), read=reads)
     tasks = [asyncio.create_task(lookup.get("a")) for _ in range(3)]
     await asyncio.sleep(0)
     reads.release.set()
@@ -142,7 +143,9 @@ async def test_negatives_expire() -> None:
     async def absent(name: str) -> None:
         calls.append(name)
 
-    lookup = MissLookup(cache=ExportCache(), read=absent, negative_ttl=2, clock=lambda: now[0])
+    lookup = MissLookup(
+        cache=ExportCache(namespace="ns"), read=absent, negative_ttl=2, clock=lambda: now[0]
+    )
     assert await lookup.get("x") is None and await lookup.get("x") is None
     assert calls == ["x"]
     now[0] = 2.5

@@ -96,7 +96,7 @@ async def test_idempotent_replay_reads_back_when_the_cache_has_not_seen_it(
 ) -> None:
     key = {"Idempotency-Key": "order-44"}
     assert (await post(harness, {"source": SOURCE, "format": "csv"}, key)).status == 202
-    harness.cache.replace([])  # as if another replica had created it
+    harness.cache.informer.replace([], resource_version="1")  # another replica created it
     response = await post(harness, {"source": SOURCE, "format": "csv"}, key)
     assert response.status == 202
 

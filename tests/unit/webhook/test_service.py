@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ async def test_healthz_and_readyz(harness: Harness) -> None:
 
 async def test_readyz_waits_for_the_cache(make_harness: MakeHarness) -> None:
     h = await make_harness()
-    h.cache.synced = False
+    h.cache.informer.synced.clear()  # no list has succeeded yet
     response = await h.client.get("/readyz")
     assert response.status == 503
     assert "not synced" in (await response.json())["detail"]
@@ -130,31 +131,50 @@ def test_invalid_settings_raise(env: dict[str, str]) -> None:
         WebhookSettings.from_env(env)
 
 
-def _obj(name: str, version: int, phase: str | None = None) -> dict[str, object]:
+def _obj(name: str, version: int, phase: str | None = None) -> dict[str, Any]:
     status = {"phase": phase} if phase else {}
-    return {"metadata": {"name": name, "resourceVersion": str(version)}, "status": status}
+    meta = {"name": name, "namespace": "ns", "resourceVersion": str(version)}
+    return {"metadata": meta, "status": status}
+
+
+def _watch(cache: ExportCache, event_type: str, obj: dict[str, Any]) -> None:
+    """Deliver one watch event to the cache's informer."""
+    cache.informer.handle_event({"type": event_type, "object": obj})
+
+
+def _names(items: list[dict[str, Any]]) -> list[str]:
+    return [o["metadata"]["name"] for o in items]
 
 
 def test_cache_keeps_the_newer_version() -> None:
-    cache = ExportCache()
-    cache.upsert(_obj("a", 10, "Running"))
-    cache.upsert(_obj("a", 9, "Pending"))
+    cache = ExportCache(namespace="ns")
+    cache.upsert(_obj("a", 10, "Running"))  # the webhook's own write
+    assert cache.informer.resource_version == "", "its own writes do not move the watch"
+    _watch(cache, "MODIFIED", _obj("a", 9, "Pending"))  # the watch lags behind that write
     assert cache.get("a") == _obj("a", 10, "Running")
-    cache.upsert(_obj("a", 11, "Succeeded"))
+    cache.upsert(_obj("a", 8, "Pending"))
+    assert cache.get("a") == _obj("a", 10, "Running")
+    _watch(cache, "MODIFIED", _obj("a", 11, "Succeeded"))
     assert cache.get("a") == _obj("a", 11, "Succeeded")
-    cache.remove("a")
-    assert cache.get("a") is None
+    assert cache.informer.resource_version == "11"
+    _watch(cache, "DELETED", _obj("a", 12, "Succeeded"))
+    assert cache.get("a") is None and len(cache) == 0
 
 
 def test_cache_pages_survive_changes_between_pages() -> None:
-    cache = ExportCache()
-    cache.replace([_obj(n, 1) for n in "abcde"])
+    cache = ExportCache(namespace="ns")
+    assert not cache.synced
+    cache.informer.replace([_obj(n, 1) for n in "abcde"], resource_version="1")
+    assert cache.synced
     first, token = cache.page(phase=None, limit=2, continue_token=None)
-    assert [o["metadata"]["name"] for o in first] == ["a", "b"]  # type: ignore[index]
-    cache.remove("c")
-    cache.upsert(_obj("aa", 2))
+    assert _names(first) == ["a", "b"]
+    _watch(cache, "DELETED", _obj("c", 2))
+    cache.upsert(_obj("aa", 3))
     rest, token2 = cache.page(phase=None, limit=5, continue_token=token)
-    assert [o["metadata"]["name"] for o in rest] == ["d", "e"]  # type: ignore[index]
+    assert _names(rest) == ["d", "e"]
     assert token2 is None
+    # A list again (after 410 Gone): what it no longer shows is gone from the pages too.
+    cache.informer.replace([_obj(n, 4) for n in ("a", "aa", "f")], resource_version="4")
+    assert _names(cache.page(phase=None, limit=10, continue_token=None)[0]) == ["a", "aa", "f"]
     with pytest.raises(ValueError):
         cache.page(phase=None, limit=2, continue_token="%%%")

@@ -1,22 +1,26 @@
-"""Informers: list + watch of one kind of object into a cache of small views (client-go style).
+"""Informers: list + watch of one kind of object into a cache of views (client-go style).
 
-One `Informer` per kind (ExportJobs, the processor's Jobs, their pods) keeps the operator's view
-of the cluster:
+The one way this project keeps a cache of cluster objects: the operator has one `Informer` per
+kind (ExportJobs, the processor's Jobs, their pods; views from controller/views.py), the webhook
+one of ExportJobs whose views are the objects themselves (webhook/cache.py).
 
 - it lists (paginated) and then watches from the list's resourceVersion, with bookmarks, so a
   watch the server ends (its timeout) or that breaks resumes from the last resourceVersion seen
   without a new list;
 - `410 Gone` (that resourceVersion is too old: a long outage, a compacted etcd) means list
   again; objects that vanished meanwhile are reported deleted, the rest once more as listed;
-- any other failure (the API server down, a reset connection, a 5xx) is retried with capped
-  exponential backoff, keeping the cache as it was;
-- each event's JSON is decoded once and turned straight into a view (views.py); listeners get
+- any other failure (the API server down, a reset connection, a 5xx, an unexpected error) is
+  retried with capped exponential backoff, keeping the cache as it was;
+- each event's JSON is decoded once and turned straight into a view (`decode`); listeners get
   the event type (`None` for a listed object, as kopf reports its initial listing), the new
-  view, the view it replaced and the raw body, which is then dropped.
+  view, the view it replaced and the raw body, which is then dropped;
+- an owner that also writes the objects can `store()` what its writes returned, and with
+  `stale` an event older than the view in the cache leaves it as it is (a `GET` right after the
+  webhook's own write must not see the watch's older copy).
 
-This replaces kopf's watch/index/handler stage, which cost about a millisecond of CPU per event
-(kopf's per-object bookkeeping, body wrappers and handler machinery); here an event costs one
-`json.loads`, one view and a queue `add`.
+For the operator this replaces kopf's watch/index/handler stage, which cost about a millisecond
+of CPU per event (kopf's per-object bookkeeping, body wrappers and handler machinery); here an
+event costs one `json.loads`, one view and a queue `add`.
 """
 
 from __future__ import annotations
@@ -25,13 +29,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 import aiohttp
 from kubernetes_asyncio import client
 
-from export_operator.controller.workqueue import Backoff
+from export_operator.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,7 @@ class Informer(Generic[V]):
         decode: Callable[[Mapping[str, Any]], V],
         label_selector: str = "",
         index_by: Callable[[V], Key] | None = None,
+        stale: Callable[[V, V], bool] | None = None,
         watch_timeout: int = 300,
         client_timeout: float = 330.0,
         request_timeout: float = 30.0,
@@ -93,6 +98,9 @@ class Informer(Generic[V]):
         self.decode = decode
         self.label_selector = label_selector
         self.index_by = index_by
+        self.stale = stale
+        """(view in the cache, incoming view) → whether the incoming one is older; it is then
+        not applied (ADDED/MODIFIED events and `store`; a list replaces everything)."""
         self.watch_timeout = watch_timeout
         self.client_timeout = client_timeout
         self.request_timeout = request_timeout
@@ -181,7 +189,7 @@ class Informer(Generic[V]):
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except (WatchError, aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            except Exception as exc:  # whatever it is, the cache must keep up
                 failures += 1
                 delay = self.retry.delay(failures)
                 if failures == 1 or failures % 10 == 0:
@@ -196,8 +204,7 @@ class Informer(Generic[V]):
 
     async def list_all(self) -> None:
         """List every object (page by page) and make the cache that list."""
-        seen: set[Key] = set()
-        listed: list[tuple[Key, V, Mapping[str, Any]]] = []
+        bodies: list[Mapping[str, Any]] = []
         token = ""
         version = ""
         while True:
@@ -209,15 +216,24 @@ class Informer(Generic[V]):
             page = await self._get_json(params)
             meta = page.get("metadata") or {}
             version = version or str(meta.get("resourceVersion") or "")
-            for body in page.get("items") or []:
-                view = self._decoded(body)
-                if view is not None:
-                    key = object_key(body)
-                    seen.add(key)
-                    listed.append((key, view, body))
+            bodies += page.get("items") or []
             token = str(meta.get("continue") or "")
             if not token:
                 break
+        self.replace(bodies, resource_version=version)
+        log.info("%s: listed %d objects at resourceVersion %s", self.path, len(bodies), version)
+
+    def replace(self, bodies: Iterable[Mapping[str, Any]], *, resource_version: str) -> None:
+        """Make the cache this list of objects, read at `resource_version` (what `list_all` does
+        with the pages it read): objects no longer listed are reported deleted."""
+        seen: set[Key] = set()
+        listed: list[tuple[Key, V, Mapping[str, Any]]] = []
+        for body in bodies:
+            view = self._decoded(body)
+            if view is not None:
+                key = object_key(body)
+                seen.add(key)
+                listed.append((key, view, body))
         for key in [k for k in self.items if k not in seen]:
             old = self._remove(key)
             if old is not None:
@@ -225,7 +241,7 @@ class Informer(Generic[V]):
         for key, view, body in listed:
             old = self._put(key, view)
             self._notify(None, view, old, body)
-        self.resource_version = version
+        self.resource_version = resource_version
         self.lists += 1
         self.synced.set()
 
@@ -279,11 +295,25 @@ class Informer(Generic[V]):
             if view is not None:
                 self._notify(event_type, view, old, body)
         elif event_type in ("ADDED", "MODIFIED"):
-            view = self._decoded(body)
-            if view is not None:
-                old = self._put(key, view)
-                self._notify(event_type, view, old, body)
+            self._apply(event_type, key, body)
         self.resource_version = version or self.resource_version
+
+    def store(self, body: Mapping[str, Any]) -> None:
+        """Put an object the owner wrote or read itself (not from the watch) into the cache, as
+        an event would (listeners hear ADDED or MODIFIED); the watch goes on from where it was."""
+        key = object_key(body)
+        self._apply("MODIFIED" if key in self.items else "ADDED", key, body)
+
+    def _apply(self, event_type: str, key: Key, body: Mapping[str, Any]) -> None:
+        view = self._decoded(body)
+        if view is None:
+            return
+        if self.stale is not None:
+            cached = self.items.get(key)
+            if cached is not None and self.stale(cached, view):
+                return
+        old = self._put(key, view)
+        self._notify(event_type, view, old, body)
 
     def _decoded(self, body: Mapping[str, Any]) -> V | None:
         try:
