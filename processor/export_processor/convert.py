@@ -348,7 +348,7 @@ class Exporter:
         try:
             names, head, self._skip = self._probe(source)
         except pa.ArrowInvalid as exc:
-            raise self._classify(exc, rows=0) from exc
+            raise self._classify(exc, rows=0, source_error=source.error) from exc
         except UnicodeDecodeError as exc:
             raise BadInputError(f"the source is not valid {s.encoding}: {exc}") from exc
         typer = Typer(names, export_format=s.export_format, mode=s.column_types)
@@ -435,6 +435,9 @@ class Exporter:
             writer.finish()
             result = sink.commit()
         except BaseException as exc:
+            # What the source reported before we cancel it: pyarrow's read-ahead may still read
+            # after the failure, and the cancellation it then meets is ours, not the cause.
+            source_error = self._source.error if self._source is not None else None
             # Abort the output first: on SIGTERM the grace period is short, and the reader
             # thread may be blocked on a slow source.
             if self._source is not None:
@@ -442,7 +445,7 @@ class Exporter:
             self._abort(writer, sink)
             if batches is not None:
                 batches.close()
-            raise self._failure(exc) from exc
+            raise self._failure(exc, source_error) from exc
         batches.close()
         return rows, result
 
@@ -479,26 +482,29 @@ class Exporter:
         if writer is not None:
             writer.discard()
 
-    def _failure(self, exc: BaseException) -> BaseException:
-        """The error to raise for an exception of the conversion."""
+    def _failure(self, exc: BaseException, source_error: ExportError | None) -> BaseException:
+        """The error to raise for an exception of the conversion; `source_error` is the one the
+        source reported before the conversion cancelled it."""
         rows = 0
         if isinstance(exc, _ReadError):
             rows = exc.rows
             exc = exc.error
         s = self.settings
         if isinstance(exc, pa.ArrowInvalid):
-            return self._classify(exc, rows=rows)
+            return self._classify(exc, rows=rows, source_error=source_error)
         if isinstance(exc, UnicodeDecodeError):
             return BadInputError(f"the source is not valid {s.encoding} (after row {rows}): {exc}")
         if isinstance(exc, ExportError | KeyboardInterrupt | SystemExit):
             return exc
-        source_error = self._source.error if self._source is not None else None
         if source_error is not None and not isinstance(source_error, CancelledError):
             return source_error
         return TransientError(f"{type(exc).__name__}: {exc}")
 
-    def _classify(self, exc: pa.ArrowInvalid, *, rows: int) -> ExportError:
-        source_error = self._source.error if self._source is not None else None
+    def _classify(
+        self, exc: pa.ArrowInvalid, *, rows: int, source_error: ExportError | None
+    ) -> ExportError:
+        """A parse error as BAD_CSV, unless the source failed first (`source_error`: its
+        failure reached pyarrow as a parse error)."""
         if source_error is not None:
             return source_error
         text = str(exc).strip()

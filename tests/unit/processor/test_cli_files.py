@@ -12,7 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from export_processor import cli
+from export_processor import cli, convert
+from export_processor.errors import CancelledError
+from export_processor.source import FileSource
 from tests.unit.processor.corpus import CASES, Case, assert_output_matches, read_output
 
 FORMATS = ["csv", "csv.gz", "jsonl", "parquet"]
@@ -182,6 +184,31 @@ def test_a_row_longer_than_the_block_is_bad_input(tmp_path: Path) -> None:
     data = b"a\n" + b"1\n" * 50_000 + b"y" * 140_000 + b"\n" + b"2\n" * 50_000
     code, output, payload = run(tmp_path, data, "csv")
     assert code == 2
+    assert "longer than 65536 bytes" in str(payload["error"])
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_parse_error_is_not_reported_as_the_cancellation_that_follows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """After a parse error the export cancels its source, and pyarrow's read-ahead may read once
+    more and meet that cancellation: the source then holds a CancelledError. The export must
+    still fail as BAD_CSV (it said CANCELLED, exit 1, when the read-ahead won the race: seen
+    with 2 blocks ahead). Here the source records the cancellation at once, every time."""
+
+    class ReadAheadAfterCancel(FileSource):
+        def cancel(self) -> None:
+            super().cancel()
+            self.error = CancelledError("cancelled while reading the source")
+
+    monkeypatch.setattr(
+        convert, "open_source", lambda **kw: ReadAheadAfterCancel(kw["location"].key)
+    )
+    data = b"a\n" + b"1\n" * 50_000 + b"y" * 140_000 + b"\n" + b"2\n" * 50_000
+    code, output, payload = run(tmp_path, data, fmt)
+    assert code == 2
+    assert payload["error"]["code"] == "BAD_CSV"  # type: ignore[index]
     assert "longer than 65536 bytes" in str(payload["error"])
     assert not output.exists()
 
