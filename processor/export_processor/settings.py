@@ -19,11 +19,12 @@ S3_MIN_PART_SIZE = 5 * MiB
 BASELINE_BYTES = 130 * MiB
 """The interpreter with pyarrow, boto3 and isal imported and their threads started (measured
 119-125 MiB of RSS before the first byte is read)."""
-QUEUED_BATCHES = 4
-"""Typed batches queued between the reader thread and the writer: a Parquet row group's worth
-(16 MiB of Arrow data is about four 4 MiB blocks), so the reader goes on parsing while the writer
-encodes a row group instead of stalling after two batches (802 MB, Parquet S3 -> S3: 6.63 s with
-2 queued and 4 blocks ahead, 6.21 s with 4 and 2, the same bound)."""
+QUEUED_BATCHES = 3
+"""Typed batches queued between the reader thread and the writer: with 2, the reader stalled
+while the Parquet writer encoded a row group (16 MiB of Arrow data, about four 4 MiB blocks).
+802 MB, Parquet S3 -> S3, three interleaved runs each: 2 queued and 4 blocks ahead 6.63 s mean,
+3 and 3 6.34 s, 4 and 2 6.21 s; 4 queued reached 303 MiB peak RSS at 3 GB, 3 queued with 2 blocks
+ahead 285 MiB (docs/benchmarks.md)."""
 PARQUET_ROW_GROUP_BYTES = 16 * MiB
 """Arrow data buffered per Parquet row group (its encoded pages come on top: counted twice)."""
 ARROW_DECAY_MS = {"jsonl": 100, "parquet": 100}

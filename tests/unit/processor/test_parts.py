@@ -232,7 +232,7 @@ def test_the_default_settings_bound_memory_under_300_mib_and_larger_ones_are_ref
         ("EXPORTJOBS_BLOCK_SIZE_BYTES", 16 * MiB),
         ("EXPORTJOBS_BLOCKS_AHEAD", 32),
         ("EXPORTJOBS_S3_PART_SIZE_BYTES", 64 * MiB),
-        ("EXPORTJOBS_S3_READ_AHEAD", 16),
+        ("EXPORTJOBS_S3_READ_AHEAD", 32),
         ("EXPORTJOBS_S3_UPLOAD_CONCURRENCY", 16),
     ):
         with pytest.raises(InvalidConfigError, match="EXPORTJOBS_MEMORY_LIMIT_BYTES"):
