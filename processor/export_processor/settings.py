@@ -27,19 +27,21 @@ while the Parquet writer encoded a row group (16 MiB of Arrow data, about four 4
 ahead 285 MiB (docs/benchmarks.md)."""
 PARQUET_ROW_GROUP_BYTES = 16 * MiB
 """Arrow data buffered per Parquet row group (its encoded pages come on top: counted twice)."""
-ARROW_DECAY_MS = {"jsonl": 100, "parquet": 100}
+ARROW_DECAY_MS = {"jsonl": 400, "parquet": 100}
 """Milliseconds Arrow's allocator keeps freed pages before returning them (0 for the formats not
 named). The typed formats free and allocate big buffers for every batch (the parser's text, the
 typed columns, JSON Lines' escaped text and lines, Parquet's pages): returned at once, each came
-back as fresh pages, a page fault per 4 KiB. Measured per thread on the 802 MB input, Parquet
-S3 -> S3: the reader thread took 598,000 faults and 1.80 CPU-s in the kernel with decay 0,
-231,000 and 0.74 CPU-s with 100 ms (the export 8.44 -> 8.03 s, with two other runs at 7.7 and
-7.2 s); JSON Lines on 100 MB: 218,000 faults and 0.70 kernel CPU-s, 131,000 and 0.46. csv and
-csv.gz allocate little per batch (no typing) and keep decay 0. Counted in the bound as
-DECAY_ALLOWANCE_BYTES."""
-DECAY_ALLOWANCE_BYTES = 24 * MiB
-"""The freed Arrow memory a 100 ms decay keeps at the rate a 2-core export frees it (measured
-+21-23 MiB of peak RSS)."""
+back as fresh pages, a page fault per 4 KiB. Measured on the 802 MB input, S3 -> S3:
+- Parquet, its reader thread: 598,000 faults and 1.80 CPU-s in the kernel with decay 0, 231,000
+  and 0.74 CPU-s with 100 ms; 1000 ms would take the peak over 300 MiB.
+- JSON Lines, the whole export: 813,000-867,000 faults, 3.7-3.9 kernel CPU-s and 11.8-12.9 CPU-s
+  in all with 100 ms; 590,000, 2.9-3.0 and 10.5-10.9 with 400 ms (two runs each).
+csv and csv.gz allocate little per batch (no typing) and keep decay 0. What a decay keeps is
+counted in the bound: DECAY_ALLOWANCE_BYTES."""
+DECAY_ALLOWANCE_BYTES = {"jsonl": 40 * MiB, "parquet": 24 * MiB}
+"""The freed Arrow memory each format's decay keeps at the rate a 2-core export frees it
+(measured peak RSS over decay 0: Parquet +21-23 MiB at 100 ms; JSON Lines +10-15 MiB more at
+400 ms than at 100 ms)."""
 GZIP_CHUNK_BYTES = 1 * MiB
 """Text deflated per csv.gz task; two tasks queued per thread, each with its output."""
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -158,7 +160,7 @@ class ProcessorSettings:
             "csv.gz": 2 * block + 4 * self.gzip_threads * GZIP_CHUNK_BYTES,
         }.get(self.export_format, 2 * block)
         uploading = (self.upload_concurrency + 1) * self.part_size
-        kept = DECAY_ALLOWANCE_BYTES if ARROW_DECAY_MS.get(self.export_format) else 0
+        kept = DECAY_ALLOWANCE_BYTES.get(self.export_format, 0)
         return BASELINE_BYTES + reading + parsing + queued + writing + uploading + kept
 
     def validate(self) -> None:
