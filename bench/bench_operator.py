@@ -32,6 +32,9 @@ from kubernetes_asyncio import client, watch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
+sys.path.insert(0, str(REPO))
+
+from tests.cluster.operator import pod_status  # noqa: E402
 
 from export_operator import kube, resource  # noqa: E402
 from export_operator.controller.jobs import build_job, resolve_inputs  # noqa: E402
@@ -322,34 +325,11 @@ class Backlog:
         task.add_done_callback(self._tasks.discard)
 
     async def _finish_pod(self, pod_name: str, name: str) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         result = (
             '{"uri": "s3://bench-out/reports/' + name + '.csv", "bytes": 1, "rows": 1, '
             '"sha256": "' + "ab" * 32 + '", "format": "csv"}'
         )
-        status = {
-            "status": {
-                "phase": "Succeeded",
-                "containerStatuses": [
-                    {
-                        "name": "processor",
-                        "image": "exportjobs-processor:latest",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {
-                            "terminated": {
-                                "exitCode": 0,
-                                "reason": "Completed",
-                                "message": result,
-                                "startedAt": now,
-                                "finishedAt": now,
-                            }
-                        },
-                    }
-                ],
-            }
-        }
+        status = pod_status.terminated(exit_code=0, message=result)
         async with self._slots:
             response = await self.core.patch_namespaced_pod_status(
                 pod_name, self.namespace, status, _preload_content=False

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import watch
 
+from tests.cluster.operator import pod_status
 from tests.local_cluster import LocalCluster
 
 GROUP, VERSION, PLURAL = "exportjobs.dev", "v1alpha1", "exportjobs"
@@ -44,10 +44,6 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Exports:
@@ -142,75 +138,25 @@ class Exports:
 
         return wait_for(f"a pod of {name}", probe, timeout=timeout)
 
-    # -- the kubelet -----------------------------------------------------------------------------
+    # -- the kubelet (the status patches: pod_status.py) -----------------------------------------
+    def _report(self, pod: Any, patch: dict[str, Any]) -> None:
+        self.core.patch_namespaced_pod_status(pod.metadata.name, self.namespace, patch)
+
     def run_pod(self, pod: Any) -> None:
         """Report the pod Running, as a kubelet would."""
-        now = _now()
-        self.core.patch_namespaced_pod_status(
-            pod.metadata.name,
-            self.namespace,
-            {
-                "status": {
-                    "phase": "Running",
-                    "startTime": now,
-                    "conditions": [
-                        {"type": t, "status": "True", "lastTransitionTime": now}
-                        for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
-                    ],
-                    "containerStatuses": [
-                        {
-                            "name": "processor",
-                            "image": "exportjobs-processor:latest",
-                            "imageID": "",
-                            "ready": True,
-                            "started": True,
-                            "restartCount": 0,
-                            "state": {"running": {"startedAt": now}},
-                        }
-                    ],
-                }
-            },
-        )
+        self._report(pod, pod_status.running())
 
     def finish_pod(
         self, pod: Any, *, exit_code: int, message: str = "", reason: str | None = None
     ) -> None:
         """Report the container terminated with `exit_code` and a termination message."""
-        now = _now()
-        reason = reason or ("Completed" if exit_code == 0 else "Error")
-        self.core.patch_namespaced_pod_status(
-            pod.metadata.name,
-            self.namespace,
-            {
-                "status": {
-                    "phase": "Succeeded" if exit_code == 0 else "Failed",
-                    "conditions": [
-                        {"type": t, "status": "False", "lastTransitionTime": now}
-                        for t in ("Ready", "ContainersReady")
-                    ],
-                    "containerStatuses": [
-                        {
-                            "name": "processor",
-                            "image": "exportjobs-processor:latest",
-                            "imageID": "",
-                            "ready": False,
-                            "started": False,
-                            "restartCount": 0,
-                            "state": {
-                                "terminated": {
-                                    "exitCode": exit_code,
-                                    "reason": reason
-                                    or ("Completed" if exit_code == 0 else "Error"),
-                                    "message": message,
-                                    "startedAt": now,
-                                    "finishedAt": now,
-                                }
-                            },
-                        }
-                    ],
-                }
-            },
+        self._report(
+            pod, pod_status.terminated(exit_code=exit_code, message=message, reason=reason)
         )
+
+    def stall_pod(self, pod: Any, *, reason: str, message: str) -> None:
+        """Report the container waiting with `reason`: a kubelet that cannot start it."""
+        self._report(pod, pod_status.waiting(reason=reason, message=message))
 
     def succeed(self, name: str, *, result: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the export's pod to success with a result message; returns the result."""

@@ -273,26 +273,7 @@ def test_watchdog_fails_an_image_that_cannot_be_pulled(
     operator.start(image_pull_timeout_seconds=2)
     exports.create("pull")
     pod = exports.wait_pod("pull")
-    exports.core.patch_namespaced_pod_status(
-        pod.metadata.name,
-        exports.namespace,
-        {
-            "status": {
-                "containerStatuses": [
-                    {
-                        "name": "processor",
-                        "image": "exportjobs-processor:latest",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {
-                            "waiting": {"reason": "ImagePullBackOff", "message": "no such image"}
-                        },
-                    }
-                ]
-            }
-        },
-    )
+    exports.stall_pod(pod, reason="ImagePullBackOff", message="no such image")
     status = exports.wait_phase("pull", "Failed", timeout=30)
     assert status["error"]["code"] == "IMAGE_PULL"
     assert "ImagePullBackOff" in status["error"]["message"]

@@ -84,39 +84,16 @@ def test_quota_of_two_jobs_ten_exports_all_finish_and_the_waiting_say_why(
     assert len(kubelet.done) == len(names), "one pod run per export"
 
 
-def _stick(exports: Exports, pod: Any) -> None:
-    """Report the processor container as one the kubelet cannot create."""
-    exports.core.patch_namespaced_pod_status(
-        pod.metadata.name,
-        exports.namespace,
-        {
-            "status": {
-                "containerStatuses": [
-                    {
-                        "name": "processor",
-                        "image": "exportjobs-processor:latest",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {
-                            "waiting": {
-                                "reason": "CreateContainerError",
-                                "message": "invalid environment variable",
-                            }
-                        },
-                    }
-                ]
-            }
-        },
-    )
-
-
 def test_bad_input_stays_with_its_export_and_a_pod_that_cannot_start_frees_its_slot(
     exports: Exports, operator: OperatorProcess
 ) -> None:
     operator.start(max_running=1, start_timeout_seconds=3)
     exports.create("stuck")
-    _stick(exports, exports.wait_pod("stuck"))
+    exports.stall_pod(
+        exports.wait_pod("stuck"),
+        reason="CreateContainerError",
+        message="invalid environment variable",
+    )
     # A spec the API server accepts and this operator cannot run (no dataset template here).
     exports.create("dataset", source=None, datasetId="5f0c6a59-3f5e-4a55-9d59-8e7f2a4c2b11")
     goods = [f"good-{i}" for i in range(3)]
