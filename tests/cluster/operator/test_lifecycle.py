@@ -9,6 +9,7 @@ import socket
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.operator.conftest import Exports, OperatorProcess, wait_for
 from tests.local_cluster import REPO
@@ -128,7 +129,14 @@ def test_exit_code_2_fails_at_once_without_retry(
         "retryable": False,
     }
     assert _conditions(status)["Failed"]["reason"] == "BAD_CSV"
-    job = exports.job("bad")
+
+    def counted() -> Any | None:
+        # The Job controller counts a failed pod in two writes (uncountedTerminatedPods, then
+        # `failed`); the operator may report the export Failed in between.
+        job = exports.job("bad")
+        return job if job is not None and job.status.failed else None
+
+    job = wait_for("the Job controller to count the failed pod", counted)
     assert job.status.failed == 1  # no second attempt: FailJob, not backoffLimit=3
     failed = [c for c in job.status.conditions if c.type == "Failed" and c.status == "True"]
     assert failed and failed[0].reason == "PodFailurePolicy"
