@@ -123,9 +123,7 @@ async def _run_until_idle(informer: Informer[Any], fake: FakeApi) -> None:
     try:
         await asyncio.wait_for(fake.idle.wait(), 5)
     finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await _stop(task)
 
 
 async def test_lists_in_pages_then_watches_from_the_lists_version(
