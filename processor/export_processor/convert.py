@@ -43,7 +43,7 @@ from export_processor.parser_input import (
     open_quote_line_in,
 )
 from export_processor.s3client import S3Client
-from export_processor.settings import ARROW_DECAY_MS, QUEUED_BATCHES, ProcessorSettings
+from export_processor.settings import QUEUED_BATCHES, ProcessorSettings
 from export_processor.sink import Sink, SinkResult, open_sink
 from export_processor.source import ByteSource, open_source
 from export_processor.writers import BatchWriter, new_writer
@@ -214,7 +214,7 @@ def use_memory_pool(decay_ms: int) -> None:
     measured 235 MiB peak RSS for a Parquet export (local file) where mimalloc (pyarrow's
     default) held 291 MiB and the system allocator 456 MiB; S3 -> S3, decay 0 took the peak
     from 302-309 to 281-282 MiB at the same speed (docs/processor.md, "Memory").
-    ARROW_DECAY_MS says which formats keep freed pages a little while, and why."""
+    settings.ARROW_DECAY says which formats keep freed pages a little while, and why."""
     try:
         pool = pa.jemalloc_memory_pool()
     except NotImplementedError:  # a pyarrow built without jemalloc
@@ -343,7 +343,7 @@ class Exporter:
         started = time.monotonic()
         s = self.settings
         limit_malloc()
-        use_memory_pool(ARROW_DECAY_MS.get(s.export_format, 0))
+        use_memory_pool(s.arrow_decay.ms)
         source = self._open_source()
         try:
             names, head, self._skip = self._probe(source)

@@ -27,21 +27,36 @@ while the Parquet writer encoded a row group (16 MiB of Arrow data, about four 4
 ahead 285 MiB (docs/benchmarks.md)."""
 PARQUET_ROW_GROUP_BYTES = 16 * MiB
 """Arrow data buffered per Parquet row group (its encoded pages come on top: counted twice)."""
-ARROW_DECAY_MS = {"jsonl": 400, "parquet": 100}
-"""Milliseconds Arrow's allocator keeps freed pages before returning them (0 for the formats not
-named). The typed formats free and allocate big buffers for every batch (the parser's text, the
-typed columns, JSON Lines' escaped text and lines, Parquet's pages): returned at once, each came
-back as fresh pages, a page fault per 4 KiB. Measured on the 802 MB input, S3 -> S3:
+
+
+@dataclass(frozen=True)
+class ArrowDecay:
+    """How long Arrow's allocator keeps freed pages for a format, and the memory that costs."""
+
+    ms: int = 0
+    allowance: int = 0
+    """Bytes counted for it in `memory_bound()`."""
+
+
+ARROW_DECAY = {
+    "jsonl": ArrowDecay(ms=400, allowance=40 * MiB),
+    "parquet": ArrowDecay(ms=100, allowance=24 * MiB),
+}
+"""Per format, how long Arrow's allocator keeps freed pages before returning them (`ms`; the
+formats not named: NO_DECAY). The typed formats free and allocate big buffers for every batch
+(the parser's text, the typed columns, JSON Lines' escaped text and lines, Parquet's pages):
+returned at once, each came back as fresh pages, a page fault per 4 KiB. Measured on the 802 MB
+input, S3 -> S3:
 - Parquet, its reader thread: 598,000 faults and 1.80 CPU-s in the kernel with decay 0, 231,000
   and 0.74 CPU-s with 100 ms; 1000 ms would take the peak over 300 MiB.
 - JSON Lines, the whole export: 813,000-867,000 faults, 3.7-3.9 kernel CPU-s and 11.8-12.9 CPU-s
   in all with 100 ms; 590,000, 2.9-3.0 and 10.5-10.9 with 400 ms (two runs each).
 csv and csv.gz allocate little per batch (no typing) and keep decay 0. What a decay keeps is
-counted in the bound: DECAY_ALLOWANCE_BYTES."""
-DECAY_ALLOWANCE_BYTES = {"jsonl": 40 * MiB, "parquet": 24 * MiB}
-"""The freed Arrow memory each format's decay keeps at the rate a 2-core export frees it
-(measured peak RSS over decay 0: Parquet +21-23 MiB at 100 ms; JSON Lines +10-15 MiB more at
-400 ms than at 100 ms)."""
+counted in the bound: `allowance`, the freed memory a decay keeps at the rate a 2-core export
+frees it (measured peak RSS over decay 0: Parquet +21-23 MiB at 100 ms; JSON Lines +10-15 MiB
+more at 400 ms than at 100 ms)."""
+NO_DECAY = ArrowDecay()
+"""csv and csv.gz: freed pages go back at once."""
 GZIP_CHUNK_BYTES = 1 * MiB
 """Text deflated per csv.gz task; two tasks queued per thread, each with its output."""
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -139,6 +154,11 @@ class ProcessorSettings:
     kube: KubeSettings = field(default_factory=KubeSettings)
     """Progress reporting to the ExportJob."""
 
+    @property
+    def arrow_decay(self) -> ArrowDecay:
+        """How long Arrow keeps freed pages for this export's format (ARROW_DECAY)."""
+        return ARROW_DECAY.get(self.export_format, NO_DECAY)
+
     def memory_bound(self) -> int:
         """Peak memory these settings allow, in bytes, whatever the input's size.
 
@@ -147,7 +167,7 @@ class ProcessorSettings:
         arrays); typed batches queued and the one being written (text plus typed columns); the
         writer's own buffer; S3 parts uploading and the one filling. Plus the interpreter and
         the libraries (BASELINE_BYTES, measured), and for JSON Lines the freed memory the
-        allocator keeps for a moment (DECAY_ALLOWANCE_BYTES, measured). Multipart parts double
+        allocator keeps for a moment (ARROW_DECAY, measured). Multipart parts double
         after 1000 parts (outputs beyond 8 GiB with 8 MiB parts): each doubling adds
         `upload_concurrency + 1` parts' worth.
         """
@@ -160,7 +180,7 @@ class ProcessorSettings:
             "csv.gz": 2 * block + 4 * self.gzip_threads * GZIP_CHUNK_BYTES,
         }.get(self.export_format, 2 * block)
         uploading = (self.upload_concurrency + 1) * self.part_size
-        kept = DECAY_ALLOWANCE_BYTES.get(self.export_format, 0)
+        kept = self.arrow_decay.allowance
         return BASELINE_BYTES + reading + parsing + queued + writing + uploading + kept
 
     def validate(self) -> None:
