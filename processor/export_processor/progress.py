@@ -1,6 +1,6 @@
 """Progress reports: JSON merge patches of `status.progress` on the ExportJob, best effort.
 
-Plain HTTPS with urllib3 (boto3 brings it), so the processor image needs no Kubernetes client.
+Plain HTTPS with urllib3 (botocore brings it), so the processor image needs no Kubernetes client.
 A failed patch is logged once and never fails the export.
 """
 

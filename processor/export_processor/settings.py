@@ -17,7 +17,7 @@ FORMATS = ("csv", "csv.gz", "jsonl", "parquet")
 MiB = 1024 * 1024
 S3_MIN_PART_SIZE = 5 * MiB
 BASELINE_BYTES = 130 * MiB
-"""The interpreter with pyarrow, boto3 and isal imported and their threads started (measured
+"""The interpreter with pyarrow, botocore and isal imported and their threads started (measured
 119-125 MiB of RSS before the first byte is read)."""
 QUEUED_BATCHES = 3
 """Typed batches queued between the reader thread and the writer: with 2, the reader stalled
