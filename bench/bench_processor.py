@@ -5,6 +5,7 @@
     .venv/bin/python bench/bench_processor.py --mb 3000 --no-baselines
     .venv/bin/python bench/bench_processor.py --late-change --formats jsonl,parquet
     .venv/bin/python bench/bench_processor.py --repeat 5 --keep-data   # medians of 5 pairs
+    .venv/bin/python bench/bench_processor.py --local --keep-data      # file -> file, no S3
 
 Prints, for each format, throughput (input MB per wall second) and the processor's peak RSS, and
 the ratio to its baseline, measured right after it (the machine is shared: back to back is the
@@ -12,6 +13,15 @@ fairest; `--repeat N` runs N such pairs per format and reports the median rates 
 the pairs' ratios, since a single pair moves by ±20% on two shared cores): DuckDB local file ->
 local file (threads = cores) for parquet, jsonl and csv; `gzip -1` on one core for csv.gz; then
 a raw S3 copy (download + upload, no parsing). Each line carries the 1-minute load average.
+
+CPU: each line also gives the CPU seconds (user + kernel) of the processor, of the S3 server over
+the processor's run (the local MinIO, found by .local/s3/minio.pid; `-` for another server) and of
+the baseline. The S3 server shares the machine's cores with the processor, while DuckDB's
+baseline reads and writes local files: `(processor + S3 server) CPU / DuckDB CPU` says how much
+of the two cores the S3 -> S3 export needs against DuckDB's local run.
+
+--local: the processor reads and writes local files too (file:// source and destination), the
+same footing as DuckDB's baseline: the processor's own speed, without the S3 server.
 
 --late-change: the same input with one row at 90% of it whose integer column says `n/a`, against
 the input without it: the column widens to text there, so the export reads the source twice (the
@@ -24,12 +34,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -49,11 +61,41 @@ RSS_GOAL_MIB = 300
 UPLOAD = TransferConfig(multipart_chunksize=64 << 20)
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + kernel) of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def s3_server_cpu() -> float | None:
+    """CPU seconds of the local S3 server (MinIO started by hack/cluster.sh), None when there is
+    none on this machine."""
+    pid_file = REPO / ".local" / "s3" / "minio.pid"
+    try:
+        fields = Path(f"/proc/{pid_file.read_text().strip()}/stat").read_text().rsplit(")", 1)[1]
+    except (OSError, ValueError):
+        return None
+    utime, stime = fields.split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    """One timed run: wall seconds and CPU seconds (its own; the S3 server's during it)."""
+
+    seconds: float
+    cpu: float
+    s3_cpu: float | None = None
+
+
 def run_processor(
     env: dict[str, str], source: str, fmt: str, dest: str
-) -> tuple[float, float, dict[str, object]]:
-    """Wall seconds, peak RSS (MiB) and the result JSON of one `exportjobs-processor` run."""
-    settle()
+) -> tuple[Run, float, dict[str, object]]:
+    """The run, peak RSS (MiB) and the result JSON of one `exportjobs-processor` run (to a
+    local destination: its previous output removed first, as DuckDB's)."""
+    local = dest.startswith("file://")
+    settle(Path(dest.removeprefix("file://")) if local else None)
+    cpu_before, s3_before = children_cpu(), None if local else s3_server_cpu()
     started = time.monotonic()
     proc = subprocess.Popen(
         [
@@ -73,9 +115,12 @@ def run_processor(
     output = proc.stdout.read()
     status = proc.wait()
     elapsed = time.monotonic() - started
+    s3_after = None if local else s3_server_cpu()
     if status != 0:
         raise SystemExit(f"processor failed for {fmt}")
-    return elapsed, peak.stop(), json.loads(output)
+    s3_cpu = s3_after - s3_before if s3_after is not None and s3_before is not None else None
+    run = Run(elapsed, children_cpu() - cpu_before, s3_cpu)
+    return run, peak.stop(), json.loads(output)
 
 
 class PeakRss:
@@ -120,7 +165,8 @@ def settle(out_dir: Path | None = None) -> None:
     MinIO for the disk and the CPU."""
     if out_dir is not None:
         for leftover in out_dir.glob("*"):
-            leftover.unlink()
+            if leftover.is_file():
+                leftover.unlink()
     os.sync()
 
 
@@ -154,8 +200,9 @@ def late_change(args: argparse.Namespace, env: dict[str, str], s3: object, path:
         keys.append(file.name)
     print("\nformat    plain s  late change s  ratio  bytes read (x source)  peak RSS MiB")
     for fmt in args.formats.split(","):
-        plain, _, _ = run_processor(env, f"s3://{args.bucket}/{keys[0]}", fmt, dest)
-        changed, rss, result = run_processor(env, f"s3://{args.bucket}/{keys[1]}", fmt, dest)
+        plain_run, _, _ = run_processor(env, f"s3://{args.bucket}/{keys[0]}", fmt, dest)
+        changed_run, rss, result = run_processor(env, f"s3://{args.bucket}/{keys[1]}", fmt, dest)
+        plain, changed = plain_run.seconds, changed_run.seconds
         reads = float(str(result["bytesRead"])) / late.stat().st_size
         print(
             f"{fmt:8s} {plain:8.1f}  {changed:13.1f}  {changed / plain:5.2f}  {reads:21.2f}"
@@ -166,7 +213,7 @@ def late_change(args: argparse.Namespace, env: dict[str, str], s3: object, path:
         s3.delete_object(Bucket=args.bucket, Key=key)  # type: ignore[attr-defined]
 
 
-def duckdb_local(path: Path, fmt: str, out_dir: Path) -> float:
+def duckdb_local(path: Path, fmt: str, out_dir: Path) -> Run:
     """Seconds of DuckDB's COPY, in a process of its own (as the processor runs), start-up
     included, as the processor's are."""
     options = {
@@ -183,17 +230,17 @@ def duckdb_local(path: Path, fmt: str, out_dir: Path) -> float:
         f"TO '{out_dir / ('duck.' + fmt)}' {options}\")\n"
     )
     settle(out_dir)
-    started = time.monotonic()
+    cpu_before, started = children_cpu(), time.monotonic()
     subprocess.run([sys.executable, "-c", script], check=True)
-    return time.monotonic() - started
+    return Run(time.monotonic() - started, children_cpu() - cpu_before)
 
 
-def gzip_one_core(path: Path, out_dir: Path) -> float:
+def gzip_one_core(path: Path, out_dir: Path) -> Run:
     settle(out_dir)
-    started = time.monotonic()
+    cpu_before, started = children_cpu(), time.monotonic()
     with (out_dir / "gzip1.gz").open("wb") as out:
         subprocess.run(["gzip", "-1", "-c", str(path)], stdout=out, check=True)
-    return time.monotonic() - started
+    return Run(time.monotonic() - started, children_cpu() - cpu_before)
 
 
 def raw_s3_copy(s3: object, bucket: str, key: str) -> float:
@@ -202,6 +249,47 @@ def raw_s3_copy(s3: object, bucket: str, key: str) -> float:
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]  # type: ignore[attr-defined]
     s3.upload_fileobj(body, bucket, f"bench-out/raw-copy-{key}", Config=config)  # type: ignore[attr-defined]
     return time.monotonic() - started
+
+
+def cpu_text(seconds: float | None) -> str:
+    return "    -" if seconds is None else f"{seconds:5.2f}"
+
+
+@dataclass
+class Row:
+    """One format's runs: rates, ratios, peak RSS and CPU seconds (medians in the summary)."""
+
+    fmt: str
+    rates: list[float] = field(default_factory=list)
+    peaks: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    s3_cpus: list[float] = field(default_factory=list)
+    bases: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    base_cpus: list[float] = field(default_factory=list)
+
+    def add_processor(self, rate: float, rss: float, run: Run) -> None:
+        self.rates.append(rate)
+        self.peaks.append(rss)
+        self.cpus.append(run.cpu)
+        if run.s3_cpu is not None:
+            self.s3_cpus.append(run.s3_cpu)
+
+    def add_baseline(self, rate: float, ratio: float, cpu: float) -> None:
+        self.bases.append(rate)
+        self.ratios.append(ratio)
+        self.base_cpus.append(cpu)
+
+    def summary(self, raw: float) -> str:
+        median = statistics.median
+        rate, cpu, base_cpu = median(self.rates), median(self.cpus), median(self.base_cpus)
+        s3_cpu = median(self.s3_cpus) if self.s3_cpus else None
+        share = (cpu + (s3_cpu or 0.0)) / base_cpu
+        return (
+            f"{self.fmt:8s} {rate:6.1f}  {median(self.bases):8.1f}  {median(self.ratios):5.2f}"
+            f"  >={GOALS[self.fmt]:.1f}  {rate / raw:14.2f}  {max(self.peaks):12.0f}"
+            f"  {cpu:14.2f}  {cpu_text(s3_cpu):>9s}  {base_cpu:8.2f}  {share:28.2f}"
+        )
 
 
 def main() -> None:
@@ -218,6 +306,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--late-change", action="store_true", help="a type change at 90%% vs none (see above)"
+    )
+    parser.add_argument(
+        "--local", action="store_true", help="the processor file -> file (see above)"
     )
     args = parser.parse_args()
     env = {**os.environ}
@@ -239,50 +330,45 @@ def main() -> None:
         return
     out_dir = Path("/tmp/exportjobs-bench")
     out_dir.mkdir(exist_ok=True)
-    rows: list[tuple[str, float, float | None, float | None, float]] = []
+    if args.local:
+        source, dest = f"file://{path}", f"file://{out_dir}/processor/"
+    rows: list[Row] = []
     for fmt in args.formats.split(","):
-        rates, bases, ratios, peaks = [], [], [], []
+        row = Row(fmt)
         for attempt in range(args.repeat):
-            seconds, rss, _ = run_processor(env, source, fmt, dest)
-            rate = size_mb / seconds
+            run, rss, _ = run_processor(env, source, fmt, dest)
+            rate = size_mb / run.seconds
             line = f"processor {fmt:8s} {rate:7.1f} MB/s  peak RSS {rss:6.0f} MiB"
             line += f"  ({'ok' if rss <= RSS_GOAL_MIB else 'OVER'} vs {RSS_GOAL_MIB} MiB)"
-            rates.append(rate)
-            peaks.append(rss)
+            line += f"  CPU {run.cpu:5.2f} s + S3 server {cpu_text(run.s3_cpu)}"
+            row.add_processor(rate, rss, run)
             if not args.no_baselines:
                 if fmt == "csv.gz":
-                    baseline = size_mb / gzip_one_core(path, out_dir)
-                    line += f"  | gzip -1 one core {baseline:7.1f} MB/s"
+                    base_run = gzip_one_core(path, out_dir)
+                    line += "  | gzip -1 one core"
                 else:
-                    baseline = size_mb / duckdb_local(path, fmt, out_dir)
-                    line += f"  | DuckDB local {baseline:7.1f} MB/s"
+                    base_run = duckdb_local(path, fmt, out_dir)
+                    line += "  | DuckDB local"
+                baseline = size_mb / base_run.seconds
+                line += f" {baseline:7.1f} MB/s  CPU {base_run.cpu:5.2f} s"
                 line += f"  ratio {rate / baseline:4.2f} (goal >= {GOALS[fmt]})"
-                bases.append(baseline)
-                ratios.append(rate / baseline)
+                row.add_baseline(baseline, rate / baseline, base_run.cpu)
             pair = f" [{attempt + 1}/{args.repeat}]" if args.repeat > 1 else ""
             print(f"{line}  {load()}{pair}", flush=True)
-        rows.append(
-            (
-                fmt,
-                statistics.median(rates),
-                statistics.median(bases) if bases else None,
-                statistics.median(ratios) if ratios else None,
-                max(peaks),
-            )
-        )
+        rows.append(row)
     shutil.rmtree(out_dir, ignore_errors=True)
     if not args.no_baselines:
         raw = size_mb / raw_s3_copy(s3, args.bucket, key)
         print(f"baseline raw S3 copy            {raw:7.1f} MB/s  {load()}", flush=True)
         what = f"medians of {args.repeat} pairs, " if args.repeat > 1 else ""
-        print(f"\n({what}peak RSS: the highest)")
-        print("format    MB/s   baseline  ratio  goal   vs raw S3 copy  peak RSS MiB")
-        for fmt, rate, base, ratio, rss in rows:
-            assert base is not None and ratio is not None
-            print(
-                f"{fmt:8s} {rate:6.1f}  {base:8.1f}  {ratio:5.2f}  >={GOALS[fmt]:.1f}"
-                f"  {rate / raw:14.2f}  {rss:12.0f}"
-            )
+        where = "file -> file" if args.local else "S3 -> S3"
+        print(f"\n(processor {where}; {what}peak RSS: the highest; CPU in seconds)")
+        print(
+            "format    MB/s   baseline  ratio  goal   vs raw S3 copy  peak RSS MiB"
+            "  CPU: processor  S3 server  baseline  (processor + S3) / baseline"
+        )
+        for row in rows:
+            print(row.summary(raw))
     for obj in s3.list_objects_v2(Bucket=args.bucket, Prefix="bench-out/").get("Contents", []):
         s3.delete_object(Bucket=args.bucket, Key=obj["Key"])
     s3.delete_object(Bucket=args.bucket, Key=key)
