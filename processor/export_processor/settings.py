@@ -39,24 +39,29 @@ class ArrowDecay:
 
 
 ARROW_DECAY = {
+    "csv": ArrowDecay(ms=400, allowance=48 * MiB),
+    "csv.gz": ArrowDecay(ms=200, allowance=40 * MiB),
     "jsonl": ArrowDecay(ms=400, allowance=40 * MiB),
     "parquet": ArrowDecay(ms=100, allowance=24 * MiB),
 }
-"""Per format, how long Arrow's allocator keeps freed pages before returning them (`ms`; the
-formats not named: NO_DECAY). The typed formats free and allocate big buffers for every batch
-(the parser's text, the typed columns, JSON Lines' escaped text and lines, Parquet's pages):
-returned at once, each came back as fresh pages, a page fault per 4 KiB. Measured on the 802 MB
-input, S3 -> S3:
+"""Per format, how long Arrow's allocator keeps freed pages before returning them (`ms`; a
+format not named: NO_DECAY). Every format frees and allocates big buffers for every batch (the
+parser's text, the typed columns, JSON Lines' escaped text and lines, Parquet's pages, the CSV
+writer's text): returned at once, each came back as fresh pages, a page fault per 4 KiB.
+Measured on the 802 MB input, S3 -> S3 (bench/processor_threads.py):
 - Parquet, its reader thread: 598,000 faults and 1.80 CPU-s in the kernel with decay 0, 231,000
   and 0.74 CPU-s with 100 ms; 1000 ms would take the peak over 300 MiB.
 - JSON Lines, the whole export: 813,000-867,000 faults, 3.7-3.9 kernel CPU-s and 11.8-12.9 CPU-s
   in all with 100 ms; 590,000, 2.9-3.0 and 10.5-10.9 with 400 ms (two runs each).
-csv and csv.gz allocate little per batch (no typing) and keep decay 0. What a decay keeps is
-counted in the bound: `allowance`, the freed memory a decay keeps at the rate a 2-core export
-frees it (measured peak RSS over decay 0: Parquet +21-23 MiB at 100 ms; JSON Lines +10-15 MiB
-more at 400 ms than at 100 ms)."""
+- csv: 7.5-8.3 CPU-s (2.3-2.5 in the kernel, 308,000 faults in the parser's threads) with decay
+  0, 6.5-7.1 (1.7-2.0) with 400 ms, in interleaved pairs; csv.gz 9.2-9.7 at 0, 8.1-9.1 at 200 ms
+  (400 ms: 8.2-8.7, but 262 MiB peak).
+What a decay keeps is counted in the bound: `allowance`, the freed memory a decay keeps at the
+rate a 2-core export frees it (measured peak RSS over decay 0: Parquet +21-23 MiB at 100 ms;
+JSON Lines +10-15 MiB more at 400 ms than at 100 ms; csv +30-41 MiB at 400 ms; csv.gz +31-40
+MiB at 200 ms)."""
 NO_DECAY = ArrowDecay()
-"""csv and csv.gz: freed pages go back at once."""
+"""A format without a measured decay: freed pages go back at once."""
 GZIP_CHUNK_BYTES = 1 * MiB
 """Text deflated per csv.gz task; two tasks queued per thread, each with its output."""
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
