@@ -259,6 +259,13 @@ start_containerd() {
     tail -n 20 "$node_dir/containerd.log" >&2
     die "containerd did not answer within ${timeout}s (log: $node_dir/containerd.log)"
   }
+  # containerd answers before its CRI service is initialized; a kubelet started then exits at
+  # once ("validate CRI v1 runtime API ... server is not initialized yet": the node was never
+  # Ready, seen on a loaded machine). Wait for the CRI service itself.
+  retry "$timeout" crictl_ info >/dev/null 2>&1 || {
+    tail -n 20 "$node_dir/containerd.log" >&2
+    die "containerd's CRI service was not ready within ${timeout}s (log: $node_dir/containerd.log)"
+  }
 }
 
 # The sandbox ("pause") image, made here: no registry is reachable. A static Go program that
@@ -564,6 +571,7 @@ node_down() {
   log "node stopped, host restored in $((SECONDS - started))s"
 }
 
+main() {
 case ${1:-} in
   lock)
     [ "$(id -u)" = 0 ] || die "the real node needs root (containerd, the kubelet, iptables)"
@@ -577,3 +585,7 @@ case ${1:-} in
   host-state) host_state ;;
   *) echo "usage: $0 lock|up|load IMAGE...|down|host-state" >&2; exit 2 ;;
 esac
+}
+
+# The tests source this file for its functions (tests/unit/hack); run, it does the work.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
