@@ -26,6 +26,7 @@ from export_processor.errors import (
 )
 from export_processor.locations import Location
 from export_processor.s3client import S3Client, translate
+from export_processor.settings import KEPT_DOWNLOAD_BUFFERS
 
 _MAX_THROTTLE_WAIT = 60.0
 """Seconds a read waits for the writer before going ahead anyway: a safety net against a
@@ -191,11 +192,13 @@ class DownloadBuffers:
     """Buffers for ranged GETs, reused once nothing refers to their bytes any more.
 
     A GET's body read into a fresh 4 MiB `bytes` took a page fault per 4 KiB (196,000 for the
-    802 MB input, 0.6-0.7 kernel CPU-s on the download threads). Here a body is read into a
+    802 MB input, 0.5-0.6 kernel CPU-s on the download threads). Here a body is read into a
     buffer of the pool, and handed on as an Arrow buffer whose owner (`_Owner`) returns it to
     the pool when Arrow, the parser and this module have all let go of it: a buffer is never
-    written while a view of it is alive. The pool holds at most as many buffers as were ever in
-    use at once, which the memory bound already counts (GETs in flight, parser blocks).
+    written while a view of it is alive. At most `KEPT_DOWNLOAD_BUFFERS` free buffers are kept
+    (the next GET takes one at once); one freed beyond that goes back to the system, so the pool
+    adds that many buffers to the memory the GETs and parser blocks hold anyway (settings,
+    `memory_bound()`): keeping all of them took a Parquet export of 3 GB to 293 MiB.
     """
 
     def __init__(self, size: int) -> None:
@@ -217,7 +220,8 @@ class DownloadBuffers:
     def _give_back(self, buffer: bytearray) -> None:
         if len(buffer) == self.size:
             with self._lock:
-                self._free.append(buffer)
+                if len(self._free) < KEPT_DOWNLOAD_BUFFERS:
+                    self._free.append(buffer)
 
     def hand_out(self, buffer: bytearray, size: int) -> pa.Buffer:
         """The first `size` bytes of `buffer` as a read-only Arrow buffer; `buffer` returns to

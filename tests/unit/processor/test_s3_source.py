@@ -16,7 +16,7 @@ import pytest
 
 from export_processor.convert import Exporter
 from export_processor.errors import BadInputError, ExportError
-from export_processor.settings import ProcessorSettings
+from export_processor.settings import KEPT_DOWNLOAD_BUFFERS, ProcessorSettings
 from export_processor.source import DownloadBuffers, S3Source, read_body_into
 from tests.unit.processor.corpus import CASES
 
@@ -41,6 +41,16 @@ def test_a_buffer_is_reused_only_once_every_view_of_it_is_gone() -> None:
     del arrow_slice
     assert pool.take(16) is first
     assert pool.allocated == 3
+
+
+def test_the_pool_keeps_only_a_few_free_buffers() -> None:
+    pool = DownloadBuffers(16)
+    taken = [pool.take(16) for _ in range(KEPT_DOWNLOAD_BUFFERS + 3)]
+    handed = [pool.hand_out(buffer, 16) for buffer in taken]
+    del handed  # every buffer is free now: only KEPT_DOWNLOAD_BUFFERS stay in the pool
+    again = [pool.take(16) for _ in range(KEPT_DOWNLOAD_BUFFERS + 1)]
+    assert sum(any(a is t for t in taken) for a in again) == KEPT_DOWNLOAD_BUFFERS
+    assert pool.allocated == len(taken) + 1
 
 
 def test_a_short_last_range_gets_its_own_buffer_and_never_enters_the_pool() -> None:
