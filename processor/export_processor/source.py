@@ -214,7 +214,7 @@ class DownloadBuffers:
             with self._lock:
                 if self._free:
                     return self._free.pop()
-            self.allocated += 1
+                self.allocated += 1
         return bytearray(size)
 
     def _give_back(self, buffer: bytearray) -> None:
