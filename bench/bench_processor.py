@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from tests.local_cluster import read_env_file  # noqa: E402
 
 from gen_csv import generate  # noqa: E402
+from processor_threads import cpu_text, s3_server_cpu  # noqa: E402
 
 FORMATS = ["csv", "csv.gz", "jsonl", "parquet"]
 GOALS = {"csv": 0.8, "jsonl": 0.8, "parquet": 0.8, "csv.gz": 1.5}
@@ -65,18 +66,6 @@ def children_cpu() -> float:
     """CPU seconds (user + kernel) of this process's finished children so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def s3_server_cpu() -> float | None:
-    """CPU seconds of the local S3 server (MinIO started by hack/cluster.sh), None when there is
-    none on this machine."""
-    pid_file = REPO / ".local" / "s3" / "minio.pid"
-    try:
-        fields = Path(f"/proc/{pid_file.read_text().strip()}/stat").read_text().rsplit(")", 1)[1]
-    except (OSError, ValueError):
-        return None
-    utime, stime = fields.split()[11:13]
-    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -249,10 +238,6 @@ def raw_s3_copy(s3: object, bucket: str, key: str) -> float:
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]  # type: ignore[attr-defined]
     s3.upload_fileobj(body, bucket, f"bench-out/raw-copy-{key}", Config=config)  # type: ignore[attr-defined]
     return time.monotonic() - started
-
-
-def cpu_text(seconds: float | None) -> str:
-    return "    -" if seconds is None else f"{seconds:5.2f}"
 
 
 @dataclass

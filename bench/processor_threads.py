@@ -7,8 +7,8 @@ CPU over the same run, peak RSS and the machine's idle time.
 
 Runs the processor's own entry point in this process, with a sampler thread reading
 /proc/self/task every 50 ms (a thread's counters are kept after it ends), reads the S3 server's
-CPU (a process named `minio`) before and after, and /proc/stat for the whole machine. The AWS_*
-variables come from .local/cluster.env when they are not set.
+CPU (the local MinIO, by hack/cluster.sh's pid file) before and after, and /proc/stat for the
+whole machine. The AWS_* variables come from .local/cluster.env when they are not set.
 """
 
 from __future__ import annotations
@@ -31,17 +31,19 @@ def _stat_fields(path: str) -> list[str]:
     return Path(path).read_text().rsplit(")", 1)[1].split()
 
 
-def _cpu_of(name: str) -> float:
-    """CPU seconds of every process whose command name is `name`."""
-    total = 0.0
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().strip() == name:
-                fields = _stat_fields(str(comm.parent / "stat"))
-                total += (int(fields[11]) + int(fields[12])) / TICK
-        except OSError:
-            continue
-    return total
+def s3_server_cpu() -> float | None:
+    """CPU seconds of the local S3 server (the MinIO hack/cluster.sh started, by its pid file),
+    None when there is none on this machine."""
+    pid_file = REPO / ".local" / "s3" / "minio.pid"
+    try:
+        fields = _stat_fields(f"/proc/{pid_file.read_text().strip()}/stat")
+    except (OSError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def cpu_text(seconds: float | None) -> str:
+    return "    -" if seconds is None else f"{seconds:5.2f}"
 
 
 def _machine() -> tuple[float, float]:
@@ -111,7 +113,7 @@ def main() -> int:
     from export_processor.cli import run
 
     sampler = ThreadSampler()
-    minio_before = _cpu_of("minio")
+    s3_before = s3_server_cpu()
     busy_before, idle_before = _machine()
     started = time.monotonic()
     sampler.start()
@@ -122,9 +124,11 @@ def main() -> int:
     wall = time.monotonic() - started
     busy, idle = _machine()
     own = os.times()
+    s3_after = s3_server_cpu()
+    s3_cpu = s3_after - s3_before if s3_after is not None and s3_before is not None else None
     print(
         f"exit {code}, wall {wall:.2f} s, process {own.user + own.system:.2f} CPU-s "
-        f"(kernel {own.system:.2f}), S3 server {_cpu_of('minio') - minio_before:.2f} CPU-s, "
+        f"(kernel {own.system:.2f}), S3 server {cpu_text(s3_cpu).strip()} CPU-s, "
         f"machine busy {busy - busy_before:.2f} idle {idle - idle_before:.2f} CPU-s, "
         f"peak RSS {sampler.peak_rss / 2**20:.0f} MiB",
         file=sys.stderr,

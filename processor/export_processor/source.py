@@ -223,14 +223,14 @@ class DownloadBuffers:
                 if len(self._free) < KEPT_DOWNLOAD_BUFFERS:
                     self._free.append(buffer)
 
-    def hand_out(self, buffer: bytearray, size: int) -> pa.Buffer:
-        """The first `size` bytes of `buffer` as a read-only Arrow buffer; `buffer` returns to
-        the pool once that buffer, its slices and every view of them are gone."""
+    def hand_out(self, buffer: bytearray) -> pa.Buffer:
+        """`buffer` as a read-only Arrow buffer; `buffer` returns to the pool once that buffer,
+        its slices and every view of them are gone."""
         owner = _Owner()
         # The address, through a view that ends here: the bytearray is never resized.
         address = pa.py_buffer(buffer).address
         weakref.finalize(owner, self._give_back, buffer)
-        return pa.foreign_buffer(address, size, base=owner)
+        return pa.foreign_buffer(address, len(buffer), base=owner)
 
 
 def read_body_into(body: Any, target: memoryview) -> int:
@@ -336,12 +336,12 @@ class S3Source(ByteSource):
         buffer = self._buffers.take(size)
         try:
             body = self._client.get_object(**args)["Body"]  # type: ignore[arg-type]
-            got = read_body_into(body, memoryview(buffer)[:size])
+            got = read_body_into(body, memoryview(buffer))
         except Exception as exc:
             raise translate(exc, what=what, missing_is_source=True) from exc
         if got != size:
             raise TransientError(f"{what}: got {got} bytes")
-        return self._buffers.hand_out(buffer, size)
+        return self._buffers.hand_out(buffer)
 
     def _next_chunk(self) -> bool:
         if not self._pending:

@@ -28,7 +28,7 @@ def test_a_buffer_is_reused_only_once_every_view_of_it_is_gone() -> None:
     pool = DownloadBuffers(16)
     first = pool.take(16)
     first[:] = b"a" * 16
-    handed = pool.hand_out(first, 16)
+    handed = pool.hand_out(first)
     view = memoryview(handed)[4:8]
     arrow_slice = handed.slice(8, 4)
     del handed
@@ -46,7 +46,7 @@ def test_a_buffer_is_reused_only_once_every_view_of_it_is_gone() -> None:
 def test_the_pool_keeps_only_a_few_free_buffers() -> None:
     pool = DownloadBuffers(16)
     taken = [pool.take(16) for _ in range(KEPT_DOWNLOAD_BUFFERS + 3)]
-    handed = [pool.hand_out(buffer, 16) for buffer in taken]
+    handed = [pool.hand_out(buffer) for buffer in taken]
     del handed  # every buffer is free now: only KEPT_DOWNLOAD_BUFFERS stay in the pool
     again = [pool.take(16) for _ in range(KEPT_DOWNLOAD_BUFFERS + 1)]
     assert sum(any(a is t for t in taken) for a in again) == KEPT_DOWNLOAD_BUFFERS
@@ -56,7 +56,7 @@ def test_the_pool_keeps_only_a_few_free_buffers() -> None:
 def test_a_short_last_range_gets_its_own_buffer_and_never_enters_the_pool() -> None:
     pool = DownloadBuffers(16)
     short = pool.take(5)
-    handed = pool.hand_out(short, 5)
+    handed = pool.hand_out(short)
     del handed
     assert pool.allocated == 0
     assert pool.take(16) is not short
