@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from export_processor import termination
+from export_processor import split_cli, termination
 from export_processor.convert import Exporter, ProgressState
 from export_processor.errors import CancelledError, ExitCode, ExportError, TransientError
 from export_processor.progress import ProgressReporter, progress_body
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--termination-message-path", type=Path, help="where to write the result/error JSON"
     )
+    split_cli.add_arguments(parser)
     return parser
 
 
@@ -121,10 +122,16 @@ def _settings(args: argparse.Namespace) -> ProcessorSettings:
     )
 
 
-def _fail(error: ExportError, settings: ProcessorSettings | None, args: argparse.Namespace) -> int:
-    payload = {
+def _fail(
+    error: ExportError,
+    settings: ProcessorSettings | None,
+    args: argparse.Namespace,
+    extra: dict[str, Any] | None = None,
+) -> int:
+    payload: dict[str, Any] = {
         "error": {"code": str(error.code), "message": error.message, "retryable": error.retryable}
     }
+    payload |= extra or {}
     if settings is not None:
         path, explicit = settings.termination_message_path, settings.termination_message_explicit
     else:
@@ -155,8 +162,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, signals: _Signals) -> int:
     settings: ProcessorSettings | None = None
     reporter: ProgressReporter | None = None
+    exporter: Exporter | None = None
     try:
         settings = _settings(args)
+        job = split_cli.split_job(args)
         client = None
         if settings.source_uri.startswith("s3://") or settings.destination_uri.startswith("s3://"):
             client = new_s3_client(
@@ -167,16 +176,23 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
         # sight, the collections the export triggers stay cheap (a full one cost 64 ms).
         gc.freeze()
         progress = ProgressState()
-        exporter = Exporter(settings, s3_client=client, progress=progress)
-        signals.exporter = exporter
-        reporter = _reporter(settings, progress)
-        if reporter is not None:
-            reporter.start()
-        result = exporter.run()
-        signals.done = True
-        if reporter is not None:
-            reporter.stop(final=True)
-        payload: dict[str, Any] = result.as_json()
+        if job is not None and job.mode != "range":
+            payload = split_cli.finish(job, settings, client)
+            signals.done = True
+        else:
+            if job is None:
+                exporter = Exporter(settings, s3_client=client, progress=progress)
+            else:
+                exporter = split_cli.range_exporter(job, settings, client, progress)
+            signals.exporter = exporter
+            reporter = _reporter(settings, progress)
+            if reporter is not None:
+                reporter.start()
+            result = exporter.run()
+            signals.done = True
+            if reporter is not None:
+                reporter.stop(final=True)
+            payload = result.as_json() | _range_report(exporter)
         termination.write(
             settings.termination_message_path,
             payload,
@@ -189,11 +205,17 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
             reporter.stop(final=False)
         if signals.received is not None and not isinstance(error, CancelledError):
             error = CancelledError(f"stopped by signal {signals.received}: {error.message}")
-        return _fail(error, settings, args)
+        return _fail(error, settings, args, _range_report(exporter))
     except Exception as exc:
         if reporter is not None:
             reporter.stop(final=False)
         return _fail(TransientError(f"internal error: {type(exc).__name__}: {exc}"), settings, args)
+
+
+def _range_report(exporter: Exporter | None) -> dict[str, Any]:
+    """`range` of a split export's range (its start, end and kinds; the start also on failure)."""
+    report = getattr(exporter, "report", None)
+    return {"range": report.as_json()} if report is not None else {}
 
 
 def _reporter(settings: ProcessorSettings, progress: ProgressState) -> ProgressReporter | None:

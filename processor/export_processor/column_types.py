@@ -174,7 +174,16 @@ class Typer:
     check).
     """
 
-    def __init__(self, names: list[str], *, export_format: str, mode: str) -> None:
+    def __init__(
+        self,
+        names: list[str],
+        *,
+        export_format: str,
+        mode: str,
+        initial: list[pa.DataType] | None = None,
+    ) -> None:
+        """`initial`: the types to start from instead of inferring them from the first batch
+        (each range of a split export starts from the single-pod export's first block)."""
         self.names = names
         self._candidates: tuple[pa.DataType, ...] = (
             () if mode == "string" else _CANDIDATES.get(export_format, ())
@@ -184,12 +193,25 @@ class Typer:
         self._int_bounds: dict[int, tuple[int, int]] = {}
         if not self._candidates:
             self.plan = ColumnPlan(names=names, types=[TEXT] * len(names))
+        elif initial is not None:
+            self.plan = ColumnPlan(names=names, types=list(initial))
+
+    @property
+    def int_bounds(self) -> dict[int, tuple[int, int]]:
+        """Per int64 column (by index), the least and greatest integer seen while it was int64."""
+        return dict(self._int_bounds)
 
     def final_plan(self) -> ColumnPlan:
         """The plan (every column text when no batch was seen)."""
         if self.plan is None:
             self.plan = ColumnPlan(names=self.names, types=[TEXT] * len(self.names))
         return self.plan
+
+    def infer(self, batch: pa.RecordBatch) -> ColumnPlan:
+        """The types the first batch gives (every column text for csv or `string`)."""
+        if not self._candidates:
+            return ColumnPlan(names=self.names, types=[TEXT] * len(self.names))
+        return self._infer(batch)
 
     def _infer(self, batch: pa.RecordBatch) -> ColumnPlan:
         types: list[pa.DataType] = []

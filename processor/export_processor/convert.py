@@ -258,6 +258,8 @@ class Exporter:
         """The columns' names and types as written (after `run()`)."""
         self.reads = 0
         """How many times the source was opened for reading (at most 2)."""
+        self.header_row = True
+        """Whether csv output starts with the header row (not in a split export's later ranges)."""
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -345,12 +347,7 @@ class Exporter:
         limit_malloc()
         use_memory_pool(s.arrow_decay.ms)
         source = self._open_source()
-        try:
-            names, head, self._skip = self._probe(source)
-        except pa.ArrowInvalid as exc:
-            raise self._classify(exc, rows=0, source_error=source.error) from exc
-        except UnicodeDecodeError as exc:
-            raise BadInputError(f"the source is not valid {s.encoding}: {exc}") from exc
+        names, head = self._read_head(source)
         typer = Typer(names, export_format=s.export_format, mode=s.column_types)
         outcome = self._convert(self._parser_input(head, source, names), typer, strict=False)
         first_read = 0
@@ -374,6 +371,16 @@ class Exporter:
             bytes_read=first_read + source.bytes_read,
             duration_seconds=time.monotonic() - started,
         )
+
+    def _read_head(self, source: ByteSource) -> tuple[list[str], bytes]:
+        """The column names and the bytes read for them (`_probe`), errors as the export's."""
+        try:
+            names, head, self._skip = self._probe(source)
+        except pa.ArrowInvalid as exc:
+            raise self._classify(exc, rows=0, source_error=source.error) from exc
+        except UnicodeDecodeError as exc:
+            raise BadInputError(f"the source is not valid {self.settings.encoding}: {exc}") from exc
+        return names, head
 
     def _parser_input(self, head: bytes, source: ByteSource, names: list[str]) -> ParserInput:
         """The parser's view of the input: `head` (already read from `source`), then the rest of
@@ -472,6 +479,7 @@ class Exporter:
             sample=sample,
             gzip_level=s.gzip_level,
             gzip_threads=s.gzip_threads,
+            header=self.header_row,
         )
 
     @staticmethod

@@ -86,3 +86,19 @@ def output_location(
     if export_name:
         name = f"{export_name}/{name}"
     return Location(destination.scheme, destination.bucket, f"{prefix}{name}")
+
+
+def dataset_location(output: Location) -> Location:
+    """Where a split Parquet export's part files go: `<output key without .parquet>/`."""
+    key = output.key.removesuffix(EXTENSIONS["parquet"])
+    return Location(output.scheme, output.bucket, f"{key}/")
+
+
+def part_location(output: Location, export_format: str, index: int) -> Location:
+    """The output of range `index` of a split export: a part file of the Parquet dataset, or a
+    part object (`<output>.parts/NNNNN`) that the finishing step composes into the output and
+    deletes."""
+    if export_format == "parquet":
+        dataset = dataset_location(output)
+        return Location(output.scheme, output.bucket, f"{dataset.key}part-{index:05d}.parquet")
+    return Location(output.scheme, output.bucket, f"{output.key}.parts/{index:05d}")

@@ -54,6 +54,10 @@ class ByteSource(io.RawIOBase):
         """Line feeds (byte 0x0A) in the bytes read so far, counted only by a source that cannot
         be read again (a pipe); see `count_newlines`."""
         self.error: ExportError | None = None
+        self.count_byte: bytes | None = None
+        """A byte (the quote) to count in what `read()` returns, into `counted`: set by a range
+        of a split export (ranges.RangeSource), which needs the quotes' parity at its end."""
+        self.counted = 0
         self._cancelled = threading.Event()
         self._ahead = threading.Condition()
         self._ahead_limit: int | None = None
@@ -108,6 +112,11 @@ class ByteSource(io.RawIOBase):
         """A fresh stream over the same bytes from the start (for a restarted conversion)."""
         raise NotImplementedError
 
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Up to `size` bytes at `offset`, apart from the stream (a split export's range looks
+        for its first row boundary with it)."""
+        raise NotImplementedError
+
     def count_newlines(self) -> int | None:
         """The line feeds of the whole input, only to name the line of a parse error found at
         its end: read again from the start (not counted while converting, where it cost 3-4% of
@@ -131,9 +140,10 @@ class ByteSource(io.RawIOBase):
 class FileSource(ByteSource):
     """A local file or pipe."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, start: int = 0, stop: int | None = None) -> None:
         super().__init__()
         self.path = path
+        self._start, self._stop = start, stop
         try:
             self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
         except FileNotFoundError:
@@ -144,12 +154,15 @@ class FileSource(ByteSource):
             raise TransientError(f"cannot open {path}: {exc}") from exc
         info = os.fstat(self._file.fileno())
         self.size = info.st_size if stat.S_ISREG(info.st_mode) else None
+        self._left = (stop - start) if stop is not None else 1 << 62
+        if start:
+            self._file.seek(start)
 
     def read(self, size: int = -1) -> bytes:
         self._check_cancelled()
         self._wait_for_room()
         chunks: list[bytes] = []
-        wanted = size if size >= 0 else 1 << 62
+        wanted = min(size if size >= 0 else 1 << 62, self._left)
         got = 0
         # Pipes return short reads; fill the request so the parser sees full blocks.
         while got < wanted:
@@ -164,6 +177,9 @@ class FileSource(ByteSource):
             self._check_cancelled()
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.bytes_read += got
+        self._left -= got
+        if self.count_byte is not None:
+            self.counted += data.count(self.count_byte)
         if self.size is None:  # a pipe: read once, so counted now
             self.newlines += data.count(b"\n")
         return data
@@ -171,7 +187,13 @@ class FileSource(ByteSource):
     def reopen(self) -> FileSource:
         if self.size is None:
             raise TransientError(f"{self.path} is not a regular file and cannot be re-read")
-        return FileSource(self.path)
+        return FileSource(self.path, start=self._start, stop=self._stop)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        try:
+            return os.pread(self._file.fileno(), size, offset)
+        except OSError as exc:
+            raise self._fail(TransientError(f"reading {self.path}: {exc}")) from exc
 
     def count_newlines(self) -> int | None:
         if self.size is None:
@@ -283,9 +305,12 @@ class S3Source(ByteSource):
         etag: str | None,
         chunk_size: int,
         read_ahead: int,
+        start: int = 0,
+        stop: int | None = None,
     ) -> None:
         super().__init__()
         self._client = client
+        self._start, self._stop = start, stop
         self._location = location
         self._version_id = version_id
         self._chunk_size = chunk_size
@@ -302,24 +327,26 @@ class S3Source(ByteSource):
             raise translate(exc, what=what, missing_is_source=True) from exc
         self.size = int(head["ContentLength"])
         self._etag = etag or head.get("ETag")
-        self._next_offset = 0
-        self._pending: collections.deque[Future[pa.Buffer]] = collections.deque()
+        self._next_offset = start
+        self._limit = self.size if stop is None else min(stop, self.size)
+        self._pending: collections.deque[Future[tuple[pa.Buffer, bytearray]]] = collections.deque()
         self._buffers = DownloadBuffers(chunk_size)
         self._chunk: bytes | pa.Buffer = b""
+        self._array = bytearray()
+        """The download buffer under `_chunk` (quotes are counted in it without a copy)."""
         self._position = 0
         """The current download and how much of it was read."""
         self._pool = ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="s3-read")
         self._fill()
 
     def _fill(self) -> None:
-        assert self.size is not None
-        while len(self._pending) < self._read_ahead and self._next_offset < self.size:
+        while len(self._pending) < self._read_ahead and self._next_offset < self._limit:
             start = self._next_offset
-            end = min(start + self._chunk_size, self.size) - 1
+            end = min(start + self._chunk_size, self._limit) - 1
             self._pending.append(self._pool.submit(self._get_range, start, end))
             self._next_offset = end + 1
 
-    def _get_range(self, start: int, end: int) -> pa.Buffer:
+    def _get_range(self, start: int, end: int) -> tuple[pa.Buffer, bytearray]:
         if self._cancelled.is_set():
             raise CancelledError("cancelled")
         args: dict[str, str] = {
@@ -341,7 +368,7 @@ class S3Source(ByteSource):
             raise translate(exc, what=what, missing_is_source=True) from exc
         if got != size:
             raise TransientError(f"{what}: got {got} bytes")
-        return self._buffers.hand_out(buffer)
+        return self._buffers.hand_out(buffer), buffer
 
     def _next_chunk(self) -> bool:
         if not self._pending:
@@ -353,7 +380,7 @@ class S3Source(ByteSource):
             raise self._fail(exc) from exc
         except Exception as exc:
             raise self._fail(TransientError(f"reading {self._location.uri}: {exc}")) from exc
-        self._chunk, self._position = data, 0
+        (self._chunk, self._array), self._position = data, 0
         self._fill()
         return True
 
@@ -372,6 +399,8 @@ class S3Source(ByteSource):
             chunk, start = self._chunk, self._position
             end = min(len(chunk), start + wanted - got)
             parts.append(memoryview(chunk)[start:end])
+            if self.count_byte is not None:
+                self.counted += self._array.count(self.count_byte, start, end)
             self._position = end
             got += end - start
         self.bytes_read += got
@@ -387,7 +416,28 @@ class S3Source(ByteSource):
             etag=self._etag,
             chunk_size=self._chunk_size,
             read_ahead=self._read_ahead,
+            start=self._start,
+            stop=self._stop,
         )
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        assert self.size is not None
+        end = min(offset + size, self.size) - 1
+        if end < offset:
+            return b""
+        args: dict[str, str] = {
+            "Bucket": self._location.bucket,
+            "Key": self._location.key,
+            "Range": f"bytes={offset}-{end}",
+        }
+        if self._version_id:
+            args["VersionId"] = self._version_id
+        if self._etag:
+            args["IfMatch"] = self._etag
+        try:
+            return bytes(self._client.get_object(**args)["Body"].read())  # type: ignore[arg-type]
+        except Exception as exc:
+            raise self._fail(translate(exc, what=f"reading {self._location.uri}")) from exc
 
     def close(self) -> None:
         self._cancelled.set()
@@ -406,15 +456,17 @@ def open_source(
     etag: str | None,
     chunk_size: int,
     read_ahead: int,
+    start: int = 0,
+    stop: int | None = None,
 ) -> ByteSource:
-    """Open the input for reading.
+    """Open the input for reading (bytes `start` to `stop`, exclusive: all of it by default).
 
     Raises:
         SourceMissingError: no such object, version, bucket or file (or a different ETag).
         TransientError: S3 unreachable or refusing (credentials), or the file unreadable.
     """
     if not location.is_s3:
-        return FileSource(location.key)
+        return FileSource(location.key, start=start, stop=stop)
     assert client is not None
     return S3Source(
         client=client,
@@ -423,4 +475,6 @@ def open_source(
         etag=etag,
         chunk_size=chunk_size,
         read_ahead=read_ahead,
+        start=start,
+        stop=stop,
     )

@@ -41,7 +41,13 @@ class CsvWriter:
     1 MiB blocks, each with the previous 32 KiB as dictionary)."""
 
     def __init__(
-        self, *, sink: Sink, schema: pa.Schema, gzip_level: int | None, gzip_threads: int
+        self,
+        *,
+        sink: Sink,
+        schema: pa.Schema,
+        gzip_level: int | None,
+        gzip_threads: int,
+        header: bool = True,
     ) -> None:
         self._gzip: Any = (
             _gzip_open(
@@ -56,7 +62,7 @@ class CsvWriter:
         )
         target: Any = pa.PythonFile(self._gzip or sink, mode="w")
         self._writer = pacsv.CSVWriter(
-            target, schema, write_options=pacsv.WriteOptions(include_header=True)
+            target, schema, write_options=pacsv.WriteOptions(include_header=header)
         )
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -165,13 +171,19 @@ def new_writer(
     gzip_level: int,
     gzip_threads: int,
     sample: pa.RecordBatch | None = None,
+    header: bool = True,
 ) -> BatchWriter:
     """The writer for `export_format` (csv, csv.gz, jsonl or parquet); `sample`, the first batch
-    if there is one, lets the Parquet writer choose its encodings."""
-    if export_format == "csv":
-        return CsvWriter(sink=sink, schema=schema, gzip_level=None, gzip_threads=gzip_threads)
-    if export_format == "csv.gz":
-        return CsvWriter(sink=sink, schema=schema, gzip_level=gzip_level, gzip_threads=gzip_threads)
+    if there is one, lets the Parquet writer choose its encodings; `header`: whether csv starts
+    with the header row (every range of a split export but the first goes without)."""
+    if export_format in ("csv", "csv.gz"):
+        return CsvWriter(
+            sink=sink,
+            schema=schema,
+            gzip_level=gzip_level if export_format == "csv.gz" else None,
+            gzip_threads=gzip_threads,
+            header=header,
+        )
     if export_format == "jsonl":
         return JsonlWriter(sink=sink, schema=schema)
     if export_format == "parquet":

@@ -1,0 +1,189 @@
+"""One range of a split export (ranges.py): converted like a whole export, from the range's first
+row to its end, into the range's part, with the kinds every range starts from."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+
+from export_processor.column_types import Typer
+from export_processor.convert import (
+    Exporter,
+    ExportResult,
+    ProgressState,
+    limit_malloc,
+    use_memory_pool,
+)
+from export_processor.errors import InvalidConfigError
+from export_processor.locations import part_location
+from export_processor.parser_input import EndMarker, ParserInput
+from export_processor.ranges import (
+    RangePlan,
+    RangeReport,
+    RangeSource,
+    RangeSpec,
+    guess_start,
+    kind_name,
+    kind_of,
+    offsets,
+)
+from export_processor.s3client import S3Client
+from export_processor.settings import ProcessorSettings
+from export_processor.source import ByteSource, open_source
+
+
+class RangeExporter(Exporter):
+    """Converts range `spec.index` of `spec.count`; `report` says where it started and ended and
+    the kinds it wrote (also when it failed: its start)."""
+
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        *,
+        s3_client: S3Client | None,
+        spec: RangeSpec,
+        progress: ProgressState | None = None,
+    ) -> None:
+        super().__init__(settings, s3_client=s3_client, progress=progress)
+        self.spec = spec
+        self.whole_output = self.output
+        self.output = part_location(self.output, settings.export_format, spec.index)
+        self.header_row = spec.index == 0
+        self.report: RangeReport | None = None
+        self.report_size = 0
+
+    def read_plan(self, source: ByteSource) -> RangePlan:
+        """The header row and the kinds of the single-pod export's first parser block."""
+        s = self.settings
+        names, head = self._read_head(source)
+        if source.size is None:
+            raise InvalidConfigError("a split export needs a source of known size, not a pipe")
+        typer = Typer(names, export_format=s.export_format, mode=s.column_types)
+        kinds = typer.final_plan().types if typer.plan is not None else None
+        if kinds is None:
+            kinds = self._first_block_kinds(typer, self._parser_input(head, source, names))
+        return RangePlan(
+            names=names,
+            data_start=self._skip,
+            kinds=[kind_name(k) for k in kinds],
+            size=source.size,
+        )
+
+    def _first_block_kinds(self, typer: Typer, parser_input: ParserInput) -> list[pa.DataType]:
+        """Infer as one pod does: from the first batch with rows (the end marker's row dropped)."""
+        source = self._source
+        assert source is not None
+        self._input = parser_input
+        source.limit_read_ahead(self.settings.blocks_ahead)
+        try:
+            reader = self._open_reader(parser_input, typer.names)
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return typer.final_plan().types
+                source.consumed()
+                last = [column[-1].as_py() for column in batch.columns] if batch.num_rows else []
+                if last and parser_input.marker.is_row(last):
+                    batch = batch.slice(0, batch.num_rows - 1)
+                if batch.num_rows:
+                    return typer.infer(batch).types
+        except pa.ArrowInvalid as exc:
+            raise self._classify(exc, rows=0, source_error=source.error) from exc
+        finally:
+            source.cancel()
+
+    def _start(self, source: ByteSource, plan: RangePlan, offset: int) -> tuple[int, bool]:
+        """The range's first row: verified (the first range, or given) or guessed."""
+        if self.spec.index == 0:
+            return plan.data_start, False
+        if self.spec.start is not None:
+            return self.spec.start, False
+        block = self.settings.block_size
+        return guess_start(source, offset, limit=block, size=plan.size), True
+
+    def _open_range(self, start: int, stop: int | None) -> RangeSource:
+        s = self.settings
+        inner = open_source(
+            location=self.source_location,
+            client=self._client,
+            version_id=s.source_version_id,
+            etag=s.source_etag,
+            chunk_size=s.read_chunk_size,
+            read_ahead=s.read_ahead,
+            start=start,
+        )
+        source = RangeSource(inner, start=start, stop=stop, quote=s.quote, limit=s.block_size)
+        return self._use(source, stop)
+
+    def _use(self, source: RangeSource, stop: int | None) -> RangeSource:
+        self.reads += 1
+        self._source = source
+        self.progress.source = source
+        assert self.report is not None
+        self.progress.bytes_total = (stop if stop is not None else self.report_size) - (
+            self.report.start
+        )
+        return source
+
+    def _range_input(self, source: ByteSource, names: list[str]) -> ParserInput:
+        s = self.settings
+        return ParserInput(
+            b"",
+            source,
+            marker=EndMarker(columns=len(names), quote=s.quote, delimiter=s.delimiter),
+            encoding=self._encoding,
+            may_reread=False,
+        )
+
+    def run(self) -> ExportResult:
+        started = time.monotonic()
+        s, spec = self.settings, self.spec
+        limit_malloc()
+        use_memory_pool(s.arrow_decay.ms)
+        head_source = self._open_source()
+        try:
+            plan = spec.plan or self.read_plan(head_source)
+            bounds = offsets(plan, spec.count, spec.cuts)
+            start, guessed = self._start(head_source, plan, bounds[spec.index])
+        finally:
+            head_source.close()
+        self.reads = 0
+        self.report_size = plan.size
+        self.report = RangeReport(spec.index, spec.count, start, guessed, plan.digest)
+        stop = None if spec.last else bounds[spec.index + 1]
+        source = self._open_range(start, stop)
+        typer = Typer(
+            plan.names,
+            export_format=s.export_format,
+            mode=s.column_types,
+            initial=[kind_of(k) for k in (spec.kinds or plan.kinds)],
+        )
+        self._skip = 0
+        outcome = self._convert(
+            self._range_input(source, plan.names), typer, strict=spec.kinds is not None
+        )
+        first_read = 0
+        if outcome is None:
+            # A column widened: written again with the settled kinds, as in one pod.
+            first_read = source.bytes_read
+            source.close()
+            source = self._use(source.reopen(), stop)
+            outcome = self._convert(self._range_input(source, plan.names), typer, strict=True)
+        assert outcome is not None
+        rows, result = outcome
+        self.plan = typer.final_plan()
+        # The end found, or where the source ended (the parser stops at its short read).
+        self.report.end = source.end if source.end is not None else source.position
+        self.report.kinds = [kind_name(k) for k in self.plan.types]
+        self.report.int_bounds = typer.int_bounds
+        return ExportResult(
+            uri=result.uri,
+            bytes=result.bytes,
+            rows=rows,
+            sha256=result.sha256,
+            format=s.export_format,
+            bytes_read=first_read + source.bytes_read,
+            duration_seconds=time.monotonic() - started,
+        )

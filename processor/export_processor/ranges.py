@@ -1,0 +1,331 @@
+"""One byte range of a split export: where it starts, where it ends, and what it reports.
+
+A split export (docs/processor.md, "Splitting") converts the source in `count` ranges. Range i
+covers the rows from the first row boundary at or after its offset to the first boundary at or
+after the next range's offset, where
+
+- the offsets divide the data (the bytes after the header row) evenly: `offsets()`;
+- a row boundary is a position right after a line end (`\\n`, or a `\\r` not followed by `\\n`)
+  outside quotes;
+- the start is guessed from the bytes alone (`guess_start`: the first line end after the offset,
+  which a quoted value with line ends can fool), unless a verified one is given;
+- the end is found by the range's own reading (`RangeSource`): the first line end at or after the
+  next offset where the quotes read since the start are even, confirmed by the parser (the end
+  marker after it comes out as a row of its own, parser_input.py, or the range fails).
+
+A range started at a verified boundary therefore ends at the boundary the single-pod parse sees
+there. The finishing step (split.py) accepts the ranges only when every reported end equals the
+next range's start, and redoes the others from the verified boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from export_processor.column_types import (
+    BOOL,
+    DATE,
+    FLOAT,
+    INT,
+    TEXT,
+    TIMESTAMP,
+    TIMESTAMP_UTC,
+)
+from export_processor.errors import BadInputError, ExportError
+from export_processor.source import ByteSource
+
+KIND_NAMES: dict[str, pa.DataType] = {
+    "text": TEXT,
+    "int64": INT,
+    "float64": FLOAT,
+    "bool": BOOL,
+    "date32": DATE,
+    "timestamp": TIMESTAMP,
+    "timestamp_utc": TIMESTAMP_UTC,
+}
+
+
+def kind_name(kind: pa.DataType) -> str:
+    for name, known in KIND_NAMES.items():
+        if known == kind:
+            return name
+    raise ValueError(f"not a column kind: {kind}")
+
+
+def kind_of(name: str) -> pa.DataType:
+    try:
+        return KIND_NAMES[name]
+    except KeyError:
+        raise ValueError(f"not a column kind: {name!r}") from None
+
+
+@dataclass(frozen=True)
+class RangePlan:
+    """What every range is given, read once from the head of the source: the column names, where
+    the data starts (after the header row), and the column kinds the single-pod export infers
+    from its first parser block (the lossless rule starts from these in every range)."""
+
+    names: list[str]
+    data_start: int
+    kinds: list[str]
+    size: int
+
+    @property
+    def digest(self) -> str:
+        """The same plan gives the same digest: ranges that each read the head agree on it."""
+        body = json.dumps([self.names, self.data_start, self.kinds, self.size])
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "names": self.names,
+            "dataStart": self.data_start,
+            "kinds": self.kinds,
+            "size": self.size,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RangePlan:
+        return cls(
+            names=[str(n) for n in data["names"]],
+            data_start=int(data["dataStart"]),
+            kinds=[str(k) for k in data["kinds"]],
+            size=int(data["size"]),
+        )
+
+
+@dataclass(frozen=True)
+class RangeSpec:
+    """Which range to convert, and what the finishing step fixed for it (a redo)."""
+
+    index: int
+    count: int
+    start: int | None = None
+    """A verified start (a redo); None: guessed from the offset."""
+    kinds: list[str] | None = None
+    """Kinds the range must be written with (a redo after the kinds were merged); None: the
+    plan's, widened by the lossless rule as in one pod."""
+    plan: RangePlan | None = None
+    """The plan read once; None: the range reads the head itself (the same bytes give the same
+    plan, checked by its digest)."""
+    cuts: tuple[int, ...] | None = None
+    """The `count - 1` offsets between the ranges; None: the data divided evenly."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"range index {self.index} is not in 0..{self.count - 1}")
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.count - 1
+
+
+def offsets(plan: RangePlan, count: int, cuts: tuple[int, ...] | None = None) -> list[int]:
+    """The `count + 1` offsets dividing the data: the first is the data start, the last the
+    source's end; between them `cuts` (kept within the data, in order) or even shares."""
+    start, size = plan.data_start, plan.size
+    if cuts is None:
+        inner = [start + (size - start) * i // count for i in range(1, count)]
+    else:
+        if len(cuts) != count - 1:
+            raise ValueError(f"{count} ranges need {count - 1} cuts, not {len(cuts)}")
+        inner = sorted(min(max(cut, start), size) for cut in cuts)
+    return [start, *inner, size]
+
+
+def boundary_after(window: bytes, base: int, at_least: int, *, at_end: bool) -> int | None:
+    """The first position >= `at_least` right after a line end in `window` (which holds the
+    source's bytes from position `base`), or None. A `\\r` is a line end only when no `\\n`
+    follows it; a `\\r` last in the window counts only `at_end` (nothing follows it)."""
+    index = max(at_least - base - 1, 0)
+    while True:
+        newline = window.find(b"\n", index)
+        carriage = window.find(b"\r", index, newline if newline >= 0 else len(window))
+        if carriage < 0 and newline < 0:
+            return None
+        if carriage >= 0:
+            after = carriage + 1
+            if after == len(window) and not at_end:
+                return None
+            if after < len(window) and window[after : after + 1] == b"\n":
+                index = after  # CRLF: its \n ends the line
+                continue
+            position = base + after
+        else:
+            position = base + newline + 1
+        if position >= at_least:
+            return position
+        index = position - base
+
+
+def guess_start(source: ByteSource, offset: int, *, limit: int, size: int) -> int:
+    """The first position at or after `offset` right after a line end, as the bytes alone say
+    (a line end inside a quoted value fools it: the finishing step then finds the range's start
+    wrong and redoes it from the verified boundary). `size` when there is none within `limit`
+    bytes."""
+    if offset >= size:
+        return size
+    base = offset - 1
+    window = source.read_at(base, limit + 2)
+    found = boundary_after(window, base, offset, at_end=base + len(window) >= size)
+    return size if found is None else found
+
+
+class RangeEndNotFound(BadInputError):  # noqa: N818 - an ExportError, named like the others
+    """No row boundary within a parser block after the next range's offset (a row longer than a
+    block, or quotes that parity cannot follow): the finishing step falls back to one pod."""
+
+
+class RangeSource(ByteSource):
+    """The bytes of one range: `inner` (opened at the range's start), cut at the range's end.
+
+    The end is the first position at or after `stop` right after a line end where the quotes
+    read since the start are even (`None`: read to the end of the source). Quotes are counted
+    by `inner` as it reads (no copy); only the read that reaches `stop` is examined byte by
+    byte. The end is reported in `end` once found.
+    """
+
+    def __init__(
+        self, inner: ByteSource, *, start: int, stop: int | None, quote: str, limit: int
+    ) -> None:
+        super().__init__()
+        self._inner = inner
+        self._start = start
+        self._stop = stop
+        self._quote = quote.encode("ascii")
+        self._limit = limit
+        self._position = start
+        self._last = b""
+        self._own_error: ExportError | None = None
+        self.end: int | None = None
+        self.size = None  # the end is known only when reached
+        if stop is not None:
+            inner.count_byte = self._quote
+        if stop is not None and start >= stop:
+            self.end = start  # an empty range: its start is at or after the next offset
+
+    def read(self, size: int = -1) -> bytes | memoryview:
+        self._check_cancelled()
+        if self.end is not None:
+            return b""
+        parity = self._inner.counted % 2
+        data = self._inner.read(size)
+        start = self._position
+        if not data:
+            self.end = start  # the source's end
+            return data
+        if self._stop is None or start + len(data) < self._stop:
+            return self._handed(data)
+        # This read reaches the next offset: look for the end in it.
+        raw = bytes(data)
+        if start >= self._stop and self._last == b"\r" and raw[:1] != b"\n" and not parity:
+            self.end = start  # the \r that ended the previous read ended a line
+            return b""
+        checked, at_least = start, max(self._stop, start)
+        while (found := boundary_after(raw, start, at_least, at_end=False)) is not None:
+            parity = (parity + raw.count(self._quote, checked - start, found - start)) % 2
+            checked = found
+            if not parity:
+                self.end = found
+                return self._handed(memoryview(raw)[: found - start])
+            at_least = found + 1
+        if start + len(raw) > self._stop + self._limit:
+            raise RangeEndNotFound(
+                f"no row boundary within {self._limit} bytes after offset {self._stop}"
+            )
+        return self._handed(raw)
+
+    @property
+    def error(self) -> ExportError | None:
+        """This range's failure, or what the source under it reported."""
+        return self._own_error or self._inner.error
+
+    @error.setter
+    def error(self, value: ExportError | None) -> None:
+        self._own_error = value
+
+    def reopen(self) -> RangeSource:
+        return RangeSource(
+            self._inner.reopen(),
+            start=self._start,
+            stop=self._stop,
+            quote=self._quote.decode("ascii"),
+            limit=self._limit,
+        )
+
+    @property
+    def position(self) -> int:
+        """Where the bytes handed out end: the range's end once the parser read them all."""
+        return self._position
+
+    def _handed(self, data: bytes | memoryview) -> bytes | memoryview:
+        self._position += len(data)
+        self.bytes_read += len(data)
+        self._last = bytes(data[-1:]) if len(data) else self._last
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def consumed(self) -> None:
+        self._inner.consumed()
+
+    def limit_read_ahead(self, blocks: int) -> None:
+        self._inner.limit_read_ahead(blocks)
+
+    def cancel(self) -> None:
+        self._inner.cancel()
+        super().cancel()
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+@dataclass
+class RangeReport:
+    """What a range reports in its result JSON (`range`), and the finishing step reads."""
+
+    index: int
+    count: int
+    start: int
+    guessed: bool
+    plan: str
+    """The plan's digest."""
+    end: int | None = None
+    kinds: list[str] = field(default_factory=list)
+    int_bounds: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Per int64 column (by index), the least and greatest integer read while it was int64."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "count": self.count,
+            "start": self.start,
+            "guessed": self.guessed,
+            "plan": self.plan,
+            "end": self.end,
+            "kinds": self.kinds,
+            "intBounds": {str(i): list(b) for i, b in self.int_bounds.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RangeReport:
+        end = data.get("end")
+        return cls(
+            index=int(data["index"]),
+            count=int(data["count"]),
+            start=int(data["start"]),
+            guessed=bool(data["guessed"]),
+            plan=str(data["plan"]),
+            end=None if end is None else int(end),
+            kinds=[str(k) for k in data.get("kinds", [])],
+            int_bounds={
+                int(i): (int(b[0]), int(b[1])) for i, b in (data.get("intBounds") or {}).items()
+            },
+        )

@@ -1,0 +1,119 @@
+"""The processor's split-export modes (docs/processor.md, "Splitting"), from flags or the Job's
+environment:
+
+- one range: `--range-count N` (`EXPORTJOBS_RANGE_COUNT`) with `--range-index I`
+  (`EXPORTJOBS_RANGE_INDEX`, else the Indexed Job's `JOB_COMPLETION_INDEX`);
+- the finishing step: `--finish-ranges FILE` (`EXPORTJOBS_RANGE_RESULTS`: the ranges' result
+  JSON, a list, as a file path or inline) with `--range-count N`;
+- cleaning up a failed or cancelled split export: `--clean-ranges` with `--range-count N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from export_processor.convert import ProgressState
+from export_processor.errors import InvalidConfigError
+from export_processor.range_export import RangeExporter
+from export_processor.ranges import RangeSpec, kind_of
+from export_processor.s3client import S3Client
+from export_processor.settings import ProcessorSettings
+from export_processor.split import Finisher, RangeOutcome
+
+MAX_RANGES = 1000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("split exports (docs/processor.md, Splitting)")
+    group.add_argument("--range-count", type=int, help="the export is split in this many ranges")
+    group.add_argument("--range-index", type=int, help="convert this range (0-based)")
+    group.add_argument("--range-start", type=int, help="the range's verified first byte")
+    group.add_argument("--range-kinds", help="comma-separated column kinds to write with")
+    group.add_argument("--finish-ranges", help="finish: the ranges' result JSON (a file)")
+    group.add_argument("--clean-ranges", action="store_true", help="remove the parts")
+
+
+@dataclass(frozen=True)
+class SplitJob:
+    mode: str
+    """`range`, `finish` or `clean`."""
+    count: int
+    spec: RangeSpec | None = None
+    outcomes: list[RangeOutcome] | None = None
+
+
+def _int(raw: str | int | None, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidConfigError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def _outcomes(raw: str) -> list[RangeOutcome]:
+    text = raw if raw.lstrip().startswith("[") else Path(raw).read_text()
+    try:
+        items = json.loads(text)
+        return [RangeOutcome.from_json(int(i["index"]), i["payload"]) for i in items]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidConfigError(f"the ranges' results are not readable: {exc}") from exc
+
+
+def split_job(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> SplitJob | None:
+    """The split mode asked for, or None for a whole export."""
+    env = os.environ if env is None else env
+    count = _int(args.range_count or env.get("EXPORTJOBS_RANGE_COUNT"), "the range count")
+    if count is None:
+        return None
+    if not 1 <= count <= MAX_RANGES:
+        raise InvalidConfigError(f"the range count must be 1..{MAX_RANGES}, not {count}")
+    if args.clean_ranges:
+        return SplitJob("clean", count)
+    results = args.finish_ranges or env.get("EXPORTJOBS_RANGE_RESULTS")
+    if results:
+        return SplitJob("finish", count, outcomes=_outcomes(results))
+    index = _int(
+        args.range_index
+        if args.range_index is not None
+        else env.get("EXPORTJOBS_RANGE_INDEX", env.get("JOB_COMPLETION_INDEX")),
+        "the range index",
+    )
+    if index is None or not 0 <= index < count:
+        raise InvalidConfigError(f"a range index in 0..{count - 1} is needed, not {index}")
+    kinds_raw = args.range_kinds or env.get("EXPORTJOBS_RANGE_KINDS")
+    try:
+        kinds = kinds_raw.split(",") if kinds_raw else None
+        for kind in kinds or []:
+            kind_of(kind)
+    except ValueError as exc:
+        raise InvalidConfigError(str(exc)) from None
+    start = _int(
+        args.range_start if args.range_start is not None else env.get("EXPORTJOBS_RANGE_START"),
+        "the range start",
+    )
+    return SplitJob("range", count, spec=RangeSpec(index, count, start=start, kinds=kinds))
+
+
+def range_exporter(
+    job: SplitJob, settings: ProcessorSettings, client: S3Client | None, progress: ProgressState
+) -> RangeExporter:
+    assert job.spec is not None
+    return RangeExporter(settings, s3_client=client, spec=job.spec, progress=progress)
+
+
+def finish(job: SplitJob, settings: ProcessorSettings, client: S3Client | None) -> dict[str, Any]:
+    """The finishing step (or the clean-up); returns the result JSON."""
+    finisher = Finisher(settings, client, job.count)
+    if job.mode == "clean":
+        finisher.clean()
+        return {"cleaned": job.count}
+    assert job.outcomes is not None
+    result, summary = finisher.finish(job.outcomes)
+    return result.as_json() | {"split": summary}

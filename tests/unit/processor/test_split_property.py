@@ -1,0 +1,91 @@
+"""Property: a split export's output equals the single-pod export's (docs/processor.md,
+"Splitting"), for the generated CSVs of test_property (quoted line ends, doubled quotes, CRLF,
+no final line end, four delimiters, two quote characters, a header or not, a quote left open),
+every format, 1-5 ranges cut at quotes, line ends, the bytes around them and anywhere:
+csv and jsonl byte-identical, csv.gz identical once decompressed, parquet the same schema, rows
+and values; a single-pod failure is the split export's failure (same code).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from export_processor.convert import Exporter
+from export_processor.errors import ExportError
+from export_processor.settings import ProcessorSettings
+from export_processor.split import run_split
+from tests.unit.processor.test_property import EXTENSIONS, FORMATS, Generated, csv_files
+
+
+@st.composite
+def cuts_for(draw: st.DrawFn, data: bytes) -> tuple[int, ...]:
+    """Offsets between ranges: on quotes and line ends (and a byte either side), or anywhere."""
+    marks = [i for i, byte in enumerate(data) if byte in b"\"'\r\n"]
+    near = sorted({p + d for p in marks for d in (-1, 0, 1) if 0 <= p + d <= len(data)})
+    position = st.sampled_from(near) if near else st.integers(0, len(data))
+    count = draw(st.integers(1, 5))
+    return tuple(
+        sorted(draw(st.one_of(position, st.integers(0, len(data)))) for _ in range(count - 1))
+    )
+
+
+def _settings(source: Path, out: Path, case: Generated, fmt: str) -> ProcessorSettings:
+    return ProcessorSettings(
+        source_uri=source.as_uri(),
+        destination_uri=out.as_uri() + "/",
+        export_format=fmt,
+        delimiter=case.delimiter,
+        quote=case.quote,
+        header=case.header,
+        block_size=case.block_size,
+    )
+
+
+def _output(out: Path, fmt: str, *, split: bool) -> object:
+    path = out / ("in" + EXTENSIONS[fmt])
+    if fmt == "parquet":
+        table = pq.read_table(out / "in") if split else pq.read_table(path)
+        return table.schema, table.to_pylist()
+    data = path.read_bytes()
+    return gzip.decompress(data) if fmt == "csv.gz" else data
+
+
+@settings(
+    max_examples=int(os.environ.get("EXPORTJOBS_PROPERTY_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data(), case=csv_files())
+def test_split_output_equals_the_single_pod_output(
+    tmp_path: Path, data: st.DataObject, case: Generated
+) -> None:
+    tmp_path = Path(tempfile.mkdtemp(dir=tmp_path))
+    source = tmp_path / "in.csv"
+    source.write_bytes(case.data)
+    cuts = data.draw(cuts_for(case.data), label="cuts")
+    for fmt in FORMATS:
+        one, split = tmp_path / f"one-{fmt}", tmp_path / f"split-{fmt}"
+        try:
+            single = Exporter(_settings(source, one, case, fmt), s3_client=None).run()
+        except ExportError as expected:
+            try:
+                run_split(_settings(source, split, case, fmt), None, len(cuts) + 1, cuts)
+            except ExportError as got:
+                assert got.code == expected.code, (fmt, got, expected)
+            else:
+                raise AssertionError(f"{fmt}: one pod failed ({expected}), the split did not")
+            assert not split.exists() or not any(split.rglob("*")), list(split.rglob("*"))
+            continue
+        result, summary = run_split(_settings(source, split, case, fmt), None, len(cuts) + 1, cuts)
+        assert result.rows == single.rows, (fmt, summary)
+        assert _output(split, fmt, split=True) == _output(one, fmt, split=False), (fmt, summary)
+        leftovers = [p for p in split.rglob("*") if p.is_file()]
+        expected_files = 1 + (len(cuts) + 1 if fmt == "parquet" else 0)
+        assert len(leftovers) == expected_files, (fmt, leftovers)
