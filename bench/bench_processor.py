@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from tests.local_cluster import read_env_file  # noqa: E402
+from tests.support.cluster import read_env_file  # noqa: E402
 
 from gen_csv import generate  # noqa: E402
 from processor_threads import cpu_text, s3_server_cpu  # noqa: E402

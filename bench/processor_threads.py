@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.local_cluster import read_env_file  # noqa: E402
+from tests.support.cluster import read_env_file  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -19,7 +19,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from tests import local_cluster
+from tests.support import cluster as local_cluster
 
 CRD_FILE = local_cluster.REPO / "charts" / "exportjobs" / "crds" / "exportjobs.dev_exportjobs.yaml"
 

@@ -14,7 +14,7 @@ from export_operator import resource
 from export_operator.webhook.events import EventError, EventSource, parse_event
 from export_operator.webhook.exports import build_export_job, parse_export_request, spec_for_event
 from export_operator.webhook.problems import Problem
-from tests import strategies
+from tests.support import strategies
 
 FIXTURES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 

@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from tests.local_cluster import LocalCluster
+from tests.support.cluster import LocalCluster
 
 
 def test_server_reports_the_pinned_version(kube_api: k8s.ApiClient) -> None:
@@ -79,7 +79,7 @@ def test_cluster_env_points_at_the_cluster(cluster: LocalCluster) -> None:
 def _pinned(name: str) -> str:
     import subprocess
 
-    from tests.local_cluster import REPO
+    from tests.support.cluster import REPO
 
     script = f'source "{REPO}/hack/versions.env"; printf %s "${name}"'
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout

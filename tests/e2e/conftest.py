@@ -19,6 +19,8 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,8 +32,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests import local_cluster
-from tests.local_cluster import REPO
+from tests.support import cluster as local_cluster
+from tests.support.cluster import REPO
 
 INPUT_BUCKET = "exports-input"
 OUTPUT_BUCKET = "exports-output"
@@ -215,3 +217,23 @@ def product(
         stack.stop()
         stack_module.down(namespace=namespace, state_dir=state_dir, env=e2e_cluster.env)
         e2e_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+FINAL = {"Succeeded", "Failed", "Cancelled"}
+"""The phases an export ends in."""
+
+
+def call(product: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One request to the product's webhook with its token: (status, JSON body)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        product.webhook_url + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {product.token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.local_cluster import CLUSTER_SCRIPT, REPO, read_env_file
+from tests.support.cluster import CLUSTER_SCRIPT, REPO, read_env_file
 
 NODE_SCRIPT = REPO / "hack" / "node.sh"
 NODE_LOCK = Path("/run/lock/exportjobs-node.lock")

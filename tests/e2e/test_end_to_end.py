@@ -23,7 +23,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from tests.e2e.conftest import INPUT_BUCKET, OUTPUT_BUCKET, E2ECluster
+from tests.e2e.conftest import FINAL, INPUT_BUCKET, OUTPUT_BUCKET, E2ECluster, call
 
 # Setting the tier up may wait for the machine's one real node and builds the images.
 pytestmark = pytest.mark.timeout(1200)
@@ -46,36 +46,18 @@ def _s3_event(key: str, size: int) -> dict[str, Any]:
     }
 
 
-def _call(product: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        product.webhook_url + path,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {product.token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
-
-
 def _post_event(product: Any, key: str, size: int, fmt: str) -> tuple[str, str]:
-    status, body = _call(product, "POST", f"/v1/events/s3?format={fmt}", _s3_event(key, size))
+    status, body = call(product, "POST", f"/v1/events/s3?format={fmt}", _s3_event(key, size))
     assert status == 202, body
     (export_id,) = body["ids"]
     return export_id, f"/v1/exports/{export_id}"
-
-
-FINAL = {"Succeeded", "Failed", "Cancelled"}
 
 
 def _poll(product: Any, location: str, *, until: set[str], within: float = 180) -> Any:
     deadline = time.monotonic() + within
     seen: list[str] = []
     while time.monotonic() < deadline:
-        status, view = _call(product, "GET", location)
+        status, view = call(product, "GET", location)
         assert status == 200, view
         if not seen or seen[-1] != view["status"]:
             seen.append(view["status"])
@@ -268,7 +250,7 @@ def _cancel_while_running(
     # Running with bytes read: the container is converting, with a multipart upload open.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        _, view = _call(product, "GET", location)
+        _, view = call(product, "GET", location)
         if (view.get("progress") or {}).get("bytesRead", 0) > 0:
             break
         time.sleep(0.5)
@@ -277,7 +259,7 @@ def _cancel_while_running(
     pod_name = pod["metadata"]["name"]
     # Follow the container's log: the processor says it was stopped by SIGTERM.
     follow = e2e_cluster.kubectl_follow("-n", product.namespace, "logs", "-f", pod_name)
-    status, body = _call(product, "DELETE", location)
+    status, body = call(product, "DELETE", location)
     assert status == 202, body
     view = _poll(product, location, until=FINAL)
 

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import INPUT_BUCKET, E2ECluster
-from tests.e2e.test_end_to_end import FINAL, _call
+from tests.e2e.conftest import FINAL, INPUT_BUCKET, E2ECluster, call
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -60,7 +59,7 @@ def test_operator_pod_deleted_mid_burst_every_export_gets_one_job(
     (old,) = _pods(e2e_cluster, ns, OPERATOR)
     ids: list[str] = []
     for i in range(50):
-        status, body = _call(
+        status, body = call(
             product,
             "POST",
             "/v1/exports",

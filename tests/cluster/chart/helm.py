@@ -10,20 +10,10 @@ from typing import Any
 
 import yaml
 
+from tests.support.tools import tool
+
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "exportjobs"
-
-
-def tool(name: str) -> str:
-    """The path of a tool hack/tools.sh built (helm, kubectl)."""
-    dirs = subprocess.run(
-        [str(REPO / "hack" / "tools.sh"), "path"], check=True, capture_output=True, text=True
-    ).stdout.split()
-    for folder in dirs:
-        candidate = Path(folder) / name
-        if candidate.exists():
-            return str(candidate)
-    raise FileNotFoundError(f"{name} not built: run hack/tools.sh all")
 
 
 def run(

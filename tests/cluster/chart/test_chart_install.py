@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.cluster.chart.helm import CHART, objects, run, template, tool
-from tests.local_cluster import LocalCluster
+from tests.support.cluster import LocalCluster
 
 CRD = "exportjobs.exportjobs.dev"
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")

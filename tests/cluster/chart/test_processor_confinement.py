@@ -24,7 +24,7 @@ from kubernetes import client as k8s
 
 from export_operator import resource
 from tests.cluster.chart.helm import objects, run, template, tool
-from tests.local_cluster import LocalCluster
+from tests.support.cluster import LocalCluster
 
 FORGED = {
     "status": {

@@ -7,7 +7,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.local_cluster import CLUSTER_SCRIPT, read_env_file
+from tests.support.cluster import CLUSTER_SCRIPT, read_env_file
 
 
 def _run(local_dir: Path, command: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.local_cluster import REPO
+from tests.support.cluster import REPO
 
 TOOLS = REPO / "hack" / "tools.sh"
 

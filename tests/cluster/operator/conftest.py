@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,86 +23,23 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from tests.cluster.operator import pod_status
-from tests.local_cluster import LocalCluster
+from tests.support.cluster import LocalCluster
+from tests.support.exportjobs import ExportJobs
+from tests.support.wait import wait_for
 
-GROUP, VERSION, PLURAL = "exportjobs.dev", "v1alpha1", "exportjobs"
 LABEL = "exportjobs.dev/export"
 OPERATOR = Path(sys.executable).parent / "exportjobs-operator"
 
 T = TypeVar("T")
 
 
-def wait_for(
-    what: str, probe: Callable[[], T | None], *, timeout: float = 30, interval: float = 0.2
-) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-class Exports:
+class Exports(ExportJobs):
     """ExportJobs, Jobs and pods of one namespace, and a kubelet's hand on the pods."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.namespace = namespace
-        self.custom = k8s.CustomObjectsApi(api)
+        super().__init__(api, namespace)
         self.batch = k8s.BatchV1Api(api)
         self.core = k8s.CoreV1Api(api)
-
-    # -- ExportJobs ------------------------------------------------------------------------------
-    def create(self, name: str, **spec: Any) -> dict[str, Any]:
-        spec.setdefault("source", {"uri": f"s3://source-bucket/{name}.csv"})
-        spec.setdefault("format", "csv")
-        spec = {k: v for k, v in spec.items() if v is not None}  # source=None: no source
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ExportJob",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-        created: dict[str, Any] = self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, body
-        )
-        return created
-
-    def get(self, name: str) -> dict[str, Any]:
-        got: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name
-        )
-        return got
-
-    def status(self, name: str) -> dict[str, Any]:
-        return self.get(name).get("status") or {}
-
-    def list(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL
-        )["items"]
-        return items
-
-    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec}
-        )
-
-    def delete(self, name: str) -> None:
-        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
-
-    def wait_phase(self, name: str, phase: str, *, timeout: float = 30) -> dict[str, Any]:
-        def probe() -> dict[str, Any] | None:
-            status = self.status(name)
-            return status if status.get("phase") == phase else None
-
-        try:
-            return wait_for(f"{name} to be {phase}", probe, timeout=timeout)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; status: {json.dumps(self.status(name))}") from None
 
     # -- Jobs and pods ---------------------------------------------------------------------------
     def jobs(self) -> list[Any]:

@@ -5,8 +5,7 @@ server no longer has (410 Gone: listed again, what vanished meanwhile reported d
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,7 +16,8 @@ from export_operator.backoff import Backoff
 from export_operator.controller.views import ExportView
 from export_operator.informer import Informer, collection_path
 from tests.cluster.operator.conftest import Exports
-from tests.local_cluster import LocalCluster
+from tests.support.cluster import LocalCluster
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -48,14 +48,6 @@ def _informer(
     return informer, seen
 
 
-async def _until(what: str, probe: Callable[[], bool], seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -78,7 +70,7 @@ async def test_list_in_pages_then_events_and_resumed_watches(
         await asyncio.to_thread(exports.patch_spec, "e1", {"cancel": True})
         await asyncio.to_thread(exports.delete, "e2")
         await asyncio.to_thread(exports.create, "e5")
-        await _until("the three events", lambda: len(seen) >= 8)
+        await eventually("the three events", lambda: len(seen) >= 8)
         assert seen[5:] == [("MODIFIED", "e1"), ("DELETED", "e2"), ("ADDED", "e5")]
         e1 = informer.get((exports.namespace, "e1"))
         assert e1 is not None and e1.cancel_requested
@@ -103,12 +95,12 @@ async def test_a_resource_version_too_old_lists_again(
     informer.resource_version = "1"
     task = asyncio.create_task(informer.run())
     try:
-        await _until("a second list", lambda: informer.lists == 2)
+        await eventually("a second list", lambda: informer.lists == 2)
         assert sorted(k[1] for k in informer.items) == ["a", "c"]
         assert ("DELETED", "b") in seen[2:]
         assert sorted(e for e in seen[2:] if e[0] is None) == [(None, "a"), (None, "c")]
         # And it watches on from the new list.
         await asyncio.to_thread(exports.create, "d")
-        await _until("d", lambda: ("ADDED", "d") in seen)
+        await eventually("d", lambda: ("ADDED", "d") in seen)
     finally:
         await _stop(task)

@@ -4,28 +4,14 @@ deadline, cancellation, deletion, `kubectl wait`."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import urllib.request
-from pathlib import Path
 from typing import Any
 
-from tests.cluster.operator.conftest import Exports, OperatorProcess, wait_for
-from tests.local_cluster import REPO
-
-
-def _kubectl() -> str:
-    paths = subprocess.run(
-        [str(REPO / "hack" / "tools.sh"), "path"], check=True, capture_output=True, text=True
-    ).stdout.split()
-    for folder in paths:
-        candidate = Path(folder) / "kubectl"
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which("kubectl")
-    assert found, "kubectl not found"
-    return found
+from tests.cluster.operator.conftest import Exports, OperatorProcess
+from tests.support.net import free_port
+from tests.support.tools import tool
+from tests.support.wait import wait_for
 
 
 def _conditions(status: dict) -> dict[str, dict]:
@@ -35,7 +21,7 @@ def _conditions(status: dict) -> dict[str, dict]:
 def test_success_copies_the_result_and_kubectl_wait_works(
     exports: Exports, operator: OperatorProcess, namespace: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     operator.start(metrics_host="127.0.0.1", metrics_port=port)
     exports.create("ok", format="csv")
     job = wait_for("the Job", lambda: exports.job("ok"))
@@ -48,7 +34,7 @@ def test_success_copies_the_result_and_kubectl_wait_works(
 
     waiter = subprocess.Popen(
         [
-            _kubectl(),
+            tool("kubectl"),
             "-n",
             namespace,
             "wait",
@@ -103,12 +89,6 @@ def test_success_copies_the_result_and_kubectl_wait_works(
     assert 'exportjobs_operator_phase_transitions_total{phase="Succeeded"} 1.0' in metrics
     assert 'exportjobs_processor_rows_total{format="csv"} 2.0' in metrics
     assert 'exportjobs_export_duration_seconds_count{format="csv"} 1.0' in metrics
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_exit_code_2_fails_at_once_without_retry(

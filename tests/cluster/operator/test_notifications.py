@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.cluster.operator.conftest import Exports, OperatorProcess, wait_for
-from tests.cluster.operator.test_lifecycle import _kubectl
-from tests.local_cluster import REPO
+from tests.cluster.operator.conftest import Exports, OperatorProcess
+from tests.support.cluster import REPO
+from tests.support.tools import tool
+from tests.support.wait import wait_for
 
 SECRETS = (
     "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
@@ -226,7 +227,7 @@ def test_succeeded_failed_and_cancelled_each_deliver_once(
     wait_for("the Delivered Event", lambda: "CallbackDelivered" in events(exports, "ok"))
 
     table = subprocess.run(
-        [_kubectl(), "-n", exports.namespace, "get", "ej", "ok", "-o", "wide"],
+        [tool("kubectl"), "-n", exports.namespace, "get", "ej", "ok", "-o", "wide"],
         check=True,
         capture_output=True,
         text=True,

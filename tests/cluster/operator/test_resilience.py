@@ -19,9 +19,9 @@ from tests.cluster.operator.conftest import (
     Kubelet,
     OperatorProcess,
     create_many,
-    wait_for,
 )
-from tests.local_cluster import LocalCluster
+from tests.support.cluster import LocalCluster
+from tests.support.wait import wait_for
 
 LEASE = "exportjobs-operator"
 

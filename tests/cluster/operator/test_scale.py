@@ -12,8 +12,8 @@ from tests.cluster.operator.conftest import (
     Kubelet,
     OperatorProcess,
     create_many,
-    wait_for,
 )
+from tests.support.wait import wait_for
 
 
 def test_sigkill_mid_burst_then_restart_gives_exactly_one_job_each(

@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from tests.local_cluster import LocalCluster
+from tests.support.cluster import LocalCluster
 
 CRD = Path(__file__).resolve().parents[3] / "charts/exportjobs/crds/exportjobs.dev_exportjobs.yaml"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,17 +21,11 @@ from kubernetes import client as k8s
 from export_operator import resource
 from export_operator.webhook import create_app
 from export_operator.webhook.settings import WebhookSettings
-from tests.local_cluster import LocalCluster
+from tests.support.cluster import LocalCluster
+from tests.support.net import free_port
 
 TOKEN = "cluster-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class ExportJobs:

@@ -17,8 +17,9 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.cluster.webhook.conftest import TOKEN, ExportJobs, StartWebhook, free_port
-from tests.local_cluster import REPO
+from tests.cluster.webhook.conftest import TOKEN, ExportJobs, StartWebhook
+from tests.support.cluster import REPO
+from tests.support.net import free_port
 
 MINIO_ID = "EXPORTJOBS"
 

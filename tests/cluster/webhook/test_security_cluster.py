@@ -19,9 +19,10 @@ from kubernetes import client as k8s
 
 from export_operator import resource
 from export_operator.webhook.settings import WebhookSettings
-from tests import hostile_http
-from tests.cluster.webhook.conftest import AUTH, TOKEN, ExportJobs, StartWebhook, free_port
-from tests.local_cluster import LocalCluster
+from tests.cluster.webhook.conftest import AUTH, TOKEN, ExportJobs, StartWebhook
+from tests.support import hostile_http
+from tests.support.cluster import LocalCluster
+from tests.support.net import free_port
 
 BOUNDS = {
     "allowed_sources": ("s3://exports-input/", "s3://datasets/"),

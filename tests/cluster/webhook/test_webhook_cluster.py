@@ -18,19 +18,10 @@ from export_operator.resource import ExportFormat
 from export_operator.webhook.services import SERVICES
 from export_operator.webhook.store import StoreRejectedError
 from tests.cluster.webhook.conftest import ApiProxy, ExportJobs, RunningWebhook, StartWebhook
-from tests.unit.webhook import samples
+from tests.support import samples
+from tests.support.wait import eventually
 
 SOURCE = "s3://exports-input/reports/q1 2024.csv"
-
-
-async def eventually(what: str, probe: Any, within: float = 15) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def test_create_read_list_cancel(start_webhook: StartWebhook, exportjobs: ExportJobs) -> None:
@@ -261,7 +252,7 @@ async def test_cache_relists_after_the_watch_breaks(
     async def seen() -> bool:
         return (await hook.request("GET", "/v1/exports/made-elsewhere"))[0] == 200
 
-    await eventually("the cache to see an object created during the outage", seen, within=40)
+    await eventually("the cache to see an object created during the outage", seen, timeout=40)
 
 
 async def test_watch_from_an_expired_resource_version_relists(exportjobs: ExportJobs) -> None:

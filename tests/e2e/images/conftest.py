@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.local_cluster import REPO
+from tests.support.cluster import REPO
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -24,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.local_cluster import LocalCluster
+from tests.support.cluster import LocalCluster
+from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 TAG = os.environ.get("IMAGE_TAG", "dev")
@@ -51,12 +51,6 @@ pytestmark = pytest.mark.skipif(
     reason="image smoke tests are opt-in: EXPORTJOBS_IMAGE_TESTS=1 (needs a Docker engine; "
     "hack/images.sh builds the images)",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -214,7 +208,7 @@ def test_processor_image_converts_an_object_on_local_s3(
 def test_operator_image_serves_the_webhook_healthz_and_readyz(
     images: None, crd: None, namespace: str, portable_kubeconfig: Path, container_name: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     subprocess.run(
         [
             "docker",
@@ -247,7 +241,7 @@ def test_operator_image_serves_the_webhook_healthz_and_readyz(
 def test_operator_image_serves_kopf_liveness(
     images: None, crd: None, namespace: str, portable_kubeconfig: Path, container_name: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     subprocess.run(
         [
             "docker",

@@ -21,8 +21,8 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
-from tests import hack_modules
-from tests.local_cluster import REPO
+from tests.support import hack_modules
+from tests.support.cluster import REPO
 
 lock = hack_modules.load("lock")
 

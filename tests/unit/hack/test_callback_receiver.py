@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from export_operator.controller.signing import parse_secret, signed_headers
-from tests.local_cluster import REPO
+from tests.support.cluster import REPO
 
 SCRIPT = REPO / "hack" / "callback_receiver.py"
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.local_cluster import REPO
+from tests.support.cluster import REPO
 
 TOOLS = REPO / "hack" / "tools.sh"
 

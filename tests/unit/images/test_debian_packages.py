@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.local_cluster import REPO
+from tests.support.cluster import REPO
 
 SCRIPT = REPO / "hack" / "debian.sh"
 LIST = REPO / "hack" / "debian-packages.txt"

@@ -18,7 +18,7 @@ from cyclonedx.validation.json import JsonStrictValidator
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests import hack_modules
+from tests.support import hack_modules
 
 REPO = Path(__file__).resolve().parents[3]
 LOCK_SH = REPO / "hack" / "lock.sh"

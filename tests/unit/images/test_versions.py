@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from export_operator import operator_main
-from export_processor.versions import key_libraries, version_line
-from tests import hack_modules
-from tests.local_cluster import REPO
+from export_processor.common import key_libraries, version_line
+from tests.support import hack_modules
+from tests.support.cluster import REPO
 
 lock = hack_modules.load("lock")
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]

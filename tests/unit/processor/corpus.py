@@ -1,4 +1,5 @@
-"""Awkward CSV inputs and an independent oracle (Python's csv module) to check outputs against."""
+"""Awkward CSV inputs, the processor's CLI run on them (file:// URIs), and an independent oracle
+(Python's csv module) to check outputs against."""
 
 from __future__ import annotations
 
@@ -6,12 +7,52 @@ import csv
 import gzip
 import io
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
+
+from export_processor import cli
 
 csv.field_size_limit(1 << 30)
+
+EXTENSIONS = {"csv": ".csv", "csv.gz": ".csv.gz", "jsonl": ".jsonl", "parquet": ".parquet"}
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small parser blocks, so that small inputs span many blocks."""
+    for key in list(os.environ):
+        if key.startswith("EXPORTJOBS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("EXPORTJOBS_BLOCK_SIZE_BYTES", "65536")
+
+
+def run(
+    tmp_path: Path, data: bytes, fmt: str, *args: str, name: str = "input.csv"
+) -> tuple[int, Path, dict[str, object]]:
+    source = tmp_path / name
+    source.write_bytes(data)
+    out = tmp_path / "out"
+    message = tmp_path / "termination-log"
+    code = cli.run(
+        [
+            "--source",
+            source.as_uri(),
+            "--format",
+            fmt,
+            "--destination",
+            out.as_uri() + "/",
+            "--termination-message-path",
+            str(message),
+            *args,
+        ]
+    )
+    payload = json.loads(message.read_text()) if message.exists() else {}
+    return code, out / (Path(name).stem + EXTENSIONS[fmt]), payload
 
 
 @dataclass(frozen=True)

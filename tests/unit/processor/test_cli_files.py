@@ -15,43 +15,16 @@ import pytest
 from export_processor import cli, convert
 from export_processor.errors import CancelledError
 from export_processor.source import FileSource
-from tests.unit.processor.corpus import CASES, Case, assert_output_matches, read_output
+from tests.unit.processor.corpus import (  # noqa: F401 (small_blocks: an autouse fixture)
+    CASES,
+    Case,
+    assert_output_matches,
+    read_output,
+    run,
+    small_blocks,
+)
 
 FORMATS = ["csv", "csv.gz", "jsonl", "parquet"]
-EXTENSIONS = {"csv": ".csv", "csv.gz": ".csv.gz", "jsonl": ".jsonl", "parquet": ".parquet"}
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small parser blocks, so that small inputs span many blocks."""
-    for key in list(__import__("os").environ):
-        if key.startswith("EXPORTJOBS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("EXPORTJOBS_BLOCK_SIZE_BYTES", "65536")
-
-
-def run(
-    tmp_path: Path, data: bytes, fmt: str, *args: str, name: str = "input.csv"
-) -> tuple[int, Path, dict[str, object]]:
-    source = tmp_path / name
-    source.write_bytes(data)
-    out = tmp_path / "out"
-    message = tmp_path / "termination-log"
-    code = cli.run(
-        [
-            "--source",
-            source.as_uri(),
-            "--format",
-            fmt,
-            "--destination",
-            out.as_uri() + "/",
-            "--termination-message-path",
-            str(message),
-            *args,
-        ]
-    )
-    payload = json.loads(message.read_text()) if message.exists() else {}
-    return code, out / (Path(name).stem + EXTENSIONS[fmt]), payload
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -11,9 +11,9 @@ import botocore.exceptions
 import pytest
 
 from export_processor import cli
+from export_processor.common import ExitCode
 from export_processor.errors import (
     DestinationMissingError,
-    ExitCode,
     S3RefusedError,
     SourceMissingError,
     TransientError,

@@ -27,12 +27,14 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from export_processor.common import ExitCode
 from export_processor.convert import Exporter
-from export_processor.errors import BadInputError, ExitCode
+from export_processor.errors import BadInputError
 from export_processor.settings import ProcessorSettings
+from tests.unit.processor.corpus import EXTENSIONS
 
 FORMATS = ("csv", "csv.gz", "jsonl", "parquet")
-EXTENSIONS = {"csv": ".csv", "csv.gz": ".csv.gz", "jsonl": ".jsonl", "parquet": ".parquet"}
+
 
 _int64 = st.integers(-(2**63), 2**63 - 1).map(str)
 _odd_numbers = st.sampled_from(

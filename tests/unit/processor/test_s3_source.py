@@ -18,10 +18,9 @@ from export_processor.convert import Exporter
 from export_processor.errors import BadInputError, ExportError
 from export_processor.settings import KEPT_DOWNLOAD_BUFFERS, ProcessorSettings
 from export_processor.source import DownloadBuffers, S3Source, read_body_into
-from tests.unit.processor.corpus import CASES
+from tests.unit.processor.corpus import CASES, EXTENSIONS
 
 FORMATS = ["csv", "csv.gz", "jsonl", "parquet"]
-EXTENSIONS = {"csv": ".csv", "csv.gz": ".csv.gz", "jsonl": ".jsonl", "parquet": ".parquet"}
 
 
 def test_a_buffer_is_reused_only_once_every_view_of_it_is_gone() -> None:

@@ -99,7 +99,7 @@ async def test_a_key_given_twice_is_refused(harness: Harness, text: str) -> None
 async def test_sns_raw_delivery_with_a_bearer_token_is_accepted(harness: Harness) -> None:
     """Raw delivery posts the S3 event itself with SNS's headers; the route's docstring has
     always said it is accepted by token."""
-    from tests import strategies
+    from tests.support import strategies
 
     response = await harness.client.post(
         "/v1/events/s3?format=csv",

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests import strategies
+from tests.support import strategies
 from tests.unit.webhook.conftest import AUTH, Harness
 
 SOURCE = "s3://exports-input/data/a.csv"

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from export_operator.webhook.events import EventError, EventSource, parse_event
-from tests.unit.webhook import samples
+from tests.support import samples
 
 
 def test_aws_sample_event_gives_one_record() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from export_operator import resource
 from export_operator.resource import ExportFormat
-from tests.unit.webhook import samples
+from tests.support import samples
 from tests.unit.webhook.conftest import AUTH, Harness
 
 URL = "/v1/events/s3"

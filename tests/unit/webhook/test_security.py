@@ -11,8 +11,7 @@ import pytest
 
 from export_operator.webhook.bounds import Bounds, S3Prefix, template_prefix
 from export_operator.webhook.settings import WebhookSettings
-from tests import hostile_http
-from tests.unit.webhook import samples
+from tests.support import hostile_http, samples
 from tests.unit.webhook.conftest import AUTH, TOKEN, Harness, MakeHarness
 
 BOUNDED = {

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from export_operator.webhook.sns import string_to_sign
-from tests.unit.webhook import samples
+from tests.support import samples
 from tests.unit.webhook.conftest import Harness, MakeHarness
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:exports"

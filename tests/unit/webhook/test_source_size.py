@@ -10,7 +10,7 @@ from export_operator import resource
 from export_operator.controller.jobs import build_job, resolve_inputs
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.views import ExportView
-from tests import strategies
+from tests.support import strategies
 from tests.unit.webhook.conftest import AUTH, Harness
 
 GIB = 1024**3

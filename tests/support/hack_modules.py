@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from types import ModuleType
 
-from tests.local_cluster import REPO
+from tests.support.cluster import REPO
 
 
 def load(name: str) -> ModuleType:
