@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from export_processor.common import parse_bool
+
 ENV_ALLOWLIST = "EXPORTJOBS_CALLBACK_ALLOWLIST"
 ENV_ALLOW_HTTP = "EXPORTJOBS_CALLBACK_ALLOW_HTTP"
 MAX_URL_LENGTH = 2048
@@ -85,13 +87,13 @@ class CallbackPolicy:
             ValueError: naming the variable, when a value cannot be parsed.
         """
         env = os.environ if environ is None else environ
-        raw_http = env.get(ENV_ALLOW_HTTP, "").strip().lower()
-        if raw_http not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
-            raise ValueError(f"{ENV_ALLOW_HTTP}: not a boolean: {raw_http!r}")
+        raw_http = env.get(ENV_ALLOW_HTTP, "")
         try:
-            return cls.parse(
-                env.get(ENV_ALLOWLIST, ""), allow_http=raw_http in ("1", "true", "yes", "on")
-            )
+            allow_http = parse_bool(raw_http) if raw_http else False
+        except ValueError as exc:
+            raise ValueError(f"{ENV_ALLOW_HTTP}: {exc}") from None
+        try:
+            return cls.parse(env.get(ENV_ALLOWLIST, ""), allow_http=allow_http)
         except ValueError as exc:
             raise ValueError(f"{ENV_ALLOWLIST}: {exc}") from exc
 

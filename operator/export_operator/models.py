@@ -17,7 +17,6 @@ one applies (`invalid-s3-uri`, `invalid-s3-key`); the webhook maps the rest by f
 
 from __future__ import annotations
 
-import codecs
 import re
 import uuid
 from typing import Annotated, Any
@@ -45,10 +44,8 @@ from pydantic_core import CoreSchema, PydanticCustomError
 from export_operator import s3names
 from export_operator.callbacks import MAX_URL_LENGTH, CallbackPolicy, CallbackRefusedError
 from export_operator.resource import ExportFormat
+from export_processor.common import CSV_CHAR_PATTERN, is_supported_encoding
 
-CSV_CHAR_PATTERN = r"^[\t -~]$"
-"""A CSV delimiter or quote: one printable ASCII character or a tab (the CSV parser works on
-single bytes; a newline, NUL or a multi-byte character cannot delimit)."""
 ENCODING_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
 ENCODING_MAX_LENGTH = 32
 DATASET_ID_PATTERN = (
@@ -78,26 +75,6 @@ def _object_uri(value: str) -> str:
 
 def _prefix_uri(value: str) -> str:
     return _check_uri(value, prefix=True)
-
-
-def is_supported_encoding(name: str) -> bool:
-    """Whether `name` is a text codec that reads ASCII as ASCII (utf-8, latin-1, cp1252, ...).
-
-    The CSV's structure (delimiters, quotes, newlines) is ASCII, so an encoding that decodes ASCII
-    bytes to something else (utf-16, utf-7) or is no text codec at all (rot13) cannot be read. The
-    processor applies the same check (export_processor.settings); a test holds them equal.
-    """
-    try:
-        info = codecs.lookup(name)
-    except (LookupError, ValueError):  # ValueError: a NUL in the name
-        return False
-    if not getattr(info, "_is_text_encoding", True):
-        return False
-    ascii_bytes = bytes([9, 10, 13, *range(0x20, 0x7F)])
-    try:
-        return ascii_bytes.decode(info.name) == ascii_bytes.decode("ascii")
-    except (UnicodeError, LookupError):
-        return False
 
 
 _CSV_CHAR = re.compile(CSV_CHAR_PATTERN)

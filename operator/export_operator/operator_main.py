@@ -27,7 +27,7 @@ from export_operator.controller.handlers import register, register_notifier
 from export_operator.controller.notify import Notifier
 from export_operator.controller.reconciler import Controller
 from export_operator.controller.settings import OperatorSettings
-from export_processor.versions import add_version_argument, version_line
+from export_processor.common import add_version_argument, version_line
 
 PROGRAM = "exportjobs-operator"
 

@@ -22,7 +22,7 @@ def phase_of(obj: Mapping[str, Any]) -> str:
     return str(status.get("phase") or resource.Phase.PENDING.value)
 
 
-def export_view(obj: Mapping[str, Any], *, download_url: str | None = None) -> dict[str, Any]:
+def client_view(obj: Mapping[str, Any], *, download_url: str | None = None) -> dict[str, Any]:
     """The client's view of an ExportJob: id, phase, what was asked, and what happened."""
     metadata = obj.get("metadata") or {}
     spec = obj.get("spec") or {}

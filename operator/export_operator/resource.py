@@ -1,8 +1,8 @@
-"""The ExportJob resource model shared by the webhook and the kopf handlers.
+"""The ExportJob resource model shared by the webhook and the controller.
 
 Everything both sides must agree on lives here: the API coordinates, the enums of the contract
-(phases, condition types, formats, error codes), label keys, and how names are derived. Neither the
-webhook nor the controller defines these again.
+(phases, condition types, formats; the error and exit codes are export_processor.common's), label
+keys, and how names are derived. Neither the webhook nor the controller defines these again.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from export_operator.s3names import check_uri
+from export_processor.common import ErrorCode as ErrorCode  # the contract's codes
+from export_processor.common import ExitCode as ExitCode
 
 GROUP = "exportjobs.dev"
 VERSION = "v1alpha1"
@@ -69,33 +71,6 @@ class ExportFormat(enum.StrEnum):
     @property
     def extension(self) -> str:
         return f".{self.value}"
-
-
-class ErrorCode(enum.StrEnum):
-    """`status.error.code`. Every code the processor emits (export_processor.errors.ErrorCode)
-    is one of these; a test holds the two lists together."""
-
-    SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
-    DESTINATION_NOT_FOUND = "DESTINATION_NOT_FOUND"
-    S3_REFUSED = "S3_REFUSED"
-    BAD_CSV = "BAD_CSV"
-    INVALID_CONFIG = "INVALID_CONFIG"
-    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
-    OOM_KILLED = "OOM_KILLED"
-    CANCELLED = "CANCELLED"
-    UNSCHEDULABLE = "UNSCHEDULABLE"
-    IMAGE_PULL = "IMAGE_PULL"
-    POD_START_FAILED = "POD_START_FAILED"
-    INVALID_SPEC = "INVALID_SPEC"
-    INTERNAL = "INTERNAL"
-
-
-class ExitCode(enum.IntEnum):
-    """The processor's exit codes; the Job's podFailurePolicy maps them."""
-
-    OK = 0
-    BAD_INPUT = 2
-    SOURCE_MISSING = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,7 +200,7 @@ def limit_malloc() -> None:
     """glibc's malloc, used for Python's bytes (S3 ranges, parts), raises its mmap threshold
     after each large free and keeps one arena per thread: 8 MiB buffers allocated on the S3
     threads and freed on others then stay in the heap. A fixed 1 MiB threshold returns them
-    (measured 359 -> 320 MiB peak RSS, Parquet S3 -> S3)."""
+    (docs/processor.md, "Memory")."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
@@ -210,10 +210,8 @@ def limit_malloc() -> None:
 
 
 def use_memory_pool(decay_ms: int) -> None:
-    """Arrow allocates from jemalloc, returning freed pages to the system after `decay_ms`:
-    measured 235 MiB peak RSS for a Parquet export (local file) where mimalloc (pyarrow's
-    default) held 291 MiB and the system allocator 456 MiB; S3 -> S3, decay 0 took the peak
-    from 302-309 to 281-282 MiB at the same speed (docs/processor.md, "Memory").
+    """Arrow allocates from jemalloc, returning freed pages to the system after `decay_ms`: the
+    lowest peak of the three allocators at the same speed (docs/processor.md, "Memory").
     settings.ARROW_DECAY says which formats keep freed pages a little while, and why."""
     try:
         pool = pa.jemalloc_memory_pool()

@@ -2,34 +2,12 @@
 
 The operator's Job maps exit codes through its podFailurePolicy (`2` bad input and `3` source
 missing fail at once, anything else is retried), and reads the error code from the termination
-message. The strings match `export_operator.resource.ErrorCode`; they are repeated here because the
-processor image does not ship the operator package.
+message. The codes are the contract's (export_processor.common), shared with the operator.
 """
 
 from __future__ import annotations
 
-import enum
-
-
-class ErrorCode(enum.StrEnum):
-    """Error codes written into the termination message."""
-
-    SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
-    DESTINATION_NOT_FOUND = "DESTINATION_NOT_FOUND"
-    S3_REFUSED = "S3_REFUSED"
-    BAD_CSV = "BAD_CSV"
-    INVALID_CONFIG = "INVALID_CONFIG"
-    CANCELLED = "CANCELLED"
-    INTERNAL = "INTERNAL"
-
-
-class ExitCode(enum.IntEnum):
-    """Process exit codes; the Job's podFailurePolicy keys on them."""
-
-    OK = 0
-    RETRYABLE = 1
-    BAD_INPUT = 2
-    SOURCE_MISSING = 3
+from export_processor.common import ErrorCode, ExitCode
 
 
 class ExportError(Exception):

@@ -5,26 +5,25 @@ The operator sets these variables on the Job's container; by hand, the CLI flags
 
 from __future__ import annotations
 
-import codecs
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export_processor import common
+from export_processor.common import is_csv_char, is_supported_encoding
 from export_processor.errors import InvalidConfigError
 
 FORMATS = ("csv", "csv.gz", "jsonl", "parquet")
 MiB = 1024 * 1024
 S3_MIN_PART_SIZE = 5 * MiB
 BASELINE_BYTES = 130 * MiB
-"""The interpreter with pyarrow, botocore and isal imported and their threads started (measured
-119-125 MiB of RSS before the first byte is read)."""
+"""The interpreter with pyarrow, botocore and isal imported and their threads started, before the
+first byte is read (measured: docs/benchmarks.md, "Figures behind constants")."""
 QUEUED_BATCHES = 3
-"""Typed batches queued between the reader thread and the writer: with 2, the reader stalled
-while the Parquet writer encoded a row group (16 MiB of Arrow data, about four 4 MiB blocks).
-802 MB, Parquet S3 -> S3, three interleaved runs each: 2 queued and 4 blocks ahead 6.63 s mean,
-3 and 3 6.34 s, 4 and 2 6.21 s; 4 queued reached 303 MiB peak RSS at 3 GB, 3 queued with 2 blocks
-ahead 285 MiB (docs/benchmarks.md)."""
+"""Typed batches queued between the reader thread and the writer: fewer stalled the reader while
+the Parquet writer encoded a row group, more went over the memory bound (docs/benchmarks.md,
+"Figures behind constants")."""
 PARQUET_ROW_GROUP_BYTES = 16 * MiB
 """Arrow data buffered per Parquet row group (its encoded pages come on top: counted twice)."""
 
@@ -45,21 +44,10 @@ ARROW_DECAY = {
     "parquet": ArrowDecay(ms=100, allowance=24 * MiB),
 }
 """Per format, how long Arrow's allocator keeps freed pages before returning them (`ms`; a
-format not named: NO_DECAY). Every format frees and allocates big buffers for every batch (the
-parser's text, the typed columns, JSON Lines' escaped text and lines, Parquet's pages, the CSV
-writer's text): returned at once, each came back as fresh pages, a page fault per 4 KiB.
-Measured on the 802 MB input, S3 -> S3 (bench/processor_threads.py):
-- Parquet, its reader thread: 598,000 faults and 1.80 CPU-s in the kernel with decay 0, 231,000
-  and 0.74 CPU-s with 100 ms; 1000 ms would take the peak over 300 MiB.
-- JSON Lines, the whole export: 813,000-867,000 faults, 3.7-3.9 kernel CPU-s and 11.8-12.9 CPU-s
-  in all with 100 ms; 590,000, 2.9-3.0 and 10.5-10.9 with 400 ms (two runs each).
-- csv: 7.5-8.3 CPU-s (2.3-2.5 in the kernel, 308,000 faults in the parser's threads) with decay
-  0, 6.5-7.1 (1.7-2.0) with 400 ms, in interleaved pairs; csv.gz 9.2-9.7 at 0, 8.1-9.1 at 200 ms
-  (400 ms: 8.2-8.7, but 262 MiB peak).
-What a decay keeps is counted in the bound: `allowance`, the freed memory a decay keeps at the
-rate a 2-core export frees it (measured peak RSS over decay 0: Parquet +21-23 MiB at 100 ms;
-JSON Lines +10-15 MiB more at 400 ms than at 100 ms; csv +30-41 MiB at 400 ms; csv.gz +31-40
-MiB at 200 ms)."""
+format not named: NO_DECAY). Every format frees and allocates big buffers for every batch;
+returned at once, each came back as fresh pages, a page fault per 4 KiB. `allowance` is the
+freed memory a decay keeps at the rate a 2-core export frees it, counted in the bound. Both
+measured per format: docs/benchmarks.md, "Figures behind constants"."""
 NO_DECAY = ArrowDecay()
 """A format without a measured decay: freed pages go back at once."""
 KEPT_DOWNLOAD_BUFFERS = 1
@@ -233,42 +221,12 @@ class ProcessorSettings:
             )
 
 
-def is_csv_char(value: str) -> bool:
-    """One byte the CSV parser can split on: a printable ASCII character or a tab.
-
-    The request contract (export_operator.models, CSV_CHAR_PATTERN) allows exactly these; a test
-    holds the two equal (the processor does not import the operator package).
-    """
-    return len(value) == 1 and (value == "\t" or (value.isascii() and value.isprintable()))
-
-
-def is_supported_encoding(name: str) -> bool:
-    """A text codec that reads ASCII bytes as ASCII (the CSV's delimiters, quotes and newlines).
-
-    utf-16 and utf-7 decode them otherwise, rot13 is no text codec: those cannot work. The same
-    check as export_operator.models.is_supported_encoding; a test holds the two equal.
-    """
-    try:
-        info = codecs.lookup(name)
-    except (LookupError, ValueError):  # ValueError: a NUL in the name
-        return False
-    if not getattr(info, "_is_text_encoding", True):
-        return False
-    ascii_bytes = bytes([9, 10, 13, *range(0x20, 0x7F)])
-    try:
-        return ascii_bytes.decode(info.name) == ascii_bytes.decode("ascii")
-    except (UnicodeError, LookupError):
-        return False
-
-
 def parse_bool(value: str, *, name: str) -> bool:
-    """Parse `true`/`false` (also 1/0, yes/no), case-insensitive."""
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise InvalidConfigError(f"{name} must be true or false, not {value!r}")
+    """A boolean variable in the settings' one grammar (export_processor.common.parse_bool)."""
+    try:
+        return common.parse_bool(value)
+    except ValueError as exc:
+        raise InvalidConfigError(f"{name}: {exc}") from None
 
 
 def parse_char(value: str) -> str:

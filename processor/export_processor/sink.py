@@ -139,10 +139,6 @@ class S3MultipartSink(Sink):
         self._failed: ExportError | None = None
         self._aborted = False
 
-    @property
-    def upload_id(self) -> str | None:
-        return self._upload_id
-
     def _what(self) -> str:
         return f"uploading {self.location.uri}"
 

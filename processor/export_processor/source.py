@@ -30,8 +30,8 @@ from export_processor.settings import KEPT_DOWNLOAD_BUFFERS
 
 _MAX_THROTTLE_WAIT = 60.0
 """Seconds a read waits for the writer before going ahead anyway: a safety net against a
-miscount, far longer than any batch takes (at 2 s, a CPU-starved writer let pyarrow read dozens
-of blocks ahead: 1 GiB of RSS measured under load)."""
+miscount, far longer than any batch takes (a short one let a CPU-starved writer fall far behind
+the reader: docs/processor.md, "Memory")."""
 
 _OPENING_THROTTLE_WAIT = 1.0
 """The same before the writer took its first batch. pyarrow's `open_csv` reads ahead while it
@@ -213,8 +213,8 @@ class _Owner:
 class DownloadBuffers:
     """Buffers for ranged GETs, reused once nothing refers to their bytes any more.
 
-    A GET's body read into a fresh 4 MiB `bytes` took a page fault per 4 KiB (196,000 for the
-    802 MB input, 0.5-0.6 kernel CPU-s on the download threads). Here a body is read into a
+    A GET's body read into a fresh 4 MiB `bytes` took a page fault per 4 KiB (docs/benchmarks.md).
+    Here a body is read into a
     buffer of the pool, and handed on as an Arrow buffer whose owner (`_Owner`) returns it to
     the pool when Arrow, the parser and this module have all let go of it: a buffer is never
     written while a view of it is alive. At most `KEPT_DOWNLOAD_BUFFERS` free buffers are kept

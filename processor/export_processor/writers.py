@@ -111,8 +111,7 @@ def dictionary_columns(sample: pa.RecordBatch) -> list[str]:
 
     Arrow tries a dictionary for every column and gives up on a column only once its dictionary
     page is full, in every row group: hashing every value of a column of ids, uuids or free text
-    for nothing. Measured on 100 MB of mixed data: 0.65 -> 0.43 CPU-s to write, and a smaller
-    file (27.0 MB instead of 32.5 MB, the plain pages compress better).
+    for nothing: less CPU and a smaller file (docs/benchmarks.md).
     """
     rows = sample.num_rows
     return [

@@ -40,7 +40,7 @@ from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.signing import read_secrets, signed_headers
 from export_operator.controller.views import format_time, parse_time
 from export_operator.presign import Presigner, own_result_uri
-from export_operator.public_view import export_view
+from export_operator.public_view import client_view
 from export_operator.resource import Phase
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def build_event(
         "subject": str(meta.get("name")),
         "time": status.get("completionTime"),
         "datacontenttype": "application/json",
-        "data": export_view(obj, download_url=download_url),
+        "data": client_view(obj, download_url=download_url),
     }
 
 

@@ -17,6 +17,7 @@ from export_operator.callbacks import ENV_ALLOW_HTTP, ENV_ALLOWLIST, CallbackPol
 from export_operator.controller.quantities import parse_bytes
 from export_operator.controller.signing import read_secrets
 from export_operator.resource import parse_s3_uri
+from export_processor.common import parse_bool
 
 PREFIX = "EXPORTJOBS_OPERATOR_"
 
@@ -335,12 +336,7 @@ def _parse(name: str, raw: str, type_name: object) -> Any:
     kind = str(type_name)
     try:
         if kind == "bool":
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"not a boolean: {raw!r}")
+            return parse_bool(raw)
         if kind == "int":
             return int(raw)
         if kind == "float":

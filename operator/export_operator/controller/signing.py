@@ -12,7 +12,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-from pathlib import Path
+
+from export_operator.secret_files import read_secret_values
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 MIN_KEY_BYTES = 24
@@ -47,14 +48,7 @@ def read_secrets(*, inline: str, path: str) -> tuple[bytes, ...]:
     """
     texts = [part for part in inline.split(",") if part.strip()]
     if path:
-        root = Path(path)
-        files = (
-            sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
-            if root.is_dir()
-            else [root]
-        )
-        for file in files:
-            texts += [line for line in file.read_text().splitlines() if line.strip()]
+        texts += read_secret_values(path)
     keys = tuple(dict.fromkeys(parse_secret(text) for text in texts))
     if len(keys) > MAX_SECRETS:
         raise ValueError(f"at most {MAX_SECRETS} signing secrets at once")

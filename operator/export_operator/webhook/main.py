@@ -7,7 +7,7 @@ import logging
 import sys
 
 from export_operator.webhook.settings import WebhookSettings
-from export_processor.versions import add_version_argument
+from export_processor.common import add_version_argument
 
 DESCRIPTION = """\
 Serve the exportjobs HTTP API: POST /v1/exports and /v1/events/s3 store ExportJobs (202 once

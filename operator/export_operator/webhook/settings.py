@@ -12,12 +12,13 @@ import re
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Generic, TypeVar
 
 from export_operator.callbacks import CallbackPolicy
 from export_operator.resource import ExportFormat, parse_s3_uri
+from export_operator.secret_files import read_secret_values
 from export_operator.webhook.bounds import Bounds, S3Prefix, template_prefix
+from export_processor.common import parse_bool
 
 PREFIX = "EXPORTJOBS_WEBHOOK_"
 
@@ -129,13 +130,14 @@ class WebhookSettings:
     """Most object records one `POST /v1/events/s3` may carry (413 `too-many-records` above).
     Env `EXPORTJOBS_WEBHOOK_MAX_EVENT_RECORDS`, default 500: S3, MinIO and EventBridge send one
     record per request; relays batching more must split them. Bounds the work, memory and time of
-    one request: 500 creates take 2-8 s on a busy local API server, inside SNS's 15 s."""
+    one request, which must end inside SNS's 15 s (docs/benchmarks.md, "Figures behind
+    constants")."""
 
     create_concurrency: int = 16
     """ExportJob creates in flight at once for one event, in calls. Env
     `EXPORTJOBS_WEBHOOK_CREATE_CONCURRENCY`, default 16: enough to keep the API server busy
     without queueing hundreds of calls on the API client's connection pool, where they would
-    time out waiting (the issue's 5,000-record event: 981 timeouts, 503)."""
+    time out waiting (docs/benchmarks.md, "Figures behind constants")."""
 
     sns_host_pattern: str = AWS_SNS_HOST_PATTERN
     """Regex the host of SigningCertURL and SubscribeURL must match. Not read from the
@@ -272,8 +274,15 @@ class WebhookSettings:
             except ValueError:
                 raise ValueError(f"{PREFIX}{name}: not a number: {raw!r}") from None
 
-        tokens = _split(get("TOKENS")) + _read_secret(get("TOKENS_FILE"))
-        api_keys = _split(get("EVENTBRIDGE_API_KEY")) + _read_secret(
+        def flag(name: str, *, default: bool) -> bool:
+            raw = get(name)
+            try:
+                return parse_bool(raw) if raw is not None else default
+            except ValueError as exc:
+                raise ValueError(f"{PREFIX}{name}: {exc}") from None
+
+        tokens = _split(get("TOKENS")) + _secret_file(get("TOKENS_FILE"))
+        api_keys = _split(get("EVENTBRIDGE_API_KEY")) + _secret_file(
             get("EVENTBRIDGE_API_KEY_FILE")
         )
         try:
@@ -321,7 +330,7 @@ class WebhookSettings:
                     "SHUTDOWN_TIMEOUT_SECONDS", float, cls.shutdown_timeout_seconds
                 ),
                 log_level=(get("LOG_LEVEL") or cls.log_level).upper(),
-                access_log=(get("ACCESS_LOG") or "true").lower() in ("1", "true", "yes", "on"),
+                access_log=flag("ACCESS_LOG", default=cls.access_log),
             )
         except (ValueError, re.error) as exc:
             raise ValueError(f"invalid webhook settings: {exc}") from exc
@@ -367,17 +376,5 @@ def _split(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
 
-def _read_secret(path: str | None) -> tuple[str, ...]:
-    """Tokens from a file (one per line) or a mounted Secret directory (every visible file)."""
-    if path is None:
-        return ()
-    root = Path(path)
-    files = (
-        sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
-        if (root.is_dir())
-        else [root]
-    )
-    tokens: list[str] = []
-    for file in files:
-        tokens += [line.strip() for line in file.read_text().splitlines() if line.strip()]
-    return tuple(tokens)
+def _secret_file(path: str | None) -> tuple[str, ...]:
+    return read_secret_values(path) if path is not None else ()
