@@ -1,7 +1,8 @@
-"""The webhook's typed settings, read once from `EXPORTJOBS_WEBHOOK_*` environment variables.
+"""The webhook's settings: one pydantic-settings class read once from `EXPORTJOBS_WEBHOOK_*`.
 
-Every field documents its unit, default and reason. `WebhookSettings.from_env()` is the only
-reader of the environment; the rest of the package receives the settings object.
+Every field documents its unit, default and reason (its docstring is its description).
+`WebhookSettings.from_env()` is the only reader of the environment; the rest of the package
+receives the settings object.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import os
 import re
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
+
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, model_validator
+from pydantic_settings import NoDecode
 
 from export_operator.callbacks import CallbackPolicy
+from export_operator.config import CommaList, CommaListOrNone, EnvSettings, Flag, split_commas
 from export_operator.resource import ExportFormat, parse_s3_uri
 from export_operator.secret_files import read_secret_values
 from export_operator.webhook.bounds import Bounds, S3Prefix, template_prefix
-from export_processor.common import parse_bool
 
 PREFIX = "EXPORTJOBS_WEBHOOK_"
 
@@ -55,11 +59,46 @@ def longest_match(rules: Iterable[PrefixRule[V]], *, bucket: str, key: str) -> V
     return best.value if best else None
 
 
-@dataclass(frozen=True, kw_only=True)
-class WebhookSettings:
+def _dataset_template(template: str) -> str:
+    if "{dataset_id}" not in template:
+        raise ValueError("dataset URI template must contain {dataset_id}")
+    return template
+
+
+def _prefix_uri(uri: str | None) -> str | None:
+    if uri is not None:
+        parse_s3_uri(uri, prefix=True)
+    return uri
+
+
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return pattern
+
+
+def _rules(parse: Any) -> BeforeValidator:
+    """Rules written `bucket[/prefix]=value,...` in the environment; given as they are in code."""
+    return BeforeValidator(lambda value: parse(value) if isinstance(value, str) else value)
+
+
+class WebhookSettings(EnvSettings):
     """Everything the webhook needs, fixed at start-up."""
 
-    namespace: str = "default"
+    model_config = EnvSettings.model_config | {
+        "env_prefix": PREFIX,
+        "use_attribute_docstrings": True,
+    }
+    COMPONENT: ClassVar[str] = "webhook"
+    NOT_FROM_ENV: ClassVar[frozenset[str]] = frozenset(
+        {"sns_host_pattern", "sns_port", "sns_ssl_context", "callback_policy"}
+    )
+
+    namespace: str = Field(
+        "default", validation_alias=AliasChoices(f"{PREFIX}NAMESPACE", "EXPORTJOBS_NAMESPACE")
+    )
     """Namespace the ExportJobs are created in and read from. Env `EXPORTJOBS_WEBHOOK_NAMESPACE`,
     else the shared `EXPORTJOBS_NAMESPACE`, else `default`."""
 
@@ -69,77 +108,86 @@ class WebhookSettings:
     port: int = 8080
     """Listen port. Env `EXPORTJOBS_WEBHOOK_PORT`, default 8080."""
 
-    tokens: tuple[str, ...] = ()
+    tokens: CommaList = ()
     """Bearer tokens accepted from API and MinIO callers. Env `EXPORTJOBS_WEBHOOK_TOKENS`
     (comma-separated, e.g. from a Secret key) plus the tokens in `EXPORTJOBS_WEBHOOK_TOKENS_FILE`
     (one per line, or a mounted Secret directory: every file is read). Default none: then only
     SNS-signed and EventBridge-key requests are accepted, everything else gets 401."""
 
-    dataset_uri_template: str = "s3://datasets/{dataset_id}.csv"
+    tokens_file: str | None = None
+    """The file (or mounted Secret directory) whose tokens `tokens` gets too."""
+
+    dataset_uri_template: Annotated[str, AfterValidator(_dataset_template)] = (
+        "s3://datasets/{dataset_id}.csv"
+    )
     """How `dataset_id` resolves to a source URI; `{dataset_id}` is replaced by the UUID.
     Env `EXPORTJOBS_WEBHOOK_DATASET_URI_TEMPLATE`."""
 
-    format_rules: tuple[FormatRule, ...] = ()
+    format_rules: Annotated[
+        tuple[FormatRule, ...], NoDecode, _rules(lambda t: parse_format_rules(t))
+    ] = ()
     """Output format of S3 events without a `?format=` parameter, by bucket and key prefix; the
     longest matching prefix wins. Env `EXPORTJOBS_WEBHOOK_FORMAT_RULES`, e.g.
     `incoming/reports/=parquet,exports-input=csv.gz`. Default none: events need `?format=`."""
 
-    callback_rules: tuple[CallbackRule, ...] = ()
+    callback_rules: Annotated[
+        tuple[CallbackRule, ...], NoDecode, _rules(lambda t: parse_callback_rules(t))
+    ] = ()
     """`spec.notify.url` of S3-triggered exports, by bucket and key prefix; the longest matching
     prefix wins. Env `EXPORTJOBS_WEBHOOK_CALLBACK_RULES`, e.g.
     `incoming/reports/=https://hooks.example.com/exports,incoming=https://other.example/h`
     (URLs without commas). Default none: S3-triggered exports send no callback."""
 
-    callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
+    callback_policy: CallbackPolicy = Field(default_factory=CallbackPolicy)
     """Where callbacks may go, checked on `callback_url` at POST (422 otherwise) and on the
     rules above at start-up. Env `EXPORTJOBS_CALLBACK_ALLOWLIST` and
     `EXPORTJOBS_CALLBACK_ALLOW_HTTP`, shared with the operator (docs/notifications.md)."""
 
-    destination_uri: str | None = None
+    destination_uri: Annotated[str | None, AfterValidator(_prefix_uri)] = None
     """`spec.destination.uri` for exports that name none (`s3://bucket/prefix/`). Env
     `EXPORTJOBS_WEBHOOK_DESTINATION_URI`; default unset, so the operator's default applies."""
 
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
     """Largest accepted request body in bytes (413 above). Env `EXPORTJOBS_WEBHOOK_MAX_BODY_BYTES`,
     default 1 MiB: S3 events are a few KiB; the cap bounds memory per request."""
 
-    allowed_sources: tuple[str, ...] | None = None
+    allowed_sources: CommaListOrNone = None
     """Prefixes (`s3://bucket/prefix/`) exports may read from; anything else is refused with 422
     `source-not-allowed`, and so is anything under an allowed destination. Env
     `EXPORTJOBS_WEBHOOK_ALLOWED_SOURCES` (comma-separated). Default (None): the configured input
     locations, that is the folder of `dataset_uri_template` and the prefixes of `format_rules`."""
 
-    allowed_destinations: tuple[str, ...] | None = None
+    allowed_destinations: CommaListOrNone = None
     """Prefixes exports may write under (422 `destination-not-allowed` otherwise); S3 events for
     objects under them are ignored, so an export never triggers another. Env
     `EXPORTJOBS_WEBHOOK_ALLOWED_DESTINATIONS` (comma-separated). Default (None): `destination_uri`
     alone."""
 
-    sns_topic_arns: tuple[str, ...] = ()
+    sns_topic_arns: CommaList = ()
     """SNS topics whose messages are accepted. Env `EXPORTJOBS_WEBHOOK_SNS_TOPIC_ARNS`
     (comma-separated). Default none = SNS is off: every SNS message is refused with 403
     `sns-disabled` (anyone can sign messages for a topic of their own, so there is no safe
     "any topic")."""
 
-    sns_max_age_seconds: int = 3600
+    sns_max_age_seconds: int = Field(3600, ge=1)
     """SNS messages whose `Timestamp` is older than this (or this far in the future) are refused
     as replays, in seconds. Env `EXPORTJOBS_WEBHOOK_SNS_MAX_AGE_SECONDS`, default 3600 (SNS
     retries a delivery for at most an hour by default)."""
 
-    max_event_records: int = 500
+    max_event_records: int = Field(500, ge=1, le=100_000)
     """Most object records one `POST /v1/events/s3` may carry (413 `too-many-records` above).
     Env `EXPORTJOBS_WEBHOOK_MAX_EVENT_RECORDS`, default 500: S3, MinIO and EventBridge send one
     record per request; relays batching more must split them. Bounds the work, memory and time of
     one request, which must end inside SNS's 15 s (docs/benchmarks.md, "Figures behind
     constants")."""
 
-    create_concurrency: int = 16
+    create_concurrency: int = Field(16, ge=1, le=256)
     """ExportJob creates in flight at once for one event, in calls. Env
     `EXPORTJOBS_WEBHOOK_CREATE_CONCURRENCY`, default 16: enough to keep the API server busy
     without queueing hundreds of calls on the API client's connection pool, where they would
     time out waiting (docs/benchmarks.md, "Figures behind constants")."""
 
-    sns_host_pattern: str = AWS_SNS_HOST_PATTERN
+    sns_host_pattern: Annotated[str, AfterValidator(_regex)] = AWS_SNS_HOST_PATTERN
     """Regex the host of SigningCertURL and SubscribeURL must match. Not read from the
     environment on purpose: only tests (constructing settings in code) may change it."""
 
@@ -147,24 +195,29 @@ class WebhookSettings:
     """The only port SigningCertURL and SubscribeURL may name. Test-only, like
     `sns_host_pattern`: SNS serves both on 443."""
 
-    sns_ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
+    sns_ssl_context: ssl.SSLContext | None = Field(default=None, exclude=True)
     """TLS trust for fetching certificates and SubscribeURLs; None = system CAs. Test-only, like
     `sns_host_pattern`."""
 
-    eventbridge_api_key_header: str = "x-api-key"
+    eventbridge_api_key_header: Annotated[str, AfterValidator(str.lower)] = "x-api-key"
     """Header carrying the API key of an EventBridge API destination (its connection's API key
     name). Env `EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_HEADER`, default `x-api-key`."""
 
-    eventbridge_api_keys: tuple[str, ...] = ()
+    eventbridge_api_keys: CommaList = Field((), validation_alias=f"{PREFIX}EVENTBRIDGE_API_KEY")
     """Accepted values of that header. Env `EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY` (comma-
     separated) and `EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_FILE`. Default none: EventBridge
     callers then need a bearer token."""
 
-    presign_expiry_seconds: int = 3600
+    eventbridge_api_key_file: str | None = None
+    """The file (or mounted Secret directory) whose keys `eventbridge_api_keys` gets too."""
+
+    presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
     """Lifetime of presigned result download URLs in seconds. Env
     `EXPORTJOBS_WEBHOOK_PRESIGN_EXPIRY_SECONDS`, default 3600."""
 
-    s3_endpoint_url: str | None = None
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices(f"{PREFIX}S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+    )
     """S3 endpoint for presigning (MinIO or another S3-compatible store). Env
     `EXPORTJOBS_WEBHOOK_S3_ENDPOINT_URL`, else `AWS_ENDPOINT_URL`; unset = AWS."""
 
@@ -192,7 +245,7 @@ class WebhookSettings:
     another API read, in seconds. Env `EXPORTJOBS_WEBHOOK_NEGATIVE_CACHE_SECONDS`, default 2:
     an id created through another replica is found by a direct read at most this late."""
 
-    page_size: int = 50
+    page_size: int = Field(50, ge=1, le=500)
     """Default page size of `GET /v1/exports` (at most 500). Env
     `EXPORTJOBS_WEBHOOK_PAGE_SIZE`."""
 
@@ -200,33 +253,35 @@ class WebhookSettings:
     """Grace period for in-flight requests on SIGTERM, in seconds. Env
     `EXPORTJOBS_WEBHOOK_SHUTDOWN_TIMEOUT_SECONDS`, default 10 (inside the pod's 30 s)."""
 
-    log_level: str = "INFO"
+    log_level: Annotated[str, AfterValidator(str.upper)] = "INFO"
     """Log level name. Env `EXPORTJOBS_WEBHOOK_LOG_LEVEL`, default INFO."""
 
-    access_log: bool = True
+    access_log: Flag = True
     """Log one JSON line per request. Env `EXPORTJOBS_WEBHOOK_ACCESS_LOG` (`true`/`false`)."""
 
-    def __post_init__(self) -> None:
-        if "{dataset_id}" not in self.dataset_uri_template:
-            raise ValueError("dataset URI template must contain {dataset_id}")
-        if self.destination_uri is not None:
-            parse_s3_uri(self.destination_uri, prefix=True)
-        if self.max_body_bytes < 1024:
-            raise ValueError("max body size must be at least 1024 bytes")
-        if not 1 <= self.page_size <= 500:
-            raise ValueError("page size must be between 1 and 500")
-        if not 1 <= self.presign_expiry_seconds <= 7 * 24 * 3600:
-            raise ValueError("presign expiry must be between 1 s and 7 days")
-        re.compile(self.sns_host_pattern)
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """`tokens` and `eventbridge_api_keys` get the values of their files too."""
+        if not isinstance(data, dict):
+            return data
+        for field, file_field, alias in (
+            ("tokens", "tokens_file", "tokens"),
+            ("eventbridge_api_keys", "eventbridge_api_key_file", f"{PREFIX}EVENTBRIDGE_API_KEY"),
+        ):
+            if data.get(file_field):
+                key = alias if alias in data else field
+                given = data.get(key) or ()
+                given = split_commas(given) if isinstance(given, str) else tuple(given)
+                data = {**data, key: (*given, *read_secret_values(data[file_field]))}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookSettings:
         for rule in self.callback_rules:
             self.callback_policy.check_url(rule.value)
-        if self.sns_max_age_seconds < 1:
-            raise ValueError("SNS max age must be at least 1 s")
-        if not 1 <= self.max_event_records <= 100_000:
-            raise ValueError("max event records must be between 1 and 100000")
-        if not 1 <= self.create_concurrency <= 256:
-            raise ValueError("create concurrency must be between 1 and 256")
         _ = self.bounds  # parse the prefixes now: a bad one fails at start-up
+        return self
 
     def callback_for(self, *, bucket: str, key: str) -> str | None:
         """The configured callback URL for an object, by the longest matching rule."""
@@ -255,85 +310,14 @@ class WebhookSettings:
         return longest_match(self.format_rules, bucket=bucket, key=key)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSettings:
-        """Read the settings from the environment (or `environ`).
-
-        Raises:
-            ValueError: naming the variable, when one holds an invalid value.
-        """
+    def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> WebhookSettings:
+        """The settings from the environment, with the callback policy shared with the operator."""
         env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(PREFIX + name)
-            return value if value not in (None, "") else None
-
-        def number(name: str, kind: type[int] | type[float], default: float) -> float:
-            raw = get(name)
-            try:
-                return kind(raw) if raw is not None else default
-            except ValueError:
-                raise ValueError(f"{PREFIX}{name}: not a number: {raw!r}") from None
-
-        def flag(name: str, *, default: bool) -> bool:
-            raw = get(name)
-            try:
-                return parse_bool(raw) if raw is not None else default
-            except ValueError as exc:
-                raise ValueError(f"{PREFIX}{name}: {exc}") from None
-
-        tokens = _split(get("TOKENS")) + _secret_file(get("TOKENS_FILE"))
-        api_keys = _split(get("EVENTBRIDGE_API_KEY")) + _secret_file(
-            get("EVENTBRIDGE_API_KEY_FILE")
-        )
         try:
-            return cls(
-                namespace=get("NAMESPACE") or env.get("EXPORTJOBS_NAMESPACE") or "default",
-                host=get("HOST") or cls.host,
-                port=int(number("PORT", int, cls.port)),
-                tokens=tokens,
-                dataset_uri_template=get("DATASET_URI_TEMPLATE") or cls.dataset_uri_template,
-                format_rules=parse_format_rules(get("FORMAT_RULES") or ""),
-                callback_rules=parse_callback_rules(get("CALLBACK_RULES") or ""),
-                callback_policy=CallbackPolicy.from_env(env),
-                destination_uri=get("DESTINATION_URI"),
-                max_body_bytes=int(number("MAX_BODY_BYTES", int, cls.max_body_bytes)),
-                allowed_sources=_split(get("ALLOWED_SOURCES")) or None,
-                allowed_destinations=_split(get("ALLOWED_DESTINATIONS")) or None,
-                sns_topic_arns=_split(get("SNS_TOPIC_ARNS")),
-                sns_max_age_seconds=int(
-                    number("SNS_MAX_AGE_SECONDS", int, cls.sns_max_age_seconds)
-                ),
-                max_event_records=int(number("MAX_EVENT_RECORDS", int, cls.max_event_records)),
-                create_concurrency=int(number("CREATE_CONCURRENCY", int, cls.create_concurrency)),
-                eventbridge_api_key_header=(
-                    get("EVENTBRIDGE_API_KEY_HEADER") or cls.eventbridge_api_key_header
-                ).lower(),
-                eventbridge_api_keys=api_keys,
-                presign_expiry_seconds=int(
-                    number("PRESIGN_EXPIRY_SECONDS", int, cls.presign_expiry_seconds)
-                ),
-                s3_endpoint_url=get("S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
-                s3_region=get("S3_REGION"),
-                api_timeout_seconds=number("API_TIMEOUT_SECONDS", float, cls.api_timeout_seconds),
-                retry_after_seconds=int(
-                    number("RETRY_AFTER_SECONDS", int, cls.retry_after_seconds)
-                ),
-                poll_after_seconds=int(number("POLL_AFTER_SECONDS", int, cls.poll_after_seconds)),
-                watch_timeout_seconds=int(
-                    number("WATCH_TIMEOUT_SECONDS", int, cls.watch_timeout_seconds)
-                ),
-                page_size=int(number("PAGE_SIZE", int, cls.page_size)),
-                negative_cache_seconds=number(
-                    "NEGATIVE_CACHE_SECONDS", float, cls.negative_cache_seconds
-                ),
-                shutdown_timeout_seconds=number(
-                    "SHUTDOWN_TIMEOUT_SECONDS", float, cls.shutdown_timeout_seconds
-                ),
-                log_level=(get("LOG_LEVEL") or cls.log_level).upper(),
-                access_log=flag("ACCESS_LOG", default=cls.access_log),
-            )
-        except (ValueError, re.error) as exc:
-            raise ValueError(f"invalid webhook settings: {exc}") from exc
+            policy = CallbackPolicy.from_env(env)
+        except ValueError as exc:
+            raise ValueError(f"invalid webhook settings: {exc}") from None
+        return super().from_env(env, callback_policy=policy, **given)
 
 
 def parse_format_rules(text: str) -> tuple[FormatRule, ...]:
@@ -343,7 +327,7 @@ def parse_format_rules(text: str) -> tuple[FormatRule, ...]:
         ValueError: on a malformed pair or an unknown format.
     """
     rules = []
-    for item in _split(text):
+    for item in split_commas(text):
         where, sep, fmt = item.partition("=")
         if not sep or not where:
             raise ValueError(f"format rule {item!r} is not bucket[/prefix]=format")
@@ -363,18 +347,10 @@ def parse_callback_rules(text: str) -> tuple[CallbackRule, ...]:
         ValueError: on a malformed pair.
     """
     rules = []
-    for item in _split(text):
+    for item in split_commas(text):
         where, sep, url = item.partition("=")
         if not sep or not where.strip() or not url.strip():
             raise ValueError(f"callback rule {item!r} is not bucket[/prefix]=url")
         bucket, _, prefix = where.strip().partition("/")
         rules.append(CallbackRule(bucket=bucket, prefix=prefix, value=url.strip()))
     return tuple(rules)
-
-
-def _split(text: str | None) -> tuple[str, ...]:
-    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
-
-
-def _secret_file(path: str | None) -> tuple[str, ...]:
-    return read_secret_values(path) if path is not None else ()

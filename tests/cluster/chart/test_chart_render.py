@@ -315,7 +315,7 @@ def test_webhook_keeps_serving_through_a_pre_stop_sleep_inside_its_grace_period(
     pod = _webhook_pod()
     (container,) = pod["containers"]
     assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
-    shutdown = webhook_settings.WebhookSettings.shutdown_timeout_seconds
+    shutdown = webhook_settings.WebhookSettings().shutdown_timeout_seconds
     assert pod["terminationGracePeriodSeconds"] >= 5 + shutdown
     off = _webhook_pod({"webhook.preStopSleepSeconds": "0"})
     assert "lifecycle" not in off["containers"][0]

@@ -96,7 +96,7 @@ class FakeStore:
 
 
 def make_settings(**overrides: Any) -> WebhookSettings:
-    base = WebhookSettings(
+    base: dict[str, Any] = dict(
         namespace="ns",
         tokens=(TOKEN, "second-token"),
         format_rules=(
@@ -111,7 +111,7 @@ def make_settings(**overrides: Any) -> WebhookSettings:
         s3_region="us-east-1",
         access_log=False,
     )
-    return dataclasses.replace(base, **overrides)
+    return WebhookSettings(**{**base, **overrides})
 
 
 @dataclasses.dataclass
