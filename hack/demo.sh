@@ -5,8 +5,10 @@
 #   2. `helm install` charts/exportjobs: the webhook (2 pods) and the operator run as real pods;
 #      a port-forward to the webhook's Service
 #   3. upload a ~100 MB CSV, post an S3 notification with curl, poll its Location until done
-#   4. print the final status, the first lines of the result, `kubectl get pods` (the webhook,
-#      the operator and the processor's pod) and `kubectl get exportjobs`
+#   4. print the final status, the first lines of the result, the verified callback
+#   5. the `exportjobs` CLI submits the same CSV as an API export, waits for it (a progress bar
+#      on a terminal) and downloads the result; then `kubectl get pods` (the webhook, the operator
+#      and the processors' pods) and `kubectl get exportjobs`
 # Stop everything with `make demo-down`.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -107,6 +109,14 @@ fi
 
 say "the completion callback (a signed CloudEvent, verified by the receiver)"
 python hack/callback_receiver.py wait --state-dir "$demo_dir/callbacks" --timeout 60
+
+say "the exportjobs CLI: submit the same CSV as an API export and wait for it (docs/cli.md)"
+export EXPORTJOBS_URL EXPORTJOBS_TOKEN
+echo "\$ exportjobs submit 's3://exports-input/$key' --format parquet --wait --download $demo_dir/result.parquet"
+exportjobs submit "s3://exports-input/$key" --format parquet --wait --download "$demo_dir/result.parquet"
+echo "exit code $? (0 = Succeeded)"
+echo "\$ exportjobs list"
+exportjobs list
 
 say "kubectl get pods -n $namespace (real pods: the webhook, the operator, the export's processor)"
 kubectl get pods -n "$namespace" -o wide

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local-cluster tools from pinned Go modules into a versioned cache, or reuse it.
 #
-#   hack/tools.sh [all|kube|node|etcd|kwok|helm|minio|path]...
+#   hack/tools.sh [all|kube|node|etcd|kwok|helm|minio|promql|path]...
 #
 # Each tool lands in $EXPORTJOBS_TOOLS_DIR/<tool>-<version>/ (default ~/.cache/exportjobs/tools).
 # A build runs in a temporary folder under a per-tool flock and is renamed into place only when it
@@ -117,6 +117,15 @@ build_minio() {
   GOBIN=$out go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$v"
 }
 
+# promql-check (hack/promql): Prometheus's own PromQL parser, for the chart's alert rules and
+# dashboard queries (tests/cluster/chart/test_monitoring.py). Keyed by its sources' hash.
+build_promql() {
+  local out=$1
+  cp "$here/promql/go.mod" "$here/promql/go.sum" "$here/promql/main.go" .
+  go build -trimpath -ldflags "-s -w" -o "$out/promql-check" .
+}
+PROMQL_VERSION=v$(cat "$here/promql/go.mod" "$here/promql/go.sum" "$here/promql/main.go" | sha256sum | cut -c1-12)
+
 bindir() { echo "$cache/$1-$2/bin"; }
 
 targets=("$@")
@@ -129,7 +138,7 @@ for t in "${targets[@]}"; do
       { build kube "$KUBE_VERSION" build_kube && build node "$KUBE_VERSION" build_node; } & pids+=($!)
       build minio "$MINIO_VERSION" build_minio & pids+=($!)
       { build etcd "$ETCD_VERSION" build_etcd && build kwok "$KWOK_VERSION" build_kwok \
-          && build helm "$HELM_VERSION" build_helm; } & pids+=($!)
+          && build helm "$HELM_VERSION" build_helm && build promql "$PROMQL_VERSION" build_promql; } & pids+=($!)
       failed=0
       for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
       [ $failed -eq 0 ] || die "some tools failed to build (see above)" ;;
@@ -139,9 +148,11 @@ for t in "${targets[@]}"; do
     kwok) build kwok "$KWOK_VERSION" build_kwok ;;
     helm) build helm "$HELM_VERSION" build_helm ;;
     minio) build minio "$MINIO_VERSION" build_minio ;;
+    promql) build promql "$PROMQL_VERSION" build_promql ;;
     path)
       bindir kube "$KUBE_VERSION"; bindir etcd "$ETCD_VERSION"; bindir kwok "$KWOK_VERSION"
-      bindir helm "$HELM_VERSION"; bindir minio "$MINIO_VERSION"; bindir node "$KUBE_VERSION" ;;
-    *) die "unknown tool '$t' (all|kube|node|etcd|kwok|helm|minio|path)" ;;
+      bindir helm "$HELM_VERSION"; bindir minio "$MINIO_VERSION"; bindir node "$KUBE_VERSION"
+      bindir promql "$PROMQL_VERSION" ;;
+    *) die "unknown tool '$t' (all|kube|node|etcd|kwok|helm|minio|promql|path)" ;;
   esac
 done

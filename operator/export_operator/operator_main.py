@@ -27,6 +27,7 @@ from export_operator.controller.handlers import register, register_notifier
 from export_operator.controller.notify import Notifier
 from export_operator.controller.reconciler import Controller
 from export_operator.controller.settings import OperatorSettings
+from export_operator.jsonlogs import configure_logging
 from export_processor.common import add_version_argument, version_line
 
 PROGRAM = "exportjobs-operator"
@@ -84,10 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # JSON lines, as the webhook writes them (one parser for both in a log pipeline).
+    configure_logging(level="DEBUG" if args.verbose else settings.log_level)
     # kopf logs every handler call at INFO; at a thousand objects a second that is noise.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger(__name__).info("%s", version_line(PROGRAM, "operator"))

@@ -52,5 +52,35 @@ def client_view(obj: Mapping[str, Any], *, download_url: str | None = None) -> d
     return view
 
 
+_NOTIFICATION_FIELDS = {
+    "state": "state",
+    "attempts": "attempts",
+    "lastStatusCode": "last_status_code",
+    "lastAttemptTime": "last_attempt_time",
+    "deliveredTime": "delivered_time",
+    "lastError": "last_error",
+}
+
+
+def api_view(obj: Mapping[str, Any], *, download_url: str | None = None) -> dict[str, Any]:
+    """What GET, list and cancel answer: the client's view and `notification`, the callback's
+    delivery (null without a callback). The callback's own data leaves it out: it is the
+    delivery under way."""
+    view = client_view(obj, download_url=download_url)
+    view["notification"] = notification_view(obj)
+    return view
+
+
+def notification_view(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`status.notification` for clients (state Pending until the operator writes one)."""
+    if not ((obj.get("spec") or {}).get("notify") or {}).get("url"):
+        return None
+    found = (obj.get("status") or {}).get("notification")
+    found = found if isinstance(found, Mapping) else {}
+    view = {public: found.get(field) for field, public in _NOTIFICATION_FIELDS.items()}
+    view["state"] = view["state"] or "Pending"
+    return view
+
+
 def _object(value: Any) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, dict) and value else None

@@ -123,3 +123,23 @@ envFrom:
 - name: EXPORTJOBS_CALLBACK_ALLOW_HTTP
   value: {{ .Values.notifications.allowHttp | quote }}
 {{- end }}
+
+{{/* imagePullSecrets of a component: the global ones, then its own (.component's values). */}}
+{{- define "exportjobs.pullSecrets" -}}
+{{- concat (.root.Values.imagePullSecrets | default list) (.values.imagePullSecrets | default list) | uniq | toJson }}
+{{- end }}
+
+{{/* Where a component's pods go and how they rank: pull secrets, priority, topology spread. */}}
+{{- define "exportjobs.podPlacement" -}}
+{{- with include "exportjobs.pullSecrets" . | fromJsonArray }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

@@ -51,6 +51,13 @@ class OperatorSettings:
     node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """NODE_SELECTOR: a JSON object used as the processor pods' nodeSelector. Default `{}`."""
 
+    processor_pod: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """PROCESSOR_POD: a JSON object of what the processor pods need to fit the cluster, each key
+    optional: `imagePullSecrets` ([{"name": ...}]), `tolerations`, `affinity`,
+    `topologySpreadConstraints`, `priorityClassName`, and `labels` / `annotations` (string maps
+    added to the pod template, e.g. a sidecar opt-out or a cost label). Default `{}`. The
+    chart fills it from `processor.*` and the global `imagePullSecrets`."""
+
     default_destination_uri: str = ""
     """DEFAULT_DESTINATION_URI: `s3://bucket/prefix/` used when an ExportJob names no
     destination. Empty (default) = such ExportJobs fail with INVALID_SPEC."""
@@ -158,6 +165,10 @@ class OperatorSettings:
 
     connect_timeout_seconds: float = 10.0
     """CONNECT_TIMEOUT_SECONDS: TCP/TLS connect timeout to the API server (seconds)."""
+
+    log_level: str = "INFO"
+    """LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL. Logs are JSON lines in the webhook's
+    format (time, level, logger, message and any extra fields). Default INFO."""
 
     metrics_host: str = "0.0.0.0"  # noqa: S104 - a pod serves Prometheus on its pod IP
     """METRICS_HOST: the address `/metrics` listens on. Default 0.0.0.0 (in a pod)."""
@@ -316,6 +327,11 @@ class OperatorSettings:
             read_secrets(inline=self.notify_secrets, path="")
         except ValueError as exc:
             raise ValueError(f"{PREFIX}NOTIFY_SECRETS: {exc}") from None
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"{PREFIX}LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        problem = processor_pod_problem(self.processor_pod)
+        if problem:
+            raise ValueError(f"{PREFIX}PROCESSOR_POD: {problem}")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
 
@@ -341,6 +357,11 @@ def _parse(name: str, raw: str, type_name: object) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "Mapping[str, Any]":
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return value
         if kind.startswith("Mapping"):
             value = json.loads(raw)
             if not isinstance(value, dict) or not all(
@@ -351,3 +372,35 @@ def _parse(name: str, raw: str, type_name: object) -> Any:
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from exc
     return raw
+
+
+PROCESSOR_POD_KINDS: Mapping[str, type] = {
+    "imagePullSecrets": list,
+    "tolerations": list,
+    "affinity": dict,
+    "topologySpreadConstraints": list,
+    "priorityClassName": str,
+    "labels": dict,
+    "annotations": dict,
+}
+"""The keys of PROCESSOR_POD and the JSON type of each (the API server checks the rest)."""
+
+
+def processor_pod_problem(pod: Mapping[str, Any]) -> str:
+    """What is wrong with a PROCESSOR_POD object ("" when nothing is)."""
+    for key, value in pod.items():
+        kind = PROCESSOR_POD_KINDS.get(key)
+        if kind is None:
+            return f"unknown key {key!r} (known: {', '.join(PROCESSOR_POD_KINDS)})"
+        if not isinstance(value, kind):
+            return f"{key} must be a JSON {kind.__name__}"
+    for key in ("labels", "annotations"):
+        if not all(isinstance(v, str) for v in pod.get(key, {}).values()):
+            return f"{key} must map strings to strings"
+    for secret in pod.get("imagePullSecrets", []):
+        if not (isinstance(secret, dict) and isinstance(secret.get("name"), str)):
+            return 'imagePullSecrets must be a list of {"name": ...}'
+    for key in ("tolerations", "topologySpreadConstraints"):
+        if not all(isinstance(item, dict) for item in pod.get(key, [])):
+            return f"{key} must be a list of objects"
+    return ""

@@ -61,6 +61,7 @@ def create_app(
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(_kubernetes if store is None else _given_store(store))
     app.on_shutdown.append(_mark_shutting_down)
+    app.on_response_prepare.append(middleware.public_location)
     return app
 
 

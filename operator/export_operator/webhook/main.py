@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
     from aiohttp import web
 
+    from export_operator.jsonlogs import configure_logging
     from export_operator.webhook.app import create_app
-    from export_operator.webhook.logs import configure_logging
 
     configure_logging(level=settings.log_level)
     logging.getLogger(__name__).info(

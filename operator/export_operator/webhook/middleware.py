@@ -10,7 +10,7 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from export_operator.webhook.logs import request_id
+from export_operator.jsonlogs import request_id
 from export_operator.webhook.problems import Problem, ProblemCode
 from export_operator.webhook.services import METRICS, SETTINGS
 
@@ -83,3 +83,12 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return Problem(status=500, code=ProblemCode.INTERNAL, detail="internal error").response(
             instance=request.path
         )
+
+
+async def public_location(request: web.Request, response: web.StreamResponse) -> None:
+    """`Location` as clients reach it: the configured public URL (a prefix behind an Ingress,
+    or an absolute base) before the path the webhook serves."""
+    base = request.app[SETTINGS].public_url
+    location = response.headers.get("Location", "")
+    if base and location.startswith("/"):
+        response.headers["Location"] = base + location

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from export_operator import resource
 from export_operator.presign import own_result_uri
-from export_operator.public_view import client_view, phase_of, status_url
+from export_operator.public_view import api_view, phase_of, status_url
 from export_operator.webhook.create import accepted, create_export
 from export_operator.webhook.events import EventSource
 from export_operator.webhook.exports import build_export_job, canonical, parse_export_request
@@ -140,7 +140,9 @@ async def get_export(request: web.Request) -> web.Response:
     result_uri = ((obj.get("status") or {}).get("result") or {}).get("uri")
     if phase_of(obj) == resource.Phase.SUCCEEDED and isinstance(result_uri, str):
         download_url = await _download_url(request, obj, result_uri)
-    return web.json_response(client_view(obj, download_url=download_url))
+    # A presigned URL is a bearer credential: no cache (browser, proxy, CDN) may keep it.
+    headers = {"Cache-Control": "no-store"} if download_url else None
+    return web.json_response(api_view(obj, download_url=download_url), headers=headers)
 
 
 async def _download_url(request: web.Request, obj: dict[str, Any], result_uri: str) -> str | None:
@@ -187,7 +189,7 @@ async def list_exports(request: web.Request) -> web.Response:
         )
     except ValueError as exc:
         raise invalid(str(exc)) from None
-    return web.json_response({"items": [client_view(obj) for obj in items], "continue": token})
+    return web.json_response({"items": [api_view(obj) for obj in items], "continue": token})
 
 
 CANCEL_ATTEMPTS = 3
@@ -237,7 +239,7 @@ async def cancel_export(request: web.Request) -> web.Response:
             break
         services.cache.upsert(patched)
         return accepted(
-            client_view(patched),
+            api_view(patched),
             location=status_url(name),
             poll_after=settings.poll_after_seconds,
         )

@@ -82,6 +82,17 @@ class ExportResult(BaseModel):
     download_url: str | None = Field(description="Presigned GET URL (single-export reads only).")
 
 
+class Notification(BaseModel):
+    """Delivery of the completion callback (`callback_url`), as the operator records it."""
+
+    state: Literal["Pending", "Delivered", "Failed"]
+    attempts: int | None = None
+    last_status_code: int | None = None
+    last_attempt_time: str | None = None
+    delivered_time: str | None = None
+    last_error: str | None = None
+
+
 class Export(_Body):
     """One export: what was asked, its phase, progress, error and result."""
 
@@ -101,10 +112,13 @@ class Export(_Body):
     progress: Progress | None
     error: ExportFailure | None
     result: ExportResult | None
+    notification: Notification | None = Field(
+        None, description="The callback's delivery state; null without a callback_url."
+    )
 
 
 class ExportList(_Body):
-    """One page of exports, ordered by id."""
+    """One page of exports."""
 
     items: list[Export]
     continue_: str | None = Field(

@@ -71,6 +71,15 @@ def _prefix_uri(uri: str | None) -> str | None:
     return uri
 
 
+_PUBLIC_URL = re.compile(r"^(https?://[^\s/?#]+)?(/[^\s?#]*)?$")
+
+
+def _public_url(url: str) -> str:
+    if url and not _PUBLIC_URL.match(url):
+        raise ValueError("public URL must be a path (/prefix) or an http(s):// base URL")
+    return url.rstrip("/")
+
+
 def _regex(pattern: str) -> str:
     try:
         re.compile(pattern)
@@ -258,6 +267,12 @@ class WebhookSettings(EnvSettings):
 
     access_log: Flag = True
     """Log one JSON line per request. Env `EXPORTJOBS_WEBHOOK_ACCESS_LOG` (`true`/`false`)."""
+
+    public_url: Annotated[str, AfterValidator(_public_url)] = ""
+    """Where clients reach the API, put before the path of every `Location` header: a path
+    prefix (`/exports`, behind an Ingress that strips it) or an absolute base URL
+    (`https://api.example.com/exports`). Env `EXPORTJOBS_WEBHOOK_PUBLIC_URL`; default empty:
+    `Location` is the path the webhook serves (`/v1/exports/{id}`)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -310,3 +310,64 @@ def test_kubectl_auth_can_i_as_the_service_account_agrees(
         check=False,
     )
     assert result.stdout.strip() == answer, result.stderr
+
+
+def _user_may(
+    authz: k8s.AuthorizationV1Api, user: str, verb: str, namespace: str, sub: str = ""
+) -> bool:
+    review = k8s.V1SubjectAccessReview(
+        spec=k8s.V1SubjectAccessReviewSpec(
+            user=user,
+            groups=["system:authenticated"],
+            resource_attributes=k8s.V1ResourceAttributes(
+                verb=verb,
+                group="exportjobs.dev",
+                resource="exportjobs",
+                subresource=sub or None,
+                namespace=namespace,
+            ),
+        )
+    )
+    return bool(authz.create_subject_access_review(review).status.allowed)
+
+
+@pytest.mark.parametrize(
+    ("role", "granted"),
+    [
+        ("view", {"get", "list", "watch"}),
+        ("edit", set(VERBS)),
+        ("admin", set(VERBS)),
+    ],
+)
+def test_namespace_users_reach_exportjobs_through_the_default_roles(
+    installed: str, kube_api: k8s.ApiClient, role: str, granted: set[str]
+) -> None:
+    """`kubectl get ej` for whoever may view the namespace: the chart's ClusterRoles aggregate
+    into view / edit / admin (the controller-manager fills those in). Status stays denied."""
+    import time
+
+    rbac = k8s.RbacAuthorizationV1Api(kube_api)
+    user = f"user-{role}-{uuid.uuid4().hex[:6]}"
+    rbac.create_namespaced_role_binding(
+        installed,
+        k8s.V1RoleBinding(
+            metadata=k8s.V1ObjectMeta(name=user),
+            role_ref=k8s.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role
+            ),
+            subjects=[
+                k8s.RbacV1Subject(kind="User", name=user, api_group="rbac.authorization.k8s.io")
+            ],
+        ),
+    )
+    authz = k8s.AuthorizationV1Api(kube_api)
+    deadline = time.monotonic() + 30
+    while True:
+        found = {verb for verb in VERBS if _user_may(authz, user, verb, installed)}
+        if found == granted or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert found == granted
+    for verb in ("update", "patch"):
+        assert not _user_may(authz, user, verb, installed, "status")
+    assert not _user_may(authz, user, "get", "default")

@@ -366,3 +366,104 @@ def test_notifications_mount_the_signing_secrets_and_share_the_policy() -> None:
     assert [v["name"] for v in spec["volumes"]] == ["tmp"]
     refused = template(values={"notifications.secrets[0]": "not-a-secret"}, check=False)
     assert refused.returncode != 0 and "secrets" in refused.stderr
+
+
+def test_the_ingress_routes_only_the_api_by_default() -> None:
+    """/metrics, the probes and /openapi.json stay inside the cluster (docs/security.md)."""
+    docs = objects(template(values={"webhook.ingress.enabled": "true"}).stdout)
+    (ingress,) = by_kind(docs, "Ingress")
+    paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert paths == ["/v1"]
+
+
+def _notes(values: dict[str, str]) -> str:
+    out = run(
+        [
+            tool("helm"),
+            "install",
+            "ej",
+            str(CHART),
+            "-n",
+            "exports",
+            "--dry-run=client",
+            *set_flags(values),
+        ]
+    ).stdout
+    return out.split("NOTES:", 1)[1]
+
+
+def test_notes_send_an_allowed_source_and_poll_the_status_field() -> None:
+    notes = _notes({"s3.allowedSources[0]": "s3://in-bucket/data/", "auth.tokens[0]": "x" * 16})
+    assert '"source": "s3://in-bucket/data/reports/2024.csv"' in notes
+    assert 'until "status" is Succeeded' in notes and '"phase"' not in notes
+    # Without allowedSources, the default input location: the dataset folder.
+    assert '"source": "s3://datasets/reports/2024.csv"' in _notes({})
+
+
+PLACEMENT = {
+    "imagePullSecrets[0].name": "global-regcred",
+    "processor.imagePullSecrets[0].name": "batch-regcred",
+    "processor.tolerations[0].key": "batch",
+    "processor.tolerations[0].operator": "Exists",
+    "processor.tolerations[0].effect": "NoSchedule",
+    "processor.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    ".nodeSelectorTerms[0].matchExpressions[0].key": "pool",
+    "processor.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    ".nodeSelectorTerms[0].matchExpressions[0].operator": "In",
+    "processor.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    ".nodeSelectorTerms[0].matchExpressions[0].values[0]": "batch",
+    "processor.topologySpreadConstraints[0].maxSkew": "1",
+    "processor.topologySpreadConstraints[0].topologyKey": "topology.kubernetes.io/zone",
+    "processor.topologySpreadConstraints[0].whenUnsatisfiable": "ScheduleAnyway",
+    "processor.topologySpreadConstraints[0].labelSelector.matchLabels.app": "x",
+    "processor.priorityClassName": "batch-low",
+    "processor.podLabels.cost-center": "reports",
+    "processor.podAnnotations.sidecar\\.istio\\.io/inject": "false",
+    "webhook.imagePullSecrets[0].name": "web-regcred",
+    "webhook.priorityClassName": "web-high",
+    "webhook.podLabels.team": "data",
+    "webhook.topologySpreadConstraints[0].maxSkew": "1",
+    "webhook.topologySpreadConstraints[0].topologyKey": "kubernetes.io/hostname",
+    "webhook.topologySpreadConstraints[0].whenUnsatisfiable": "DoNotSchedule",
+    "operator.priorityClassName": "ops",
+    "operator.podLabels.team": "data",
+}
+
+
+def test_processor_pods_get_every_placement_value_through_the_operator_settings() -> None:
+    import json
+
+    docs = objects(template(values=PLACEMENT).stdout)
+    pods = dict(pod_specs(docs))
+    env = container_env(pods["ej-exportjobs-operator"]["containers"][0])
+    pod = json.loads(env["EXPORTJOBS_OPERATOR_PROCESSOR_POD"])
+    assert pod["imagePullSecrets"] == [{"name": "global-regcred"}, {"name": "batch-regcred"}]
+    assert pod["tolerations"] == [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["batch"]
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert pod["priorityClassName"] == "batch-low"
+    assert pod["labels"] == {"cost-center": "reports"}
+    assert pod["annotations"] == {"sidecar.istio.io/inject": "false"}
+    assert OperatorSettings.from_env(env).processor_pod == pod
+    # Defaults: nothing at all.
+    default_env = container_env(
+        dict(pod_specs(objects(template().stdout)))["ej-exportjobs-operator"]["containers"][0]
+    )
+    assert json.loads(default_env["EXPORTJOBS_OPERATOR_PROCESSOR_POD"]) == {}
+
+
+def test_webhook_and_operator_pods_get_the_same_knobs() -> None:
+    docs = objects(template(values=PLACEMENT).stdout)
+    deployments = {
+        d["metadata"]["name"]: d["spec"]["template"] for d in by_kind(docs, "Deployment")
+    }
+    web, ops = deployments["ej-exportjobs-webhook"], deployments["ej-exportjobs-operator"]
+    assert web["spec"]["imagePullSecrets"] == [{"name": "global-regcred"}, {"name": "web-regcred"}]
+    assert ops["spec"]["imagePullSecrets"] == [{"name": "global-regcred"}]
+    assert web["spec"]["priorityClassName"] == "web-high"
+    assert ops["spec"]["priorityClassName"] == "ops"
+    assert web["spec"]["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    assert web["metadata"]["labels"]["team"] == "data" == ops["metadata"]["labels"]["team"]
+    # The selector labels stay what they were: a podLabel cannot break the Deployment.
+    assert web["metadata"]["labels"]["app.kubernetes.io/component"] == "webhook"

@@ -45,4 +45,12 @@ def test_path_lists_one_versioned_folder_per_tool(tmp_path: Path) -> None:
     result = _run(tmp_path, "path")
     assert result.returncode == 0
     names = [Path(line).parent.name for line in result.stdout.splitlines()]
-    assert [n.split("-v")[0] for n in names] == ["kube", "etcd", "kwok", "helm", "minio", "node"]
+    assert [n.split("-v")[0] for n in names] == [
+        "kube",
+        "etcd",
+        "kwok",
+        "helm",
+        "minio",
+        "node",
+        "promql",
+    ]

@@ -3,6 +3,7 @@ ones), and the operator logs the same line at start."""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -74,6 +75,38 @@ def test_the_operator_logs_its_versions_at_start(
 
     monkeypatch.setattr(operator_main.metrics, "serve", serve)
     caplog.set_level(logging.INFO, logger="export_operator.operator_main")
+    root = logging.getLogger()
+    # main() configures the process's logging (JSON to stderr): put the test process's back.
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
     with pytest.raises(StartedError):
         operator_main.main(["--standalone"])
     assert version_line("exportjobs-operator", "operator") in caplog.messages
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", True), ("WARNING", False)])
+def test_the_operator_logs_json_lines_at_its_level(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], level: str, shown: bool
+) -> None:
+    """The webhook's JSON line format, and EXPORTJOBS_OPERATOR_LOG_LEVEL (operator.logLevel)."""
+
+    class StartedError(Exception):
+        pass
+
+    def serve(**_: object) -> None:
+        raise StartedError
+
+    monkeypatch.setattr(operator_main.metrics, "serve", serve)
+    monkeypatch.setenv("EXPORTJOBS_OPERATOR_LOG_LEVEL", level)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    with pytest.raises(StartedError):
+        operator_main.main(["--standalone"])
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    versions = [x for x in lines if x["message"] == version_line("exportjobs-operator", "operator")]
+    assert bool(versions) is shown
+    if shown:
+        assert versions[0]["level"] == "INFO"
+        assert versions[0]["logger"] == "export_operator.operator_main"
+        assert "time" in versions[0]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from export_operator.controller.settings import OperatorSettings
+from export_operator.controller.settings import PROCESSOR_POD_KINDS, OperatorSettings
 
 
 def test_defaults_without_environment() -> None:
@@ -83,3 +85,46 @@ def test_notification_settings_and_the_shared_callback_policy() -> None:
     ):
         with pytest.raises(ValueError, match=name.removeprefix("EXPORTJOBS_OPERATOR_")):
             OperatorSettings.from_env({name: value})
+
+
+def test_the_operator_refuses_a_processor_pod_setting_it_does_not_know() -> None:
+    for raw, complaint in (
+        ('{"nodeName": "n1"}', "unknown key 'nodeName'"),
+        ('{"tolerations": {}}', "tolerations must be a JSON list"),
+        ('{"labels": {"a": 1}}', "labels must map strings to strings"),
+        ('{"imagePullSecrets": ["regcred"]}', "imagePullSecrets must be a list"),
+        ("[]", "expected a JSON object"),
+    ):
+        with pytest.raises(ValueError, match="PROCESSOR_POD") as raised:
+            OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_PROCESSOR_POD": raw})
+        assert complaint in str(raised.value)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from([*PROCESSOR_POD_KINDS, "nodeName", "x"]), _json, max_size=4))
+def test_any_processor_pod_object_is_taken_as_typed_or_refused(pod: dict[str, object]) -> None:
+    import json
+
+    try:
+        settings = OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_PROCESSOR_POD": json.dumps(pod)})
+    except ValueError as exc:
+        assert "PROCESSOR_POD" in str(exc)
+        return
+    for key, value in settings.processor_pod.items():
+        assert isinstance(value, PROCESSOR_POD_KINDS[key])
+
+
+def test_log_level_is_read_and_checked() -> None:
+    assert OperatorSettings.from_env({}).log_level == "INFO"
+    assert (
+        OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_LOG_LEVEL": "DEBUG"}).log_level == "DEBUG"
+    )
+    with pytest.raises(ValueError, match="LOG_LEVEL"):
+        OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_LOG_LEVEL": "LOUD"})

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from export_operator.jsonlogs import JsonFormatter
 from export_operator.resource import ExportFormat
 from export_operator.webhook.cache import ExportCache
-from export_operator.webhook.logs import JsonFormatter
 from export_operator.webhook.settings import AWS_SNS_HOST_PATTERN, WebhookSettings
 from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
 

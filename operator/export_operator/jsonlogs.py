@@ -1,7 +1,7 @@
-"""JSON log lines carrying the id of the request being served.
+"""JSON log lines, one format for the webhook and the operator.
 
-The request-id middleware sets `request_id` (a context variable), so every log record made while
-serving a request, by any module, carries it without passing it around.
+The webhook's request-id middleware sets `request_id` (a context variable), so every log record
+made while serving a request, by any module, carries it without passing it around.
 """
 
 from __future__ import annotations
@@ -61,9 +61,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(*, level: str) -> None:
-    """Send every logger's records as JSON lines to stderr."""
+    """Send every logger's records as JSON lines to stderr, in place of plain stream handlers
+    (basicConfig's, an earlier call's); other handlers (a test's log capture) stay."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if type(h) is not logging.StreamHandler]
+    root.handlers.append(handler)
     root.setLevel(level)

@@ -1,0 +1,117 @@
+"""What a person reading the API needs: the callback's state, uncached presigned URLs, and a
+`Location` that works behind an Ingress with a path prefix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from export_operator.webhook.schemas import Export
+from export_operator.webhook.settings import WebhookSettings
+from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
+
+SOURCE = "s3://exports-input/data/a.csv"
+
+
+async def _post(h: Harness, **extra: Any) -> tuple[str, Any]:
+    response = await h.client.post(
+        "/v1/exports",
+        json={"source": SOURCE, "format": "csv", "destination": "s3://exports-output/x/", **extra},
+        headers=AUTH,
+    )
+    assert response.status == 202
+    return (await response.json())["id"], response
+
+
+async def _get(h: Harness, name: str) -> Any:
+    return await h.client.get(f"/v1/exports/{name}", headers=AUTH)
+
+
+async def test_get_shows_the_callback_delivery_state(harness: Harness) -> None:
+    h = harness
+    name, _ = await _post(h, callback_url="https://hooks.example.com/done")
+    view = await (await _get(h, name)).json()
+    assert view["notification"]["state"] == "Pending"
+    h.store.set_status(
+        name,
+        {
+            "phase": "Failed",
+            "notification": {
+                "state": "Delivered",
+                "attempts": 2,
+                "lastStatusCode": 204,
+                "deliveredTime": "2030-01-01T00:00:00Z",
+            },
+        },
+    )
+    view = await (await _get(h, name)).json()
+    assert view["notification"] == {
+        "state": "Delivered",
+        "attempts": 2,
+        "last_status_code": 204,
+        "last_attempt_time": None,
+        "delivered_time": "2030-01-01T00:00:00Z",
+        "last_error": None,
+    }
+    Export.model_validate(view)
+    listed = await (await h.client.get("/v1/exports", headers=AUTH)).json()
+    assert listed["items"][0]["notification"]["state"] == "Delivered"
+    # Without a callback: null.
+    other, _ = await _post(h, format="jsonl")
+    assert (await (await _get(h, other)).json())["notification"] is None
+
+
+async def test_a_body_with_a_presigned_url_is_never_cached(harness: Harness) -> None:
+    name, _ = await _post(harness)
+    assert "Cache-Control" not in (await _get(harness, name)).headers
+    harness.store.set_status(
+        name,
+        {"phase": "Succeeded", "result": {"uri": f"s3://exports-output/x/{name}/data.csv"}},
+    )
+    response = await _get(harness, name)
+    assert (await response.json())["result"]["download_url"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("public_url", "prefix"),
+    [
+        ("", ""),
+        ("/exports", "/exports"),
+        ("https://api.example.com/exports/", "https://api.example.com/exports"),
+    ],
+)
+async def test_location_carries_the_public_url(
+    make_harness: MakeHarness, public_url: str, prefix: str
+) -> None:
+    h = await make_harness(public_url=public_url.rstrip("/"))
+    name, response = await _post(h)
+    assert response.headers["Location"] == f"{prefix}/v1/exports/{name}"
+    cancel = await h.client.delete(f"/v1/exports/{name}", headers=AUTH)
+    assert cancel.headers["Location"] == f"{prefix}/v1/exports/{name}"
+
+
+def test_the_public_url_setting_is_read_and_checked() -> None:
+    env = {
+        "EXPORTJOBS_WEBHOOK_TOKENS": "a-token-of-sixteen",
+        "EXPORTJOBS_WEBHOOK_PUBLIC_URL": "/p/",
+    }
+    assert WebhookSettings.from_env(env).public_url == "/p"
+    for bad in ("exports", "ftp://x/", "https://h/a b", "/a?b"):
+        with pytest.raises(ValueError, match="public URL"):
+            WebhookSettings.from_env({**env, "EXPORTJOBS_WEBHOOK_PUBLIC_URL": bad})
+
+
+@settings(deadline=None)
+@given(st.text(max_size=40))
+def test_any_public_url_is_accepted_as_a_prefix_or_refused(text: str) -> None:
+    env = {"EXPORTJOBS_WEBHOOK_TOKENS": "a-token-of-sixteen", "EXPORTJOBS_WEBHOOK_PUBLIC_URL": text}
+    try:
+        url = WebhookSettings.from_env(env).public_url
+    except ValueError:
+        return
+    assert url == "" or url.startswith(("/", "http://", "https://"))
+    assert not any(c.isspace() for c in url) and "?" not in url and "#" not in url
