@@ -106,11 +106,21 @@ build_kwok() {
     "sigs.k8s.io/kwok/cmd/kwok@$v" "sigs.k8s.io/kwok/cmd/kwokctl@$v"
 }
 
+# helm's own release builds stamp the Kubernetes version `helm template` and `helm lint` assume
+# (that of the client-go they link); a plain `go install` leaves v1.20, and the chart's kubeVersion
+# (>= 1.30) would then refuse to render. The cache key carries it: HELM_BUILD.
 build_helm() {
-  local out=$1 v=$2
-  GOBIN=$out go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v" \
+  local out=$1 v=${2%%-k8s*} major minor
+  major=$(echo "$KUBE_VERSION" | cut -d. -f1 | tr -d v) minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
+  local stamp="" pkg
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    stamp+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  GOBIN=$out go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v$stamp" \
     "helm.sh/helm/v3/cmd/helm@$v"
 }
+HELM_BUILD=$HELM_VERSION-k8s$(echo "$KUBE_VERSION" | cut -d. -f1-2 | tr -d v)
 
 build_minio() {
   local out=$1 v=$2
@@ -138,7 +148,7 @@ for t in "${targets[@]}"; do
       { build kube "$KUBE_VERSION" build_kube && build node "$KUBE_VERSION" build_node; } & pids+=($!)
       build minio "$MINIO_VERSION" build_minio & pids+=($!)
       { build etcd "$ETCD_VERSION" build_etcd && build kwok "$KWOK_VERSION" build_kwok \
-          && build helm "$HELM_VERSION" build_helm && build promql "$PROMQL_VERSION" build_promql; } & pids+=($!)
+          && build helm "$HELM_BUILD" build_helm && build promql "$PROMQL_VERSION" build_promql; } & pids+=($!)
       failed=0
       for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
       [ $failed -eq 0 ] || die "some tools failed to build (see above)" ;;
@@ -146,12 +156,12 @@ for t in "${targets[@]}"; do
     node) build node "$KUBE_VERSION" build_node ;;
     etcd) build etcd "$ETCD_VERSION" build_etcd ;;
     kwok) build kwok "$KWOK_VERSION" build_kwok ;;
-    helm) build helm "$HELM_VERSION" build_helm ;;
+    helm) build helm "$HELM_BUILD" build_helm ;;
     minio) build minio "$MINIO_VERSION" build_minio ;;
     promql) build promql "$PROMQL_VERSION" build_promql ;;
     path)
       bindir kube "$KUBE_VERSION"; bindir etcd "$ETCD_VERSION"; bindir kwok "$KWOK_VERSION"
-      bindir helm "$HELM_VERSION"; bindir minio "$MINIO_VERSION"; bindir node "$KUBE_VERSION"
+      bindir helm "$HELM_BUILD"; bindir minio "$MINIO_VERSION"; bindir node "$KUBE_VERSION"
       bindir promql "$PROMQL_VERSION" ;;
     *) die "unknown tool '$t' (all|kube|node|etcd|kwok|helm|minio|promql|path)" ;;
   esac

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client as k8s
 
-from tests.cluster.chart.helm import CHART, objects, run, template, tool
+from tests.cluster.chart.helm import CHART, objects, run, set_flags, template, tool
 from tests.support.cluster import LocalCluster
 
 CRD = "exportjobs.exportjobs.dev"
@@ -371,3 +371,27 @@ def test_namespace_users_reach_exportjobs_through_the_default_roles(
     for verb in ("update", "patch"):
         assert not _user_may(authz, user, verb, installed, "status")
     assert not _user_may(authz, user, "get", "default")
+
+
+def _notes(values: dict[str, str]) -> str:
+    out = run(
+        [
+            tool("helm"),
+            "install",
+            "ej",
+            str(CHART),
+            "-n",
+            "exports",
+            "--dry-run=client",
+            *set_flags(values),
+        ]
+    ).stdout
+    return out.split("NOTES:", 1)[1]
+
+
+def test_notes_send_an_allowed_source_and_poll_the_status_field(cluster: LocalCluster) -> None:
+    notes = _notes({"s3.allowedSources[0]": "s3://in-bucket/data/", "auth.tokens[0]": "x" * 16})
+    assert '"source": "s3://in-bucket/data/reports/2024.csv"' in notes
+    assert 'until "status" is Succeeded' in notes and '"phase"' not in notes
+    # Without allowedSources, the default input location: the dataset folder.
+    assert '"source": "s3://datasets/reports/2024.csv"' in _notes({})

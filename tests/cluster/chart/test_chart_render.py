@@ -195,9 +195,11 @@ def test_cluster_mode_watches_all_namespaces() -> None:
     ]
     env = container_env(operator["spec"]["template"]["spec"]["containers"][0])
     assert OperatorSettings.from_env(env).namespace == ""
-    assert [d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")] == [
-        "ej-exportjobs-operator"
-    ]
+    cluster_roles = [d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")]
+    # the operator's, and the two aggregated into view/edit/admin (they grant no one anything)
+    assert [
+        r for r in cluster_roles if not r.startswith(("ej-exportjobs-view-", "ej-exportjobs-edit-"))
+    ] == ["ej-exportjobs-operator"]
     # webhook and processor stay namespaced, and so does the operator's Lease
     assert len(by_kind(docs, "Role")) == 3
 
@@ -376,30 +378,6 @@ def test_the_ingress_routes_only_the_api_by_default() -> None:
     assert paths == ["/v1"]
 
 
-def _notes(values: dict[str, str]) -> str:
-    out = run(
-        [
-            tool("helm"),
-            "install",
-            "ej",
-            str(CHART),
-            "-n",
-            "exports",
-            "--dry-run=client",
-            *set_flags(values),
-        ]
-    ).stdout
-    return out.split("NOTES:", 1)[1]
-
-
-def test_notes_send_an_allowed_source_and_poll_the_status_field() -> None:
-    notes = _notes({"s3.allowedSources[0]": "s3://in-bucket/data/", "auth.tokens[0]": "x" * 16})
-    assert '"source": "s3://in-bucket/data/reports/2024.csv"' in notes
-    assert 'until "status" is Succeeded' in notes and '"phase"' not in notes
-    # Without allowedSources, the default input location: the dataset folder.
-    assert '"source": "s3://datasets/reports/2024.csv"' in _notes({})
-
-
 PLACEMENT = {
     "imagePullSecrets[0].name": "global-regcred",
     "processor.imagePullSecrets[0].name": "batch-regcred",
@@ -418,7 +396,7 @@ PLACEMENT = {
     "processor.topologySpreadConstraints[0].labelSelector.matchLabels.app": "x",
     "processor.priorityClassName": "batch-low",
     "processor.podLabels.cost-center": "reports",
-    "processor.podAnnotations.sidecar\\.istio\\.io/inject": "false",
+    "processor.podAnnotations.example\\.com/team": "data",
     "webhook.imagePullSecrets[0].name": "web-regcred",
     "webhook.priorityClassName": "web-high",
     "webhook.podLabels.team": "data",
@@ -444,7 +422,7 @@ def test_processor_pods_get_every_placement_value_through_the_operator_settings(
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
     assert pod["priorityClassName"] == "batch-low"
     assert pod["labels"] == {"cost-center": "reports"}
-    assert pod["annotations"] == {"sidecar.istio.io/inject": "false"}
+    assert pod["annotations"] == {"example.com/team": "data"}
     assert OperatorSettings.from_env(env).processor_pod == pod
     # Defaults: nothing at all.
     default_env = container_env(

@@ -112,7 +112,7 @@ def _operator_job(docs: list[dict[str, Any]]) -> dict[str, Any]:
     view = ExportView.from_body(
         {
             "metadata": {"name": "e1", "namespace": "exports", "uid": "u1", "generation": 1},
-            "spec": {"source": {"uri": "s3://in/a.csv"}, "format": "parquet"},
+            "spec": {"source": {"uri": "s3://exports-input/a.csv"}, "format": "parquet"},
             "status": {},
         }
     )
