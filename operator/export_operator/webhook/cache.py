@@ -10,8 +10,6 @@ not replace it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +19,7 @@ from kubernetes_asyncio import client
 from export_operator import resource
 from export_operator.backoff import Backoff
 from export_operator.informer import Informer, collection_path
-from export_operator.public_view import phase_of
+from export_operator.webhook.listing import ListQuery, SortKey, created_key, encode_continue
 
 RETRY = Backoff(base=0.5, cap=30.0, jitter=0.0)
 """Delays between attempts after a failed list or watch: 0.5 s doubling up to 30 s."""
@@ -52,7 +50,7 @@ class ExportCache:
             retry=RETRY,
         )
         self.informer.listeners.append(self._changed)
-        self._sorted: list[str] | None = None
+        self._sorted: list[SortKey] | None = None
 
     async def run(self, api: client.ApiClient) -> None:
         """List and watch through `api` until cancelled; errors are logged and retried."""
@@ -85,41 +83,22 @@ class ExportCache:
         if old is None or event_type == "DELETED":
             self._sorted = None  # the set of names changed
 
-    def page(
-        self, *, phase: str | None, limit: int, continue_token: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of ExportJobs ordered by name, after the one the token names.
-
-        Raises:
-            ValueError: when the continue token is not one this cache issued.
-        """
-        after = decode_continue(continue_token) if continue_token else ""
+    def page(self, query: ListQuery) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the ExportJobs `query` selects, newest first (listing.py), after the
+        one its continue token names."""
         if self._sorted is None:
-            self._sorted = sorted(name for _, name in self.informer.items)
+            self._sorted = sorted(created_key(obj) for obj in self.informer.items.values())
+        keys = self._sorted
+        start = bisect.bisect_left(keys, query.after) if query.after else len(keys)
         items: list[dict[str, Any]] = []
-        start = bisect.bisect_right(self._sorted, after) if after else 0
-        for name in self._sorted[start:]:
-            obj = self.get(name)
-            if obj is None or (phase is not None and phase_of(obj) != phase):
+        for index in range(start - 1, -1, -1):
+            obj = self.get(keys[index][1])
+            if obj is None or not query.matches(obj):
                 continue
-            if len(items) == limit:
-                return items, encode_continue(items[-1]["metadata"]["name"])
+            if len(items) == query.limit:
+                return items, encode_continue(created_key(items[-1]))
             items.append(obj)
         return items, None
-
-
-def encode_continue(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def decode_continue(token: str) -> str:
-    try:
-        name = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("invalid continue token") from None
-    if not name or len(name) > resource.MAX_NAME_LENGTH:
-        raise ValueError("invalid continue token")
-    return name
 
 
 def _newer(current: dict[str, Any], candidate: dict[str, Any]) -> bool:

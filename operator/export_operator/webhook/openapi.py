@@ -47,7 +47,7 @@ def _json(description: str, schema: str, **headers: dict[str, Any]) -> dict[str,
 
 _RETRY_AFTER = {"$ref": "#/components/headers/Retry-After"}
 _LOCATION = {
-    "description": "The status URL of the export.",
+    "description": "The status URL of the export (after EXPORTJOBS_WEBHOOK_PUBLIC_URL, if set).",
     "required": True,
     "schema": {"type": "string"},
 }
@@ -167,7 +167,8 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "get": {
                     "operationId": "listExports",
-                    "summary": "List exports (from the watch-fed cache), ordered by id.",
+                    "summary": "List exports (from the watch-fed cache), newest first; a continue "
+                    "token stays valid whatever is created or deleted in between.",
                     "security": bearer,
                     "parameters": [
                         {
@@ -181,11 +182,25 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 1, "maximum": 500},
                         },
                         {"name": "continue", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "source_prefix",
+                            "in": "query",
+                            "description": "Only exports whose source URI starts with this.",
+                            "schema": {"type": "string", "pattern": "^s3://", "maxLength": 2048},
+                        },
+                        {
+                            "name": "created_since",
+                            "in": "query",
+                            "description": "Only exports created at or after this time.",
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
                     ],
                     "responses": {
                         "200": _json("One page of exports.", "ExportList"),
                         "401": _UNAUTHORIZED,
-                        "422": _problem("Invalid phase, limit or continue token."),
+                        "422": _problem(
+                            "Invalid phase, limit, continue token, source_prefix or created_since."
+                        ),
                         "503": _problem("The cache is not synced yet.", retry_after=True),
                     },
                 },
@@ -198,7 +213,17 @@ def openapi_document() -> dict[str, Any]:
                     "download URL once it succeeded).",
                     "security": bearer,
                     "responses": {
-                        "200": _json("The export.", "Export"),
+                        "200": _json(
+                            "The export.",
+                            "Export",
+                            **{
+                                "Cache-Control": {
+                                    "description": "no-store when the body carries a presigned "
+                                    "download URL.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        ),
                         "401": _UNAUTHORIZED,
                         "404": _problem("No such export."),
                         "503": _problem("The cache is not synced yet.", retry_after=True),

@@ -17,6 +17,7 @@ from export_operator.webhook.create import accepted, create_export
 from export_operator.webhook.events import EventSource
 from export_operator.webhook.exports import build_export_job, canonical, parse_export_request
 from export_operator.webhook.http import read_json, require_bearer
+from export_operator.webhook.listing import ListQuery, QueryError
 from export_operator.webhook.problems import Problem, ProblemCode, invalid, unavailable
 from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
 from export_operator.webhook.store import (
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_LIMIT = re.compile(r"[0-9]{1,3}")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
@@ -168,14 +168,10 @@ async def _download_url(request: web.Request, obj: dict[str, Any], result_uri: s
 async def list_exports(request: web.Request) -> web.Response:
     require_bearer(request)
     services, settings = request.app[SERVICES], request.app[SETTINGS]
-    phase = request.query.get("phase")
-    if phase is not None and phase not in {p.value for p in resource.Phase}:
-        allowed = ", ".join(p.value for p in resource.Phase)
-        raise invalid(f"phase must be one of {allowed}")
-    raw_limit = request.query.get("limit", str(settings.page_size))
-    # Not str.isdigit(): it accepts "²", which int() then refuses.
-    if not _LIMIT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= 500:
-        raise invalid("limit must be an integer from 1 to 500")
+    try:
+        query = ListQuery.parse(request.query, default_limit=settings.page_size)
+    except QueryError as exc:
+        raise invalid(str(exc)) from None
     if not services.cache.synced:
         raise Problem(
             status=503,
@@ -183,12 +179,7 @@ async def list_exports(request: web.Request) -> web.Response:
             detail="the export cache is not synced yet",
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
-    try:
-        items, token = services.cache.page(
-            phase=phase, limit=int(raw_limit), continue_token=request.query.get("continue")
-        )
-    except ValueError as exc:
-        raise invalid(str(exc)) from None
+    items, token = services.cache.page(query)
     return web.json_response({"items": [api_view(obj) for obj in items], "continue": token})
 
 

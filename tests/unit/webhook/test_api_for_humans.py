@@ -9,6 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from export_operator.webhook.listing import (
+    ListQuery,
+    QueryError,
+    decode_continue,
+    encode_continue,
+)
 from export_operator.webhook.schemas import Export
 from export_operator.webhook.settings import WebhookSettings
 from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
@@ -115,3 +121,67 @@ def test_any_public_url_is_accepted_as_a_prefix_or_refused(text: str) -> None:
         return
     assert url == "" or url.startswith(("/", "http://", "https://"))
     assert not any(c.isspace() for c in url) and "?" not in url and "#" not in url
+
+
+async def _list(h: Harness, **params: str) -> Any:
+    response = await h.client.get("/v1/exports", params=params, headers=AUTH)
+    return response.status, await response.json()
+
+
+async def test_the_list_is_newest_first_and_filters_by_source_and_creation(
+    harness: Harness,
+) -> None:
+    h = harness
+    ids = []
+    for key in ("a/1.csv", "b/2.csv", "a/3.csv"):
+        response = await h.client.post(
+            "/v1/exports",
+            json={"source": f"s3://exports-input/{key}", "format": "csv"},
+            headers=AUTH,
+        )
+        ids.append((await response.json())["id"])
+    _, body = await _list(h)
+    assert [i["id"] for i in body["items"]] == ids[::-1]
+    _, body = await _list(h, source_prefix="s3://exports-input/a/")
+    assert [i["id"] for i in body["items"]] == [ids[2], ids[0]]
+    # created_since: everything from the second one's creation time on
+    since = h.store.objects[ids[1]]["metadata"]["creationTimestamp"]
+    _, body = await _list(h, created_since=since)
+    assert [i["id"] for i in body["items"]] == [ids[2], ids[1]]
+    _, body = await _list(h, created_since="2999-01-01T00:00:00Z")
+    assert body == {"items": [], "continue": None}
+
+
+@pytest.mark.parametrize(
+    ("params", "complaint"),
+    [
+        ({"source_prefix": "exports-input/"}, "source_prefix"),
+        ({"created_since": "yesterday"}, "created_since"),
+        ({"created_since": "2026-11-01T00:00:00"}, "created_since"),  # no zone
+        ({"continue": "bm90LWEtdG9rZW4"}, "continue"),
+        ({"limit": "0"}, "limit"),
+    ],
+)
+async def test_bad_list_queries_are_422_naming_the_parameter(
+    harness: Harness, params: dict[str, str], complaint: str
+) -> None:
+    status, body = await _list(harness, **params)
+    assert status == 422 and complaint in body["detail"]
+
+
+@settings(deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["phase", "limit", "source_prefix", "created_since", "continue"]),
+        st.text(max_size=30),
+        max_size=5,
+    )
+)
+def test_any_list_query_parses_or_is_refused(query: dict[str, str]) -> None:
+    try:
+        parsed = ListQuery.parse(query, default_limit=100)
+    except QueryError:
+        return
+    assert 1 <= parsed.limit <= 500
+    if parsed.after is not None:
+        assert decode_continue(encode_continue(parsed.after)) == parsed.after

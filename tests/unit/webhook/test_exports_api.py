@@ -274,7 +274,7 @@ async def test_list_filters_by_phase_and_paginates(harness: Harness) -> None:
         token = page["continue"]
         if token is None:
             break
-    assert seen == sorted(names)
+    assert seen == names[::-1]  # newest first
     running = await (
         await harness.client.get("/v1/exports", params={"phase": "Running"}, headers=AUTH)
     ).json()

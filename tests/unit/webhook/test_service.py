@@ -12,6 +12,7 @@ import pytest
 from export_operator.jsonlogs import JsonFormatter
 from export_operator.resource import ExportFormat
 from export_operator.webhook.cache import ExportCache
+from export_operator.webhook.listing import ListQuery, decode_continue
 from export_operator.webhook.settings import AWS_SNS_HOST_PATTERN, WebhookSettings
 from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
 
@@ -131,9 +132,13 @@ def test_invalid_settings_raise(env: dict[str, str]) -> None:
         WebhookSettings.from_env(env)
 
 
-def _obj(name: str, version: int, phase: str | None = None) -> dict[str, Any]:
+def _obj(
+    name: str, version: int, phase: str | None = None, *, created: str | None = None
+) -> dict[str, Any]:
     status = {"phase": phase} if phase else {}
     meta = {"name": name, "namespace": "ns", "resourceVersion": str(version)}
+    if created:
+        meta["creationTimestamp"] = created
     return {"metadata": meta, "status": status}
 
 
@@ -162,19 +167,24 @@ def test_cache_keeps_the_newer_version() -> None:
 
 
 def test_cache_pages_survive_changes_between_pages() -> None:
+    """Newest first; what is created or deleted between two pages never shifts the next one."""
     cache = ExportCache(namespace="ns")
     assert not cache.synced
-    cache.informer.replace([_obj(n, 1) for n in "abcde"], resource_version="1")
+    created = {n: f"2026-11-0{i + 1}T00:00:00Z" for i, n in enumerate("abcde")}
+    cache.informer.replace([_obj(n, 1, created=created[n]) for n in "abcde"], resource_version="1")
     assert cache.synced
-    first, token = cache.page(phase=None, limit=2, continue_token=None)
-    assert _names(first) == ["a", "b"]
-    _watch(cache, "DELETED", _obj("c", 2))
-    cache.upsert(_obj("aa", 3))
-    rest, token2 = cache.page(phase=None, limit=5, continue_token=token)
-    assert _names(rest) == ["d", "e"]
+    first, token = cache.page(ListQuery(limit=2))
+    assert _names(first) == ["e", "d"]
+    _watch(cache, "DELETED", _obj("c", 2, created=created["c"]))
+    cache.upsert(_obj("new", 3, created="2026-12-01T00:00:00Z"))
+    rest, token2 = cache.page(ListQuery(limit=5, after=decode_continue(token or "")))
+    assert _names(rest) == ["b", "a"]
     assert token2 is None
     # A list again (after 410 Gone): what it no longer shows is gone from the pages too.
-    cache.informer.replace([_obj(n, 4) for n in ("a", "aa", "f")], resource_version="4")
-    assert _names(cache.page(phase=None, limit=10, continue_token=None)[0]) == ["a", "aa", "f"]
+    cache.informer.replace(
+        [_obj(n, 4, created=created.get(n, "2026-12-01T00:00:00Z")) for n in ("a", "new")],
+        resource_version="4",
+    )
+    assert _names(cache.page(ListQuery(limit=10))[0]) == ["new", "a"]
     with pytest.raises(ValueError):
-        cache.page(phase=None, limit=2, continue_token="%%%")
+        decode_continue("%%%")
