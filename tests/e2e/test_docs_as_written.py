@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from tests.docs_blocks import REPO, block
 from tests.e2e.conftest import E2ECluster, Images
+from tests.support.docs_blocks import REPO, block
 
 NAMESPACE = "exportjobs"  # what the README installs into
 INPUTS = {

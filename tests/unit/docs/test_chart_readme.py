@@ -7,8 +7,8 @@ import sys
 
 import yaml
 
-from tests.docs_blocks import REPO
-from tests.hack_modules import load
+from tests.support.docs_blocks import REPO
+from tests.support.hack_modules import load
 
 readme = load("chart_readme")
 

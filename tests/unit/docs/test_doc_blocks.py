@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docs_blocks import DOCS, block, shell_blocks
+from tests.support.docs_blocks import DOCS, block, shell_blocks
 
 RUN_BY_TESTS = {
     ("README.md", "Install on a cluster", "helm install exportjobs"),

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCS = ("README.md", "docs/chart.md", "docs/api.md", "docs/cli.md")
 ILLUSTRATIVE = re.compile(r"^\*Not run by the tests: (?P<why>.{10,})\*$")
 _FENCE = re.compile(r"^```(?P<lang>\S*)\s*$")
