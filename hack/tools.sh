@@ -161,8 +161,9 @@ for t in "${targets[@]}"; do
     promql) build promql "$PROMQL_VERSION" build_promql ;;
     path)
       bindir kube "$KUBE_VERSION"; bindir etcd "$ETCD_VERSION"; bindir kwok "$KWOK_VERSION"
-      bindir helm "$HELM_BUILD"; bindir minio "$MINIO_VERSION"; bindir node "$KUBE_VERSION"
-      bindir promql "$PROMQL_VERSION" ;;
+      # node last: hack/node.sh takes the last line as the kubelet's folder.
+      bindir helm "$HELM_BUILD"; bindir minio "$MINIO_VERSION"; bindir promql "$PROMQL_VERSION"
+      bindir node "$KUBE_VERSION" ;;
     *) die "unknown tool '$t' (all|kube|node|etcd|kwok|helm|minio|promql|path)" ;;
   esac
 done
