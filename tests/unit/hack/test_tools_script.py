@@ -51,6 +51,6 @@ def test_path_lists_one_versioned_folder_per_tool(tmp_path: Path) -> None:
         "kwok",
         "helm",
         "minio",
-        "node",
         "promql",
+        "node",
     ]
