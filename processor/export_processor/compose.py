@@ -17,7 +17,9 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
+from export_processor.errors import TransientError
 from export_processor.locations import Location
+from export_processor.range_sink import edge_locations, parts_per_range
 from export_processor.s3client import S3Client, translate
 from export_processor.settings import S3_MIN_PART_SIZE
 from export_processor.sink import S3_MAX_PART_SIZE
@@ -200,3 +202,68 @@ def remove(client: S3Client | None, locations: list[Location], *, uploads_under:
                         Key=upload["Key"],
                         UploadId=upload["UploadId"],
                     )
+
+
+def _listed_parts(client: S3Client, target: Location, upload_id: str) -> dict[int, tuple[str, int]]:
+    """The upload's parts: number -> (ETag, size)."""
+    parts: dict[int, tuple[str, int]] = {}
+    marker = 0
+    while True:
+        page = client.list_parts(
+            Bucket=target.bucket, Key=target.key, UploadId=upload_id, PartNumberMarker=marker
+        )
+        for part in page.get("Parts", []):
+            parts[int(part["PartNumber"])] = (str(part["ETag"]), int(part["Size"]))
+        if not page.get("IsTruncated"):
+            return parts
+        marker = int(page["NextPartNumberMarker"])
+
+
+def complete_ranges(
+    client: S3Client,
+    target: Location,
+    upload_id: str,
+    count: int,
+    shares: list[dict[str, int]],
+    total: int,
+) -> None:
+    """Complete the export's upload from the ranges' shares (range_sink.py): each range's
+    parts as they are, and between them one part of the edges (the tail before, the head
+    after: downloaded and uploaded). Checks that the parts used add up to `total` bytes."""
+    share_size = parts_per_range(count)
+    listed = _listed_parts(client, target, upload_id)
+    parts: list[dict[str, Any]] = []
+    edges: list[tuple[Location, int]] = []
+    used = 0
+
+    def flush(number: int) -> None:
+        nonlocal used
+        body = b"".join(_get(client, where, 0, size) for where, size in edges if size)
+        edges.clear()
+        if not body and (parts or number != count * share_size + 1):
+            return
+        uploaded = client.upload_part(
+            Bucket=target.bucket, Key=target.key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        parts.append({"PartNumber": number, "ETag": uploaded["ETag"]})
+        used += len(body)
+
+    for index, share in enumerate(shares):
+        head, tail = edge_locations(target, index)
+        edges.append((head, share["head"]))
+        if share["last"] >= share["first"]:
+            flush(index * share_size + 1)
+            for number in range(share["first"], share["last"] + 1):
+                if number not in listed:
+                    raise TransientError(f"composing {target.uri}: part {number} is missing")
+                etag, size = listed[number]
+                parts.append({"PartNumber": number, "ETag": etag})
+                used += size
+        edges.append((tail, share["tail"]))
+    flush(count * share_size + 1)
+    if used != total:
+        raise TransientError(f"composing {target.uri}: the parts hold {used} bytes, not {total}")
+    ordered: Any = sorted(parts, key=lambda p: int(p["PartNumber"]))
+    client.complete_multipart_upload(
+        Bucket=target.bucket, Key=target.key, UploadId=upload_id, MultipartUpload={"Parts": ordered}
+    )

@@ -402,12 +402,7 @@ class Exporter:
         source = self._source
         assert source is not None
         source.limit_read_ahead(s.blocks_ahead)
-        sink: Sink | None = open_sink(
-            location=self.output,
-            client=self._client,
-            part_size=s.part_size,
-            concurrency=s.upload_concurrency,
-        )
+        sink: Sink | None = self._open_sink()
         self._input = parser_input
         batches: _TypedBatches | None = None
         writer: BatchWriter | None = None
@@ -453,6 +448,15 @@ class Exporter:
             raise self._failure(exc, source_error) from exc
         batches.close()
         return rows, result
+
+    def _open_sink(self) -> Sink:
+        s = self.settings
+        return open_sink(
+            location=self.output,
+            client=self._client,
+            part_size=s.part_size,
+            concurrency=s.upload_concurrency,
+        )
 
     def _open_reader(self, parser_input: ParserInput, names: list[str]) -> pacsv.CSVStreamingReader:
         """The streaming CSV reader, every column as text."""

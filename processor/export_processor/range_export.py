@@ -18,6 +18,7 @@ from export_processor.convert import (
 from export_processor.errors import InvalidConfigError
 from export_processor.locations import part_location
 from export_processor.parser_input import EndMarker, ParserInput
+from export_processor.range_sink import RangePartsSink
 from export_processor.ranges import (
     RangePlan,
     RangeReport,
@@ -27,9 +28,11 @@ from export_processor.ranges import (
     kind_name,
     kind_of,
     offsets,
+    rows_fit,
 )
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
+from export_processor.sink import Sink
 from export_processor.source import ByteSource, open_source
 
 
@@ -52,6 +55,24 @@ class RangeExporter(Exporter):
         self.header_row = spec.index == 0
         self.report: RangeReport | None = None
         self.report_size = 0
+        self._parts_sink: RangePartsSink | None = None
+
+    def _open_sink(self) -> Sink:
+        """Into the export's upload when it was prepared (range_sink.py), else a part object."""
+        spec, s = self.spec, self.settings
+        if spec.upload_id is None or not self.whole_output.is_s3 or s.export_format == "parquet":
+            return super()._open_sink()
+        assert self._client is not None
+        self._parts_sink = RangePartsSink(
+            client=self._client,
+            location=self.whole_output,
+            upload_id=spec.upload_id,
+            index=spec.index,
+            count=spec.count,
+            part_size=s.part_size,
+            concurrency=s.upload_concurrency,
+        )
+        return self._parts_sink
 
     def read_plan(self, source: ByteSource) -> RangePlan:
         """The header row and the kinds of the single-pod export's first parser block."""
@@ -100,8 +121,19 @@ class RangeExporter(Exporter):
             return plan.data_start, False
         if self.spec.start is not None:
             return self.spec.start, False
-        block = self.settings.block_size
-        return guess_start(source, offset, limit=block, size=plan.size), True
+        s = self.settings
+
+        def fits(data: bytes, whole: bool) -> bool:
+            return rows_fit(
+                data,
+                columns=len(plan.names),
+                delimiter=s.delimiter,
+                quote=s.quote,
+                encoding=s.encoding,
+                whole=whole,
+            )
+
+        return guess_start(source, offset, limit=s.block_size, size=plan.size, fits=fits), True
 
     def _open_range(self, start: int, stop: int | None) -> RangeSource:
         s = self.settings
@@ -114,7 +146,8 @@ class RangeExporter(Exporter):
             read_ahead=s.read_ahead,
             start=start,
         )
-        source = RangeSource(inner, start=start, stop=stop, quote=s.quote, limit=s.block_size)
+        # A row of up to two blocks may parse in one pod (one spanning three never does).
+        source = RangeSource(inner, start=start, stop=stop, quote=s.quote, limit=2 * s.block_size)
         return self._use(source, stop)
 
     def _use(self, source: RangeSource, stop: int | None) -> RangeSource:
@@ -178,6 +211,8 @@ class RangeExporter(Exporter):
         self.report.end = source.end if source.end is not None else source.position
         self.report.kinds = [kind_name(k) for k in self.plan.types]
         self.report.int_bounds = typer.int_bounds
+        if self._parts_sink is not None:
+            self.report.upload = self._parts_sink.uploaded()
         return ExportResult(
             uri=result.uri,
             bytes=result.bytes,

@@ -20,8 +20,11 @@ next range's start, and redoes the others from the verified boundary.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +118,9 @@ class RangeSpec:
     plan, checked by its digest)."""
     cuts: tuple[int, ...] | None = None
     """The `count - 1` offsets between the ranges; None: the data divided evenly."""
+    upload_id: str | None = None
+    """The export's multipart upload opened before the ranges (`--prepare-ranges`): the range
+    uploads its parts into it (range_sink.py); None: into a part object of its own."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.count:
@@ -163,17 +169,64 @@ def boundary_after(window: bytes, base: int, at_least: int, *, at_end: bool) -> 
         index = position - base
 
 
-def guess_start(source: ByteSource, offset: int, *, limit: int, size: int) -> int:
-    """The first position at or after `offset` right after a line end, as the bytes alone say
-    (a line end inside a quoted value fools it: the finishing step then finds the range's start
-    wrong and redoes it from the verified boundary). `size` when there is none within `limit`
-    bytes."""
+GUESS_ROWS = 32
+"""Rows after a candidate start that must each have the columns' count for it to be guessed."""
+GUESS_BYTES = 256 * 1024
+"""At most this much after a candidate is decoded and parsed to judge it."""
+
+
+def rows_fit(
+    data: bytes, *, columns: int, delimiter: str, quote: str, encoding: str, whole: bool
+) -> bool:
+    """Whether the rows at the start of `data` look like rows: up to GUESS_ROWS of them parse
+    (Python's csv module, strict) into `columns` fields each (a one-column file: any line).
+    `whole`: `data` runs to the end of the source (its last row is complete)."""
+    whole = whole and len(data) <= GUESS_BYTES
+    text = data[:GUESS_BYTES].decode(encoding, errors="replace")
+    lines = io.StringIO(text, newline="")
+    reader = csv.reader(lines, delimiter=delimiter, quotechar=quote, strict=True)
+    seen = 0
+    try:
+        for row in reader:
+            if lines.tell() >= len(text) and not whole:
+                break  # maybe cut
+            if row and len(row) != columns:
+                return False
+            seen += 1
+            if seen >= GUESS_ROWS:
+                break
+    except csv.Error:
+        return lines.tell() >= len(text) and not whole
+    return True
+
+
+def guess_start(
+    source: ByteSource,
+    offset: int,
+    *,
+    limit: int,
+    size: int,
+    fits: Callable[[bytes, bool], bool] | None = None,
+) -> int:
+    """A position at or after `offset` right after a line end, as the bytes alone say: the first
+    one after which the next rows fit (`fits(bytes, whole)`: the right count of fields), else
+    the first one (a line end inside a quoted value can fool both: the finishing step then finds
+    the range's start wrong and redoes it from the verified boundary). `size` when there is none
+    within `limit` bytes."""
     if offset >= size:
         return size
     base = offset - 1
     window = source.read_at(base, limit + 2)
-    found = boundary_after(window, base, offset, at_end=base + len(window) >= size)
-    return size if found is None else found
+    whole = base + len(window) >= size
+    first: int | None = None
+    at_least = offset
+    while (found := boundary_after(window, base, at_least, at_end=whole)) is not None:
+        if first is None:
+            first = found
+        if fits is None or fits(window[found - base :], whole):
+            return found
+        at_least = found + 1
+    return size if first is None else first
 
 
 class RangeEndNotFound(BadInputError):  # noqa: N818 - an ExportError, named like the others
@@ -301,6 +354,8 @@ class RangeReport:
     kinds: list[str] = field(default_factory=list)
     int_bounds: dict[int, tuple[int, int]] = field(default_factory=dict)
     """Per int64 column (by index), the least and greatest integer read while it was int64."""
+    upload: dict[str, int] | None = None
+    """Its share of the export's upload (range_sink.RangePartsSink.uploaded), if it wrote there."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -312,7 +367,7 @@ class RangeReport:
             "end": self.end,
             "kinds": self.kinds,
             "intBounds": {str(i): list(b) for i, b in self.int_bounds.items()},
-        }
+        } | ({"upload": self.upload} if self.upload is not None else {})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RangeReport:
@@ -328,4 +383,7 @@ class RangeReport:
             int_bounds={
                 int(i): (int(b[0]), int(b[1])) for i, b in (data.get("intBounds") or {}).items()
             },
+            upload={str(k): int(v) for k, v in data["upload"].items()}
+            if isinstance(data.get("upload"), dict)
+            else None,
         )

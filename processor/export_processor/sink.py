@@ -32,13 +32,13 @@ class SinkResult:
     sha256: str
 
 
-def part_size_for(part_number: int, *, base: int) -> int:
+def part_size_for(part_number: int, *, base: int, every: int = PART_SIZE_DOUBLING_EVERY) -> int:
     """The size of part `part_number` (1-based): `base`, doubled every 1000 parts.
 
     With an 8 MiB base the first 1000 parts hold 8 GiB, 2000 parts 24 GiB, 4000 parts 120 GiB,
     and 10000 parts far more than S3's 5 TiB object limit, so no output runs out of parts.
     """
-    return min(base << ((part_number - 1) // PART_SIZE_DOUBLING_EVERY), S3_MAX_PART_SIZE)
+    return min(base << ((part_number - 1) // every), S3_MAX_PART_SIZE)
 
 
 class Sink(io.RawIOBase):
@@ -138,6 +138,8 @@ class S3MultipartSink(Sink):
         self._pool: ThreadPoolExecutor | None = None
         self._failed: ExportError | None = None
         self._aborted = False
+        self.doubling_every = PART_SIZE_DOUBLING_EVERY
+        """Parts between two doublings of the part size (fewer for a range's share of parts)."""
 
     def _what(self) -> str:
         return f"uploading {self.location.uri}"
@@ -157,7 +159,9 @@ class S3MultipartSink(Sink):
     def _write(self, view: memoryview) -> None:
         while view:
             if self._part is None:
-                target = part_size_for(self._part_number + 1, base=self._base_part_size)
+                target = part_size_for(
+                    self._part_number + 1, base=self._base_part_size, every=self.doubling_every
+                )
                 self._part = self._new_part(target)
             part, filled = self._part, self._filled
             take = min(len(view), len(part) - filled)

@@ -4,9 +4,9 @@ compose one result and remove the parts; or fall back to one pod. Never a wrong 
 1. Boundaries. The first range starts at the data's start (verified). A range is accepted when
    its reported start equals the verified boundary before it; its end is then verified too (its
    own parse started from a boundary). Any other range is converted again from that boundary
-   (`redo`), in this process. A range that failed with bad input, or more redos than half the
-   ranges, make the export run as one pod instead (the right answer, or the right error, with
-   its line numbers).
+   (`redo`), in this process: redoing k of n ranges costs k ranges' time, never more than one
+   pod's n. A range that failed with bad input from a verified start makes the export run as
+   one pod instead (the right answer, or the right error, with its line numbers).
 2. Kinds (jsonl, parquet). The kinds the single pod ends with follow from every range's
    (`merge_kinds`); a range written with other kinds is converted once more with them.
 3. One result: csv, csv.gz and jsonl parts composed into the output object (compose.py);
@@ -15,6 +15,7 @@ compose one result and remove the parts; or fall back to one pod. Never a wrong 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from export_processor.column_types import FLOAT_EXACT_INTEGERS
-from export_processor.compose import Piece, compose, remove, tree_sha256
+from export_processor.compose import Piece, complete_ranges, compose, remove, tree_sha256
 from export_processor.convert import Exporter, ExportResult
 from export_processor.errors import (
     BadInputError,
@@ -34,6 +35,7 @@ from export_processor.errors import (
 )
 from export_processor.locations import Location, dataset_location, part_location
 from export_processor.range_export import RangeExporter
+from export_processor.range_sink import edge_locations
 from export_processor.ranges import RangePlan, RangeReport, RangeSpec
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
@@ -145,6 +147,8 @@ class Finisher:
     count: int
     run: Callable[[RangeSpec], RangeOutcome] | None = None
     cuts: tuple[int, ...] | None = None
+    upload_id: str | None = None
+    """The export's upload the ranges wrote into (`prepare`), if any."""
     redone: list[int] = field(default_factory=list)
     fallback: str | None = None
 
@@ -155,10 +159,27 @@ class Finisher:
         self.output = probe.whole_output
         self._probe = probe
 
+    def prepare(self) -> str | None:
+        """Open the export's upload for the ranges to write into (csv, csv.gz, jsonl to S3)."""
+        if not self.output.is_s3 or self.settings.export_format == "parquet":
+            return None
+        assert self.client is not None
+        created = self.client.create_multipart_upload(
+            Bucket=self.output.bucket, Key=self.output.key
+        )
+        self.upload_id = str(created["UploadId"])
+        return self.upload_id
+
+    def _spec(self, index: int, **fields: Any) -> RangeSpec:
+        return RangeSpec(index, self.count, cuts=self.cuts, upload_id=self.upload_id, **fields)
+
     def parts(self) -> list[Location]:
         return [
             part_location(self.output, self.settings.export_format, i) for i in range(self.count)
         ]
+
+    def _edges(self) -> list[Location]:
+        return [edge for i in range(self.count) for edge in edge_locations(self.output, i)]
 
     def _uploads_prefix(self) -> Location:
         if self.settings.export_format == "parquet":
@@ -168,6 +189,13 @@ class Finisher:
     def clean(self) -> None:
         """Remove every part and open upload of this export (a failed or cancelled one)."""
         locations = self.parts()
+        for index in range(self.count):
+            locations.extend(edge_locations(self.output, index))
+        if self.upload_id is not None and self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(
+                    Bucket=self.output.bucket, Key=self.output.key, UploadId=self.upload_id
+                )
         if self.settings.export_format == "parquet":
             manifest = dataset_location(self.output)
             locations.append(
@@ -229,11 +257,7 @@ class Finisher:
                 if verified and _bad_input(outcome.error):
                     raise Fallback(f"range {index}: {outcome.error.get('message')}")
             if not (outcome.ok and verified and report is not None and report.plan == plan.digest):
-                if len(set(self.redone)) >= max(1, self.count // 2):
-                    raise Fallback("more than half of the ranges had to be redone")
-                outcome = self._redo(
-                    RangeSpec(index, self.count, start=boundary, plan=plan, cuts=self.cuts)
-                )
+                outcome = self._redo(self._spec(index, start=boundary, plan=plan))
             assert outcome.report is not None and outcome.report.end is not None
             boundary = outcome.report.end
             accepted.append(outcome)
@@ -251,14 +275,7 @@ class Finisher:
             report = outcome.report
             assert report is not None
             if not _same_output(fmt, report.kinds, merged):
-                spec = RangeSpec(
-                    outcome.index,
-                    self.count,
-                    start=report.start,
-                    kinds=merged,
-                    plan=self.plan,
-                    cuts=self.cuts,
-                )
+                spec = self._spec(outcome.index, start=report.start, kinds=merged, plan=self.plan)
                 redone = self._redo(spec)
                 assert redone.report is not None
                 if redone.report.end != report.end:
@@ -274,6 +291,21 @@ class Finisher:
         fmt = self.settings.export_format
         if fmt == "parquet":
             uri = self._manifest(results)
+        elif self.upload_id is not None:
+            assert self.client is not None
+            shares = [o.report.upload if o.report else None for o in accepted]
+            if any(share is None for share in shares):
+                raise Fallback("a range did not write into the export's upload")
+            complete_ranges(
+                self.client,
+                self.output,
+                self.upload_id,
+                self.count,
+                [share for share in shares if share is not None],
+                sum(sizes),
+            )
+            remove(self.client, self._edges(), uploads_under=self._uploads_prefix())
+            uri = self.output.uri
         else:
             pieces = [Piece(loc, size) for loc, size in zip(self.parts(), sizes, strict=True)]
             compose(self.client, pieces, self.output)
@@ -352,5 +384,7 @@ def run_split(
     cuts: tuple[int, ...] | None = None,
 ) -> tuple[ExportResult, dict[str, Any]]:
     """A whole split export in this process: every range in turn, then the finishing step."""
-    outcomes = [run_range(settings, client, RangeSpec(i, count, cuts=cuts)) for i in range(count)]
-    return Finisher(settings, client, count, cuts=cuts).finish(outcomes)
+    finisher = Finisher(settings, client, count, cuts=cuts)
+    finisher.prepare()
+    outcomes = [run_range(settings, client, finisher._spec(i)) for i in range(count)]
+    return finisher.finish(outcomes)

@@ -3,6 +3,9 @@ environment:
 
 - one range: `--range-count N` (`EXPORTJOBS_RANGE_COUNT`) with `--range-index I`
   (`EXPORTJOBS_RANGE_INDEX`, else the Indexed Job's `JOB_COMPLETION_INDEX`);
+- before the ranges (csv, csv.gz, jsonl to S3): `--prepare-ranges` opens the export's upload and
+  prints `{"uploadId": ...}`; every range and the finishing step then get it
+  (`--range-upload-id`, `EXPORTJOBS_RANGE_UPLOAD_ID`) and the ranges upload into it;
 - the finishing step: `--finish-ranges FILE` (`EXPORTJOBS_RANGE_RESULTS`: the ranges' result
   JSON, a list, as a file path or inline) with `--range-count N`;
 - cleaning up a failed or cancelled split export: `--clean-ranges` with `--range-count N`.
@@ -35,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--range-index", type=int, help="convert this range (0-based)")
     group.add_argument("--range-start", type=int, help="the range's verified first byte")
     group.add_argument("--range-kinds", help="comma-separated column kinds to write with")
+    group.add_argument("--range-upload-id", help="the export's upload (--prepare-ranges)")
+    group.add_argument("--prepare-ranges", action="store_true", help="open the export's upload")
     group.add_argument("--finish-ranges", help="finish: the ranges' result JSON (a file)")
     group.add_argument("--clean-ranges", action="store_true", help="remove the parts")
 
@@ -42,10 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclass(frozen=True)
 class SplitJob:
     mode: str
-    """`range`, `finish` or `clean`."""
+    """`prepare`, `range`, `finish` or `clean`."""
     count: int
     spec: RangeSpec | None = None
     outcomes: list[RangeOutcome] | None = None
+    upload_id: str | None = None
 
 
 def _int(raw: str | int | None, name: str) -> int | None:
@@ -74,11 +80,14 @@ def split_job(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         return None
     if not 1 <= count <= MAX_RANGES:
         raise InvalidConfigError(f"the range count must be 1..{MAX_RANGES}, not {count}")
+    upload_id = args.range_upload_id or env.get("EXPORTJOBS_RANGE_UPLOAD_ID") or None
+    if args.prepare_ranges:
+        return SplitJob("prepare", count)
     if args.clean_ranges:
-        return SplitJob("clean", count)
+        return SplitJob("clean", count, upload_id=upload_id)
     results = args.finish_ranges or env.get("EXPORTJOBS_RANGE_RESULTS")
     if results:
-        return SplitJob("finish", count, outcomes=_outcomes(results))
+        return SplitJob("finish", count, outcomes=_outcomes(results), upload_id=upload_id)
     index = _int(
         args.range_index
         if args.range_index is not None
@@ -98,7 +107,8 @@ def split_job(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         args.range_start if args.range_start is not None else env.get("EXPORTJOBS_RANGE_START"),
         "the range start",
     )
-    return SplitJob("range", count, spec=RangeSpec(index, count, start=start, kinds=kinds))
+    spec = RangeSpec(index, count, start=start, kinds=kinds, upload_id=upload_id)
+    return SplitJob("range", count, spec=spec, upload_id=upload_id)
 
 
 def range_exporter(
@@ -109,8 +119,10 @@ def range_exporter(
 
 
 def finish(job: SplitJob, settings: ProcessorSettings, client: S3Client | None) -> dict[str, Any]:
-    """The finishing step (or the clean-up); returns the result JSON."""
-    finisher = Finisher(settings, client, job.count)
+    """The preparation, the finishing step or the clean-up; returns the result JSON."""
+    finisher = Finisher(settings, client, job.count, upload_id=job.upload_id)
+    if job.mode == "prepare":
+        return {"uploadId": finisher.prepare()}
     if job.mode == "clean":
         finisher.clean()
         return {"cleaned": job.count}

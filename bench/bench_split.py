@@ -1,0 +1,223 @@
+"""Split-export benchmark: one export as P processes of one range each, against one process, with
+the same CPU limit per process (docs/benchmarks.md, "Split exports").
+
+    source .local/cluster.env   # or let the script read .local/cluster.env itself
+    flock /tmp/exportjobs-bench.lock .venv/bin/python bench/bench_split.py          # 3 GB
+    .venv/bin/python bench/bench_split.py --mb 800 --formats jsonl --parallel 2,4
+
+Each process runs in a CPU cgroup of its own limited to `--cpu` cores (default 0.5: the CFS
+quota a pod's `limits.cpu: 500m` gets from the kubelet, cgroup v1 `cpu.cfs_quota_us` or v2
+`cpu.max`), so on two cores the S3 server and the rest keep a core of their own. For each format,
+back to back: the whole export in one process (P = 1), then the split export: P range processes
+at once (`--range-count P --range-index i`; for csv and jsonl after `--prepare-ranges`, which
+opens the export's upload they write into), then the finishing step (`--finish-ranges`, same
+limit), which completes the upload (or writes Parquet's manifest). Prints wall seconds (the
+split's including the preparation and the finishing step), the speed-up, each process's peak
+RSS against the processor's 300 MiB bound, the processors' CPU seconds and the S3 server's CPU
+over the same run, and the 1-minute load.
+Needs root (cgroups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from tests.support.cluster import read_env_file  # noqa: E402
+
+from bench_processor import RSS_GOAL_MIB, UPLOAD, PeakRss, load, settle  # noqa: E402
+from gen_csv import generate  # noqa: E402
+from processor_threads import _stat_fields  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+GOAL_SPEEDUP = 1.7
+PERIOD_US = 100_000
+
+
+class CpuLimit:
+    """A CPU cgroup limited to `cores` (cgroup v2 `cpu.max`, else v1 `cpu.cfs_quota_us`)."""
+
+    def __init__(self, name: str, cores: float) -> None:
+        quota = int(cores * PERIOD_US)
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        self.path = Path("/sys/fs/cgroup" if v2 else "/sys/fs/cgroup/cpu") / name
+        self.path.mkdir(exist_ok=True)
+        if v2:
+            (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+        else:
+            (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def enter(self) -> None:
+        """Move the calling process into the cgroup (a Popen preexec_fn: before exec)."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def s3_cpu(pid_file: Path) -> float | None:
+    try:
+        fields = _stat_fields(f"/proc/{pid_file.read_text().strip()}/stat")
+    except (OSError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+@dataclass
+class Proc:
+    """One processor run: its result JSON, peak RSS (MiB) and CPU seconds."""
+
+    payload: dict[str, object]
+    rss: float
+    cpu: float
+
+
+def start(argv: list[str], env: dict[str, str], limit: CpuLimit) -> Callable[[], Proc]:
+    """Start a processor in `limit`; returns a function that waits for it."""
+    message = Path(f"/tmp/exportjobs-bench-split-{time.monotonic_ns()}.json")
+    proc = subprocess.Popen(
+        [
+            str(REPO / ".venv/bin/exportjobs-processor"),
+            *argv,
+            "--termination-message-path",
+            str(message),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=limit.enter,
+    )
+    peak = PeakRss(proc.pid)
+
+    def wait() -> Proc:
+        # wait4: this child's own CPU (its threads' too), whenever it ended.
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        payload = json.loads(message.read_text()) if message.exists() else {}
+        message.unlink(missing_ok=True)
+        if proc.returncode != 0 and "range" not in payload:
+            raise SystemExit(f"processor {argv} failed: {payload}")
+        return Proc(payload, peak.stop(), usage.ru_utime + usage.ru_stime)
+
+    return wait
+
+
+@dataclass
+class Measured:
+    seconds: float
+    rss: list[float]
+    cpu: float
+    s3_cpu: float | None
+    payload: dict[str, object]
+
+
+def run_export(
+    common: list[str], env: dict[str, str], parallel: int, cores: float, pid_file: Path
+) -> Measured:
+    settle()
+    limits = [CpuLimit(f"exportjobs-bench-split-{os.getpid()}-{i}", cores) for i in range(parallel)]
+    s3_before = s3_cpu(pid_file)
+    started = time.monotonic()
+    try:
+        if parallel == 1:
+            runs = [start(common, env, limits[0])()]
+        else:
+            split = [*common, "--range-count", str(parallel)]
+            if "parquet" not in common:
+                # The export's upload, opened first: the ranges write their parts into it.
+                prepared = start([*split, "--prepare-ranges"], env, limits[0])().payload
+                split += ["--range-upload-id", str(prepared["uploadId"])]
+            waits = [
+                start([*split, "--range-index", str(i)], env, limits[i]) for i in range(parallel)
+            ]
+            runs = [wait() for wait in waits]
+            results = [{"index": i, "payload": r.payload} for i, r in enumerate(runs)]
+            finish_env = {**env, "EXPORTJOBS_RANGE_RESULTS": json.dumps(results)}
+            runs.append(start(split, finish_env, limits[0])())
+        seconds = time.monotonic() - started
+    finally:
+        for limit in limits:
+            limit.remove()
+    s3_after = s3_cpu(pid_file)
+    s3_used = s3_after - s3_before if s3_after is not None and s3_before is not None else None
+    return Measured(
+        seconds, [r.rss for r in runs], sum(r.cpu for r in runs), s3_used, runs[-1].payload
+    )
+
+
+def clear(s3: object, bucket: str, prefix: str) -> None:
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])  # type: ignore[attr-defined]
+    for item in listed:
+        s3.delete_object(Bucket=bucket, Key=item["Key"])  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mb", type=int, default=3000, help="input size in MB (default 3000)")
+    parser.add_argument("--formats", default="parquet,jsonl")
+    parser.add_argument("--parallel", default="2", help="split sizes to compare with 1 (2,4)")
+    parser.add_argument("--cpu", type=float, default=0.5, help="cores per process (0.5)")
+    parser.add_argument("--bucket", default="exports-input")
+    parser.add_argument("--s3-pid-file", type=Path, default=REPO / ".local" / "s3" / "minio.pid")
+    args = parser.parse_args()
+    env = {**os.environ}
+    if "AWS_ENDPOINT_URL" not in env:
+        env.update(read_env_file(REPO / ".local" / "cluster.env"))
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    path = generate(REPO / "bench" / "data" / f"mixed-{args.mb}mb.csv", megabytes=args.mb)
+    size_mb = path.stat().st_size / 1e6
+    s3 = boto3.client("s3")
+    s3.upload_file(str(path), args.bucket, path.name, Config=UPLOAD)
+    source = f"s3://{args.bucket}/{path.name}"
+    print(f"input: {source} ({size_mb:.0f} MB), {os.cpu_count()} cores, {args.cpu} cores per")
+    print(f"process, {load()}")
+    for fmt in args.formats.split(","):
+        common = ["--source", source, "--format", fmt, "--export-name", "bench-split"]
+        baseline: Measured | None = None
+        for parallel in [1, *(int(p) for p in args.parallel.split(","))]:
+            dest = f"s3://{args.bucket}/bench-split-{parallel}/"
+            clear(s3, args.bucket, f"bench-split-{parallel}/")
+            got = run_export(
+                [*common, "--destination", dest], env, parallel, args.cpu, args.s3_pid_file
+            )
+            clear(s3, args.bucket, f"bench-split-{parallel}/")
+            baseline = baseline or got
+            speedup = baseline.seconds / got.seconds
+            rss = max(got.rss)
+            s3_text = "-" if got.s3_cpu is None else f"{got.s3_cpu:.1f}"
+            line = (
+                f"{fmt:8s} P={parallel}  {got.seconds:6.1f} s  {size_mb / got.seconds:6.1f} MB/s"
+                f"  x{speedup:4.2f}"
+            )
+            if parallel > 1:
+                line += f" ({'ok' if speedup >= GOAL_SPEEDUP else 'UNDER'} vs {GOAL_SPEEDUP})"
+                split = got.payload.get("split")
+                line += f"  split {json.dumps(split)[:80]}" if split else ""
+            line += (
+                f"  peak RSS {' '.join(f'{r:.0f}' for r in got.rss)} MiB"
+                f" ({'ok' if rss <= RSS_GOAL_MIB else 'OVER'} vs {RSS_GOAL_MIB})"
+                f"  CPU {got.cpu:.1f} s + S3 server {s3_text} s  {load()}"
+            )
+            print(line, flush=True)
+    s3.delete_object(Bucket=args.bucket, Key=path.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""A range's output straight into the export's own multipart upload (no copy afterwards).
+
+When the export's upload was opened before the ranges started (`--prepare-ranges`), range i
+uploads its full parts into it, numbered from `i * K + 2` (K = `parts_per_range(count)`), and
+keeps its edges as small objects: its first part (`<output>.parts/NNNNN.head`) and what is left
+after its last full part (`.tail`). S3 wants every part but the last to be at least 5 MiB; a
+range's last bytes are usually fewer, so the finishing step joins each range's tail with the
+next range's head (downloaded, at most two parts' worth per range) into the part numbered just
+before that range's parts, and completes the upload: the bulk of the output is never copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from export_processor.errors import TransientError
+from export_processor.locations import Location
+from export_processor.s3client import S3Client, translate
+from export_processor.sink import S3_MAX_PARTS, S3MultipartSink
+
+
+def parts_per_range(count: int) -> int:
+    """Part numbers each range owns: its edges' joined part, then its own parts; one more
+    number after the last range's share, for the last tail."""
+    return (S3_MAX_PARTS - 1) // count
+
+
+def edge_locations(output: Location, index: int) -> tuple[Location, Location]:
+    """A range's head and tail objects."""
+    base = f"{output.key}.parts/{index:05d}"
+    return (
+        Location(output.scheme, output.bucket, f"{base}.head"),
+        Location(output.scheme, output.bucket, f"{base}.tail"),
+    )
+
+
+class RangePartsSink(S3MultipartSink):
+    """Writes range `index` of `count` into the upload `upload_id` of `location` (the export's
+    output): the first part and the rest after the last full part as objects, the full parts in
+    between as parts of the upload. `uploaded()` says which."""
+
+    def __init__(
+        self,
+        *,
+        client: S3Client,
+        location: Location,
+        upload_id: str,
+        index: int,
+        count: int,
+        part_size: int,
+        concurrency: int,
+    ) -> None:
+        super().__init__(
+            client=client, location=location, part_size=part_size, concurrency=concurrency
+        )
+        self._upload_id = upload_id
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-upload")
+        share = parts_per_range(count)
+        self._first_number = index * share + 2
+        self._last_allowed = (index + 1) * share
+        # The part size doubles four times within the share (a range's output may be large).
+        self.doubling_every = max(1, (share - 1) // 4)
+        self._head, self._tail = edge_locations(location, index)
+        self._head_bytes: int | None = None
+        self._tail_bytes = 0
+
+    def _put(self, where: Location, body: bytes | bytearray) -> None:
+        try:
+            self._client.put_object(Bucket=where.bucket, Key=where.key, Body=bytes(body))
+        except Exception as exc:
+            raise translate(exc, what=f"uploading {where.uri}") from exc
+
+    def _flush_part(self) -> None:
+        if self._head_bytes is None:
+            body = self._take_part()
+            self._put(self._head, body)
+            self._head_bytes = len(body)
+            return
+        if self._first_number + self._part_number > self._last_allowed:
+            raise TransientError(
+                f"{self._what()}: a range has more than {self._last_allowed} parts of its own"
+            )
+        super()._flush_part()
+
+    def _upload_part(self, number: int, body: bytes | bytearray) -> dict[str, Any]:
+        return super()._upload_part(self._first_number + number - 1, body)
+
+    def _commit(self) -> None:
+        rest = self._take_part()
+        if self._head_bytes is None:
+            self._put(self._head, rest)
+            self._head_bytes = len(rest)
+        else:
+            self._put(self._tail, rest)
+            self._tail_bytes = len(rest)
+        for future in self._futures:
+            future.result()  # its error, if any (translated in _upload_part)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def uploaded(self) -> dict[str, int]:
+        """The range's share of the output: its head and tail objects' sizes and its parts'
+        numbers (`first` to `last`, none when `last < first`)."""
+        return {
+            "head": self._head_bytes or 0,
+            "tail": self._tail_bytes,
+            "first": self._first_number,
+            "last": self._first_number + self._part_number - 1,
+        }
+
+    def abort(self) -> None:
+        """Stop; delete the edges (its parts stay in the upload until the finishing step
+        completes it without them or aborts it)."""
+        self._discarding = True
+        self._aborted = True
+        self._part, self._free_parts = None, []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        for where in (self._head, self._tail):
+            with contextlib.suppress(Exception):
+                self._client.delete_object(Bucket=where.bucket, Key=where.key)
