@@ -1,4 +1,5 @@
-"""`exportjobs-operator`: run the kopf operator that turns ExportJobs into Jobs.
+"""`exportjobs-operator`: run the operator that turns ExportJobs into Jobs (kopf runs the process:
+login, start-up, clean-up, liveness).
 
 Configuration comes from `EXPORTJOBS_OPERATOR_*` environment variables (and
 `EXPORTJOBS_NAMESPACE`); the flags below override the few that matter on a command line.
@@ -87,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # JSON lines, as the webhook writes them (one parser for both in a log pipeline).
     configure_logging(level="DEBUG" if args.verbose else settings.log_level)
-    # kopf logs every handler call at INFO; at a thousand objects a second that is noise.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger(__name__).info("%s", version_line(PROGRAM, "operator"))
 
     metrics.serve(host=settings.metrics_host, port=settings.metrics_port)
@@ -107,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             registry=registry,
             clusterwide=not settings.namespace,
             namespaces=[settings.namespace] if settings.namespace else (),
-            # kopf's peering is off: one active replica is ensured by the Lease (leader.py).
+            # kopf's peering is off: one active replica is ensured by the Lease (leader.py). An
+            # identity given, kopf asks nobody for one (getpass.getuser() needs a passwd entry).
             standalone=True,
+            identity=PROGRAM,  # type: ignore[arg-type]  # kopf.Identity: a str, not exported
             liveness_endpoint=liveness,
         )
     )

@@ -2,8 +2,8 @@
 
 `create_app(settings)` builds the application; `exportjobs-webhook` (`main.main`) runs it. The
 package talks to the API server only through `kube.new_api_client` and shares names, enums and
-URI parsing with the operator through `export_operator.resource`; it never imports the kopf
-handlers. `create_app` is loaded on first use, so `exportjobs-webhook --help` stays fast.
+URI parsing with the operator through `export_operator.resource`; it never imports the
+controller. `create_app` is loaded on first use, so `exportjobs-webhook --help` stays fast.
 """
 
 from __future__ import annotations

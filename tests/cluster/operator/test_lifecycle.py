@@ -65,6 +65,9 @@ def test_success_copies_the_result_and_kubectl_wait_works(
     assert status["attempts"] == 1
     assert status["completionTime"] and status["startTime"]
     assert "error" not in status
+    # kopf only runs the process: it keeps nothing on the object (the CRD reserves no status.kopf).
+    annotations = exports.get("ok")["metadata"].get("annotations") or {}
+    assert not [key for key in annotations if "kopf" in key], annotations
     conditions = _conditions(status)
     assert conditions["Succeeded"]["status"] == "True"
     assert conditions["Running"]["status"] == "False"
