@@ -236,7 +236,7 @@ def test_readme_install_api_calls_and_notes_run_as_written(
     finally:
         if forward is not None:
             forward.terminate()
-            forward.wait(timeout=10)
+            forward.communicate(timeout=10)  # and closes its pipe
         subprocess.run(
             ["helm", "uninstall", "exportjobs", "-n", NAMESPACE, "--wait", "--timeout", "120s"],
             env=shell.env,
