@@ -39,7 +39,7 @@ from tests.cluster.operator import pod_status  # noqa: E402
 from export_operator import kube, resource  # noqa: E402
 from export_operator.controller.jobs import build_job, resolve_inputs  # noqa: E402
 from export_operator.controller.settings import OperatorSettings  # noqa: E402
-from export_operator.controller.views import ExportView  # noqa: E402
+from export_operator.controller.snapshots import ExportView  # noqa: E402
 
 CRD = REPO / "charts" / "exportjobs" / "crds" / "exportjobs.dev_exportjobs.yaml"
 OPERATOR = Path(sys.executable).parent / "exportjobs-operator"

@@ -1,7 +1,7 @@
 """Informers: list + watch of one kind of object into a cache of views (client-go style).
 
 The one way this project keeps a cache of cluster objects: the operator has one `Informer` per
-kind (ExportJobs, the processor's Jobs, their pods; views from controller/views.py), the webhook
+kind (ExportJobs, the processor's Jobs, their pods; views from controller/snapshots.py), the webhook
 one of ExportJobs whose views are the objects themselves (webhook/cache.py).
 
 - it lists (paginated) and then watches from the list's resourceVersion, with bookmarks, so a

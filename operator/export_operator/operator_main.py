@@ -25,8 +25,8 @@ import uvloop
 
 from export_operator.controller import metrics
 from export_operator.controller.handlers import register, register_notifier
+from export_operator.controller.manager import Manager
 from export_operator.controller.notify import Notifier
-from export_operator.controller.reconciler import Controller
 from export_operator.controller.settings import OperatorSettings
 from export_operator.jsonlogs import configure_logging
 from export_processor.common import add_version_argument, version_line
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger(__name__).info("%s", version_line(PROGRAM, "operator"))
 
     metrics.serve(host=settings.metrics_host, port=settings.metrics_port)
-    controller = Controller(settings=settings)
+    controller = Manager(settings=settings)
     registry = kopf.OperatorRegistry()
     register(registry, controller)
     register_notifier(registry, Notifier(settings=settings), controller)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from kubernetes_asyncio import client
 
 from export_operator import resource
-from export_operator.controller.views import format_time
+from export_operator.controller.snapshots import format_time
 
 MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "exportjobs-operator"
@@ -33,6 +33,17 @@ class ApiError(Exception):
     @property
     def retryable(self) -> bool:
         return self.status in (0, 429) or self.status >= 500
+
+
+def create_error_reason(exc: ApiError) -> str:
+    """The condition reason for a refused Job create (kept stable: users and alerts match it)."""
+    if exc.status == 403 and "exceeded quota" in exc.message.lower():
+        return "QuotaExceeded"
+    if exc.status == 403:
+        return "Forbidden"
+    if exc.retryable:
+        return "APIUnavailable"
+    return "CreateFailed"
 
 
 async def _call(coro: Any) -> None:
@@ -62,6 +73,34 @@ async def _call(coro: Any) -> None:
     message = body.get("message") or data.decode("utf-8", "replace")[:500]
     reason = body.get("reason") or response.reason or ""
     raise ApiError(response.status, str(message), str(reason))
+
+
+class Writer(Protocol):
+    """The controller's writes (`KubeWriter`; unit tests use an in-memory one)."""
+
+    async def create_job(self, job: dict[str, Any]) -> bool: ...
+
+    async def job_exists(self, *, namespace: str, name: str) -> bool: ...
+
+    async def delete_job(self, *, namespace: str, name: str) -> None: ...
+
+    async def patch_status(
+        self, *, namespace: str, name: str, uid: str, status: dict[str, Any]
+    ) -> None: ...
+
+    async def delete_export(self, *, namespace: str, name: str, uid: str) -> None: ...
+
+    async def post_event(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        type_: str,
+        reason: str,
+        message: str,
+        now: dt.datetime,
+    ) -> None: ...
 
 
 class KubeWriter:

@@ -1,8 +1,8 @@
 """kopf as the process runner: start-up and clean-up, credentials, the liveness probe.
 
 The operator's watches are its own informers (export_operator.informer) feeding the work queue
-(reconciler.py): kopf registers no resource handlers or indexes, so it runs no watches and keeps
-no per-object state. kopf's per-event stage cost about a millisecond of CPU per watch event, the
+(manager.py): kopf registers no resource handlers or indexes, so it runs no watches and keeps no
+per-object state. kopf's per-event stage cost about a millisecond of CPU per watch event, the
 bulk of the operator's CPU in a burst.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import kopf
 
 from export_operator import kube
+from export_operator.controller.manager import Manager
 from export_operator.controller.notify import Notifier
-from export_operator.controller.reconciler import Controller
 from export_operator.controller.settings import OperatorSettings
 
 
@@ -58,7 +58,7 @@ async def connection_info(*, trust_env: bool = False) -> kopf.ConnectionInfo:
         await api.close()
 
 
-def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
+def register(registry: kopf.OperatorRegistry, controller: Manager) -> None:
     """Register the operator's activities on `registry` (a fresh one per operator or test)."""
 
     @kopf.on.login(registry=registry)
@@ -76,17 +76,11 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
 
     @kopf.on.probe(id="queue", registry=registry)
     async def queue_probe(**_: Any) -> dict[str, int]:
-        return {
-            "queued": len(controller.positions),
-            "workQueue": len(controller.queue),
-            "leading": int(controller.leading.is_set()),
-            "cached": len(controller.exports.items),
-            "synced": int(all(i.synced.is_set() for i in controller.informers)),
-        }
+        return controller.probe()
 
 
 def register_notifier(
-    registry: kopf.OperatorRegistry, notifier: Notifier, controller: Controller
+    registry: kopf.OperatorRegistry, notifier: Notifier, controller: Manager
 ) -> None:
     """Completion callbacks: the notifier hears every ExportJob event of the controller's
     informer, apart from the reconciler.

@@ -3,7 +3,8 @@
 Pure: no API calls. The name is deterministic (`resource.job_name_for`), so creating it twice is a
 no-op (`AlreadyExists`). The processor's exit codes map through `podFailurePolicy`: 2 (bad input)
 and 3 (source missing) fail the Job at once, a disrupted pod (eviction, preemption) is retried
-without counting, anything else counts against `backoffLimit`.
+without counting, anything else counts against `backoffLimit`. `JobFactory.manifest` is what
+the reconciler calls: the manifest, sized from the source when so configured, or why there is none.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from export_operator import resource
 from export_operator.controller.quantities import GIB, format_mebibytes, parse_bytes
 from export_operator.controller.settings import OperatorSettings
-from export_operator.controller.views import PROCESSOR_CONTAINER, ExportView
+from export_operator.controller.snapshots import PROCESSOR_CONTAINER, ExportView
+from export_operator.controller.sources import SourceSizer
 
 MAX_DEADLINE_SECONDS = 86400
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -259,3 +261,29 @@ def build_job(
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+
+
+class JobFactory:
+    """The Job manifests of ExportJobs, as the reconciler asks for them."""
+
+    def __init__(self, settings: OperatorSettings, sizer: SourceSizer | None = None) -> None:
+        self._settings = settings
+        self._sizer = sizer or SourceSizer()
+
+    async def manifest(self, export: ExportView, *, sized: bool) -> dict[str, Any] | str:
+        """The Job manifest of an ExportJob, or why its spec cannot give one (INVALID_SPEC).
+
+        `sized`: HEAD the source for its size when so configured (only for the real create)."""
+        settings = self._settings
+        try:
+            inputs = resolve_inputs(export=export, settings=settings)
+            size = export.source_size
+            if sized and size is None and settings.head_source:
+                version = (export.spec.get("source") or {}).get("versionId")
+                size = await self._sizer.size_of(inputs.source_uri, version_id=version)
+            return build_job(export=export, inputs=inputs, settings=settings, source_size=size)
+        except InvalidSpecError as exc:
+            return str(exc)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            # Bad input of this one export (a template field, a quantity): it fails, alone.
+            return f"the Job could not be built: {type(exc).__name__}: {exc}"

@@ -7,9 +7,17 @@ message the operator reads.
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from export_operator.controller.outcomes import ProcessorResult
+from export_operator.resource import Phase
+
+if TYPE_CHECKING:
+    from export_operator.controller.snapshots import ExportView
+    from export_operator.controller.status import Decision
 
 RECONCILES = Counter(
     "exportjobs_operator_reconciles_total",
@@ -98,6 +106,18 @@ def record_result(result: ProcessorResult) -> None:
             PROCESSOR_THROUGHPUT.labels(result.format).observe(
                 result.bytes_read / result.duration_seconds
             )
+
+
+def record_transition(export: ExportView, decision: Decision, *, now: dt.datetime) -> None:
+    """Count a phase transition this process wrote, and a finished export's figures."""
+    PHASE_TRANSITIONS.labels(decision.phase.value).inc()
+    if decision.phase is Phase.FAILED and decision.error is not None:
+        FAILURES.labels(decision.error.code).inc()
+    if decision.phase is Phase.SUCCEEDED:
+        fmt = str(export.spec.get("format") or "unknown")
+        EXPORT_DURATION.labels(fmt).observe((now - export.created).total_seconds())
+    if decision.result is not None:
+        record_result(decision.result)
 
 
 def serve(*, host: str, port: int) -> None:

@@ -38,7 +38,7 @@ from export_operator.controller import metrics
 from export_operator.controller.apicalls import ApiError, KubeWriter
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.signing import read_secrets, signed_headers
-from export_operator.controller.views import format_time, parse_time
+from export_operator.controller.snapshots import format_time, parse_time
 from export_operator.presign import Presigner, own_result_uri
 from export_operator.public_view import client_view
 from export_operator.resource import Phase

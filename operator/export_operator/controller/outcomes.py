@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from export_operator.controller.views import JobCondition, JobView, PodView
+from export_operator.controller.snapshots import JobCondition, JobView, PodView
 from export_operator.resource import ErrorCode, ExitCode, ExportFormat
 
 MAX_MESSAGE = 1024
@@ -180,6 +180,34 @@ def classify_job_failure(
     return ExportError(
         ErrorCode.INTERNAL, f"the Job failed: {reason}: {condition.message}", retryable=True
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Watchdog:
+    """How long a pod may be stuck before it runs (seconds)."""
+
+    unschedulable_timeout: float
+    image_pull_timeout: float
+    start_timeout: float = 300.0
+
+
+def watchdog_deadline(*, pods: Sequence[PodView], watchdog: Watchdog) -> dt.datetime | None:
+    """When `watchdog_failure` fails the first stuck pod if nothing changes; None if none is."""
+    deadlines: list[dt.datetime] = []
+    for pod in pods:
+        if pod.deleting or pod.terminated or pod.running:
+            continue
+        if pod.scheduled_status == "False" and pod.scheduled_reason == "Unschedulable":
+            since = pod.scheduled_since or pod.created
+            deadlines.append(since + dt.timedelta(seconds=watchdog.unschedulable_timeout))
+        scheduled = pod.scheduled_since if pod.scheduled_status == "True" else None
+        for reasons, timeout in (
+            (IMAGE_PULL_REASONS, watchdog.image_pull_timeout),
+            (START_FAILURE_REASONS, watchdog.start_timeout),
+        ):
+            if pod.waiting_reason in reasons:
+                deadlines.append((scheduled or pod.created) + dt.timedelta(seconds=timeout))
+    return min(deadlines, default=None)
 
 
 def watchdog_failure(

@@ -131,10 +131,6 @@ class OperatorSettings:
     (CreateContainerConfigError, CreateContainerError, RunContainerError) for longer fails the
     export with POD_START_FAILED and frees its slot (seconds). Default 300."""
 
-    housekeeping_interval_seconds: float = 10.0
-    """HOUSEKEEPING_INTERVAL_SECONDS: how often an ExportJob with a stuck pod is looked at again
-    (the watchdog) and the retention sweep runs (seconds). Default 10."""
-
     resync_interval_seconds: float = 60.0
     """RESYNC_INTERVAL_SECONDS: how often every unfinished ExportJob is re-derived even without
     a watch event (seconds), a safety net. Default 60."""

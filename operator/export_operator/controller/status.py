@@ -1,26 +1,30 @@
 """The status an ExportJob should have, derived from its Job, its pods and the queue.
 
-`decide()` is pure and level-based: it reads what the cluster shows now (plus the status already
-written) and returns the whole operator-owned part of `status`, whether the Job must go, and the
-phase transition (for Events and metrics). Finished phases are sticky.
+`decide()` is pure and level-based: it reads what the cluster shows now (`Observed`: the
+snapshots plus the status already written) and returns the whole operator-owned part of
+`status`, whether the Job must go, and the phase transition (for Events and metrics). It is a
+list of small rules (`RULES`), each `Observed -> Verdict | None`, tried in order; the first that
+applies decides, and `_decision` turns its verdict into the status. Finished phases are sticky.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from export_operator.controller.conditions import conditions_after
 from export_operator.controller.outcomes import (
     ExportError,
     ProcessorResult,
+    Watchdog,
     classify_job_failure,
     result_from_pods,
     watchdog_failure,
 )
-from export_operator.controller.views import ExportView, JobView, PodView, format_time
-from export_operator.resource import ConditionType, ErrorCode, Phase, job_name_for
+from export_operator.controller.snapshots import ExportView, JobView, PodView, format_time
+from export_operator.resource import ErrorCode, Phase, job_name_for
 
 OWNED_FIELDS = (
     "phase",
@@ -37,12 +41,6 @@ OWNED_FIELDS = (
 """The status fields the operator writes; `progress` belongs to the processor."""
 
 PENDING_MESSAGE = "the Job was created; waiting for its pod to run"
-
-_FINISH_CONDITION = {
-    Phase.SUCCEEDED: ConditionType.SUCCEEDED,
-    Phase.FAILED: ConditionType.FAILED,
-    Phase.CANCELLED: ConditionType.CANCELLED,
-}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,13 +64,6 @@ class Decision:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Watchdog:
-    unschedulable_timeout: float
-    image_pull_timeout: float
-    start_timeout: float = 300.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class Waiting:
     """Why an admitted ExportJob has no Job yet: its create was refused (retried with backoff)."""
 
@@ -81,321 +72,287 @@ class Waiting:
     message: str
 
 
-def set_condition(
-    conditions: Sequence[Mapping[str, Any]],
-    *,
-    type_: ConditionType,
-    status: str,
-    reason: str,
-    message: str,
-    now: dt.datetime,
-    generation: int,
-) -> list[dict[str, Any]]:
-    """The conditions with one set (metav1.Condition semantics: the transition time moves only
-    when the status changes), in the stable order of `ConditionType`."""
-    by_type = {str(c.get("type")): dict(c) for c in conditions}
-    previous = by_type.get(type_.value)
-    since = (
-        previous["lastTransitionTime"]
-        if previous is not None and previous.get("status") == status
-        else format_time(now)
+class JobCreateError(Exception):
+    """The Job could not be created (quota, RBAC, API down): shown on the status, retried."""
+
+    def __init__(self, waiting: Waiting) -> None:
+        super().__init__(f"{waiting.reason}: {waiting.message}")
+        self.waiting = waiting
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observed:
+    """What the cluster and this process show of one ExportJob: the input of `decide`."""
+
+    export: ExportView
+    current: Mapping[str, Any]
+    """Its status as last written (the freshest known; may be newer than `export`)."""
+    job: JobView | None
+    """Its Job, if the cluster shows one."""
+    pods: Sequence[PodView]
+    now: dt.datetime
+    watchdog: Watchdog
+    job_in_flight: bool = False
+    """The Job was just created and the watch has not shown it yet (it exists)."""
+    queue_position: int | None = None
+    """Its 1-based position when the admission queue holds it."""
+    invalid_spec: str | None = None
+    """Why the spec can never run, if it cannot."""
+    waiting: Waiting | None = None
+    """Why the Job of an admitted ExportJob could not be created (retried)."""
+
+    @property
+    def current_phase(self) -> Phase | None:
+        raw = self.current.get("phase")
+        return Phase(raw) if raw in set(Phase) else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one rule of `decide` concluded: the phase, why, and what goes with it."""
+
+    phase: Phase
+    reason: str
+    message: str
+    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Owned status fields set besides phase and conditions (attempts, startTime, ...)."""
+    error: ExportError | None = None
+    result: ProcessorResult | None = None
+    completed: dt.datetime | None = None
+    delete_job: bool = False
+    waiting: Waiting | None = None
+    awaiting_admission: bool = False
+
+
+def _attempts(o: Observed) -> dict[str, Any]:
+    """Attempts and start time from the Job: recorded only once a pod runs or the Job ended
+    (while the Job merely waits for its pod they would cost a patch per Job change)."""
+    job = o.job
+    assert job is not None
+    fields: dict[str, Any] = {}
+    attempts = max(int(o.current.get("attempts") or 0), job.failed + job.succeeded + job.active)
+    attempts = max(attempts, len(o.pods))
+    if attempts:
+        fields["attempts"] = attempts
+    if job.start_time is not None and "startTime" not in o.current:
+        fields["startTime"] = format_time(job.start_time)
+    return fields
+
+
+def _wrote(result: ProcessorResult) -> str:
+    return f"wrote {result.uri} ({result.rows} rows, {result.bytes} bytes)"
+
+
+# -- the rules, in order: the first that applies decides ----------------------------------------
+def _job_complete(o: Observed) -> Verdict | None:
+    if o.job is None or not o.job.complete:
+        return None
+    result = result_from_pods(o.pods)
+    message = _wrote(result) if result is not None else "the export succeeded"
+    return Verdict(
+        Phase.SUCCEEDED, "Completed", message, result=result, completed=o.job.completion_time
     )
-    by_type[type_.value] = {
-        "type": type_.value,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since,
-        "observedGeneration": generation,
-    }
-    order = [t.value for t in ConditionType]
-    return [by_type[t] for t in order if t in by_type] + [
-        c for t, c in by_type.items() if t not in order
-    ]
 
 
-def _conditions_for(
-    *,
-    previous: Sequence[Mapping[str, Any]],
-    phase: Phase,
-    reason: str,
-    message: str,
-    now: dt.datetime,
-    generation: int,
-) -> list[dict[str, Any]]:
-    def put(
-        conds: list[dict[str, Any]], type_: ConditionType, status: str, why: str, text: str
-    ) -> list[dict[str, Any]]:
-        return set_condition(
-            conds,
-            type_=type_,
-            status=status,
-            reason=why,
-            message=text,
-            now=now,
-            generation=generation,
+def _job_failed(o: Observed) -> Verdict | None:
+    failed = o.job.failed_condition if o.job is not None else None
+    if o.job is None or failed is None:
+        return None
+    error = classify_job_failure(job=o.job, condition=failed, pods=o.pods)
+    return Verdict(
+        Phase.FAILED, error.code, error.message, error=error, completed=failed.last_transition
+    )
+
+
+def _cancelled(o: Observed) -> Verdict | None:
+    if not o.export.cancel_requested:
+        return None
+    # A cancel that lost the race to completion: the processor wrote its output and exited 0
+    # before the job controller marked the Job Complete. It ends Succeeded with its result, so
+    # the output is not left in S3 with nothing pointing to it (docs/api.md, "Reading and
+    # cancelling").
+    won = result_from_pods(p for p in o.pods if p.exit_code == 0)
+    if won is not None:
+        finished = max((p.finished_at for p in o.pods if p.finished_at), default=None)
+        message = f"{_wrote(won)}; the cancel came after the export had finished"
+        return Verdict(Phase.SUCCEEDED, "Completed", message, result=won, completed=finished)
+    error = ExportError(ErrorCode.CANCELLED, "cancelled by spec.cancel", retryable=False)
+    delete = o.job is not None and not o.job.deleting
+    return Verdict(Phase.CANCELLED, "Cancelled", error.message, error=error, delete_job=delete)
+
+
+def _invalid(o: Observed) -> Verdict | None:
+    if o.invalid_spec is None:
+        return None
+    error = ExportError(ErrorCode.INVALID_SPEC, o.invalid_spec, retryable=False)
+    return Verdict(Phase.FAILED, error.code, o.invalid_spec, error=error)
+
+
+def _stuck(o: Observed) -> Verdict | None:
+    if o.job is None:
+        return None
+    w = o.watchdog
+    stuck = watchdog_failure(
+        pods=o.pods,
+        now=o.now,
+        unschedulable_timeout=w.unschedulable_timeout,
+        image_pull_timeout=w.image_pull_timeout,
+        start_timeout=w.start_timeout,
+    )
+    if stuck is None:
+        return None
+    return Verdict(
+        Phase.FAILED, stuck.code, stuck.message, error=stuck, delete_job=not o.job.deleting
+    )
+
+
+def _pod_running(o: Observed) -> Verdict | None:
+    if o.job is None:
+        return None
+    running = [p for p in o.pods if p.running and not p.terminated and not p.deleting]
+    if not running:
+        return None
+    pod = running[0]
+    fields = _attempts(o)
+    if "startTime" not in o.current and "startTime" not in fields and pod.running_since:
+        fields["startTime"] = format_time(pod.running_since)
+    attempt = fields.get("attempts", o.current.get("attempts", 1))
+    return Verdict(
+        Phase.RUNNING, "PodRunning", f"pod {pod.name} is running (attempt {attempt})", fields
+    )
+
+
+def _pod_ended(o: Observed) -> Verdict | None:
+    """The pod ended and the job controller has not caught up yet (Complete, or a new pod for
+    a retry): no phase moves back, nothing is written that would flap."""
+    if o.job is None:
+        return None
+    done = [p for p in o.pods if p.exit_code == 0 and not p.deleting]
+    if done and o.current_phase is not Phase.PENDING:
+        # Still Running (never seen running: still Pending, one patch less).
+        message = f"pod {done[0].name} finished; waiting for the Job to complete"
+        return Verdict(Phase.RUNNING, "PodSucceeded", message)
+    live = [p for p in o.pods if not p.terminated and not p.deleting]
+    if o.current_phase is Phase.RUNNING and not live and any(p.terminated for p in o.pods):
+        previous: Mapping[str, Any] = next(
+            (c for c in o.current.get("conditions") or [] if c.get("type") == "Running"), {}
         )
-
-    present = {str(c.get("type")) for c in previous}
-    conds = [dict(c) for c in previous]
-    if reason == ErrorCode.INVALID_SPEC:
-        conds = put(conds, ConditionType.ACCEPTED, "False", "InvalidSpec", message)
-    else:
-        conds = put(conds, ConditionType.ACCEPTED, "True", "Accepted", "the export was accepted")
-    if phase is Phase.QUEUED:
-        conds = put(conds, ConditionType.QUEUED, "True", reason, message)
-    elif ConditionType.QUEUED.value in present:
-        why = "Admitted" if phase in (Phase.PENDING, Phase.RUNNING, Phase.SUCCEEDED) else str(phase)
-        conds = put(conds, ConditionType.QUEUED, "False", why, "left the queue")
-    if phase is Phase.RUNNING:
-        conds = put(conds, ConditionType.RUNNING, "True", "PodRunning", message)
-    elif ConditionType.RUNNING.value in present or phase.finished:
-        why = "PodPending" if phase is Phase.PENDING else str(phase.value)
-        conds = put(conds, ConditionType.RUNNING, "False", why, message)
-    finish = _FINISH_CONDITION.get(phase)
-    if finish is not None:
-        conds = put(conds, finish, "True", reason, message)
-    return conds
+        message = str(previous.get("message") or "the pod finished")
+        return Verdict(Phase.RUNNING, "PodRunning", message)  # the same message: no write
+    return None
 
 
-def decide(
-    *,
-    export: ExportView,
-    current: Mapping[str, Any],
-    job: JobView | None,
-    pods: Sequence[PodView],
-    job_in_flight: bool,
-    queue_position: int | None,
-    invalid_spec: str | None,
-    now: dt.datetime,
-    watchdog: Watchdog,
-    waiting: Waiting | None = None,
-) -> Decision:
-    """The desired status of `export`.
+def _job_pending(o: Observed) -> Verdict | None:
+    if o.job is None and not o.job_in_flight:
+        return None
+    # In flight: the same status as once the watch shows the Job (one patch, not two).
+    fields = {} if o.job is not None else {"jobName": job_name_for(o.export.name)}
+    return Verdict(Phase.PENDING, "JobCreated", PENDING_MESSAGE, fields)
 
-    Args:
-        export: the ExportJob as last seen.
-        current: its status as last written (the freshest known; may be newer than `export`).
-        job: its Job, if the cluster shows one.
-        pods: its processor pods.
-        job_in_flight: the Job was just created and the watch has not shown it yet (it exists).
-        queue_position: its 1-based position when the admission queue holds it.
-        invalid_spec: why the spec can never run, if it cannot.
-        waiting: why the Job of an admitted ExportJob could not be created (retried).
-        now: the current time.
-        watchdog: the limits for pods stuck before they run.
-    """
-    raw_phase = current.get("phase")
-    current_phase = Phase(raw_phase) if raw_phase in set(Phase) else None
-    base = {k: current[k] for k in OWNED_FIELDS if k in current}
-    base["observedGeneration"] = export.generation
 
-    if current_phase is not None and current_phase.finished:
-        # Finished is final. Only fill in a result the pod watch delivered late.
-        status = dict(base)
-        result = None
-        if current_phase is Phase.SUCCEEDED and "result" not in status:
-            result = result_from_pods(pods)
-            if result is not None:
-                status["result"] = result.as_status()
-        return Decision(
-            status=status,
-            phase=current_phase,
-            transition=False,
-            message="",
-            # A Job still going although the export ended here (cancel, watchdog): it goes. One
-            # the job controller is already ending (FailureTarget) is left to finish.
-            delete_job=job is not None and job.occupies_slot and not job.ending,
-            result=result,
-        )
+def _job_vanished(o: Observed) -> Verdict | None:
+    if not o.current.get("jobName") or o.current_phase not in (Phase.PENDING, Phase.RUNNING):
+        return None
+    error = ExportError(
+        ErrorCode.INTERNAL,
+        f"Job {o.current['jobName']} disappeared before it finished",
+        retryable=True,
+    )
+    return Verdict(Phase.FAILED, error.code, error.message, error=error)
 
-    def conditions(phase: Phase, reason: str, message: str) -> list[dict[str, Any]]:
-        return _conditions_for(
-            previous=current.get("conditions") or [],
-            phase=phase,
-            reason=reason,
-            message=message,
-            now=now,
-            generation=export.generation,
-        )
 
-    def finish(
-        phase: Phase,
-        *,
-        reason: str,
-        message: str,
-        error: ExportError | None = None,
-        result: ProcessorResult | None = None,
-        completed: dt.datetime | None = None,
-        delete_job: bool = False,
-    ) -> Decision:
-        status = dict(base)
-        status.pop("queuePosition", None)
-        status["phase"] = phase.value
-        status["completionTime"] = status.get("completionTime") or format_time(completed or now)
-        if error is not None:
-            status["error"] = error.as_status()
+def _create_refused(o: Observed) -> Verdict | None:
+    if o.waiting is None:
+        return None
+    # Admitted, not in line: no position. Phase Queued, and the condition says why.
+    return Verdict(Phase.QUEUED, o.waiting.reason, o.waiting.message, waiting=o.waiting)
+
+
+def _in_line(o: Observed) -> Verdict:
+    if o.queue_position is not None:
+        fields = {"queuePosition": o.queue_position}
+        return Verdict(Phase.QUEUED, "WaitingForSlot", "waiting for a free slot", fields)
+    return Verdict(Phase.PENDING, "Accepted", "waiting for admission", awaiting_admission=True)
+
+
+RULES: tuple[Callable[[Observed], Verdict | None], ...] = (
+    _job_complete,
+    _job_failed,
+    _cancelled,
+    _invalid,
+    _stuck,
+    _pod_running,
+    _pod_ended,
+    _job_pending,
+    _job_vanished,
+    _create_refused,
+)
+
+
+def _final(o: Observed, phase: Phase) -> Decision:
+    """Finished is final: only a result the pod watch delivered late is filled in."""
+    status = {k: o.current[k] for k in OWNED_FIELDS if k in o.current}
+    status["observedGeneration"] = o.export.generation
+    result = None
+    if phase is Phase.SUCCEEDED and "result" not in status:
+        result = result_from_pods(o.pods)
         if result is not None:
             status["result"] = result.as_status()
-        status["conditions"] = conditions(phase, reason, message)
-        return Decision(
-            status=status,
-            phase=phase,
-            transition=phase is not current_phase,
-            message=message,
-            delete_job=delete_job,
-            result=result,
-            error=error,
-        )
+    # A Job still going although the export ended here (cancel, watchdog) goes; one the job
+    # controller is already ending (FailureTarget) is left to finish.
+    delete = o.job is not None and o.job.occupies_slot and not o.job.ending
+    return Decision(
+        status=status, phase=phase, transition=False, message="", delete_job=delete, result=result
+    )
 
-    def ongoing(phase: Phase, *, reason: str, message: str) -> Decision:
-        status = dict(base)
-        status["phase"] = phase.value
-        if phase is not Phase.QUEUED:
-            status.pop("queuePosition", None)
-        status["conditions"] = conditions(phase, reason, message)
-        return Decision(
-            status=status, phase=phase, transition=phase is not current_phase, message=message
-        )
 
-    def record_attempts() -> None:
-        # Only once a pod runs or the Job ended: while the Job merely waits for its pod, these
-        # would cost a status patch per Job status change for nothing a user needs.
-        if job is None:
-            return
-        attempts = max(int(base.get("attempts") or 0), job.failed + job.succeeded + job.active)
-        attempts = max(attempts, len(pods))
-        if attempts:
-            base["attempts"] = attempts
-        if job.start_time is not None and "startTime" not in base:
-            base["startTime"] = format_time(job.start_time)
+def _decision(o: Observed, v: Verdict) -> Decision:
+    """The whole owned status for a verdict."""
+    status = {k: o.current[k] for k in OWNED_FIELDS if k in o.current}
+    status["observedGeneration"] = o.export.generation
+    if o.job is not None:
+        status["jobName"] = o.job.name
+        if o.job.finished or o.job.failed_condition is not None:
+            status.update(_attempts(o))
+    status.update(v.fields)
+    status["phase"] = v.phase.value
+    if v.phase is not Phase.QUEUED or v.waiting is not None:
+        status.pop("queuePosition", None)
+    if v.phase.finished:
+        status["completionTime"] = status.get("completionTime") or format_time(v.completed or o.now)
+        if v.error is not None:
+            status["error"] = v.error.as_status()
+        if v.result is not None:
+            status["result"] = v.result.as_status()
+    status["conditions"] = conditions_after(
+        previous=o.current.get("conditions") or [],
+        phase=v.phase,
+        reason=v.reason,
+        message=v.message,
+        now=o.now,
+        generation=o.export.generation,
+    )
+    return Decision(
+        status=status,
+        phase=v.phase,
+        transition=v.phase is not o.current_phase,
+        message=v.message,
+        delete_job=v.delete_job,
+        awaiting_admission=v.awaiting_admission,
+        result=v.result,
+        error=v.error,
+        waiting=v.waiting,
+    )
 
-    if job is not None:
-        base["jobName"] = job.name
-        if job.finished or job.failed_condition is not None:
-            record_attempts()
 
-    if job is not None and job.complete:
-        result = result_from_pods(pods)
-        if result is not None:
-            text = f"wrote {result.uri} ({result.rows} rows, {result.bytes} bytes)"
-        else:
-            text = "the export succeeded"
-        return finish(
-            Phase.SUCCEEDED,
-            reason="Completed",
-            message=text,
-            result=result,
-            completed=job.completion_time,
-        )
-    failed_condition = job.failed_condition if job is not None else None
-    if job is not None and failed_condition is not None:
-        error = classify_job_failure(job=job, condition=failed_condition, pods=pods)
-        return finish(
-            Phase.FAILED,
-            reason=error.code,
-            message=error.message,
-            error=error,
-            completed=failed_condition.last_transition,
-        )
-    if export.cancel_requested:
-        # A cancel that lost the race to completion: the processor wrote its output and exited 0
-        # before the job controller marked the Job Complete. It ends Succeeded with its result,
-        # so the output is not left in S3 with nothing pointing to it (docs/api.md, "Reading
-        # and cancelling").
-        won = result_from_pods(p for p in pods if p.exit_code == 0)
-        if won is not None:
-            return finish(
-                Phase.SUCCEEDED,
-                reason="Completed",
-                message=f"wrote {won.uri} ({won.rows} rows, {won.bytes} bytes); the cancel "
-                "came after the export had finished",
-                result=won,
-                completed=max((p.finished_at for p in pods if p.finished_at), default=None),
-            )
-        error = ExportError(ErrorCode.CANCELLED, "cancelled by spec.cancel", retryable=False)
-        return finish(
-            Phase.CANCELLED,
-            reason="Cancelled",
-            message=error.message,
-            error=error,
-            delete_job=job is not None and not job.deleting,
-        )
-    if invalid_spec is not None:
-        error = ExportError(ErrorCode.INVALID_SPEC, invalid_spec, retryable=False)
-        return finish(Phase.FAILED, reason=error.code, message=invalid_spec, error=error)
-    if job is not None:
-        stuck = watchdog_failure(
-            pods=pods,
-            now=now,
-            unschedulable_timeout=watchdog.unschedulable_timeout,
-            image_pull_timeout=watchdog.image_pull_timeout,
-            start_timeout=watchdog.start_timeout,
-        )
-        if stuck is not None:
-            return finish(
-                Phase.FAILED,
-                reason=stuck.code,
-                message=stuck.message,
-                error=stuck,
-                delete_job=not job.deleting,
-            )
-        running = [p for p in pods if p.running and not p.terminated and not p.deleting]
-        if running:
-            pod = running[0]
-            record_attempts()
-            if "startTime" not in base and pod.running_since is not None:
-                base["startTime"] = format_time(pod.running_since)
-            attempt = base.get("attempts", 1)
-            return ongoing(
-                Phase.RUNNING,
-                reason="PodRunning",
-                message=f"pod {pod.name} is running (attempt {attempt})",
-            )
-        done = [p for p in pods if p.exit_code == 0 and not p.deleting]
-        if done and current_phase is not Phase.PENDING:
-            # The pod finished; the job controller has not marked the Job Complete yet. Still
-            # Running: going back to Pending would be a phase transition that never happened.
-            # (Still Pending if it was never seen running: one patch less, no flap either.)
-            return ongoing(
-                Phase.RUNNING,
-                reason="PodSucceeded",
-                message=f"pod {done[0].name} finished; waiting for the Job to complete",
-            )
-        live = [p for p in pods if not p.terminated and not p.deleting]
-        if current_phase is Phase.RUNNING and not live and any(p.terminated for p in pods):
-            # The pod ended and the job controller has not caught up yet (Complete, or a new
-            # pod for a retry): still Running, with the same message, so nothing is written.
-            running_condition: Mapping[str, Any] = next(
-                (c for c in current.get("conditions") or [] if c.get("type") == "Running"), {}
-            )
-            return ongoing(
-                Phase.RUNNING,
-                reason="PodRunning",
-                message=str(running_condition.get("message") or "the pod finished"),
-            )
-        return ongoing(Phase.PENDING, reason="JobCreated", message=PENDING_MESSAGE)
-    if job_in_flight:
-        # The same status as once the watch shows the Job: one patch, not two.
-        base["jobName"] = job_name_for(export.name)
-        return ongoing(Phase.PENDING, reason="JobCreated", message=PENDING_MESSAGE)
-    if current.get("jobName") and current_phase in (Phase.PENDING, Phase.RUNNING):
-        error = ExportError(
-            ErrorCode.INTERNAL,
-            f"Job {current['jobName']} disappeared before it finished",
-            retryable=True,
-        )
-        return finish(Phase.FAILED, reason=error.code, message=error.message, error=error)
-    if waiting is not None:
-        # Admitted, not in line: no position. Phase Queued, and the condition says why.
-        base.pop("queuePosition", None)
-        decision = ongoing(Phase.QUEUED, reason=waiting.reason, message=waiting.message)
-        return dataclasses.replace(decision, waiting=waiting)
-    if queue_position is not None:
-        base["queuePosition"] = queue_position
-        return ongoing(Phase.QUEUED, reason="WaitingForSlot", message="waiting for a free slot")
-    decision = ongoing(Phase.PENDING, reason="Accepted", message="waiting for admission")
-    return dataclasses.replace(decision, awaiting_admission=True)
+def decide(**observed: Any) -> Decision:
+    """The desired status of an ExportJob; the keyword arguments are `Observed`'s fields."""
+    o = Observed(**observed)
+    phase = o.current_phase
+    if phase is not None and phase.finished:
+        return _final(o, phase)
+    verdict = next((v for rule in RULES if (v := rule(o)) is not None), None)
+    return _decision(o, verdict or _in_line(o))
 
 
 def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:

@@ -257,7 +257,6 @@ class OperatorProcess:
                     "EXPORTJOBS_OPERATOR_DEFAULT_DESTINATION_URI": "s3://out/reports/",
                     "EXPORTJOBS_OPERATOR_METRICS_PORT": "0",
                     "EXPORTJOBS_OPERATOR_LIVENESS_PORT": "0",
-                    "EXPORTJOBS_OPERATOR_HOUSEKEEPING_INTERVAL_SECONDS": "1",
                     "EXPORTJOBS_OPERATOR_QUEUE_STATUS_INTERVAL_SECONDS": "1",
                 }
             )

@@ -13,7 +13,7 @@ from kubernetes_asyncio import client
 
 from export_operator import kube, resource
 from export_operator.backoff import Backoff
-from export_operator.controller.views import ExportView
+from export_operator.controller.snapshots import ExportView
 from export_operator.informer import Informer, collection_path
 from tests.cluster.operator.conftest import Exports
 from tests.support.cluster import LocalCluster

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from export_operator import models, resource, s3names
 from export_operator.controller.jobs import processor_env, resolve_inputs
 from export_operator.controller.settings import OperatorSettings
-from export_operator.controller.views import ExportView
+from export_operator.controller.snapshots import ExportView
 from export_operator.webhook.events import EventError, EventSource, parse_event
 from export_operator.webhook.exports import build_export_job, parse_export_request, spec_for_event
 from export_operator.webhook.problems import Problem, ProblemCode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from export_operator.controller.views import ExportView, JobView, PodView
+from export_operator.controller.snapshots import ExportView, JobView, PodView
 
 
 def export_body(

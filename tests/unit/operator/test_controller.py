@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from export_operator.controller.apicalls import ApiError
-from export_operator.controller.reconciler import Controller, JobCreateError
+from export_operator.controller.manager import Manager
 from export_operator.controller.settings import OperatorSettings
+from export_operator.controller.status import JobCreateError
 from export_operator.controller.workqueue import Result, run_worker
 from export_operator.informer import Informer
+from tests.support.fake_writer import FakeWriter
 from tests.unit.operator.factories import (
     condition,
     export_body,
@@ -27,84 +29,55 @@ from tests.unit.operator.factories import (
 
 NOW = dt.datetime(2026, 1, 1, 0, 20, tzinfo=dt.UTC)
 Key = tuple[str, str]
-
-
-class FakeWriter:
-    """Records writes; `create_errors` are raised by the next Job creates, in order."""
-
-    def __init__(self) -> None:
-        self.jobs: list[dict[str, Any]] = []
-        self.patches: list[tuple[str, dict[str, Any]]] = []
-        self.deleted_jobs: list[str] = []
-        self.create_errors: list[ApiError] = []
-        self.patch_errors: list[ApiError] = []
-        self.existing: set[str] = set()
-        """Jobs that exist although the (fake) watch does not show them."""
-
-    async def job_exists(self, *, namespace: str, name: str) -> bool:
-        return name in self.existing or any(j["metadata"]["name"] == name for j in self.jobs)
-
-    async def create_job(self, job: dict[str, Any]) -> bool:
-        if self.create_errors:
-            raise self.create_errors.pop(0)
-        self.jobs.append(job)
-        return True
-
-    async def patch_status(
-        self, *, namespace: str, name: str, uid: str, status: dict[str, Any]
-    ) -> None:
-        if self.patch_errors:
-            raise self.patch_errors.pop(0)
-        self.patches.append((name, status))
-
-    async def delete_job(self, *, namespace: str, name: str) -> None:
-        self.deleted_jobs.append(name)
-
-    async def delete_export(self, *, namespace: str, name: str, uid: str) -> None:
-        pass
-
-    async def post_event(self, **_: Any) -> None:
-        pass
+DONE = Result()
+"""A finished export (retention off in the harness): nothing more to do."""
+LOOK_AGAIN = Result(requeue_after=60.0)
+"""An unfinished export: looked at again after the resync interval even without an event."""
 
 
 class Harness:
-    def __init__(self, **settings: Any) -> None:
+    """A manager with a recording writer; watch events go through its informers."""
+
+    def __init__(self, *, quiet: float = 0.0, **settings: Any) -> None:
         settings.setdefault("default_destination_uri", "s3://out/reports/")
         settings.setdefault("max_running", 0)
-        self.controller = Controller(settings=OperatorSettings(**settings), clock=lambda: NOW)
+        settings.setdefault("retention_seconds", 0)
+        # quiet=0: a status write right after a create goes at once (see
+        # test_status_writes_wait_for_a_burst_of_job_creates_then_go).
+        self.manager = Manager(
+            settings=OperatorSettings(**settings), clock=lambda: NOW, creations_quiet=quiet
+        )
         self.writer = FakeWriter()
-        self.controller.writer = self.writer  # type: ignore[assignment]
-        self.controller.creations_quiet = 0.0  # see test_status_writes_wait_for_a_burst...
+        self.manager.connect(self.writer)
+        self.caches = self.manager.caches
+        self.reconcile = self.manager.reconciler.reconcile
+        self.admission = self.manager.admission
 
     @staticmethod
     def event(informer: Informer[Any], type_: str, body: dict[str, Any]) -> None:
-        """A watch event, through the controller's informer (its cache and listeners)."""
+        """A watch event, through the manager's informer (its cache and handlers)."""
         informer.handle_event({"type": type_, "object": body})
 
     def add(self, name: str, **kwargs: Any) -> Key:
-        self.event(self.controller.exports, "ADDED", export_body(name, **kwargs))
+        self.event(self.caches.exports, "ADDED", export_body(name, **kwargs))
         return ("ns", name)
 
     def status(self, name: str) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for patched, status in self.writer.patches:
-            if patched == name:
-                merged.update(status)
-        return {k: v for k, v in merged.items() if v is not None}
+        return self.writer.status(name)
 
-    def events(self) -> list[tuple[str, str]]:
-        out = []
-        while not self.controller._events.empty():
-            event = self.controller._events.get_nowait()
-            out.append((event["type_"], event["reason"]))
+    async def events(self) -> list[tuple[str, str]]:
+        """The Events posted since the last call."""
+        await self.manager.recorder.drain()
+        out = [(e["type_"], e["reason"]) for e in self.writer.events]
+        self.writer.events.clear()
         return out
 
     async def admit_and_reconcile(self, *keys: Key) -> dict[Key, BaseException | Result]:
-        self.controller.admit_once()
+        self.admission.admit_once()
         out: dict[Key, BaseException | Result] = {}
         for key in keys:
             try:
-                out[key] = await self.controller.reconcile(key)
+                out[key] = await self.reconcile(key)
             except Exception as exc:
                 out[key] = exc
         return out
@@ -137,16 +110,16 @@ async def test_a_refused_create_shows_no_job_says_why_and_is_retried(
     queued = next(c for c in status["conditions"] if c["type"] == "Queued")
     assert (queued["status"], queued["reason"]) == ("True", reason)
     assert error.message in queued["message"]
-    assert h.events() == [("Warning", reason)]
+    assert await h.events() == [("Warning", reason)]
     # The retry (the queue calls reconcile again after its backoff) succeeds.
-    assert await h.controller.reconcile(key) == Result()
+    assert await h.reconcile(key) == LOOK_AGAIN
     status = h.status("a")
     assert status["phase"] == "Pending"
     assert status["jobName"] == "export-a"
     assert len(h.writer.jobs) == 1
     # The watch has not shown the Job yet: still Pending, nothing "disappeared".
-    h.event(h.controller.exports, "MODIFIED", export_body("a", status=status))
-    assert await h.controller.reconcile(key) == Result()
+    h.event(h.caches.exports, "MODIFIED", export_body("a", status=status))
+    assert await h.reconcile(key) == LOOK_AGAIN
     assert h.status("a")["phase"] == "Pending"
 
 
@@ -156,11 +129,11 @@ async def test_a_retry_with_the_same_refusal_writes_and_posts_nothing_new() -> N
     quota = ApiError(403, "exceeded quota: q")
     h.writer.create_errors = [quota, quota]
     await h.admit_and_reconcile(key)
-    patches, _ = len(h.writer.patches), h.events()
+    patches, _ = len(h.writer.patches), await h.events()
     with pytest.raises(JobCreateError):
-        await h.controller.reconcile(key)
+        await h.reconcile(key)
     assert len(h.writer.patches) == patches
-    assert h.events() == []
+    assert await h.events() == []
 
 
 async def test_admitted_exports_hold_their_slots_while_their_creates_fail() -> None:
@@ -169,11 +142,11 @@ async def test_admitted_exports_hold_their_slots_while_their_creates_fail() -> N
     h.writer.create_errors = [ApiError(403, "exceeded quota: q")] * 2
     outcomes = await h.admit_and_reconcile(*keys)
     assert all(isinstance(outcomes[k], JobCreateError) for k in keys[:2])
-    assert h.controller.positions == {keys[2]: 1, keys[3]: 2}
+    assert h.admission.positions == {keys[2]: 1, keys[3]: 2}
     assert h.writer.jobs == []
     # Another pass does not admit the next ones in their place.
     await h.admit_and_reconcile()
-    assert h.controller.admitted == set(keys[:2])
+    assert [h.admission.holds_slot(k) for k in keys] == [True, True, False, False]
 
 
 async def test_a_broken_dataset_template_fails_only_the_exports_that_use_it() -> None:
@@ -181,7 +154,7 @@ async def test_a_broken_dataset_template_fails_only_the_exports_that_use_it() ->
     bad = h.add("bad", spec={"datasetId": "5f0c6a59-3f5e-4a55-9d59-8e7f2a4c2b11", "format": "csv"})
     good = h.add("good")
     outcomes = await h.admit_and_reconcile(bad, good)
-    assert outcomes == {bad: Result(), good: Result()}
+    assert outcomes == {bad: DONE, good: LOOK_AGAIN}
     status = h.status("bad")
     assert status["phase"] == "Failed"
     assert status["error"]["code"] == "INVALID_SPEC"
@@ -197,7 +170,7 @@ async def test_an_unparsable_quantity_fails_only_the_exports_that_need_it() -> N
     sized = h.add("sized", annotations={"exportjobs.dev/source-size-bytes": str(5 * 2**30)})
     plain = h.add("plain")
     outcomes = await h.admit_and_reconcile(sized, plain)
-    assert outcomes == {sized: Result(), plain: Result()}
+    assert outcomes == {sized: DONE, plain: LOOK_AGAIN}
     assert h.status("sized")["error"]["code"] == "INVALID_SPEC"
     assert "lots" in h.status("sized")["error"]["message"]
     assert h.status("plain")["phase"] == "Pending"
@@ -207,11 +180,11 @@ async def test_a_job_the_api_server_refuses_as_invalid_fails_its_export_once() -
     h = Harness()
     key = h.add("a")
     h.writer.create_errors = [ApiError(422, "Job.batch is invalid: spec.template...")]
-    assert (await h.admit_and_reconcile(key))[key] == Result()
+    assert (await h.admit_and_reconcile(key))[key] == DONE
     assert h.status("a")["error"]["code"] == "INVALID_SPEC"
-    assert h.events() == [("Warning", "Failed")]
-    h.controller.admit_once()
-    assert key not in h.controller.admitted, "a Failed export is not admitted again"
+    assert await h.events() == [("Warning", "Failed")]
+    h.admission.admit_once()
+    assert not h.admission.holds_slot(key), "a Failed export is not admitted again"
 
 
 async def test_a_nul_byte_in_the_csv_options_is_an_invalid_spec() -> None:
@@ -219,7 +192,7 @@ async def test_a_nul_byte_in_the_csv_options_is_an_invalid_spec() -> None:
     key = h.add(
         "a", spec={"source": {"uri": "s3://b/k.csv"}, "format": "csv", "csv": {"delimiter": "\0"}}
     )
-    assert (await h.admit_and_reconcile(key))[key] == Result()
+    assert (await h.admit_and_reconcile(key))[key] == DONE
     assert h.status("a")["error"]["code"] == "INVALID_SPEC"
     assert h.writer.jobs == []
 
@@ -237,17 +210,17 @@ async def test_a_finished_job_deleted_before_the_status_recorded_it_still_succee
         "status": {"succeeded": 1, "conditions": [condition("Complete")]},
     }
     assert done.complete
-    h.event(h.controller.jobs, "DELETED", body)  # TTL: gone from the cache
-    assert await h.controller.reconcile(key) == Result()
+    h.event(h.caches.jobs, "DELETED", body)  # TTL: gone from the cache
+    assert await h.reconcile(key) == DONE
     assert h.status("a")["phase"] == "Succeeded"
-    assert key not in h.controller.tombstones
+    assert await h.reconcile(key) == DONE and len(h.writer.patches) == 1, "recorded once"
 
 
 async def test_a_pod_that_cannot_start_is_failed_by_the_watchdog_and_frees_its_slot() -> None:
     h = Harness(start_timeout_seconds=60, max_running=1)
     key = h.add("a", status={"phase": "Pending", "jobName": "export-a"})
     waiting = h.add("b", created="2026-01-01T00:00:09Z")
-    h.event(h.controller.jobs, "ADDED", job_body("a", active=1))
+    h.event(h.caches.jobs, "ADDED", job_body("a", active=1))
     stuck = pod_body(
         export_name="a",
         state={"waiting": {"reason": "CreateContainerError", "message": "invalid env"}},
@@ -257,35 +230,36 @@ async def test_a_pod_that_cannot_start_is_failed_by_the_watchdog_and_frees_its_s
             "lastTransitionTime": "2026-01-01T00:18:30Z",
         },
     )
-    h.event(h.controller.pods, "ADDED", stuck)
-    h.controller.admit_once()
-    assert waiting in h.controller.positions, "the stuck one holds the only slot"
-    result = await h.controller.reconcile(key)  # 90 s after scheduling: over the limit
-    assert result == Result()
+    h.event(h.caches.pods, "ADDED", stuck)
+    h.admission.admit_once()
+    assert waiting in h.admission.positions, "the stuck one holds the only slot"
+    result = await h.reconcile(key)  # 90 s after scheduling: over the limit
+    assert result == DONE
     status = h.status("a")
     assert status["phase"] == "Failed"
     assert status["error"]["code"] == "POD_START_FAILED"
     assert h.writer.deleted_jobs == ["export-a"]
-    # Until then, a stuck pod is looked at again after the housekeeping interval.
-    h2 = Harness(start_timeout_seconds=600)
+    # Until then, a stuck pod is looked at again at the watchdog's deadline.
+    h2 = Harness(start_timeout_seconds=600, resync_interval_seconds=3600)
     k2 = h2.add("a", status={"phase": "Pending", "jobName": "export-a"})
-    h2.event(h2.controller.jobs, "ADDED", job_body("a", active=1))
-    h2.event(h2.controller.pods, "ADDED", stuck)
-    assert (await h2.controller.reconcile(k2)).requeue_after == 10.0
+    h2.event(h2.caches.jobs, "ADDED", job_body("a", active=1))
+    h2.event(h2.caches.pods, "ADDED", stuck)
+    # Scheduled at 00:18:30, + 600 s, now 00:20 (+ 1 s: past the limit, not at it).
+    assert (await h2.reconcile(k2)).requeue_after == 511.0
 
 
 async def test_status_write_failure_is_retried_by_the_queue_with_backoff() -> None:
     h = Harness(retry_base_seconds=0.01, retry_max_seconds=0.02)
     h.add("a")
     h.writer.patch_errors = [ApiError(503, "unavailable")] * 3
-    h.controller.leading.set()
-    worker = asyncio.create_task(run_worker(h.controller.queue, h.controller.reconcile))
-    h.controller.admit_once()
+    h.manager.leading.set()
+    worker = asyncio.create_task(run_worker(h.manager.queue, h.reconcile))
+    h.admission.admit_once()
     for _ in range(100):
         await asyncio.sleep(0.01)
         if h.status("a").get("jobName"):
             break
-    h.controller.queue.shut_down()
+    h.manager.queue.shut_down()
     await worker
     assert h.status("a")["jobName"] == "export-a"
     assert len(h.writer.jobs) == 1, "the Job was created once; only the status was retried"
@@ -294,23 +268,23 @@ async def test_status_write_failure_is_retried_by_the_queue_with_backoff() -> No
 async def test_a_deleted_exportjob_has_its_job_deleted_and_is_forgotten() -> None:
     h = Harness()
     key = h.add("a", status={"phase": "Pending", "jobName": "export-a"})
-    h.event(h.controller.jobs, "ADDED", job_body("a", active=1))
-    h.event(h.controller.exports, "DELETED", export_body("a"))
-    assert await h.controller.reconcile(key) == Result()
+    h.event(h.caches.jobs, "ADDED", job_body("a", active=1))
+    h.event(h.caches.exports, "DELETED", export_body("a"))
+    assert await h.reconcile(key) == DONE
     assert h.writer.deleted_jobs == ["export-a"]
-    assert h.controller.queue.failures(key) == 0
+    assert h.manager.queue.failures(key) == 0
 
 
 async def test_a_job_the_watch_does_not_show_yet_is_asked_for_before_failing() -> None:
     h = Harness()
     key = h.add("lag", status={"phase": "Pending", "jobName": "export-lag"})
     h.writer.existing.add("export-lag")  # e.g. the Job watch re-lists after an outage
-    assert await h.controller.reconcile(key) == Result()
+    assert await h.reconcile(key) == LOOK_AGAIN
     written = h.status("lag")
     assert "error" not in written, "not Failed"
     assert written.get("phase", "Pending") == "Pending"
     gone = h.add("gone", status={"phase": "Running", "jobName": "export-gone"})
-    assert await h.controller.reconcile(gone) == Result()
+    assert await h.reconcile(gone) == DONE
     assert h.status("gone")["error"]["code"] == "INTERNAL"
 
 
@@ -322,13 +296,13 @@ async def test_starting_to_lead_requeues_everything_and_replays_to_listeners() -
     h = Harness()
     keys = [h.add("a"), h.add("b", status={"phase": "Succeeded"})]
     seen: list[str] = []
-    h.controller.on_leading.append(
-        lambda: seen.extend(b["metadata"]["name"] for b in h.controller.export_bodies())
+    h.manager.on_leading.append(
+        lambda: seen.extend(b["metadata"]["name"] for b in h.manager.export_bodies())
     )
-    h.controller._start_leading()
+    h.manager.start_leading()
     assert sorted(seen) == ["a", "b"]
-    assert len(h.controller.queue) == len(keys)
-    [body] = [b for b in h.controller.export_bodies() if b["metadata"]["name"] == "b"]
+    assert len(h.manager.queue) == len(keys)
+    [body] = [b for b in h.manager.export_bodies() if b["metadata"]["name"] == "b"]
     assert body["status"]["phase"] == "Succeeded"
     assert body["metadata"]["uid"] == "uid-b"
 
@@ -342,7 +316,7 @@ async def test_an_invalid_spec_fails_at_once_even_while_it_would_wait_for_a_slot
         spec={"source": {"uri": "s3://b/k.csv"}, "format": "csv", "csv": {"quote": "\0"}},
     )
     outcomes = await h.admit_and_reconcile(first, bad)
-    assert outcomes == {first: Result(), bad: Result()}
+    assert outcomes == {first: LOOK_AGAIN, bad: DONE}
     assert h.status("bad")["error"]["code"] == "INVALID_SPEC"
     assert h.status("first")["phase"] == "Pending"
 
@@ -357,17 +331,15 @@ async def test_the_queue_position_is_written_once_on_entering_the_queue() -> Non
     assert [h.status(k[1])["phase"] for k in keys] == ["Pending", "Queued", "Queued", "Queued"]
     for key in keys:  # the watch shows what was written
         h.event(
-            h.controller.exports,
+            h.caches.exports,
             "MODIFIED",
             export_body(key[1], created=f"2026-01-01T00:00:0{key[1][1]}Z", status=h.status(key[1])),
         )
     # e0 finishes: e1 is admitted, e2 and e3 move up in the queue (2 → 1, 3 → 2).
-    h.event(
-        h.controller.jobs, "ADDED", job_body("e0", succeeded=1, conditions=[condition("Complete")])
-    )
+    h.event(h.caches.jobs, "ADDED", job_body("e0", succeeded=1, conditions=[condition("Complete")]))
     patches = len(h.writer.patches)
     await h.admit_and_reconcile(*keys)
-    assert h.controller.positions == {keys[2]: 1, keys[3]: 2}
+    assert h.admission.positions == {keys[2]: 1, keys[3]: 2}
     written = [name for name, _ in h.writer.patches[patches:]]
     assert sorted(written) == ["e0", "e1"], "e0 Succeeded, e1 Pending; nothing for e2 and e3"
     assert h.status("e2")["queuePosition"] == 2, "the place when it was queued: an upper bound"
@@ -376,17 +348,37 @@ async def test_the_queue_position_is_written_once_on_entering_the_queue() -> Non
 async def test_status_writes_wait_for_a_burst_of_job_creates_then_go() -> None:
     """Job creations first: the status write right after a create waits until no Job has
     been created for `creations_quiet`, then goes without any event asking for it."""
-    h = Harness()
-    h.controller.creations_quiet = 0.2
+    h = Harness(quiet=0.2)
     a, b = h.add("a"), h.add("b")
-    assert await h.controller.reconcile(a) == Result(requeue_after=15.0)
-    assert await h.controller.reconcile(b) == Result(requeue_after=15.0)
+    assert await h.reconcile(a) == Result(requeue_after=15.0)
+    assert await h.reconcile(b) == Result(requeue_after=15.0)
     assert [j["metadata"]["name"] for j in h.writer.jobs] == ["export-a", "export-b"]
     assert h.writer.patches == [], "no status write while Jobs are being created"
-    while len(h.controller.queue):  # the keys the informer events queued
-        h.controller.queue.done(await h.controller.queue.get())
+    while len(h.manager.queue):  # the keys the informer events queued
+        h.manager.queue.done(await h.manager.queue.get())
     await asyncio.sleep(0.5)
-    assert len(h.controller.queue) == 2, "both queued again once the creates were over"
+    assert len(h.manager.queue) == 2, "both queued again once the creates were over"
     for key in (a, b):
-        assert await h.controller.reconcile(key) == Result()
+        assert await h.reconcile(key) == LOOK_AGAIN
     assert [h.status(n)["jobName"] for n in ("a", "b")] == ["export-a", "export-b"]
+
+
+async def test_a_finished_export_is_looked_at_again_when_its_retention_ends() -> None:
+    h = Harness(retention_seconds=3600)
+    done = {"phase": "Succeeded", "completionTime": "2026-01-01T00:10:00Z"}
+    key = h.add("a", status=done)
+    # Completed at 00:10, now 00:20: 50 minutes left (+1 s: past it, not at it).
+    assert await h.reconcile(key) == Result(requeue_after=3001.0)
+    assert h.writer.deleted_exports == []
+    old = h.add("old", status={**done, "completionTime": "2025-12-31T23:00:00Z"})
+    assert await h.reconcile(old) == DONE
+    assert h.writer.deleted_exports == ["old"]
+
+
+async def test_a_deleted_export_drops_its_timers_and_backoff() -> None:
+    h = Harness(retention_seconds=3600)
+    key = h.add("a", status={"phase": "Succeeded", "completionTime": "2026-01-01T00:10:00Z"})
+    h.manager.queue.add_rate_limited(key)
+    assert h.manager.queue.failures(key) == 1
+    h.event(h.caches.exports, "DELETED", export_body("a"))
+    assert h.manager.queue.failures(key) == 0

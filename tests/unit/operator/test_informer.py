@@ -14,7 +14,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from export_operator.backoff import Backoff
-from export_operator.controller.views import PodView
+from export_operator.controller.snapshots import PodView
 from export_operator.informer import Informer, collection_path
 from tests.unit.operator.factories import pod_body
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from export_operator.controller.outcomes import parse_result
-from export_operator.controller.status import Watchdog, decide, set_condition, status_patch
-from export_operator.controller.views import JobView, PodView
+from export_operator.controller.conditions import set_condition
+from export_operator.controller.outcomes import Watchdog, parse_result
+from export_operator.controller.snapshots import JobView, PodView
+from export_operator.controller.status import decide, status_patch
 from export_operator.resource import ConditionType, Phase
 from tests.unit.operator.factories import condition, export, job, pod, terminated
 

@@ -9,7 +9,7 @@ from typing import Any
 from export_operator import resource
 from export_operator.controller.jobs import build_job, resolve_inputs
 from export_operator.controller.settings import OperatorSettings
-from export_operator.controller.views import ExportView
+from export_operator.controller.snapshots import ExportView
 from tests.support import strategies
 from tests.unit.webhook.conftest import AUTH, Harness
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from export_operator.controller.queue import plan_admission, queue_order, waits_for_job
+from export_operator.controller.admission import Fifo, plan_admission, waits_for_job
+from export_operator.controller.snapshots import ExportView
 from tests.unit.operator.factories import condition, export, job
 
 
@@ -12,7 +13,7 @@ def _exports(n: int) -> list:
 
 
 def test_fifo_by_creation_time_then_name() -> None:
-    order = [e.name for e in queue_order(_exports(6))]
+    order = [e.name for e in Fifo().order(_exports(6), holding=[])]
     assert order == ["e03", "e04", "e05", "e00", "e01", "e02"]
 
 
@@ -60,3 +61,18 @@ def test_who_waits_for_a_job() -> None:
     assert not waits_for_job(export("a", status={"phase": "Failed"}))
     assert not waits_for_job(export("a", status={"phase": "Pending", "jobName": "export-a"}))
     assert not waits_for_job(export("a", deleting=True))
+
+
+class _OldestLast:
+    """A policy that admits the newest first (any order the policy gives is the plan's)."""
+
+    def order(self, waiting: list[ExportView], *, holding: list[ExportView]) -> list[ExportView]:
+        return sorted(waiting, key=lambda e: e.queue_order, reverse=True)
+
+
+def test_the_policy_decides_who_gets_the_free_slots() -> None:
+    plan = plan_admission(
+        exports=_exports(6), jobs={}, in_flight=set(), max_running=2, policy=_OldestLast()
+    )
+    assert [e.name for e in plan.admit] == ["e02", "e01"]
+    assert list(plan.positions) == [("ns", "e00"), ("ns", "e05"), ("ns", "e04"), ("ns", "e03")]

@@ -1,8 +1,9 @@
-"""Small immutable views of ExportJobs, Jobs and Pods, made from raw API bodies.
+"""Snapshots: small immutable copies of what the controller reads of ExportJobs, Jobs and Pods.
 
-The kopf indexes hold these instead of whole objects: they are what the status derivation and the
-admission queue read, they compare by value (so an unchanged object does not disturb the index),
-and the pure functions that use them are tested from plain dicts.
+The informers' caches hold these instead of whole objects (one is made per watch event from the
+raw body): they are what the status derivation and admission read, they compare by value (so an
+unchanged pod does not wake its ExportJob), and the pure functions that use them are tested from
+plain dicts.
 """
 
 from __future__ import annotations
@@ -100,17 +101,9 @@ class ExportView:
         one-second resolution)."""
         return (self.created, self.namespace, self.name)
 
-    def with_status(self, status: Mapping[str, Any]) -> ExportView:
-        """The same view with another status (e.g. the one last written, fresher than the watch)."""
-        return dataclasses.replace(
-            self,
-            status_json=_canonical(status),
-            phase_value=str(status.get("phase") or ""),
-            job_name=str(status.get("jobName") or ""),
-        )
-
-    def with_progress(self, *, phase: str, job_name: str) -> ExportView:
-        """The same view with another phase and Job name (cheap: no JSON)."""
+    def with_written(self, *, phase: str, job_name: str) -> ExportView:
+        """The same snapshot with the phase and Job name this process wrote last (the watch may
+        not show them yet; cheap: no JSON)."""
         return dataclasses.replace(self, phase_value=phase, job_name=job_name)
 
     @functools.cached_property

@@ -1,0 +1,242 @@
+"""Admission: which waiting ExportJobs get a Job now, and where the others stand in line.
+
+`plan_admission` is pure and reads only the cluster state (the ExportJobs and Jobs the informers
+show, plus the keys this process admitted whose Job is not shown yet), so a restarted operator
+plans the same queue: nothing is lost and nothing is admitted twice. The order comes from an
+`AdmissionPolicy`: `Fifo` (creation time, then namespace and name) unless one is given.
+
+`Admission` holds the only state of it: the keys admitted whose Job is not created yet, the Jobs
+created but not yet seen by the watch ("expectations", client-go's word), and the queue positions
+of the last pass. A pass runs when something may have changed (`kick()`): new, cancelled or
+finished ExportJobs, a Job that ended. It only marks keys and enqueues them: their reconcile
+creates the Job or writes the position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Protocol
+
+from export_operator.controller import metrics
+from export_operator.controller.snapshots import ExportView, JobView
+from export_operator.controller.workqueue import WorkQueue
+from export_operator.informer import Informer
+from export_operator.resource import Phase, job_name_for
+
+Key = tuple[str, str]
+
+log = logging.getLogger(__name__)
+
+EXPECTATION_TIMEOUT = 120.0
+"""Seconds after which a created-but-unseen Job stops being expected (the watch lost it)."""
+BATCH_DELAY = 0.1
+"""Seconds a pass waits for more kicks, so a burst is planned in few passes."""
+CPU_SHARE = 0.25
+"""At most this share of the time goes to passes: with a long backlog they come less often (and
+admit more each); docs/benchmarks.md has what a pass costs."""
+
+
+class AdmissionPolicy(Protocol):
+    """Who gets the free slots: the waiting ExportJobs in the order they are admitted."""
+
+    def order(
+        self, waiting: Sequence[ExportView], *, holding: Sequence[ExportView]
+    ) -> list[ExportView]:
+        """`waiting` in admission order; the first free ones are admitted, the rest numbered.
+
+        `holding`: the ExportJobs whose Job holds a slot now (e.g. to count slots per owner).
+        """
+        ...
+
+
+class Fifo:
+    """First in, first out: creation time, then namespace and name (one-second timestamps)."""
+
+    def order(
+        self, waiting: Sequence[ExportView], *, holding: Sequence[ExportView]
+    ) -> list[ExportView]:
+        return sorted(waiting, key=lambda e: e.queue_order)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AdmissionPlan:
+    admit: list[ExportView]
+    """Admit now, in the policy's order."""
+    positions: dict[Key, int]
+    """1-based queue positions of the ExportJobs left waiting."""
+    running: int
+    """Jobs counting against the limit before this plan."""
+
+
+def waits_for_job(export: ExportView) -> bool:
+    """Whether an ExportJob still needs its Job (not finished, cancelled, deleted or started)."""
+    if export.deleting or export.cancel_requested or export.finished:
+        return False
+    return not export.job_name
+
+
+def plan_admission(
+    *,
+    exports: Iterable[ExportView],
+    jobs: Mapping[Key, JobView],
+    in_flight: Collection[Key],
+    max_running: int,
+    policy: AdmissionPolicy | None = None,
+    holding: Sequence[ExportView] = (),
+) -> AdmissionPlan:
+    """Split the waiting ExportJobs into those admitted now and those queued.
+
+    Args:
+        exports: every ExportJob the operator watches.
+        jobs: their Jobs by (namespace, ExportJob name).
+        in_flight: keys admitted whose Job is not shown yet (being created, its create being
+            retried, or created and not yet seen): they hold a slot.
+        max_running: the concurrency limit; 0 = none.
+        policy: the order of admission (default `Fifo`).
+        holding: the ExportJobs holding a slot, for the policy.
+    """
+    running = sum(1 for job in jobs.values() if job.occupies_slot)
+    running += sum(1 for key in in_flight if key not in jobs)
+    candidates = [
+        e for e in exports if waits_for_job(e) and e.key not in jobs and e.key not in in_flight
+    ]
+    waiting = (policy or Fifo()).order(candidates, holding=holding)
+    free = len(waiting) if max_running == 0 else max(0, max_running - running)
+    positions = {e.key: i for i, e in enumerate(waiting[free:], start=1)}
+    return AdmissionPlan(admit=waiting[:free], positions=positions, running=running)
+
+
+class Admission:
+    """The admission passes and their state (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        exports: Informer[ExportView],
+        jobs: Informer[JobView],
+        queue: WorkQueue[Key],
+        max_running: int,
+        fresh: Callable[[ExportView], ExportView] = lambda e: e,
+        policy: AdmissionPolicy | None = None,
+    ) -> None:
+        self._exports = exports
+        self._jobs = jobs
+        self._queue = queue
+        self._max_running = max_running
+        self.fresh = fresh
+        """The snapshot with what this process last wrote (set by the reconciler)."""
+        self.policy: AdmissionPolicy = policy or Fifo()
+        self._admitted: set[Key] = set()
+        self._expected: dict[Key, float] = {}
+        self.positions: dict[Key, int] = {}
+        """Queue positions of the last pass."""
+        self._kicked = asyncio.Event()
+
+    # -- what the reconciler asks and tells ------------------------------------------------------
+    def take_slot(self, key: Key) -> bool:
+        """Whether `key` may create its Job now (without a limit it takes a slot at once: no
+        need to wait for a pass)."""
+        if self._max_running == 0:
+            self._admitted.add(key)
+        return key in self._admitted
+
+    def holds_slot(self, key: Key) -> bool:
+        """Whether `key` was admitted and its Job is not shown yet."""
+        return key in self._admitted
+
+    def in_flight(self, key: Key) -> bool:
+        """Whether this process created the Job of `key` and the watch has not shown it yet."""
+        return key in self._expected
+
+    def created(self, key: Key) -> None:
+        """The Job of `key` was created (or found existing): expect it in the watch."""
+        self._expected[key] = time.monotonic()
+
+    def seen(self, key: Key) -> None:
+        """The Job of `key` is in the cache: no longer expected."""
+        self._expected.pop(key, None)
+
+    def release(self, key: Key) -> None:
+        """`key` finished or is gone: it holds no slot and has no place in line."""
+        self._admitted.discard(key)
+        self._expected.pop(key, None)
+        self.positions.pop(key, None)
+
+    def creating(self) -> bool:
+        """Whether admitted keys still wait for their Job create."""
+        return any(k not in self._expected for k in self._admitted)
+
+    def reset(self) -> None:
+        """Forget the slots (on gaining the lead: another leader may have changed them)."""
+        self._admitted.clear()
+        self.positions.clear()
+        self.kick()
+
+    # -- the passes ------------------------------------------------------------------------------
+    def kick(self) -> None:
+        """Ask for a pass."""
+        self._kicked.set()
+
+    async def run(self, leading: asyncio.Event) -> None:
+        """Run a pass after each kick, while this replica leads."""
+        took = 0.0
+        while True:
+            await self._kicked.wait()
+            await asyncio.sleep(max(BATCH_DELAY, took / CPU_SHARE - took))
+            await leading.wait()
+            self._kicked.clear()
+            started = time.monotonic()
+            try:
+                self.admit_once()
+            except Exception:  # one bad pass must not stop admission for good
+                log.exception("admission pass failed")
+                await asyncio.sleep(1.0)
+                self.kick()
+            took = time.monotonic() - started
+
+    def admit_once(self) -> None:
+        """One pass: mark the head of the queue admitted, number the rest; enqueue the keys
+        whose place changed (their reconcile creates the Job or writes the position)."""
+        jobs: dict[Key, JobView] = {}
+        for job in self._jobs.items.values():
+            if job.export_name and job.name == job_name_for(job.export_name):
+                jobs[(job.namespace, job.export_name)] = job
+        expiry = time.monotonic() - EXPECTATION_TIMEOUT
+        for key, since in list(self._expected.items()):
+            if key in jobs or since < expiry:
+                del self._expected[key]
+        waiting = [v for v in map(self.fresh, self._exports.items.values()) if waits_for_job(v)]
+        waiting = [v for v in waiting if v.key not in jobs]
+        self._admitted &= {e.key for e in waiting}
+        in_flight = self._admitted | self._expected.keys()
+        plan = plan_admission(
+            exports=waiting,
+            jobs=jobs,
+            in_flight=in_flight,
+            max_running=self._max_running,
+            policy=self.policy,
+            holding=self._holding(jobs, in_flight),
+        )
+        log.debug("admission pass: %d admitted, %d queued", len(plan.admit), len(plan.positions))
+        for export in reversed(plan.admit):  # each goes to the head: the first ends first
+            self._admitted.add(export.key)
+            self._queue.add(export.key, urgent=True)  # Job creations before status writes
+        metrics.QUEUE_DEPTH.set(len(plan.positions))
+        metrics.RUNNING_JOBS.set(plan.running + len(plan.admit))
+        phases = {e.key: e.phase_value for e in waiting}
+        previous, self.positions = self.positions, plan.positions
+        for key in plan.positions:
+            # Entering the queue: its reconcile writes Queued and the position. A mere shift of
+            # an ExportJob already queued is not written (see Reconciler.reconcile).
+            if key not in previous and phases[key] != Phase.QUEUED.value:
+                self._queue.add(key)
+
+    def _holding(self, jobs: Mapping[Key, JobView], in_flight: Collection[Key]) -> list[ExportView]:
+        if isinstance(self.policy, Fifo):
+            return []  # FIFO does not look: no lookups
+        keys = [k for k, j in jobs.items() if j.occupies_slot] + list(in_flight)
+        return [e for e in map(self._exports.get, keys) if e is not None]

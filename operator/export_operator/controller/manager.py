@@ -1,0 +1,248 @@
+"""The manager: wires the controller together and runs it (controller-runtime's `Manager`).
+
+It owns the API clients, the caches (informers), the work queue and its workers, leader election,
+and the runnables that act only while this replica leads: the workers, the admission passes and
+the Event posters. Watch events become keys here (the event handlers: an ExportJob's own key, a
+Job's or a pod's owner); nothing acts before every cache has listed, so a restarted operator sees
+every Job that exists and admits nothing twice.
+
+With leader election (leader.py) every replica watches, and only the Lease holder acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from export_operator import kube
+from export_operator.backoff import Backoff
+from export_operator.controller import metrics
+from export_operator.controller.admission import Admission, Key
+from export_operator.controller.apicalls import ApiError, KubeWriter, Writer
+from export_operator.controller.caches import Caches
+from export_operator.controller.leader import LeaderElector, LeaseConfig, default_identity
+from export_operator.controller.reconciler import Reconciler
+from export_operator.controller.recorder import CREATIONS_QUIET, EventRecorder
+from export_operator.controller.settings import OperatorSettings
+from export_operator.controller.snapshots import ExportView, JobView, PodView, format_time
+from export_operator.controller.status import JobCreateError
+from export_operator.controller.workqueue import WorkQueue, run_worker
+from export_operator.resource import job_name_for
+
+ExportListener = Callable[[str | None, Mapping[str, Any]], None]
+
+log = logging.getLogger(__name__)
+
+EVENT_POSTERS = 4
+"""Events posted at once."""
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Manager:
+    """Clients, caches, leader election and the runnables; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        settings: OperatorSettings,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        creations_quiet: float = CREATIONS_QUIET,
+    ) -> None:
+        self.settings = settings
+        self.caches = Caches(settings)
+        self.queue: WorkQueue[Key] = WorkQueue(
+            backoff=Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
+        )
+        self.admission = Admission(
+            exports=self.caches.exports,
+            jobs=self.caches.jobs,
+            queue=self.queue,
+            max_running=settings.max_running,
+        )
+        self.recorder = EventRecorder(
+            queue=self.queue, creating=self.admission.creating, clock=clock, quiet=creations_quiet
+        )
+        self.reconciler = Reconciler(
+            settings=settings,
+            caches=self.caches,
+            admission=self.admission,
+            recorder=self.recorder,
+            clock=clock,
+        )
+        self.admission.fresh = self.reconciler.fresh
+        self.leading = asyncio.Event()
+        """Set while this replica acts (always, standalone). Stable: others may wait on it."""
+        self.on_leading: list[Callable[[], None]] = []
+        """Called each time this replica starts to lead (e.g. the notifier's replay)."""
+        self.export_listeners: list[ExportListener] = []
+        """Called with every ExportJob event (type, raw body), e.g. the notifier's."""
+        self._apis: list[client.ApiClient] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.caches.exports.listeners.append(self._on_export)
+        self.caches.jobs.listeners.append(self._on_job)
+        self.caches.pods.listeners.append(self._on_pod)
+
+    def connect(self, writer: Writer) -> None:
+        """Send the reconciler's writes and the Events to `writer`."""
+        self.reconciler.writer = writer
+        self.recorder.writer = writer
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the API clients and start the informers; once they have listed, the rest."""
+        # trust_env=False: no netrc/proxy lookups (a thread hop) on every API call.
+        api = await kube.new_api_client(trust_env=False)
+        # The watches hold their connections for minutes: a client of their own.
+        watch_api = await kube.new_api_client(trust_env=False)
+        self._apis = [api, watch_api]
+        self.connect(KubeWriter(api, timeout=self.settings.request_timeout_seconds))
+        for informer in self.caches.all:
+            informer.api = watch_api
+        self._tasks = [asyncio.create_task(i.run()) for i in self.caches.all]
+        self._tasks.append(asyncio.create_task(self._start_acting(api)))
+
+    async def _start_acting(self, api: client.ApiClient) -> None:
+        """Once every cache has listed: leader election (or lead at once) and the runnables."""
+        await asyncio.gather(*(i.synced.wait() for i in self.caches.all))
+        log.info(
+            "caches filled: %d ExportJobs, %d Jobs, %d pods",
+            *(len(i.items) for i in self.caches.all),
+        )
+        s = self.settings
+        runnables: list[Coroutine[Any, Any, None]] = [
+            self.admission.run(self.leading),
+            *(self.recorder.run() for _ in range(EVENT_POSTERS)),
+            *(
+                run_worker(
+                    self.queue,
+                    self.reconciler.reconcile,
+                    on_error=self._on_error,
+                    gate=self.leading,
+                )
+                for _ in range(s.workers)
+            ),
+        ]
+        if s.standalone:
+            self.start_leading()
+            self.leading.set()
+        else:
+            leader = LeaderElector(
+                client.CoordinationV1Api(api),
+                LeaseConfig(
+                    namespace=s.lease_namespace or s.namespace or "default",
+                    name=s.lease_name,
+                    identity=default_identity(),
+                    lease_duration=s.lease_duration_seconds,
+                    renew_deadline=s.lease_renew_deadline_seconds,
+                    retry_period=s.lease_retry_period_seconds,
+                ),
+                on_started=self.start_leading,
+                request_timeout=min(s.request_timeout_seconds, s.lease_renew_deadline_seconds),
+                leading=self.leading,
+            )
+            runnables.append(self._elect(leader))
+        self._tasks += [asyncio.create_task(c) for c in runnables]
+
+    async def _elect(self, leader: LeaderElector) -> None:
+        try:
+            await leader.run()
+        finally:  # cancelled by stop(): hand the Lease over
+            await leader.release()
+
+    async def stop(self) -> None:
+        """Stop the workers and runnables, hand the Lease over, close the API clients."""
+        self.queue.shut_down()
+        self.recorder.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.reconciler.writer = self.recorder.writer = None
+        for api in self._apis:
+            await api.close()
+        self._apis = []
+
+    def start_leading(self) -> None:
+        """Called on (re)gaining the lead: forget what another leader may have changed meanwhile and look
+        at every ExportJob again."""
+        self.reconciler.reset()
+        self.admission.reset()
+        for key in list(self.caches.exports.items):
+            self.queue.add(key)
+        for callback in self.on_leading:
+            callback()
+
+    def _on_error(self, key: Key, exc: BaseException, delay: float) -> None:
+        failures = self.queue.failures(key)
+        if isinstance(exc, JobCreateError):
+            metrics.RECONCILE_ERRORS.labels("create_job").inc()
+        elif isinstance(exc, ApiError):
+            metrics.RECONCILE_ERRORS.labels("write").inc()
+        else:
+            log.error("reconcile of %s/%s failed", *key, exc_info=exc)
+            return
+        if failures == 1 or failures % 10 == 0:  # the first and then every tenth: no log floods
+            log.warning("%s/%s: %s (attempt %d, retry in %.1fs)", *key, exc, failures, delay)
+
+    def export_bodies(self) -> Iterator[dict[str, Any]]:
+        """Every ExportJob the cache holds, as a plain body (metadata, spec, status)."""
+        for view in list(self.caches.exports.items.values()):
+            yield {
+                "metadata": {
+                    "namespace": view.namespace,
+                    "name": view.name,
+                    "uid": view.uid,
+                    "generation": view.generation,
+                    "creationTimestamp": format_time(view.created),
+                },
+                "spec": view.spec,
+                "status": view.status,
+            }
+
+    def probe(self) -> dict[str, int]:
+        """For the liveness endpoint."""
+        return {
+            "queued": len(self.admission.positions),
+            "workQueue": len(self.queue),
+            "leading": int(self.leading.is_set()),
+            "cached": len(self.caches.exports.items),
+            "synced": int(self.caches.synced()),
+        }
+
+    # -- event handlers: watch events become keys ----------------------------------------------
+    def _on_export(
+        self, event_type: str | None, view: ExportView, old: ExportView | None, body: Any
+    ) -> None:
+        key = view.key
+        if event_type == "DELETED":
+            self.reconciler.forget(view)
+            self.admission.release(key)
+            self.queue.discard(key)  # its timers and failures; the reconcile below still runs
+            self.admission.kick()
+        elif event_type in (None, "ADDED") or view.cancel_requested or view.finished:
+            self.admission.kick()  # new, cancelled or finished: the queue changes
+        self.queue.add(key)
+        for listener in self.export_listeners:
+            listener(event_type, body)
+
+    def _on_job(self, event_type: str | None, job: JobView, old: JobView | None, body: Any) -> None:
+        if not job.export_name:
+            return
+        key = (job.namespace, job.export_name)
+        if event_type == "DELETED" and job.name == job_name_for(job.export_name) and job.ending:
+            self.reconciler.job_deleted(key, job)
+        if job.finished or job.deleting or event_type == "DELETED":
+            self.admission.kick()  # a slot may have freed
+        self.queue.add(key)
+
+    def _on_pod(self, event_type: str | None, pod: PodView, old: PodView | None, body: Any) -> None:
+        if not pod.export_name or (event_type == "MODIFIED" and pod == old):
+            return  # nothing the controller reads has changed (most pod updates)
+        self.queue.add((pod.namespace, pod.export_name))
