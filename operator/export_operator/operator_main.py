@@ -24,9 +24,8 @@ import kopf
 import uvloop
 
 from export_operator.controller import metrics
-from export_operator.controller.handlers import register, register_notifier
+from export_operator.controller.handlers import register
 from export_operator.controller.manager import Manager
-from export_operator.controller.notify import Notifier
 from export_operator.controller.settings import OperatorSettings
 from export_operator.jsonlogs import configure_logging
 from export_processor.common import add_version_argument, version_line
@@ -94,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     controller = Manager(settings=settings)
     registry = kopf.OperatorRegistry()
     register(registry, controller)
-    register_notifier(registry, Notifier(settings=settings), controller)
     liveness = (
         f"http://{settings.liveness_host}:{settings.liveness_port}/healthz"
         if settings.liveness_port

@@ -8,15 +8,12 @@ bulk of the operator's CPU in a burst.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from export_operator import kube
 from export_operator.controller.manager import Manager
-from export_operator.controller.notify import Notifier
 from export_operator.controller.settings import OperatorSettings
 
 
@@ -77,36 +74,3 @@ def register(registry: kopf.OperatorRegistry, controller: Manager) -> None:
     @kopf.on.probe(id="queue", registry=registry)
     async def queue_probe(**_: Any) -> dict[str, int]:
         return controller.probe()
-
-
-def register_notifier(
-    registry: kopf.OperatorRegistry, notifier: Notifier, controller: Manager
-) -> None:
-    """Completion callbacks: the notifier hears every ExportJob event of the controller's
-    informer, apart from the reconciler.
-
-    Callbacks go out only from the replica that leads (leader election): events seen while
-    standing by are not acted on, and each time this replica starts to lead it replays every
-    cached ExportJob to the notifier (which skips those already notified).
-    """
-
-    @kopf.on.startup(registry=registry)
-    async def start_notifier(**_: Any) -> None:
-        await notifier.start()
-
-    @kopf.on.cleanup(registry=registry)
-    async def stop_notifier(**_: Any) -> None:
-        await notifier.stop()
-
-    leading: asyncio.Event = controller.leading
-
-    def replay() -> None:
-        for body in controller.export_bodies():
-            notifier.observe(event_type=None, body=body)
-
-    def observe(event_type: str | None, body: Mapping[str, Any]) -> None:
-        if leading.is_set():
-            notifier.observe(event_type=event_type, body=body)
-
-    controller.on_leading.append(replay)
-    controller.export_listeners.append(observe)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -26,15 +26,14 @@ from export_operator.controller.admission import Admission, Key
 from export_operator.controller.apicalls import ApiError, KubeWriter, Writer
 from export_operator.controller.caches import Caches
 from export_operator.controller.leader import LeaderElector, LeaseConfig, default_identity
+from export_operator.controller.notify import Notifier
 from export_operator.controller.reconciler import Reconciler
 from export_operator.controller.recorder import CREATIONS_QUIET, EventRecorder
 from export_operator.controller.settings import OperatorSettings
-from export_operator.controller.snapshots import ExportView, JobView, PodView, format_time
+from export_operator.controller.snapshots import ExportView, JobView, PodView
 from export_operator.controller.status import JobCreateError
 from export_operator.controller.workqueue import WorkQueue, run_worker
 from export_operator.resource import job_name_for
-
-ExportListener = Callable[[str | None, Mapping[str, Any]], None]
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +77,21 @@ class Manager:
             clock=clock,
         )
         self.admission.fresh = self.reconciler.fresh
+        self.notifier = Notifier(settings=settings, exports=self.caches.exports, clock=clock)
+        """The second reconciler: completion callbacks, its own queue and workers."""
         self.leading = asyncio.Event()
         """Set while this replica acts (always, standalone). Stable: others may wait on it."""
-        self.on_leading: list[Callable[[], None]] = []
-        """Called each time this replica starts to lead (e.g. the notifier's replay)."""
-        self.export_listeners: list[ExportListener] = []
-        """Called with every ExportJob event (type, raw body), e.g. the notifier's."""
         self._apis: list[client.ApiClient] = []
         self._tasks: list[asyncio.Task[Any]] = []
-        self.caches.exports.listeners.append(self._on_export)
+        self.caches.exports.listeners += [self._on_export, self.notifier.on_export]
         self.caches.jobs.listeners.append(self._on_job)
         self.caches.pods.listeners.append(self._on_pod)
 
-    def connect(self, writer: Writer) -> None:
-        """Send the reconciler's writes and the Events to `writer`."""
-        self.reconciler.writer = writer
-        self.recorder.writer = writer
+    def connect(self, writer: Writer | None, notifier_writer: Writer | None = None) -> None:
+        """Send the reconciler's writes and the Events to `writer`, the notifier's to
+        `notifier_writer` (default: the same)."""
+        self.reconciler.writer = self.recorder.writer = writer
+        self.notifier.writer = notifier_writer or writer
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -102,8 +100,11 @@ class Manager:
         api = await kube.new_api_client(trust_env=False)
         # The watches hold their connections for minutes: a client of their own.
         watch_api = await kube.new_api_client(trust_env=False)
-        self._apis = [api, watch_api]
-        self.connect(KubeWriter(api, timeout=self.settings.request_timeout_seconds))
+        # The notifier's writes: a busy reconciler does not delay them (nor they it).
+        notify_api = await kube.new_api_client(trust_env=False)
+        self._apis = [api, watch_api, notify_api]
+        timeout = self.settings.request_timeout_seconds
+        self.connect(KubeWriter(api, timeout=timeout), KubeWriter(notify_api, timeout=timeout))
         for informer in self.caches.all:
             informer.api = watch_api
         self._tasks = [asyncio.create_task(i.run()) for i in self.caches.all]
@@ -128,6 +129,10 @@ class Manager:
                     gate=self.leading,
                 )
                 for _ in range(s.workers)
+            ),
+            *(
+                run_worker(self.notifier.queue, self.notifier.reconcile, gate=self.leading)
+                for _ in range(s.notify_concurrency)
             ),
         ]
         if s.standalone:
@@ -160,24 +165,24 @@ class Manager:
     async def stop(self) -> None:
         """Stop the workers and runnables, hand the Lease over, close the API clients."""
         self.queue.shut_down()
+        self.notifier.queue.shut_down()
         self.recorder.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.reconciler.writer = self.recorder.writer = None
+        self.connect(None)
         for api in self._apis:
             await api.close()
         self._apis = []
 
     def start_leading(self) -> None:
-        """Called on (re)gaining the lead: forget what another leader may have changed meanwhile and look
-        at every ExportJob again."""
+        """Called on (re)gaining the lead: forget what another leader may have changed
+        meanwhile and look at every ExportJob again."""
         self.reconciler.reset()
         self.admission.reset()
         for key in list(self.caches.exports.items):
             self.queue.add(key)
-        for callback in self.on_leading:
-            callback()
+        self.notifier.replay()
 
     def _on_error(self, key: Key, exc: BaseException, delay: float) -> None:
         failures = self.queue.failures(key)
@@ -190,21 +195,6 @@ class Manager:
             return
         if failures == 1 or failures % 10 == 0:  # the first and then every tenth: no log floods
             log.warning("%s/%s: %s (attempt %d, retry in %.1fs)", *key, exc, failures, delay)
-
-    def export_bodies(self) -> Iterator[dict[str, Any]]:
-        """Every ExportJob the cache holds, as a plain body (metadata, spec, status)."""
-        for view in list(self.caches.exports.items.values()):
-            yield {
-                "metadata": {
-                    "namespace": view.namespace,
-                    "name": view.name,
-                    "uid": view.uid,
-                    "generation": view.generation,
-                    "creationTimestamp": format_time(view.created),
-                },
-                "spec": view.spec,
-                "status": view.status,
-            }
 
     def probe(self) -> dict[str, int]:
         """For the liveness endpoint."""
@@ -229,8 +219,6 @@ class Manager:
         elif event_type in (None, "ADDED") or view.cancel_requested or view.finished:
             self.admission.kick()  # new, cancelled or finished: the queue changes
         self.queue.add(key)
-        for listener in self.export_listeners:
-            listener(event_type, body)
 
     def _on_job(self, event_type: str | None, job: JobView, old: JobView | None, body: Any) -> None:
         if not job.export_name:

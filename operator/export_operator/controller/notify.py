@@ -1,457 +1,228 @@
 """Completion callbacks: a signed CloudEvent to `spec.notify.url` once an export's phase is final.
 
-The notifier watches ExportJobs through its own kopf event handler (handlers.py), apart from the
-reconciler: it starts a delivery when it first sees a final phase (Succeeded, Failed, Cancelled;
-a Failed phase is only ever written after the Job's last attempt) and snapshots the object at that
-moment, so the event carries the status of the transition, not of a later moment. Deliveries run
-as their own tasks with their own API client, a bounded number of attempts at once and a timeout
-per attempt: a slow receiver cannot stall reconciles.
+The notifier is a second reconciler on the controller's ExportJob cache, with its own work queue,
+workers (`notify_concurrency`) and API client, so a slow receiver cannot stall the reconciler's
+writes. Its event handler queues the key of a finished ExportJob (Succeeded, Failed, Cancelled;
+a Failed phase is only ever written after the Job's last attempt) with `spec.notify`;
+`reconcile(key)` makes at most one attempt (with a timeout) and returns
+`Result(requeue_after=...)` for the next one.
 
-At least once: network errors, 5xx and 429 are retried with exponential backoff and jitter
-(Retry-After honoured) until `notify_window_seconds` after `completionTime`; other 4xx, redirects
-and refused destinations stop at once. Each attempt is recorded in `status.notification`, so a
-restarted operator (kopf lists every ExportJob at start) resumes where the last one stopped.
+At least once: network errors, 5xx and 429 are retried with the one backoff type
+(`export_operator.backoff`; Retry-After honoured) until `notify_window_seconds` after
+`completionTime`; other 4xx, redirects and refused destinations stop at once. Each attempt is
+recorded in `status.notification`, so a restarted operator (its caches list every ExportJob)
+resumes where the last one stopped; a failed write of it is retried by the work queue.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import email.utils
-import ipaddress
 import json
 import logging
-import random
-import socket
-import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-
-from export_operator import kube
-from export_operator.callbacks import CallbackPolicy, CallbackRefusedError, CallbackTarget
+from export_operator.backoff import Backoff
+from export_operator.callbacks import CallbackRefusedError
 from export_operator.controller import metrics
-from export_operator.controller.apicalls import ApiError, KubeWriter
+from export_operator.controller.apicalls import ApiError, Writer
+from export_operator.controller.delivery import MAX_ERROR, Attempt, Sender, build_event
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.signing import read_secrets, signed_headers
-from export_operator.controller.snapshots import format_time, parse_time
+from export_operator.controller.snapshots import ExportView, format_time, parse_time
+from export_operator.controller.workqueue import Result, WorkQueue
+from export_operator.informer import Informer
 from export_operator.presign import Presigner, own_result_uri
-from export_operator.public_view import client_view
 from export_operator.resource import Phase
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = {Phase.SUCCEEDED: "succeeded", Phase.FAILED: "failed", Phase.CANCELLED: "cancelled"}
-EVENT_TYPE_PREFIX = "dev.exportjobs.export."
-CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
-USER_AGENT = "exportjobs-operator (completion callback)"
+Key = tuple[str, str]
+
 PENDING, DELIVERED, FAILED = "Pending", "Delivered", "Failed"
-MAX_DONE = 100_000
-"""How many ended deliveries a process remembers (see `Notifier.done`)."""
-MAX_ERROR = 1024
-"""`status.notification.lastError` is at most this long (CRD)."""
-RESPONSE_READ_LIMIT = 64 * 1024
-"""Bytes of a receiver's answer read (and dropped) before the connection closes."""
-
-
-def event_id(*, uid: str, outcome: str) -> str:
-    """The CloudEvents `id` and `webhook-id`: the same for every attempt of one export's outcome
-    (receivers deduplicate on it), another for a namesake created later (another uid)."""
-    return f"{uid}.{outcome}"
-
-
-def build_event(
-    obj: Mapping[str, Any], *, source_prefix: str, download_url: str | None
-) -> dict[str, Any]:
-    """The CloudEvents 1.0 structured-mode event for a finished ExportJob."""
-    meta = obj.get("metadata") or {}
-    status = obj.get("status") or {}
-    outcome = OUTCOMES[Phase(str(status.get("phase")))]
-    return {
-        "specversion": "1.0",
-        "type": EVENT_TYPE_PREFIX + outcome,
-        "source": f"{source_prefix}/namespaces/{meta.get('namespace')}/exportjobs",
-        "id": event_id(uid=str(meta.get("uid")), outcome=outcome),
-        "subject": str(meta.get("name")),
-        "time": status.get("completionTime"),
-        "datacontenttype": "application/json",
-        "data": client_view(obj, download_url=download_url),
-    }
-
-
-# -- one attempt ---------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """What one POST came to."""
-
-    verdict: Literal["delivered", "retry", "stop"]
-    status_code: int | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    """Seconds the receiver asked to wait (429/503 Retry-After)."""
-
-    @property
-    def label(self) -> str:
-        """The metric label: `2xx`, `3xx`, `4xx`, `429`, `5xx`, `network` or `refused`."""
-        code = self.status_code
-        if code is None:
-            return "refused" if self.verdict == "stop" else "network"
-        return "429" if code == 429 else f"{code // 100}xx"
-
-
-def parse_retry_after(value: str | None, *, now: dt.datetime) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent/bad."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def classify(status_code: int, headers: Mapping[str, str], *, now: dt.datetime) -> Attempt:
-    """The verdict on a receiver's answer."""
-    if 200 <= status_code <= 299:
-        return Attempt("delivered", status_code)
-    if 300 <= status_code <= 399:
-        location = headers.get("Location", "")[:200]
-        return Attempt(
-            "stop", status_code, f"HTTP {status_code}: redirect to {location!r} not followed"
-        )
-    retry_after = parse_retry_after(headers.get("Retry-After"), now=now)
-    if status_code == 429 or status_code >= 500:
-        return Attempt("retry", status_code, f"HTTP {status_code}", retry_after)
-    return Attempt("stop", status_code, f"HTTP {status_code}: the receiver refused the event")
-
-
-def backoff(attempts: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """The delay after the `attempts`-th failed attempt: base·2^(n-1), capped, 50-100 % of it."""
-    nominal = min(cap, base * 2.0 ** min(attempts - 1, 40))
-    return nominal * rng.uniform(0.5, 1.0)
-
-
-class PinnedResolver(AbstractResolver):
-    """Answers with the addresses the policy already checked: aiohttp connects to exactly those,
-    so a second DNS answer (rebinding) never reaches the socket."""
-
-    def __init__(self, host: str, addresses: list[tuple[socket.AddressFamily, str]]) -> None:
-        self._host = host
-        self._addresses = addresses
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host != self._host:  # never: one connector per attempt, one host
-            raise OSError(f"unexpected host {host!r}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=fam,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for fam, address in self._addresses
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
-class Sender:
-    """POSTs one signed body to a checked destination: DNS resolved and checked here, no proxy,
-    no redirects, one timeout over all of it."""
-
-    def __init__(
-        self, *, policy: CallbackPolicy, timeout: float, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
-        self.policy = policy
-        self.timeout = timeout
-        self.ssl_context = ssl_context
-        """TLS trust; None = the system's CAs (`SSL_CERT_FILE` adds a private CA)."""
-
-    async def _resolve(self, target: CallbackTarget) -> list[tuple[socket.AddressFamily, str]]:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            target.host, target.port, type=socket.SOCK_STREAM
-        )
-        addresses: list[tuple[socket.AddressFamily, str]] = []
-        for family, _, _, _, sockaddr in infos:
-            text = str(sockaddr[0]).split("%", 1)[0]
-            self.policy.check_address(ipaddress.ip_address(text), host=target.host)
-            if (family, text) not in addresses:
-                addresses.append((family, text))
-        if not addresses:
-            raise OSError(f"{target.host} resolves to no address")
-        return addresses
-
-    async def post(
-        self,
-        target: CallbackTarget,
-        *,
-        body: bytes,
-        headers: Mapping[str, str],
-        now: Callable[[], dt.datetime],
-    ) -> Attempt:
-        try:
-            async with asyncio.timeout(self.timeout):
-                if target.literal is None:
-                    resolver: AbstractResolver = PinnedResolver(
-                        target.host, await self._resolve(target)
-                    )
-                else:
-                    resolver = PinnedResolver(target.host, [])
-                connector = aiohttp.TCPConnector(
-                    resolver=resolver,
-                    use_dns_cache=False,
-                    force_close=True,
-                    ssl=self.ssl_context if self.ssl_context is not None else True,
-                )
-                async with (
-                    aiohttp.ClientSession(connector=connector, trust_env=False) as session,
-                    session.post(
-                        target.url,
-                        data=body,
-                        headers={
-                            **headers,
-                            "Content-Type": CONTENT_TYPE,
-                            "User-Agent": USER_AGENT,
-                        },
-                        allow_redirects=False,
-                    ) as response,
-                ):
-                    await response.content.read(RESPONSE_READ_LIMIT)
-                    return classify(response.status, response.headers, now=now())
-        except CallbackRefusedError as exc:
-            return Attempt("stop", None, str(exc))
-        except TimeoutError:
-            return Attempt("retry", None, f"no answer within {self.timeout:g} s")
-        except (aiohttp.ClientError, OSError) as exc:
-            return Attempt("retry", None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR])
-
-
-# -- the notifier --------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """A deep copy of a kopf body (mappings and lists) as plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@dataclass(slots=True)
-class _Delivery:
-    """One export's callback in this process: the snapshot at the final phase, and the task."""
-
-    snapshot: dict[str, Any]
-    latest: dict[str, Any]
-    task: asyncio.Task[None] | None = None
+def _caught_up(seen: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
+    """Whether the watch shows the notification state this process wrote."""
+    return seen.get("state") == written.get("state") and seen.get("attempts") == written.get(
+        "attempts"
+    )
 
 
 class Notifier:
-    """Delivers completion callbacks; `observe()` is its only input (every ExportJob event)."""
+    """The second reconciler on the ExportJob cache: `reconcile(key)` makes at most one attempt
+    and returns when to try again (see the module docstring)."""
 
     def __init__(
         self,
         *,
         settings: OperatorSettings,
+        exports: Informer[ExportView],
         sender: Sender | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
-        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.sender = sender or Sender(
             policy=settings.callback_policy, timeout=settings.notify_timeout_seconds
         )
         self.clock = clock
-        self.rng = rng or random.Random()
+        self.backoff = Backoff(
+            base=settings.notify_backoff_base_seconds, cap=settings.notify_backoff_max_seconds
+        )
         self.presigner = Presigner(
             endpoint_url=settings.notify_presign_endpoint_url or None,
             region=None,
             expiry_seconds=settings.notify_presign_expiry_seconds,
         )
-        self.writer: KubeWriter | None = None
-        self.deliveries: dict[str, _Delivery] = {}
-        """ExportJob uid → its delivery under way in this process."""
-        self.done: dict[str, None] = {}
-        """uids whose delivery ended here: a watch event written before the final state (a late
-        result, a progress patch) may arrive after it, and must not start the delivery again."""
-        self._slots = asyncio.Semaphore(settings.notify_concurrency)
-        self._ready = asyncio.Event()
-
-    async def start(self, writer: KubeWriter | None = None) -> None:
-        """Open its own API client (a busy reconciler does not delay status writes here), or
-        use `writer` (tests)."""
-        if writer is None:
-            api = await kube.new_api_client(trust_env=False)
-            writer = KubeWriter(api, timeout=self.settings.request_timeout_seconds)
-        self.writer = writer
-        self._ready.set()
-
-    async def stop(self) -> None:
-        tasks = [d.task for d in self.deliveries.values() if d.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.deliveries.clear()
-        if self.writer is not None:
-            await self.writer.api.close()
-            self.writer = None
-
-    def observe(self, *, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """Start a delivery for a finished ExportJob with a callback whose notification is not
-        final yet; cheap for every other event (it runs in the watch's handler)."""
-        meta = body.get("metadata") or {}
-        uid = str(meta.get("uid") or "")
-        if event_type == "DELETED":
-            self.done.pop(uid, None)
-            gone = self.deliveries.pop(uid, None)
-            if gone is not None and gone.task is not None:
-                gone.task.cancel()
-            return
-        spec = body.get("spec") or {}
-        status = body.get("status") or {}
-        if not (spec.get("notify") or {}).get("url") or not uid:
-            return
-        try:
-            phase = Phase(str(status.get("phase")))
-        except ValueError:
-            return
-        if phase not in OUTCOMES:
-            return
-        state = (status.get("notification") or {}).get("state")
-        current = self.deliveries.get(uid)
-        if state in (DELIVERED, FAILED) or uid in self.done:
-            return
-        copy = _plain({"metadata": meta, "spec": spec, "status": status})
-        if current is not None:
-            current.latest = copy
-            return
-        delivery = _Delivery(snapshot=copy, latest=copy)
-        self.deliveries[uid] = delivery
-        delivery.task = asyncio.create_task(self._run(uid, delivery), name=f"notify-{uid}")
-
-    async def _run(self, uid: str, delivery: _Delivery) -> None:
-        try:
-            await self._ready.wait()
-            await self._deliver(uid, delivery)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug must not end the operator; the resync of a restart retries
-            log.exception("callback delivery for %s failed unexpectedly", uid)
-        finally:
-            if self.deliveries.get(uid) is delivery:
-                del self.deliveries[uid]
-                self.done[uid] = None
-                if len(self.done) > MAX_DONE:
-                    del self.done[next(iter(self.done))]
-
-    def _event_body(self, delivery: _Delivery) -> dict[str, Any]:
-        """The snapshot at the final phase; a result the watch delivered late is taken from the
-        latest view (a finished status changes in nothing else that the view shows)."""
-        obj = delivery.snapshot
-        latest_result = (delivery.latest.get("status") or {}).get("result")
-        if not (obj.get("status") or {}).get("result") and latest_result:
-            obj = {**obj, "status": {**obj["status"], "result": latest_result}}
-        return obj
-
-    async def _deliver(self, uid: str, delivery: _Delivery) -> None:
-        settings = self.settings
-        meta = delivery.snapshot["metadata"]
-        status = delivery.snapshot["status"]
-        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-        note = dict(status.get("notification") or {})
-        attempts = int(note.get("attempts") or 0)
-        last_error = str(note.get("lastError") or "")
-        final_at = parse_time(status.get("completionTime")) or self.clock()
-        deadline = final_at + dt.timedelta(seconds=settings.notify_window_seconds)
-        last_attempt = parse_time(note.get("lastAttemptTime"))
-        if attempts and last_attempt is not None:  # resumed after a restart: keep the backoff
-            due = last_attempt + dt.timedelta(seconds=self._delay(attempts))
-            wait = (min(due, deadline) - self.clock()).total_seconds()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        while True:
-            if attempts and self.clock() >= deadline:
-                await self._conclude(
-                    uid, namespace, name, note, FAILED, f"the retry window ended: {last_error}"
-                )
-                return
-            async with self._slots:
-                started = time.monotonic()
-                attempt = await self._attempt(delivery)
-                metrics.NOTIFICATION_ATTEMPT_SECONDS.observe(time.monotonic() - started)
-            attempts += 1
-            metrics.NOTIFICATION_ATTEMPTS.labels(attempt.label).inc()
-            now = self.clock()
-            last_error = attempt.error or ""
-            note = {
-                "state": PENDING,
-                "attempts": attempts,
-                "lastStatusCode": attempt.status_code,
-                "lastAttemptTime": format_time(now),
-                "deliveredTime": None,
-                "lastError": last_error[:MAX_ERROR] or None,
-            }
-            if attempt.verdict == "delivered":
-                note["deliveredTime"] = format_time(now)
-                metrics.NOTIFICATION_DELAY_SECONDS.observe(
-                    max(0.0, (now - final_at).total_seconds())
-                )
-                await self._conclude(uid, namespace, name, note, DELIVERED, "")
-                return
-            if attempt.verdict == "stop":
-                await self._conclude(uid, namespace, name, note, FAILED, last_error)
-                return
-            delay = max(self._delay(attempts), attempt.retry_after or 0.0)
-            if now + dt.timedelta(seconds=delay) > deadline:
-                await self._conclude(
-                    uid,
-                    namespace,
-                    name,
-                    note,
-                    FAILED,
-                    f"the retry window ended: {last_error}",
-                )
-                return
-            log.info(
-                "callback for %s/%s: attempt %d failed (%s); next in %.1f s",
-                namespace,
-                name,
-                attempts,
-                last_error,
-                delay,
-            )
-            if not await self._write(uid, namespace, name, note):
-                return
-            await asyncio.sleep(delay)
-
-    def _delay(self, attempts: int) -> float:
-        return backoff(
-            attempts,
-            base=self.settings.notify_backoff_base_seconds,
-            cap=self.settings.notify_backoff_max_seconds,
-            rng=self.rng,
+        self.writer: Writer | None = None
+        """Where `status.notification` and Events go (the manager's own client for it)."""
+        self.queue: WorkQueue[Key] = WorkQueue(
+            backoff=Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
         )
+        self._exports = exports
+        self._notes: dict[str, dict[str, Any]] = {}
+        """uid → the notification state written last (fresher than the watch), until seen."""
+        self._unwritten: set[str] = set()
+        """uids whose state in `_notes` is still to be written (a write failed: retried)."""
+        self._due: dict[str, dt.datetime] = {}
+        """uid → when the next attempt may go (backoff, Retry-After), while one is pending."""
 
-    async def _attempt(self, delivery: _Delivery) -> Attempt:
+    # -- the event handler and the replay --------------------------------------------------------
+    @staticmethod
+    def wants(view: ExportView) -> bool:
+        """Whether an ExportJob may need a callback: finished, with `spec.notify` (cheap: it
+        runs for every watch event)."""
+        return view.finished and '"notify":' in view.spec_json
+
+    def on_export(
+        self, event_type: str | None, view: ExportView, old: ExportView | None, body: Any
+    ) -> None:
+        if event_type == "DELETED":
+            self._forget(view.uid)
+            self.queue.discard(view.key)
+        elif self.wants(view):
+            self.queue.add(view.key)
+
+    def replay(self) -> None:
+        """Look at every ExportJob that may need a callback (on gaining the lead)."""
+        for view in list(self._exports.items.values()):
+            if self.wants(view):
+                self.queue.add(view.key)
+
+    def _forget(self, uid: str) -> None:
+        self._notes.pop(uid, None)
+        self._unwritten.discard(uid)
+        self._due.pop(uid, None)
+
+    # -- reconcile -------------------------------------------------------------------------------
+    async def reconcile(self, key: Key) -> Result:
+        """At most one attempt for the ExportJob `key`; raises to retry a failed status write."""
+        view = self._exports.get(key)
+        if view is None or not self.wants(view):
+            return Result()
+        obj = {
+            "metadata": {
+                "namespace": view.namespace,
+                "name": view.name,
+                "uid": view.uid,
+                "creationTimestamp": format_time(view.created),
+            },
+            "spec": json.loads(view.spec_json),  # not view.spec: no parsed copy kept cached
+            "status": json.loads(view.status_json),
+        }
+        if not (obj["spec"].get("notify") or {}).get("url"):
+            return Result()
+        uid, status = view.uid, obj["status"]
+        note = self._note(uid, status.get("notification") or {})
+        if uid in self._unwritten and not await self._write(view, note):
+            return Result()
+        if note.get("state") in (DELIVERED, FAILED):
+            return Result()
+        now = self.clock()
+        attempts = int(note.get("attempts") or 0)
+        final_at = parse_time(status.get("completionTime")) or now
+        deadline = final_at + dt.timedelta(seconds=self.settings.notify_window_seconds)
+        last_error = str(note.get("lastError") or "")
+        if attempts:
+            due = self._due.get(uid) or self._resumed_due(note)
+            if due is not None and now < due:
+                return Result(requeue_after=(min(due, deadline) - now).total_seconds())
+            if now >= deadline:
+                return await self._conclude(
+                    view, note, FAILED, f"the retry window ended: {last_error}"
+                )
+        return await self._attempt_once(view, obj, attempts, final_at, deadline)
+
+    def _note(self, uid: str, seen: Mapping[str, Any]) -> dict[str, Any]:
+        written = self._notes.get(uid)
+        if written is None:
+            return dict(seen)
+        if uid not in self._unwritten and _caught_up(seen, written):
+            del self._notes[uid]  # the watch caught up
+            return dict(seen)
+        return written
+
+    def _resumed_due(self, note: Mapping[str, Any]) -> dt.datetime | None:
+        """After a restart: the last attempt's time plus the backoff (without jitter)."""
+        last = parse_time(note.get("lastAttemptTime"))
+        if last is None:
+            return None
+        attempts = int(note.get("attempts") or 0)
+        return last + dt.timedelta(seconds=self.backoff.delay(attempts, rand=lambda: 0.0))
+
+    async def _attempt_once(
+        self,
+        view: ExportView,
+        obj: dict[str, Any],
+        attempts: int,
+        final_at: dt.datetime,
+        deadline: dt.datetime,
+    ) -> Result:
+        started = time.monotonic()
+        attempt = await self._attempt(obj)
+        metrics.NOTIFICATION_ATTEMPT_SECONDS.observe(time.monotonic() - started)
+        metrics.NOTIFICATION_ATTEMPTS.labels(attempt.label).inc()
+        attempts += 1
+        now = self.clock()
+        last_error = attempt.error or ""
+        note: dict[str, Any] = {
+            "state": PENDING,
+            "attempts": attempts,
+            "lastStatusCode": attempt.status_code,
+            "lastAttemptTime": format_time(now),
+            "deliveredTime": None,
+            "lastError": last_error[:MAX_ERROR] or None,
+        }
+        if attempt.verdict == "delivered":
+            note["deliveredTime"] = format_time(now)
+            delay = max(0.0, (now - final_at).total_seconds())
+            metrics.NOTIFICATION_DELAY_SECONDS.observe(delay)
+            return await self._conclude(view, note, DELIVERED, "")
+        if attempt.verdict == "stop":
+            return await self._conclude(view, note, FAILED, last_error)
+        delay = max(self.backoff.delay(attempts), attempt.retry_after or 0.0)
+        if now + dt.timedelta(seconds=delay) > deadline:
+            return await self._conclude(view, note, FAILED, f"the retry window ended: {last_error}")
+        log.info(
+            "callback for %s/%s: attempt %d failed (%s); next in %.1f s",
+            *view.key,
+            attempts,
+            last_error,
+            delay,
+        )
+        self._due[view.uid] = now + dt.timedelta(seconds=delay)
+        self._record(view.uid, note)
+        if not await self._write(view, note):
+            return Result()
+        return Result(requeue_after=delay)
+
+    async def _attempt(self, obj: dict[str, Any]) -> Attempt:
         settings = self.settings
-        obj = self._event_body(delivery)
         url = str(obj["spec"]["notify"]["url"])
         try:
             keys = read_secrets(inline=settings.notify_secrets, path=settings.notify_secrets_file)
@@ -487,53 +258,59 @@ class Notifier:
         )
         return await self.sender.post(target, body=body, headers=headers, now=self.clock)
 
+    def _record(self, uid: str, note: dict[str, Any]) -> None:
+        self._notes[uid] = note
+        self._unwritten.add(uid)
+
     async def _conclude(
-        self,
-        uid: str,
-        namespace: str,
-        name: str,
-        note: dict[str, Any],
-        state: str,
-        error: str,
-    ) -> None:
+        self, view: ExportView, note: dict[str, Any], state: str, error: str
+    ) -> Result:
         note = {**note, "state": state}
         if state == FAILED:
             note["lastError"] = error[:MAX_ERROR] or None
-            log.warning("callback for %s/%s failed: %s", namespace, name, error)
+            log.warning("callback for %s/%s failed: %s", *view.key, error)
         metrics.NOTIFICATIONS.labels(state.lower()).inc()
-        if not await self._write(uid, namespace, name, note):
-            return
+        self._due.pop(view.uid, None)
+        self._record(view.uid, note)
+        await self._write(view, note)
+        return Result()
+
+    async def _write(self, view: ExportView, note: dict[str, Any]) -> bool:
+        """Record `status.notification` (and with a final state, post its Event); False when
+        the ExportJob is gone or was replaced. Other failures raise: the queue retries."""
         assert self.writer is not None
-        message = (
-            f"callback delivered after {note.get('attempts')} attempt(s)"
-            if state == DELIVERED
-            else f"callback failed after {note.get('attempts')} attempt(s): {error}"
-        )
         try:
-            await self.writer.post_event(
-                namespace=namespace,
-                name=name,
-                uid=uid,
-                type_="Normal" if state == DELIVERED else "Warning",
-                reason=f"Callback{state}",
-                message=message,
-                now=self.clock(),
+            await self.writer.patch_status(
+                namespace=view.namespace,
+                name=view.name,
+                uid=view.uid,
+                status={"notification": note},
             )
         except ApiError as exc:
-            log.debug("event not posted: %s", exc)
-
-    async def _write(self, uid: str, namespace: str, name: str, note: dict[str, Any]) -> bool:
-        """Record `status.notification`; False when the ExportJob is gone or was replaced."""
-        assert self.writer is not None
-        for retry in range(6):
+            if exc.status in (404, 409):
+                self._forget(view.uid)
+                return False
+            log.warning("notification state of %s/%s not written: %s", *view.key, exc)
+            raise
+        self._unwritten.discard(view.uid)
+        state = note.get("state")
+        if state in (DELIVERED, FAILED):
+            attempts = note.get("attempts")
+            message = (
+                f"callback delivered after {attempts} attempt(s)"
+                if state == DELIVERED
+                else f"callback failed after {attempts} attempt(s): {note.get('lastError')}"
+            )
             try:
-                await self.writer.patch_status(
-                    namespace=namespace, name=name, uid=uid, status={"notification": note}
+                await self.writer.post_event(
+                    namespace=view.namespace,
+                    name=view.name,
+                    uid=view.uid,
+                    type_="Normal" if state == DELIVERED else "Warning",
+                    reason=f"Callback{state}",
+                    message=message,
+                    now=self.clock(),
                 )
-                return True
             except ApiError as exc:
-                if exc.status in (404, 409):
-                    return False
-                log.warning("notification state of %s/%s not written: %s", namespace, name, exc)
-                await asyncio.sleep(min(2.0**retry, 15.0))
-        return True  # keep delivering; the next write (or a restart) records the state
+                log.debug("event not posted: %s", exc)
+        return True

@@ -292,19 +292,16 @@ def test_pod_views_factory_smoke() -> None:
     assert pod(state=terminated(0)).exit_code == 0
 
 
-async def test_starting_to_lead_requeues_everything_and_replays_to_listeners() -> None:
+async def test_starting_to_lead_requeues_everything_for_both_reconcilers() -> None:
     h = Harness()
-    keys = [h.add("a"), h.add("b", status={"phase": "Succeeded"})]
-    seen: list[str] = []
-    h.manager.on_leading.append(
-        lambda: seen.extend(b["metadata"]["name"] for b in h.manager.export_bodies())
-    )
+    notify = {"source": {"uri": "s3://s/a.csv"}, "format": "csv", "notify": {"url": "https://h"}}
+    keys = [h.add("a"), h.add("b", status={"phase": "Succeeded"}, spec=notify)]
+    for queue in (h.manager.queue, h.manager.notifier.queue):  # drain what the events queued
+        while len(queue):
+            queue.done(await queue.get())
     h.manager.start_leading()
-    assert sorted(seen) == ["a", "b"]
     assert len(h.manager.queue) == len(keys)
-    [body] = [b for b in h.manager.export_bodies() if b["metadata"]["name"] == "b"]
-    assert body["status"]["phase"] == "Succeeded"
-    assert body["metadata"]["uid"] == "uid-b"
+    assert len(h.manager.notifier.queue) == 1, "the finished one with a callback"
 
 
 async def test_an_invalid_spec_fails_at_once_even_while_it_would_wait_for_a_slot() -> None:

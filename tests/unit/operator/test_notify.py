@@ -11,44 +11,25 @@ import datetime as dt
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from aiohttp import web
 
+from export_operator.backoff import Backoff
 from export_operator.callbacks import CallbackPolicy
-from export_operator.controller.apicalls import ApiError, KubeWriter
-from export_operator.controller.notify import (
-    Attempt,
-    Notifier,
-    backoff,
-    build_event,
-    classify,
-    parse_retry_after,
-)
+from export_operator.controller.apicalls import ApiError
+from export_operator.controller.delivery import Attempt, build_event, classify, parse_retry_after
+from export_operator.controller.notify import Notifier
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.signing import parse_secret, signature
+from export_operator.controller.snapshots import ExportView
+from export_operator.controller.workqueue import run_worker
+from export_operator.informer import Informer
+from tests.support.fake_writer import FakeWriter
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-
-
-class RecordingWriter:
-    """Records status patches and Events, as KubeWriter would send them."""
-
-    def __init__(self) -> None:
-        self.notes: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
-        self.fail_next = 0
-
-    async def patch_status(self, *, namespace: str, name: str, uid: str, status: Any) -> None:
-        if self.fail_next:
-            self.fail_next -= 1
-            raise ApiError(503, "unavailable")
-        self.notes.append(dict(status["notification"]))
-
-    async def post_event(self, **event: Any) -> None:
-        self.events.append(event)
 
 
 def _stamp(when: dt.datetime) -> str:
@@ -75,7 +56,12 @@ def body(
     if note is not None:
         status["notification"] = note
     return {
-        "metadata": {"name": "x", "namespace": "ns", "uid": uid, "creationTimestamp": "t"},
+        "metadata": {
+            "name": "x",
+            "namespace": "ns",
+            "uid": uid,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
         "spec": {
             "source": {"uri": "s3://in/x.csv"},
             "format": "csv",
@@ -131,32 +117,60 @@ def settings(**overrides: Any) -> OperatorSettings:
     return dataclasses.replace(base, **overrides)
 
 
-async def settled(notifier: Notifier) -> None:
-    tasks = [d.task for d in notifier.deliveries.values() if d.task is not None]
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
-    assert not notifier.deliveries, "the delivery did not end"
+class Harness:
+    """A notifier on an ExportJob cache fed by hand, writing to a FakeWriter."""
+
+    def __init__(self, settings: OperatorSettings, **kwargs: Any) -> None:
+        self.exports: Informer[ExportView] = Informer(
+            api=None, path="/exportjobs", decode=ExportView.from_body
+        )
+        self.notifier = Notifier(settings=settings, exports=self.exports, **kwargs)
+        self.exports.listeners.append(self.notifier.on_export)
+        self.writer = FakeWriter()
+        self.notifier.writer = self.writer
+
+    def event(self, type_: str, obj: dict[str, Any]) -> None:
+        self.exports.handle_event({"type": type_, "object": obj})
+
+    @property
+    def notes(self) -> list[dict[str, Any]]:
+        return [dict(status["notification"]) for _, status in self.writer.patches]
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.writer.events
+
+    async def settle(self, *, until: Callable[[], bool] | None = None) -> None:
+        """Run a worker until the delivery ended (a final state written) or `until` holds."""
+
+        def ended() -> bool:
+            return bool(self.notes) and self.notes[-1]["state"] in ("Delivered", "Failed")
+
+        worker = asyncio.create_task(run_worker(self.notifier.queue, self.notifier.reconcile))
+        try:
+            for _ in range(1000):
+                if (until or ended)():
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError(f"the delivery did not end: {self.notes}")
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
 
 
-async def run(notifier: Notifier, obj: dict[str, Any]) -> RecordingWriter:
-    writer = RecordingWriter()
-    await notifier.start(cast(KubeWriter, writer))
-    notifier.observe(event_type="ADDED", body=obj)
-    await settled(notifier)
-    return writer
+async def run(h: Harness, obj: dict[str, Any]) -> Harness:
+    h.event("ADDED", obj)
+    await h.settle()
+    return h
 
 
-async def test_delivered_once_signed_with_the_transition_snapshot(
-    receiver: Receiver, aws: None
-) -> None:
-    notifier = Notifier(settings=settings(), clock=lambda: NOW)
+async def test_delivered_once_signed(receiver: Receiver, aws: None) -> None:
+    h = Harness(settings(), clock=lambda: NOW)
     obj = body(receiver.url, completed=NOW)
-    writer = RecordingWriter()
-    await notifier.start(cast(KubeWriter, writer))
-    notifier.observe(event_type="ADDED", body=obj)
-    later = json.loads(json.dumps(obj))
-    later["status"]["progress"] = {"percent": 100, "rows": 99}
-    notifier.observe(event_type="MODIFIED", body=later)  # the same delivery, nothing new
-    await settled(notifier)
+    h.event("ADDED", obj)
+    h.event("MODIFIED", obj)  # the same delivery: the key is queued once
+    await h.settle()
     assert len(receiver.seen) == 1
     headers, raw = receiver.seen[0]
     expected = signature(
@@ -173,11 +187,10 @@ async def test_delivered_once_signed_with_the_transition_snapshot(
     assert event["subject"] == "x"
     assert event["source"] == "/apis/exportjobs.dev/v1alpha1/namespaces/ns/exportjobs"
     assert event["time"] == "2026-01-02T03:04:05Z"
-    assert event["data"]["progress"] is None  # as at the transition
     assert event["data"]["result"]["download_url"].startswith("http://127.0.0.1:9/out/r/x/x.csv")
     assert headers["Content-Type"].startswith("application/cloudevents+json")
-    assert writer.notes[-1]["state"] == "Delivered" and writer.notes[-1]["attempts"] == 1
-    assert writer.events[-1]["reason"] == "CallbackDelivered"
+    assert h.notes[-1]["state"] == "Delivered" and h.notes[-1]["attempts"] == 1
+    assert h.events[-1]["reason"] == "CallbackDelivered"
 
 
 @pytest.mark.parametrize(
@@ -190,7 +203,7 @@ async def test_a_result_outside_its_own_prefix_is_delivered_without_a_link(
     # other object than <destination>/<id>/... must not become a presigned link.
     obj = body(receiver.url, completed=NOW)
     obj["status"]["result"]["uri"] = forged
-    await run(Notifier(settings=settings(), clock=lambda: NOW), obj)
+    await run(Harness(settings(), clock=lambda: NOW), obj)
     [(_, raw)] = receiver.seen
     result = json.loads(raw)["data"]["result"]
     assert result["uri"] == forged and result["download_url"] is None
@@ -204,11 +217,11 @@ async def test_retries_503_429_then_delivers_with_the_same_id(receiver: Receiver
         return web.Response(status=429, headers={"Retry-After": "0"})
 
     receiver.replies = [unavailable, slow_down]
-    writer = await run(Notifier(settings=settings()), body(receiver.url, phase="Failed"))
+    h = await run(Harness(settings()), body(receiver.url, phase="Failed"))
     ids = {h["webhook-id"] for h, _ in receiver.seen}
     assert len(receiver.seen) == 3 and ids == {"u-1.failed"}
-    assert [n["state"] for n in writer.notes] == ["Pending", "Pending", "Delivered"]
-    assert [n["lastStatusCode"] for n in writer.notes] == [503, 429, 204]
+    assert [n["state"] for n in h.notes] == ["Pending", "Pending", "Delivered"]
+    assert [n["lastStatusCode"] for n in h.notes] == [503, 429, 204]
     assert json.loads(receiver.seen[0][1])["data"]["error"]["code"] == "BAD_CSV"
 
 
@@ -217,19 +230,19 @@ async def test_a_400_stops_at_once(receiver: Receiver) -> None:
         return web.Response(status=400)
 
     receiver.replies = [bad]
-    writer = await run(Notifier(settings=settings()), body(receiver.url, phase="Cancelled"))
+    h = await run(Harness(settings()), body(receiver.url, phase="Cancelled"))
     assert len(receiver.seen) == 1
-    assert writer.notes == [
+    assert h.notes == [
         {
             "state": "Failed",
             "attempts": 1,
             "lastStatusCode": 400,
-            "lastAttemptTime": writer.notes[0]["lastAttemptTime"],
+            "lastAttemptTime": h.notes[0]["lastAttemptTime"],
             "deliveredTime": None,
             "lastError": "HTTP 400: the receiver refused the event",
         }
     ]
-    assert writer.events[-1]["reason"] == "CallbackFailed"
+    assert h.events[-1]["reason"] == "CallbackFailed"
 
 
 async def test_a_redirect_is_not_followed(receiver: Receiver) -> None:
@@ -237,19 +250,18 @@ async def test_a_redirect_is_not_followed(receiver: Receiver) -> None:
         raise web.HTTPTemporaryRedirect("http://127.0.0.1:1/elsewhere")
 
     receiver.replies = [moved]
-    writer = await run(Notifier(settings=settings()), body(receiver.url))
+    h = await run(Harness(settings()), body(receiver.url))
     assert len(receiver.seen) == 1
-    assert writer.notes[-1]["state"] == "Failed"
-    assert "redirect" in writer.notes[-1]["lastError"]
+    assert h.notes[-1]["state"] == "Failed"
+    assert "redirect" in h.notes[-1]["lastError"]
 
 
 async def test_down_past_the_window_fails_with_the_last_error() -> None:
     url = "http://127.0.0.1:1/hook"  # nothing listens
-    notifier = Notifier(settings=settings(notify_window_seconds=0.3))
     obj = body(url)
     obj["status"]["completionTime"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    writer = await run(notifier, obj)
-    final = writer.notes[-1]
+    h = await run(Harness(settings(notify_window_seconds=0.3)), obj)
+    final = h.notes[-1]
     assert final["state"] == "Failed" and final["attempts"] >= 1
     assert "retry window ended" in final["lastError"]
     assert "Connect" in final["lastError"] or "refused" in final["lastError"].lower()
@@ -264,48 +276,59 @@ async def test_refused_destinations_fail_at_delivery_without_a_request() -> None
         "https://localhost:1/h": "localhost resolves to",
     }
     for url, why in cases.items():
-        writer = await run(Notifier(settings=settings(callback_policy=policy)), body(url))
-        assert writer.notes[-1]["state"] == "Failed", url
-        assert why in writer.notes[-1]["lastError"], (url, writer.notes[-1])
-        assert writer.notes[-1]["lastStatusCode"] is None
+        h = await run(Harness(settings(callback_policy=policy)), body(url))
+        assert h.notes[-1]["state"] == "Failed", url
+        assert why in h.notes[-1]["lastError"], (url, h.notes[-1])
+        assert h.notes[-1]["lastStatusCode"] is None
 
 
 async def test_no_secret_means_no_unsigned_callback(receiver: Receiver) -> None:
-    writer = await run(Notifier(settings=settings(notify_secrets="")), body(receiver.url))
+    h = await run(Harness(settings(notify_secrets="")), body(receiver.url))
     assert receiver.seen == []
-    assert "no signing secret" in writer.notes[-1]["lastError"]
+    assert "no signing secret" in h.notes[-1]["lastError"]
 
 
-async def test_final_states_and_unfinished_phases_start_nothing() -> None:
-    notifier = Notifier(settings=settings())
-    await notifier.start(cast(KubeWriter, RecordingWriter()))
-    notifier.observe(event_type="ADDED", body=body("https://a.example/h", phase="Running"))
-    notifier.observe(
-        event_type="ADDED", body=body("https://a.example/h", note={"state": "Delivered"})
-    )
-    obj = body("https://a.example/h")
+async def test_final_states_and_unfinished_phases_queue_nothing() -> None:
+    h = Harness(settings())
+    h.event("ADDED", body("https://a.example/h", phase="Running"))
+    h.event("ADDED", body("https://a.example/h", uid="u-2", note={"state": "Delivered"}))
+    obj = body("https://a.example/h", uid="u-3")
     del obj["spec"]["notify"]
-    notifier.observe(event_type="ADDED", body=obj)
-    assert notifier.deliveries == {}
+    h.event("ADDED", obj)
+    assert len(h.notifier.queue) == 1, "only the Delivered one passes the cheap filter"
+    await h.settle(until=lambda: not len(h.notifier.queue))
+    assert h.writer.patches == [], "and its reconcile does nothing"
 
 
 async def test_a_resumed_delivery_keeps_its_attempt_count(receiver: Receiver) -> None:
-    last = _stamp(dt.datetime.now(dt.UTC))
+    last = _stamp(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     note = {"state": "Pending", "attempts": 3, "lastAttemptTime": last}
-    writer = await run(Notifier(settings=settings()), body(receiver.url, note=note))
+    h = await run(Harness(settings()), body(receiver.url, note=note))
     assert len(receiver.seen) == 1
-    assert writer.notes[-1]["attempts"] == 4 and writer.notes[-1]["state"] == "Delivered"
+    assert h.notes[-1]["attempts"] == 4 and h.notes[-1]["state"] == "Delivered"
 
 
-async def test_a_failing_status_write_is_retried(receiver: Receiver) -> None:
-    notifier = Notifier(settings=settings())
-    writer = RecordingWriter()
-    writer.fail_next = 1
-    await notifier.start(cast(KubeWriter, writer))
-    notifier.observe(event_type="ADDED", body=body(receiver.url))
-    await settled(notifier)
-    assert writer.notes[-1]["state"] == "Delivered"
+async def test_a_resumed_delivery_waits_for_its_backoff(receiver: Receiver) -> None:
+    # After a restart the next attempt is due at lastAttemptTime + the backoff (no jitter).
+    now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    note = {"state": "Pending", "attempts": 2, "lastAttemptTime": _stamp(now)}
+    h = Harness(settings(notify_backoff_base_seconds=10, notify_backoff_max_seconds=60))
+    h.notifier.clock = lambda: now + dt.timedelta(seconds=5)
+    h.event("ADDED", body(receiver.url, note=note, completed=now))
+    result = await h.notifier.reconcile(("ns", "x"))
+    assert result.requeue_after == 15.0, "10 s · 2^1 after the last attempt, 5 s gone"
+    assert receiver.seen == []
+
+
+async def test_a_failing_status_write_is_retried_without_a_second_post(
+    receiver: Receiver,
+) -> None:
+    h = Harness(settings(retry_base_seconds=0.01, retry_max_seconds=0.02))
+    h.writer.patch_errors = [ApiError(503, "unavailable")]
+    await run(h, body(receiver.url))
+    assert h.notes[-1]["state"] == "Delivered"
     assert len(receiver.seen) == 1
+    assert h.events[-1]["reason"] == "CallbackDelivered"
 
 
 def test_classify_and_retry_after() -> None:
@@ -321,12 +344,13 @@ def test_classify_and_retry_after() -> None:
     assert Attempt("retry").label == "network" and Attempt("stop").label == "refused"
 
 
-def test_backoff_doubles_with_jitter_and_a_cap() -> None:
+def test_the_backoff_doubles_with_jitter_and_a_cap() -> None:
     rng = random.Random(1)
+    backoff = Backoff(base=2.0, cap=60.0, jitter=0.2)
     for attempts in range(1, 12):
         nominal = min(60.0, 2.0 * 2 ** (attempts - 1))
-        delay = backoff(attempts, base=2.0, cap=60.0, rng=rng)
-        assert nominal / 2 <= delay <= nominal
+        delay = backoff.delay(attempts, rand=rng.random)
+        assert nominal <= delay <= nominal * 1.2
 
 
 def test_event_ids_are_per_export_and_outcome() -> None:
@@ -340,15 +364,13 @@ def test_event_ids_are_per_export_and_outcome() -> None:
 async def test_a_late_event_from_before_the_final_state_starts_nothing(
     receiver: Receiver,
 ) -> None:
-    notifier = Notifier(settings=settings())
+    h = Harness(settings())
     obj = body(receiver.url)
-    writer = await run(notifier, obj)
-    assert writer.notes[-1]["state"] == "Delivered"
-    notifier.observe(event_type="MODIFIED", body=obj)  # written before Delivered, seen after
-    assert notifier.deliveries == {}
-    notifier.observe(event_type="DELETED", body=obj)
-    assert notifier.done == {}
-    assert len(receiver.seen) == 1
+    await run(h, obj)
+    assert h.notes[-1]["state"] == "Delivered"
+    h.event("MODIFIED", obj)  # written before Delivered, seen after
+    await h.settle(until=lambda: not len(h.notifier.queue))
+    assert len(receiver.seen) == 1 and len(h.notes) == 1
 
 
 async def test_deleting_the_exportjob_ends_its_delivery(receiver: Receiver) -> None:
@@ -356,23 +378,14 @@ async def test_deleting_the_exportjob_ends_its_delivery(receiver: Receiver) -> N
         return web.Response(status=503)
 
     receiver.replies = [unavailable]
-    slow = settings(notify_backoff_base_seconds=30, notify_backoff_max_seconds=30)
-    notifier = Notifier(settings=slow)
-    writer = RecordingWriter()
-    await notifier.start(cast(KubeWriter, writer))
+    h = Harness(settings(notify_backoff_base_seconds=0.2, notify_backoff_max_seconds=0.2))
     obj = body(receiver.url)
-    notifier.observe(event_type="ADDED", body=obj)
-    for _ in range(500):
-        if writer.notes:
-            break
-        await asyncio.sleep(0.01)
-    assert writer.notes[-1]["state"] == "Pending"
-    (delivery,) = notifier.deliveries.values()
-    notifier.observe(event_type="DELETED", body=obj)
-    assert delivery.task is not None
-    await asyncio.wait_for(asyncio.gather(delivery.task, return_exceptions=True), timeout=5)
-    assert delivery.task.cancelled()
-    assert notifier.deliveries == {} and len(receiver.seen) == 1
+    h.event("ADDED", obj)
+    await h.settle(until=lambda: bool(h.notes))
+    assert h.notes[-1]["state"] == "Pending"
+    h.event("DELETED", obj)
+    await asyncio.sleep(0.5)  # past the 0.2 s backoff: a timer left would have queued it
+    assert len(h.notifier.queue) == 0 and len(receiver.seen) == 1
 
 
 async def test_metrics_count_attempts_and_outcomes(receiver: Receiver) -> None:
@@ -391,7 +404,7 @@ async def test_metrics_count_attempts_and_outcomes(receiver: Receiver) -> None:
         sample("exportjobs_operator_notification_attempt_seconds_count"),
     )
     receiver.replies = [unavailable]
-    await run(Notifier(settings=settings()), body(receiver.url))
+    await run(Harness(settings()), body(receiver.url))
     after = (
         sample("exportjobs_operator_notification_attempts_total", result="5xx"),
         sample("exportjobs_operator_notification_attempts_total", result="2xx"),
