@@ -26,16 +26,13 @@ event costs one `json.loads`, one view and a queue `add`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-import aiohttp
-from kubernetes_asyncio import client
-
 from export_operator.backoff import Backoff
+from export_operator.kube import Kube, KubeError, collection_path
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +51,7 @@ class GoneError(Exception):
     """410 Gone: the resourceVersion asked for is too old; the cache must be listed again."""
 
 
-class WatchError(Exception):
-    """A list or watch that failed (an error answer or event other than 410)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-
-
-def collection_path(api_version: str, plural: str, namespace: str = "") -> str:
-    """The URL path of a collection: `/api/v1/pods`, `/apis/batch/v1/namespaces/ns/jobs`."""
-    root = "/api" if "/" not in api_version else "/apis"
-    scope = f"/namespaces/{namespace}" if namespace else ""
-    return f"{root}/{api_version}{scope}/{plural}"
+__all__ = ["GoneError", "Informer", "collection_path", "object_key"]
 
 
 def object_key(body: Mapping[str, Any]) -> Key:
@@ -80,7 +65,7 @@ class Informer(Generic[V]):
     def __init__(
         self,
         *,
-        api: client.ApiClient | None,
+        api: Kube | None,
         path: str,
         decode: Callable[[Mapping[str, Any]], V],
         label_selector: str = "",
@@ -208,12 +193,15 @@ class Informer(Generic[V]):
         token = ""
         version = ""
         while True:
-            params: list[tuple[str, str]] = [("limit", str(self.page_size))]
+            params = {"limit": str(self.page_size)}
             if token:
-                params.append(("continue", token))
+                params["continue"] = token
             if self.label_selector:
-                params.append(("labelSelector", self.label_selector))
-            page = await self._get_json(params)
+                params["labelSelector"] = self.label_selector
+            with _gone_as_gone():
+                page = await self._kube().list(
+                    self.path, params=params, within=self.request_timeout
+                )
             meta = page.get("metadata") or {}
             version = version or str(meta.get("resourceVersion") or "")
             bodies += page.get("items") or []
@@ -247,32 +235,21 @@ class Informer(Generic[V]):
 
     async def watch(self) -> None:
         """Watch from `resource_version` until the server ends the watch (then return)."""
-        params: list[tuple[str, str]] = [
-            ("watch", "true"),
-            ("allowWatchBookmarks", "true"),
-            ("resourceVersion", self.resource_version),
-            ("timeoutSeconds", str(self.watch_timeout)),
-        ]
+        params = {
+            "allowWatchBookmarks": "true",
+            "resourceVersion": self.resource_version,
+            "timeoutSeconds": str(self.watch_timeout),
+        }
         if self.label_selector:
-            params.append(("labelSelector", self.label_selector))
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=self.connect_timeout, sock_read=self.client_timeout
-        )
-        response = await self._request(params, timeout)
-        try:
-            if response.status != 200:
-                await self._raise_for(response)
-            buffer = b""
-            async for chunk in response.content.iter_any():
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        self.handle_event(json.loads(line))
-            if buffer.strip():
-                self.handle_event(json.loads(buffer))
-        finally:
-            response.release()
+            params["labelSelector"] = self.label_selector
+        with _gone_as_gone():
+            async for event in self._kube().watch(
+                self.path,
+                params=params,
+                read_timeout=self.client_timeout,
+                connect_timeout=self.connect_timeout,
+            ):
+                self.handle_event(event)
 
     def handle_event(self, event: Mapping[str, Any]) -> None:
         """Apply one watch event to the cache and tell the listeners."""
@@ -283,7 +260,7 @@ class Informer(Generic[V]):
             message = str(body.get("message") or body)
             if code == 410:
                 raise GoneError(message)
-            raise WatchError(code, message)
+            raise KubeError(code, message)
         version = str((body.get("metadata") or {}).get("resourceVersion") or "")
         if event_type == "BOOKMARK":
             self.resource_version = version or self.resource_version
@@ -322,43 +299,21 @@ class Informer(Generic[V]):
             log.warning("%s: cannot read %s", self.path, object_key(body), exc_info=True)
             return None
 
-    # -- HTTP --------------------------------------------------------------------------------
-    async def _request(
-        self, params: list[tuple[str, str]], limits: aiohttp.ClientTimeout | float
-    ) -> aiohttp.ClientResponse:
+    def _kube(self) -> Kube:
         if self.api is None:
             raise RuntimeError("the informer has no API client")
-        response: aiohttp.ClientResponse = await self.api.call_api(
-            self.path,
-            "GET",
-            query_params=params,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=limits,
-        )
-        return response
+        return self.api
 
-    async def _get_json(self, params: list[tuple[str, str]]) -> dict[str, Any]:
-        response = await self._request(params, self.request_timeout)
-        try:
-            if response.status != 200:
-                await self._raise_for(response)
-            data: dict[str, Any] = json.loads(await response.read())
-            return data
-        finally:
-            response.release()
 
-    @staticmethod
-    async def _raise_for(response: aiohttp.ClientResponse) -> None:
-        text = (await response.read()).decode("utf-8", "replace")
-        try:
-            message = str(json.loads(text).get("message") or text)
-        except (ValueError, AttributeError):
-            message = text
-        if response.status == 410:
-            raise GoneError(message[:500])
-        raise WatchError(response.status, message[:500])
+class _gone_as_gone:  # noqa: N801 - used as a context manager, named like one
+    """A 410 answer to a list or watch means: list again."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        if isinstance(exc, KubeError) and exc.status == 410:
+            raise GoneError(exc.message) from exc
 
 
 def _gone_meta(key: Key, view: Any) -> dict[str, str]:

@@ -1,11 +1,52 @@
-"""One way to reach the Kubernetes API from the webhook and the operator: a kubernetes_asyncio
-ApiClient from in-cluster credentials or a kubeconfig, with explicit timeouts."""
+"""The one way the webhook and the operator reach the Kubernetes API: `KubeClient`.
+
+get, list, watch, create, patch and delete on plain dicts, with one error type (`KubeError`) and
+an explicit timeout on every call. Credentials, TLS and the connection pool come from a
+kubernetes_asyncio `ApiClient` (in-cluster, or a kubeconfig: `new_api_client`); requests go
+straight through its aiohttp session, without the generated client's per-call machinery
+(parameter checks, recursive sanitising of bodies, model objects), which cost more CPU than the
+HTTP exchange itself in a burst.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
+import aiohttp
 from kubernetes_asyncio import client, config
+
+MERGE_PATCH = "application/merge-patch+json"
+Params = Mapping[str, str]
+
+
+class KubeError(Exception):
+    """A non-2xx answer of the API server; status 0 = no answer (connection, timeout)."""
+
+    def __init__(self, status: int, message: str, reason: str = "", details: Any = None) -> None:
+        super().__init__(f"{status} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        """The Status object's `reason` (`NotFound`, `AlreadyExists`, `Conflict`, ...)."""
+        self.message = message
+        self.details: dict[str, Any] = details if isinstance(details, dict) else {}
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in (0, 429) or self.status >= 500
+
+
+def collection_path(api_version: str, plural: str, namespace: str = "") -> str:
+    """The URL path of a collection: `/api/v1/pods`, `/apis/batch/v1/namespaces/ns/jobs`."""
+    root = "/api" if "/" not in api_version else "/apis"
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    return f"{root}/{api_version}{scope}/{plural}"
+
+
+def object_path(api_version: str, plural: str, namespace: str, name: str) -> str:
+    return f"{collection_path(api_version, plural, namespace)}/{name}"
 
 
 async def new_api_client(
@@ -16,8 +57,6 @@ async def new_api_client(
     `trust_env=False` stops the client from consulting `~/.netrc` and the proxy variables on every
     request: kubernetes_asyncio's aiohttp session does both in a worker thread per call, which
     about doubles the client's CPU per API call (measured in bench/bench_webhook.py).
-
-    The caller closes it (`await api.close()`), typically in an aiohttp cleanup context.
     """
     path = kubeconfig or os.environ.get("KUBECONFIG")
     configuration = client.Configuration()
@@ -31,3 +70,214 @@ async def new_api_client(
         # per request, so clearing it is enough.
         api.rest_client.pool_manager._trust_env = False
     return api
+
+
+class Kube(Protocol):
+    """The verbs on plain dicts: `KubeClient`, or the in-memory fake of the unit tests."""
+
+    async def get(
+        self, path: str, *, params: Params | None = None, within: float | None = None
+    ) -> dict[str, Any]: ...
+
+    async def list(
+        self, path: str, *, params: Params | None = None, within: float | None = None
+    ) -> dict[str, Any]: ...
+
+    async def create(
+        self, path: str, body: Mapping[str, Any], *, read: bool = True
+    ) -> dict[str, Any]: ...
+
+    async def patch(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        content_type: str = MERGE_PATCH,
+        read: bool = True,
+    ) -> dict[str, Any]: ...
+
+    async def delete(
+        self, path: str, *, body: Mapping[str, Any] | None = None, params: Params | None = None
+    ) -> None: ...
+
+    def watch(
+        self, path: str, *, params: Params, read_timeout: float, connect_timeout: float
+    ) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class KubeClient:
+    """Plain-dict calls to the API server; see the module docstring. `close()` when done."""
+
+    def __init__(self, api: client.ApiClient, *, timeout: float = 30.0) -> None:
+        self.api = api
+        self.timeout = timeout
+        """Seconds a call (not a watch) may take in all."""
+
+    @classmethod
+    async def connect(cls, *, within: float = 30.0, trust_env: bool = False) -> KubeClient:
+        """A client with in-cluster or kubeconfig credentials (`new_api_client`); `within`:
+        the default timeout of a call (seconds)."""
+        return cls(await new_api_client(trust_env=trust_env), timeout=within)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    # -- the verbs -------------------------------------------------------------------------------
+    async def get(
+        self, path: str, *, params: Params | None = None, within: float | None = None
+    ) -> dict[str, Any]:
+        """The object (or collection page, or any JSON document) at `path`; `within`: this
+        call's timeout, if not the client's."""
+        found: dict[str, Any] = await self._call("GET", path, params=params, within=within)
+        return found
+
+    async def list(
+        self, path: str, *, params: Params | None = None, within: float | None = None
+    ) -> dict[str, Any]:
+        """One page of a collection (`limit`/`continue`, `labelSelector` in `params`)."""
+        return await self.get(path, params=params, within=within)
+
+    async def create(
+        self, path: str, body: Mapping[str, Any], *, read: bool = True
+    ) -> dict[str, Any]:
+        """POST `body` to the collection at `path`; the stored object ({} with `read=False`:
+        the answer is not parsed, which saves CPU when only success matters)."""
+        created: dict[str, Any] = await self._call("POST", path, body=body, read=read)
+        return created
+
+    async def patch(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        content_type: str = MERGE_PATCH,
+        read: bool = True,
+    ) -> dict[str, Any]:
+        """A JSON merge patch (by default) of the object at `path`; with `metadata.uid` or
+        `metadata.resourceVersion` in `body` the API server makes it conditional (409)."""
+        patched: dict[str, Any] = await self._call(
+            "PATCH", path, body=body, content_type=content_type, read=read
+        )
+        return patched
+
+    async def delete(
+        self, path: str, *, body: Mapping[str, Any] | None = None, params: Params | None = None
+    ) -> None:
+        """Delete the object at `path` (`body`: DeleteOptions such as preconditions)."""
+        await self._call("DELETE", path, body=body, params=params, read=False)
+
+    async def watch(
+        self, path: str, *, params: Params, read_timeout: float, connect_timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of a watch on the collection at `path`, until the server ends it."""
+        params = {**params, "watch": "true"}
+        timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)
+        async with self._request("GET", path, params=params, timeout=timeout) as response:
+            if response.status != 200:
+                raise await _error(response)
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+            if buffer.strip():
+                yield json.loads(buffer)
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+        read: bool = True,
+        within: float | None = None,
+    ) -> Any:
+        limit = aiohttp.ClientTimeout(total=within or self.timeout)
+        try:
+            async with self._request(
+                method, path, params=params, body=body, content_type=content_type, timeout=limit
+            ) as response:
+                if response.status >= 300:
+                    raise await _error(response)
+                if not read:
+                    return {}
+                return json.loads(await response.read())
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise KubeError(0, str(exc) or type(exc).__name__, type(exc).__name__) from exc
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: aiohttp.ClientTimeout,
+        params: Params | None = None,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> _Request:
+        return _Request(self, method, path, params, body, content_type, timeout)
+
+
+class _Request:
+    """One request as an async context manager (auth headers are added on entry)."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        method: str,
+        path: str,
+        params: Params | None,
+        body: Mapping[str, Any] | None,
+        content_type: str,
+        timeout: aiohttp.ClientTimeout,
+    ) -> None:
+        self._kube = kube
+        self._args = (method, path, params, body, content_type, timeout)
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        method, path, params, body, content_type, timeout = self._args
+        api = self._kube.api
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        await api.update_params_for_auth(headers, [], ["BearerToken"])
+        configuration = api.configuration
+        extra: dict[str, Any] = {}
+        if configuration.tls_server_name:
+            extra["server_hostname"] = configuration.tls_server_name
+        try:
+            self._response = await api.rest_client.pool_manager.request(
+                method,
+                f"{configuration.host}{path}",
+                params=dict(params) if params else None,
+                data=json.dumps(body, separators=(",", ":")) if body is not None else None,
+                headers=headers,
+                timeout=timeout,
+                **extra,
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise KubeError(0, str(exc) or type(exc).__name__, type(exc).__name__) from exc
+        return self._response
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._response is not None:
+            self._response.release()
+
+
+async def _error(response: aiohttp.ClientResponse) -> KubeError:
+    """The API server's Status object of an error answer, as a KubeError."""
+    data = await response.read()
+    try:
+        loaded = json.loads(data) if data else {}
+    except ValueError:
+        loaded = {}
+    status: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
+    message = status.get("message") or data.decode("utf-8", "replace")[:500]
+    reason = status.get("reason") or response.reason or ""
+    return KubeError(response.status, str(message), str(reason), status.get("details"))

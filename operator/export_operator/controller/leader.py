@@ -5,8 +5,8 @@ reconciles. The holder renews the Lease every `retry_period`; if it cannot renew
 `renew_deadline` it stops acting (and keeps trying: once the API server answers again it renews
 its own Lease and goes on, no restart). A standby takes the Lease over when it has seen no renewal
 for `lease_duration`, measured on its own monotonic clock from the moment it observed the last
-change (so clock skew between replicas does not matter). Writes use the Lease's
-`resourceVersion`: of two replicas racing for it, one wins, the other gets 409.
+change (so clock skew between replicas does not matter). Writes are merge patches naming the
+Lease's `resourceVersion`: of two replicas racing for it, one wins, the other gets 409.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from kubernetes_asyncio import client
+from export_operator.kube import Kube, KubeError, collection_path, object_path
 
 log = logging.getLogger(__name__)
+
+LEASES = "coordination.k8s.io/v1"
 
 
 def default_identity() -> str:
@@ -59,7 +61,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        leases: client.CoordinationV1Api,
+        kube: Kube,
         config: LeaseConfig,
         *,
         on_started: Callable[[], None] = lambda: None,
@@ -69,7 +71,8 @@ class LeaderElector:
     ) -> None:
         self.config = config
         self.leading = leading or asyncio.Event()
-        self._api = leases
+        self._kube = kube
+        self._path = object_path(LEASES, "leases", config.namespace, config.name)
         self._on_started = on_started
         self._timeout = request_timeout
         self._monotonic = monotonic
@@ -81,7 +84,7 @@ class LeaderElector:
         """Try to acquire, then renew, forever (cancel to stop; `release()` hands it over)."""
         while True:
             try:
-                await self._try_acquire_or_renew()
+                await self.try_acquire_or_renew()
             except Exception as exc:  # API down, timeouts: keep trying
                 log.debug("lease %s: %s", self.config.name, exc)
             if (
@@ -97,36 +100,44 @@ class LeaderElector:
                 self.leading.clear()
             await asyncio.sleep(self.config.retry_period)
 
-    async def _try_acquire_or_renew(self) -> None:
+    async def _read(self) -> dict[str, Any] | None:
+        try:
+            return await self._kube.get(self._path, within=self._timeout)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _write(self, version: str, spec: dict[str, Any]) -> None:
+        """A merge patch conditional on `version` (409 when another replica wrote first)."""
+        body = {"metadata": {"resourceVersion": version}, "spec": spec}
+        async with asyncio.timeout(self._timeout):
+            await self._kube.patch(self._path, body, read=False)
+
+    async def try_acquire_or_renew(self) -> None:
         cfg = self.config
         now = dt.datetime.now(dt.UTC)
-        try:
-            lease = await self._api.read_namespaced_lease(
-                cfg.name, cfg.namespace, _request_timeout=self._timeout
-            )
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-            await self._api.create_namespaced_lease(
-                cfg.namespace,
-                cast(
-                    Any,
-                    {
-                        "metadata": {"name": cfg.name, "namespace": cfg.namespace},
-                        "spec": self._spec(now, acquire=True, transitions=0),
-                    },
-                ),
-                _request_timeout=self._timeout,
-            )
+        lease = await self._read()
+        if lease is None:
+            body = {
+                "apiVersion": LEASES,
+                "kind": "Lease",
+                "metadata": {"name": cfg.name, "namespace": cfg.namespace},
+                "spec": self._spec(now, acquire=True, transitions=0),
+            }
+            async with asyncio.timeout(self._timeout):
+                await self._kube.create(
+                    collection_path(LEASES, "leases", cfg.namespace), body, read=False
+                )
             self._became_leader()
             return
-        spec = lease.spec
+        spec = lease.get("spec") or {}
         record = _Record(
-            holder=spec.holder_identity or "",
-            renew_time=str(spec.renew_time or ""),
-            duration=int(spec.lease_duration_seconds or cfg.lease_duration),
-            transitions=int(spec.lease_transitions or 0),
-            version=str(lease.metadata.resource_version),
+            holder=str(spec.get("holderIdentity") or ""),
+            renew_time=str(spec.get("renewTime") or ""),
+            duration=int(spec.get("leaseDurationSeconds") or cfg.lease_duration),
+            transitions=int(spec.get("leaseTransitions") or 0),
+            version=str((lease.get("metadata") or {}).get("resourceVersion") or ""),
         )
         if record != self._observed:
             self._observed, self._observed_at = record, self._monotonic()
@@ -138,25 +149,24 @@ class LeaderElector:
                 self.leading.clear()
             return
         transitions = record.transitions if mine else record.transitions + 1
-        body = {
-            "metadata": {"name": cfg.name, "resourceVersion": record.version},
-            "spec": self._spec(now, acquire=not mine, transitions=transitions, lease=spec),
-        }
-        await self._api.replace_namespaced_lease(
-            cfg.name, cfg.namespace, cast(Any, body), _request_timeout=self._timeout
+        await self._write(
+            record.version,
+            self._spec(now, acquire=not mine, transitions=transitions, lease=spec),
         )
         if not mine:
             log.info("lease %s/%s taken over from %r", cfg.namespace, cfg.name, record.holder)
         self._became_leader()
 
     def _spec(
-        self, now: dt.datetime, *, acquire: bool, transitions: int, lease: Any = None
+        self,
+        now: dt.datetime,
+        *,
+        acquire: bool,
+        transitions: int,
+        lease: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        acquired = (
-            _micro_time(now)
-            if acquire or lease is None or lease.acquire_time is None
-            else _micro_time(lease.acquire_time)
-        )
+        kept = (lease or {}).get("acquireTime")
+        acquired = _micro_time(now) if acquire or not kept else str(kept)
         return {
             "holderIdentity": self.config.identity,
             "leaseDurationSeconds": int(self.config.lease_duration),
@@ -182,22 +192,19 @@ class LeaderElector:
         self.leading.clear()
         cfg = self.config
         try:
-            lease = await self._api.read_namespaced_lease(
-                cfg.name, cfg.namespace, _request_timeout=self._timeout
-            )
-            if lease.spec.holder_identity != cfg.identity:
+            lease = await self._read()
+            spec = (lease or {}).get("spec") or {}
+            if lease is None or spec.get("holderIdentity") != cfg.identity:
                 return
-            body = {
-                "metadata": {"name": cfg.name, "resourceVersion": lease.metadata.resource_version},
-                "spec": {
+            await self._write(
+                str((lease.get("metadata") or {}).get("resourceVersion") or ""),
+                {
                     "holderIdentity": "",
                     "leaseDurationSeconds": 1,
+                    "acquireTime": None,
                     "renewTime": _micro_time(dt.datetime.now(dt.UTC)),
-                    "leaseTransitions": int(lease.spec.lease_transitions or 0),
+                    "leaseTransitions": int(spec.get("leaseTransitions") or 0),
                 },
-            }
-            await self._api.replace_namespaced_lease(
-                cfg.name, cfg.namespace, cast(Any, body), _request_timeout=self._timeout
             )
             log.info("lease %s/%s released", cfg.namespace, cfg.name)
         except Exception as exc:  # best effort: the Lease expires anyway

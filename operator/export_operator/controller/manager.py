@@ -17,13 +17,10 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from kubernetes_asyncio import client
-
-from export_operator import kube
 from export_operator.backoff import Backoff
 from export_operator.controller import metrics
 from export_operator.controller.admission import Admission, Key
-from export_operator.controller.apicalls import ApiError, KubeWriter, Writer
+from export_operator.controller.apicalls import KubeWriter, Writer
 from export_operator.controller.caches import Caches
 from export_operator.controller.leader import LeaderElector, LeaseConfig, default_identity
 from export_operator.controller.notify import Notifier
@@ -33,6 +30,7 @@ from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView, JobView, PodView
 from export_operator.controller.status import JobCreateError
 from export_operator.controller.workqueue import WorkQueue, run_worker
+from export_operator.kube import KubeClient, KubeError
 from export_operator.resource import job_name_for
 
 log = logging.getLogger(__name__)
@@ -81,7 +79,7 @@ class Manager:
         """The second reconciler: completion callbacks, its own queue and workers."""
         self.leading = asyncio.Event()
         """Set while this replica acts (always, standalone). Stable: others may wait on it."""
-        self._apis: list[client.ApiClient] = []
+        self._apis: list[KubeClient] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self.caches.exports.listeners += [self._on_export, self.notifier.on_export]
         self.caches.jobs.listeners.append(self._on_job)
@@ -96,21 +94,18 @@ class Manager:
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the API clients and start the informers; once they have listed, the rest."""
-        # trust_env=False: no netrc/proxy lookups (a thread hop) on every API call.
-        api = await kube.new_api_client(trust_env=False)
-        # The watches hold their connections for minutes: a client of their own.
-        watch_api = await kube.new_api_client(trust_env=False)
-        # The notifier's writes: a busy reconciler does not delay them (nor they it).
-        notify_api = await kube.new_api_client(trust_env=False)
+        within = self.settings.request_timeout_seconds
+        # The watches hold their connections for minutes, and the notifier's writes must not
+        # wait behind the reconciler's (nor they behind them): a client each.
+        api, watch_api, notify_api = [await KubeClient.connect(within=within) for _ in range(3)]
         self._apis = [api, watch_api, notify_api]
-        timeout = self.settings.request_timeout_seconds
-        self.connect(KubeWriter(api, timeout=timeout), KubeWriter(notify_api, timeout=timeout))
+        self.connect(KubeWriter(api), KubeWriter(notify_api))
         for informer in self.caches.all:
             informer.api = watch_api
         self._tasks = [asyncio.create_task(i.run()) for i in self.caches.all]
         self._tasks.append(asyncio.create_task(self._start_acting(api)))
 
-    async def _start_acting(self, api: client.ApiClient) -> None:
+    async def _start_acting(self, api: KubeClient) -> None:
         """Once every cache has listed: leader election (or lead at once) and the runnables."""
         await asyncio.gather(*(i.synced.wait() for i in self.caches.all))
         log.info(
@@ -140,7 +135,7 @@ class Manager:
             self.leading.set()
         else:
             leader = LeaderElector(
-                client.CoordinationV1Api(api),
+                api,
                 LeaseConfig(
                     namespace=s.lease_namespace or s.namespace or "default",
                     name=s.lease_name,
@@ -188,7 +183,7 @@ class Manager:
         failures = self.queue.failures(key)
         if isinstance(exc, JobCreateError):
             metrics.RECONCILE_ERRORS.labels("create_job").inc()
-        elif isinstance(exc, ApiError):
+        elif isinstance(exc, KubeError):
             metrics.RECONCILE_ERRORS.labels("write").inc()
         else:
             log.error("reconcile of %s/%s failed", *key, exc_info=exc)

@@ -26,13 +26,14 @@ from typing import Any
 from export_operator.backoff import Backoff
 from export_operator.callbacks import CallbackRefusedError
 from export_operator.controller import metrics
-from export_operator.controller.apicalls import ApiError, Writer
+from export_operator.controller.apicalls import Writer
 from export_operator.controller.delivery import MAX_ERROR, Attempt, Sender, build_event
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.signing import read_secrets, signed_headers
 from export_operator.controller.snapshots import ExportView, format_time, parse_time
 from export_operator.controller.workqueue import Result, WorkQueue
 from export_operator.informer import Informer
+from export_operator.kube import KubeError
 from export_operator.presign import Presigner, own_result_uri
 from export_operator.resource import Phase
 
@@ -286,7 +287,7 @@ class Notifier:
                 uid=view.uid,
                 status={"notification": note},
             )
-        except ApiError as exc:
+        except KubeError as exc:
             if exc.status in (404, 409):
                 self._forget(view.uid)
                 return False
@@ -311,6 +312,6 @@ class Notifier:
                     message=message,
                     now=self.clock(),
                 )
-            except ApiError as exc:
+            except KubeError as exc:
                 log.debug("event not posted: %s", exc)
         return True

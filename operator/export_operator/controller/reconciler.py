@@ -21,7 +21,7 @@ from typing import Any
 
 from export_operator.controller import metrics
 from export_operator.controller.admission import Admission, Key, waits_for_job
-from export_operator.controller.apicalls import ApiError, Writer, create_error_reason
+from export_operator.controller.apicalls import Writer, create_error_reason
 from export_operator.controller.caches import Caches
 from export_operator.controller.jobs import JobFactory
 from export_operator.controller.outcomes import Watchdog, watchdog_deadline
@@ -36,6 +36,7 @@ from export_operator.controller.status import (
     status_patch,
 )
 from export_operator.controller.workqueue import Result
+from export_operator.kube import KubeError
 from export_operator.resource import Phase
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class Reconciler:
         self._recorder.job_created()
         try:
             created = await self.writer.create_job(job)
-        except ApiError as exc:
+        except KubeError as exc:
             if exc.status in (400, 422):  # the Job itself is invalid: retrying cannot help
                 return f"the Job was refused: {exc.message}", None
             reason = create_error_reason(exc)
@@ -220,7 +221,7 @@ class Reconciler:
                 await self.writer.patch_status(
                     namespace=export.namespace, name=export.name, uid=export.uid, status=patch
                 )
-            except ApiError as exc:
+            except KubeError as exc:
                 if exc.status in (404, 409):  # gone, or replaced by a namesake
                     return Result()
                 raise

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from export_operator.controller.apicalls import ApiError, Writer
+from export_operator.controller.apicalls import Writer
 from export_operator.controller.snapshots import ExportView
 from export_operator.controller.workqueue import WorkQueue
+from export_operator.kube import KubeError
 
 Key = tuple[str, str]
 
@@ -135,7 +136,7 @@ class EventRecorder:
             return
         try:
             await self.writer.post_event(**event)
-        except ApiError as exc:
+        except KubeError as exc:
             log.debug("event not posted: %s", exc)
 
     def stop(self) -> None:

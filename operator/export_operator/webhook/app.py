@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from export_operator.kube import new_api_client
+from export_operator.kube import KubeClient
 from export_operator.presign import Presigner
 from export_operator.webhook import middleware, routes_events, routes_exports, routes_ops
 from export_operator.webhook.cache import ExportCache
@@ -92,10 +92,8 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
     """The API client, the store on it and the watch that feeds the cache."""
     settings, services = app[SETTINGS], app[SERVICES]
     # No proxy variables or ~/.netrc for the API server: they cost two thread hops per call.
-    api = await new_api_client(trust_env=False)
-    services.store = KubeExportStore(
-        api=api, namespace=settings.namespace, timeout=settings.api_timeout_seconds
-    )
+    api = await KubeClient.connect(within=settings.api_timeout_seconds)
+    services.store = KubeExportStore(kube=api, namespace=settings.namespace)
     _start_lookup(app)
     task = asyncio.create_task(services.cache.run(api), name="exportjobs-cache-watch")
     try:

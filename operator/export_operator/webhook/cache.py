@@ -14,11 +14,10 @@ import bisect
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes_asyncio import client
-
 from export_operator import resource
 from export_operator.backoff import Backoff
-from export_operator.informer import Informer, collection_path
+from export_operator.informer import Informer
+from export_operator.kube import Kube, collection_path
 from export_operator.webhook.listing import ListQuery, SortKey, created_key, encode_continue
 
 RETRY = Backoff(base=0.5, cap=30.0, jitter=0.0)
@@ -52,7 +51,7 @@ class ExportCache:
         self.informer.listeners.append(self._changed)
         self._sorted: list[SortKey] | None = None
 
-    async def run(self, api: client.ApiClient) -> None:
+    async def run(self, api: Kube) -> None:
         """List and watch through `api` until cancelled; errors are logged and retried."""
         self.informer.api = api
         await self.informer.run()

@@ -8,15 +8,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Any, Protocol
 
-import aiohttp
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from export_operator import resource
+from export_operator.kube import Kube, KubeError, collection_path
 
 
 class AlreadyExistsError(Exception):
@@ -53,55 +48,20 @@ class ExportStore(Protocol):
 
 
 class KubeExportStore:
-    """`ExportStore` on the Kubernetes API server, in one namespace."""
+    """`ExportStore` on the Kubernetes API server, in one namespace (through `kube.Kube`)."""
 
-    def __init__(self, *, api: client.ApiClient, namespace: str, timeout: float) -> None:
-        self._api = api
-        self._objects = client.CustomObjectsApi(api)
-        self._version = client.VersionApi(api)
-        self._namespace = namespace
-        self._timeout = timeout
-        self._collection_url = (
-            f"{api.configuration.host}/apis/{resource.GROUP}/{resource.VERSION}"
-            f"/namespaces/{namespace}/{resource.PLURAL}"
-        )
-        self._client_timeout = aiohttp.ClientTimeout(total=timeout)
+    def __init__(self, *, kube: Kube, namespace: str) -> None:
+        self._kube = kube
+        self._collection = collection_path(resource.API_VERSION, resource.PLURAL, namespace)
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One POST on the client's own session (its connection pool, TLS and credentials).
-
-        The create is the webhook's hot path, and the generated client's machinery (parameter
-        checks, recursive sanitising of the body, header selection) cost more CPU per call than
-        the HTTP exchange itself (docs/benchmarks.md, "Webhook"); the request is the same.
-        """
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        await self._api.update_params_for_auth(headers, [], ["BearerToken"])
-        data = json.dumps(body, separators=(",", ":"))
         async with _translated_errors():
-            session = self._api.rest_client.pool_manager
-            async with session.post(
-                self._collection_url, data=data, headers=headers, timeout=self._client_timeout
-            ) as response:
-                payload = await response.read()
-                if response.status >= 400:
-                    error = ApiException(status=response.status, reason=response.reason)
-                    error.body = payload
-                    raise error
-            created: dict[str, Any] = json.loads(payload)
-            return created
+            return await self._kube.create(self._collection, body)
 
     async def read(self, name: str) -> dict[str, Any] | None:
         try:
             async with _translated_errors():
-                found: dict[str, Any] = await self._objects.get_namespaced_custom_object(
-                    resource.GROUP,
-                    resource.VERSION,
-                    self._namespace,
-                    resource.PLURAL,
-                    name,
-                    _request_timeout=self._timeout,
-                )
-                return found
+                return await self._kube.get(f"{self._collection}/{name}")
         except _NotFoundError:
             return None
 
@@ -109,17 +69,7 @@ class KubeExportStore:
         body = {"metadata": {"resourceVersion": resource_version}, "spec": {"cancel": True}}
         try:
             async with _translated_errors():
-                patched: dict[str, Any] = await self._objects.patch_namespaced_custom_object(
-                    resource.GROUP,
-                    resource.VERSION,
-                    self._namespace,
-                    resource.PLURAL,
-                    name,
-                    body,
-                    _content_type="application/merge-patch+json",  # type: ignore[call-arg]
-                    _request_timeout=self._timeout,
-                )
-                return patched
+                return await self._kube.patch(f"{self._collection}/{name}", body)
         except _NotFoundError:
             return None
         except AlreadyExistsError as exc:  # 409 on a patch: the resourceVersion is stale
@@ -127,7 +77,7 @@ class KubeExportStore:
 
     async def ping(self) -> None:
         async with _translated_errors():
-            await self._version.get_code(_request_timeout=self._timeout)
+            await self._kube.get("/version")
 
 
 class _NotFoundError(Exception):
@@ -135,50 +85,27 @@ class _NotFoundError(Exception):
 
 
 class _translated_errors:  # noqa: N801 - used as a context manager, named like one
-    """Map client exceptions onto the store's errors."""
+    """Map the client's errors onto the store's."""
 
     async def __aenter__(self) -> None:
         return None
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> None:
-        if exc is None:
+        if not isinstance(exc, KubeError):
             return
-        if isinstance(exc, ApiException):
-            status = exc.status or 0
-            if status == 409:
-                raise AlreadyExistsError(_api_message(exc)) from exc
-            if status == 404 and _api_reason(exc) == "NotFound" and _kind_is_export(exc):
-                raise _NotFoundError from exc
-            if status in (400, 422):
-                raise StoreRejectedError(_api_message(exc)) from exc
-            # 401/403 (our credentials), 404 (namespace or CRD missing), 429, 5xx: not the
-            # client's fault and possibly transient.
-            raise StoreUnavailableError(
-                f"API server answered {status}: {_api_message(exc)}"
-            ) from exc
-        if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError)):
-            raise StoreUnavailableError(
-                f"API server unreachable: {type(exc).__name__}: {exc}"
-            ) from exc
+        if exc.status == 409:
+            raise AlreadyExistsError(exc.message) from exc
+        if exc.status == 404 and exc.reason == "NotFound" and _kind_is_export(exc):
+            raise _NotFoundError from exc
+        if exc.status in (400, 422):
+            raise StoreRejectedError(exc.message) from exc
+        if exc.status == 0:
+            raise StoreUnavailableError(f"API server unreachable: {exc.message}") from exc
+        # 401/403 (our credentials), 404 (namespace or CRD missing), 429, 5xx: not the client's
+        # fault and possibly transient.
+        raise StoreUnavailableError(f"API server answered {exc.status}: {exc.message}") from exc
 
 
-def _status_body(exc: ApiException) -> dict[str, Any]:
-    try:
-        body = json.loads(exc.body) if exc.body else {}
-    except (TypeError, ValueError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _api_message(exc: ApiException) -> str:
-    return str(_status_body(exc).get("message") or exc.reason or "no message")
-
-
-def _api_reason(exc: ApiException) -> str:
-    return str(_status_body(exc).get("reason") or "")
-
-
-def _kind_is_export(exc: ApiException) -> bool:
+def _kind_is_export(exc: KubeError) -> bool:
     """A 404 about the ExportJob itself, not about its namespace or the CRD being absent."""
-    details = _status_body(exc).get("details") or {}
-    return bool(details.get("kind") == resource.PLURAL and details.get("name"))
+    return bool(exc.details.get("kind") == resource.PLURAL and exc.details.get("name"))

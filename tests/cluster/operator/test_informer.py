@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client
 
 from export_operator import kube, resource
 from export_operator.backoff import Backoff
@@ -25,8 +24,10 @@ Seen = list[tuple[str | None, str]]
 
 
 @pytest.fixture
-async def api(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
-    api = await kube.new_api_client(kubeconfig=str(cluster.kubeconfig), trust_env=False)
+async def api(cluster: LocalCluster) -> AsyncIterator[kube.KubeClient]:
+    api = kube.KubeClient(
+        await kube.new_api_client(kubeconfig=str(cluster.kubeconfig), trust_env=False)
+    )
     try:
         yield api
     finally:
@@ -34,7 +35,7 @@ async def api(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
 
 
 def _informer(
-    api: client.ApiClient, namespace: str, **kwargs: Any
+    api: kube.KubeClient, namespace: str, **kwargs: Any
 ) -> tuple[Informer[ExportView], Seen]:
     informer: Informer[ExportView] = Informer(
         api=api,
@@ -55,7 +56,7 @@ async def _stop(task: asyncio.Task[None]) -> None:
 
 
 async def test_list_in_pages_then_events_and_resumed_watches(
-    api: client.ApiClient, exports: Exports
+    api: kube.KubeClient, exports: Exports
 ) -> None:
     for i in range(5):
         await asyncio.to_thread(exports.create, f"e{i}")
@@ -82,7 +83,7 @@ async def test_list_in_pages_then_events_and_resumed_watches(
 
 
 async def test_a_resource_version_too_old_lists_again(
-    api: client.ApiClient, exports: Exports
+    api: kube.KubeClient, exports: Exports
 ) -> None:
     for name in ("a", "b"):
         await asyncio.to_thread(exports.create, name)

@@ -257,11 +257,11 @@ async def test_cache_relists_after_the_watch_breaks(
 
 async def test_watch_from_an_expired_resource_version_relists(exportjobs: ExportJobs) -> None:
     from export_operator.informer import GoneError
-    from export_operator.kube import new_api_client
+    from export_operator.kube import KubeClient
     from export_operator.webhook.cache import ExportCache
 
     _create_elsewhere(exportjobs, "before-watch")
-    api = await new_api_client()
+    api = await KubeClient.connect(trust_env=True)
     try:
         cache = ExportCache(namespace=exportjobs.namespace, watch_timeout=5, request_timeout=2)
         informer = cache.informer

@@ -1,4 +1,4 @@
-"""The controller's reconcile against in-memory caches and a recording writer (no cluster):
+"""The controller's reconcile against in-memory caches and the in-memory API (no cluster):
 refused Job creates never show a Job and are retried, bad input stays with its export, watch lag
 and TTL-deleted Jobs never fail an export."""
 
@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from export_operator.controller.apicalls import ApiError
+from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.manager import Manager
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.status import JobCreateError
 from export_operator.controller.workqueue import Result, run_worker
 from export_operator.informer import Informer
-from tests.support.fake_writer import FakeWriter
+from export_operator.kube import KubeError
+from tests.support.fake_kube import FakeKube
 from tests.unit.operator.factories import (
     condition,
     export_body,
@@ -29,6 +30,7 @@ from tests.unit.operator.factories import (
 
 NOW = dt.datetime(2026, 1, 1, 0, 20, tzinfo=dt.UTC)
 Key = tuple[str, str]
+EXPORTS = "/apis/exportjobs.dev/v1alpha1/namespaces/ns/exportjobs"
 DONE = Result()
 """A finished export (retention off in the harness): nothing more to do."""
 LOOK_AGAIN = Result(requeue_after=60.0)
@@ -36,7 +38,7 @@ LOOK_AGAIN = Result(requeue_after=60.0)
 
 
 class Harness:
-    """A manager with a recording writer; watch events go through its informers."""
+    """A manager writing to the in-memory API; watch events go through its informers."""
 
     def __init__(self, *, quiet: float = 0.0, **settings: Any) -> None:
         settings.setdefault("default_destination_uri", "s3://out/reports/")
@@ -47,11 +49,12 @@ class Harness:
         self.manager = Manager(
             settings=OperatorSettings(**settings), clock=lambda: NOW, creations_quiet=quiet
         )
-        self.writer = FakeWriter()
-        self.manager.connect(self.writer)
+        self.kube = FakeKube()
+        self.manager.connect(KubeWriter(self.kube))
         self.caches = self.manager.caches
         self.reconcile = self.manager.reconciler.reconcile
         self.admission = self.manager.admission
+        self._events_seen = 0
 
     @staticmethod
     def event(informer: Informer[Any], type_: str, body: dict[str, Any]) -> None:
@@ -59,17 +62,47 @@ class Harness:
         informer.handle_event({"type": type_, "object": body})
 
     def add(self, name: str, **kwargs: Any) -> Key:
-        self.event(self.caches.exports, "ADDED", export_body(name, **kwargs))
+        """An ExportJob in the API server and through the watch."""
+        body = export_body(name, **kwargs)
+        self.kube.objects[f"{EXPORTS}/{name}"] = body
+        self.event(self.caches.exports, "ADDED", body)
         return ("ns", name)
 
+    @property
+    def jobs(self) -> list[dict[str, Any]]:
+        """The Jobs in the API server, in the order they were created."""
+        return [obj for path, obj in self.kube.objects.items() if "/jobs/" in path]
+
+    @property
+    def patches(self) -> list[tuple[str, dict[str, Any]]]:
+        """(ExportJob name, status) of every status patch sent."""
+        return [
+            (path.split("/")[-2], body["status"])
+            for path, body in zip(
+                self.kube.paths("patch", "/status"),
+                self.kube.bodies("patch", "/status"),
+                strict=True,
+            )
+        ]
+
+    def deleted(self, kind: str) -> list[str]:
+        """Names of the objects of `kind` (jobs, exportjobs) a delete was sent for."""
+        return [p.rsplit("/", 1)[1] for p in self.kube.paths("delete", f"/{kind}/")]
+
     def status(self, name: str) -> dict[str, Any]:
-        return self.writer.status(name)
+        """The status after every patch sent (None deleting a field)."""
+        merged: dict[str, Any] = {}
+        for patched, status in self.patches:
+            if patched == name:
+                merged.update(status)
+        return {k: v for k, v in merged.items() if v is not None}
 
     async def events(self) -> list[tuple[str, str]]:
         """The Events posted since the last call."""
         await self.manager.recorder.drain()
-        out = [(e["type_"], e["reason"]) for e in self.writer.events]
-        self.writer.events.clear()
+        posted = self.kube.bodies("create", "/events")
+        out = [(e["type"], e["reason"]) for e in posted[self._events_seen :]]
+        self._events_seen = len(posted)
         return out
 
     async def admit_and_reconcile(self, *keys: Key) -> dict[Key, BaseException | Result]:
@@ -87,21 +120,21 @@ class Harness:
     ("error", "reason"),
     [
         (
-            ApiError(403, 'jobs "export-a" is forbidden: exceeded quota: q, requested: ...'),
+            KubeError(403, 'jobs "export-a" is forbidden: exceeded quota: q, requested: ...'),
             "QuotaExceeded",
         ),
-        (ApiError(403, "jobs is forbidden: User cannot create"), "Forbidden"),
-        (ApiError(503, "the server is currently unable to handle the request"), "APIUnavailable"),
-        (ApiError(0, "Cannot connect to host"), "APIUnavailable"),
-        (ApiError(429, "too many requests"), "APIUnavailable"),
+        (KubeError(403, "jobs is forbidden: User cannot create"), "Forbidden"),
+        (KubeError(503, "the server is currently unable to handle the request"), "APIUnavailable"),
+        (KubeError(0, "Cannot connect to host"), "APIUnavailable"),
+        (KubeError(429, "too many requests"), "APIUnavailable"),
     ],
 )
 async def test_a_refused_create_shows_no_job_says_why_and_is_retried(
-    error: ApiError, reason: str
+    error: KubeError, reason: str
 ) -> None:
     h = Harness()
     key = h.add("a")
-    h.writer.create_errors = [error]
+    h.kube.fail("create", error, on="/jobs")
     [outcome] = (await h.admit_and_reconcile(key)).values()
     assert isinstance(outcome, JobCreateError)
     status = h.status("a")
@@ -116,7 +149,7 @@ async def test_a_refused_create_shows_no_job_says_why_and_is_retried(
     status = h.status("a")
     assert status["phase"] == "Pending"
     assert status["jobName"] == "export-a"
-    assert len(h.writer.jobs) == 1
+    assert len(h.jobs) == 1
     # The watch has not shown the Job yet: still Pending, nothing "disappeared".
     h.event(h.caches.exports, "MODIFIED", export_body("a", status=status))
     assert await h.reconcile(key) == LOOK_AGAIN
@@ -126,24 +159,24 @@ async def test_a_refused_create_shows_no_job_says_why_and_is_retried(
 async def test_a_retry_with_the_same_refusal_writes_and_posts_nothing_new() -> None:
     h = Harness()
     key = h.add("a")
-    quota = ApiError(403, "exceeded quota: q")
-    h.writer.create_errors = [quota, quota]
+    quota = KubeError(403, "exceeded quota: q")
+    h.kube.fail("create", quota, quota, on="/jobs")
     await h.admit_and_reconcile(key)
-    patches, _ = len(h.writer.patches), await h.events()
+    patches, _ = len(h.patches), await h.events()
     with pytest.raises(JobCreateError):
         await h.reconcile(key)
-    assert len(h.writer.patches) == patches
+    assert len(h.patches) == patches
     assert await h.events() == []
 
 
 async def test_admitted_exports_hold_their_slots_while_their_creates_fail() -> None:
     h = Harness(max_running=2)
     keys = [h.add(f"e{i}", created=f"2026-01-01T00:00:0{i}Z") for i in range(4)]  # e0, e1 admitted
-    h.writer.create_errors = [ApiError(403, "exceeded quota: q")] * 2
+    h.kube.fail("create", *[KubeError(403, "exceeded quota: q")] * 2, on="/jobs")
     outcomes = await h.admit_and_reconcile(*keys)
     assert all(isinstance(outcomes[k], JobCreateError) for k in keys[:2])
     assert h.admission.positions == {keys[2]: 1, keys[3]: 2}
-    assert h.writer.jobs == []
+    assert h.jobs == []
     # Another pass does not admit the next ones in their place.
     await h.admit_and_reconcile()
     assert [h.admission.holds_slot(k) for k in keys] == [True, True, False, False]
@@ -160,7 +193,7 @@ async def test_a_broken_dataset_template_fails_only_the_exports_that_use_it() ->
     assert status["error"]["code"] == "INVALID_SPEC"
     assert "KeyError" in status["error"]["message"]
     assert "region" in status["error"]["message"]
-    assert [j["metadata"]["name"] for j in h.writer.jobs] == ["export-good"]
+    assert [j["metadata"]["name"] for j in h.jobs] == ["export-good"]
     assert h.status("good")["phase"] == "Pending"
 
 
@@ -179,7 +212,7 @@ async def test_an_unparsable_quantity_fails_only_the_exports_that_need_it() -> N
 async def test_a_job_the_api_server_refuses_as_invalid_fails_its_export_once() -> None:
     h = Harness()
     key = h.add("a")
-    h.writer.create_errors = [ApiError(422, "Job.batch is invalid: spec.template...")]
+    h.kube.fail("create", KubeError(422, "Job.batch is invalid: spec.template..."), on="/jobs")
     assert (await h.admit_and_reconcile(key))[key] == DONE
     assert h.status("a")["error"]["code"] == "INVALID_SPEC"
     assert await h.events() == [("Warning", "Failed")]
@@ -194,7 +227,7 @@ async def test_a_nul_byte_in_the_csv_options_is_an_invalid_spec() -> None:
     )
     assert (await h.admit_and_reconcile(key))[key] == DONE
     assert h.status("a")["error"]["code"] == "INVALID_SPEC"
-    assert h.writer.jobs == []
+    assert h.jobs == []
 
 
 async def test_a_finished_job_deleted_before_the_status_recorded_it_still_succeeds() -> None:
@@ -213,7 +246,7 @@ async def test_a_finished_job_deleted_before_the_status_recorded_it_still_succee
     h.event(h.caches.jobs, "DELETED", body)  # TTL: gone from the cache
     assert await h.reconcile(key) == DONE
     assert h.status("a")["phase"] == "Succeeded"
-    assert await h.reconcile(key) == DONE and len(h.writer.patches) == 1, "recorded once"
+    assert await h.reconcile(key) == DONE and len(h.patches) == 1, "recorded once"
 
 
 async def test_a_pod_that_cannot_start_is_failed_by_the_watchdog_and_frees_its_slot() -> None:
@@ -238,7 +271,7 @@ async def test_a_pod_that_cannot_start_is_failed_by_the_watchdog_and_frees_its_s
     status = h.status("a")
     assert status["phase"] == "Failed"
     assert status["error"]["code"] == "POD_START_FAILED"
-    assert h.writer.deleted_jobs == ["export-a"]
+    assert h.deleted("jobs") == ["export-a"]
     # Until then, a stuck pod is looked at again at the watchdog's deadline.
     h2 = Harness(start_timeout_seconds=600, resync_interval_seconds=3600)
     k2 = h2.add("a", status={"phase": "Pending", "jobName": "export-a"})
@@ -251,7 +284,7 @@ async def test_a_pod_that_cannot_start_is_failed_by_the_watchdog_and_frees_its_s
 async def test_status_write_failure_is_retried_by_the_queue_with_backoff() -> None:
     h = Harness(retry_base_seconds=0.01, retry_max_seconds=0.02)
     h.add("a")
-    h.writer.patch_errors = [ApiError(503, "unavailable")] * 3
+    h.kube.fail("patch", *[KubeError(503, "unavailable")] * 3, on="/status")
     h.manager.leading.set()
     worker = asyncio.create_task(run_worker(h.manager.queue, h.reconcile))
     h.admission.admit_once()
@@ -262,7 +295,7 @@ async def test_status_write_failure_is_retried_by_the_queue_with_backoff() -> No
     h.manager.queue.shut_down()
     await worker
     assert h.status("a")["jobName"] == "export-a"
-    assert len(h.writer.jobs) == 1, "the Job was created once; only the status was retried"
+    assert len(h.jobs) == 1, "the Job was created once; only the status was retried"
 
 
 async def test_a_deleted_exportjob_has_its_job_deleted_and_is_forgotten() -> None:
@@ -271,14 +304,16 @@ async def test_a_deleted_exportjob_has_its_job_deleted_and_is_forgotten() -> Non
     h.event(h.caches.jobs, "ADDED", job_body("a", active=1))
     h.event(h.caches.exports, "DELETED", export_body("a"))
     assert await h.reconcile(key) == DONE
-    assert h.writer.deleted_jobs == ["export-a"]
+    assert h.deleted("jobs") == ["export-a"]
     assert h.manager.queue.failures(key) == 0
 
 
 async def test_a_job_the_watch_does_not_show_yet_is_asked_for_before_failing() -> None:
     h = Harness()
     key = h.add("lag", status={"phase": "Pending", "jobName": "export-lag"})
-    h.writer.existing.add("export-lag")  # e.g. the Job watch re-lists after an outage
+    h.kube.objects["/apis/batch/v1/namespaces/ns/jobs/export-lag"] = job_body(
+        "lag"
+    )  # e.g. the Job watch re-lists after an outage
     assert await h.reconcile(key) == LOOK_AGAIN
     written = h.status("lag")
     assert "error" not in written, "not Failed"
@@ -334,10 +369,10 @@ async def test_the_queue_position_is_written_once_on_entering_the_queue() -> Non
         )
     # e0 finishes: e1 is admitted, e2 and e3 move up in the queue (2 → 1, 3 → 2).
     h.event(h.caches.jobs, "ADDED", job_body("e0", succeeded=1, conditions=[condition("Complete")]))
-    patches = len(h.writer.patches)
+    patches = len(h.patches)
     await h.admit_and_reconcile(*keys)
     assert h.admission.positions == {keys[2]: 1, keys[3]: 2}
-    written = [name for name, _ in h.writer.patches[patches:]]
+    written = [name for name, _ in h.patches[patches:]]
     assert sorted(written) == ["e0", "e1"], "e0 Succeeded, e1 Pending; nothing for e2 and e3"
     assert h.status("e2")["queuePosition"] == 2, "the place when it was queued: an upper bound"
 
@@ -349,8 +384,8 @@ async def test_status_writes_wait_for_a_burst_of_job_creates_then_go() -> None:
     a, b = h.add("a"), h.add("b")
     assert await h.reconcile(a) == Result(requeue_after=15.0)
     assert await h.reconcile(b) == Result(requeue_after=15.0)
-    assert [j["metadata"]["name"] for j in h.writer.jobs] == ["export-a", "export-b"]
-    assert h.writer.patches == [], "no status write while Jobs are being created"
+    assert [j["metadata"]["name"] for j in h.jobs] == ["export-a", "export-b"]
+    assert h.patches == [], "no status write while Jobs are being created"
     while len(h.manager.queue):  # the keys the informer events queued
         h.manager.queue.done(await h.manager.queue.get())
     await asyncio.sleep(0.5)
@@ -366,10 +401,10 @@ async def test_a_finished_export_is_looked_at_again_when_its_retention_ends() ->
     key = h.add("a", status=done)
     # Completed at 00:10, now 00:20: 50 minutes left (+1 s: past it, not at it).
     assert await h.reconcile(key) == Result(requeue_after=3001.0)
-    assert h.writer.deleted_exports == []
+    assert h.deleted("exportjobs") == []
     old = h.add("old", status={**done, "completionTime": "2025-12-31T23:00:00Z"})
     assert await h.reconcile(old) == DONE
-    assert h.writer.deleted_exports == ["old"]
+    assert h.deleted("exportjobs") == ["old"]
 
 
 async def test_a_deleted_export_drops_its_timers_and_backoff() -> None:

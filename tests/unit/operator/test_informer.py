@@ -16,6 +16,7 @@ from kubernetes_asyncio import client
 from export_operator.backoff import Backoff
 from export_operator.controller.snapshots import PodView
 from export_operator.informer import Informer, collection_path
+from export_operator.kube import KubeClient
 from tests.unit.operator.factories import pod_body
 
 PATH = "/api/v1/namespaces/ns/pods"
@@ -87,13 +88,13 @@ class FakeApi:
 
 
 @pytest.fixture
-async def fake(aiohttp_server: Any) -> AsyncIterator[tuple[FakeApi, client.ApiClient]]:
+async def fake(aiohttp_server: Any) -> AsyncIterator[tuple[FakeApi, KubeClient]]:
     fake = FakeApi()
     app = web.Application()
     app.router.add_get(PATH, fake.handle)
     server = await aiohttp_server(app)
     config = client.Configuration(host=str(server.make_url("")).rstrip("/"))
-    api = client.ApiClient(configuration=config)
+    api = KubeClient(client.ApiClient(configuration=config))
     try:
         yield fake, api
     finally:
@@ -103,7 +104,7 @@ async def fake(aiohttp_server: Any) -> AsyncIterator[tuple[FakeApi, client.ApiCl
 Seen = list[tuple[str | None, str]]
 
 
-def _informer(api: client.ApiClient, fake: FakeApi) -> tuple[Informer[PodView], Seen]:
+def _informer(api: KubeClient, fake: FakeApi) -> tuple[Informer[PodView], Seen]:
     informer: Informer[PodView] = Informer(
         api=api,
         path=PATH,
@@ -127,7 +128,7 @@ async def _run_until_idle(informer: Informer[Any], fake: FakeApi) -> None:
 
 
 async def test_lists_in_pages_then_watches_from_the_lists_version(
-    fake: tuple[FakeApi, client.ApiClient],
+    fake: tuple[FakeApi, KubeClient],
 ) -> None:
     api_fake, api = fake
     for i in range(5):
@@ -159,7 +160,7 @@ async def test_lists_in_pages_then_watches_from_the_lists_version(
 
 
 async def test_a_bookmark_moves_the_resource_version_without_an_event(
-    fake: tuple[FakeApi, client.ApiClient],
+    fake: tuple[FakeApi, KubeClient],
 ) -> None:
     api_fake, api = fake
     api_fake.objects["p0"] = _pod("p0", "e1", 1)
@@ -175,7 +176,7 @@ async def test_a_bookmark_moves_the_resource_version_without_an_event(
 
 @pytest.mark.parametrize("gone_as", ["event", "answer"])
 async def test_410_gone_lists_again_and_reports_what_vanished_meanwhile(
-    fake: tuple[FakeApi, client.ApiClient], gone_as: str
+    fake: tuple[FakeApi, KubeClient], gone_as: str
 ) -> None:
     api_fake, api = fake
     api_fake.objects = {n: _pod(n, "e1", 1) for n in ("p0", "p1")}
@@ -200,7 +201,7 @@ async def test_410_gone_lists_again_and_reports_what_vanished_meanwhile(
 
 
 async def test_errors_are_retried_with_the_cache_kept(
-    fake: tuple[FakeApi, client.ApiClient],
+    fake: tuple[FakeApi, KubeClient],
 ) -> None:
     api_fake, api = fake
     api_fake.objects["p0"] = _pod("p0", "e1", 1)
@@ -219,11 +220,11 @@ async def test_errors_are_retried_with_the_cache_kept(
 
 
 async def test_the_api_server_down_at_start_is_retried_until_it_lists(
-    fake: tuple[FakeApi, client.ApiClient],
+    fake: tuple[FakeApi, KubeClient],
 ) -> None:
     _, api = fake
     config = client.Configuration(host="http://127.0.0.1:9")  # nothing listens there
-    down = client.ApiClient(configuration=config)
+    down = KubeClient(client.ApiClient(configuration=config))
     try:
         informer: Informer[PodView] = Informer(
             api=down, path=PATH, decode=PodView.from_body, retry=Backoff(base=0.01, cap=0.02)
@@ -242,7 +243,7 @@ async def test_the_api_server_down_at_start_is_retried_until_it_lists(
 
 
 async def test_a_bad_object_or_a_failing_listener_does_not_stop_the_watch(
-    fake: tuple[FakeApi, client.ApiClient],
+    fake: tuple[FakeApi, KubeClient],
 ) -> None:
     api_fake, api = fake
     broken = {"metadata": {"namespace": "ns", "resourceVersion": "11"}}  # no name
@@ -271,7 +272,7 @@ def test_collection_paths() -> None:
 
 
 async def test_a_watch_that_ends_at_once_with_nothing_new_backs_off(
-    fake: tuple[FakeApi, client.ApiClient],
+    fake: tuple[FakeApi, KubeClient],
 ) -> None:
     api_fake, api = fake
     api_fake.script = [[] for _ in range(50)]
@@ -291,7 +292,7 @@ async def _stop(task: asyncio.Task[None]) -> None:
 
 
 async def test_an_unexpected_error_is_retried_like_any_other(
-    fake: tuple[FakeApi, client.ApiClient],
+    fake: tuple[FakeApi, KubeClient],
 ) -> None:
     api_fake, api = fake
     api_fake.objects["p0"] = _pod("p0", "e1", 1)

@@ -1,67 +1,21 @@
-"""Leader election on its own, against an in-memory Lease with resourceVersion conflicts."""
+"""Leader election on its own, against the in-memory API (resourceVersion conflicts)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
-from kubernetes_asyncio import client
 
 from export_operator.controller.leader import LeaderElector, LeaseConfig
+from export_operator.kube import KubeError
+from tests.support.fake_kube import FakeKube
+
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l"
 
 
-class FakeLeases:
-    """One namespace's Leases with optimistic concurrency, like the API server."""
-
-    def __init__(self) -> None:
-        self.leases: dict[str, dict[str, Any]] = {}
-        self.version = 0
-        self.down = False
-
-    async def _check(self) -> None:
-        await asyncio.sleep(0)  # let racing callers interleave, as over a network
-        if self.down:
-            raise client.ApiException(status=503, reason="Service Unavailable")
-
-    async def read_namespaced_lease(self, name: str, namespace: str, **_: Any) -> Any:
-        await self._check()
-        if name not in self.leases:
-            raise client.ApiException(status=404, reason="Not Found")
-        lease = self.leases[name]
-        spec = lease["spec"]
-        return SimpleNamespace(
-            metadata=SimpleNamespace(resource_version=lease["rv"]),
-            spec=SimpleNamespace(
-                holder_identity=spec.get("holderIdentity"),
-                renew_time=spec.get("renewTime"),
-                lease_duration_seconds=spec.get("leaseDurationSeconds"),
-                lease_transitions=spec.get("leaseTransitions"),
-                acquire_time=None,
-            ),
-        )
-
-    async def create_namespaced_lease(self, namespace: str, body: Any, **_: Any) -> None:
-        await self._check()
-        name = body["metadata"]["name"]
-        if name in self.leases:
-            raise client.ApiException(status=409, reason="AlreadyExists")
-        self.version += 1
-        self.leases[name] = {"rv": str(self.version), "spec": body["spec"]}
-
-    async def replace_namespaced_lease(
-        self, name: str, namespace: str, body: Any, **_: Any
-    ) -> None:
-        await self._check()
-        if self.leases[name]["rv"] != body["metadata"]["resourceVersion"]:
-            raise client.ApiException(status=409, reason="Conflict")
-        self.version += 1
-        self.leases[name] = {"rv": str(self.version), "spec": body["spec"]}
-
-    def holder(self) -> str:
-        return str(self.leases["l"]["spec"]["holderIdentity"])
+def holder(kube: FakeKube) -> str:
+    return str(kube.objects[LEASE]["spec"]["holderIdentity"])
 
 
 class Clock:
@@ -72,13 +26,13 @@ class Clock:
         return self.now
 
 
-def elector(leases: FakeLeases, clock: Clock, identity: str) -> LeaderElector:
+def elector(leases: FakeKube, clock: Clock, identity: str) -> LeaderElector:
     config = LeaseConfig(
         namespace="ns", name="l", identity=identity, lease_duration=10, renew_deadline=7
     )
     started: list[str] = []
     e = LeaderElector(
-        leases,  # type: ignore[arg-type]
+        leases,
         config,
         on_started=lambda: started.append(identity),
         monotonic=clock,
@@ -88,47 +42,47 @@ def elector(leases: FakeLeases, clock: Clock, identity: str) -> LeaderElector:
 
 
 async def test_one_leads_the_other_stands_by_then_takes_over_after_the_duration() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     a, b = elector(leases, clock, "a"), elector(leases, clock, "b")
-    await a._try_acquire_or_renew()
-    await b._try_acquire_or_renew()
+    await a.try_acquire_or_renew()
+    await b.try_acquire_or_renew()
     assert a.leading.is_set() and not b.leading.is_set()
-    assert leases.holder() == "a"
+    assert holder(leases) == "a"
     for _ in range(5):  # a renews every 2 s: b keeps standing by
         clock.now += 2
-        await a._try_acquire_or_renew()
-        await b._try_acquire_or_renew()
+        await a.try_acquire_or_renew()
+        await b.try_acquire_or_renew()
         assert not b.leading.is_set()
     clock.now += 9  # a is dead: no renewal for 9 s, still within the 10 s duration
-    await b._try_acquire_or_renew()
+    await b.try_acquire_or_renew()
     assert not b.leading.is_set()
     clock.now += 2
-    await b._try_acquire_or_renew()
+    await b.try_acquire_or_renew()
     assert b.leading.is_set(), "takes over once no renewal was seen for the duration"
-    assert leases.holder() == "b"
-    assert leases.leases["l"]["spec"]["leaseTransitions"] == 1
+    assert holder(leases) == "b"
+    assert leases.objects[LEASE]["spec"]["leaseTransitions"] == 1
     assert b.started == ["b"]  # type: ignore[attr-defined]
     # a comes back (e.g. it was paused): it sees b's lease and does not act.
-    await a._try_acquire_or_renew()
+    await a.try_acquire_or_renew()
     assert not a.leading.is_set()
 
 
 async def test_two_racing_for_an_expired_lease_give_one_winner() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     a, b = elector(leases, clock, "a"), elector(leases, clock, "b")
     results = await asyncio.gather(
-        a._try_acquire_or_renew(), b._try_acquire_or_renew(), return_exceptions=True
+        a.try_acquire_or_renew(), b.try_acquire_or_renew(), return_exceptions=True
     )
-    assert sum(isinstance(r, client.ApiException) for r in results) == 1
+    assert sum(isinstance(r, KubeError) for r in results) == 1
     assert a.leading.is_set() != b.leading.is_set()
 
 
 async def test_the_leader_stops_acting_when_it_cannot_renew_and_resumes_without_restart() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     config = LeaseConfig(
         namespace="ns", name="l", identity="a", renew_deadline=7, retry_period=0.01
     )
-    a = LeaderElector(leases, config, monotonic=clock)  # type: ignore[arg-type]
+    a = LeaderElector(leases, config, monotonic=clock)
     task = asyncio.create_task(a.run())
     await _eventually(a.leading.is_set)
     leases.down = True
@@ -137,7 +91,7 @@ async def test_the_leader_stops_acting_when_it_cannot_renew_and_resumes_without_
     leases.down = False
     await _eventually(a.leading.is_set, "its own lease: renewed and acting again")
     await a.release()
-    assert leases.holder() == ""
+    assert holder(leases) == ""
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -153,10 +107,10 @@ async def _eventually(condition: Callable[[], bool], what: str = "") -> None:
 
 
 async def test_a_released_lease_is_taken_at_once() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     a, b = elector(leases, clock, "a"), elector(leases, clock, "b")
-    await a._try_acquire_or_renew()
-    await b._try_acquire_or_renew()
+    await a.try_acquire_or_renew()
+    await b.try_acquire_or_renew()
     await a.release()
-    await b._try_acquire_or_renew()
+    await b.try_acquire_or_renew()
     assert b.leading.is_set()

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from export_operator.backoff import Backoff
 from export_operator.callbacks import CallbackPolicy
-from export_operator.controller.apicalls import ApiError
+from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.delivery import Attempt, build_event, classify, parse_retry_after
 from export_operator.controller.notify import Notifier
 from export_operator.controller.settings import OperatorSettings
@@ -26,7 +26,8 @@ from export_operator.controller.signing import parse_secret, signature
 from export_operator.controller.snapshots import ExportView
 from export_operator.controller.workqueue import run_worker
 from export_operator.informer import Informer
-from tests.support.fake_writer import FakeWriter
+from export_operator.kube import KubeError
+from tests.support.fake_kube import FakeKube
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -118,7 +119,7 @@ def settings(**overrides: Any) -> OperatorSettings:
 
 
 class Harness:
-    """A notifier on an ExportJob cache fed by hand, writing to a FakeWriter."""
+    """A notifier on an ExportJob cache fed by hand, writing to the in-memory API."""
 
     def __init__(self, settings: OperatorSettings, **kwargs: Any) -> None:
         self.exports: Informer[ExportView] = Informer(
@@ -126,19 +127,26 @@ class Harness:
         )
         self.notifier = Notifier(settings=settings, exports=self.exports, **kwargs)
         self.exports.listeners.append(self.notifier.on_export)
-        self.writer = FakeWriter()
-        self.notifier.writer = self.writer
+        self.kube = FakeKube()
+        self.notifier.writer = KubeWriter(self.kube)
 
     def event(self, type_: str, obj: dict[str, Any]) -> None:
+        """A watch event; the object is in (or gone from) the API server as well."""
+        path = f"/apis/exportjobs.dev/v1alpha1/namespaces/ns/exportjobs/{obj['metadata']['name']}"
+        if type_ == "DELETED":
+            self.kube.objects.pop(path, None)
+        else:
+            self.kube.objects[path] = obj
         self.exports.handle_event({"type": type_, "object": obj})
 
     @property
     def notes(self) -> list[dict[str, Any]]:
-        return [dict(status["notification"]) for _, status in self.writer.patches]
+        """`status.notification` of every status patch sent."""
+        return [dict(body["status"]["notification"]) for body in self.kube.bodies("patch", "")]
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        return self.writer.events
+        return self.kube.bodies("create", "/events")
 
     async def settle(self, *, until: Callable[[], bool] | None = None) -> None:
         """Run a worker until the delivery ended (a final state written) or `until` holds."""
@@ -297,7 +305,7 @@ async def test_final_states_and_unfinished_phases_queue_nothing() -> None:
     h.event("ADDED", obj)
     assert len(h.notifier.queue) == 1, "only the Delivered one passes the cheap filter"
     await h.settle(until=lambda: not len(h.notifier.queue))
-    assert h.writer.patches == [], "and its reconcile does nothing"
+    assert h.notes == [], "and its reconcile does nothing"
 
 
 async def test_a_resumed_delivery_keeps_its_attempt_count(receiver: Receiver) -> None:
@@ -324,7 +332,7 @@ async def test_a_failing_status_write_is_retried_without_a_second_post(
     receiver: Receiver,
 ) -> None:
     h = Harness(settings(retry_base_seconds=0.01, retry_max_seconds=0.02))
-    h.writer.patch_errors = [ApiError(503, "unavailable")]
+    h.kube.fail("patch", KubeError(503, "unavailable"))
     await run(h, body(receiver.url))
     assert h.notes[-1]["state"] == "Delivered"
     assert len(receiver.seen) == 1
