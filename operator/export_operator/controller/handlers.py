@@ -73,4 +73,10 @@ def register(registry: kopf.OperatorRegistry, controller: Manager) -> None:
 
     @kopf.on.probe(id="queue", registry=registry)
     async def queue_probe(**_: Any) -> dict[str, int]:
-        return controller.probe()
+        return {
+            "queued": len(controller.admission.positions),
+            "workQueue": len(controller.queue),
+            "leading": int(controller.leading.is_set()),
+            "cached": len(controller.caches.exports.items),
+            "synced": int(controller.caches.synced()),
+        }

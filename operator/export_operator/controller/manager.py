@@ -4,9 +4,8 @@ It owns the API clients, the caches (informers), the work queue and its workers,
 and the runnables that act only while this replica leads: the workers, the admission passes and
 the Event posters. Watch events become keys here (the event handlers: an ExportJob's own key, a
 Job's or a pod's owner); nothing acts before every cache has listed, so a restarted operator sees
-every Job that exists and admits nothing twice.
-
-With leader election (leader.py) every replica watches, and only the Lease holder acts.
+every Job that exists and admits nothing twice. With leader election (leader.py) every replica
+watches, and only the Lease holder acts.
 """
 
 from __future__ import annotations
@@ -39,10 +38,6 @@ EVENT_POSTERS = 4
 """Events posted at once."""
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class Manager:
     """Clients, caches, leader election and the runnables; see the module docstring."""
 
@@ -50,7 +45,7 @@ class Manager:
         self,
         *,
         settings: OperatorSettings,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         creations_quiet: float = CREATIONS_QUIET,
     ) -> None:
         self.settings = settings
@@ -190,16 +185,6 @@ class Manager:
             return
         if failures == 1 or failures % 10 == 0:  # the first and then every tenth: no log floods
             log.warning("%s/%s: %s (attempt %d, retry in %.1fs)", *key, exc, failures, delay)
-
-    def probe(self) -> dict[str, int]:
-        """For the liveness endpoint."""
-        return {
-            "queued": len(self.admission.positions),
-            "workQueue": len(self.queue),
-            "leading": int(self.leading.is_set()),
-            "cached": len(self.caches.exports.items),
-            "synced": int(self.caches.synced()),
-        }
 
     # -- event handlers: watch events become keys ----------------------------------------------
     def _on_export(

@@ -26,18 +26,8 @@ from export_operator.controller.outcomes import (
 from export_operator.controller.snapshots import ExportView, JobView, PodView, format_time
 from export_operator.resource import ErrorCode, Phase, job_name_for
 
-OWNED_FIELDS = (
-    "phase",
-    "conditions",
-    "jobName",
-    "attempts",
-    "startTime",
-    "completionTime",
-    "queuePosition",
-    "result",
-    "error",
-    "observedGeneration",
-)
+OWNED_FIELDS: tuple[str, ...] = ("phase", "conditions", "jobName", "attempts", "startTime")
+OWNED_FIELDS += ("completionTime", "queuePosition", "result", "error", "observedGeneration")
 """The status fields the operator writes; `progress` belongs to the processor."""
 
 PENDING_MESSAGE = "the Job was created; waiting for its pod to run"
@@ -289,10 +279,14 @@ RULES: tuple[Callable[[Observed], Verdict | None], ...] = (
 )
 
 
+def _owned(o: Observed) -> dict[str, Any]:
+    status = {k: o.current[k] for k in OWNED_FIELDS if k in o.current}
+    return {**status, "observedGeneration": o.export.generation}
+
+
 def _final(o: Observed, phase: Phase) -> Decision:
     """Finished is final: only a result the pod watch delivered late is filled in."""
-    status = {k: o.current[k] for k in OWNED_FIELDS if k in o.current}
-    status["observedGeneration"] = o.export.generation
+    status = _owned(o)
     result = None
     if phase is Phase.SUCCEEDED and "result" not in status:
         result = result_from_pods(o.pods)
@@ -308,8 +302,7 @@ def _final(o: Observed, phase: Phase) -> Decision:
 
 def _decision(o: Observed, v: Verdict) -> Decision:
     """The whole owned status for a verdict."""
-    status = {k: o.current[k] for k in OWNED_FIELDS if k in o.current}
-    status["observedGeneration"] = o.export.generation
+    status = _owned(o)
     if o.job is not None:
         status["jobName"] = o.job.name
         if o.job.finished or o.job.failed_condition is not None:

@@ -57,10 +57,6 @@ class WorkQueue(Generic[K]):
         """Keys waiting to be handed out (not those being processed or delayed)."""
         return len(self._order)
 
-    @property
-    def shutting_down(self) -> bool:
-        return self._shut_down
-
     def add(self, key: K, *, urgent: bool = False) -> None:
         """Queue `key` (a no-op if it already waits; deferred if a worker holds it). `urgent`
         puts it at the head of the line (e.g. a Job to create behind thousands of status writes);
