@@ -26,6 +26,7 @@ event costs one `json.loads`, one view and a queue `add`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -59,6 +60,23 @@ def object_key(body: Mapping[str, Any]) -> Key:
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListWatch:
+    """How an informer lists and watches (the Informer's keyword arguments of the same names)."""
+
+    label_selector: str
+    watch_timeout: int
+    """Server-side timeout of one watch request (seconds); the watch then resumes."""
+    client_timeout: float
+    """Seconds without a byte after which the client gives a watch up."""
+    request_timeout: float
+    """Seconds one page of a list may take."""
+    connect_timeout: float
+    page_size: int
+    retry: Backoff
+    """Delays between attempts after a failed list or watch."""
+
+
 class Informer(Generic[V]):
     """A cache of views of one kind of object, kept by list + watch; see the module docstring."""
 
@@ -81,17 +99,19 @@ class Informer(Generic[V]):
         self.api = api
         self.path = path
         self.decode = decode
-        self.label_selector = label_selector
         self.index_by = index_by
         self.stale = stale
         """(view in the cache, incoming view) → whether the incoming one is older; it is then
         not applied (ADDED/MODIFIED events and `store`; a list replaces everything)."""
-        self.watch_timeout = watch_timeout
-        self.client_timeout = client_timeout
-        self.request_timeout = request_timeout
-        self.connect_timeout = connect_timeout
-        self.page_size = page_size
-        self.retry = retry
+        self.options = ListWatch(
+            label_selector=label_selector,
+            watch_timeout=watch_timeout,
+            client_timeout=client_timeout,
+            request_timeout=request_timeout,
+            connect_timeout=connect_timeout,
+            page_size=page_size,
+            retry=retry,
+        )
         self.items: dict[Key, V] = {}
         """Views by (namespace, name)."""
         self.index: dict[Key, dict[Key, V]] = {}
@@ -161,7 +181,7 @@ class Informer(Generic[V]):
                     # Ended at once with nothing new (a proxy, an API server going down):
                     # back off as after an error instead of spinning.
                     failures += 1
-                    await asyncio.sleep(self.retry.delay(failures))
+                    await asyncio.sleep(self.options.retry.delay(failures))
                 else:
                     failures = 0
             except GoneError:
@@ -176,7 +196,7 @@ class Informer(Generic[V]):
                 raise
             except Exception as exc:  # whatever it is, the cache must keep up
                 failures += 1
-                delay = self.retry.delay(failures)
+                delay = self.options.retry.delay(failures)
                 if failures == 1 or failures % 10 == 0:
                     log.warning(
                         "%s: %s (attempt %d, again in %.1fs)",
@@ -193,14 +213,14 @@ class Informer(Generic[V]):
         token = ""
         version = ""
         while True:
-            params = {"limit": str(self.page_size)}
+            params = {"limit": str(self.options.page_size)}
             if token:
                 params["continue"] = token
-            if self.label_selector:
-                params["labelSelector"] = self.label_selector
+            if self.options.label_selector:
+                params["labelSelector"] = self.options.label_selector
             with _gone_as_gone():
                 page = await self._kube().list(
-                    self.path, params=params, within=self.request_timeout
+                    self.path, params=params, within=self.options.request_timeout
                 )
             meta = page.get("metadata") or {}
             version = version or str(meta.get("resourceVersion") or "")
@@ -238,16 +258,16 @@ class Informer(Generic[V]):
         params = {
             "allowWatchBookmarks": "true",
             "resourceVersion": self.resource_version,
-            "timeoutSeconds": str(self.watch_timeout),
+            "timeoutSeconds": str(self.options.watch_timeout),
         }
-        if self.label_selector:
-            params["labelSelector"] = self.label_selector
+        if self.options.label_selector:
+            params["labelSelector"] = self.options.label_selector
         with _gone_as_gone():
             async for event in self._kube().watch(
                 self.path,
                 params=params,
-                read_timeout=self.client_timeout,
-                connect_timeout=self.connect_timeout,
+                read_timeout=self.options.client_timeout,
+                connect_timeout=self.options.connect_timeout,
             ):
                 self.handle_event(event)
 

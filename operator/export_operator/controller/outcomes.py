@@ -103,7 +103,7 @@ def result_from_pods(pods: Iterable[PodView]) -> ProcessorResult | None:
     """The result of the pod that succeeded, if its message carries one."""
     for pod in pods:
         if pod.exit_code == int(ExitCode.OK):
-            result = parse_result(pod.termination_message)
+            result = parse_result(pod.container.termination_message)
             if result is not None:
                 return result
     return None
@@ -116,13 +116,13 @@ def _one_line(text: str) -> str:
 
 def error_from_pod(pod: PodView) -> ExportError:
     """The cause of one failed pod: the processor's own error JSON first, then the exit code."""
-    if pod.terminated_reason == "OOMKilled":
+    if pod.container.terminated_reason == "OOMKilled":
         return ExportError(
             ErrorCode.OOM_KILLED,
             f"the processor ran out of memory (pod {pod.name}, exit code {pod.exit_code})",
             retryable=True,
         )
-    data = parse_message(pod.termination_message) or {}
+    data = parse_message(pod.container.termination_message) or {}
     reported = data.get("error")
     if isinstance(reported, dict) and isinstance(reported.get("code"), str):
         return ExportError(
@@ -130,7 +130,7 @@ def error_from_pod(pod: PodView) -> ExportError:
             str(reported.get("message") or reported["code"]),
             retryable=bool(reported.get("retryable", False)),
         )
-    detail = _one_line(pod.termination_message)
+    detail = _one_line(pod.container.termination_message)
     suffix = f": {detail}" if detail else ""
     return _error_for_exit_code(
         pod.exit_code, f"pod {pod.name} exited with {pod.exit_code}{suffix}"
@@ -149,7 +149,7 @@ def _last_failed_pod(pods: Sequence[PodView]) -> PodView | None:
     failed = [p for p in pods if p.exit_code not in (None, int(ExitCode.OK))]
     if not failed:
         return None
-    return max(failed, key=lambda p: (p.finished_at or p.created, p.created, p.name))
+    return max(failed, key=lambda p: (p.container.finished_at or p.created, p.created, p.name))
 
 
 def classify_job_failure(
@@ -197,15 +197,15 @@ def watchdog_deadline(*, pods: Sequence[PodView], watchdog: Watchdog) -> dt.date
     for pod in pods:
         if pod.deleting or pod.terminated or pod.running:
             continue
-        if pod.scheduled_status == "False" and pod.scheduled_reason == "Unschedulable":
-            since = pod.scheduled_since or pod.created
+        if pod.scheduled.status == "False" and pod.scheduled.reason == "Unschedulable":
+            since = pod.scheduled.since or pod.created
             deadlines.append(since + dt.timedelta(seconds=watchdog.unschedulable_timeout))
-        scheduled = pod.scheduled_since if pod.scheduled_status == "True" else None
+        scheduled = pod.scheduled.since if pod.scheduled.status == "True" else None
         for reasons, timeout in (
             (IMAGE_PULL_REASONS, watchdog.image_pull_timeout),
             (START_FAILURE_REASONS, watchdog.start_timeout),
         ):
-            if pod.waiting_reason in reasons:
+            if pod.container.waiting_reason in reasons:
                 deadlines.append((scheduled or pod.created) + dt.timedelta(seconds=timeout))
     return min(deadlines, default=None)
 
@@ -223,13 +223,13 @@ def watchdog_failure(
     for pod in pods:
         if pod.deleting or pod.terminated or pod.running:
             continue
-        if pod.scheduled_status == "False" and pod.scheduled_reason == "Unschedulable":
-            since = pod.scheduled_since or pod.created
+        if pod.scheduled.status == "False" and pod.scheduled.reason == "Unschedulable":
+            since = pod.scheduled.since or pod.created
             if (now - since).total_seconds() > unschedulable_timeout:
                 return ExportError(
                     ErrorCode.UNSCHEDULABLE,
                     f"pod {pod.name} could not be scheduled for over "
-                    f"{int(unschedulable_timeout)}s: {pod.scheduled_message}".rstrip(": "),
+                    f"{int(unschedulable_timeout)}s: {pod.scheduled.message}".rstrip(": "),
                     retryable=True,
                 )
         waiting = (
@@ -242,14 +242,14 @@ def watchdog_failure(
             ),
         )
         for reasons, code, what, timeout in waiting:
-            if pod.waiting_reason not in reasons:
+            if pod.container.waiting_reason not in reasons:
                 continue
-            scheduled = pod.scheduled_since if pod.scheduled_status == "True" else None
+            scheduled = pod.scheduled.since if pod.scheduled.status == "True" else None
             if (now - (scheduled or pod.created)).total_seconds() > timeout:
                 return ExportError(
                     code,
                     f"pod {pod.name} could not {what} for over {int(timeout)}s: "
-                    f"{pod.waiting_reason}: {pod.waiting_message}".rstrip(": "),
+                    f"{pod.container.waiting_reason}: {pod.container.waiting_message}".rstrip(": "),
                     retryable=False,
                 )
     return None

@@ -220,6 +220,29 @@ class JobView:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PodScheduled:
+    """The pod's `PodScheduled` condition ("" / None when it has none)."""
+
+    status: str
+    reason: str
+    message: str
+    since: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ContainerState:
+    """The state of the processor container."""
+
+    waiting_reason: str
+    waiting_message: str
+    running_since: dt.datetime | None
+    exit_code: int | None
+    terminated_reason: str
+    termination_message: str
+    finished_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class PodView:
     """What the controller needs of one processor pod."""
 
@@ -229,17 +252,8 @@ class PodView:
     created: dt.datetime
     deleting: bool
     phase: str
-    scheduled_status: str
-    scheduled_reason: str
-    scheduled_message: str
-    scheduled_since: dt.datetime | None
-    waiting_reason: str
-    waiting_message: str
-    running_since: dt.datetime | None
-    exit_code: int | None
-    terminated_reason: str
-    termination_message: str
-    finished_at: dt.datetime | None
+    scheduled: PodScheduled
+    container: ContainerState
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PodView:
@@ -268,23 +282,32 @@ class PodView:
             created=parse_time(meta.get("creationTimestamp")) or EPOCH,
             deleting=meta.get("deletionTimestamp") is not None,
             phase=status.get("phase") or "Pending",
-            scheduled_status=scheduled.get("status") or "",
-            scheduled_reason=scheduled.get("reason") or "",
-            scheduled_message=scheduled.get("message") or "",
-            scheduled_since=parse_time(scheduled.get("lastTransitionTime")),
-            waiting_reason=waiting.get("reason") or "",
-            waiting_message=waiting.get("message") or "",
-            running_since=parse_time(running.get("startedAt")) if running else None,
-            exit_code=int(exit_code) if exit_code is not None else None,
-            terminated_reason=terminated.get("reason") or "",
-            termination_message=terminated.get("message") or "",
-            finished_at=parse_time(terminated.get("finishedAt")),
+            scheduled=PodScheduled(
+                status=scheduled.get("status") or "",
+                reason=scheduled.get("reason") or "",
+                message=scheduled.get("message") or "",
+                since=parse_time(scheduled.get("lastTransitionTime")),
+            ),
+            container=ContainerState(
+                waiting_reason=waiting.get("reason") or "",
+                waiting_message=waiting.get("message") or "",
+                running_since=parse_time(running.get("startedAt")) if running else None,
+                exit_code=int(exit_code) if exit_code is not None else None,
+                terminated_reason=terminated.get("reason") or "",
+                termination_message=terminated.get("message") or "",
+                finished_at=parse_time(terminated.get("finishedAt")),
+            ),
         )
 
     @property
+    def exit_code(self) -> int | None:
+        return self.container.exit_code
+
+    @property
     def running(self) -> bool:
-        return self.running_since is not None or (self.phase == "Running" and not self.terminated)
+        running = self.container.running_since is not None
+        return running or (self.phase == "Running" and not self.terminated)
 
     @property
     def terminated(self) -> bool:
-        return self.exit_code is not None
+        return self.container.exit_code is not None

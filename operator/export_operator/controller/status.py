@@ -163,7 +163,9 @@ def _cancelled(o: Observed) -> Verdict | None:
     # cancelling").
     won = result_from_pods(p for p in o.pods if p.exit_code == 0)
     if won is not None:
-        finished = max((p.finished_at for p in o.pods if p.finished_at), default=None)
+        finished = max(
+            (p.container.finished_at for p in o.pods if p.container.finished_at), default=None
+        )
         message = f"{_wrote(won)}; the cancel came after the export had finished"
         return Verdict(Phase.SUCCEEDED, "Completed", message, result=won, completed=finished)
     error = ExportError(ErrorCode.CANCELLED, "cancelled by spec.cancel", retryable=False)
@@ -204,8 +206,8 @@ def _pod_running(o: Observed) -> Verdict | None:
         return None
     pod = running[0]
     fields = _attempts(o)
-    if "startTime" not in o.current and "startTime" not in fields and pod.running_since:
-        fields["startTime"] = format_time(pod.running_since)
+    if "startTime" not in o.current and "startTime" not in fields and pod.container.running_since:
+        fields["startTime"] = format_time(pod.container.running_since)
     attempt = fields.get("attempts", o.current.get("attempts", 1))
     return Verdict(
         Phase.RUNNING, "PodRunning", f"pod {pod.name} is running (attempt {attempt})", fields

@@ -104,7 +104,9 @@ async def fake(aiohttp_server: Any) -> AsyncIterator[tuple[FakeApi, KubeClient]]
 Seen = list[tuple[str | None, str]]
 
 
-def _informer(api: KubeClient, fake: FakeApi) -> tuple[Informer[PodView], Seen]:
+def _informer(
+    api: KubeClient, fake: FakeApi, retry: Backoff | None = None
+) -> tuple[Informer[PodView], Seen]:
     informer: Informer[PodView] = Informer(
         api=api,
         path=PATH,
@@ -112,7 +114,7 @@ def _informer(api: KubeClient, fake: FakeApi) -> tuple[Informer[PodView], Seen]:
         label_selector="exportjobs.dev/export",
         index_by=lambda p: (p.namespace, p.export_name),
         page_size=fake.page,
-        retry=Backoff(base=0.01, cap=0.02),
+        retry=retry or Backoff(base=0.01, cap=0.02),
     )
     seen: Seen = []
     informer.listeners.append(lambda t, view, old, body: seen.append((t, view.name)))
@@ -276,8 +278,7 @@ async def test_a_watch_that_ends_at_once_with_nothing_new_backs_off(
 ) -> None:
     api_fake, api = fake
     api_fake.script = [[] for _ in range(50)]
-    informer, _ = _informer(api, api_fake)
-    informer.retry = Backoff(base=0.2, cap=0.2, jitter=0.0)
+    informer, _ = _informer(api, api_fake, retry=Backoff(base=0.2, cap=0.2, jitter=0.0))
     task = asyncio.create_task(informer.run())
     await asyncio.sleep(0.5)
     await _stop(task)
