@@ -10,6 +10,7 @@ HTTP exchange itself in a burst.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -172,7 +173,7 @@ class KubeClient:
         """The events of a watch on the collection at `path`, until the server ends it."""
         params = {**params, "watch": "true"}
         timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)
-        async with self._request("GET", path, params=params, timeout=timeout) as response:
+        async with self._request("GET", path, params=params, limits=timeout) as response:
             if response.status != 200:
                 raise await _error(response)
             buffer = b""
@@ -200,7 +201,7 @@ class KubeClient:
         limit = aiohttp.ClientTimeout(total=within or self.timeout)
         try:
             async with self._request(
-                method, path, params=params, body=body, content_type=content_type, timeout=limit
+                method, path, params=params, body=body, content_type=content_type, limits=limit
             ) as response:
                 if response.status >= 300:
                     raise await _error(response)
@@ -210,64 +211,42 @@ class KubeClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise KubeError(0, str(exc) or type(exc).__name__, type(exc).__name__) from exc
 
-    def _request(
+    @contextlib.asynccontextmanager
+    async def _request(
         self,
         method: str,
         path: str,
         *,
-        timeout: aiohttp.ClientTimeout,
+        limits: aiohttp.ClientTimeout,
         params: Params | None = None,
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
-    ) -> _Request:
-        return _Request(self, method, path, params, body, content_type, timeout)
-
-
-class _Request:
-    """One request as an async context manager (auth headers are added on entry)."""
-
-    def __init__(
-        self,
-        kube: KubeClient,
-        method: str,
-        path: str,
-        params: Params | None,
-        body: Mapping[str, Any] | None,
-        content_type: str,
-        timeout: aiohttp.ClientTimeout,
-    ) -> None:
-        self._kube = kube
-        self._args = (method, path, params, body, content_type, timeout)
-        self._response: aiohttp.ClientResponse | None = None
-
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        method, path, params, body, content_type, timeout = self._args
-        api = self._kube.api
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request with the credentials' headers; the response is released on exit."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        await api.update_params_for_auth(headers, [], ["BearerToken"])
-        configuration = api.configuration
+        await self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        configuration = self.api.configuration
         extra: dict[str, Any] = {}
         if configuration.tls_server_name:
             extra["server_hostname"] = configuration.tls_server_name
         try:
-            self._response = await api.rest_client.pool_manager.request(
+            response = await self.api.rest_client.pool_manager.request(
                 method,
                 f"{configuration.host}{path}",
                 params=dict(params) if params else None,
                 data=json.dumps(body, separators=(",", ":")) if body is not None else None,
                 headers=headers,
-                timeout=timeout,
+                timeout=limits,
                 **extra,
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise KubeError(0, str(exc) or type(exc).__name__, type(exc).__name__) from exc
-        return self._response
-
-    async def __aexit__(self, *_: object) -> None:
-        if self._response is not None:
-            self._response.release()
+        try:
+            yield response
+        finally:
+            response.release()
 
 
 async def _error(response: aiohttp.ClientResponse) -> KubeError:

@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from export_operator.controller.snapshots import JobCondition, JobView, PodView
@@ -190,66 +190,54 @@ class Watchdog:
     image_pull_timeout: float
     start_timeout: float = 300.0
 
-
-def watchdog_deadline(*, pods: Sequence[PodView], watchdog: Watchdog) -> dt.datetime | None:
-    """When `watchdog_failure` fails the first stuck pod if nothing changes; None if none is."""
-    deadlines: list[dt.datetime] = []
-    for pod in pods:
+    def stuck(self, pod: PodView) -> Iterator[tuple[dt.datetime, ExportError]]:
+        """For a pod stuck before it runs: when the watchdog fails it, and with what error."""
         if pod.deleting or pod.terminated or pod.running:
-            continue
-        if pod.scheduled.status == "False" and pod.scheduled.reason == "Unschedulable":
-            since = pod.scheduled.since or pod.created
-            deadlines.append(since + dt.timedelta(seconds=watchdog.unschedulable_timeout))
-        scheduled = pod.scheduled.since if pod.scheduled.status == "True" else None
-        for reasons, timeout in (
-            (IMAGE_PULL_REASONS, watchdog.image_pull_timeout),
-            (START_FAILURE_REASONS, watchdog.start_timeout),
-        ):
-            if pod.container.waiting_reason in reasons:
-                deadlines.append((scheduled or pod.created) + dt.timedelta(seconds=timeout))
-    return min(deadlines, default=None)
-
-
-def watchdog_failure(
-    *,
-    pods: Sequence[PodView],
-    now: dt.datetime,
-    unschedulable_timeout: float,
-    image_pull_timeout: float,
-    start_timeout: float = 300.0,
-) -> ExportError | None:
-    """An error when a pod stays unschedulable, cannot pull its image or cannot start its
-    container for too long."""
-    for pod in pods:
-        if pod.deleting or pod.terminated or pod.running:
-            continue
-        if pod.scheduled.status == "False" and pod.scheduled.reason == "Unschedulable":
-            since = pod.scheduled.since or pod.created
-            if (now - since).total_seconds() > unschedulable_timeout:
-                return ExportError(
-                    ErrorCode.UNSCHEDULABLE,
-                    f"pod {pod.name} could not be scheduled for over "
-                    f"{int(unschedulable_timeout)}s: {pod.scheduled.message}".rstrip(": "),
-                    retryable=True,
-                )
-        waiting = (
-            (IMAGE_PULL_REASONS, ErrorCode.IMAGE_PULL, "pull its image", image_pull_timeout),
+            return
+        scheduled = pod.scheduled
+        if scheduled.status == "False" and scheduled.reason == "Unschedulable":
+            limit = self.unschedulable_timeout
+            message = f"pod {pod.name} could not be scheduled for over {int(limit)}s: "
+            yield (
+                (scheduled.since or pod.created) + dt.timedelta(seconds=limit),
+                ExportError(
+                    ErrorCode.UNSCHEDULABLE, f"{message}{scheduled.message}".rstrip(": "), True
+                ),
+            )
+        container = pod.container
+        for reasons, code, what, limit in (
+            (IMAGE_PULL_REASONS, ErrorCode.IMAGE_PULL, "pull its image", self.image_pull_timeout),
             (
                 START_FAILURE_REASONS,
                 ErrorCode.POD_START_FAILED,
                 "start its container",
-                start_timeout,
+                self.start_timeout,
             ),
-        )
-        for reasons, code, what, timeout in waiting:
-            if pod.container.waiting_reason not in reasons:
-                continue
-            scheduled = pod.scheduled.since if pod.scheduled.status == "True" else None
-            if (now - (scheduled or pod.created)).total_seconds() > timeout:
-                return ExportError(
-                    code,
-                    f"pod {pod.name} could not {what} for over {int(timeout)}s: "
-                    f"{pod.container.waiting_reason}: {pod.container.waiting_message}".rstrip(": "),
-                    retryable=False,
+        ):
+            if container.waiting_reason in reasons:
+                since = scheduled.since if scheduled.status == "True" else None
+                message = (
+                    f"pod {pod.name} could not {what} for over {int(limit)}s: "
+                    f"{container.waiting_reason}: {container.waiting_message}"
                 )
+                yield (
+                    (since or pod.created) + dt.timedelta(seconds=limit),
+                    ExportError(code, message.rstrip(": "), retryable=False),
+                )
+
+
+def watchdog_deadline(*, pods: Sequence[PodView], watchdog: Watchdog) -> dt.datetime | None:
+    """When `watchdog_failure` fails the first stuck pod if nothing changes; None if none is."""
+    return min((due for pod in pods for due, _ in watchdog.stuck(pod)), default=None)
+
+
+def watchdog_failure(
+    *, pods: Sequence[PodView], now: dt.datetime, watchdog: Watchdog
+) -> ExportError | None:
+    """An error when a pod stays unschedulable, cannot pull its image or cannot start its
+    container for too long."""
+    for pod in pods:
+        for due, error in watchdog.stuck(pod):
+            if now > due:
+                return error
     return None

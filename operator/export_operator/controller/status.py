@@ -183,14 +183,7 @@ def _invalid(o: Observed) -> Verdict | None:
 def _stuck(o: Observed) -> Verdict | None:
     if o.job is None:
         return None
-    w = o.watchdog
-    stuck = watchdog_failure(
-        pods=o.pods,
-        now=o.now,
-        unschedulable_timeout=w.unschedulable_timeout,
-        image_pull_timeout=w.image_pull_timeout,
-        start_timeout=w.start_timeout,
-    )
+    stuck = watchdog_failure(pods=o.pods, now=o.now, watchdog=o.watchdog)
     if stuck is None:
         return None
     return Verdict(
