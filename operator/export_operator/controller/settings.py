@@ -208,7 +208,7 @@ class OperatorSettings:
 
     notify_backoff_base_seconds: float = 5.0
     """NOTIFY_BACKOFF_BASE_SECONDS: the first retry delay of a callback; it doubles per attempt,
-    with jitter (each delay is 50-100 % of the nominal one). Default 5."""
+    with jitter (each delay is 100-120 % of the nominal one). Default 5."""
 
     notify_backoff_max_seconds: float = 3600.0
     """NOTIFY_BACKOFF_MAX_SECONDS: the longest delay between two callback attempts (seconds);
