@@ -18,9 +18,8 @@ one of ExportJobs whose views are the objects themselves (webhook/cache.py).
   `stale` an event older than the view in the cache leaves it as it is (a `GET` right after the
   webhook's own write must not see the watch's older copy).
 
-For the operator this replaces kopf's watch/index/handler stage, which cost about a millisecond
-of CPU per event (kopf's per-object bookkeeping, body wrappers and handler machinery); here an
-event costs one `json.loads`, one view and a queue `add`.
+An event costs one `json.loads`, one snapshot and the listeners (for the operator: a queue
+`add`); why this and not kopf's watches: docs/benchmarks.md, "Operator".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ an explicit timeout on every call. Credentials, TLS and the connection pool come
 kubernetes_asyncio `ApiClient` (in-cluster, or a kubeconfig: `new_api_client`); requests go
 straight through its aiohttp session, without the generated client's per-call machinery
 (parameter checks, recursive sanitising of bodies, model objects), which cost more CPU than the
-HTTP exchange itself in a burst.
+HTTP exchange itself (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ async def new_api_client(
     """An ApiClient for in-cluster use, or for `kubeconfig` / `$KUBECONFIG` when given.
 
     `trust_env=False` stops the client from consulting `~/.netrc` and the proxy variables on every
-    request: kubernetes_asyncio's aiohttp session does both in a worker thread per call, which
-    about doubles the client's CPU per API call (measured in bench/bench_webhook.py).
+    request: kubernetes_asyncio's aiohttp session does both in a worker thread per call (its
+    cost: docs/benchmarks.md, "Webhook").
     """
     path = kubeconfig or os.environ.get("KUBECONFIG")
     configuration = client.Configuration()

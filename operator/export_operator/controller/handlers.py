@@ -2,8 +2,7 @@
 
 The operator's watches are its own informers (export_operator.informer) feeding the work queue
 (manager.py): kopf registers no resource handlers or indexes, so it runs no watches and keeps no
-per-object state. kopf's per-event stage cost about a millisecond of CPU per watch event, the
-bulk of the operator's CPU in a burst.
+per-object state (why: docs/benchmarks.md, "Operator").
 """
 
 from __future__ import annotations
