@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from typing import Any, Protocol
+from typing import Any
 
 from export_operator import resource
 from export_operator.controller.snapshots import format_time
@@ -26,34 +26,6 @@ def create_error_reason(exc: KubeError) -> str:
     if exc.retryable:
         return "APIUnavailable"
     return "CreateFailed"
-
-
-class Writer(Protocol):
-    """The controller's writes (`KubeWriter`; unit tests use an in-memory one)."""
-
-    async def create_job(self, job: dict[str, Any]) -> bool: ...
-
-    async def job_exists(self, *, namespace: str, name: str) -> bool: ...
-
-    async def delete_job(self, *, namespace: str, name: str) -> None: ...
-
-    async def patch_status(
-        self, *, namespace: str, name: str, uid: str, status: dict[str, Any]
-    ) -> None: ...
-
-    async def delete_export(self, *, namespace: str, name: str, uid: str) -> None: ...
-
-    async def post_event(
-        self,
-        *,
-        namespace: str,
-        name: str,
-        uid: str,
-        type_: str,
-        reason: str,
-        message: str,
-        now: dt.datetime,
-    ) -> None: ...
 
 
 class KubeWriter:

@@ -19,7 +19,7 @@ from typing import Any
 from export_operator.backoff import Backoff
 from export_operator.controller import metrics
 from export_operator.controller.admission import Admission, Key
-from export_operator.controller.apicalls import KubeWriter, Writer
+from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.caches import Caches
 from export_operator.controller.leader import LeaderElector, LeaseConfig, default_identity
 from export_operator.controller.notify import Notifier
@@ -80,7 +80,7 @@ class Manager:
         self.caches.jobs.listeners.append(self._on_job)
         self.caches.pods.listeners.append(self._on_pod)
 
-    def connect(self, writer: Writer | None, notifier_writer: Writer | None = None) -> None:
+    def connect(self, writer: KubeWriter | None, notifier_writer: KubeWriter | None = None) -> None:
         """Send the reconciler's writes and the Events to `writer`, the notifier's to
         `notifier_writer` (default: the same)."""
         self.reconciler.writer = self.recorder.writer = writer

@@ -26,7 +26,7 @@ from typing import Any
 from export_operator.backoff import Backoff
 from export_operator.callbacks import CallbackRefusedError
 from export_operator.controller import metrics
-from export_operator.controller.apicalls import Writer
+from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.delivery import MAX_ERROR, Attempt, Sender, build_event
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.signing import read_secrets, signed_headers
@@ -80,7 +80,7 @@ class Notifier:
             region=None,
             expiry_seconds=settings.notify_presign_expiry_seconds,
         )
-        self.writer: Writer | None = None
+        self.writer: KubeWriter | None = None
         """Where `status.notification` and Events go (the manager's own client for it)."""
         self.queue: WorkQueue[Key] = WorkQueue(
             backoff=Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)

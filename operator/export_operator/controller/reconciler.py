@@ -21,7 +21,7 @@ from typing import Any
 
 from export_operator.controller import metrics
 from export_operator.controller.admission import Admission, Key, waits_for_job
-from export_operator.controller.apicalls import Writer, create_error_reason
+from export_operator.controller.apicalls import KubeWriter, create_error_reason
 from export_operator.controller.caches import Caches
 from export_operator.controller.jobs import JobFactory
 from export_operator.controller.outcomes import Watchdog, watchdog_deadline
@@ -55,7 +55,7 @@ class Reconciler:
         clock: Callable[[], dt.datetime],
         jobs: JobFactory | None = None,
     ) -> None:
-        self.writer: Writer | None = None
+        self.writer: KubeWriter | None = None
         """Where writes go (set when the manager has opened its API client)."""
         self._settings = settings
         self._caches = caches
@@ -147,7 +147,7 @@ class Reconciler:
             return Result(requeue_after=self._settings.resync_interval_seconds)
         return await self._apply(export, job, current, decision)
 
-    async def _job_lags(self, writer: Writer, export: ExportView) -> bool:
+    async def _job_lags(self, writer: KubeWriter, export: ExportView) -> bool:
         """The status names a Job the watch does not show (yet): it lags, e.g. while it
         re-lists after an API outage. Asked directly: whether it exists."""
         fresh = self.fresh(export)

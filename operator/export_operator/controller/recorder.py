@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from export_operator.controller.apicalls import Writer
+from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.snapshots import ExportView
 from export_operator.controller.workqueue import WorkQueue
 from export_operator.kube import KubeError
@@ -50,7 +50,7 @@ class EventRecorder:
         clock: Callable[[], dt.datetime],
         quiet: float = CREATIONS_QUIET,
     ) -> None:
-        self.writer: Writer | None = None
+        self.writer: KubeWriter | None = None
         """Where Events go (set when the manager has opened its API client)."""
         self._queue = queue
         self._creating = creating
