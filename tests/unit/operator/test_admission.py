@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from export_operator.controller.admission import Fifo, plan_admission, waits_for_job
 from export_operator.controller.snapshots import ExportView
-from tests.unit.operator.factories import condition, export, job
+from tests.support.factories import condition, export, job
 
 
 def _exports(n: int) -> list:

@@ -17,8 +17,7 @@ from export_operator.controller.status import JobCreateError
 from export_operator.controller.workqueue import Result, run_worker
 from export_operator.informer import Informer
 from export_operator.kube import KubeError
-from tests.support.fake_kube import FakeKube
-from tests.unit.operator.factories import (
+from tests.support.factories import (
     condition,
     export_body,
     job,
@@ -27,6 +26,7 @@ from tests.unit.operator.factories import (
     pod_body,
     terminated,
 )
+from tests.support.fake_kube import FakeKube
 
 NOW = dt.datetime(2026, 1, 1, 0, 20, tzinfo=dt.UTC)
 Key = tuple[str, str]

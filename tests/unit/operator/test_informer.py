@@ -17,7 +17,7 @@ from export_operator.backoff import Backoff
 from export_operator.controller.snapshots import PodView
 from export_operator.informer import Informer, collection_path
 from export_operator.kube import KubeClient
-from tests.unit.operator.factories import pod_body
+from tests.support.factories import pod_body
 
 PATH = "/api/v1/namespaces/ns/pods"
 

@@ -13,7 +13,7 @@ from export_operator.controller.jobs import (
     scaled_resources,
 )
 from export_operator.controller.settings import OperatorSettings
-from tests.unit.operator.factories import export
+from tests.support.factories import export
 
 SETTINGS = OperatorSettings(
     default_destination_uri="s3://out/reports/",

@@ -13,7 +13,7 @@ from export_operator.controller.outcomes import Watchdog, parse_result
 from export_operator.controller.snapshots import JobView, PodView
 from export_operator.controller.status import decide, status_patch
 from export_operator.resource import ConditionType, Phase
-from tests.unit.operator.factories import condition, export, job, pod, terminated
+from tests.support.factories import condition, export, job, pod, terminated
 
 NOW = dt.datetime(2026, 1, 1, 0, 20, tzinfo=dt.UTC)
 WATCHDOG = Watchdog(unschedulable_timeout=300, image_pull_timeout=300)

@@ -1,4 +1,4 @@
-"""Raw API bodies for unit tests of the operator's pure functions."""
+"""Raw API bodies (and their snapshots) of ExportJobs, Jobs and pods, for unit tests."""
 
 from __future__ import annotations
 
