@@ -205,9 +205,8 @@ class KubeClient:
             ) as response:
                 if response.status >= 300:
                     raise await _error(response)
-                if not read:
-                    return {}
-                return json.loads(await response.read())
+                data = await response.read()  # read even if unused: the connection is reused
+                return json.loads(data) if read else {}
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise KubeError(0, str(exc) or type(exc).__name__, type(exc).__name__) from exc
 
