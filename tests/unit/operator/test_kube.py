@@ -26,7 +26,8 @@ async def server(aiohttp_server: Any) -> AsyncIterator[tuple[KubeClient, list[An
         if request.method == "POST" and body["metadata"]["name"] == "taken":
             status = {"kind": "Status", "reason": "AlreadyExists", "message": "taken exists"}
             return web.json_response(status, status=409)
-        return web.json_response({"metadata": {"name": "x"}, "echo": body})
+        # A large answer (a created Job is a few KiB): not all of it arrives with the headers.
+        return web.json_response({"metadata": {"name": "x"}, "echo": body, "pad": "x" * 2**20})
 
     app = web.Application()
     app.router.add_route("*", PATH, jobs)
