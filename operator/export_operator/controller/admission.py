@@ -153,12 +153,15 @@ class Admission:
         return key in self._expected
 
     def created(self, key: Key) -> None:
-        """The Job of `key` was created (or found existing): expect it in the watch."""
+        """The Job of `key` was created (or found existing): expect it in the watch (a pass
+        after EXPECTATION_TIMEOUT forgets it if the watch never shows it)."""
         self._expected[key] = time.monotonic()
+        asyncio.get_running_loop().call_later(EXPECTATION_TIMEOUT + 0.1, self.kick)
 
     def seen(self, key: Key) -> None:
-        """The Job of `key` is in the cache: no longer expected."""
+        """The Job of `key` is in the cache: it holds the slot itself now."""
         self._expected.pop(key, None)
+        self._admitted.discard(key)
 
     def release(self, key: Key) -> None:
         """`key` finished or is gone: it holds no slot and has no place in line."""

@@ -414,3 +414,20 @@ async def test_a_deleted_export_drops_its_timers_and_backoff() -> None:
     assert h.manager.queue.failures(key) == 1
     h.event(h.caches.exports, "DELETED", export_body("a"))
     assert h.manager.queue.failures(key) == 0
+
+
+async def test_held_writes_go_once_the_created_jobs_are_seen_without_an_admission_pass() -> None:
+    """With a limit, a key stays admitted only until its Job is seen; a held write must not
+    wait for the next admission pass (nothing may ask for one)."""
+    h = Harness(quiet=0.2, max_running=5)
+    key = h.add("a")
+    h.admission.admit_once()
+    assert await h.reconcile(key) == Result(requeue_after=15.0), "held: a Job was just created"
+    h.event(h.caches.jobs, "ADDED", job_body("a", active=1))
+    assert await h.reconcile(key) == Result(requeue_after=15.0), "still within the quiet time"
+    while len(h.manager.queue):  # the keys the events queued
+        h.manager.queue.done(await h.manager.queue.get())
+    await asyncio.sleep(0.5)
+    assert len(h.manager.queue) == 1, "queued again once the creations were over"
+    assert await h.reconcile(key) == LOOK_AGAIN
+    assert h.status("a")["phase"] == "Pending"
