@@ -67,7 +67,7 @@ class ProgressState:
 
     @property
     def bytes_read(self) -> int:
-        return self.source.bytes_read if self.source is not None else 0
+        return self.source.bytes_fetched if self.source is not None else 0
 
 
 @dataclass(frozen=True)
@@ -351,7 +351,7 @@ class Exporter:
         first_read = 0
         if outcome is None:
             # A column widened: the first pass settled every type; write once with them.
-            first_read = source.bytes_read
+            first_read = source.bytes_fetched
             source.close()
             source = self._open_source(source)
             # A whole block, as the first read: the parser's reads then align with the downloads.
@@ -366,7 +366,7 @@ class Exporter:
             rows=rows,
             sha256=result.sha256,
             format=s.export_format,
-            bytes_read=first_read + source.bytes_read,
+            bytes_read=first_read + source.bytes_fetched,
             duration_seconds=time.monotonic() - started,
         )
 

@@ -200,7 +200,7 @@ class RangeExporter(Exporter):
         first_read = 0
         if outcome is None:
             # A column widened: written again with the settled kinds, as in one pod.
-            first_read = source.bytes_read
+            first_read = source.bytes_fetched
             source.close()
             source = self._use(source.reopen(), stop)
             outcome = self._convert(self._range_input(source, plan.names), typer, strict=True)
@@ -219,6 +219,6 @@ class RangeExporter(Exporter):
             rows=rows,
             sha256=result.sha256,
             format=s.export_format,
-            bytes_read=first_read + source.bytes_read,
+            bytes_read=first_read + source.bytes_fetched,
             duration_seconds=time.monotonic() - started,
         )
