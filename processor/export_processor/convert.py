@@ -20,7 +20,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -67,7 +67,7 @@ class ProgressState:
 
     @property
     def bytes_read(self) -> int:
-        return self.source.bytes_fetched if self.source is not None else 0
+        return self.source.bytes_read if self.source is not None else 0
 
 
 @dataclass(frozen=True)
@@ -347,28 +347,51 @@ class Exporter:
         source = self._open_source()
         names, head = self._read_head(source)
         typer = Typer(names, export_format=s.export_format, mode=s.column_types)
-        outcome = self._convert(self._parser_input(head, source, names), typer, strict=False)
+
+        def again(first: ByteSource) -> tuple[ByteSource, ParserInput]:
+            second = self._open_source(first)
+            # A whole block, as the first read: the parser's reads then align with the downloads.
+            head = bytes(second.read(max(self._skip, s.block_size)))
+            return second, self._parser_input(head, second, names)
+
+        result, _ = self._passes(
+            source, self._parser_input(head, source, names), typer, again=again, started=started
+        )
+        return result
+
+    def _passes(
+        self,
+        source: ByteSource,
+        parser_input: ParserInput,
+        typer: Typer,
+        *,
+        again: Callable[[ByteSource], tuple[ByteSource, ParserInput]],
+        started: float,
+        strict: bool = False,
+    ) -> tuple[ExportResult, ByteSource]:
+        """Convert once; when a column widened, once more from `again(source)` with the settled
+        types. The result, and the source of the pass that wrote it."""
+        outcome = self._convert(parser_input, typer, strict=strict)
         first_read = 0
         if outcome is None:
             # A column widened: the first pass settled every type; write once with them.
-            first_read = source.bytes_fetched
+            first_read = source.bytes_read
             source.close()
-            source = self._open_source(source)
-            # A whole block, as the first read: the parser's reads then align with the downloads.
-            head = bytes(source.read(max(self._skip, s.block_size)))
-            outcome = self._convert(self._parser_input(head, source, names), typer, strict=True)
+            source, parser_input = again(source)
+            outcome = self._convert(parser_input, typer, strict=True)
         assert outcome is not None
         rows, result = outcome
         self.plan = typer.final_plan()
-        return ExportResult(
+        exported = ExportResult(
             uri=result.uri,
             bytes=result.bytes,
             rows=rows,
             sha256=result.sha256,
-            format=s.export_format,
-            bytes_read=first_read + source.bytes_fetched,
+            format=self.settings.export_format,
+            bytes_read=first_read + source.bytes_read,
             duration_seconds=time.monotonic() - started,
         )
+        return exported, source
 
     def _read_head(self, source: ByteSource) -> tuple[list[str], bytes]:
         """The column names and the bytes read for them (`_probe`), errors as the export's."""

@@ -194,31 +194,25 @@ class RangeExporter(Exporter):
             initial=[kind_of(k) for k in (spec.kinds or plan.kinds)],
         )
         self._skip = 0
-        outcome = self._convert(
-            self._range_input(source, plan.names), typer, strict=spec.kinds is not None
+
+        def again(first: ByteSource) -> tuple[ByteSource, ParserInput]:
+            assert isinstance(first, RangeSource)
+            second = self._use(first.reopen(), stop)
+            return second, self._range_input(second, plan.names)
+
+        result, last = self._passes(
+            source,
+            self._range_input(source, plan.names),
+            typer,
+            again=again,
+            started=started,
+            strict=spec.kinds is not None,
         )
-        first_read = 0
-        if outcome is None:
-            # A column widened: written again with the settled kinds, as in one pod.
-            first_read = source.bytes_fetched
-            source.close()
-            source = self._use(source.reopen(), stop)
-            outcome = self._convert(self._range_input(source, plan.names), typer, strict=True)
-        assert outcome is not None
-        rows, result = outcome
-        self.plan = typer.final_plan()
+        assert isinstance(last, RangeSource)
         # The end found, or where the source ended (the parser stops at its short read).
-        self.report.end = source.end if source.end is not None else source.position
-        self.report.kinds = [kind_name(k) for k in self.plan.types]
+        self.report.end = last.end if last.end is not None else last.position
+        self.report.kinds = [kind_name(k) for k in typer.final_plan().types]
         self.report.int_bounds = typer.int_bounds
         if self._parts_sink is not None:
             self.report.upload = self._parts_sink.uploaded()
-        return ExportResult(
-            uri=result.uri,
-            bytes=result.bytes,
-            rows=rows,
-            sha256=result.sha256,
-            format=s.export_format,
-            bytes_read=first_read + source.bytes_fetched,
-            duration_seconds=time.monotonic() - started,
-        )
+        return result

@@ -288,8 +288,11 @@ class RangeSource(ByteSource):
                 return self._handed(memoryview(raw)[: found - start])
             at_least = found + 1
         if start + len(raw) > self._stop + self._limit:
-            raise RangeEndNotFound(
-                f"no row boundary within {self._limit} bytes after offset {self._stop}"
+            # Kept as the source's error: the parse error pyarrow then meets is not the cause.
+            raise self._fail(
+                RangeEndNotFound(
+                    f"no row boundary within {self._limit} bytes after offset {self._stop}"
+                )
             )
         return self._handed(raw)
 

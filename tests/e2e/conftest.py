@@ -123,8 +123,9 @@ def _tool_path(path: str) -> str:
     return ":".join([*out.split(), path])
 
 
-def s3_client(env: dict[str, str]) -> Any:
-    """An S3 client of the cluster's S3 server (its AWS_* variables), the tier's buckets made."""
+@pytest.fixture(scope="package")
+def e2e_s3(e2e_cluster: E2ECluster) -> Any:
+    env = e2e_cluster.env
     client = boto3.client(
         "s3",
         endpoint_url=env["AWS_ENDPOINT_URL"],
@@ -138,11 +139,6 @@ def s3_client(env: dict[str, str]) -> Any:
         except ClientError:
             client.create_bucket(Bucket=bucket)
     return client
-
-
-@pytest.fixture(scope="package")
-def e2e_s3(e2e_cluster: E2ECluster) -> Any:
-    return s3_client(e2e_cluster.env)
 
 
 @dataclass(frozen=True)
