@@ -88,6 +88,7 @@ class Informer(Generic[V]):
         label_selector: str = "",
         index_by: Callable[[V], Key] | None = None,
         stale: Callable[[V, V], bool] | None = None,
+        known: Callable[[V, Mapping[str, Any]], bool] | None = None,
         watch_timeout: int = 300,
         client_timeout: float = 330.0,
         request_timeout: float = 30.0,
@@ -111,6 +112,10 @@ class Informer(Generic[V]):
             page_size=page_size,
             retry=retry,
         )
+        self.known = known
+        """(view in the cache, incoming body) → whether the cache already holds this version or
+        a newer one: the body is then not even decoded (the watch's copy of an object the owner
+        stored from its own write)."""
         self.items: dict[Key, V] = {}
         """Views by (namespace, name)."""
         self.index: dict[Key, dict[Key, V]] = {}
@@ -301,6 +306,10 @@ class Informer(Generic[V]):
         self._apply("MODIFIED" if key in self.items else "ADDED", key, body)
 
     def _apply(self, event_type: str, key: Key, body: Mapping[str, Any]) -> None:
+        if self.known is not None:
+            cached = self.items.get(key)
+            if cached is not None and self.known(cached, body):
+                return
         view = self._decoded(body)
         if view is None:
             return

@@ -43,6 +43,7 @@ from pydantic_core import CoreSchema, PydanticCustomError
 
 from export_operator import s3names
 from export_operator.callbacks import MAX_URL_LENGTH, CallbackPolicy, CallbackRefusedError
+from export_operator.principals import PRINCIPAL_MAX_LENGTH, PRINCIPAL_PATTERN
 from export_operator.resource import ExportFormat
 from export_processor.common import CSV_CHAR_PATTERN, is_supported_encoding
 
@@ -59,6 +60,14 @@ cannot hold a NUL)."""
 
 def _error(code: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(code, "{reason}", {"reason": message})
+
+
+def _is_unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_uri(value: str, *, prefix: bool) -> str:
@@ -171,6 +180,9 @@ NotifyUrl = Annotated[
     str, Field(min_length=8, max_length=MAX_URL_LENGTH, pattern=CALLBACK_URL_PATTERN)
 ]
 CallbackUrl = Annotated[NotifyUrl, BeforeValidator(_callback_url)]
+PrincipalName = Annotated[
+    str, Field(min_length=1, max_length=PRINCIPAL_MAX_LENGTH, pattern=PRINCIPAL_PATTERN)
+]
 SpecDatasetId = Annotated[str, Field(pattern=DATASET_ID_PATTERN, min_length=36, max_length=36)]
 
 
@@ -184,6 +196,10 @@ class _Contract(BaseModel):
     def _not_null(cls, value: Any) -> Any:
         if value is None:
             raise _error("not-null", "may be left out, but not null")
+        if isinstance(value, str) and not value.isascii() and not _is_unicode(value):
+            # JSON's "\ud800" decodes to a lone surrogate: no UTF-8 text (the API server's, an
+            # S3 key, a header) can hold it.
+            raise _error("invalid-request", "must be valid Unicode (a lone surrogate is not)")
         return value
 
 
@@ -319,6 +335,11 @@ class ExportJobSpec(_Contract):
         description="Where the operator POSTs a signed CloudEvent when the export reaches a "
         "final phase (docs/notifications.md).",
     )
+    owner: PrincipalName | None = Field(
+        None,
+        description="The principal that created the export (set by the webhook; immutable). "
+        "Only it, and admins, can read, list, cancel and download it.",
+    )
 
     @model_validator(mode="after")
     def _has_input(self) -> ExportJobSpec:
@@ -389,16 +410,21 @@ class ExportRequest(_Contract):
         return _dataset_id(value)
 
     def to_spec(
-        self, *, dataset_uri_template: str, default_destination: str | None
+        self,
+        *,
+        dataset_uri_template: str,
+        default_destination: str | None,
+        owner: str | None = None,
     ) -> ExportJobSpec:
-        """The ExportJob spec this request asks for (the dataset resolved, defaults applied).
+        """The ExportJob spec this request asks for (the dataset resolved, defaults applied),
+        owned by `owner` (a principal's name, validated with the webhook's settings).
 
         Raises:
             pydantic.ValidationError: when the resolved source or the default destination is not
                 a valid spec (a misconfigured template).
         """
         if self.source is not None:
-            return self._spec_as_given(default_destination)
+            return self._spec_as_given(default_destination, owner)
         assert self.dataset_id is not None
         # The template makes a new URI: the spec is validated as a whole.
         spec: dict[str, Any] = {
@@ -413,9 +439,11 @@ class ExportRequest(_Contract):
             spec["csv"] = self.csv
         if self.callback_url is not None:
             spec["notify"] = {"url": self.callback_url}
+        if owner is not None:
+            spec["owner"] = owner
         return ExportJobSpec.model_validate(spec)
 
-    def _spec_as_given(self, default_destination: str | None) -> ExportJobSpec:
+    def _spec_as_given(self, default_destination: str | None, owner: str | None) -> ExportJobSpec:
         """The spec of a request naming its source: every part was validated by this model
         with the same types the spec uses, so it is assembled without validating again (the
         webhook's hot path); `default_destination` was validated with the settings."""
@@ -436,6 +464,8 @@ class ExportRequest(_Contract):
             values["csv"] = self.csv
         if self.callback_url is not None:
             values["notify"] = NotifySpec.model_construct(url=self.callback_url)
+        if owner is not None:
+            values["owner"] = owner
         return ExportJobSpec.model_construct(set(values), **values)
 
 

@@ -22,6 +22,13 @@ def phase_of(obj: Mapping[str, Any]) -> str:
     return str(status.get("phase") or resource.Phase.PENDING.value)
 
 
+def owner_of(obj: Mapping[str, Any]) -> str | None:
+    """The principal that created an ExportJob (`spec.owner`); None for one made before
+    principals existed (only admins see those)."""
+    owner = (obj.get("spec") or {}).get("owner")
+    return owner if isinstance(owner, str) else None
+
+
 def client_view(obj: Mapping[str, Any], *, download_url: str | None = None) -> dict[str, Any]:
     """The client's view of an ExportJob: id, phase, what was asked, and what happened."""
     metadata = obj.get("metadata") or {}
@@ -37,6 +44,7 @@ def client_view(obj: Mapping[str, Any], *, download_url: str | None = None) -> d
         "destination": (spec.get("destination") or {}).get("uri"),
         "callback_url": (spec.get("notify") or {}).get("url"),
         "cancel_requested": bool(spec.get("cancel", False)),
+        "owner": owner_of(obj),
         "created_at": metadata.get("creationTimestamp"),
         "start_time": status.get("startTime"),
         "completion_time": status.get("completionTime"),

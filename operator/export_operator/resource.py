@@ -30,11 +30,21 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_SOURCE_KIND = f"{GROUP}/source-kind"
 """How the ExportJob was requested: `api`, `s3`, `sns`, `eventbridge` or `minio`."""
+LABEL_OWNER = f"{GROUP}/owner"
+"""The principal that created the ExportJob (a copy of `spec.owner`, for label selectors:
+`kubectl get ej -l exportjobs.dev/owner=team-a`)."""
+ANNOTATION_SUBMITTED = f"{GROUP}/submitted-ns"
+"""When the webhook accepted the request: nanoseconds since the epoch, as 19 decimal digits (so
+the text sorts as the number). The operator admits one owner's exports in this order, finer than
+the one-second `creationTimestamp`; ExportJobs created without it fall back to that."""
 ANNOTATION_IDEMPOTENCY = f"{GROUP}/idempotency-key-sha256"
 ANNOTATION_REQUEST_SHA256 = f"{GROUP}/request-sha256"
 ANNOTATION_SOURCE_SIZE = f"{GROUP}/source-size-bytes"
 """Optional: the source object's size in bytes. The webhook sets it from S3 events (which carry
 the size); the operator scales the Job's memory and deadline with it."""
+
+MAX_OBJECT_BYTES = 5 * 1024**4
+"""The largest S3 object (5 TiB): the bound of every size an event or annotation carries."""
 
 MAX_NAME_LENGTH = 63
 """ExportJob names also name Jobs and label values, so they stay DNS-1123 labels."""
@@ -116,9 +126,13 @@ def export_name_for_object(
     return f"s3-{_digest(bucket, key, version or '', export_format.value)[:24]}"
 
 
-def export_name_for_idempotency_key(idempotency_key: str) -> str:
-    """The ExportJob name for an API request with an Idempotency-Key."""
-    return f"api-{_digest('idempotency-key', idempotency_key)[:24]}"
+def export_name_for_idempotency_key(idempotency_key: str, *, principal: str | None = None) -> str:
+    """The ExportJob name for an API request with an Idempotency-Key, scoped to `principal`:
+    another principal's equal key names another export. `None` (the unnamed credentials'
+    `default`) keeps the names given before principals existed."""
+    if principal is None:
+        return f"api-{_digest('idempotency-key', idempotency_key)[:24]}"
+    return f"api-{_digest('idempotency-key', principal, idempotency_key)[:24]}"
 
 
 def request_digest(body: str) -> str:

@@ -108,5 +108,9 @@ def check_uri(uri: str, *, prefix: bool) -> None:
         what = "an s3://bucket/prefix/ URI (a prefix ends in '/')" if prefix else "an object URI"
         raise S3UriError(f"not {what}: {uri!r}", bad_key=False)
     key = uri[len("s3://") :].partition("/")[2]
-    if len(uri) > longest or len(key.encode("utf-8")) > MAX_KEY_BYTES:
+    try:
+        key_bytes = len(key.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800"): no S3 key is named so
+        raise S3UriError(f"S3 keys must be valid Unicode: {uri!r}", bad_key=True) from None
+    if len(uri) > longest or key_bytes > MAX_KEY_BYTES:
         raise S3UriError(f"S3 keys are at most {MAX_KEY_BYTES} bytes", bad_key=True)

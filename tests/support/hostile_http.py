@@ -159,3 +159,40 @@ def judge(case: Case, answer: Answer) -> str | None:
     if answer.status >= 400 and is_problem and answer.problem().get("status") != answer.status:
         return f"problem status differs from {answer.status}"
     return None
+
+
+async def send_slowly(
+    host: str, port: int, *, token: str | None, target: str, interval: float, limit: float
+) -> tuple[int | None, float]:
+    """POST a JSON body one byte every `interval` seconds (a slow-body attack); stop after
+    `limit` seconds. (status or None if the server never answered, seconds until it did)."""
+    body = b'{"source": "s3://exports-input/slow.csv", "format": "csv"}' + b" " * 10_000
+    head = [f"POST {target} HTTP/1.1".encode(), f"Host: {host}:{port}".encode(),
+            b"Content-Type: application/json", f"Content-Length: {len(body)}".encode()]  # fmt: skip
+    if token is not None:
+        head.append(f"Authorization: Bearer {token}".encode())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(b"\r\n".join(head) + b"\r\n\r\n")
+        await writer.drain()
+        answer = asyncio.ensure_future(reader.readline())
+        for byte in body:
+            done, _ = await asyncio.wait({answer}, timeout=interval)
+            if done or loop.time() - started > limit:
+                break
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except ConnectionError:
+                break
+        try:
+            line = await asyncio.wait_for(answer, timeout=max(0.1, limit - (loop.time() - started)))
+        except TimeoutError:
+            return None, loop.time() - started
+        elapsed = loop.time() - started
+        parts = line.split()
+        return (int(parts[1]) if len(parts) > 1 else None), elapsed
+    finally:
+        writer.close()

@@ -8,6 +8,7 @@ utf-16/rot13/bogus-enc, buckets 192.168.1.1 and my.-bucket, keys with `..` or `/
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -110,3 +111,101 @@ EVENT_KEYS = st.one_of(
     st.sampled_from(["%FF%FE.csv", "a%C3%28.csv", "ok%2Fx.csv", "a//b.csv", "../up.csv"]),
 )
 EVENTS = st.builds(s3_event, BUCKETS, EVENT_KEYS)
+
+
+# Hostile values (issue 24): what once got a 202 or a 500 from `POST /v1/events/s3`.
+HUGE_INTS = st.one_of(
+    st.sampled_from([10**400, 5 * 1024**4 + 1, 2**63, 2**64 + 1, -1]),
+    st.integers(min_value=5 * 1024**4 + 1),
+    st.integers(max_value=-1),
+)
+UNICODE_DIGITS = st.one_of(
+    st.sampled_from(["²", "١٢٣", "\U0001d7d9\U0001d7da", "1²", "٣" * 20, "9" * 5000, "5" * 400]),
+    st.text(
+        alphabet=st.characters(categories=["Nd", "No"], exclude_characters="0123456789"),
+        min_size=1,
+        max_size=20,
+    ),
+)
+LONE_SURROGATES = st.one_of(
+    st.sampled_from(["\ud800", "\udfff", "a\udc80b", "0055AED6\ud83d"]),
+    # A high surrogate followed by a low one is a pair: JSON decodes it to one character.
+    st.text(alphabet=st.characters(categories=["Cs"]), min_size=1, max_size=4).filter(
+        lambda text: re.search("[\ud800-\udbff][\udc00-\udfff]", text) is None
+    ),
+)
+OVER_LONG = st.sampled_from(["x" * 1025, "7" * 2049, "a" * 70_000, "s" * 5000])
+HOSTILE_NUMBERS = st.one_of(HUGE_INTS, UNICODE_DIGITS, LONE_SURROGATES, OVER_LONG)
+"""What a size field may be sent as: none of it is a size."""
+HOSTILE_STRINGS = st.one_of(HUGE_INTS, LONE_SURROGATES, OVER_LONG)
+"""What a string field may be sent as: none of it is a version, ETag or sequencer."""
+
+S3_OBJECT_FIELDS = {"size": HOSTILE_NUMBERS, "versionId": HOSTILE_STRINGS,
+                    "eTag": HOSTILE_STRINGS, "sequencer": HOSTILE_STRINGS,
+                    "key": st.one_of(HUGE_INTS, OVER_LONG)}  # fmt: skip
+EVENTBRIDGE_OBJECT_FIELDS = {"size": HOSTILE_NUMBERS, "version-id": HOSTILE_STRINGS,
+                             "etag": HOSTILE_STRINGS, "sequencer": HOSTILE_STRINGS,
+                             "key": st.one_of(HUGE_INTS, LONE_SURROGATES, OVER_LONG)}  # fmt: skip
+
+
+def eventbridge_event(bucket: str, key: str, size: int | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {"key": key, "etag": "0123abcd", "sequencer": "0055AED6DCD90281E5"}
+    if size is not None:
+        obj["size"] = size
+    return {
+        "version": "0",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "detail": {"bucket": {"name": bucket}, "object": obj},
+    }
+
+
+def _with_object_field(event: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
+    obj = event["Records"][0]["s3"]["object"] if "Records" in event else event["detail"]["object"]
+    obj[name] = value
+    return event
+
+
+HOSTILE_EVENTS = st.one_of(
+    *(
+        st.builds(_with_object_field, st.builds(s3_event, st.just("exports-input"),
+                  st.just("in/a.csv")), st.just(name), values)
+        for name, values in S3_OBJECT_FIELDS.items()
+    ),
+    *(
+        st.builds(_with_object_field, st.builds(eventbridge_event, st.just("exports-input"),
+                  st.just("in/a.csv")), st.just(name), values)
+        for name, values in EVENTBRIDGE_OBJECT_FIELDS.items()
+    ),
+)  # fmt: skip
+"""A valid S3 or EventBridge event with one object field made hostile: each must be a 4xx."""
+
+
+def _request_with(field: str, value: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"source": {"uri": "s3://exports-input/a.csv"}, "format": "csv"}
+    if field == "dataset_id":
+        del body["source"]
+    where, _, inner = field.partition(".")
+    if inner:
+        body.setdefault(where, {})[inner] = value
+    else:
+        body[where] = value
+    return body
+
+
+REQUEST_FIELDS = {
+    "source.uri": st.one_of(HUGE_INTS, OVER_LONG, LONE_SURROGATES.map("s3://exports-input/".__add__)),
+    "source.version_id": HOSTILE_STRINGS,
+    "source.etag": HOSTILE_STRINGS,
+    "destination": st.one_of(HUGE_INTS, OVER_LONG, LONE_SURROGATES.map("s3://exports-output/".__add__)),
+    "callback_url": st.one_of(HUGE_INTS, OVER_LONG, LONE_SURROGATES.map("https://h.example/".__add__)),
+    "format": HOSTILE_NUMBERS,
+    "csv.delimiter": HOSTILE_NUMBERS,
+    "csv.encoding": HOSTILE_NUMBERS,
+    "csv.header": HOSTILE_NUMBERS,
+    "dataset_id": HOSTILE_NUMBERS,
+}  # fmt: skip
+HOSTILE_REQUESTS = st.one_of(
+    *(st.builds(_request_with, st.just(name), values) for name, values in REQUEST_FIELDS.items())
+)
+"""A valid `POST /v1/exports` body with one field made hostile: each must be a 4xx."""

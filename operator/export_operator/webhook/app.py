@@ -72,7 +72,7 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(headers={"User-Agent": "exportjobs-webhook"}) as session:
         services.sns = SnsVerifier(
             host_pattern=settings.sns_host_pattern,
-            topic_arns=settings.sns_topic_arns,
+            topic_arns=settings.principals.topic_arns,
             max_age_seconds=settings.sns_max_age_seconds,
             ssl_context=settings.sns_ssl_context,
             session=session,
@@ -133,8 +133,9 @@ async def _mark_shutting_down(app: web.Application) -> None:
 
 def sns_startup_line(settings: WebhookSettings) -> str:
     """The start-up log line saying whether SNS is accepted, and from which topics."""
-    if settings.sns_topic_arns:
-        return f"SNS accepted from topics {', '.join(settings.sns_topic_arns)}"
+    topics = settings.principals.topic_arns
+    if topics:
+        return f"SNS accepted from topics {', '.join(topics)}"
     return (
         "SNS is off: no topic ARNs configured (EXPORTJOBS_WEBHOOK_SNS_TOPIC_ARNS); "
         "SNS messages are refused with 403 sns-disabled"

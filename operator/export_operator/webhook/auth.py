@@ -1,25 +1,14 @@
-"""Credential checks: bearer tokens for API and MinIO callers, the EventBridge API-key header.
+"""Who is calling: the principal of a bearer token, an EventBridge API key or an SNS topic.
 
-Comparisons are constant-time (`hmac.compare_digest`) and visit every configured secret, so the
-time taken says nothing about which secret nearly matched.
+Credentials are looked up by digest (`export_operator.principals`), so the time taken says
+nothing about which secret nearly matched.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable
-
 from aiohttp import web
 
-
-def _matches_any(presented: str, secrets: Iterable[str]) -> bool:
-    # aiohttp decodes header bytes that are not UTF-8 as surrogates (`\xff` → `\udcff`);
-    # `surrogateescape` turns them back into the bytes sent instead of raising.
-    candidate = presented.encode("utf-8", "surrogateescape")
-    found = False
-    for secret in secrets:
-        found |= hmac.compare_digest(candidate, secret.encode("utf-8"))
-    return found
+from export_operator.principals import Principal, Principals
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -31,11 +20,15 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip()
 
 
-def has_valid_bearer(request: web.Request, tokens: tuple[str, ...]) -> bool:
+def bearer_principal(request: web.Request, principals: Principals) -> Principal | None:
+    """The principal of the request's bearer token, else None."""
     token = bearer_token(request)
-    return token is not None and bool(tokens) and _matches_any(token, tokens)
+    return principals.for_token(token) if token is not None else None
 
 
-def has_valid_api_key(request: web.Request, *, header: str, keys: tuple[str, ...]) -> bool:
+def api_key_principal(
+    request: web.Request, *, header: str, principals: Principals
+) -> Principal | None:
+    """The principal of the request's EventBridge API key, else None."""
     value = request.headers.get(header)
-    return value is not None and bool(keys) and _matches_any(value, keys)
+    return principals.for_api_key(value) if value is not None else None

@@ -11,13 +11,17 @@ not replace it.
 from __future__ import annotations
 
 import bisect
+import json
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from export_operator import resource
 from export_operator.backoff import Backoff
 from export_operator.informer import Informer
 from export_operator.kube import Kube, collection_path
+from export_operator.public_view import owner_of, phase_of
 from export_operator.webhook.listing import ListQuery, SortKey, created_key, encode_continue
 
 RETRY = Backoff(base=0.5, cap=30.0, jitter=0.0)
@@ -38,11 +42,12 @@ class ExportCache:
         self, *, namespace: str, watch_timeout: int = 300, request_timeout: float = 20.0
     ) -> None:
         self.namespace = namespace
-        self.informer: Informer[dict[str, Any]] = Informer(
+        self.informer: Informer[CachedExport] = Informer(
             api=None,
             path=collection_path(resource.API_VERSION, resource.PLURAL, namespace),
-            decode=_as_dict,
+            decode=compact,
             stale=_newer,
+            known=_known,
             watch_timeout=watch_timeout,
             client_timeout=watch_timeout + 30,
             request_timeout=request_timeout,
@@ -50,6 +55,8 @@ class ExportCache:
         )
         self.informer.listeners.append(self._changed)
         self._sorted: list[SortKey] | None = None
+        self._unfinished: dict[str | None, set[str]] = {}
+        """Owner → names of its exports not finished yet (for per-owner queue caps)."""
 
     async def run(self, api: Kube) -> None:
         """List and watch through `api` until cancelled; errors are logged and retried."""
@@ -65,7 +72,9 @@ class ExportCache:
         return len(self.informer.items)
 
     def get(self, name: str) -> dict[str, Any] | None:
-        return self.informer.get((self.namespace, name))
+        """The cached view of `name` as an object (a fresh dict: the caller may keep it)."""
+        cached = self.informer.get((self.namespace, name))
+        return cached.as_object() if cached is not None else None
 
     def upsert(self, obj: dict[str, Any]) -> None:
         """Store `obj` (what a write or read of the webhook returned) unless the cache already
@@ -75,24 +84,38 @@ class ExportCache:
     def _changed(
         self,
         event_type: str | None,
-        view: dict[str, Any],
-        old: dict[str, Any] | None,
+        view: CachedExport,
+        old: CachedExport | None,
         body: Mapping[str, Any],
     ) -> None:
         if old is None or event_type == "DELETED":
             self._sorted = None  # the set of names changed
+        if old is not None:
+            self._unfinished.get(old.owner, set()).discard(old.name)
+        if event_type != "DELETED" and not resource.Phase(view.phase).finished:
+            self._unfinished.setdefault(view.owner, set()).add(view.name)
+
+    def unfinished(self, owner: str) -> int:
+        """How many of `owner`'s exports have not finished (Pending, Queued, Running)."""
+        return len(self._unfinished.get(owner, ()))
 
     def page(self, query: ListQuery) -> tuple[list[dict[str, Any]], str | None]:
         """One page of the ExportJobs `query` selects, newest first (listing.py), after the
-        one its continue token names."""
+        one its continue token names. Owner and phase are compared on the compact view, so a
+        principal paging through its few exports among many decodes only those."""
         if self._sorted is None:
-            self._sorted = sorted(created_key(obj) for obj in self.informer.items.values())
+            self._sorted = sorted((c.created, c.name) for c in self.informer.items.values())
         keys = self._sorted
         start = bisect.bisect_left(keys, query.after) if query.after else len(keys)
         items: list[dict[str, Any]] = []
         for index in range(start - 1, -1, -1):
-            obj = self.get(keys[index][1])
-            if obj is None or not query.matches(obj):
+            cached = self.informer.get((self.namespace, keys[index][1]))
+            if cached is None or (query.owner is not None and cached.owner != query.owner):
+                continue
+            if query.phase is not None and cached.phase != query.phase:
+                continue
+            obj = cached.as_object()
+            if not query.matches(obj):
                 continue
             if len(items) == query.limit:
                 return items, encode_continue(created_key(items[-1]))
@@ -100,17 +123,75 @@ class ExportCache:
         return items, None
 
 
-def _newer(current: dict[str, Any], candidate: dict[str, Any]) -> bool:
+def _newer(current: CachedExport, candidate: CachedExport) -> bool:
     """Whether `current` is newer than `candidate` (resourceVersions compare as integers in
     practice; when they do not parse, the candidate wins)."""
     try:
-        return int(current["metadata"]["resourceVersion"]) > int(
-            candidate["metadata"]["resourceVersion"]
-        )
+        return int(current.resource_version) > int(candidate.resource_version)
+    except ValueError:
+        return False
+
+
+def _known(current: CachedExport, body: Mapping[str, Any]) -> bool:
+    """Whether the cache holds `body`'s version of the object or a newer one (the watch's copy
+    of what the webhook just created is then not encoded a second time)."""
+    try:
+        return int(current.resource_version) >= int(body["metadata"]["resourceVersion"])
     except (KeyError, TypeError, ValueError):
         return False
 
 
-def _as_dict(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The cached view of an ExportJob: the object itself (as the watch decoded it)."""
-    return body if isinstance(body, dict) else dict(body)
+KEPT_METADATA = ("name", "namespace", "resourceVersion", "creationTimestamp")
+KEPT_ANNOTATIONS = (resource.ANNOTATION_REQUEST_SHA256,)
+DROPPED_STATUS = frozenset({"conditions", "observedGeneration"})
+
+
+@dataclass(frozen=True, slots=True)
+class CachedExport:
+    """The cached view of an ExportJob: what GET, list, cancel and an Idempotency-Key replay
+    read of it, kept as compact JSON, with the fields the cache filters on beside it.
+
+    The rest of the object (managedFields, labels, uid, conditions) is not kept, and the JSON
+    bytes cost far less than the dicts they decode to: about 1 KB per retained export instead of
+    the 11-16 KB the whole object cost (docs/benchmarks.md, "Webhook memory"). A GET decodes one
+    view (a few microseconds); a list page decodes only the views it returns.
+    """
+
+    name: str
+    resource_version: str
+    created: str
+    """The creation time as listing.py orders it (fixed-width UTC)."""
+    phase: str
+    owner: str | None
+    body: bytes
+
+    def as_object(self) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.body)
+        return found
+
+
+def compact(body: Mapping[str, Any]) -> CachedExport:
+    """The cached view of an ExportJob object (a watch event's, a list's, or one the webhook
+    wrote or read itself)."""
+    meta = body.get("metadata") or {}
+    kept: dict[str, Any] = {k: meta[k] for k in KEPT_METADATA if k in meta}
+    annotations = meta.get("annotations") or {}
+    found = {k: annotations[k] for k in KEPT_ANNOTATIONS if k in annotations}
+    if found:
+        kept["annotations"] = found
+    view: dict[str, Any] = {"metadata": kept}
+    spec = body.get("spec")
+    if isinstance(spec, Mapping):
+        view["spec"] = spec
+    status = body.get("status")
+    if isinstance(status, Mapping) and status:
+        view["status"] = {k: v for k, v in status.items() if k not in DROPPED_STATUS}
+    owner = owner_of(view)
+    return CachedExport(
+        name=str(meta["name"]),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        created=created_key(view)[0],
+        phase=sys.intern(phase_of(view)),
+        owner=sys.intern(owner) if owner is not None else None,
+        body=json.dumps(view, separators=(",", ":")).encode(),
+    )

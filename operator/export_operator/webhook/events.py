@@ -9,9 +9,11 @@ ignored, so the handler can answer `s3:TestEvent` and non-create records without
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from export_operator import resource
 from export_operator.resource import S3Location, object_key_from_event, parse_s3_uri
 
 
@@ -114,6 +116,7 @@ def _parse_records(records: Any, *, source: EventSource) -> ParsedEvent:
         raw_key = _dig(obj, "key")
         if not isinstance(bucket, str) or not isinstance(raw_key, str) or not isinstance(obj, dict):
             raise EventError(f"Records[{index}] lacks s3.bucket.name or s3.object.key")
+        where = f"Records[{index}].s3.object"
         try:
             key = object_key_from_event(raw_key)
         except ValueError as exc:
@@ -121,10 +124,10 @@ def _parse_records(records: Any, *, source: EventSource) -> ParsedEvent:
         parsed.records.append(
             ObjectCreated(
                 location=_location(bucket, key),
-                version_id=_text(obj.get("versionId")),
-                etag=_text(obj.get("eTag")),
-                sequencer=_text(obj.get("sequencer")),
-                size=_size(obj.get("size")),
+                version_id=_text(obj.get("versionId"), f"{where}.versionId"),
+                etag=_text(obj.get("eTag"), f"{where}.eTag"),
+                sequencer=_text(obj.get("sequencer"), f"{where}.sequencer"),
+                size=_size(obj.get("size"), where),
             )
         )
     return parsed
@@ -149,10 +152,10 @@ def _parse_eventbridge(body: dict[str, Any]) -> ParsedEvent:
     parsed.records.append(
         ObjectCreated(
             location=_location(bucket, key),
-            version_id=_text(obj.get("version-id")),
-            etag=_text(obj.get("etag")),
-            sequencer=_text(obj.get("sequencer")),
-            size=_size(obj.get("size")),
+            version_id=_text(obj.get("version-id"), "detail.object.version-id"),
+            etag=_text(obj.get("etag"), "detail.object.etag"),
+            sequencer=_text(obj.get("sequencer"), "detail.object.sequencer"),
+            size=_size(obj.get("size"), "detail.object"),
         )
     )
     return parsed
@@ -173,15 +176,72 @@ def _dig(value: Any, *path: str) -> Any:
     return value
 
 
-def _size(value: Any) -> int | None:
-    """A size in bytes (a non-negative integer; some relays send it as a string), else None."""
-    if isinstance(value, str) and value.isdigit():
+SIZE_DIGITS = re.compile(r"[0-9]{1,16}")
+"""A size sent as a string: ASCII digits only (`str.isdigit()` also accepts "²", which `int()`
+then refuses), at most 16 of them (5 TiB has 13)."""
+MAX_TEXT_LENGTH = 1024
+"""The longest version id, ETag or sequencer kept (the CRD's bound on `versionId`; the ETag's
+own bound, 256, is the spec model's)."""
+
+
+def _size(value: Any, where: str) -> int | None:
+    """A size in bytes: absent, or an integer from 0 to 5 TiB (some relays send it as a string
+    of ASCII digits).
+
+    Raises:
+        EventError: for anything else (a huge integer, Unicode digits, a float, a bool).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and SIZE_DIGITS.fullmatch(value):
         value = int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value <= resource.MAX_OBJECT_BYTES
+    ):
+        return value
+    raise EventError(
+        f"{where}.size must be an integer from 0 to {resource.MAX_OBJECT_BYTES} (5 TiB), "
+        f"not {_shown(value)}"
+    )
 
 
-def _text(value: Any) -> str | None:
-    """A non-empty string, else None (MinIO sends `""` and AWS `"null"` for no version)."""
-    if isinstance(value, str) and value and value != "null":
+def _text(value: Any, where: str) -> str | None:
+    """A non-empty string, else None (MinIO sends `""` and AWS `"null"` for no version).
+
+    Raises:
+        EventError: for a value that is no string, is longer than `MAX_TEXT_LENGTH`, or holds a
+            lone surrogate or a control character (it names the ExportJob through a digest of
+            its UTF-8 bytes and travels in environment variables).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise EventError(f"{where} must be a string, not {_shown(value)}")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise EventError(f"{where} is longer than {MAX_TEXT_LENGTH} characters")
+    if not is_valid_text(value):
+        raise EventError(f"{where} must be valid Unicode text without control characters")
+    if value and value != "null":
         return value.strip('"')
     return None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_valid_text(value: str) -> bool:
+    """Whether `value` encodes as UTF-8 (no lone surrogates) and holds no control character."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return _CONTROL.search(value) is None
+
+
+def _shown(value: Any) -> str:
+    """A client's value for a message: at most 40 characters of its repr."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -10,6 +10,7 @@ whose code names what was wrong.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -50,9 +51,10 @@ def parse_export_request(
     dataset_uri_template: str,
     default_destination: str | None,
     callback_policy: CallbackPolicy | None = None,
+    owner: str | None = None,
 ) -> ExportJobSpec:
     """Validate a `POST /v1/exports` body into the spec to store; `callback_url` is checked
-    against `callback_policy` (the webhook's settings).
+    against `callback_policy` (the webhook's settings); `owner` is the caller's principal.
 
     Raises:
         Problem: 422 naming the first thing wrong (and listing every error in `errors`).
@@ -65,7 +67,9 @@ def parse_export_request(
         raise problem_from(exc) from None
     try:
         return request.to_spec(
-            dataset_uri_template=dataset_uri_template, default_destination=default_destination
+            dataset_uri_template=dataset_uri_template,
+            default_destination=default_destination,
+            owner=owner,
         )
     except ValidationError as exc:
         raise problem_from(exc, prefix="spec") from None
@@ -77,8 +81,10 @@ def spec_for_event(
     export_format: ExportFormat,
     default_destination: str | None,
     callback_url: str | None = None,
+    owner: str | None = None,
 ) -> ExportJobSpec:
-    """The spec an S3 object-created record asks for (`callback_url` from the settings).
+    """The spec an S3 object-created record asks for (`callback_url` from the settings; `owner`
+    the principal the event or its route belongs to).
 
     Raises:
         Problem: 422 when the record's version or ETag cannot be stored.
@@ -93,6 +99,8 @@ def spec_for_event(
         spec["destination"] = {"uri": default_destination}
     if callback_url:
         spec["notify"] = {"url": callback_url}
+    if owner:
+        spec["owner"] = owner
     try:
         return ExportJobSpec.model_validate(spec)
     except ValidationError as exc:
@@ -145,18 +153,25 @@ def build_export_job(
     source_kind: EventSource,
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ExportJob object to create for `spec`."""
+    """The ExportJob object to create for `spec` (its owner also as a label), stamped with the
+    time it was submitted (`exportjobs.dev/submitted-ns`)."""
+    labels = {
+        resource.LABEL_SOURCE_KIND: source_kind.value,
+        resource.LABEL_MANAGED_BY: "exportjobs-webhook",
+    }
+    if spec.owner is not None:
+        labels[resource.LABEL_OWNER] = spec.owner
     return {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {
-                resource.LABEL_SOURCE_KIND: source_kind.value,
-                resource.LABEL_MANAGED_BY: "exportjobs-webhook",
+            "labels": labels,
+            "annotations": {
+                **(annotations or {}),
+                resource.ANNOTATION_SUBMITTED: f"{time.time_ns():019d}",
             },
-            "annotations": annotations or {},
         },
         "spec": spec.as_body(),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from export_operator.principals import Principal
 from export_operator.webhook import auth
 from export_operator.webhook.problems import Problem, ProblemCode
-from export_operator.webhook.services import METRICS, SETTINGS
+from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
 
 
 def is_json_type(content_type: str) -> bool:
@@ -48,7 +50,21 @@ async def read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
     try:
-        raw = await request.read()
+        if request.content.is_eof():  # all of it came with the headers (the usual case)
+            raw = await request.read()
+        else:
+            async with asyncio.timeout(request.app[SETTINGS].body_timeout_seconds):
+                raw = await request.read()
+    except TimeoutError:
+        # A body trickled in slowly holds a connection and a task: the caller's credentials
+        # do not buy more time than anyone's.
+        raise Problem(
+            status=408,
+            code=ProblemCode.REQUEST_TIMEOUT,
+            detail=f"the body was not received within "
+            f"{request.app[SETTINGS].body_timeout_seconds:g} s",
+            headers={"Connection": "close"},
+        ) from None
     except web.HTTPRequestEntityTooLarge:
         raise too_large(limit) from None
     except (HttpProcessingError, web.RequestPayloadError) as exc:
@@ -163,9 +179,16 @@ def unauthorized(request: web.Request, *, reason: str, detail: str) -> Problem:
     )
 
 
-def require_bearer(request: web.Request) -> None:
-    """Raises a 401 problem unless the request carries a configured bearer token."""
+def require_bearer(request: web.Request) -> Principal:
+    """The principal of the request's bearer token, its request rate admitted.
+
+    Raises:
+        Problem: 401 without a configured bearer token, 429 over the principal's rate.
+    """
     if auth.bearer_token(request) is None:
         raise unauthorized(request, reason="missing", detail="a bearer token is required")
-    if not auth.has_valid_bearer(request, request.app[SETTINGS].tokens):
+    principal = auth.bearer_principal(request, request.app[SETTINGS].principals)
+    if principal is None:
         raise unauthorized(request, reason="invalid", detail="the bearer token is not valid")
+    request.app[SERVICES].rate.admit(principal)
+    return principal

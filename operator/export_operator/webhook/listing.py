@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from export_operator import resource
-from export_operator.public_view import phase_of
+from export_operator.public_view import owner_of, phase_of
 
 _LIMIT = re.compile(r"[0-9]{1,3}")
 _PHASES = frozenset(p.value for p in resource.Phase)
@@ -57,6 +57,8 @@ class ListQuery:
     source_prefix: str | None = None
     created_since: dt.datetime | None = None
     after: SortKey | None = None
+    owner: str | None = None
+    """Only this principal's exports (set from the caller, never from the query string)."""
 
     @classmethod
     def parse(cls, query: Mapping[str, str], *, default_limit: int) -> ListQuery:
@@ -94,6 +96,8 @@ class ListQuery:
 
     def matches(self, obj: Mapping[str, Any]) -> bool:
         if self.phase is not None and phase_of(obj) != self.phase:
+            return False
+        if self.owner is not None and owner_of(obj) != self.owner:
             return False
         if self.source_prefix is not None:
             source = ((obj.get("spec") or {}).get("source") or {}).get("uri") or ""

@@ -57,9 +57,16 @@ _UNAVAILABLE = _problem(
     "Retry-After seconds.",
     retry_after=True,
 )
+_RATE_LIMITED = _problem(
+    "Over the principal's request rate (`rate-limited`), or, for a create, over its queue cap "
+    "(`queue-full`); nothing was created.",
+    retry_after=True,
+)
 _BAD_BODY = {
     "400": _problem("Malformed JSON (also nested too deeply), or a body that does not decode."),
     "401": _UNAUTHORIZED,
+    "408": _problem("The body was not received in time (`request-timeout`)."),
+    "429": _RATE_LIMITED,
     "413": _problem("The body (or the event's record count) is larger than the configured limit."),
     "415": _problem("The content type is not JSON."),
     "422": _problem(
@@ -198,6 +205,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("One page of exports.", "ExportList"),
                         "401": _UNAUTHORIZED,
+                        "429": _RATE_LIMITED,
                         "422": _problem(
                             "Invalid phase, limit, continue token, source_prefix or created_since."
                         ),
@@ -225,6 +233,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                         ),
                         "401": _UNAUTHORIZED,
+                        "429": _RATE_LIMITED,
                         "404": _problem("No such export."),
                         "503": _problem("The cache is not synced yet.", retry_after=True),
                     },
@@ -242,6 +251,7 @@ def openapi_document() -> dict[str, Any]:
                             **{"Retry-After": _RETRY_AFTER},
                         ),
                         "401": _UNAUTHORIZED,
+                        "429": _RATE_LIMITED,
                         "404": _problem("No such export."),
                         "409": _problem(
                             "The export has finished (code `export-finished`, its `phase` "
@@ -295,7 +305,10 @@ def openapi_document() -> dict[str, Any]:
                             **{"Retry-After": _RETRY_AFTER},
                         ),
                         **_BAD_BODY,
-                        "403": _problem("SNS is off: no topic ARNs are configured."),
+                        "403": _problem(
+                            "SNS is off (no topic ARNs are configured), or the object's event "
+                            "route belongs to another principal."
+                        ),
                         "502": _problem(
                             "The SNS signing certificate or SubscribeURL could not be fetched.",
                             retry_after=True,

@@ -25,6 +25,7 @@ class ProblemCode(enum.StrEnum):
     METHOD_NOT_ALLOWED = "method-not-allowed"
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     BODY_TOO_LARGE = "body-too-large"
+    REQUEST_TIMEOUT = "request-timeout"
     MALFORMED_JSON = "malformed-json"
     INVALID_REQUEST = "invalid-request"
     UNKNOWN_FORMAT = "unknown-format"
@@ -39,6 +40,8 @@ class ProblemCode(enum.StrEnum):
     DESTINATION_NOT_ALLOWED = "destination-not-allowed"
     TOO_MANY_RECORDS = "too-many-records"
     IDEMPOTENCY_CONFLICT = "idempotency-key-reused"
+    RATE_LIMITED = "rate-limited"
+    QUEUE_FULL = "queue-full"
     EXPORT_FINISHED = "export-finished"
     REJECTED_BY_API_SERVER = "rejected-by-api-server"
     UNAVAILABLE = "api-server-unavailable"
@@ -53,6 +56,7 @@ TITLES: dict[ProblemCode, str] = {
     ProblemCode.METHOD_NOT_ALLOWED: "Method not allowed",
     ProblemCode.UNSUPPORTED_MEDIA_TYPE: "Unsupported content type",
     ProblemCode.BODY_TOO_LARGE: "Request body too large",
+    ProblemCode.REQUEST_TIMEOUT: "The request body was not received in time",
     ProblemCode.MALFORMED_JSON: "Malformed JSON",
     ProblemCode.INVALID_REQUEST: "Invalid request",
     ProblemCode.UNKNOWN_FORMAT: "Unknown or missing export format",
@@ -67,6 +71,8 @@ TITLES: dict[ProblemCode, str] = {
     ProblemCode.DESTINATION_NOT_ALLOWED: "The destination is outside the allowed prefixes",
     ProblemCode.TOO_MANY_RECORDS: "The event has more records than one request may carry",
     ProblemCode.IDEMPOTENCY_CONFLICT: "Idempotency-Key reused with a different request",
+    ProblemCode.RATE_LIMITED: "Too many requests from this principal; retry later",
+    ProblemCode.QUEUE_FULL: "This principal has as many unfinished exports as it may queue",
     ProblemCode.EXPORT_FINISHED: "The export has finished and cannot be cancelled",
     ProblemCode.REJECTED_BY_API_SERVER: "The Kubernetes API server rejected the ExportJob",
     ProblemCode.UNAVAILABLE: "The Kubernetes API server is unavailable; retry later",

@@ -9,18 +9,21 @@ Each object version and format maps to one deterministic name; an existing name 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
 from aiohttp import web
 
 from export_operator import resource
-from export_operator.resource import ExportFormat
+from export_operator.principals import Principal, Principals
+from export_operator.resource import ExportFormat, S3Location
 from export_operator.webhook import auth
 from export_operator.webhook.create import Stored, accepted, create_export
 from export_operator.webhook.events import EventError, EventSource, ParsedEvent, parse_event
 from export_operator.webhook.exports import build_export_job, parse_format, spec_for_event
 from export_operator.webhook.http import parse_json_text, read_json, unauthorized
+from export_operator.webhook.limits import check_queue
 from export_operator.webhook.problems import Problem, ProblemCode, invalid
 from export_operator.webhook.services import SERVICES, SETTINGS
 from export_operator.webhook.sns import MESSAGE_TYPES, SnsError, SnsUnavailableError
@@ -40,18 +43,20 @@ async def post_s3_event(request: web.Request) -> web.Response:
     # SNS raw message delivery posts the S3 event itself, unsigned, still with the message-type
     # header (and `x-amz-sns-rawdelivery: true`): it is authenticated like a relay, by token.
     raw_delivery = request.headers.get(SNS_RAW_DELIVERY_HEADER, "").lower() == "true"
+    principal: Principal | None
     if SNS_TYPE_HEADER in request.headers and not raw_delivery:
-        parsed = await _from_sns(request)
-        if parsed is None:
+        from_sns = await _from_sns(request)
+        if from_sns is None:
             return web.json_response({"ids": [], "ignored": [], "status": "acknowledged"})
+        parsed, principal = from_sns
     else:
-        by_token = auth.has_valid_bearer(request, settings.tokens)
-        by_key = not by_token and auth.has_valid_api_key(
-            request,
-            header=settings.eventbridge_api_key_header,
-            keys=settings.eventbridge_api_keys,
-        )
-        if not (by_token or by_key):
+        principal = auth.bearer_principal(request, settings.principals)
+        by_key = principal is None
+        if principal is None:
+            principal = auth.api_key_principal(
+                request, header=settings.eventbridge_api_key_header, principals=settings.principals
+            )
+        if principal is None:
             reason = "missing" if auth.bearer_token(request) is None else "invalid"
             raise unauthorized(
                 request, reason=reason, detail="a bearer token or EventBridge API key is required"
@@ -63,7 +68,7 @@ async def post_s3_event(request: web.Request) -> web.Response:
                 reason="api-key-scope",
                 detail="the EventBridge API key is accepted for EventBridge events only",
             )
-    return await _store(request, parsed, export_format=export_format)
+    return await _store(request, parsed, principal=principal, export_format=export_format)
 
 
 def _parse(body: Any, *, source: EventSource) -> ParsedEvent:
@@ -74,11 +79,12 @@ def _parse(body: Any, *, source: EventSource) -> ParsedEvent:
         raise invalid(str(exc), code=code) from None
 
 
-async def _from_sns(request: web.Request) -> ParsedEvent | None:
-    """Verify an SNS message; confirm subscriptions; the S3 event of a Notification."""
+async def _from_sns(request: web.Request) -> tuple[ParsedEvent, Principal] | None:
+    """Verify an SNS message; confirm subscriptions; the S3 event of a Notification and the
+    principal its topic belongs to."""
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     kind = request.headers[SNS_TYPE_HEADER]
-    if not settings.sns_topic_arns:
+    if not settings.principals.topic_arns:
         raise Problem(
             status=403,
             code=ProblemCode.SNS_DISABLED,
@@ -110,11 +116,17 @@ async def _from_sns(request: web.Request) -> ParsedEvent | None:
         log.info("SNS subscription ended", extra={"topic": message.get("TopicArn")})
         return None
     inner = parse_json_text(str(message.get("Message", "")), what="SNS Message")
-    return _parse(inner, source=EventSource.SNS)
+    principal = settings.principals.for_topic(str(message.get("TopicArn")))
+    assert principal is not None  # verify() accepts configured topics only
+    return _parse(inner, source=EventSource.SNS), principal
 
 
 async def _store(
-    request: web.Request, parsed: ParsedEvent, *, export_format: ExportFormat | None
+    request: web.Request,
+    parsed: ParsedEvent,
+    *,
+    principal: Principal,
+    export_format: ExportFormat | None,
 ) -> web.Response:
     settings = request.app[SETTINGS]
     if len(parsed.records) > settings.max_event_records:
@@ -124,7 +136,10 @@ async def _store(
             detail=f"the event carries {len(parsed.records)} object records; at most "
             f"{settings.max_event_records} per request",
         )
+    request.app[SERVICES].rate.admit(principal, cost=max(1, len(parsed.records)))
     bodies = []
+    owners: dict[str, Principal] = {}
+    adding: collections.Counter[str] = collections.Counter()
     for record in parsed.records:
         location = record.location
         if settings.bounds.is_output(location):
@@ -142,7 +157,10 @@ async def _store(
             export_format=chosen,
             default_destination=settings.destination_uri,
             callback_url=settings.callback_for(bucket=location.bucket, key=location.key),
+            owner=(owner := _owner(principal, settings.principals, location)).name,
         )
+        owners[owner.name] = owner
+        adding[owner.name] += 1
         settings.bounds.check_spec(spec)
         name = resource.export_name_for_object(
             bucket=location.bucket, key=location.key, version=record.version, export_format=chosen
@@ -161,6 +179,13 @@ async def _store(
         )
     if not bodies:
         return web.json_response({"ids": [], "ignored": parsed.ignored, "status": "ignored"})
+    for name, count in adding.items():
+        check_queue(
+            owners[name],
+            unfinished=request.app[SERVICES].cache.unfinished(name),
+            adding=count,
+            retry_after=settings.retry_after_seconds,
+        )
     stored = await _create_all(request, bodies, source_kind=parsed.source)
     ids = list(dict.fromkeys(s.name for s in stored))
     return accepted(
@@ -174,6 +199,25 @@ async def _store(
         location=f"/v1/exports/{ids[0]}" if len(ids) == 1 else None,
         poll_after=settings.poll_after_seconds,
     )
+
+
+def _owner(caller: Principal, principals: Principals, location: S3Location) -> Principal:
+    """Who owns the export of an object: the principal its event route is bound to, else the
+    caller. Only the bound principal (or an admin) may post events for a bound route.
+
+    Raises:
+        Problem: 403 when another principal posts an event for a bound route.
+    """
+    bound = principals.bound_owner(location.bucket, location.key)
+    if bound is None:
+        return caller
+    if bound.name != caller.name and not caller.admin:
+        raise Problem(
+            status=403,
+            code=ProblemCode.FORBIDDEN,
+            detail=f"events for {location.uri} belong to another principal",
+        )
+    return bound
 
 
 async def _create_all(

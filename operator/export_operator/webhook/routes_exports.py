@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -12,11 +13,13 @@ from aiohttp import web
 
 from export_operator import resource
 from export_operator.presign import own_result_uri
-from export_operator.public_view import api_view, phase_of, status_url
+from export_operator.principals import Principal
+from export_operator.public_view import api_view, owner_of, phase_of, status_url
 from export_operator.webhook.create import accepted, create_export
 from export_operator.webhook.events import EventSource
 from export_operator.webhook.exports import build_export_job, canonical, parse_export_request
 from export_operator.webhook.http import read_json, require_bearer
+from export_operator.webhook.limits import check_queue
 from export_operator.webhook.listing import ListQuery, QueryError
 from export_operator.webhook.problems import Problem, ProblemCode, invalid, unavailable
 from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
@@ -35,22 +38,31 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 @routes.post("/v1/exports")
 async def post_export(request: web.Request) -> web.Response:
-    require_bearer(request)
+    principal = require_bearer(request)
     settings = request.app[SETTINGS]
     spec = parse_export_request(
         await read_json(request),
         dataset_uri_template=settings.dataset_uri_template,
         default_destination=settings.destination_uri,
         callback_policy=settings.callback_policy,
+        owner=principal.name,
     )
     settings.bounds.check_spec(spec)
+    check_queue(
+        principal,
+        unfinished=request.app[SERVICES].cache.unfinished(principal.name),
+        adding=1,
+        retry_after=settings.retry_after_seconds,
+    )
     digest = resource.request_digest(canonical(spec))
     annotations = {resource.ANNOTATION_REQUEST_SHA256: digest}
     key = request.headers.get("Idempotency-Key")
     if key is not None:
         if not _IDEMPOTENCY_KEY.match(key):
             raise invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
-        name = resource.export_name_for_idempotency_key(key)
+        name = resource.export_name_for_idempotency_key(
+            key, principal=None if principal.legacy else principal.name
+        )
         annotations[resource.ANNOTATION_IDEMPOTENCY] = hashlib.sha256(key.encode()).hexdigest()
     else:
         name = f"api-{uuid.uuid4().hex[:24]}"
@@ -68,7 +80,7 @@ async def post_export(request: web.Request) -> web.Response:
         stored_digest = (obj.get("metadata", {}).get("annotations") or {}).get(
             resource.ANNOTATION_REQUEST_SHA256
         )
-        if key is None or stored_digest != digest:
+        if key is None or stored_digest != digest or not principal.sees(owner_of(obj)):
             raise Problem(
                 status=422,
                 code=ProblemCode.IDEMPOTENCY_CONFLICT,
@@ -101,9 +113,13 @@ async def _existing(request: web.Request, name: str) -> dict[str, Any]:
     return found
 
 
-async def _find_or_404(request: web.Request, *, when_down: int = 404) -> dict[str, Any]:
-    """The ExportJob the path names: from the cache, else one bounded API read (an export
-    created through another replica that this replica's watch has not delivered yet).
+async def _find_or_404(
+    request: web.Request, principal: Principal, *, when_down: int = 404
+) -> dict[str, Any]:
+    """The ExportJob the path names, if `principal` may see it: from the cache, else one bounded
+    API read (an export created through another replica that this replica's watch has not
+    delivered yet). Another principal's export is a 404 like an absent one: its existence is
+    not told either.
 
     `when_down`: the answer to a miss the API server cannot settle: 404 (the cache's answer,
     for reads) or 503 (for a cancellation, which must not claim an export does not exist).
@@ -127,15 +143,15 @@ async def _find_or_404(request: web.Request, *, when_down: int = 404) -> dict[st
                 retry_after=settings.retry_after_seconds,
             ) from None
         obj = None
-    if obj is None:
+    if obj is None or not principal.sees(owner_of(obj)):
         raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
     return obj
 
 
 @routes.get("/v1/exports/{id}")
 async def get_export(request: web.Request) -> web.Response:
-    require_bearer(request)
-    obj = await _find_or_404(request)
+    principal = require_bearer(request)
+    obj = await _find_or_404(request, principal)
     download_url = None
     result_uri = ((obj.get("status") or {}).get("result") or {}).get("uri")
     if phase_of(obj) == resource.Phase.SUCCEEDED and isinstance(result_uri, str):
@@ -166,7 +182,7 @@ async def _download_url(request: web.Request, obj: dict[str, Any], result_uri: s
 
 @routes.get("/v1/exports")
 async def list_exports(request: web.Request) -> web.Response:
-    require_bearer(request)
+    principal = require_bearer(request)
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     try:
         query = ListQuery.parse(request.query, default_limit=settings.page_size)
@@ -179,6 +195,8 @@ async def list_exports(request: web.Request) -> web.Response:
             detail="the export cache is not synced yet",
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
+    if not principal.admin:
+        query = dataclasses.replace(query, owner=principal.name)
     items, token = services.cache.page(query)
     return web.json_response({"items": [api_view(obj) for obj in items], "continue": token})
 
@@ -193,10 +211,10 @@ async def cancel_export(request: web.Request) -> web.Response:
     resourceVersion that was read, so a completion in between is seen); a finished export is a
     409 naming its phase. A cancel that still loses the race to completion ends Succeeded
     (the operator's rule), never Cancelled with an output nothing points to."""
-    require_bearer(request)
+    principal = require_bearer(request)
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     name = request.match_info["id"]
-    obj = await _find_or_404(request, when_down=503)
+    obj = await _find_or_404(request, principal, when_down=503)
     for _ in range(CANCEL_ATTEMPTS):
         phase = resource.Phase(phase_of(obj))
         if phase.finished:

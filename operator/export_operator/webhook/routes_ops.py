@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from export_operator.webhook import auth
 from export_operator.webhook.openapi import openapi_document
 from export_operator.webhook.problems import Problem, ProblemCode
 from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
 from export_operator.webhook.store import StoreUnavailableError
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
@@ -24,7 +27,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: the ExportJob cache is synced, the API server answers, and not shutting down."""
+    """Ready: the ExportJob cache is synced, the API server answers, and not shutting down.
+
+    An unauthenticated caller (the kubelet's probe, anyone who reaches the port) learns ready or
+    not and which check failed, no more: the API server's error (addresses, its messages) is
+    logged, and the number of cached exports is told to admin principals only."""
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     reasons = []
     if services.shutting_down:
@@ -34,7 +41,8 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(services.store.ping(), settings.api_timeout_seconds)
     except (TimeoutError, StoreUnavailableError) as exc:
-        reasons.append(f"API server not answering: {exc}")
+        log.warning("not ready: the API server does not answer: %s", exc)
+        reasons.append("API server not answering")
     if reasons:
         raise Problem(
             status=503,
@@ -42,7 +50,11 @@ async def readyz(request: web.Request) -> web.Response:
             detail="; ".join(reasons),
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
-    return web.json_response({"status": "ready", "cached_exports": len(services.cache)})
+    body: dict[str, object] = {"status": "ready"}
+    caller = auth.bearer_principal(request, settings.principals)
+    if caller is not None and caller.admin:
+        body["cached_exports"] = len(services.cache)
+    return web.json_response(body)
 
 
 @routes.get("/metrics")

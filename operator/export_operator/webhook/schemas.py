@@ -104,6 +104,7 @@ class Export(_Body):
     destination: str | None
     callback_url: str | None = Field(description="spec.notify.url, if any.")
     cancel_requested: bool
+    owner: str | None = Field(description="The principal that created the export.")
     created_at: str | None
     start_time: str | None
     completion_time: str | None

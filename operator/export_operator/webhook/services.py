@@ -8,6 +8,7 @@ from aiohttp import web
 
 from export_operator.presign import Presigner
 from export_operator.webhook.cache import ExportCache
+from export_operator.webhook.limits import RateLimiter
 from export_operator.webhook.lookup import MissLookup
 from export_operator.webhook.metrics import WebhookMetrics
 from export_operator.webhook.settings import WebhookSettings
@@ -26,6 +27,8 @@ class Services:
     """The cache, with one bounded API read on a miss (read-your-write across replicas)."""
     presigner: Presigner = field(init=False)
     sns: SnsVerifier = field(init=False)
+    rate: RateLimiter = field(default_factory=RateLimiter)
+    """Each principal's request rate (token buckets)."""
     shutting_down: bool = False
     """Set on shutdown so /readyz fails while in-flight requests finish."""
 

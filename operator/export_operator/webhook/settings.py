@@ -13,6 +13,7 @@ import re
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, model_validator
@@ -20,6 +21,7 @@ from pydantic_settings import NoDecode
 
 from export_operator.callbacks import CallbackPolicy
 from export_operator.config import CommaList, CommaListOrNone, EnvSettings, Flag, split_commas
+from export_operator.principals import PrincipalConfig, Principals, parse_document
 from export_operator.resource import ExportFormat, parse_s3_uri
 from export_operator.secret_files import read_secret_values
 from export_operator.webhook.bounds import Bounds, S3Prefix, template_prefix
@@ -117,8 +119,23 @@ class WebhookSettings(EnvSettings):
     port: int = 8080
     """Listen port. Env `EXPORTJOBS_WEBHOOK_PORT`, default 8080."""
 
+    principal_configs: Annotated[
+        dict[str, PrincipalConfig],
+        NoDecode,
+        BeforeValidator(lambda value: parse_document(value) if isinstance(value, str) else value),
+    ] = Field(default_factory=dict, validation_alias=f"{PREFIX}PRINCIPALS")
+    """Named principals: their tokens, EventBridge keys, SNS topics, event routes, role and
+    limits (`export_operator.principals`, docs/security.md). Env `EXPORTJOBS_WEBHOOK_PRINCIPALS`
+    (a JSON object) or `EXPORTJOBS_WEBHOOK_PRINCIPALS_FILE`. Default none: only the unnamed
+    credentials below."""
+
+    principals_file: str | None = None
+    """A file holding the principals document (the chart mounts the auth Secret's `principals`
+    key); read when `EXPORTJOBS_WEBHOOK_PRINCIPALS` is not given, ignored when absent."""
+
     tokens: CommaList = ()
-    """Bearer tokens accepted from API and MinIO callers. Env `EXPORTJOBS_WEBHOOK_TOKENS`
+    """Unnamed bearer tokens accepted from API and MinIO callers: each is the admin principal
+    `default`, which sees every export (the form before principals). Env `EXPORTJOBS_WEBHOOK_TOKENS`
     (comma-separated, e.g. from a Secret key) plus the tokens in `EXPORTJOBS_WEBHOOK_TOKENS_FILE`
     (one per line, or a mounted Secret directory: every file is read). Default none: then only
     SNS-signed and EventBridge-key requests are accepted, everything else gets 401."""
@@ -182,6 +199,12 @@ class WebhookSettings(EnvSettings):
     """SNS messages whose `Timestamp` is older than this (or this far in the future) are refused
     as replays, in seconds. Env `EXPORTJOBS_WEBHOOK_SNS_MAX_AGE_SECONDS`, default 3600 (SNS
     retries a delivery for at most an hour by default)."""
+
+    body_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    """Longest time a request body may take to arrive, in seconds (408 `request-timeout` and the
+    connection closed after it). Env `EXPORTJOBS_WEBHOOK_BODY_TIMEOUT_SECONDS`, default 10: a
+    1 MiB body needs 100 KiB/s; a slowly sent body must not hold a connection for minutes,
+    whoever sends it."""
 
     max_event_records: int = Field(500, ge=1, le=100_000)
     """Most object records one `POST /v1/events/s3` may carry (413 `too-many-records` above).
@@ -280,6 +303,11 @@ class WebhookSettings(EnvSettings):
         """`tokens` and `eventbridge_api_keys` get the values of their files too."""
         if not isinstance(data, dict):
             return data
+        principals_file = data.get("principals_file")
+        if principals_file and not data.get(f"{PREFIX}PRINCIPALS"):
+            path = Path(principals_file)
+            if path.is_file():  # an optional Secret key that is not given: no file
+                data = {**data, f"{PREFIX}PRINCIPALS": path.read_text()}
         for field, file_field, alias in (
             ("tokens", "tokens_file", "tokens"),
             ("eventbridge_api_keys", "eventbridge_api_key_file", f"{PREFIX}EVENTBRIDGE_API_KEY"),
@@ -296,7 +324,18 @@ class WebhookSettings(EnvSettings):
         for rule in self.callback_rules:
             self.callback_policy.check_url(rule.value)
         _ = self.bounds  # parse the prefixes now: a bad one fails at start-up
+        _ = self.principals  # and the principals: a credential given twice fails now
         return self
+
+    @functools.cached_property
+    def principals(self) -> Principals:
+        """Credential → principal: the named ones and the unnamed `default`."""
+        return Principals.build(
+            self.principal_configs,
+            legacy_tokens=self.tokens,
+            legacy_api_keys=self.eventbridge_api_keys,
+            legacy_topics=self.sns_topic_arns,
+        )
 
     def callback_for(self, *, bucket: str, key: str) -> str | None:
         """The configured callback URL for an object, by the longest matching rule."""

@@ -201,7 +201,7 @@ async def test_a_full_event_is_stored_in_time_and_memory_returns(
                 )
                 deadline = time.monotonic() + 60
                 while True:
-                    async with session.get(f"{url}/readyz") as response:
+                    async with session.get(f"{url}/readyz", headers=AUTH) as response:
                         cached = (await response.json()).get("cached_exports")
                     if cached == 0:
                         break

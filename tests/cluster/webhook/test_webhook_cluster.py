@@ -40,6 +40,7 @@ async def test_create_read_list_cancel(start_webhook: StartWebhook, exportjobs: 
         "format": "parquet",
         "destination": {"uri": "s3://exports-output/x/"},
         "cancel": False,
+        "owner": "default",
     }
 
     status, view, _ = await hook.request("GET", f"/v1/exports/{name}")

@@ -30,7 +30,7 @@ async def test_post_stores_an_export_and_answers_202(harness: Harness) -> None:
     stored = harness.store.objects[body["id"]]
     assert stored["metadata"]["namespace"] == "ns"
     assert stored["metadata"]["labels"][resource.LABEL_SOURCE_KIND] == "api"
-    assert stored["spec"] == {"source": {"uri": SOURCE}, "format": "parquet"}
+    assert stored["spec"] == {"source": {"uri": SOURCE}, "format": "parquet", "owner": "default"}
 
 
 async def test_post_with_every_field(harness: Harness) -> None:
@@ -48,6 +48,7 @@ async def test_post_with_every_field(harness: Harness) -> None:
         "format": "csv.gz",
         "destination": {"uri": "s3://exports-output/reports/"},
         "csv": {"delimiter": ";", "header": False, "quote": "'", "encoding": "latin-1"},
+        "owner": "default",
     }
 
 

@@ -93,5 +93,5 @@ def test_serves_json_logs_and_stops_gracefully_on_sigterm(unreachable_kubeconfig
     assert process.stderr is not None
     lines = [json.loads(line) for line in process.stderr.read().splitlines() if line.strip()]
     process.stderr.close()
-    access = [line for line in lines if line.get("request_id") == "probe-1"]
+    access = [line for line in lines if line.get("request_id") == "probe-1" and "status" in line]
     assert access and access[0]["status"] == 503 and access[0]["level"] == "INFO"
