@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics.serve(host=settings.metrics_host, port=settings.metrics_port)
     controller = Manager(settings=settings)
+    metrics.follow_leadership(controller.leading)
     registry = kopf.OperatorRegistry()
     register(registry, controller)
     liveness = (

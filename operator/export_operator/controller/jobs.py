@@ -9,6 +9,7 @@ the reconciler calls: the manifest, sized from the source when so configured, or
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -19,6 +20,15 @@ from export_operator.controller.snapshots import PROCESSOR_CONTAINER, ExportView
 from export_operator.controller.sources import SourceSizer
 
 MAX_DEADLINE_SECONDS = 86400
+PLACEMENT_KEYS = (
+    "imagePullSecrets",
+    "tolerations",
+    "affinity",
+    "topologySpreadConstraints",
+    "priorityClassName",
+)
+"""The keys of EXPORTJOBS_OPERATOR_PROCESSOR_POD that go into the pod spec as they are (labels
+and annotations go into the pod template's metadata)."""
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 PROCESSOR_UID = 65532
 """The non-root user of the processor image (distroless `nonroot`)."""
@@ -233,6 +243,14 @@ def build_job(
     }
     if settings.node_selector:
         pod_spec["nodeSelector"] = dict(settings.node_selector)
+    placement = settings.processor_pod
+    for key in PLACEMENT_KEYS:
+        if key in placement:
+            pod_spec[key] = copy.deepcopy(placement[key])
+    # Extra labels first: the operator's own (its selectors and look-ups) win.
+    template_meta: dict[str, Any] = {"labels": {**placement.get("labels", {}), **labels}}
+    if placement.get("annotations"):
+        template_meta["annotations"] = dict(placement["annotations"])
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -258,7 +276,7 @@ def build_job(
             ),
             "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
             "podFailurePolicy": pod_failure_policy(),
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }
 

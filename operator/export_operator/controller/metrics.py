@@ -7,6 +7,7 @@ message the operator reads.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import TYPE_CHECKING
 
@@ -38,10 +39,46 @@ PHASE_TRANSITIONS = Counter(
     "ExportJob phase transitions written by the operator, by new phase.",
     ["phase"],
 )
-QUEUE_DEPTH = Gauge("exportjobs_operator_queue_depth", "ExportJobs waiting for a free slot.")
-RUNNING_JOBS = Gauge(
-    "exportjobs_operator_running_jobs", "Unfinished Jobs counting against the concurrency limit."
+
+
+class LeaderFigure:
+    """A gauge only the leader's work sets: it reads 0 on a standby (a replica that lost the
+    Lease would otherwise go on exporting the queue it last saw, and sum() over replicas would
+    count it twice). `set` is what the admission pass calls, as on a plain Gauge."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.value = 0.0
+        self.leading: asyncio.Event | None = None
+        gauge.set_function(self.read)
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+    def read(self) -> float:
+        return self.value if self.leading is None or self.leading.is_set() else 0.0
+
+
+LEADER = Gauge(
+    "exportjobs_operator_leader",
+    "1 while this replica holds the Lease and acts (or runs standalone), 0 while it stands by.",
 )
+QUEUE_DEPTH = LeaderFigure(
+    Gauge("exportjobs_operator_queue_depth", "ExportJobs waiting for a free slot (the leader's).")
+)
+RUNNING_JOBS = LeaderFigure(
+    Gauge(
+        "exportjobs_operator_running_jobs",
+        "Unfinished Jobs counting against the concurrency limit (the leader's).",
+    )
+)
+
+
+def follow_leadership(leading: asyncio.Event) -> None:
+    """The leader gauge and the queue figures read `leading` at each scrape."""
+    LEADER.set_function(lambda: 1.0 if leading.is_set() else 0.0)
+    QUEUE_DEPTH.leading = RUNNING_JOBS.leading = leading
+
+
 FAILURES = Counter(
     "exportjobs_operator_failures_total", "Failed ExportJobs by error code.", ["code"]
 )

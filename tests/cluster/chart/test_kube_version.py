@@ -148,11 +148,23 @@ def test_the_chart_and_its_jobs_use_nothing_newer_than_the_stated_minimum() -> N
         **EVERYTHING_ON,
         "processor.admissionPolicy.enabled": "true",
         "notifications.secrets[0]": "whsec_" + "A" * 40,
+        "monitoring.prometheusRule.enabled": "true",
+        "monitoring.grafanaDashboard.enabled": "true",
+        "processor.tolerations[0].key": "batch",
+        "processor.tolerations[0].operator": "Exists",
+        "processor.topologySpreadConstraints[0].maxSkew": "1",
+        "processor.topologySpreadConstraints[0].topologyKey": "kubernetes.io/hostname",
+        "processor.topologySpreadConstraints[0].whenUnsatisfiable": "ScheduleAnyway",
+        "processor.priorityClassName": "batch",
+        "processor.podLabels.team": "data",
     }
     docs = _render(f"{major}.{minor}.0", values)
     kinds = {d["kind"] for d in docs}
     assert {"ValidatingAdmissionPolicy", "Ingress", "ServiceMonitor", "ClusterRole"} <= kinds
-    docs.append(_operator_job(docs))
+    assert {"PrometheusRule", "ConfigMap"} <= kinds
+    job = _operator_job(docs)
+    assert job["spec"]["template"]["spec"]["tolerations"]  # the placement reached the Job
+    docs.append(job)
     assert _too_new(docs, minor) == []
 
 

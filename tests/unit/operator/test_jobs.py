@@ -165,3 +165,33 @@ def test_dataset_id_resolves_through_the_template() -> None:
     )
     assert inputs.source_uri == f"s3://datasets/{uuid}.csv"
     assert inputs.destination_uri == "s3://out/reports/"
+
+
+def test_processor_pod_placement_reaches_the_pod_template() -> None:
+    placement = {
+        "imagePullSecrets": [{"name": "regcred"}],
+        "tolerations": [{"key": "batch", "operator": "Exists"}],
+        "affinity": {"nodeAffinity": {}},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}],
+        "priorityClassName": "batch-low",
+        "labels": {"cost-center": "reports", "exportjobs.dev/export": "other"},
+        "annotations": {"sidecar.istio.io/inject": "false"},
+    }
+    settings = dataclasses.replace(SETTINGS, processor_pod=placement)
+    view = export("e1", spec={"source": {"uri": "s3://src/data/in.csv"}, "format": "csv"})
+    job = build_job(
+        export=view, inputs=resolve_inputs(export=view, settings=settings), settings=settings
+    )
+    template = job["spec"]["template"]
+    for key in ("imagePullSecrets", "tolerations", "affinity", "topologySpreadConstraints"):
+        assert template["spec"][key] == placement[key]
+    assert template["spec"]["priorityClassName"] == "batch-low"
+    assert template["metadata"]["labels"]["cost-center"] == "reports"
+    assert template["metadata"]["labels"]["exportjobs.dev/export"] == "e1"  # ours win
+    assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    # Copies: a Job's manifest never shares lists with the settings.
+    template["spec"]["tolerations"].append({})
+    assert len(placement["tolerations"]) == 1
+    # Without placement: none of the keys.
+    plain = _job()["spec"]["template"]
+    assert "tolerations" not in plain["spec"] and "annotations" not in plain["metadata"]
