@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -46,20 +47,28 @@ def verify(secret: str, headers, body: bytes, tolerance: int = 300) -> bool:
     )
 
 
-def serve(state_dir: Path, port: int, host: str = "127.0.0.1") -> None:
+def serve(state_dir: Path, port: int, host: str = "127.0.0.1", fail_rate: float = 0.0) -> None:
+    """Record each delivery in events.jsonl with the status answered: 204 when verified (or 500,
+    a receiver failing, for a `fail_rate` share of them), 401 when not."""
     secret = (state_dir / "secrets" / "secret-0").read_text().strip()
     events = state_dir / "events.jsonl"
+    chance = random.Random()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             ok = verify(secret, self.headers, body)
-            record = {"verified": ok, "webhook-id": self.headers.get("webhook-id")}
+            status = (500 if chance.random() < fail_rate else 204) if ok else 401
+            record = {
+                "verified": ok,
+                "webhook-id": self.headers.get("webhook-id"),
+                "status": status,
+            }
             if ok:
                 record["event"] = json.loads(body)
             with events.open("a") as out:
                 out.write(json.dumps(record) + "\n")
-            self.send_response(204 if ok else 401)
+            self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -69,7 +78,7 @@ def serve(state_dir: Path, port: int, host: str = "127.0.0.1") -> None:
     ThreadingHTTPServer((host, port), Handler).serve_forever()
 
 
-def start(state_dir: Path, host: str = "127.0.0.1") -> None:
+def start(state_dir: Path, host: str = "127.0.0.1", fail_rate: float = 0.0) -> None:
     stop(state_dir)
     (state_dir / "secrets").mkdir(parents=True, exist_ok=True)
     secret_file = state_dir / "secrets" / "secret-0"
@@ -91,6 +100,8 @@ def start(state_dir: Path, host: str = "127.0.0.1") -> None:
                 str(port),
                 "--host",
                 host,
+                "--fail-rate",
+                str(fail_rate),
             ],
             stdout=log,
             stderr=log,
@@ -144,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         help="listen address (the real node's 10.244.0.1, so that the operator's pod reaches it)",
     )
     parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument(
+        "--fail-rate", type=float, default=0.0, help="share of deliveries answered 500 (the soak)"
+    )
     args = parser.parse_args(argv)
     state_dir = Path(args.state_dir)
     if args.command == "start":
-        start(state_dir, args.host)
+        start(state_dir, args.host, args.fail_rate)
     elif args.command == "serve":
-        serve(state_dir, args.port, args.host)
+        serve(state_dir, args.port, args.host, args.fail_rate)
     elif args.command == "wait":
         return wait(state_dir, args.timeout)
     else:

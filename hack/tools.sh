@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local-cluster tools from pinned Go modules into a versioned cache, or reuse it.
 #
-#   hack/tools.sh [all|kube|node|etcd|kwok|helm|minio|promql|path]...
+#   hack/tools.sh [all|kube|node|etcd|kwok|helm|minio|promql|toxiproxy|path]...
 #
 # Each tool lands in $EXPORTJOBS_TOOLS_DIR/<tool>-<version>/ (default ~/.cache/exportjobs/tools).
 # A build runs in a temporary folder under a per-tool flock and is renamed into place only when it
@@ -135,6 +135,14 @@ build_promql() {
   go build -trimpath -ldflags "-s -w" -o "$out/promql-check" .
 }
 PROMQL_VERSION=v$(cat "$here/promql/go.mod" "$here/promql/go.sum" "$here/promql/main.go" | sha256sum | cut -c1-12)
+# Toxiproxy's server (cmd/server), named toxiproxy-server: TCP faults (latency, bandwidth, resets)
+# between the processor and the S3 server in the fault tests.
+build_toxiproxy() {
+  local out=$1 v=$2
+  GOBIN=$out go install -trimpath -ldflags "-s -w -X github.com/Shopify/toxiproxy/v2.Version=$v" \
+    "github.com/Shopify/toxiproxy/v2/cmd/server@$v"
+  mv "$out/server" "$out/toxiproxy-server"
+}
 
 bindir() { echo "$cache/$1-$2/bin"; }
 
@@ -146,7 +154,8 @@ for t in "${targets[@]}"; do
       # Three lanes at once: the Go compiler leaves cores idle while it links or downloads.
       pids=()
       { build kube "$KUBE_VERSION" build_kube && build node "$KUBE_VERSION" build_node; } & pids+=($!)
-      build minio "$MINIO_VERSION" build_minio & pids+=($!)
+      { build minio "$MINIO_VERSION" build_minio \
+          && build toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy; } & pids+=($!)
       { build etcd "$ETCD_VERSION" build_etcd && build kwok "$KWOK_VERSION" build_kwok \
           && build helm "$HELM_BUILD" build_helm && build promql "$PROMQL_VERSION" build_promql; } & pids+=($!)
       failed=0
@@ -159,11 +168,13 @@ for t in "${targets[@]}"; do
     helm) build helm "$HELM_BUILD" build_helm ;;
     minio) build minio "$MINIO_VERSION" build_minio ;;
     promql) build promql "$PROMQL_VERSION" build_promql ;;
+    toxiproxy) build toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy ;;
     path)
       bindir kube "$KUBE_VERSION"; bindir etcd "$ETCD_VERSION"; bindir kwok "$KWOK_VERSION"
       # node last: hack/node.sh takes the last line as the kubelet's folder.
       bindir helm "$HELM_BUILD"; bindir minio "$MINIO_VERSION"; bindir promql "$PROMQL_VERSION"
+      bindir toxiproxy "$TOXIPROXY_VERSION"
       bindir node "$KUBE_VERSION" ;;
-    *) die "unknown tool '$t' (all|kube|node|etcd|kwok|helm|minio|promql|path)" ;;
+    *) die "unknown tool '$t' (all|kube|node|etcd|kwok|helm|minio|promql|toxiproxy|path)" ;;
   esac
 done

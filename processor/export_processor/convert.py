@@ -67,7 +67,7 @@ class ProgressState:
 
     @property
     def bytes_read(self) -> int:
-        return self.source.bytes_read if self.source is not None else 0
+        return self.source.bytes_fetched if self.source is not None else 0
 
 
 @dataclass(frozen=True)
@@ -375,7 +375,7 @@ class Exporter:
         first_read = 0
         if outcome is None:
             # A column widened: the first pass settled every type; write once with them.
-            first_read = source.bytes_read
+            first_read = source.bytes_fetched
             source.close()
             source, parser_input = again(source)
             outcome = self._convert(parser_input, typer, strict=True)
@@ -388,7 +388,7 @@ class Exporter:
             rows=rows,
             sha256=result.sha256,
             format=self.settings.export_format,
-            bytes_read=first_read + source.bytes_read,
+            bytes_read=first_read + source.bytes_fetched,
             duration_seconds=time.monotonic() - started,
         )
         return exported, source

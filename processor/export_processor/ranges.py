@@ -315,6 +315,10 @@ class RangeSource(ByteSource):
         )
 
     @property
+    def bytes_fetched(self) -> int:
+        return self.bytes_read + self._inner.bytes_again
+
+    @property
     def position(self) -> int:
         """Where the bytes handed out end: the range's end once the parser read them all."""
         return self._position

@@ -4,13 +4,18 @@ processor's vocabulary."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import botocore.exceptions
 import botocore.session
 from botocore.config import Config
 
 from export_processor.errors import (
+    CancelledError,
     DestinationMissingError,
     ExportError,
     S3RefusedError,
@@ -44,6 +49,16 @@ _TRANSIENT_4XX_CODES = {
 another)."""
 _TRANSIENT_4XX_STATUSES = {408, 429}
 
+T = TypeVar("T")
+
+ROUNDS = 4
+"""Rounds of botocore's own attempts one S3 call gets before the export fails as retryable. Under
+sustained throttling (30% of requests answered 503 SlowDown) one round's 5 attempts fail for one
+request in 400, and botocore's retry quota, drained by a long export, leaves some calls a single
+attempt: a GB export failed where a pause and a new round carry it through."""
+ROUND_PAUSE_SECONDS = 0.5
+"""The pause before the second round; it doubles each round (with jitter), at most 8 s."""
+
 
 def new_s3_client(*, max_attempts: int, pool_size: int) -> S3Client:
     """An S3 client from the standard AWS chain (env, IRSA, pod identity; AWS_ENDPOINT_URL too).
@@ -65,6 +80,31 @@ def new_s3_client(*, max_attempts: int, pool_size: int) -> S3Client:
     )
     # botocore's stubs type the client as BaseClient; it is the S3 client the stubs describe.
     return cast(S3Client, botocore.session.get_session().create_client("s3", config=config))
+
+
+def with_rounds(
+    call: Callable[[], T],
+    *,
+    what: str,
+    missing_is_source: bool = False,
+    cancelled: threading.Event | None = None,
+    rounds: int = ROUNDS,
+) -> T:
+    """`call()`, again after a pause while it fails retryably (`translate` says TransientError),
+    up to `rounds` times; any other failure, or the last, is raised as an ExportError."""
+    for done in range(1, rounds + 1):
+        try:
+            return call()
+        except Exception as exc:
+            error = translate(exc, what=what, missing_is_source=missing_is_source)
+            if not isinstance(error, TransientError) or done == rounds:
+                raise error from exc
+        pause = min(8.0, ROUND_PAUSE_SECONDS * 2 ** (done - 1)) * random.uniform(0.5, 1.0)
+        if cancelled is None:
+            time.sleep(pause)
+        elif cancelled.wait(pause):
+            raise CancelledError(f"cancelled while {what}")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def error_code(exc: BaseException) -> str:

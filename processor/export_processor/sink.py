@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from export_processor.errors import ExportError, TransientError
 from export_processor.locations import Location
-from export_processor.s3client import S3Client, translate
+from export_processor.s3client import S3Client, error_code, with_rounds
 
 S3_MAX_PARTS = 10_000
 S3_MAX_PART_SIZE = 5 * 1024**3
@@ -140,6 +140,8 @@ class S3MultipartSink(Sink):
         self._aborted = False
         self.doubling_every = PART_SIZE_DOUBLING_EVERY
         """Parts between two doublings of the part size (fewer for a range's share of parts)."""
+        self._stopped = threading.Event()
+        """Set by abort(): a part waiting for its next round gives up."""
 
     def _what(self) -> str:
         return f"uploading {self.location.uri}"
@@ -187,12 +189,12 @@ class S3MultipartSink(Sink):
         if self._failed is not None:
             raise self._failed
         if self._upload_id is None:
-            try:
-                created = self._client.create_multipart_upload(
+            created = with_rounds(
+                lambda: self._client.create_multipart_upload(
                     Bucket=self.location.bucket, Key=self.location.key
-                )
-            except Exception as exc:
-                raise translate(exc, what=self._what()) from exc
+                ),
+                what=self._what(),
+            )
             self._upload_id = created["UploadId"]
             self._pool = ThreadPoolExecutor(
                 max_workers=self._concurrency, thread_name_prefix="s3-upload"
@@ -216,28 +218,31 @@ class S3MultipartSink(Sink):
         if self._aborted:
             raise TransientError("upload aborted")
         try:
-            response = self._client.upload_part(
-                Bucket=self.location.bucket,
-                Key=self.location.key,
-                UploadId=self._upload_id or "",
-                PartNumber=number,
-                Body=cast(bytes, body),  # botocore takes a bytearray too; its stubs say bytes
+            response = with_rounds(
+                lambda: self._client.upload_part(
+                    Bucket=self.location.bucket,
+                    Key=self.location.key,
+                    UploadId=self._upload_id or "",
+                    PartNumber=number,
+                    Body=cast(bytes, body),  # botocore takes a bytearray too; its stubs say bytes
+                ),
+                what=f"{self._what()} (part {number})",
+                cancelled=self._stopped,
             )
-        except Exception as exc:
-            error = translate(exc, what=f"{self._what()} (part {number})")
+        except ExportError as error:
             self._failed = self._failed or error
-            raise error from exc
+            raise
         return {"PartNumber": number, "ETag": response["ETag"]}
 
     def _commit(self) -> None:
         if self._upload_id is None:
             body = bytes(self._take_part())  # a partial part: bytes already, no copy
-            try:
-                self._client.put_object(
+            with_rounds(
+                lambda: self._client.put_object(
                     Bucket=self.location.bucket, Key=self.location.key, Body=body
-                )
-            except Exception as exc:
-                raise translate(exc, what=self._what()) from exc
+                ),
+                what=self._what(),
+            )
             return
         if self._filled or self._part_number == 0:
             self._flush_part()
@@ -248,22 +253,63 @@ class S3MultipartSink(Sink):
             except ExportError:
                 raise
             except Exception as exc:
-                raise translate(exc, what=self._what()) from exc
+                raise TransientError(f"{self._what()}: {type(exc).__name__}: {exc}") from exc
+        with_rounds(lambda: self._complete(parts), what=self._what())
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        self._abort_earlier_uploads()
+
+    def _complete(self, parts: list[dict[str, Any]]) -> None:
+        """CompleteMultipartUpload, once more if need be: a request answered with an error (a
+        500, a reset) may still have completed the upload, and the next one then finds no such
+        upload. The object is then there, with the ETag of exactly these parts: done."""
+        upload_id = self._upload_id
+        assert upload_id is not None
         try:
             self._client.complete_multipart_upload(
                 Bucket=self.location.bucket,
                 Key=self.location.key,
-                UploadId=self._upload_id,
+                UploadId=upload_id,
                 MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
             )
         except Exception as exc:
-            raise translate(exc, what=self._what()) from exc
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            if error_code(exc) == "NoSuchUpload" and self._stored_etag() == multipart_etag(parts):
+                return
+            raise
+
+    def _stored_etag(self) -> str | None:
+        try:
+            head = self._client.head_object(Bucket=self.location.bucket, Key=self.location.key)
+        except Exception:
+            return None
+        return str(head.get("ETag", "")).strip('"') or None
+
+    def _abort_earlier_uploads(self) -> None:
+        """Abort the multipart uploads of this key that an earlier attempt left (its abort failed
+        while S3 was down): the key is this export's alone, and its output is now complete.
+        Best effort: without s3:ListBucketMultipartUploads the bucket's lifecycle rule for
+        incomplete uploads remains the safety net."""
+        try:
+            listed = self._client.list_multipart_uploads(
+                Bucket=self.location.bucket, Prefix=self.location.key
+            )
+            for upload in listed.get("Uploads", []):
+                if upload.get("Key") == self.location.key and upload.get("UploadId") not in (
+                    None,
+                    self._upload_id,
+                ):
+                    self._client.abort_multipart_upload(
+                        Bucket=self.location.bucket,
+                        Key=self.location.key,
+                        UploadId=str(upload["UploadId"]),
+                    )
+        except Exception:  # noqa: S110 - best effort, see above
+            pass
 
     def abort(self) -> None:
         self._discarding = True
         self._aborted = True
+        self._stopped.set()
         self._part, self._free_parts = None, []
         if self._pool is not None:
             # Let in-flight parts finish first: a part completing after the abort would
@@ -280,6 +326,13 @@ class S3MultipartSink(Sink):
             except Exception as exc:
                 if "NoSuchUpload" in str(exc):
                     return
+
+
+def multipart_etag(parts: list[dict[str, Any]]) -> str:
+    """The ETag S3 gives the object of a completed multipart upload: the MD5 of the parts' MD5s
+    (their ETags), a dash and the number of parts."""
+    digests = b"".join(bytes.fromhex(str(part["ETag"]).strip('"')) for part in parts)
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"
 
 
 def open_sink(

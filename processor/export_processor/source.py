@@ -8,6 +8,7 @@ crossed pyarrow.
 from __future__ import annotations
 
 import collections
+import http.client
 import io
 import os
 import stat
@@ -25,7 +26,7 @@ from export_processor.errors import (
     TransientError,
 )
 from export_processor.locations import Location
-from export_processor.s3client import S3Client, translate
+from export_processor.s3client import ROUND_PAUSE_SECONDS, S3Client, translate, with_rounds
 from export_processor.settings import KEPT_DOWNLOAD_BUFFERS
 
 _MAX_THROTTLE_WAIT = 60.0
@@ -38,6 +39,11 @@ _OPENING_THROTTLE_WAIT = 1.0
 looks for the first rows, and when it then fails (a row longer than two blocks) it waits for that
 read before raising: a read held for room the writer would never make stalled a BAD_CSV export
 for 60 s."""
+
+
+BODY_READS = 5
+"""Times one range is requested when its body keeps ending early (a connection reset mid-body,
+fewer bytes than Content-Length): botocore retries a request, not the reading of its body."""
 
 
 class ByteSource(io.RawIOBase):
@@ -58,11 +64,23 @@ class ByteSource(io.RawIOBase):
         """A byte (the quote) to count in what `read()` returns, into `counted`: set by a range
         of a split export (ranges.RangeSource), which needs the quotes' parity at its end."""
         self.counted = 0
+        self.bytes_again = 0
+        """Bytes received and thrown away because their download was cut: read twice."""
+        self._again_lock = threading.Lock()
         self._cancelled = threading.Event()
         self._ahead = threading.Condition()
         self._ahead_limit: int | None = None
         self._reads = 0
         self._consumed = 0
+
+    @property
+    def bytes_fetched(self) -> int:
+        """Every byte read from the input: the bytes handed on and those read again."""
+        return self.bytes_read + self.bytes_again
+
+    def _read_again(self, count: int) -> None:
+        with self._again_lock:
+            self.bytes_again += count
 
     def limit_read_ahead(self, blocks: int) -> None:
         """Let `read()` run at most `blocks` calls ahead of `consumed()` calls.
@@ -255,6 +273,14 @@ class DownloadBuffers:
         return pa.foreign_buffer(address, len(buffer), base=owner)
 
 
+class BodyCutError(Exception):
+    """A GET's body ended in an error after `got` bytes (a reset, a timeout)."""
+
+    def __init__(self, got: int, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause} after {got} bytes")
+        self.got = got
+
+
 def read_body_into(body: Any, target: memoryview) -> int:
     """Read an S3 GET's body into `target`; returns the bytes read (fewer: the body was short).
 
@@ -263,11 +289,17 @@ def read_body_into(body: Any, target: memoryview) -> int:
     and urllib3 only offer `read()`, which returns new bytes. The connection goes back to the
     pool only after the whole body was read. A body of another kind (tests' fakes) is read and
     copied.
+
+    Raises:
+        BodyCutError: the connection failed mid-body (the bytes read so far in `got`).
     """
     raw = getattr(body, "_raw_stream", None)
     response = getattr(raw, "_fp", None)
     if raw is None or not hasattr(response, "readinto"):
-        data = body.read()
+        try:
+            data = body.read()
+        except Exception as exc:
+            raise BodyCutError(0, exc) from exc
         size = min(len(data), len(target))
         target[:size] = data[:size]
         return len(data)
@@ -279,6 +311,9 @@ def read_body_into(body: Any, target: memoryview) -> int:
             if not count:
                 break
             got += count
+    except (OSError, http.client.HTTPException) as exc:
+        raw.close()
+        raise BodyCutError(got, exc) from exc
     except BaseException:
         raw.close()
         raise
@@ -321,10 +356,12 @@ class S3Source(ByteSource):
             head_args["VersionId"] = version_id
         if etag:
             head_args["IfMatch"] = etag
-        try:
-            head = client.head_object(**head_args)  # type: ignore[arg-type]
-        except Exception as exc:
-            raise translate(exc, what=what, missing_is_source=True) from exc
+        head = with_rounds(
+            lambda: client.head_object(**head_args),  # type: ignore[arg-type]
+            what=what,
+            missing_is_source=True,
+            cancelled=self._cancelled,
+        )
         self.size = int(head["ContentLength"])
         self._etag = etag or head.get("ETag")
         self._next_offset = start
@@ -366,14 +403,26 @@ class S3Source(ByteSource):
         what = f"reading {self._location.uri} bytes {start}-{end}"
         size = end - start + 1
         buffer = self._buffers.take(size)
-        try:
-            body = self._client.get_object(**args)["Body"]  # type: ignore[arg-type]
-            got = read_body_into(body, memoryview(buffer))
-        except Exception as exc:
-            raise translate(exc, what=what, missing_is_source=True) from exc
-        if got != size:
-            raise TransientError(f"{what}: got {got} bytes")
-        return self._buffers.hand_out(buffer), buffer
+        cut = ""
+        for reads in range(1, BODY_READS + 1):
+            response = with_rounds(
+                lambda: self._client.get_object(**args),  # type: ignore[arg-type]
+                what=what,
+                missing_is_source=True,
+                cancelled=self._cancelled,
+            )
+            try:
+                got = read_body_into(response["Body"], memoryview(buffer))
+                if got == size:
+                    return self._buffers.hand_out(buffer), buffer
+                cut = f"the body ended after {got} bytes"
+            except BodyCutError as exc:
+                got, cut = exc.got, str(exc)
+            # Read again from the range's start: its bytes so far are read twice.
+            self._read_again(got)
+            if reads < BODY_READS and self._cancelled.wait(ROUND_PAUSE_SECONDS * reads):
+                raise CancelledError("cancelled")
+        raise TransientError(f"{what}: cut {BODY_READS} times; last: {cut}")
 
     def _next_chunk(self) -> bool:
         if not self._pending:

@@ -123,9 +123,8 @@ def _tool_path(path: str) -> str:
     return ":".join([*out.split(), path])
 
 
-@pytest.fixture(scope="package")
-def e2e_s3(e2e_cluster: E2ECluster) -> Any:
-    env = e2e_cluster.env
+def s3_client(env: dict[str, str]) -> Any:
+    """An S3 client of the cluster's S3 server (its AWS_* variables), the tier's buckets made."""
     client = boto3.client(
         "s3",
         endpoint_url=env["AWS_ENDPOINT_URL"],
@@ -139,6 +138,11 @@ def e2e_s3(e2e_cluster: E2ECluster) -> Any:
         except ClientError:
             client.create_bucket(Bucket=bucket)
     return client
+
+
+@pytest.fixture(scope="package")
+def e2e_s3(e2e_cluster: E2ECluster) -> Any:
+    return s3_client(e2e_cluster.env)
 
 
 @dataclass(frozen=True)

@@ -24,22 +24,8 @@ from export_processor.convert import Exporter
 from export_processor.errors import TransientError
 from export_processor.s3client import new_s3_client
 from export_processor.settings import settings_from_env
+from tests.cluster.processor.inputs import EXT, FORMATS, MiB, medium_csv
 from tests.unit.processor.corpus import CASES, assert_output_matches
-
-MiB = 1024 * 1024
-FORMATS = ["csv", "csv.gz", "jsonl", "parquet"]
-EXT = {"csv": ".csv", "csv.gz": ".csv.gz", "jsonl": ".jsonl", "parquet": ".parquet"}
-
-
-def medium_csv(rows: int = 120_000, *, tail: str = "") -> bytes:
-    """About 100 bytes a row: ids, uuids-ish, floats, categories, quoted text with commas."""
-    lines = ["id,key,amount,category,text"]
-    for i in range(rows):
-        lines.append(
-            f'{i},k{i * 7919 % 1000003:07d},{i * 0.37:.2f},cat{i % 13},"row {i}, said ""hi"" '
-            f'{"x" * (i % 40)}"'
-        )
-    return ("\r\n".join(lines) + "\r\n" + tail).encode()
 
 
 def run_cli(
@@ -264,7 +250,7 @@ def test_a_missing_destination_bucket_fails_once_with_its_own_code(
 
 
 class FaultyS3:
-    """The real client, except that upload_part number `fail_at` raises."""
+    """The real client, except that uploading part number `fail_at` raises, every time."""
 
     def __init__(self, real: Any, *, fail_at: int | None) -> None:
         self._real = real
@@ -282,7 +268,7 @@ class FaultyS3:
 
     def upload_part(self, **kwargs: Any) -> Any:
         self.parts += 1
-        if self.parts == self._fail_at:
+        if kwargs["PartNumber"] == self._fail_at:
             raise ConnectionResetError("injected: connection reset during part upload")
         return self._real.upload_part(**kwargs)
 

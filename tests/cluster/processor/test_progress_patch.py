@@ -3,7 +3,6 @@ HTTPS, and an API error never fails the export."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from tests.cluster.processor.kube_access import _ca_file, _create_exportjob, _token
 from tests.support.cluster import LocalCluster
 
 CRD = Path(__file__).resolve().parents[3] / "charts/exportjobs/crds/exportjobs.dev_exportjobs.yaml"
@@ -38,54 +38,6 @@ def exportjob_crd(kube_api: k8s.ApiClient) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("the ExportJob CRD was not established")
-
-
-def _token(kube_api: k8s.ApiClient, namespace: str, *, allowed: bool) -> str:
-    core, rbac = k8s.CoreV1Api(kube_api), k8s.RbacAuthorizationV1Api(kube_api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "processor"}})
-    if allowed:
-        rbac.create_namespaced_role(
-            namespace,
-            {
-                "metadata": {"name": "processor"},
-                "rules": [
-                    {
-                        "apiGroups": ["exportjobs.dev"],
-                        "resources": ["exportjobs/status"],
-                        "verbs": ["patch"],
-                    }
-                ],
-            },
-        )
-        rbac.create_namespaced_role_binding(
-            namespace,
-            {
-                "metadata": {"name": "processor"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": "processor",
-                },
-                "subjects": [
-                    {"kind": "ServiceAccount", "name": "processor", "namespace": namespace}
-                ],
-            },
-        )
-    request = core.create_namespaced_service_account_token(
-        "processor", namespace, {"spec": {"expirationSeconds": 3600}}
-    )
-    return str(request.status.token)
-
-
-def _ca_file(cluster: LocalCluster, tmp_path: Path) -> tuple[str, Path]:
-    config = yaml.safe_load(cluster.kubeconfig.read_text())
-    entry = config["clusters"][0]["cluster"]
-    if "certificate-authority-data" in entry:
-        ca = tmp_path / "ca.crt"
-        ca.write_bytes(base64.b64decode(entry["certificate-authority-data"]))
-    else:
-        ca = Path(entry["certificate-authority"])
-    return entry["server"], ca
 
 
 def _run(
@@ -115,21 +67,6 @@ def _run(
         capture_output=True,
         text=True,
         timeout=120,
-    )
-
-
-def _create_exportjob(kube_api: k8s.ApiClient, namespace: str, bucket: str) -> None:
-    k8s.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-        "exportjobs.dev",
-        "v1alpha1",
-        namespace,
-        "exportjobs",
-        {
-            "apiVersion": "exportjobs.dev/v1alpha1",
-            "kind": "ExportJob",
-            "metadata": {"name": "ej"},
-            "spec": {"source": {"uri": f"s3://{bucket}/in.csv"}, "format": "csv"},
-        },
     )
 
 

@@ -52,5 +52,6 @@ def test_path_lists_one_versioned_folder_per_tool(tmp_path: Path) -> None:
         "helm",
         "minio",
         "promql",
+        "toxiproxy",
         "node",
     ]

@@ -14,8 +14,8 @@ from typing import Any, cast
 import pyarrow as pa
 import pytest
 
-from export_processor.convert import Exporter
-from export_processor.errors import BadInputError, ExportError
+from export_processor.convert import Exporter, ProgressState
+from export_processor.errors import BadInputError, ExportError, TransientError
 from export_processor.settings import KEPT_DOWNLOAD_BUFFERS, ProcessorSettings
 from export_processor.source import DownloadBuffers, S3Source, read_body_into
 from tests.unit.processor.corpus import CASES, EXTENSIONS
@@ -227,3 +227,74 @@ def test_a_row_longer_than_two_blocks_read_from_s3_fails_at_once(tmp_path: Path)
         with pytest.raises(BadInputError, match="longer than 8192 bytes"):
             _s3_export(tmp_path / str(attempt), data)
         assert time.monotonic() - started < 10, attempt
+
+
+class _CutS3(_FakeS3):
+    """Its first `cuts` bodies end early: reset after half, or closed after half (short)."""
+
+    def __init__(self, data: bytes, *, cuts: int, how: str) -> None:
+        super().__init__(data)
+        self.cuts, self.how, self.cut_bytes = cuts, how, 0
+
+    def get_object(self, **args: Any) -> dict[str, Any]:
+        response = super().get_object(**args)
+        if self.cuts <= 0:
+            return response
+        self.cuts -= 1
+        whole = response["Body"]._raw_stream._fp.read()
+        keep = len(whole) // 2
+        self.cut_bytes += keep
+        body = _Body(whole[:keep])
+        if self.how == "reset":
+            inner = body._raw_stream._fp
+
+            class _Resetting(io.RawIOBase):
+                def readinto(self, target: Any) -> int:
+                    count = inner.readinto(target)
+                    if not count:
+                        raise ConnectionResetError(104, "Connection reset by peer")
+                    return count
+
+            body._raw_stream._fp = _Resetting()
+        return {"Body": body}
+
+
+@pytest.mark.parametrize("how", ["reset", "short"])
+def test_a_range_cut_mid_body_is_read_again_and_counted(tmp_path: Path, how: str) -> None:
+    data = _big_csv(5000)
+    (tmp_path / "in.csv").write_bytes(data)
+    client = _CutS3(data, cuts=3, how=how)
+    progress = ProgressState()
+    out = tmp_path / "s3"
+    result = Exporter(
+        ProcessorSettings(
+            source_uri="s3://bucket/in.csv",
+            destination_uri=out.as_uri() + "/",
+            export_format="csv",
+            block_size=8192,
+            read_chunk_size=16384,
+        ),
+        s3_client=cast(Any, client),
+        progress=progress,
+    ).run()
+    assert client.cuts == 0 and client.cut_bytes > 0
+    assert result.bytes_read == len(data) + client.cut_bytes
+    assert progress.bytes_read == result.bytes_read
+    expected = _export(tmp_path, (tmp_path / "in.csv").as_uri(), "csv", None, {})
+    assert (out / "in.csv").read_bytes() == expected
+
+
+def test_a_range_cut_every_time_fails_as_retryable(tmp_path: Path) -> None:
+    data = _big_csv(500)
+    client = _CutS3(data, cuts=10**6, how="short")
+    with pytest.raises(TransientError, match="cut 5 times"):
+        Exporter(
+            ProcessorSettings(
+                source_uri="s3://bucket/in.csv",
+                destination_uri=(tmp_path / "o").as_uri() + "/",
+                export_format="csv",
+                block_size=8192,
+                read_chunk_size=16384,
+            ),
+            s3_client=cast(Any, client),
+        ).run()

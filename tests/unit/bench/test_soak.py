@@ -1,0 +1,82 @@
+"""bench/soak.py's figures without a cluster: the API server's object counts, the RSS slope and
+a report's verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.support.hack_modules import load
+
+soak = load("soak", "bench")
+MiB = 1024 * 1024
+
+
+def test_object_counts_read_both_metric_names() -> None:
+    metrics = "\n".join(
+        [
+            "# HELP apiserver_storage_objects ...",
+            'apiserver_storage_objects{resource="jobs.batch"} 12',
+            'apiserver_storage_objects{resource="configmaps"} 40',
+            'apiserver_resource_objects{group="exportjobs.dev",resource="exportjobs"} 3',
+            'apiserver_resource_objects{group="",resource="pods"} 7',
+        ]
+    )
+    assert soak.object_counts(metrics) == {
+        "jobs.batch": 12,
+        "exportjobs.exportjobs.dev": 3,
+        "pods": 7,
+    }
+
+
+def test_slope_is_mib_per_hour_by_least_squares() -> None:
+    flat = [(t, 100 * MiB) for t in range(0, 3600, 60)]
+    assert soak.slope_mib_per_hour(flat) == 0
+    growing = [(t, 100 * MiB + t * 10 * MiB // 3600) for t in range(0, 3600, 60)]
+    assert abs(soak.slope_mib_per_hour(growing) - 10) < 0.1
+    assert soak.slope_mib_per_hour(flat[:2]) is None
+
+
+def _target(tmp_path: Path) -> Any:
+    return soak.Target(
+        url=lambda: "http://127.0.0.1:1",
+        token="t",
+        namespace="ns",
+        kubectl=lambda *a: "{}",
+        s3=None,
+        input_bucket="b",
+        callback_url="http://cb",
+        callback_events=tmp_path / "events.jsonl",
+    )
+
+
+def test_a_report_fails_on_a_lost_export_a_doubled_callback_and_a_5xx(tmp_path: Path) -> None:
+    (tmp_path / "events.jsonl").write_text(
+        '{"status": 204, "event": {"subject": "a"}}\n'
+        '{"status": 500, "event": {"subject": "b"}}\n'
+        '{"status": 204, "event": {"subject": "b"}}\n'
+        '{"status": 204, "event": {"subject": "b"}}\n'
+    )
+    run = soak.Soak(
+        _target(tmp_path),
+        seconds=60,
+        window_seconds=30,
+        failover_seconds=600,
+        big_bytes=0,
+        big_every_seconds=60,
+    )
+    run.exports = {
+        "a": soak.Export("a", "small", 0.0, final="Succeeded"),
+        "b": soak.Export("b", "small", 0.0, final="Succeeded"),
+        "c": soak.Export("c", "small", 0.0),
+    }
+    run.server_errors = ["POST /v1/exports: 500"]
+    report = run.report()
+    assert report["lost"] == 1 and report["doubled"] == 1 and report["server_errors"] == 1
+    assert len(report["failures"]) == 3
+    run.exports["c"].final = "Cancelled"
+    (tmp_path / "events.jsonl").write_text(
+        "".join(f'{{"status": 204, "event": {{"subject": "{i}"}}}}\n' for i in "abc")
+    )
+    run.server_errors = []
+    assert run.report()["failures"] == []
