@@ -97,6 +97,8 @@ def parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="exports, one line each (or --json)")
     listing.add_argument("--phase", choices=PHASES)
+    listing.add_argument("--source-prefix", help="only exports whose source starts with this")
+    listing.add_argument("--since", help="only exports created at or after this RFC 3339 time")
     listing.add_argument("--limit", type=int, default=100, help="page size")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -201,6 +203,10 @@ def run(args: argparse.Namespace, client: Client, out: TextIO, err: TextIO) -> E
         query = {"limit": str(args.limit)}
         if args.phase:
             query["phase"] = args.phase
+        if args.source_prefix:
+            query["source_prefix"] = args.source_prefix
+        if args.since:
+            query["created_since"] = args.since
         for item in client.pages(query):
             if args.json:
                 out.write(json.dumps(item, sort_keys=True) + "\n")

@@ -193,6 +193,12 @@ def test_list_follows_continue_tokens_and_cancel_deletes(
     ids = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
     assert ids == ["a", "b"]
     assert "phase=Running" in handler.requests[0][1]
+    assert (
+        _cli(url, "list", "--source-prefix", "s3://in/a/", "--since", "2026-11-01T00:00:00Z") == 0
+    )
+    assert "source_prefix=s3%3A%2F%2Fin%2Fa%2F" in handler.requests[-1][1]
+    assert "created_since=2026-11-01T00%3A00%3A00Z" in handler.requests[-1][1]
+    capsys.readouterr()
     assert _cli(url, "cancel", "e9") == Exit.OK
     assert handler.requests[-1][:2] == ("DELETE", "/v1/exports/e9")
 
