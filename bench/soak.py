@@ -275,10 +275,12 @@ class Soak:
         data = small_csv(200)
         while not self._stop.is_set():
             key = f"soak/events/{uuid.uuid4().hex[:12]}.csv"
-            await asyncio.to_thread(
+            put = await asyncio.to_thread(
                 self.t.s3.put_object, Bucket=self.t.input_bucket, Key=key, Body=data
             )
             event = s3_event(self.t.input_bucket, key, len(data))
+            # The object's own ETag: the export is pinned to it.
+            event["Records"][0]["s3"]["object"]["eTag"] = put["ETag"].strip('"')
             fmt = self._rng.choice(FORMATS)
             ids = []
             for _ in range(2):
@@ -407,10 +409,13 @@ class Soak:
             self.failovers += 1
 
     async def progress(self) -> None:
+        printed = 0
         while not self._stop.is_set():
-            await self._sleep(self.window_seconds)
-            if len(self.windows) >= 2:
-                self.log(self.window_line(len(self.windows) - 2, self.windows[-2]))
+            await self._sleep(10)
+            self._window()
+            while printed < len(self.windows) - 1:
+                self.log(self.window_line(printed, self.windows[printed]))
+                printed += 1
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -521,6 +526,9 @@ class Soak:
         failures = []
         if lost:
             failures.append(f"{len(lost)} exports lost (never final): {lost[:5]}")
+        failed = [e.id for e in self.exports.values() if e.final == "Failed"]
+        if failed:  # every request of the soak is valid: a failure is the product's
+            failures.append(f"{len(failed)} exports Failed: {failed[:5]}")
         if doubled:
             failures.append(f"{len(doubled)} exports ran twice: {doubled[:5]}")
         if self.doubled_events:
@@ -704,7 +712,9 @@ def main() -> int:
         stop_receiver(state / "callbacks")
         if stack is not None:
             stack.stop()
-            stack_module.down(namespace=namespace, state_dir=state / "stack", env=cluster.env)
+            stack_module.down(
+                namespace=namespace, state_dir=state / "stack", env={**os.environ, **cluster.env}
+            )
         cluster.stop()
     print(json.dumps(report, indent=1))
     if args.json:
