@@ -241,8 +241,8 @@ def test_the_operator_may_get_and_update_only_its_own_lease(
         )
         return bool(authz.create_subject_access_review(review).status.allowed)
 
-    assert may("get", "ej-exportjobs-operator") and may("update", "ej-exportjobs-operator")
-    assert not may("update", "someone-elses-lease")
+    assert may("get", "ej-exportjobs-operator") and may("patch", "ej-exportjobs-operator")
+    assert not may("patch", "someone-elses-lease")
     assert not may("delete", "ej-exportjobs-operator")
 
 

@@ -136,7 +136,7 @@ def test_operator_runs_two_replicas_with_a_lease_and_is_probed_on_kopf_healthz()
         "apiGroups": ["coordination.k8s.io"],
         "resources": ["leases"],
         "resourceNames": [lease],
-        "verbs": ["get", "update"],
+        "verbs": ["get", "patch"],
     } in role["rules"]
     [standalone] = [
         d
