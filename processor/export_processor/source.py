@@ -162,6 +162,8 @@ class FileSource(ByteSource):
         super().__init__()
         self.path = path
         self._start, self._stop = start, stop
+        self._io = threading.Lock()
+        """Held around each read of the file and its close (see `close`)."""
         try:
             self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
         except FileNotFoundError:
@@ -185,7 +187,10 @@ class FileSource(ByteSource):
         # Pipes return short reads; fill the request so the parser sees full blocks.
         while got < wanted:
             try:
-                chunk = self._file.read(min(wanted - got, 16 << 20))
+                with self._io:
+                    if self._file.closed:
+                        raise self._fail(CancelledError(f"{self.path} was closed"))
+                    chunk = self._file.read(min(wanted - got, 16 << 20))
             except OSError as exc:
                 raise self._fail(TransientError(f"reading {self.path}: {exc}")) from exc
             if not chunk:
@@ -209,7 +214,8 @@ class FileSource(ByteSource):
 
     def read_at(self, offset: int, size: int) -> bytes:
         try:
-            return os.pread(self._file.fileno(), size, offset)
+            with self._io:
+                return os.pread(self._file.fileno(), size, offset)
         except OSError as exc:
             raise self._fail(TransientError(f"reading {self.path}: {exc}")) from exc
 
@@ -219,7 +225,15 @@ class FileSource(ByteSource):
         return super().count_newlines()
 
     def close(self) -> None:
-        self._file.close()
+        # Not while a read is in the file (a reader left behind, an abandoned parser's read-ahead):
+        # its descriptor, closed, could be reused by the next open and that read would take
+        # bytes from another stream. A read blocked on a pipe does not hold the close for ever.
+        locked = self._io.acquire(timeout=5)
+        try:
+            self._file.close()
+        finally:
+            if locked:
+                self._io.release()
         super().close()
 
 

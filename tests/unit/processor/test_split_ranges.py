@@ -142,3 +142,42 @@ def test_cli_runs_ranges_then_finishes(tmp_path: Path, capsys: pytest.CaptureFix
     assert final["split"]["redone"] == []
     assert sum(final["split"]["partBytes"]) == final["bytes"]
     assert (tmp_path / "out" / "in.jsonl").stat().st_size == final["bytes"]
+
+
+def test_a_file_source_is_not_closed_under_a_read(tmp_path: Path) -> None:
+    """A range closes the head's source while the parser it abandoned may still be reading it:
+    a descriptor closed under a read can be reused by the range's own open, and that read then
+    takes the range's bytes. close() waits for the read in the file."""
+    import threading
+    import time
+
+    from export_processor.source import FileSource
+
+    (tmp_path / "in.csv").write_bytes(b"x" * 1000)
+    source = FileSource(str(tmp_path / "in.csv"))
+    real = source._file
+    events: list[str] = []
+
+    class Slow:
+        closed = False
+
+        def read(self, size: int) -> bytes:
+            events.append("read starts")
+            time.sleep(0.3)
+            data = real.read(size)
+            events.append("read ends")
+            return data
+
+        def close(self) -> None:
+            events.append("close")
+            real.close()
+
+    source._file = Slow()  # type: ignore[assignment]
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(source.read(100)))
+    reader.start()
+    time.sleep(0.05)
+    source.close()
+    reader.join()
+    assert events == ["read starts", "read ends", "close"]
+    assert got == [b"x" * 100]
