@@ -134,7 +134,7 @@ def _notes_commands(notes: str) -> list[str]:
     return commands
 
 
-def _wait_succeeded(shell: Shell, ids: list[str], timeout: float = 300) -> dict[str, str]:
+def _wait_succeeded(shell: Shell, ids: list[str], timeout: float = 240) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     phases: dict[str, str] = {}
     while time.monotonic() < deadline:
@@ -146,6 +146,22 @@ def _wait_succeeded(shell: Shell, ids: list[str], timeout: float = 300) -> dict[
             break
         time.sleep(2)
     return phases
+
+
+def _state(shell: Shell) -> str:
+    """What the cluster shows, for a failure's message."""
+    return subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"kubectl -n {NAMESPACE} get exportjobs,jobs,pods -o wide; "
+            f"kubectl -n {NAMESPACE} logs deploy/exportjobs-operator --tail=40",
+        ],
+        env=shell.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
 
 
 @pytest.fixture
@@ -160,6 +176,7 @@ def inputs(e2e_s3: Any) -> None:
             e2e_s3.put_object(Bucket=bucket, Key=key, Body=CSV)
 
 
+@pytest.mark.timeout(900)
 def test_readme_install_api_calls_and_notes_run_as_written(
     e2e_cluster: E2ECluster, e2e_images: Images, inputs: None, tmp_path: Path
 ) -> None:
@@ -209,7 +226,7 @@ def test_readme_install_api_calls_and_notes_run_as_written(
         notes_id = _json_tail(out)["id"]
         ids.append(notes_id)
         phases = _wait_succeeded(shell, ids)
-        assert set(phases.values()) == {"Succeeded"}, phases
+        assert set(phases.values()) == {"Succeeded"}, (phases, _state(shell))
         for command in steps:
             if "<id>" in command and " -w" not in command:
                 out = shell.run(rule(command).replace("<id>", notes_id))
