@@ -23,7 +23,8 @@ class ErrorCode(enum.StrEnum):
     """`status.error.code`: what went wrong, in the termination message and on the ExportJob.
 
     The processor writes the first seven; the operator adds those only it can see (deadline,
-    OOM kill, scheduling, image pull, pod start, spec)."""
+    OOM kill, scheduling, image pull, pod start, spec, a termination message that breaks the
+    processor's contract)."""
 
     SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
     DESTINATION_NOT_FOUND = "DESTINATION_NOT_FOUND"
@@ -38,6 +39,7 @@ class ErrorCode(enum.StrEnum):
     IMAGE_PULL = "IMAGE_PULL"
     POD_START_FAILED = "POD_START_FAILED"
     INVALID_SPEC = "INVALID_SPEC"
+    PROCESSOR_PROTOCOL = "PROCESSOR_PROTOCOL"
 
 
 class ExitCode(enum.IntEnum):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -60,6 +61,65 @@ class Fifo:
         self, waiting: Sequence[ExportView], *, holding: Sequence[ExportView]
     ) -> list[ExportView]:
         return sorted(waiting, key=lambda e: e.queue_order)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OwnerShare:
+    """One owner's share of the slots: `weight` slots for every one of a weight-1 owner, at
+    most `max_running` at once (None: no cap of its own)."""
+
+    weight: int = 1
+    max_running: int | None = None
+
+
+class FairShare:
+    """Fair between owners (`spec.owner`), first in, first out within each.
+
+    The next slot goes to the owner with the fewest slots for its weight (holding and already
+    ordered ones counted), ties to the one whose next export was submitted first; an owner at
+    its `max_running` gets no more until one of its exports ends (its others wait at the end
+    of the line). So one owner's 2,000 queued exports do not keep another's first export
+    waiting: it gets the next free slot. Exports without an owner share one.
+    """
+
+    def __init__(self, shares: Mapping[str, OwnerShare] | None = None) -> None:
+        self.shares = dict(shares or {})
+
+    def share(self, owner: str) -> OwnerShare:
+        return self.shares.get(owner) or OwnerShare()
+
+    def order(
+        self, waiting: Sequence[ExportView], *, holding: Sequence[ExportView]
+    ) -> list[ExportView]:
+        lines: dict[str, list[ExportView]] = {}
+        for export in sorted(waiting, key=lambda e: e.queue_order):
+            lines.setdefault(export.owner, []).append(export)
+        served: dict[str, int] = {}
+        for export in holding:
+            served[export.owner] = served.get(export.owner, 0) + 1
+        heap: list[tuple[float, tuple[int, str, str], str]] = []
+        for owner, line in lines.items():
+            heapq.heappush(heap, (self._load(owner, served), line[0].queue_order, owner))
+        heads = dict.fromkeys(lines, 0)
+        ordered: list[ExportView] = []
+        capped: list[ExportView] = []
+        while heap:
+            _, _, owner = heapq.heappop(heap)
+            line = lines[owner]
+            cap = self.share(owner).max_running
+            if cap is not None and served.get(owner, 0) >= cap:
+                capped += line[heads[owner] :]
+                continue
+            ordered.append(line[heads[owner]])
+            heads[owner] += 1
+            served[owner] = served.get(owner, 0) + 1
+            if heads[owner] < len(line):
+                order = line[heads[owner]].queue_order
+                heapq.heappush(heap, (self._load(owner, served), order, owner))
+        return ordered + sorted(capped, key=lambda e: e.queue_order)
+
+    def _load(self, owner: str, served: Mapping[str, int]) -> float:
+        return served.get(owner, 0) / self.share(owner).weight
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -302,6 +302,13 @@ class JobFactory:
             return build_job(export=export, inputs=inputs, settings=settings, source_size=size)
         except InvalidSpecError as exc:
             return str(exc)
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        except (
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            AttributeError,
+            ArithmeticError,
+        ) as exc:
             # Bad input of this one export (a template field, a quantity): it fails, alone.
             return f"the Job could not be built: {type(exc).__name__}: {exc}"

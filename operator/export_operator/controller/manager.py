@@ -18,7 +18,7 @@ from typing import Any
 
 from export_operator.backoff import Backoff
 from export_operator.controller import metrics
-from export_operator.controller.admission import Admission, Key
+from export_operator.controller.admission import Admission, FairShare, Key
 from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.caches import Caches
 from export_operator.controller.leader import LeaderElector, LeaseConfig, default_identity
@@ -58,6 +58,7 @@ class Manager:
             jobs=self.caches.jobs,
             queue=self.queue,
             max_running=settings.max_running,
+            policy=FairShare(settings.shares),
         )
         self.recorder = EventRecorder(
             queue=self.queue, creating=self.admission.creating, clock=clock, quiet=creations_quiet

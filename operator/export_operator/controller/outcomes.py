@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from export_operator import termination
 from export_operator.controller.snapshots import JobCondition, JobView, PodView
-from export_operator.resource import ErrorCode, ExitCode, ExportFormat
+from export_operator.resource import ErrorCode, ExitCode
 
 MAX_MESSAGE = 1024
 IMAGE_PULL_REASONS = frozenset(
@@ -70,43 +70,47 @@ class ProcessorResult:
 
 def parse_message(text: str) -> dict[str, Any] | None:
     """The termination message as a JSON object, or None (empty, log tail, not an object)."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+    return termination.parse_object(text)
 
 
 def parse_result(text: str) -> ProcessorResult | None:
-    """A success result from a termination message; None when it is not one."""
-    data = parse_message(text)
-    if data is None or not isinstance(data.get("uri"), str):
+    """A success result from a termination message; None when it is not one.
+
+    Raises:
+        termination.ProtocolError: a result whose fields break their bounds (`bytes` 1e999, a
+            `uri` over 2,048 characters, ...): the export fails with PROCESSOR_PROTOCOL.
+    """
+    found = termination.read_result(text)
+    if found is None:
         return None
-    try:
-        fmt = str(ExportFormat(str(data.get("format"))))
-        bytes_read = data.get("bytesRead")
-        duration = data.get("durationSeconds")
-        return ProcessorResult(
-            uri=data["uri"],
-            bytes=int(data.get("bytes") or 0),
-            rows=int(data.get("rows") or 0),
-            sha256=str(data.get("sha256") or ""),
-            format=fmt,
-            bytes_read=int(bytes_read) if isinstance(bytes_read, int | float) else None,
-            duration_seconds=float(duration) if isinstance(duration, int | float) else None,
-        )
-    except (TypeError, ValueError):
-        return None
+    return ProcessorResult(
+        uri=found.uri,
+        bytes=found.bytes,
+        rows=found.rows,
+        sha256=found.sha256,
+        format=str(found.format),
+        bytes_read=found.bytes_read,
+        duration_seconds=found.duration_seconds,
+    )
 
 
 def result_from_pods(pods: Iterable[PodView]) -> ProcessorResult | None:
-    """The result of the pod that succeeded, if its message carries one."""
+    """The result of the pod that succeeded, if its message carries one.
+
+    Raises:
+        termination.ProtocolError: the message carries a malformed one.
+    """
     for pod in pods:
         if pod.exit_code == int(ExitCode.OK):
             result = parse_result(pod.container.termination_message)
             if result is not None:
                 return result
     return None
+
+
+def protocol_error(exc: termination.ProtocolError) -> ExportError:
+    """The export's error for a termination message that breaks the processor's contract."""
+    return ExportError(ErrorCode.PROCESSOR_PROTOCOL, str(exc), retryable=False)
 
 
 def _one_line(text: str) -> str:
@@ -122,13 +126,13 @@ def error_from_pod(pod: PodView) -> ExportError:
             f"the processor ran out of memory (pod {pod.name}, exit code {pod.exit_code})",
             retryable=True,
         )
-    data = parse_message(pod.container.termination_message) or {}
-    reported = data.get("error")
-    if isinstance(reported, dict) and isinstance(reported.get("code"), str):
+    try:
+        reported = termination.read_error(pod.container.termination_message)
+    except termination.ProtocolError as exc:
+        return protocol_error(exc)
+    if reported is not None:
         return ExportError(
-            reported["code"],
-            str(reported.get("message") or reported["code"]),
-            retryable=bool(reported.get("retryable", False)),
+            reported.code, reported.message or reported.code, retryable=reported.retryable
         )
     detail = _one_line(pod.container.termination_message)
     suffix = f": {detail}" if detail else ""

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from export_operator.callbacks import ENV_ALLOW_HTTP, ENV_ALLOWLIST, CallbackPolicy
+from export_operator.controller.admission import OwnerShare
 from export_operator.controller.quantities import parse_bytes
 from export_operator.controller.signing import read_secrets
 from export_operator.resource import parse_s3_uri
@@ -70,6 +71,12 @@ class OperatorSettings:
     max_running: int = 10
     """MAX_RUNNING: how many Jobs may be unfinished at once; beyond it ExportJobs are Queued and
     admitted first-in first-out. 0 = no limit. Default 10: protects S3 and the nodes."""
+
+    owner_shares: str = ""
+    """OWNER_SHARES: a JSON object of owner (principal) → `{"weight": n, "maxRunning": m}`,
+    how the slots are shared between owners (default: weight 1, no cap of their own). Admission
+    is fair between owners whatever this says: round-robin by slots held per weight, first in,
+    first out within an owner (docs/security.md, "Principals")."""
 
     backoff_limit: int = 3
     """BACKOFF_LIMIT: retries of a retryable failure when the spec gives none. Default 3."""
@@ -328,8 +335,39 @@ class OperatorSettings:
         problem = processor_pod_problem(self.processor_pod)
         if problem:
             raise ValueError(f"{PREFIX}PROCESSOR_POD: {problem}")
+        try:
+            _ = self.shares
+        except ValueError as exc:
+            raise ValueError(f"{PREFIX}OWNER_SHARES: {exc}") from None
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
+
+    @property
+    def shares(self) -> dict[str, OwnerShare]:
+        """`owner_shares` parsed.
+
+        Raises:
+            ValueError: not a JSON object of owner → {weight >= 1, maxRunning >= 1}.
+        """
+        if not self.owner_shares.strip():
+            return {}
+        document = json.loads(self.owner_shares)
+        if not isinstance(document, dict):
+            raise ValueError("expected a JSON object of owner -> {weight, maxRunning}")
+        shares = {}
+        for owner, entry in document.items():
+            entry = entry if isinstance(entry, dict) else {}
+            if set(entry) - {"weight", "maxRunning"}:
+                raise ValueError(f"{owner}: only weight and maxRunning may be given")
+            weight, cap = entry.get("weight", 1), entry.get("maxRunning")
+            if (
+                type(weight) is not int
+                or weight < 1
+                or (cap is not None and (type(cap) is not int or cap < 1))
+            ):
+                raise ValueError(f"{owner}: weight and maxRunning must be integers >= 1")
+            shares[str(owner)] = OwnerShare(weight=weight, max_running=cap)
+        return shares
 
     @property
     def env_names(self) -> dict[str, str]:

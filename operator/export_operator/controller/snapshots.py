@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from export_operator import resource
+from export_operator.resource import MAX_OBJECT_BYTES
 
 PROCESSOR_CONTAINER = "processor"
 ANNOTATION_SOURCE_SIZE = resource.ANNOTATION_SOURCE_SIZE
@@ -45,6 +46,13 @@ def _canonical(value: Mapping[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _submitted_ns(text: Any) -> int:
+    """The submitted-ns annotation: 1-19 ASCII digits, else 0 (unknown)."""
+    if isinstance(text, str) and 0 < len(text) <= 19 and text.isascii() and text.isdigit():
+        return int(text)
+    return 0
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportView:
     """What the controller needs of one ExportJob."""
@@ -64,6 +72,11 @@ class ExportView:
     """`status.jobName`."""
     cancel_requested: bool = False
     """`spec.cancel`."""
+    owner: str = ""
+    """`spec.owner`: the principal that created it ("" for none)."""
+    submitted_ns: int = 0
+    """When the webhook accepted it (`exportjobs.dev/submitted-ns`, nanoseconds); 0 = unknown
+    (created another way: the one-second creation time orders it)."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ExportView:
@@ -85,10 +98,13 @@ class ExportView:
             deleting=meta.get("deletionTimestamp") is not None,
             spec_json=_canonical(spec),
             status_json=_canonical(status),
-            source_size=size if size is not None and size >= 0 else None,
+            # Within S3's largest object: a hostile annotation must not overflow the sizing.
+            source_size=size if size is not None and 0 <= size <= MAX_OBJECT_BYTES else None,
             phase_value=str(status.get("phase") or ""),
             job_name=str(status.get("jobName") or ""),
             cancel_requested=bool(spec.get("cancel")),
+            owner=str(spec.get("owner") or ""),
+            submitted_ns=_submitted_ns(annotations.get(resource.ANNOTATION_SUBMITTED)),
         )
 
     @functools.cached_property
@@ -96,10 +112,11 @@ class ExportView:
         return (self.namespace, self.name)
 
     @functools.cached_property
-    def queue_order(self) -> tuple[dt.datetime, str, str]:
-        """First in, first out: creation time, then namespace and name (timestamps have
-        one-second resolution)."""
-        return (self.created, self.namespace, self.name)
+    def queue_order(self) -> tuple[int, str, str]:
+        """First in, first out: when the webhook accepted it (nanoseconds), else its creation
+        time (one-second resolution), then namespace and name."""
+        submitted = self.submitted_ns or int(self.created.timestamp()) * 1_000_000_000
+        return (submitted, self.namespace, self.name)
 
     def with_written(self, *, phase: str, job_name: str) -> ExportView:
         """The same snapshot with the phase and Job name this process wrote last (the watch may

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from export_operator.controller.conditions import conditions_after
@@ -20,11 +20,13 @@ from export_operator.controller.outcomes import (
     ProcessorResult,
     Watchdog,
     classify_job_failure,
+    protocol_error,
     result_from_pods,
     watchdog_failure,
 )
 from export_operator.controller.snapshots import ExportView, JobView, PodView, format_time
 from export_operator.resource import ErrorCode, Phase, job_name_for
+from export_operator.termination import ProtocolError
 
 OWNED_FIELDS: tuple[str, ...] = ("phase", "conditions", "jobName", "attempts", "startTime")
 OWNED_FIELDS += ("completionTime", "queuePosition", "result", "error", "observedGeneration")
@@ -134,10 +136,26 @@ def _wrote(result: ProcessorResult) -> str:
 
 
 # -- the rules, in order: the first that applies decides ----------------------------------------
+def _result_or_none(pods: Iterable[PodView]) -> ProcessorResult | None:
+    """The pods' result where a malformed one counts as none (a cancel, a late fill-in)."""
+    try:
+        return result_from_pods(pods)
+    except ProtocolError:
+        return None
+
+
 def _job_complete(o: Observed) -> Verdict | None:
     if o.job is None or not o.job.complete:
         return None
-    result = result_from_pods(o.pods)
+    try:
+        result = result_from_pods(o.pods)
+    except ProtocolError as exc:
+        # The processor claims success in a message the status cannot hold: a final failure
+        # (retrying the status patch would be refused for good).
+        error = protocol_error(exc)
+        return Verdict(
+            Phase.FAILED, error.code, error.message, error=error, completed=o.job.completion_time
+        )
     message = _wrote(result) if result is not None else "the export succeeded"
     return Verdict(
         Phase.SUCCEEDED, "Completed", message, result=result, completed=o.job.completion_time
@@ -161,7 +179,7 @@ def _cancelled(o: Observed) -> Verdict | None:
     # before the job controller marked the Job Complete. It ends Succeeded with its result, so
     # the output is not left in S3 with nothing pointing to it (docs/api.md, "Reading and
     # cancelling").
-    won = result_from_pods(p for p in o.pods if p.exit_code == 0)
+    won = _result_or_none(p for p in o.pods if p.exit_code == 0)
     if won is not None:
         finished = max(
             (p.container.finished_at for p in o.pods if p.container.finished_at), default=None
@@ -284,7 +302,7 @@ def _final(o: Observed, phase: Phase) -> Decision:
     status = _owned(o)
     result = None
     if phase is Phase.SUCCEEDED and "result" not in status:
-        result = result_from_pods(o.pods)
+        result = _result_or_none(o.pods)
         if result is not None:
             status["result"] = result.as_status()
     # A Job still going although the export ended here (cancel, watchdog) goes; one the job

@@ -13,6 +13,7 @@ from export_operator.controller.outcomes import Watchdog, parse_result
 from export_operator.controller.snapshots import JobView, PodView
 from export_operator.controller.status import decide, status_patch
 from export_operator.resource import ConditionType, Phase
+from export_operator.termination import ProtocolError
 from tests.support.factories import condition, export, job, pod, terminated
 
 NOW = dt.datetime(2026, 1, 1, 0, 20, tzinfo=dt.UTC)
@@ -342,7 +343,8 @@ def test_status_patch_touches_only_owned_fields() -> None:
 
 def test_result_parsing_refuses_garbage() -> None:
     assert parse_result("not json") is None
-    assert parse_result(json.dumps({"uri": "s3://x/y", "format": "xml"})) is None
+    with pytest.raises(ProtocolError):  # a result, but not one the contract allows
+        parse_result(json.dumps({"uri": "s3://x/y", "format": "xml"}))
     assert parse_result(json.dumps({"error": {"code": "X"}})) is None
 
 
