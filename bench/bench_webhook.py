@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -196,11 +197,28 @@ def run_aiohttp_client(url: str, seconds: int, connections: int) -> dict[str, fl
     return {"rate": rate, "p50": p50, "p99": p99}
 
 
-def start_webhook(namespace: str, port: int) -> subprocess.Popen[bytes]:
+PRINCIPALS = {
+    "bench": {"tokens": [TOKEN], "ratePerSecond": 100_000, "burst": 100_000,
+              "maxQueued": 10_000_000},
+    "other": {"tokens": ["bench-other-token-0123"], "ratePerSecond": 10, "burst": 10},
+}  # fmt: skip
+"""`--principals`: the bench's token is a named, non-admin principal with a rate limit and a
+queue cap (set high enough never to refuse), so every request pays for principals, the token
+bucket and the queue count."""
+
+
+def start_webhook(
+    namespace: str, port: int, *, principals: bool = False
+) -> subprocess.Popen[bytes]:
+    credentials = (
+        {"EXPORTJOBS_WEBHOOK_PRINCIPALS": json.dumps(PRINCIPALS)}
+        if principals
+        else {"EXPORTJOBS_WEBHOOK_TOKENS": TOKEN}
+    )
     env = {
         **os.environ,
         "EXPORTJOBS_WEBHOOK_NAMESPACE": namespace,
-        "EXPORTJOBS_WEBHOOK_TOKENS": TOKEN,
+        **credentials,
         "EXPORTJOBS_WEBHOOK_ALLOWED_SOURCES": "s3://exports-input/",
         "EXPORTJOBS_WEBHOOK_HOST": "127.0.0.1",
         "EXPORTJOBS_WEBHOOK_PORT": str(port),
@@ -229,9 +247,11 @@ async def bench(args: argparse.Namespace, namespace: str) -> int:
     run = uuid.uuid4().hex[:6]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    webhook = start_webhook(namespace, port)
+    webhook = start_webhook(namespace, port, principals=args.principals)
     try:
         await wait_ready(url)
+        if args.principals:
+            print("principals on: a named principal with a token bucket and a queue cap")
         print(
             f"POST: {args.creates} creates, concurrency {args.concurrency} (webhook = "
             "exportjobs-webhook process; baseline = raw client in this process)"
@@ -281,6 +301,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating POST rounds")
     parser.add_argument("--seconds", type=int, default=15, help="GET load duration")
     parser.add_argument("--connections", type=int, default=16, help="GET load connections")
+    parser.add_argument(
+        "--principals",
+        action="store_true",
+        help="run the webhook with named principals, a rate limit and a queue cap",
+    )
     args = parser.parse_args()
     if args.quick:
         args.creates, args.seconds, args.rounds = 100, 3, 1
