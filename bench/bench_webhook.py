@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -309,16 +310,22 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.creates, args.seconds, args.rounds = 100, 3, 1
+    return in_namespace("bench-webhook", lambda namespace, api: bench(args, namespace))
+
+
+def in_namespace(prefix: str, run: Callable[[str, k8s.ApiClient], Coroutine[Any, Any, int]]) -> int:
+    """Run `run(namespace, api)` in a fresh namespace of the cluster `$KUBECONFIG` names (the
+    CRD applied), deleted afterwards; 2 without a cluster."""
     if not os.environ.get("KUBECONFIG"):
         print("KUBECONFIG is not set: `source .local/cluster.env` first", file=sys.stderr)
         return 2
     api = k8s_config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
     apply_crd(api)
-    namespace = f"bench-webhook-{uuid.uuid4().hex[:6]}"
+    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
     core = k8s.CoreV1Api(api)
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
     try:
-        return asyncio.run(bench(args, namespace))
+        return asyncio.run(run(namespace, api))
     finally:
         core.delete_namespace(namespace)
         api.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 import uuid
@@ -25,11 +24,10 @@ from typing import Any
 
 import aiohttp
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_webhook import TOKEN, apply_crd, free_port, start_webhook, wait_ready
+from bench_webhook import TOKEN, free_port, in_namespace, start_webhook, wait_ready
 from export_operator import resource
 from export_operator.kube import new_api_client
 
@@ -210,19 +208,9 @@ def main() -> int:
     parser.add_argument("--exports", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    if not os.environ.get("KUBECONFIG"):
-        print("KUBECONFIG is not set: `source .local/cluster.env` first", file=sys.stderr)
-        return 2
-    api = k8s_config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
-    apply_crd(api)
-    namespace = f"bench-memory-{uuid.uuid4().hex[:6]}"
-    core = k8s.CoreV1Api(api)
-    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
-    try:
-        return asyncio.run(bench(args, namespace, k8s.CustomObjectsApi(api)))
-    finally:
-        core.delete_namespace(namespace)
-        api.close()
+    return in_namespace(
+        "bench-memory", lambda namespace, api: bench(args, namespace, k8s.CustomObjectsApi(api))
+    )
 
 
 if __name__ == "__main__":
