@@ -3,7 +3,8 @@
 `plan_admission` is pure and reads only the cluster state (the ExportJobs and Jobs the informers
 show, plus the keys this process admitted whose Job is not shown yet), so a restarted operator
 plans the same queue: nothing is lost and nothing is admitted twice. The order comes from an
-`AdmissionPolicy`: `Fifo` (creation time, then namespace and name) unless one is given.
+`AdmissionPolicy`: the manager gives `FairShare` (fair between owners, first in first out by
+submission within each); `Fifo` (submission time, then namespace and name) unless one is given.
 
 `Admission` holds the only state of it: the keys admitted whose Job is not created yet, the Jobs
 created but not yet seen by the watch ("expectations", client-go's word), and the queue positions
@@ -55,7 +56,8 @@ class AdmissionPolicy(Protocol):
 
 
 class Fifo:
-    """First in, first out: creation time, then namespace and name (one-second timestamps)."""
+    """First in, first out: when the webhook accepted it (else the creation time), then namespace
+    and name."""
 
     def order(
         self, waiting: Sequence[ExportView], *, holding: Sequence[ExportView]
