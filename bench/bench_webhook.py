@@ -230,8 +230,8 @@ def start_webhook(
     return subprocess.Popen([str(exe)], env=env)
 
 
-async def wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 30
+async def wait_ready(url: str, *, within: float = 30) -> None:
+    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as session:
         while True:
             try:

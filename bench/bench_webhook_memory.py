@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -179,7 +180,7 @@ async def bench(args: argparse.Namespace, namespace: str, custom: k8s.CustomObje
         k8s.CoreV1Api(custom.api_client).delete_namespace(empty_ns)
     webhook = start_webhook(namespace, port)
     try:
-        await wait_ready(url)
+        await wait_ready(url, within=600)  # its first list of N objects
         synced = await wait_cached(url, args.exports, within=600)
         await asyncio.sleep(2)
         full = rss_mib(webhook.pid)
@@ -204,6 +205,9 @@ async def bench(args: argparse.Namespace, namespace: str, custom: k8s.CustomObje
 
 
 def main() -> int:
+    # A list page of 500 finished ExportJobs can take more than the default 20 s on a busy
+    # machine (the first run at load 18 timed out): the webhook's API calls get 30 s each.
+    os.environ.setdefault("EXPORTJOBS_WEBHOOK_API_TIMEOUT_SECONDS", "30")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exports", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=32)

@@ -78,7 +78,8 @@ class FairShare:
     """Fair between owners (`spec.owner`), first in, first out within each.
 
     The next slot goes to the owner with the fewest slots for its weight (holding and already
-    ordered ones counted), ties to the one whose next export was submitted first; an owner at
+    ordered ones counted), ties to the one admitted least recently, then to the one whose next
+    export was submitted first; an owner at
     its `max_running` gets no more until one of its exports ends (its others wait at the end
     of the line). So one owner's 2,000 queued exports do not keep another's first export
     waiting: it gets the next free slot. Exports without an owner share one.
@@ -86,6 +87,16 @@ class FairShare:
 
     def __init__(self, shares: Mapping[str, OwnerShare] | None = None) -> None:
         self.shares = dict(shares or {})
+        self._turns: dict[str, int] = {}
+        """Owner → when it was last admitted (a counter): between owners holding as many slots
+        for their weight, the one admitted least recently goes first (round-robin)."""
+        self._turn = 0
+
+    def admitted(self, exports: Sequence[ExportView]) -> None:
+        """Note the owners just admitted (Admission calls it after each pass)."""
+        for export in exports:
+            self._turn += 1
+            self._turns[export.owner] = self._turn
 
     def share(self, owner: str) -> OwnerShare:
         return self.shares.get(owner) or OwnerShare()
@@ -99,14 +110,17 @@ class FairShare:
         served: dict[str, int] = {}
         for export in holding:
             served[export.owner] = served.get(export.owner, 0) + 1
-        heap: list[tuple[float, tuple[int, str, str], str]] = []
+        turns = dict(self._turns)
+        turn = self._turn
+        heap: list[tuple[float, int, tuple[int, str, str], str]] = []
         for owner, line in lines.items():
-            heapq.heappush(heap, (self._load(owner, served), line[0].queue_order, owner))
+            entry = (self._load(owner, served), turns.get(owner, -1), line[0].queue_order, owner)
+            heapq.heappush(heap, entry)
         heads = dict.fromkeys(lines, 0)
         ordered: list[ExportView] = []
         capped: list[ExportView] = []
         while heap:
-            _, _, owner = heapq.heappop(heap)
+            *_, owner = heapq.heappop(heap)
             line = lines[owner]
             cap = self.share(owner).max_running
             if cap is not None and served.get(owner, 0) >= cap:
@@ -115,9 +129,11 @@ class FairShare:
             ordered.append(line[heads[owner]])
             heads[owner] += 1
             served[owner] = served.get(owner, 0) + 1
+            turn += 1
+            turns[owner] = turn
             if heads[owner] < len(line):
                 order = line[heads[owner]].queue_order
-                heapq.heappush(heap, (self._load(owner, served), order, owner))
+                heapq.heappush(heap, (self._load(owner, served), turns[owner], order, owner))
         return ordered + sorted(capped, key=lambda e: e.queue_order)
 
     def _load(self, owner: str, served: Mapping[str, int]) -> float:
@@ -287,6 +303,8 @@ class Admission:
             holding=self._holding(jobs, in_flight),
         )
         log.debug("admission pass: %d admitted, %d queued", len(plan.admit), len(plan.positions))
+        if isinstance(self.policy, FairShare):
+            self.policy.admitted(plan.admit)
         for export in reversed(plan.admit):  # each goes to the head: the first ends first
             self._admitted.add(export.key)
             self._queue.add(export.key, urgent=True)  # Job creations before status writes

@@ -26,5 +26,5 @@ def test_a_late_owner_gets_the_next_free_slot(exports: Exports, operator: Operat
     wait_for("B queued", lambda: exports.status("b-0001").get("phase") == "Queued", timeout=60)
     exports.run_pod(first)
     exports.finish_pod(first, exit_code=0, message=json.dumps(RESULT))
-    wait_for("B's Job at the next free slot", lambda: exports.job("b-0001"), timeout=120)
+    wait_for("B's Job at the next free slot", lambda: exports.job("b-0001"), timeout=240)
     assert exports.job(a_names[1]) is None, "A's next export took the slot instead"

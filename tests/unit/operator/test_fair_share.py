@@ -77,3 +77,15 @@ def test_owner_shares_come_from_the_settings() -> None:
             assert "OWNER_SHARES" in str(exc)
         else:
             raise AssertionError(bad)
+
+
+def test_when_a_slot_frees_the_owner_served_least_recently_goes_first() -> None:
+    policy = FairShare()
+    first = owned("a-0000", "team-a", T0)
+    policy.admitted([first])  # A's first export had the only slot; it has finished now
+    backlog = [owned(f"a-{i:04d}", "team-a", T0 + i) for i in range(1, 2000)]
+    late = owned("b-0001", "team-b", T0 + 10_000)
+    plan = plan_admission(
+        exports=[*backlog, late], jobs={}, in_flight=set(), max_running=1, policy=policy
+    )
+    assert [e.name for e in plan.admit] == ["b-0001"]
