@@ -75,3 +75,15 @@ def pod_specs(docs: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str, A
 
 def container_env(container: Mapping[str, Any]) -> dict[str, str]:
     return {item["name"]: item.get("value", "") for item in container.get("env", [])}
+
+
+EVERYTHING_ON = {
+    "webhook.ingress.enabled": "true",
+    "serviceMonitor.enabled": "true",
+    "s3.accessKeyId": "minio",
+    "s3.secretAccessKey": "minio-secret",
+    "s3.endpointUrl": "http://minio.storage:9000",
+    "s3.region": "eu-west-1",
+    "s3.defaultDestination": "s3://exports-output/reports/",
+    "auth.tokens[0]": "a-token-of-sixteen-chars",
+}

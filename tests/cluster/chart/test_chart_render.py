@@ -16,6 +16,7 @@ from export_operator.controller.settings import OperatorSettings
 from export_operator.webhook import settings as webhook_settings
 from tests.cluster.chart.helm import (
     CHART,
+    EVERYTHING_ON,
     by_kind,
     container_env,
     objects,
@@ -25,17 +26,6 @@ from tests.cluster.chart.helm import (
     template,
     tool,
 )
-
-EVERYTHING_ON = {
-    "webhook.ingress.enabled": "true",
-    "serviceMonitor.enabled": "true",
-    "s3.accessKeyId": "minio",
-    "s3.secretAccessKey": "minio-secret",
-    "s3.endpointUrl": "http://minio.storage:9000",
-    "s3.region": "eu-west-1",
-    "s3.defaultDestination": "s3://exports-output/reports/",
-    "auth.tokens[0]": "a-token-of-sixteen-chars",
-}
 
 
 def test_lint_strict_passes() -> None:

@@ -17,8 +17,16 @@ import yaml
 from export_operator.controller.jobs import build_job, resolve_inputs
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView
-from tests.cluster.chart.helm import CHART, by_kind, container_env, objects, run, set_flags, tool
-from tests.cluster.chart.test_chart_render import EVERYTHING_ON
+from tests.cluster.chart.helm import (
+    CHART,
+    EVERYTHING_ON,
+    by_kind,
+    container_env,
+    objects,
+    run,
+    set_flags,
+    tool,
+)
 
 # (apiVersion, kind) -> the first minor version serving it by default (GA or on-by-default beta).
 SERVED_SINCE = {

@@ -24,31 +24,8 @@ from export_processor.convert import Exporter
 from export_processor.errors import TransientError
 from export_processor.s3client import new_s3_client
 from export_processor.settings import settings_from_env
-from tests.cluster.processor.inputs import EXT, FORMATS, MiB, medium_csv
-from tests.unit.processor.corpus import CASES, assert_output_matches
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, tmp_path: Path, timeout: float = 120
-) -> tuple[int, str, str, dict[str, Any]]:
-    message = tmp_path / f"termination-{time.monotonic_ns()}"
-    full_env = {**os.environ, "EXPORTJOBS_S3_PART_SIZE_BYTES": str(5 * MiB), **(env or {})}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export_processor.cli",
-            *args,
-            "--termination-message-path",
-            str(message),
-        ],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    payload = json.loads(message.read_text()) if message.exists() else {}
-    return done.returncode, done.stdout, done.stderr, payload
+from tests.cluster.processor.inputs import EXT, FORMATS, MiB, medium_csv, run_cli
+from tests.support.corpus import CASES, assert_output_matches
 
 
 def assert_nothing_visible(s3: Any, bucket: str, prefix: str = "") -> None:

@@ -19,7 +19,7 @@ from export_processor.convert import Exporter
 from export_processor.s3client import new_s3_client
 from export_processor.settings import ProcessorSettings, settings_from_env
 from export_processor.split import run_split
-from tests.cluster.processor.test_processor_s3 import EXT, FORMATS, MiB, medium_csv, run_cli
+from tests.cluster.processor.inputs import EXT, FORMATS, MiB, medium_csv, run_cli
 
 
 def _settings(bucket: str, fmt: str, out: str) -> ProcessorSettings:

@@ -15,7 +15,7 @@ import pytest
 from export_processor import cli, convert
 from export_processor.errors import CancelledError
 from export_processor.source import FileSource
-from tests.unit.processor.corpus import (  # noqa: F401 (small_blocks: an autouse fixture)
+from tests.support.corpus import (  # noqa: F401 (small_blocks: an autouse fixture)
     CASES,
     Case,
     assert_output_matches,

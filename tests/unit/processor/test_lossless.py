@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from export_processor.column_types import BOOL, DATE, FLOAT, INT, TIMESTAMP, TIMESTAMP_UTC, convert
 from export_processor.convert import Exporter
 from export_processor.settings import ProcessorSettings
-from tests.unit.processor.corpus import run, small_blocks  # noqa: F401 (fixture)
+from tests.support.corpus import run, small_blocks  # noqa: F401 (fixture)
 
 MANY = 20_000
 

@@ -18,7 +18,7 @@ from export_processor.convert import Exporter, ProgressState
 from export_processor.errors import BadInputError, ExportError, TransientError
 from export_processor.settings import KEPT_DOWNLOAD_BUFFERS, ProcessorSettings
 from export_processor.source import DownloadBuffers, S3Source, read_body_into
-from tests.unit.processor.corpus import CASES, EXTENSIONS
+from tests.support.corpus import CASES, EXTENSIONS
 
 FORMATS = ["csv", "csv.gz", "jsonl", "parquet"]
 

@@ -1,7 +1,7 @@
 """Property: a split export's output equals the single-pod export's (docs/processor.md,
-"Splitting"), for the generated CSVs of test_property (quoted line ends, doubled quotes, CRLF,
-no final line end, four delimiters, two quote characters, a header or not, a quote left open),
-every format, 1-5 ranges cut at quotes, line ends, the bytes around them and anywhere:
+"Splitting"), for the generated CSVs of tests/support/csv_files.py (quoted line ends, doubled
+quotes, CRLF, no final line end, four delimiters, two quote characters, a header or not, a quote
+left open), every format, 1-5 ranges cut at quotes, line ends, the bytes around them and anywhere:
 csv and jsonl byte-identical, csv.gz identical once decompressed, parquet the same schema, rows
 and values; a single-pod failure is the split export's failure (same code).
 """
@@ -21,7 +21,7 @@ from export_processor.convert import Exporter
 from export_processor.errors import ExportError
 from export_processor.settings import ProcessorSettings
 from export_processor.split import run_split
-from tests.unit.processor.test_property import FORMATS, Generated, csv_files
+from tests.support.csv_files import FORMATS, Generated, csv_files
 
 
 @st.composite
