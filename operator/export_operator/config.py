@@ -6,6 +6,7 @@ comma-separated lists, secrets from files by `export_operator.secret_files`.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Self
@@ -47,6 +48,19 @@ CommaListOrNone = Annotated[
     BeforeValidator(lambda value: split_commas(value) or None if isinstance(value, str) else value),
 ]
 """The same, where no value at all (None) means "the default, worked out from other settings"."""
+
+
+def _json(value: object) -> object:
+    value = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
+JsonStrings = Annotated[dict[str, str], NoDecode, BeforeValidator(_json)]
+"""A JSON object of strings (`{"AWS_ENDPOINT_URL": "http://minio:9000"}`)."""
+JsonObject = Annotated[dict[str, Any], NoDecode, BeforeValidator(_json)]
+"""A JSON object."""
 
 
 class _Environ(EnvSettingsSource):

@@ -15,10 +15,10 @@ replica only).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
+from typing import Any
 
 import kopf
 import uvloop
@@ -65,12 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the operator until SIGINT/SIGTERM."""
     args = _parser().parse_args(argv)
-    try:
-        settings = OperatorSettings.from_env()
-    except ValueError as exc:
-        print(f"exportjobs-operator: {exc}", file=sys.stderr)
-        return 2
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     if args.namespace is not None:
         overrides["namespace"] = args.namespace
     if args.standalone:
@@ -81,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides["metrics_port"] = args.metrics_port
     if args.liveness_port is not None:
         overrides["liveness_port"] = args.liveness_port
-    settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    try:
+        settings = OperatorSettings.from_env(**overrides)
+    except ValueError as exc:
+        print(f"exportjobs-operator: {exc}", file=sys.stderr)
+        return 2
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
 

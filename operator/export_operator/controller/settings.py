@@ -1,47 +1,93 @@
-"""The operator's settings: one typed object read from `EXPORTJOBS_OPERATOR_*` once at start-up.
+"""The operator's settings: one pydantic-settings class read once from `EXPORTJOBS_OPERATOR_*`.
 
-Every field documents its unit, default and why. `OperatorSettings.from_env()` is the only reader
-of the environment; everything else receives the object. docs/configuration.md ("## Operator")
-lists the same variables.
+Every field documents its unit, default and why (its docstring is its description).
+`OperatorSettings.from_env()` is the only reader of the environment; everything else receives the
+object. docs/configuration.md ("## Operator") lists the same variables.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, Field, model_validator
 
 from export_operator.callbacks import ENV_ALLOW_HTTP, ENV_ALLOWLIST, CallbackPolicy
+from export_operator.config import EnvSettings, Flag, JsonObject, JsonStrings
 from export_operator.controller.admission import OwnerShare
 from export_operator.controller.quantities import parse_bytes
 from export_operator.controller.signing import read_secrets
 from export_operator.resource import parse_s3_uri
-from export_processor.common import parse_bool
 
 PREFIX = "EXPORTJOBS_OPERATOR_"
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class OperatorSettings:
+def _quantity(value: str) -> str:
+    parse_bytes(value)
+    return value
+
+
+def _dataset_template(template: str) -> str:
+    if template:
+        try:
+            template.format(dataset_id="00000000-0000-0000-0000-000000000000")
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(f"only {{dataset_id}} may be used ({exc!r})") from None
+    return template
+
+
+def _destination(uri: str) -> str:
+    if uri:
+        if not uri.endswith("/"):
+            raise ValueError("must end in '/'")
+        parse_s3_uri(uri, prefix=True)
+    return uri
+
+
+def _secrets(inline: str) -> str:
+    read_secrets(inline=inline, path="")
+    return inline
+
+
+def _processor_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    problem = processor_pod_problem(pod)
+    if problem:
+        raise ValueError(problem)
+    return pod
+
+
+Quantity = Annotated[str, AfterValidator(_quantity)]
+
+
+class OperatorSettings(EnvSettings):
     """Everything the operator is configured with (env var = `EXPORTJOBS_OPERATOR_` + NAME)."""
 
-    namespace: str = ""
+    model_config = EnvSettings.model_config | {
+        "env_prefix": PREFIX,
+        "use_attribute_docstrings": True,
+    }
+    COMPONENT: ClassVar[str] = "operator"
+    NOT_FROM_ENV: ClassVar[frozenset[str]] = frozenset({"callback_policy"})
+
+    namespace: Annotated[str, AfterValidator(str.strip)] = Field(
+        "", validation_alias="EXPORTJOBS_NAMESPACE"
+    )
     """`EXPORTJOBS_NAMESPACE` (shared with the webhook): the namespace whose ExportJobs are
     reconciled. Empty (default) = all namespaces (cluster-wide RBAC needed)."""
 
     processor_image: str = "exportjobs-processor:latest"
     """PROCESSOR_IMAGE: the image of the Job's `processor` container."""
 
-    image_pull_policy: str = "IfNotPresent"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """IMAGE_PULL_POLICY: the container's imagePullPolicy (Always, IfNotPresent, Never)."""
 
     service_account: str = "exportjobs-processor"
     """SERVICE_ACCOUNT: the processor pods' ServiceAccount; it needs `patch` on
     `exportjobs/status` (progress) and whatever S3 identity (IRSA, pod identity) it carries."""
 
-    processor_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    processor_env: JsonStrings = Field(default_factory=dict)
     """PROCESSOR_ENV: a JSON object of extra environment for the processor container, e.g.
     `{"AWS_ENDPOINT_URL": "http://minio:9000"}`. Default `{}`."""
 
@@ -49,26 +95,28 @@ class OperatorSettings:
     """PROCESSOR_ENV_SECRET: a Secret in the ExportJob's namespace added with `envFrom` (e.g. AWS
     keys for MinIO). Empty (default) = none; in AWS use IRSA/pod identity instead."""
 
-    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    node_selector: JsonStrings = Field(default_factory=dict)
     """NODE_SELECTOR: a JSON object used as the processor pods' nodeSelector. Default `{}`."""
 
-    processor_pod: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    processor_pod: Annotated[JsonObject, AfterValidator(_processor_pod)] = Field(
+        default_factory=dict
+    )
     """PROCESSOR_POD: a JSON object of what the processor pods need to fit the cluster, each key
     optional: `imagePullSecrets` ([{"name": ...}]), `tolerations`, `affinity`,
     `topologySpreadConstraints`, `priorityClassName`, and `labels` / `annotations` (string maps
     added to the pod template, e.g. a sidecar opt-out or a cost label). Default `{}`. The
     chart fills it from `processor.*` and the global `imagePullSecrets`."""
 
-    default_destination_uri: str = ""
+    default_destination_uri: Annotated[str, AfterValidator(_destination)] = ""
     """DEFAULT_DESTINATION_URI: `s3://bucket/prefix/` used when an ExportJob names no
     destination. Empty (default) = such ExportJobs fail with INVALID_SPEC."""
 
-    dataset_uri_template: str = ""
+    dataset_uri_template: Annotated[str, AfterValidator(_dataset_template)] = ""
     """DATASET_URI_TEMPLATE: e.g. `s3://datasets/{dataset_id}.csv`, resolves an ExportJob that
     carries only `spec.datasetId` (created without the webhook). Empty (default) = such
     ExportJobs fail with INVALID_SPEC."""
 
-    max_running: int = 10
+    max_running: int = Field(10, ge=0)
     """MAX_RUNNING: how many Jobs may be unfinished at once; beyond it ExportJobs are Queued and
     admitted first-in first-out. 0 = no limit. Default 10: protects S3 and the nodes."""
 
@@ -103,24 +151,24 @@ class OperatorSettings:
     cpu_limit: str = "1"
     """CPU_LIMIT: the processor's CPU limit. Default 1."""
 
-    memory_request: str = "256Mi"
+    memory_request: Quantity = "256Mi"
     """MEMORY_REQUEST: the processor's memory request for a small or unknown-size source."""
 
-    memory_limit: str = "1Gi"
+    memory_limit: Quantity = "1Gi"
     """MEMORY_LIMIT: the processor's memory limit for a small or unknown-size source."""
 
-    memory_per_gib: str = "64Mi"
+    memory_per_gib: Quantity = "64Mi"
     """MEMORY_PER_GIB: added to request and limit per GiB of source when its size is known (the
     processor streams; large row groups still grow with the input). Default 64Mi."""
 
-    memory_limit_max: str = "4Gi"
+    memory_limit_max: Quantity = "4Gi"
     """MEMORY_LIMIT_MAX: the cap of the scaled memory limit (and request). Default 4Gi."""
 
     tmp_size_limit: str = "1Gi"
     """TMP_SIZE_LIMIT: sizeLimit of the emptyDir mounted at /tmp (the root filesystem is
     read-only). Default 1Gi."""
 
-    head_source: bool = False
+    head_source: Flag = False
     """HEAD_SOURCE: `true` = HEAD the source object (boto3, standard AWS chain) to scale resources
     and deadline from its size. Default false: the size comes only from the
     `exportjobs.dev/source-size-bytes` annotation, keeping S3 off the admission path."""
@@ -142,7 +190,7 @@ class OperatorSettings:
     """RESYNC_INTERVAL_SECONDS: how often every unfinished ExportJob is re-derived even without
     a watch event (seconds), a safety net. Default 60."""
 
-    workers: int = 32
+    workers: int = Field(32, ge=1)
     """WORKERS: ExportJobs reconciled at once (each creates its Job and writes its status), so
     also the API requests in flight at once. Default 32: enough to keep the API server busy
     without monopolising it."""
@@ -169,7 +217,7 @@ class OperatorSettings:
     connect_timeout_seconds: float = 10.0
     """CONNECT_TIMEOUT_SECONDS: TCP/TLS connect timeout to the API server (seconds)."""
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     """LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL. Logs are JSON lines in the webhook's
     format (time, level, logger, message and any extra fields). Default INFO."""
 
@@ -185,7 +233,7 @@ class OperatorSettings:
     liveness_port: int = 8081
     """LIVENESS_PORT: the port of kopf's `/healthz`. 0 = disabled. Default 8081."""
 
-    standalone: bool = False
+    standalone: Flag = False
     """STANDALONE: `true` = no leader election: this process acts at once (one replica only,
     e.g. in tests). Default false: replicas elect a leader through a Lease; the others watch
     and stand by."""
@@ -209,11 +257,11 @@ class OperatorSettings:
     """LEASE_RETRY_PERIOD_SECONDS: how often the Lease is renewed or tried (seconds). Default 1
     (a GET and, when held, a PUT: light)."""
 
-    notify_window_seconds: float = 24 * 3600.0
+    notify_window_seconds: float = Field(24 * 3600.0, gt=0)
     """NOTIFY_WINDOW_SECONDS: how long after the final phase (`completionTime`) a completion
     callback is retried before its notification is Failed (seconds). Default 86400 (24 h)."""
 
-    notify_backoff_base_seconds: float = 5.0
+    notify_backoff_base_seconds: float = Field(5.0, gt=0)
     """NOTIFY_BACKOFF_BASE_SECONDS: the first retry delay of a callback; it doubles per attempt,
     with jitter (each delay is 100-120 % of the nominal one). Default 5."""
 
@@ -221,15 +269,15 @@ class OperatorSettings:
     """NOTIFY_BACKOFF_MAX_SECONDS: the longest delay between two callback attempts (seconds);
     a receiver's Retry-After may ask for more, up to the window. Default 3600."""
 
-    notify_timeout_seconds: float = 10.0
+    notify_timeout_seconds: float = Field(10.0, gt=0)
     """NOTIFY_TIMEOUT_SECONDS: one callback attempt, DNS to response, must finish within this
     (seconds); a slow receiver then counts as a network error and is retried. Default 10."""
 
-    notify_concurrency: int = 16
+    notify_concurrency: int = Field(16, ge=1)
     """NOTIFY_CONCURRENCY: callback attempts in flight at once; more wait their turn, so slow
     receivers cannot take the operator's sockets or CPU. Default 16."""
 
-    notify_secrets: str = dataclasses.field(default="", repr=False)
+    notify_secrets: Annotated[str, AfterValidator(_secrets)] = Field("", repr=False)
     """NOTIFY_SECRETS: comma-separated Standard Webhooks signing secrets (`whsec_<base64>`).
     Prefer NOTIFY_SECRETS_FILE (a mounted Secret). Every secret signs each callback, so during a
     rotation two are valid at once. Without any secret, callbacks are not sent (Failed)."""
@@ -246,48 +294,27 @@ class OperatorSettings:
     """NOTIFY_PRESIGN_ENDPOINT_URL: the S3 endpoint written into the callback's presigned
     download URL (as the webhook's). Empty = AWS_ENDPOINT_URL, else AWS."""
 
-    notify_presign_expiry_seconds: int = 3600
+    notify_presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
     """NOTIFY_PRESIGN_EXPIRY_SECONDS: lifetime of that URL (seconds), fresh at each attempt."""
 
-    callback_policy: CallbackPolicy = dataclasses.field(default_factory=CallbackPolicy)
+    callback_policy: CallbackPolicy = Field(default_factory=CallbackPolicy)
     """CALLBACK_POLICY: not one variable but `EXPORTJOBS_CALLBACK_ALLOWLIST` and
     `EXPORTJOBS_CALLBACK_ALLOW_HTTP`, shared with the webhook: where callbacks may go
     (export_operator.callbacks)."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
-        """Read the settings from `environ` (default `os.environ`).
-
-        Raises:
-            ValueError: naming the variable, when a value cannot be parsed.
-        """
+    def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> OperatorSettings:
+        """The settings from the environment, with the callback policy shared with the webhook."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if "EXPORTJOBS_NAMESPACE" in env:
-            values["namespace"] = env["EXPORTJOBS_NAMESPACE"].strip()
-        values["callback_policy"] = CallbackPolicy.from_env(env)
-        for field in dataclasses.fields(cls):
-            if field.name in ("namespace", "callback_policy"):
-                continue
-            name = PREFIX + field.name.upper()
-            raw = env.get(name)
-            if raw is None or raw == "":
-                continue
-            values[field.name] = _parse(name, raw, field.type)
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        try:
+            policy = CallbackPolicy.from_env(env)
+        except ValueError as exc:
+            raise ValueError(f"invalid operator settings: {exc}") from None
+        return super().from_env(env, callback_policy=policy, **given)
 
-    def validate(self) -> None:
-        """Refuse settings that cannot work.
-
-        Raises:
-            ValueError: naming the offending variable.
-        """
-        if self.max_running < 0:
-            raise ValueError(f"{PREFIX}MAX_RUNNING must be >= 0")
-        if self.workers < 1:
-            raise ValueError(f"{PREFIX}WORKERS must be >= 1")
+    @model_validator(mode="after")
+    def _check(self) -> OperatorSettings:
+        """Refuse settings that cannot work together, naming the variables."""
         if not 0 < self.lease_renew_deadline_seconds < self.lease_duration_seconds:
             raise ValueError(
                 f"{PREFIX}LEASE_RENEW_DEADLINE_SECONDS must be > 0 and below "
@@ -295,52 +322,13 @@ class OperatorSettings:
             )
         if self.retry_base_seconds <= 0 or self.retry_max_seconds < self.retry_base_seconds:
             raise ValueError(f"{PREFIX}RETRY_MAX_SECONDS must be >= RETRY_BASE_SECONDS > 0")
-        for field in ("memory_request", "memory_limit", "memory_per_gib", "memory_limit_max"):
-            try:
-                parse_bytes(getattr(self, field))
-            except ValueError as exc:
-                raise ValueError(f"{PREFIX}{field.upper()}: {exc}") from exc
-        if self.dataset_uri_template:
-            try:
-                self.dataset_uri_template.format(dataset_id="00000000-0000-0000-0000-000000000000")
-            except (KeyError, IndexError, ValueError, AttributeError) as exc:
-                raise ValueError(
-                    f"{PREFIX}DATASET_URI_TEMPLATE: only {{dataset_id}} may be used ({exc!r})"
-                ) from exc
-        if self.default_destination_uri:
-            if not self.default_destination_uri.endswith("/"):
-                raise ValueError(f"{PREFIX}DEFAULT_DESTINATION_URI must end in '/'")
-            try:
-                parse_s3_uri(self.default_destination_uri, prefix=True)
-            except ValueError as exc:
-                raise ValueError(f"{PREFIX}DEFAULT_DESTINATION_URI: {exc}") from exc
-        if self.notify_window_seconds <= 0 or self.notify_backoff_base_seconds <= 0:
-            raise ValueError(
-                f"{PREFIX}NOTIFY_WINDOW_SECONDS/NOTIFY_BACKOFF_BASE_SECONDS must be > 0"
-            )
         if self.notify_backoff_max_seconds < self.notify_backoff_base_seconds:
             raise ValueError(f"{PREFIX}NOTIFY_BACKOFF_MAX_SECONDS must be >= the base delay")
-        if self.notify_timeout_seconds <= 0:
-            raise ValueError(f"{PREFIX}NOTIFY_TIMEOUT_SECONDS must be > 0")
-        if self.notify_concurrency < 1:
-            raise ValueError(f"{PREFIX}NOTIFY_CONCURRENCY must be >= 1")
-        if not 1 <= self.notify_presign_expiry_seconds <= 7 * 24 * 3600:
-            raise ValueError(f"{PREFIX}NOTIFY_PRESIGN_EXPIRY_SECONDS must be 1 s to 7 days")
-        try:
-            read_secrets(inline=self.notify_secrets, path="")
-        except ValueError as exc:
-            raise ValueError(f"{PREFIX}NOTIFY_SECRETS: {exc}") from None
-        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ValueError(f"{PREFIX}LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-        problem = processor_pod_problem(self.processor_pod)
-        if problem:
-            raise ValueError(f"{PREFIX}PROCESSOR_POD: {problem}")
         try:
             _ = self.shares
         except ValueError as exc:
             raise ValueError(f"{PREFIX}OWNER_SHARES: {exc}") from None
-        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
-            raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
+        return self
 
     @property
     def shares(self) -> dict[str, OwnerShare]:
@@ -373,39 +361,12 @@ class OperatorSettings:
     def env_names(self) -> dict[str, str]:
         """Field name → environment variable name (for documentation and errors; a field read
         from several variables has one entry per variable, `field.part`)."""
-        names = {f.name: PREFIX + f.name.upper() for f in dataclasses.fields(self)}
-        names["namespace"] = "EXPORTJOBS_NAMESPACE"
+        names = {name: self.env_name(name) for name in type(self).model_fields}
         # One field read from two variables (shared with the webhook).
         del names["callback_policy"]
         names["callback_policy.allowlist"] = ENV_ALLOWLIST
         names["callback_policy.allow_http"] = ENV_ALLOW_HTTP
         return names
-
-
-def _parse(name: str, raw: str, type_name: object) -> Any:
-    kind = str(type_name)
-    try:
-        if kind == "bool":
-            return parse_bool(raw)
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "Mapping[str, Any]":
-            value = json.loads(raw)
-            if not isinstance(value, dict):
-                raise ValueError("expected a JSON object")
-            return value
-        if kind.startswith("Mapping"):
-            value = json.loads(raw)
-            if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-            ):
-                raise ValueError("expected a JSON object of strings")
-            return value
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from exc
-    return raw
 
 
 PROCESSOR_POD_KINDS: Mapping[str, type] = {

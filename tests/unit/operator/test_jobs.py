@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from export_operator.controller.jobs import (
@@ -158,7 +156,9 @@ def test_unresolvable_specs_are_refused(
 
 
 def test_dataset_id_resolves_through_the_template() -> None:
-    settings = dataclasses.replace(SETTINGS, dataset_uri_template="s3://datasets/{dataset_id}.csv")
+    settings = SETTINGS.model_copy(
+        update={"dataset_uri_template": "s3://datasets/{dataset_id}.csv"}
+    )
     uuid = "123e4567-e89b-12d3-a456-426614174000"
     inputs = resolve_inputs(
         export=export("e1", spec={"datasetId": uuid, "format": "jsonl"}), settings=settings
@@ -177,7 +177,7 @@ def test_processor_pod_placement_reaches_the_pod_template() -> None:
         "labels": {"cost-center": "reports", "exportjobs.dev/export": "other"},
         "annotations": {"sidecar.istio.io/inject": "false"},
     }
-    settings = dataclasses.replace(SETTINGS, processor_pod=placement)
+    settings = SETTINGS.model_copy(update={"processor_pod": placement})
     view = export("e1", spec={"source": {"uri": "s3://src/data/in.csv"}, "format": "csv"})
     job = build_job(
         export=view, inputs=resolve_inputs(export=view, settings=settings), settings=settings

@@ -115,7 +115,7 @@ def settings(**overrides: Any) -> OperatorSettings:
         notify_presign_endpoint_url="http://127.0.0.1:9",
         callback_policy=CallbackPolicy.parse("127.0.0.0/8", allow_http=True),
     )
-    return dataclasses.replace(base, **overrides)
+    return base.model_copy(update=overrides)
 
 
 class Harness:
