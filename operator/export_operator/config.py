@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from export_operator.callbacks import ENV_ALLOW_HTTP, ENV_ALLOWLIST, CallbackPolicy
 from export_processor.common import parse_bool
 
 
@@ -84,6 +85,7 @@ class EnvSettings(BaseSettings):
         env_ignore_empty=True,
         validate_by_name=True,
         arbitrary_types_allowed=True,
+        use_attribute_docstrings=True,
     )
     COMPONENT: ClassVar[str] = "settings"
     NOT_FROM_ENV: ClassVar[frozenset[str]] = frozenset()
@@ -102,15 +104,18 @@ class EnvSettings(BaseSettings):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> Self:
-        """Read the settings from `environ` (default `os.environ`); `given` values win.
+        """Read the settings from `environ` (default `os.environ`); `given` values win. A
+        `callback_policy` comes from the variables webhook and operator share (callbacks.py).
 
         Raises:
             ValueError: naming the variable, when one holds an invalid value.
         """
-        source = _Environ(cls, os.environ if environ is None else environ)
+        env = os.environ if environ is None else environ
         try:
-            values = {k: v for k, v in source().items() if k not in cls.NOT_FROM_ENV}
-        except SettingsError as exc:
+            values = {k: v for k, v in _Environ(cls, env)().items() if k not in cls.NOT_FROM_ENV}
+            if "callback_policy" in cls.model_fields:
+                values["callback_policy"] = CallbackPolicy.from_env(env)
+        except (SettingsError, ValueError) as exc:
             raise ValueError(f"invalid {cls.COMPONENT} settings: {exc}") from None
         try:
             return cls(**{**values, **given})
@@ -121,6 +126,20 @@ class EnvSettings(BaseSettings):
                 for error in exc.errors()
             )
             raise ValueError(f"invalid {cls.COMPONENT} settings: {problems}") from None
+
+    @classmethod
+    def variables(cls) -> set[str]:
+        """Every environment variable `from_env` reads."""
+        names: set[str] = set()
+        for field, info in cls.model_fields.items():
+            alias = info.validation_alias
+            if field == "callback_policy":
+                names |= {ENV_ALLOWLIST, ENV_ALLOW_HTTP}
+            elif isinstance(alias, AliasChoices):
+                names |= {str(choice) for choice in alias.choices}
+            elif field not in cls.NOT_FROM_ENV:
+                names.add(cls.env_name(field))
+        return names
 
     @classmethod
     def env_name(cls, field: str) -> str:

@@ -21,7 +21,6 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "ExportJob"
 PLURAL = "exportjobs"
-SHORT_NAME = "ej"
 
 LABEL_EXPORT = f"{GROUP}/export"
 """On the Job and its pods: the name of the ExportJob they serve. The local kwok nodes leave pods

@@ -28,8 +28,6 @@ import pyarrow.compute as _compute
 
 pc: Any = _compute  # stubs narrower than the kernels
 
-TEXT_FORMATS = ("csv", "csv.gz")
-
 TEXT: pa.DataType = pa.string()
 INT: pa.DataType = pa.int64()
 FLOAT: pa.DataType = pa.float64()

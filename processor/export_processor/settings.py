@@ -6,9 +6,10 @@ The operator sets these variables on the Job's container; by hand, the CLI flags
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, cast
 
 from export_processor import common
 from export_processor.common import is_csv_char, is_supported_encoding
@@ -54,6 +55,7 @@ KEPT_DOWNLOAD_BUFFERS = 1
 """Free GET buffers kept for the next GET (source.DownloadBuffers): read_chunk_size each."""
 GZIP_CHUNK_BYTES = 1 * MiB
 """Text deflated per csv.gz task; two tasks queued per thread, each with its output."""
+N = TypeVar("N", int, float)
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -234,24 +236,15 @@ def parse_char(value: str) -> str:
     return "\t" if value in ("\\t", "tab", "TAB") else value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _number(env: Mapping[str, str], name: str, default: N) -> N:
+    """A number variable (int or float, as its default), empty = the default."""
     raw = env.get(name, "")
-    if not raw:
-        return default
+    parse = cast(Callable[[str], N], type(default))
     try:
-        return int(raw)
+        return parse(raw) if raw else default
     except ValueError:
-        raise InvalidConfigError(f"{name} must be an integer, not {raw!r}") from None
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise InvalidConfigError(f"{name} must be a number, not {raw!r}") from None
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise InvalidConfigError(f"{name} must be {kind}, not {raw!r}") from None
 
 
 def kube_settings_from_env(env: Mapping[str, str]) -> KubeSettings:
@@ -272,10 +265,10 @@ def kube_settings_from_env(env: Mapping[str, str]) -> KubeSettings:
             env.get("EXPORTJOBS_KUBE_INSECURE_SKIP_TLS_VERIFY") or "false",
             name="EXPORTJOBS_KUBE_INSECURE_SKIP_TLS_VERIFY",
         ),
-        progress_interval_seconds=_float(
+        progress_interval_seconds=_number(
             env, "EXPORTJOBS_PROGRESS_INTERVAL_SECONDS", defaults.progress_interval_seconds
         ),
-        request_timeout_seconds=_float(
+        request_timeout_seconds=_number(
             env, "EXPORTJOBS_KUBE_TIMEOUT_SECONDS", defaults.request_timeout_seconds
         ),
     )
@@ -309,18 +302,18 @@ def settings_from_env(
         "termination_message_path": Path(termination_raw or base.termination_message_path),
         "termination_message_explicit": termination_raw is not None,
         "column_types": env.get("EXPORTJOBS_COLUMN_TYPES") or base.column_types,
-        "block_size": _int(env, "EXPORTJOBS_BLOCK_SIZE_BYTES", base.block_size),
-        "blocks_ahead": _int(env, "EXPORTJOBS_BLOCKS_AHEAD", base.blocks_ahead),
-        "part_size": _int(env, "EXPORTJOBS_S3_PART_SIZE_BYTES", base.part_size),
-        "upload_concurrency": _int(
+        "block_size": _number(env, "EXPORTJOBS_BLOCK_SIZE_BYTES", base.block_size),
+        "blocks_ahead": _number(env, "EXPORTJOBS_BLOCKS_AHEAD", base.blocks_ahead),
+        "part_size": _number(env, "EXPORTJOBS_S3_PART_SIZE_BYTES", base.part_size),
+        "upload_concurrency": _number(
             env, "EXPORTJOBS_S3_UPLOAD_CONCURRENCY", base.upload_concurrency
         ),
-        "read_chunk_size": _int(env, "EXPORTJOBS_S3_READ_CHUNK_BYTES", base.read_chunk_size),
-        "read_ahead": _int(env, "EXPORTJOBS_S3_READ_AHEAD", base.read_ahead),
-        "s3_max_attempts": _int(env, "EXPORTJOBS_S3_MAX_ATTEMPTS", base.s3_max_attempts),
-        "gzip_level": _int(env, "EXPORTJOBS_GZIP_LEVEL", base.gzip_level),
-        "gzip_threads": _int(env, "EXPORTJOBS_GZIP_THREADS", base.gzip_threads),
-        "memory_limit": _int(env, "EXPORTJOBS_MEMORY_LIMIT_BYTES", base.memory_limit),
+        "read_chunk_size": _number(env, "EXPORTJOBS_S3_READ_CHUNK_BYTES", base.read_chunk_size),
+        "read_ahead": _number(env, "EXPORTJOBS_S3_READ_AHEAD", base.read_ahead),
+        "s3_max_attempts": _number(env, "EXPORTJOBS_S3_MAX_ATTEMPTS", base.s3_max_attempts),
+        "gzip_level": _number(env, "EXPORTJOBS_GZIP_LEVEL", base.gzip_level),
+        "gzip_threads": _number(env, "EXPORTJOBS_GZIP_THREADS", base.gzip_threads),
+        "memory_limit": _number(env, "EXPORTJOBS_MEMORY_LIMIT_BYTES", base.memory_limit),
         "kube": kube_settings_from_env(env),
     }
     for key, value in overrides.items():

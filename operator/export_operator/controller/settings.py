@@ -8,13 +8,12 @@ object. docs/configuration.md ("## Operator") lists the same variables.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from export_operator.callbacks import ENV_ALLOW_HTTP, ENV_ALLOWLIST, CallbackPolicy
+from export_operator.callbacks import CallbackPolicy
 from export_operator.config import EnvSettings, Flag, JsonObject, JsonStrings
 from export_operator.controller.admission import OwnerShare
 from export_operator.controller.quantities import parse_bytes
@@ -64,10 +63,7 @@ Quantity = Annotated[str, AfterValidator(_quantity)]
 class OperatorSettings(EnvSettings):
     """Everything the operator is configured with (env var = `EXPORTJOBS_OPERATOR_` + NAME)."""
 
-    model_config = EnvSettings.model_config | {
-        "env_prefix": PREFIX,
-        "use_attribute_docstrings": True,
-    }
+    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
     COMPONENT: ClassVar[str] = "operator"
     NOT_FROM_ENV: ClassVar[frozenset[str]] = frozenset({"callback_policy"})
 
@@ -302,16 +298,6 @@ class OperatorSettings(EnvSettings):
     `EXPORTJOBS_CALLBACK_ALLOW_HTTP`, shared with the webhook: where callbacks may go
     (export_operator.callbacks)."""
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> OperatorSettings:
-        """The settings from the environment, with the callback policy shared with the webhook."""
-        env = os.environ if environ is None else environ
-        try:
-            policy = CallbackPolicy.from_env(env)
-        except ValueError as exc:
-            raise ValueError(f"invalid operator settings: {exc}") from None
-        return super().from_env(env, callback_policy=policy, **given)
-
     @model_validator(mode="after")
     def _check(self) -> OperatorSettings:
         """Refuse settings that cannot work together, naming the variables."""
@@ -356,17 +342,6 @@ class OperatorSettings(EnvSettings):
                 raise ValueError(f"{owner}: weight and maxRunning must be integers >= 1")
             shares[str(owner)] = OwnerShare(weight=weight, max_running=cap)
         return shares
-
-    @property
-    def env_names(self) -> dict[str, str]:
-        """Field name → environment variable name (for documentation and errors; a field read
-        from several variables has one entry per variable, `field.part`)."""
-        names = {name: self.env_name(name) for name in type(self).model_fields}
-        # One field read from two variables (shared with the webhook).
-        del names["callback_policy"]
-        names["callback_policy.allowlist"] = ENV_ALLOWLIST
-        names["callback_policy.allow_http"] = ENV_ALLOW_HTTP
-        return names
 
 
 PROCESSOR_POD_KINDS: Mapping[str, type] = {

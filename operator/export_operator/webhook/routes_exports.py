@@ -22,7 +22,8 @@ from export_operator.webhook.http import read_json, require_bearer
 from export_operator.webhook.limits import check_queue
 from export_operator.webhook.listing import ListQuery, QueryError
 from export_operator.webhook.problems import Problem, ProblemCode, invalid, unavailable
-from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
+from export_operator.webhook.services import METRICS, SERVICES, SETTINGS, Services
+from export_operator.webhook.settings import WebhookSettings
 from export_operator.webhook.store import (
     StaleVersionError,
     StoreRejectedError,
@@ -113,6 +114,17 @@ async def _existing(request: web.Request, name: str) -> dict[str, Any]:
     return found
 
 
+def _require_synced(services: Services, settings: WebhookSettings) -> None:
+    """503 until the export cache has listed: it answers reads and cancellations."""
+    if not services.cache.synced:
+        raise Problem(
+            status=503,
+            code=ProblemCode.NOT_READY,
+            detail="the export cache is not synced yet",
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+
+
 async def _find_or_404(
     request: web.Request, principal: Principal, *, when_down: int = 404
 ) -> dict[str, Any]:
@@ -126,13 +138,7 @@ async def _find_or_404(
     """
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     name = request.match_info["id"]
-    if not services.cache.synced:
-        raise Problem(
-            status=503,
-            code=ProblemCode.NOT_READY,
-            detail="the export cache is not synced yet",
-            headers={"Retry-After": str(settings.retry_after_seconds)},
-        )
+    _require_synced(services, settings)
     try:
         obj = await services.lookup.get(name) if _NAME.match(name) else None
     except StoreUnavailableError:
@@ -188,13 +194,7 @@ async def list_exports(request: web.Request) -> web.Response:
         query = ListQuery.parse(request.query, default_limit=settings.page_size)
     except QueryError as exc:
         raise invalid(str(exc)) from None
-    if not services.cache.synced:
-        raise Problem(
-            status=503,
-            code=ProblemCode.NOT_READY,
-            detail="the export cache is not synced yet",
-            headers={"Retry-After": str(settings.retry_after_seconds)},
-        )
+    _require_synced(services, settings)
     if not principal.admin:
         query = dataclasses.replace(query, owner=principal.name)
     items, token = services.cache.page(query)

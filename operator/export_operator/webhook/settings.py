@@ -8,10 +8,9 @@ receives the settings object.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
@@ -98,10 +97,7 @@ def _rules(parse: Any) -> BeforeValidator:
 class WebhookSettings(EnvSettings):
     """Everything the webhook needs, fixed at start-up."""
 
-    model_config = EnvSettings.model_config | {
-        "env_prefix": PREFIX,
-        "use_attribute_docstrings": True,
-    }
+    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
     COMPONENT: ClassVar[str] = "webhook"
     NOT_FROM_ENV: ClassVar[frozenset[str]] = frozenset(
         {"sns_host_pattern", "sns_port", "sns_ssl_context", "callback_policy"}
@@ -110,14 +106,14 @@ class WebhookSettings(EnvSettings):
     namespace: str = Field(
         "default", validation_alias=AliasChoices(f"{PREFIX}NAMESPACE", "EXPORTJOBS_NAMESPACE")
     )
-    """Namespace the ExportJobs are created in and read from. Env `EXPORTJOBS_WEBHOOK_NAMESPACE`,
-    else the shared `EXPORTJOBS_NAMESPACE`, else `default`."""
+    """Namespace the ExportJobs are created in and read from; else the shared
+    `EXPORTJOBS_NAMESPACE`, else `default`."""
 
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on all interfaces
-    """Listen address. Env `EXPORTJOBS_WEBHOOK_HOST`, default `0.0.0.0`."""
+    """Listen address. Default `0.0.0.0`."""
 
     port: int = 8080
-    """Listen port. Env `EXPORTJOBS_WEBHOOK_PORT`, default 8080."""
+    """Listen port. Default 8080."""
 
     principal_configs: Annotated[
         dict[str, PrincipalConfig],
@@ -146,23 +142,22 @@ class WebhookSettings(EnvSettings):
     dataset_uri_template: Annotated[str, AfterValidator(_dataset_template)] = (
         "s3://datasets/{dataset_id}.csv"
     )
-    """How `dataset_id` resolves to a source URI; `{dataset_id}` is replaced by the UUID.
-    Env `EXPORTJOBS_WEBHOOK_DATASET_URI_TEMPLATE`."""
+    """How `dataset_id` resolves to a source URI; `{dataset_id}` is replaced by the UUID."""
 
     format_rules: Annotated[
         tuple[FormatRule, ...], NoDecode, _rules(lambda t: parse_format_rules(t))
     ] = ()
     """Output format of S3 events without a `?format=` parameter, by bucket and key prefix; the
-    longest matching prefix wins. Env `EXPORTJOBS_WEBHOOK_FORMAT_RULES`, e.g.
-    `incoming/reports/=parquet,exports-input=csv.gz`. Default none: events need `?format=`."""
+    longest matching prefix wins, e.g. `incoming/reports/=parquet,exports-input=csv.gz`. Default
+    none: events need `?format=`."""
 
     callback_rules: Annotated[
         tuple[CallbackRule, ...], NoDecode, _rules(lambda t: parse_callback_rules(t))
     ] = ()
     """`spec.notify.url` of S3-triggered exports, by bucket and key prefix; the longest matching
-    prefix wins. Env `EXPORTJOBS_WEBHOOK_CALLBACK_RULES`, e.g.
-    `incoming/reports/=https://hooks.example.com/exports,incoming=https://other.example/h`
-    (URLs without commas). Default none: S3-triggered exports send no callback."""
+    prefix wins, e.g.
+    `incoming/reports/=https://hooks.example.com/exports,incoming=https://other.example/h` (URLs
+    without commas). Default none: S3-triggered exports send no callback."""
 
     callback_policy: CallbackPolicy = Field(default_factory=CallbackPolicy)
     """Where callbacks may go, checked on `callback_url` at POST (422 otherwise) and on the
@@ -170,35 +165,32 @@ class WebhookSettings(EnvSettings):
     `EXPORTJOBS_CALLBACK_ALLOW_HTTP`, shared with the operator (docs/notifications.md)."""
 
     destination_uri: Annotated[str | None, AfterValidator(_prefix_uri)] = None
-    """`spec.destination.uri` for exports that name none (`s3://bucket/prefix/`). Env
-    `EXPORTJOBS_WEBHOOK_DESTINATION_URI`; default unset, so the operator's default applies."""
+    """`spec.destination.uri` for exports that name none (`s3://bucket/prefix/`); default unset,
+    so the operator's default applies."""
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    """Largest accepted request body in bytes (413 above). Env `EXPORTJOBS_WEBHOOK_MAX_BODY_BYTES`,
-    default 1 MiB: S3 events are a few KiB; the cap bounds memory per request."""
+    """Largest accepted request body in bytes (413 above). Default 1 MiB: S3 events are a few KiB;
+    the cap bounds memory per request."""
 
     allowed_sources: CommaListOrNone = None
     """Prefixes (`s3://bucket/prefix/`) exports may read from; anything else is refused with 422
-    `source-not-allowed`, and so is anything under an allowed destination. Env
-    `EXPORTJOBS_WEBHOOK_ALLOWED_SOURCES` (comma-separated). Default (None): the configured input
-    locations, that is the folder of `dataset_uri_template` and the prefixes of `format_rules`."""
+    `source-not-allowed`, and so is anything under an allowed destination. Default (None): the
+    configured input locations, that is the folder of `dataset_uri_template` and the prefixes of
+    `format_rules`."""
 
     allowed_destinations: CommaListOrNone = None
     """Prefixes exports may write under (422 `destination-not-allowed` otherwise); S3 events for
-    objects under them are ignored, so an export never triggers another. Env
-    `EXPORTJOBS_WEBHOOK_ALLOWED_DESTINATIONS` (comma-separated). Default (None): `destination_uri`
-    alone."""
+    objects under them are ignored, so an export never triggers another. Default
+    (None): `destination_uri` alone."""
 
     sns_topic_arns: CommaList = ()
-    """SNS topics whose messages are accepted. Env `EXPORTJOBS_WEBHOOK_SNS_TOPIC_ARNS`
-    (comma-separated). Default none = SNS is off: every SNS message is refused with 403
-    `sns-disabled` (anyone can sign messages for a topic of their own, so there is no safe
-    "any topic")."""
+    """SNS topics whose messages are accepted. Default none = SNS is off: every
+    SNS message is refused with 403 `sns-disabled` (anyone can sign messages for a topic of their
+    own, so there is no safe "any topic")."""
 
     sns_max_age_seconds: int = Field(3600, ge=1)
-    """SNS messages whose `Timestamp` is older than this (or this far in the future) are refused
-    as replays, in seconds. Env `EXPORTJOBS_WEBHOOK_SNS_MAX_AGE_SECONDS`, default 3600 (SNS
-    retries a delivery for at most an hour by default)."""
+    """SNS messages whose `Timestamp` is older than this (or this far in the future) are refused as
+    replays, in seconds. Default 3600 (SNS retries a delivery for at most an hour by default)."""
 
     body_timeout_seconds: float = Field(10.0, gt=0, le=600)
     """Longest time a request body may take to arrive, in seconds (408 `request-timeout` and the
@@ -208,16 +200,14 @@ class WebhookSettings(EnvSettings):
 
     max_event_records: int = Field(500, ge=1, le=100_000)
     """Most object records one `POST /v1/events/s3` may carry (413 `too-many-records` above).
-    Env `EXPORTJOBS_WEBHOOK_MAX_EVENT_RECORDS`, default 500: S3, MinIO and EventBridge send one
-    record per request; relays batching more must split them. Bounds the work, memory and time of
-    one request, which must end inside SNS's 15 s (docs/benchmarks.md, "Figures behind
-    constants")."""
+    Default 500: S3, MinIO and EventBridge send one record per request; relays batching more must
+    split them. Bounds the work, memory and time of one request, which must end inside SNS's 15 s
+    (docs/benchmarks.md, "Figures behind constants")."""
 
     create_concurrency: int = Field(16, ge=1, le=256)
-    """ExportJob creates in flight at once for one event, in calls. Env
-    `EXPORTJOBS_WEBHOOK_CREATE_CONCURRENCY`, default 16: enough to keep the API server busy
-    without queueing hundreds of calls on the API client's connection pool, where they would
-    time out waiting (docs/benchmarks.md, "Figures behind constants")."""
+    """ExportJob creates in flight at once for one event, in calls. Default 16: enough to keep the
+    API server busy without queueing hundreds of calls on the API client's connection pool, where
+    they would time out waiting (docs/benchmarks.md, "Figures behind constants")."""
 
     sns_host_pattern: Annotated[str, AfterValidator(_regex)] = AWS_SNS_HOST_PATTERN
     """Regex the host of SigningCertURL and SubscribeURL must match. Not read from the
@@ -233,19 +223,18 @@ class WebhookSettings(EnvSettings):
 
     eventbridge_api_key_header: Annotated[str, AfterValidator(str.lower)] = "x-api-key"
     """Header carrying the API key of an EventBridge API destination (its connection's API key
-    name). Env `EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_HEADER`, default `x-api-key`."""
+    name). Default `x-api-key`."""
 
     eventbridge_api_keys: CommaList = Field((), validation_alias=f"{PREFIX}EVENTBRIDGE_API_KEY")
-    """Accepted values of that header. Env `EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY` (comma-
-    separated) and `EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_FILE`. Default none: EventBridge
-    callers then need a bearer token."""
+    """Accepted values of that header, plus those in
+    `EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_FILE`. Default none: EventBridge callers then need a
+    bearer token."""
 
     eventbridge_api_key_file: str | None = None
     """The file (or mounted Secret directory) whose keys `eventbridge_api_keys` gets too."""
 
     presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
-    """Lifetime of presigned result download URLs in seconds. Env
-    `EXPORTJOBS_WEBHOOK_PRESIGN_EXPIRY_SECONDS`, default 3600."""
+    """Lifetime of presigned result download URLs in seconds. Default 3600."""
 
     s3_endpoint_url: str | None = Field(
         None, validation_alias=AliasChoices(f"{PREFIX}S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
@@ -257,39 +246,36 @@ class WebhookSettings(EnvSettings):
     """Region for presigning. Env `EXPORTJOBS_WEBHOOK_S3_REGION`, else the AWS chain."""
 
     api_timeout_seconds: float = 5.0
-    """Timeout of one API-server call in seconds; past it the caller gets 503. Env
-    `EXPORTJOBS_WEBHOOK_API_TIMEOUT_SECONDS`, default 5 (well below client timeouts)."""
+    """Timeout of one API-server call in seconds; past it the caller gets 503. Default 5 (well below
+    client timeouts)."""
 
     retry_after_seconds: int = 5
-    """`Retry-After` on 503 when the API server is down or refuses. Env
-    `EXPORTJOBS_WEBHOOK_RETRY_AFTER_SECONDS`, default 5."""
+    """`Retry-After` on 503 when the API server is down or refuses. Default 5."""
 
     poll_after_seconds: int = 2
-    """`Retry-After` on 202: when a client should first poll the status URL. Env
-    `EXPORTJOBS_WEBHOOK_POLL_AFTER_SECONDS`, default 2."""
+    """`Retry-After` on 202: when a client should first poll the status URL. Default 2."""
 
     watch_timeout_seconds: int = 300
     """Server-side timeout of one watch request of the ExportJob cache, in seconds; the watch
-    resumes from the last resourceVersion. Env `EXPORTJOBS_WEBHOOK_WATCH_TIMEOUT_SECONDS`."""
+    resumes from the last resourceVersion."""
 
     negative_cache_seconds: float = 2.0
     """How long an id that the cache and a direct API read both did not find answers 404 without
-    another API read, in seconds. Env `EXPORTJOBS_WEBHOOK_NEGATIVE_CACHE_SECONDS`, default 2:
-    an id created through another replica is found by a direct read at most this late."""
+    another API read, in seconds. Default 2: an id created through another replica is found by a
+    direct read at most this late."""
 
     page_size: int = Field(50, ge=1, le=500)
-    """Default page size of `GET /v1/exports` (at most 500). Env
-    `EXPORTJOBS_WEBHOOK_PAGE_SIZE`."""
+    """Default page size of `GET /v1/exports` (at most 500)."""
 
     shutdown_timeout_seconds: float = 10.0
-    """Grace period for in-flight requests on SIGTERM, in seconds. Env
-    `EXPORTJOBS_WEBHOOK_SHUTDOWN_TIMEOUT_SECONDS`, default 10 (inside the pod's 30 s)."""
+    """Grace period for in-flight requests on SIGTERM, in seconds. Default 10 (inside the pod's 30
+    s)."""
 
     log_level: Annotated[str, AfterValidator(str.upper)] = "INFO"
-    """Log level name. Env `EXPORTJOBS_WEBHOOK_LOG_LEVEL`, default INFO."""
+    """Log level name. Default INFO."""
 
     access_log: Flag = True
-    """Log one JSON line per request. Env `EXPORTJOBS_WEBHOOK_ACCESS_LOG` (`true`/`false`)."""
+    """Log one JSON line per request."""
 
     public_url: Annotated[str, AfterValidator(_public_url)] = ""
     """Where clients reach the API, put before the path of every `Location` header: a path
@@ -362,16 +348,6 @@ class WebhookSettings(EnvSettings):
     def format_for(self, *, bucket: str, key: str) -> ExportFormat | None:
         """The configured format for an object, by the longest matching bucket/prefix rule."""
         return longest_match(self.format_rules, bucket=bucket, key=key)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> WebhookSettings:
-        """The settings from the environment, with the callback policy shared with the operator."""
-        env = os.environ if environ is None else environ
-        try:
-            policy = CallbackPolicy.from_env(env)
-        except ValueError as exc:
-            raise ValueError(f"invalid webhook settings: {exc}") from None
-        return super().from_env(env, callback_policy=policy, **given)
 
 
 def parse_format_rules(text: str) -> tuple[FormatRule, ...]:

@@ -18,40 +18,14 @@ import yaml
 from aiohttp import web
 from kubernetes import client as k8s
 
-from export_operator import resource
 from export_operator.webhook import create_app
 from export_operator.webhook.settings import WebhookSettings
 from tests.support.cluster import LocalCluster
+from tests.support.exportjobs import ExportJobs
 from tests.support.net import free_port
 
 TOKEN = "cluster-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class ExportJobs:
-    """Direct (sync) reads of the ExportJobs of one namespace, for assertions."""
-
-    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
-        self.custom = k8s.CustomObjectsApi(api)
-        self.namespace = namespace
-
-    def names(self) -> list[str]:
-        listed = self.custom.list_namespaced_custom_object(
-            resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL
-        )
-        return sorted(o["metadata"]["name"] for o in listed["items"])
-
-    def get(self, name: str) -> dict[str, Any]:
-        got: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name
-        )
-        return got
-
-    def set_status(self, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name,
-            {"status": status},
-        )  # fmt: skip
 
 
 @pytest.fixture

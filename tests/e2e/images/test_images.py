@@ -205,34 +205,30 @@ def test_processor_image_converts_an_object_on_local_s3(
     assert [r["region"] for r in rows] == ["eu", "us", "eu"]
 
 
+def _run_operator_image(
+    container: str, kubeconfig: Path, env: dict[str, str], *command: str
+) -> None:
+    """Start the operator image detached, restricted as in the chart, with `kubeconfig`."""
+    options = [f"--env={name}={value}" for name, value in env.items()]
+    subprocess.run(
+        ["docker", "run", "-d", "--name", container, *RESTRICTED, *options,
+         "-v", f"{kubeconfig}:/etc/kubeconfig:ro", "--env=KUBECONFIG=/etc/kubeconfig",
+         OPERATOR_IMAGE, *command],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+
+
 def test_operator_image_serves_the_webhook_healthz_and_readyz(
     images: None, crd: None, namespace: str, portable_kubeconfig: Path, container_name: str
 ) -> None:
     port = free_port()
-    subprocess.run(
-        [
-            "docker",
-            "run",
-            "-d",
-            "--name",
-            container_name,
-            *RESTRICTED,
-            "-v",
-            f"{portable_kubeconfig}:/etc/kubeconfig:ro",
-            "-e",
-            "KUBECONFIG=/etc/kubeconfig",
-            "-e",
-            f"EXPORTJOBS_WEBHOOK_NAMESPACE={namespace}",
-            "-e",
-            f"EXPORTJOBS_WEBHOOK_PORT={port}",
-            "-e",
-            "EXPORTJOBS_WEBHOOK_HOST=127.0.0.1",
-            OPERATOR_IMAGE,
-            "exportjobs-webhook",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    env = {
+        "EXPORTJOBS_WEBHOOK_NAMESPACE": namespace,
+        "EXPORTJOBS_WEBHOOK_PORT": str(port),
+        "EXPORTJOBS_WEBHOOK_HOST": "127.0.0.1",
+    }
+    _run_operator_image(container_name, portable_kubeconfig, env, "exportjobs-webhook")
     _wait_for(f"http://127.0.0.1:{port}/healthz", container_name)
     # Ready means its watch cache listed ExportJobs through the API server from inside the image.
     _wait_for(f"http://127.0.0.1:{port}/readyz", container_name)
@@ -241,32 +237,11 @@ def test_operator_image_serves_the_webhook_healthz_and_readyz(
 def test_operator_image_serves_kopf_liveness(
     images: None, crd: None, namespace: str, portable_kubeconfig: Path, container_name: str
 ) -> None:
+    """As uid 65532 with no passwd entry: kopf is given its identity, so it looks up no user."""
     port = free_port()
-    subprocess.run(
-        [
-            "docker",
-            "run",
-            "-d",
-            "--name",
-            container_name,
-            *RESTRICTED,
-            "-v",
-            f"{portable_kubeconfig}:/etc/kubeconfig:ro",
-            "-e",
-            "KUBECONFIG=/etc/kubeconfig",
-            "-e",
-            f"EXPORTJOBS_NAMESPACE={namespace}",
-            "-e",
-            "EXPORTJOBS_OPERATOR_LIVENESS_HOST=127.0.0.1",
-            OPERATOR_IMAGE,
-            "exportjobs-operator",
-            "--standalone",
-            "--metrics-port",
-            "0",
-            "--liveness-port",
-            str(port),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    env = {"EXPORTJOBS_NAMESPACE": namespace, "EXPORTJOBS_OPERATOR_LIVENESS_HOST": "127.0.0.1"}
+    _run_operator_image(
+        container_name, portable_kubeconfig, env,
+        "exportjobs-operator", "--standalone", "--metrics-port", "0", "--liveness-port", str(port),
+    )  # fmt: skip
     _wait_for(f"http://127.0.0.1:{port}/healthz", container_name)

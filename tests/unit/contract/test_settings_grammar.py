@@ -1,4 +1,5 @@
-"""One boolean grammar for every setting of every component (docs/configuration.md, "Booleans").
+"""One grammar for every setting of every component (docs/configuration.md), and the docs' tables
+naming exactly the variables the webhook and the operator read.
 
 The webhook, the operator, the callback policy they share and the processor read booleans with
 export_processor.common.parse_bool; these tests feed each of them the same texts and hold the
@@ -6,6 +7,8 @@ answers equal, so a component with a parser of its own (one once took `on` for f
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from hypothesis import given
@@ -17,6 +20,7 @@ from export_operator.webhook.settings import WebhookSettings
 from export_processor.common import FALSE_WORDS, TRUE_WORDS, parse_bool
 from export_processor.errors import InvalidConfigError
 from export_processor.settings import settings_from_env
+from tests.support.cluster import REPO
 
 WORDS = sorted(TRUE_WORDS | FALSE_WORDS)
 PROCESSOR_ENV = {
@@ -80,3 +84,15 @@ def test_every_component_reads_a_boolean_the_same_way(text: str) -> None:
 def test_a_refused_boolean_names_its_variable(name: str) -> None:
     with pytest.raises((ValueError, InvalidConfigError), match="EXPORTJOBS_"):
         READERS[name]("maybe")
+
+
+@pytest.mark.parametrize(
+    ("title", "settings"), [("Webhook", WebhookSettings), ("Operator", OperatorSettings)]
+)
+def test_the_configuration_docs_list_the_variables_read(title: str, settings: type) -> None:
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    section = doc[doc.index(f"## {title}\n") :].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    listed = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", "".join(rows)))
+    mentioned = set(re.findall(r"`\$?([A-Z][A-Z0-9_]+)`", section))
+    assert listed <= settings.variables() <= mentioned

@@ -71,7 +71,7 @@ def test_notification_settings_and_the_shared_callback_policy() -> None:
     assert settings.callback_policy.allow_http
     assert settings.callback_policy.hosts == ("hooks.example.com",)
     assert "whsec_" not in repr(settings)  # secrets stay out of logs
-    names = set(OperatorSettings().env_names.values())
+    names = OperatorSettings.variables()
     assert {"EXPORTJOBS_CALLBACK_ALLOWLIST", "EXPORTJOBS_CALLBACK_ALLOW_HTTP"} <= names
     for name, value in (
         ("EXPORTJOBS_OPERATOR_NOTIFY_SECRETS", "not-a-secret"),
