@@ -15,7 +15,7 @@ from export_operator.webhook.problems import Problem, ProblemCode
 from export_operator.webhook.services import METRICS, SETTINGS
 
 log = logging.getLogger("export_operator.webhook.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 _HTTP_CODES = {
     404: ProblemCode.NOT_FOUND,

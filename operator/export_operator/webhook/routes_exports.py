@@ -33,8 +33,8 @@ from export_operator.webhook.store import (
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 
 
 @routes.post("/v1/exports")

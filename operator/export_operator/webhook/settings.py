@@ -72,11 +72,11 @@ def _prefix_uri(uri: str | None) -> str | None:
     return uri
 
 
-_PUBLIC_URL = re.compile(r"^(https?://[^\s/?#]+)?(/[^\s?#]*)?$")
+_PUBLIC_URL = re.compile(r"(https?://[^\s/?#]+)?(/[^\s?#]*)?")
 
 
 def _public_url(url: str) -> str:
-    if url and not _PUBLIC_URL.match(url):
+    if url and not _PUBLIC_URL.fullmatch(url):
         raise ValueError("public URL must be a path (/prefix) or an http(s):// base URL")
     return url.rstrip("/")
 

@@ -183,7 +183,16 @@ def test_output_key_is_deterministic() -> None:
 
 
 @pytest.mark.parametrize(
-    "uri", ["s3://", "s3://ab/", "s3://Bad_Bucket/k", "ftp://x/y", "file://host/x", "file:///x/"]
+    "uri",
+    [
+        "s3://",
+        "s3://ab/",
+        "s3://Bad_Bucket/k",
+        "ftp://x/y",
+        "file://host/x",
+        "file:///x/",
+        "s3://bucket\n/k",
+    ],
 )
 def test_bad_source_uris(uri: str) -> None:
     with pytest.raises(InvalidConfigError):
