@@ -440,6 +440,20 @@ node_up() {
   log "node $NODE_NAME Ready in $((SECONDS - started))s"
 }
 
+# restart kubelet|containerd: stop one of the node's services and start it again, as a node's
+# service restarts (tests/e2e/test_node_faults.py). Running containers stay: containerd's shims
+# hold them while containerd is away, and the kubelet finds its pods again when it starts.
+restart_component() {
+  lock_held_by_us || die "node.sh restart needs this cluster's node (EXPORTJOBS_LOCAL_DIR)"
+  case ${1:-} in
+    kubelet) stop_pidfile "$node_dir/kubelet.pid"; start_kubelet "$(node_bin)" ;;
+    containerd) stop_pidfile "$node_dir/containerd.pid"; start_containerd ;;
+    *) die "restart kubelet|containerd" ;;
+  esac
+  retry "$timeout" node_ready || die "node $NODE_NAME not Ready after restarting $1"
+  log "$1 restarted"
+}
+
 # load IMAGE...: docker images into the node's containerd, skipped when the same image is there.
 load_images() {
   local image want have
@@ -581,9 +595,10 @@ case ${1:-} in
     net_up ;;
   up) node_up ;;
   load) shift; load_images "$@" ;;
+  restart) shift; restart_component "$@" ;;
   down) mkdir -p "$node_dir"; node_down ;;
   host-state) host_state ;;
-  *) echo "usage: $0 lock|up|load IMAGE...|down|host-state" >&2; exit 2 ;;
+  *) echo "usage: $0 lock|up|load IMAGE...|restart (kubelet|containerd)|down|host-state" >&2; exit 2 ;;
 esac
 }
 

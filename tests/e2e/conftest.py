@@ -34,6 +34,7 @@ from botocore.exceptions import ClientError
 
 from tests.support import cluster as local_cluster
 from tests.support.cluster import REPO
+from tests.support.wait import wait_for
 
 INPUT_BUCKET = "exports-input"
 OUTPUT_BUCKET = "exports-output"
@@ -241,3 +242,15 @@ def call(product: Any, method: str, path: str, body: Any = None) -> tuple[int, A
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
+
+
+def answering(product: Any) -> None:
+    """Wait until the webhook answers again through the port-forward (an upgrade rolled it)."""
+
+    def probe() -> bool:
+        try:
+            return call(product, "GET", "/v1/exports")[0] == 200
+        except OSError:
+            return False
+
+    wait_for("the webhook after the upgrade", probe, timeout=120, interval=1)
