@@ -2,8 +2,6 @@
 
 - the kubelet restarted while the processor's pod runs: the pod keeps running, the export
   succeeds with its one pod;
-- the API server down for 60 s while an export runs: the processor's progress patches fail
-  without failing the export, and its status catches up (Succeeded, result, progress at 100 %);
 - the node's containerd restarted mid-export: the export ends Succeeded with one result (the Job
   retries if the pod was lost).
 
@@ -13,17 +11,14 @@ the module), so an export of 24 MB runs long enough for each fault to land mid-w
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster.operator.conftest import ApiServer
 from tests.cluster.processor import s3_faults
 from tests.cluster.processor.inputs import medium_csv
 from tests.e2e.conftest import FINAL, INPUT_BUCKET, OUTPUT_BUCKET, E2ECluster, answering, call
@@ -150,32 +145,6 @@ def test_kubelet_restarted_while_the_processor_runs(
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert after["status"]["containerStatuses"][0]["restartCount"] == 0
     assert view.get("attempts", 1) == 1
-
-
-def test_api_server_down_60_s_while_an_export_runs(
-    product: Any, e2e_cluster: E2ECluster, e2e_s3: Any, slow_s3: None, source: str, tmp_path: Path
-) -> None:
-    if e2e_cluster.local is None:
-        pytest.skip("stops the local cluster's API server")
-    export_id = _start(product, e2e_cluster, source)
-    api = ApiServer(e2e_cluster.local, tmp_path)
-    api.stop()
-    try:
-        time.sleep(60)
-    finally:
-        api.start()
-        api.revive_components(watch_for=20)
-    view = _final(product, export_id)
-    _one_result(e2e_s3, view)
-    assert len(_export_pods(e2e_cluster, product.namespace, export_id)) == 1
-    exportjob = e2e_cluster.kubectl_json("-n", product.namespace, "get", "exportjob", export_id)
-    progress = exportjob["status"]["progress"]
-    assert progress["percent"] == 100 and progress["rows"] == ROWS, progress
-    logs = e2e_cluster.kubectl(
-        "-n", product.namespace, "logs", "-l", f"exportjobs.dev/export={export_id}"
-    )
-    assert "progress patch failed (ignored)" in logs
-    print(json.dumps(view))
 
 
 def test_containerd_restarted_mid_export(
