@@ -187,7 +187,7 @@ class Principals:
                 )
             )
         for name, config in entries:
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise ValueError(f"principal name {name!r} is not a DNS label (a-z, 0-9, -)")
             principal = Principal(
                 name=name,
@@ -228,7 +228,7 @@ def parse_document(text: str) -> dict[str, PrincipalConfig]:
         raise ValueError("principals: expected a mapping of principal name to its entry")
     configs: dict[str, PrincipalConfig] = {}
     for name, entry in document.items():
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(f"principals: name {name!r} is not a DNS label (a-z, 0-9, -)")
         try:
             configs[name] = PrincipalConfig.model_validate(entry or {})

@@ -168,7 +168,8 @@ def test_one_credential_given_to_two_principals_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ['{"Bad_Name": {}}', '{"a": {"admin": "yes"}}', '{"a": {"weight": 0}}', "[1]", "{",
+    ['{"Bad_Name": {}}', '{"team\\n": {}}', '{"a": {"admin": "yes"}}', '{"a": {"weight": 0}}',
+     "[1]", "{",
      '{"a": {"eventPrefixes": ["s3://b/no-slash"]}}', '{"a": {"unknown": 1}}'],
 )  # fmt: skip
 def test_bad_principal_documents_are_refused(text: str) -> None:
