@@ -261,19 +261,21 @@ class Exporter:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _open_source(self, previous: ByteSource | None = None) -> ByteSource:
+    def _source_from(self, start: int) -> ByteSource:
+        """The configured input, read from byte `start` on (the one place it is opened)."""
         s = self.settings
-        if previous is not None:
-            source = previous.reopen()
-        else:
-            source = open_source(
-                location=self.source_location,
-                client=self._client,
-                version_id=s.source_version_id,
-                etag=s.source_etag,
-                chunk_size=s.read_chunk_size,
-                read_ahead=s.read_ahead,
-            )
+        return open_source(
+            location=self.source_location,
+            client=self._client,
+            version_id=s.source_version_id,
+            etag=s.source_etag,
+            chunk_size=s.read_chunk_size,
+            read_ahead=s.read_ahead,
+            start=start,
+        )
+
+    def _open_source(self, previous: ByteSource | None = None) -> ByteSource:
+        source = previous.reopen() if previous is not None else self._source_from(0)
         self.reads += 1
         self._source = source
         self.progress.source = source

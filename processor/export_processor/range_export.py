@@ -33,7 +33,7 @@ from export_processor.ranges import (
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
 from export_processor.sink import Sink
-from export_processor.source import ByteSource, open_source
+from export_processor.source import ByteSource
 
 
 class RangeExporter(Exporter):
@@ -137,15 +137,7 @@ class RangeExporter(Exporter):
 
     def _open_range(self, start: int, stop: int | None) -> RangeSource:
         s = self.settings
-        inner = open_source(
-            location=self.source_location,
-            client=self._client,
-            version_id=s.source_version_id,
-            etag=s.source_etag,
-            chunk_size=s.read_chunk_size,
-            read_ahead=s.read_ahead,
-            start=start,
-        )
+        inner = self._source_from(start)
         # A row of up to two blocks may parse in one pod (one spanning three never does).
         source = RangeSource(inner, start=start, stop=stop, quote=s.quote, limit=2 * s.block_size)
         return self._use(source, stop)
