@@ -16,6 +16,7 @@ from export_operator.principals import parse_document
 from tests.cluster.webhook.conftest import TOKEN, ExportJobs, RunningWebhook, StartWebhook
 from tests.support import hostile_http, strategies
 from tests.support.tools import tool
+from tests.support.wait import eventually
 
 A = {"Authorization": "Bearer token-of-team-a-0123"}
 B = {"Authorization": "Bearer token-of-team-b-0123"}
@@ -118,10 +119,16 @@ async def test_another_principal_cannot_read_list_cancel_or_presign(
     exportjobs.set_status(
         mine, {"phase": "Succeeded", "result": {"uri": f"s3://exports-output/{mine}/a.csv"}}
     )
-    status, _, _ = await hook.request("GET", f"/v1/exports/{mine}", headers=B)
-    assert status == 404
-    status, view, _ = await hook.request("GET", f"/v1/exports/{mine}", headers=A)
-    assert status == 200 and view["result"]["download_url"]
+
+    async def presigned_for_a() -> Any:
+        # The webhook reads its informer's cache: the Succeeded status arrives by watch.
+        status, view, _ = await hook.request("GET", f"/v1/exports/{mine}", headers=A)
+        assert status == 200, view
+        return (view.get("result") or {}).get("download_url")
+
+    await eventually("the owner's GET to show a presigned URL", presigned_for_a)
+    status, body, _ = await hook.request("GET", f"/v1/exports/{mine}", headers=B)
+    assert (status, body["code"]) == (404, "not-found")
     # The unnamed token is the admin `default`: it sees both.
     status, listed, _ = await hook.request("GET", "/v1/exports")
     assert {item["id"] for item in listed["items"]} == {mine, theirs}
