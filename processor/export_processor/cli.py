@@ -21,9 +21,9 @@ from typing import Any
 
 from export_processor import split_cli, termination
 from export_processor.common import ExitCode, add_version_argument
-from export_processor.convert import Exporter, ProgressState
+from export_processor.convert import Exporter
 from export_processor.errors import CancelledError, ExportError, TransientError
-from export_processor.progress import ProgressReporter, progress_body
+from export_processor.progress import ProgressReporter, ProgressState, progress_body
 from export_processor.s3client import new_s3_client
 from export_processor.settings import FORMATS, ProcessorSettings, parse_char, settings_from_env
 

@@ -13,21 +13,15 @@ with them.
 
 from __future__ import annotations
 
-import codecs
-import ctypes
-import ctypes.util
-import queue
-import re
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
-from export_processor.column_types import TEXT, ColumnPlan, Typer, unique_names
+from export_processor.allocators import limit_malloc, use_memory_pool
+from export_processor.column_types import ColumnPlan, Typer, unique_names
 from export_processor.errors import (
     BadInputError,
     CancelledError,
@@ -36,38 +30,22 @@ from export_processor.errors import (
 )
 from export_processor.header import first_row
 from export_processor.locations import Location, output_location, parse_location
-from export_processor.parser_input import (
-    EndMarker,
-    ParserInput,
-    open_quote_line,
-    open_quote_line_in,
-)
+from export_processor.parse_errors import classify, too_long
+from export_processor.parser_input import EndMarker, ParserInput
+from export_processor.progress import ProgressState
+from export_processor.s3_source import S3Source
 from export_processor.s3client import S3Client
-from export_processor.settings import QUEUED_BATCHES, ProcessorSettings
+from export_processor.settings import ProcessorSettings
 from export_processor.sink import Sink, SinkResult, open_sink
-from export_processor.source import ByteSource, open_source
+from export_processor.source import ByteSource, FileSource
+from export_processor.typed_batches import (
+    WIDENED,
+    ReadError,
+    TypedBatches,
+    arrow_encoding,
+    open_reader,
+)
 from export_processor.writers import BatchWriter, new_writer
-
-_STRADDLING = "straddling object straddles two block boundaries"
-_ROW_IN_ERROR = re.compile(r"Expected \d+ columns, got \d+: ")
-_M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
-_END = object()
-_WIDENED = object()
-"""Sent by the reader thread when a column widened: the output is aborted, reading goes on."""
-
-
-@dataclass
-class ProgressState:
-    """Counters the progress reporter samples from another thread."""
-
-    bytes_total: int | None = None
-    rows: int = 0
-    source: ByteSource | None = None
-
-    @property
-    def bytes_read(self) -> int:
-        return self.source.bytes_fetched if self.source is not None else 0
 
 
 @dataclass(frozen=True)
@@ -92,141 +70,6 @@ class ExportResult:
         }
 
 
-class _ReadError(Exception):
-    """The reader thread failed; carries the rows parsed before the failure."""
-
-    def __init__(self, error: BaseException, rows: int) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.rows = rows
-
-
-class _TypedBatches:
-    """Runs the CSV reader and the typing on their own thread, `QUEUED_BATCHES` batches ahead.
-
-    Yields typed batches, then `_WIDENED` if a value broke a column's type (after which the
-    thread reads on to the end, settling the types, and yields nothing more), and ends after the
-    end marker (parser_input.py), whose row it drops; without it, a quote was left open.
-    """
-
-    def __init__(
-        self,
-        reader: pacsv.CSVStreamingReader,
-        typer: Typer,
-        *,
-        source: ByteSource,
-        parser_input: ParserInput,
-        strict: bool,
-    ) -> None:
-        self._reader = reader
-        self._typer = typer
-        self._source = source
-        self._input = parser_input
-        self._strict = strict
-        self.rows = 0
-        self.settling = False
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUED_BATCHES)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="csv-read", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: object) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def _run(self) -> None:
-        last_row: list[str | None] = []
-        ended = False
-        try:
-            while not self._stop.is_set():
-                try:
-                    batch = self._reader.read_next_batch()
-                except StopIteration:
-                    break
-                self._source.consumed()
-                if batch.num_rows == 0:
-                    continue
-                last_row = [column[-1].as_py() for column in batch.columns]
-                if self._input.marker.is_row(last_row):
-                    ended = True  # the end marker: the input ended outside quotes
-                    batch = batch.slice(0, batch.num_rows - 1)
-                    if batch.num_rows == 0:
-                        continue
-                self._type(batch)
-            else:
-                return
-            if not ended:
-                raise BadInputError(_never_closed(open_quote_line(last_row, self._input)))
-            self._put(_END)
-        except BaseException as exc:
-            self._put(_ReadError(exc, self.rows))
-
-    def _type(self, batch: pa.RecordBatch) -> None:
-        typed = self._typer.apply(batch, settle=self.settling)
-        self.rows += batch.num_rows
-        if self.settling:
-            return
-        if typed is None:
-            if self._strict:
-                raise TransientError(
-                    "a column's type changed between two reads of the same source "
-                    f"({'; '.join(self._typer.final_plan().widened[-3:])})"
-                )
-            self.settling = True
-            self._put(_WIDENED)
-            return
-        self._put(typed)
-
-    def __iter__(self) -> Iterator[object]:
-        while True:
-            item = self._queue.get()
-            if item is _END:
-                return
-            if isinstance(item, _ReadError):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        # A daemon thread: if it is stuck in a read (a pipe), leave it behind.
-        self._thread.join(timeout=2)
-
-
-def limit_malloc() -> None:
-    """glibc's malloc, used for Python's bytes (S3 ranges, parts), raises its mmap threshold
-    after each large free and keeps one arena per thread: 8 MiB buffers allocated on the S3
-    threads and freed on others then stay in the heap. A fixed 1 MiB threshold returns them
-    (docs/processor.md, "Memory")."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
-        libc.mallopt(_M_ARENA_MAX, 2)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def use_memory_pool(decay_ms: int) -> None:
-    """Arrow allocates from jemalloc, returning freed pages to the system after `decay_ms`: the
-    lowest peak of the three allocators at the same speed (docs/processor.md, "Memory").
-    settings.ARROW_DECAY says which formats keep freed pages a little while, and why."""
-    try:
-        pool = pa.jemalloc_memory_pool()
-    except NotImplementedError:  # a pyarrow built without jemalloc
-        return
-    pa.set_memory_pool(pool)
-    pa.jemalloc_set_decay_ms(decay_ms)
-
-
-def _arrow_encoding(encoding: str) -> str:
-    name = codecs.lookup(encoding).name
-    # pyarrow reads UTF-8 natively (and skips a BOM); any other name makes it transcode.
-    return "utf8" if name in ("utf-8", "utf-8-sig") else encoding
-
-
 class Exporter:
     """Runs one export with the given settings; `run()` returns the result or raises."""
 
@@ -248,7 +91,7 @@ class Exporter:
         )
         self._client = s3_client
         self.progress = progress or ProgressState()
-        self._encoding = _arrow_encoding(settings.encoding)
+        self._encoding = arrow_encoding(settings.encoding)
         self._source: ByteSource | None = None
         self._skip = 0
         self._input: ParserInput | None = None
@@ -262,11 +105,19 @@ class Exporter:
     # -- reading ---------------------------------------------------------------------------
 
     def _source_from(self, start: int) -> ByteSource:
-        """The configured input, read from byte `start` on (the one place it is opened)."""
+        """The configured input, read from byte `start` on (the one place it is opened).
+
+        Raises:
+            SourceMissingError: no such object, version, bucket or file (or a different ETag).
+            TransientError: S3 unreachable or refusing (credentials), or the file unreadable.
+        """
+        if not self.source_location.is_s3:
+            return FileSource(self.source_location.key, start=start)
+        assert self._client is not None
         s = self.settings
-        return open_source(
-            location=self.source_location,
+        return S3Source(
             client=self._client,
+            location=self.source_location,
             version_id=s.source_version_id,
             etag=s.source_etag,
             chunk_size=s.read_chunk_size,
@@ -281,29 +132,6 @@ class Exporter:
         self.progress.source = source
         self.progress.bytes_total = source.size
         return source
-
-    def _parse_options(
-        self, columns: int, parser_input: ParserInput | None = None
-    ) -> pacsv.ParseOptions:
-        return pacsv.ParseOptions(
-            delimiter=self.settings.delimiter,
-            quote_char=self.settings.quote,
-            double_quote=True,
-            newlines_in_values=True,
-            # An empty line has no fields to give a row of several columns (skipped); in a
-            # one-column file it is a row whose value is empty (null), and is kept.
-            ignore_empty_lines=columns > 1,
-            invalid_row_handler=parser_input.invalid_row if parser_input is not None else None,
-        )
-
-    @staticmethod
-    def _convert_options(names: list[str]) -> pacsv.ConvertOptions:
-        return pacsv.ConvertOptions(
-            column_types=dict.fromkeys(names, TEXT),
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        )
 
     def _probe(self, source: ByteSource) -> tuple[list[str], bytes, int]:
         """Read the first block(s) and name the columns; returns the names, the bytes read and
@@ -320,7 +148,7 @@ class Exporter:
             if row is not None:
                 break
             if len(head) > s.block_size:
-                raise BadInputError(_too_long(s.block_size))
+                raise BadInputError(too_long(s.block_size))
             more = bytes(source.read(s.block_size))
             head += more
             whole = len(more) < s.block_size
@@ -429,12 +257,12 @@ class Exporter:
         source.limit_read_ahead(s.blocks_ahead)
         sink: Sink | None = self._open_sink()
         self._input = parser_input
-        batches: _TypedBatches | None = None
+        batches: TypedBatches | None = None
         writer: BatchWriter | None = None
         rows = 0
         try:
-            reader = self._open_reader(parser_input, typer.names)
-            batches = _TypedBatches(
+            reader = open_reader(parser_input, typer.names, s, encoding=self._encoding)
+            batches = TypedBatches(
                 reader,
                 typer,
                 source=source,
@@ -442,7 +270,7 @@ class Exporter:
                 strict=strict,
             )
             for item in batches:
-                if item is _WIDENED:
+                if item is WIDENED:
                     self._abort(writer, sink)
                     writer, sink = None, None
                     continue
@@ -483,18 +311,6 @@ class Exporter:
             concurrency=s.upload_concurrency,
         )
 
-    def _open_reader(self, parser_input: ParserInput, names: list[str]) -> pacsv.CSVStreamingReader:
-        """The streaming CSV reader, every column as text."""
-        s = self.settings
-        return pacsv.open_csv(
-            cast(Any, parser_input),
-            read_options=pacsv.ReadOptions(
-                block_size=s.block_size, column_names=names, encoding=self._encoding
-            ),
-            parse_options=self._parse_options(len(names), parser_input),
-            convert_options=self._convert_options(names),
-        )
-
     def _new_writer(
         self, sink: Sink, schema: pa.Schema, *, sample: pa.RecordBatch | None = None
     ) -> BatchWriter:
@@ -521,7 +337,7 @@ class Exporter:
         """The error to raise for an exception of the conversion; `source_error` is the one the
         source reported before the conversion cancelled it."""
         rows = 0
-        if isinstance(exc, _ReadError):
+        if isinstance(exc, ReadError):
             rows = exc.rows
             exc = exc.error
         s = self.settings
@@ -538,43 +354,15 @@ class Exporter:
     def _classify(
         self, exc: pa.ArrowInvalid, *, rows: int, source_error: ExportError | None
     ) -> ExportError:
-        """A parse error as BAD_CSV, unless the source failed first (`source_error`: its
-        failure reached pyarrow as a parse error)."""
-        if source_error is not None:
-            return source_error
-        text = str(exc).strip()
-        if _STRADDLING in text:
-            return BadInputError(_too_long(self.settings.block_size))
-        if text == "Empty CSV file":
-            return BadInputError("the source is empty: no header and no rows")
-        parser_input = self._input
-        if parser_input is not None and parser_input.marker.token in text:
-            # The end marker is in the refused row: a quote left open swallowed its start.
-            row_text = _ROW_IN_ERROR.split(text, maxsplit=1)[-1]
-            return BadInputError(_never_closed(open_quote_line_in(row_text, parser_input)))
-        where = f" (after row {rows})" if rows else ""
-        return BadInputError(f"{_first_line(text)}{where}")
+        return classify(
+            exc,
+            rows=rows,
+            source_error=source_error,
+            block_size=self.settings.block_size,
+            parser_input=self._input,
+        )
 
     def cancel(self) -> None:
         """Stop reading (used from a signal handler; the run then aborts its output)."""
         if self._source is not None:
             self._source.cancel()
-
-
-def _never_closed(line: int | None) -> str:
-    where = f" on line {line}" if line is not None else " in the last row"
-    return (
-        f"a quote opened{where} is never closed: the rest of the input would have become one value"
-    )
-
-
-def _too_long(limit: int) -> str:
-    return (
-        f"a row is longer than {limit} bytes (EXPORTJOBS_BLOCK_SIZE_BYTES), or a quote is "
-        "never closed"
-    )
-
-
-def _first_line(text: str) -> str:
-    line = text.splitlines()[0] if text else "invalid CSV"
-    return line[:500]

@@ -11,14 +11,29 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import urllib3
 
 from export_processor.settings import KubeSettings
+from export_processor.source import ByteSource
 
 GROUP_VERSION = "exportjobs.dev/v1alpha1"
 PLURAL = "exportjobs"
+
+
+@dataclass
+class ProgressState:
+    """Counters the progress reporter samples from another thread."""
+
+    bytes_total: int | None = None
+    rows: int = 0
+    source: ByteSource | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        return self.source.bytes_fetched if self.source is not None else 0
 
 
 def progress_body(*, bytes_read: int, bytes_total: int | None, rows: int) -> dict[str, object]:

@@ -7,17 +7,13 @@ import time
 
 import pyarrow as pa
 
+from export_processor.allocators import limit_malloc, use_memory_pool
 from export_processor.column_types import Typer
-from export_processor.convert import (
-    Exporter,
-    ExportResult,
-    ProgressState,
-    limit_malloc,
-    use_memory_pool,
-)
+from export_processor.convert import Exporter, ExportResult
 from export_processor.errors import InvalidConfigError
 from export_processor.locations import part_location
 from export_processor.parser_input import EndMarker, ParserInput
+from export_processor.progress import ProgressState
 from export_processor.range_sink import RangePartsSink
 from export_processor.ranges import (
     RangePlan,
@@ -34,6 +30,7 @@ from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
 from export_processor.sink import Sink
 from export_processor.source import ByteSource
+from export_processor.typed_batches import open_reader
 
 
 class RangeExporter(Exporter):
@@ -98,7 +95,7 @@ class RangeExporter(Exporter):
         self._input = parser_input
         source.limit_read_ahead(self.settings.blocks_ahead)
         try:
-            reader = self._open_reader(parser_input, typer.names)
+            reader = open_reader(parser_input, typer.names, self.settings, encoding=self._encoding)
             while True:
                 try:
                     batch = reader.read_next_batch()

@@ -52,7 +52,7 @@ measured per format: docs/benchmarks.md, "Figures behind constants"."""
 NO_DECAY = ArrowDecay()
 """A format without a measured decay: freed pages go back at once."""
 KEPT_DOWNLOAD_BUFFERS = 1
-"""Free GET buffers kept for the next GET (source.DownloadBuffers): read_chunk_size each."""
+"""Free GET buffers kept for the next GET (s3_source.DownloadBuffers): read_chunk_size each."""
 GZIP_CHUNK_BYTES = 1 * MiB
 """Text deflated per csv.gz task; two tasks queued per thread, each with its output."""
 N = TypeVar("N", int, float)

@@ -1,23 +1,17 @@
-"""Readable byte streams over the input: local files and S3 objects read by prefetched ranges.
+"""Readable byte streams over the input: the stream the parser reads (ByteSource) and local files
+(FileSource); S3 objects read by prefetched ranges are in s3_source.py.
 
-Both count the bytes handed to the parser (for progress), stop promptly when cancelled, and keep
-the exception they raised, so the converter can tell an I/O failure from a CSV error after it
+Each counts the bytes handed to the parser (for progress), stops promptly when cancelled, and
+keeps the exception it raised, so the converter can tell an I/O failure from a CSV error after it
 crossed pyarrow.
 """
 
 from __future__ import annotations
 
-import collections
-import http.client
 import io
 import os
 import stat
 import threading
-import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
-
-import pyarrow as pa
 
 from export_processor.errors import (
     CancelledError,
@@ -25,9 +19,6 @@ from export_processor.errors import (
     SourceMissingError,
     TransientError,
 )
-from export_processor.locations import Location
-from export_processor.s3client import ROUND_PAUSE_SECONDS, S3Client, translate, with_rounds
-from export_processor.settings import KEPT_DOWNLOAD_BUFFERS
 
 _MAX_THROTTLE_WAIT = 60.0
 """Seconds a read waits for the writer before going ahead anyway: a safety net against a
@@ -39,11 +30,6 @@ _OPENING_THROTTLE_WAIT = 1.0
 looks for the first rows, and when it then fails (a row longer than two blocks) it waits for that
 read before raising: a read held for room the writer would never make stalled a BAD_CSV export
 for 60 s."""
-
-
-BODY_READS = 5
-"""Times one range is requested when its body keeps ending early (a connection reset mid-body,
-fewer bytes than Content-Length): botocore retries a request, not the reading of its body."""
 
 
 class ByteSource(io.RawIOBase):
@@ -235,306 +221,3 @@ class FileSource(ByteSource):
             if locked:
                 self._io.release()
         super().close()
-
-
-class _Owner:
-    """Stands for one download buffer inside Arrow: the buffer goes back to its pool when the
-    last Arrow buffer (or memoryview of one) over it is gone."""
-
-
-class DownloadBuffers:
-    """Buffers for ranged GETs, reused once nothing refers to their bytes any more.
-
-    A GET's body read into a fresh 4 MiB `bytes` took a page fault per 4 KiB (docs/benchmarks.md).
-    Here a body is read into a
-    buffer of the pool, and handed on as an Arrow buffer whose owner (`_Owner`) returns it to
-    the pool when Arrow, the parser and this module have all let go of it: a buffer is never
-    written while a view of it is alive. At most `KEPT_DOWNLOAD_BUFFERS` free buffers are kept
-    (the next GET takes one at once); one freed beyond that goes back to the system, so the pool
-    adds that many buffers to the memory the GETs and parser blocks hold anyway (settings,
-    `memory_bound()`): keeping all of them took a Parquet export of 3 GB to 293 MiB.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._free: list[bytearray] = []
-        self._lock = threading.Lock()
-        self.allocated = 0
-        """Buffers created (the pool's size; for tests)."""
-
-    def take(self, size: int) -> bytearray:
-        """A buffer of `size` bytes: a free one of the pool's size, else a new one."""
-        if size == self.size:
-            with self._lock:
-                if self._free:
-                    return self._free.pop()
-                self.allocated += 1
-        return bytearray(size)
-
-    def _give_back(self, buffer: bytearray) -> None:
-        if len(buffer) == self.size:
-            with self._lock:
-                if len(self._free) < KEPT_DOWNLOAD_BUFFERS:
-                    self._free.append(buffer)
-
-    def hand_out(self, buffer: bytearray) -> pa.Buffer:
-        """`buffer` as a read-only Arrow buffer; `buffer` returns to the pool once that buffer,
-        its slices and every view of them are gone."""
-        owner = _Owner()
-        # The address, through a view that ends here: the bytearray is never resized.
-        address = pa.py_buffer(buffer).address
-        weakref.finalize(owner, self._give_back, buffer)
-        return pa.foreign_buffer(address, len(buffer), base=owner)
-
-
-class BodyCutError(Exception):
-    """A GET's body ended in an error after `got` bytes (a reset, a timeout)."""
-
-    def __init__(self, got: int, cause: BaseException) -> None:
-        super().__init__(f"{type(cause).__name__}: {cause} after {got} bytes")
-        self.got = got
-
-
-def read_body_into(body: Any, target: memoryview) -> int:
-    """Read an S3 GET's body into `target`; returns the bytes read (fewer: the body was short).
-
-    Straight into `target` through the HTTP response under botocore's StreamingBody (urllib3's
-    `_fp`, http.client's response, whose `readinto` fills the buffer from the socket): botocore
-    and urllib3 only offer `read()`, which returns new bytes. The connection goes back to the
-    pool only after the whole body was read. A body of another kind (tests' fakes) is read and
-    copied.
-
-    Raises:
-        BodyCutError: the connection failed mid-body (the bytes read so far in `got`).
-    """
-    raw = getattr(body, "_raw_stream", None)
-    response = getattr(raw, "_fp", None)
-    if raw is None or not hasattr(response, "readinto"):
-        try:
-            data = body.read()
-        except Exception as exc:
-            raise BodyCutError(0, exc) from exc
-        size = min(len(data), len(target))
-        target[:size] = data[:size]
-        return len(data)
-    assert response is not None
-    got = 0
-    try:
-        while got < len(target):
-            count = response.readinto(target[got:])
-            if not count:
-                break
-            got += count
-    except (OSError, http.client.HTTPException) as exc:
-        raw.close()
-        raise BodyCutError(got, exc) from exc
-    except BaseException:
-        raw.close()
-        raise
-    if got == len(target):
-        raw.release_conn()
-    else:
-        raw.close()
-    return got
-
-
-class S3Source(ByteSource):
-    """An S3 object read as consecutive ranged GETs, `read_ahead` of them in flight.
-
-    Every range is pinned to the version (or the ETag seen at start), so an object overwritten
-    mid-read fails the export instead of mixing two versions.
-    """
-
-    def __init__(
-        self,
-        *,
-        client: S3Client,
-        location: Location,
-        version_id: str | None,
-        etag: str | None,
-        chunk_size: int,
-        read_ahead: int,
-        start: int = 0,
-        stop: int | None = None,
-    ) -> None:
-        super().__init__()
-        self._client = client
-        self._start, self._stop = start, stop
-        self._location = location
-        self._version_id = version_id
-        self._chunk_size = chunk_size
-        self._read_ahead = read_ahead
-        what = f"reading {location.uri}"
-        head_args: dict[str, str] = {"Bucket": location.bucket, "Key": location.key}
-        if version_id:
-            head_args["VersionId"] = version_id
-        if etag:
-            head_args["IfMatch"] = etag
-        head = with_rounds(
-            lambda: client.head_object(**head_args),  # type: ignore[arg-type]
-            what=what,
-            missing_is_source=True,
-            cancelled=self._cancelled,
-        )
-        self.size = int(head["ContentLength"])
-        self._etag = etag or head.get("ETag")
-        self._next_offset = start
-        self._limit = self.size if stop is None else min(stop, self.size)
-        self._pending: collections.deque[Future[tuple[pa.Buffer, bytearray]]] = collections.deque()
-        self._buffers = DownloadBuffers(chunk_size)
-        self._chunk: bytes | pa.Buffer = b""
-        self._array = bytearray()
-        """The download buffer under `_chunk` (quotes are counted in it without a copy)."""
-        self._position = 0
-        """The current download and how much of it was read."""
-        self._pool = ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="s3-read")
-        self._fill()
-
-    def _fill(self) -> None:
-        while len(self._pending) < self._read_ahead and self._next_offset < self._limit:
-            start = self._next_offset
-            end = min(start + self._chunk_size, self._limit) - 1
-            self._pending.append(self._pool.submit(self._get_range, start, end))
-            self._next_offset = end + 1
-
-    def _range_args(self, start: int, end: int) -> dict[str, str]:
-        """A GET of bytes `start` to `end` (inclusive), pinned to the version or ETag."""
-        args: dict[str, str] = {
-            "Bucket": self._location.bucket,
-            "Key": self._location.key,
-            "Range": f"bytes={start}-{end}",
-        }
-        if self._version_id:
-            args["VersionId"] = self._version_id
-        if self._etag:
-            args["IfMatch"] = self._etag
-        return args
-
-    def _get_range(self, start: int, end: int) -> tuple[pa.Buffer, bytearray]:
-        if self._cancelled.is_set():
-            raise CancelledError("cancelled")
-        args = self._range_args(start, end)
-        what = f"reading {self._location.uri} bytes {start}-{end}"
-        size = end - start + 1
-        buffer = self._buffers.take(size)
-        cut = ""
-        for reads in range(1, BODY_READS + 1):
-            response = with_rounds(
-                lambda: self._client.get_object(**args),  # type: ignore[arg-type]
-                what=what,
-                missing_is_source=True,
-                cancelled=self._cancelled,
-            )
-            try:
-                got = read_body_into(response["Body"], memoryview(buffer))
-                if got == size:
-                    return self._buffers.hand_out(buffer), buffer
-                cut = f"the body ended after {got} bytes"
-            except BodyCutError as exc:
-                got, cut = exc.got, str(exc)
-            # Read again from the range's start: its bytes so far are read twice.
-            self._read_again(got)
-            if reads < BODY_READS and self._cancelled.wait(ROUND_PAUSE_SECONDS * reads):
-                raise CancelledError("cancelled")
-        raise TransientError(f"{what}: cut {BODY_READS} times; last: {cut}")
-
-    def _next_chunk(self) -> bool:
-        if not self._pending:
-            return False
-        future = self._pending.popleft()
-        try:
-            data = future.result()
-        except ExportError as exc:
-            raise self._fail(exc) from exc
-        except Exception as exc:
-            raise self._fail(TransientError(f"reading {self._location.uri}: {exc}")) from exc
-        (self._chunk, self._array), self._position = data, 0
-        self._fill()
-        return True
-
-    def read(self, size: int = -1) -> bytes | memoryview:
-        """Up to `size` bytes; within one download a memoryview of it (the parser reads blocks
-        of half a download: copying them cost a copy of the input and its page faults)."""
-        self._check_cancelled()
-        self._wait_for_room()
-        wanted = size if size >= 0 else 1 << 62
-        parts: list[memoryview] = []
-        got = 0
-        while got < wanted:
-            if self._position == len(self._chunk) and not self._next_chunk():
-                break
-            self._check_cancelled()
-            chunk, start = self._chunk, self._position
-            end = min(len(chunk), start + wanted - got)
-            parts.append(memoryview(chunk)[start:end])
-            if self.count_byte is not None:
-                self.counted += self._array.count(self.count_byte, start, end)
-            self._position = end
-            got += end - start
-        self.bytes_read += got
-        if len(parts) == 1:
-            return parts[0]
-        return b"".join(parts)
-
-    def reopen(self) -> S3Source:
-        return S3Source(
-            client=self._client,
-            location=self._location,
-            version_id=self._version_id,
-            etag=self._etag,
-            chunk_size=self._chunk_size,
-            read_ahead=self._read_ahead,
-            start=self._start,
-            stop=self._stop,
-        )
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        assert self.size is not None
-        end = min(offset + size, self.size) - 1
-        if end < offset:
-            return b""
-        args = self._range_args(offset, end)
-        try:
-            return bytes(self._client.get_object(**args)["Body"].read())  # type: ignore[arg-type]
-        except Exception as exc:
-            raise self._fail(translate(exc, what=f"reading {self._location.uri}")) from exc
-
-    def close(self) -> None:
-        self._cancelled.set()
-        for future in self._pending:
-            future.cancel()
-        self._pending.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        super().close()
-
-
-def open_source(
-    *,
-    location: Location,
-    client: S3Client | None,
-    version_id: str | None,
-    etag: str | None,
-    chunk_size: int,
-    read_ahead: int,
-    start: int = 0,
-    stop: int | None = None,
-) -> ByteSource:
-    """Open the input for reading (bytes `start` to `stop`, exclusive: all of it by default).
-
-    Raises:
-        SourceMissingError: no such object, version, bucket or file (or a different ETag).
-        TransientError: S3 unreachable or refusing (credentials), or the file unreadable.
-    """
-    if not location.is_s3:
-        return FileSource(location.key, start=start, stop=stop)
-    assert client is not None
-    return S3Source(
-        client=client,
-        location=location,
-        version_id=version_id,
-        etag=etag,
-        chunk_size=chunk_size,
-        read_ahead=read_ahead,
-        start=start,
-        stop=stop,
-    )

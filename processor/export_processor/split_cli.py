@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from export_processor.convert import ProgressState
 from export_processor.errors import InvalidConfigError
+from export_processor.progress import ProgressState
 from export_processor.range_export import RangeExporter
 from export_processor.ranges import RangeSpec, kind_of
 from export_processor.s3client import S3Client

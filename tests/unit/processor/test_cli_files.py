@@ -175,9 +175,7 @@ def test_a_parse_error_is_not_reported_as_the_cancellation_that_follows_it(
             super().cancel()
             self.error = CancelledError("cancelled while reading the source")
 
-    monkeypatch.setattr(
-        convert, "open_source", lambda **kw: ReadAheadAfterCancel(kw["location"].key)
-    )
+    monkeypatch.setattr(convert, "FileSource", ReadAheadAfterCancel)
     data = b"a\n" + b"1\n" * 50_000 + b"y" * 140_000 + b"\n" + b"2\n" * 50_000
     code, output, payload = run(tmp_path, data, fmt)
     assert code == 2

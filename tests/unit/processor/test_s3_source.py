@@ -14,10 +14,11 @@ from typing import Any, cast
 import pyarrow as pa
 import pytest
 
-from export_processor.convert import Exporter, ProgressState
+from export_processor.convert import Exporter
 from export_processor.errors import BadInputError, ExportError, TransientError
+from export_processor.progress import ProgressState
+from export_processor.s3_source import DownloadBuffers, S3Source, read_body_into
 from export_processor.settings import KEPT_DOWNLOAD_BUFFERS, ProcessorSettings
-from export_processor.source import DownloadBuffers, S3Source, read_body_into
 from tests.support.corpus import CASES, EXTENSIONS
 
 FORMATS = ["csv", "csv.gz", "jsonl", "parquet"]
