@@ -79,6 +79,8 @@ class _Signals:
         self.done = False
         """Set once the output is complete: from then on a signal changes nothing."""
         self.exporter: Exporter | None = None
+        self.after_done = threading.Event()
+        """Set by a signal that came once the output was complete."""
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -96,7 +98,9 @@ class _Signals:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is not None or self.done:
             # Already stopping (let the abort finish), or the output is complete: a cancel that
-            # comes after it exits 0 with the result, so the output never goes unrecorded.
+            # comes after it exits 0 with the result, so the output never goes unrecorded (and
+            # without waiting any longer for the API server to take the last progress).
+            self.after_done.set()
             return
         self.received = signum
         if self.exporter is not None:
@@ -190,14 +194,16 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
                 reporter.start()
             result = exporter.run()
             signals.done = True
-            if reporter is not None:
-                reporter.stop(final=True)
             payload = result.as_json() | _range_report(exporter)
+        # The message first: the last progress patch may wait out an API server outage, and the
+        # result must be there whenever the container ends.
         termination.write(
             settings.termination_message_path,
             payload,
             explicit=settings.termination_message_explicit,
         )
+        if reporter is not None:
+            reporter.stop(final=True, interrupt=signals.after_done)
         print(json.dumps(payload, separators=(",", ":")), flush=True)
         return int(ExitCode.OK)
     except ExportError as error:

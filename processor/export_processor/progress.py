@@ -1,7 +1,11 @@
 """Progress reports: JSON merge patches of `status.progress` on the ExportJob, best effort.
 
 Plain HTTPS with urllib3 (botocore brings it), so the processor image needs no Kubernetes client.
-A failed patch is logged once and never fails the export.
+A failed patch never fails the export. Every patch carries the progress of the moment it is sent,
+so the first one the API server takes after an outage brings the status up to date; the last one
+(100 %) is tried again until the API server takes it, within `KubeSettings.final_wait_seconds`,
+when it took one before: the status contract gives `progress` to the processor alone, so a final
+patch lost here is never written by anyone.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import json
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -21,6 +26,8 @@ from export_processor.source import ByteSource
 
 GROUP_VERSION = "exportjobs.dev/v1alpha1"
 PLURAL = "exportjobs"
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+"""Seconds between the tries of the final patch (the last one repeats)."""
 
 
 @dataclass
@@ -67,7 +74,10 @@ class ProgressReporter:
         self._sample = sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
-        self._warned = False
+        self._failed = 0
+        """Patches failed since the last one sent (one line on stderr per such streak)."""
+        self._reason = ""
+        """Why the last patch failed."""
         self.patches_sent = 0
         self._http = self._pool()
 
@@ -86,13 +96,32 @@ class ProgressReporter:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, *, final: bool) -> None:
-        """Stop the thread; with `final`, send one last patch (e.g. 100 % at the end)."""
+    def stop(self, *, final: bool, interrupt: threading.Event | None = None) -> None:
+        """Stop the thread; with `final`, send one last patch (e.g. 100 % at the end), tried
+        again within `final_wait_seconds` unless `interrupt` is set (a signal: the pod is being
+        stopped)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=self._settings.request_timeout_seconds + 1)
         if final:
-            self.patch_once()
+            self._send_final(interrupt or threading.Event())
+
+    def _send_final(self, interrupt: threading.Event) -> None:
+        """Only when the API server took a patch of this process before: then a failure is the
+        server's state (down, restarting: a kube-apiserver that has just started answers 401,
+        403 or 404 until its caches are filled), not a request it can never take. A pod that
+        never got a patch through (a network policy, a wrong address, no RBAC) is not held up."""
+        deadline = time.monotonic() + self._settings.final_wait_seconds
+        tries = 1
+        while not self.patch_once() and self.patches_sent:
+            left = deadline - time.monotonic()
+            if not left > 0:  # (not: a NaN setting ends it too)
+                self._note(f"final progress not sent after {tries} tries: {self._reason}")
+                return
+            if interrupt.wait(min(RETRY_DELAYS[min(tries - 1, len(RETRY_DELAYS) - 1)], left)):
+                self._note("final progress not sent: stopped by a signal")
+                return
+            tries += 1
 
     def _loop(self) -> None:
         while not self._stop.wait(self._settings.progress_interval_seconds):
@@ -113,18 +142,27 @@ class ProgressReporter:
                     "Accept": "application/json",
                 },
             )
-            if response.status >= 300:
-                self._warn(f"HTTP {response.status}: {response.data[:200]!r}")
-                return False
         except Exception as exc:
-            self._warn(f"{type(exc).__name__}: {exc}")
+            self._failure(f"{type(exc).__name__}: {exc}")
             return False
+        if response.status >= 300:
+            self._failure(f"HTTP {response.status}: {response.data[:200]!r}")
+            return False
+        if self._failed:
+            self._note(
+                f"progress patches sent again after {self._failed} failed (the last: "
+                f"{self._reason})"
+            )
+            self._failed = 0
         self.patches_sent += 1
         return True
 
-    def _warn(self, reason: str) -> None:
-        if not self._warned:
-            self._warned = True
-            print(
-                f"exportjobs-processor: progress patch failed (ignored): {reason}", file=sys.stderr
-            )
+    def _failure(self, reason: str) -> None:
+        self._reason = reason[:300]
+        if not self._failed:
+            self._note(f"progress patch failed (ignored): {reason}")
+        self._failed += 1
+
+    @staticmethod
+    def _note(line: str) -> None:
+        print(f"exportjobs-processor: {line}", file=sys.stderr, flush=True)

@@ -79,6 +79,11 @@ class KubeSettings:
     request_timeout_seconds: float = 5.0
     """EXPORTJOBS_KUBE_TIMEOUT_SECONDS. Per-request timeout of a progress patch (default 5), so a
     slow API server never stalls the export."""
+    final_wait_seconds: float = 120.0
+    """EXPORTJOBS_PROGRESS_FINAL_WAIT_SECONDS. How long the last patch (100 %) is tried again when
+    an API server that answered this process stops answering (default 120: an API server restart
+    or a control-plane upgrade). Nothing waits on the pod meanwhile: the operator cannot record
+    the result before the API server is back either."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,6 +275,9 @@ def kube_settings_from_env(env: Mapping[str, str]) -> KubeSettings:
         ),
         request_timeout_seconds=_number(
             env, "EXPORTJOBS_KUBE_TIMEOUT_SECONDS", defaults.request_timeout_seconds
+        ),
+        final_wait_seconds=_number(
+            env, "EXPORTJOBS_PROGRESS_FINAL_WAIT_SECONDS", defaults.final_wait_seconds
         ),
     )
 
