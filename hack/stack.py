@@ -11,8 +11,10 @@ real node or any cluster given by KUBECONFIG.
     python hack/stack.py down --namespace NS
 
 S3 keys come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (stored in the chart's Secret), the
-endpoint the pods use from --s3-endpoint (default AWS_ENDPOINT_URL). helm and kubectl are taken
-from PATH, after the tools hack/tools.sh built (so `make demo-down` works from a bare shell).
+endpoint the pods use from --s3-endpoint (default AWS_ENDPOINT_URL). `s3_users` makes one MinIO
+user per component with the policy of what it does (export_operator.s3policy, through
+`s3-admin` built by hack/tools.sh). helm and kubectl are taken from PATH, after the tools
+hack/tools.sh built (so `make demo-down` works from a bare shell).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "exportjobs"
@@ -197,6 +200,34 @@ def values(
         # tests/cluster/operator/test_resilience.py.
         "operator": {"replicas": 1},
     }
+
+
+def s3_users(
+    namespace: str, state_dir: Path, s3: Mapping[str, Any], *, env: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """One MinIO user per component, allowed what it does under the release's allowed sources
+    and destinations (export_operator.s3policy): `s3.componentKeys` of the chart. Made with the
+    root keys of `env`; running it again replaces each user's secret and policy."""
+    from export_operator.s3policy import component_policies  # the venv's; `down` needs none
+
+    sources = list(s3["allowedSources"])
+    destinations = list(s3.get("allowedDestinations") or [s3["defaultDestination"]])
+    keys: dict[str, dict[str, str]] = {}
+    for component, policy in component_policies(sources, destinations).items():
+        user = f"{namespace}-{component}"
+        secret = secrets.token_urlsafe(24)
+        policy_file = state_dir / f"s3-policy-{component}.json"
+        policy_file.write_text(json.dumps(policy, indent=2))
+        run(
+            "s3-admin",
+            "user",
+            user,
+            str(policy_file),
+            env={**env, "S3_USER_SECRET": secret},
+            timeout=90,
+        )
+        keys[component] = {"accessKeyId": user, "secretAccessKey": secret}
+    return keys
 
 
 def helm_install(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local-cluster tools from pinned Go modules into a versioned cache, or reuse it.
 #
-#   hack/tools.sh [all|kube|node|etcd|kwok|helm|minio|promql|toxiproxy|path]...
+#   hack/tools.sh [all|kube|node|etcd|kwok|helm|minio|promql|toxiproxy|s3admin|path]...
 #
 # Each tool lands in $EXPORTJOBS_TOOLS_DIR/<tool>-<version>/ (default ~/.cache/exportjobs/tools).
 # A build runs in a temporary folder under a per-tool flock and is renamed into place only when it
@@ -135,6 +135,15 @@ build_promql() {
   go build -trimpath -ldflags "-s -w" -o "$out/promql-check" .
 }
 PROMQL_VERSION=v$(cat "$here/promql/go.mod" "$here/promql/go.sum" "$here/promql/main.go" | sha256sum | cut -c1-12)
+# s3-admin (hack/s3admin): MinIO users with their own policies (madmin-go, the admin client of the
+# pinned MinIO's own go.mod), so the demo and the e2e tier give each component least-privilege keys
+# (hack/s3_users.py). Keyed by its sources' hash.
+build_s3admin() {
+  local out=$1
+  cp "$here/s3admin/go.mod" "$here/s3admin/go.sum" "$here/s3admin/main.go" .
+  go build -trimpath -ldflags "-s -w" -o "$out/s3-admin" .
+}
+S3ADMIN_VERSION=v$(cat "$here/s3admin/go.mod" "$here/s3admin/go.sum" "$here/s3admin/main.go" | sha256sum | cut -c1-12)
 # Toxiproxy's server (cmd/server), named toxiproxy-server: TCP faults (latency, bandwidth, resets)
 # between the processor and the S3 server in the fault tests.
 build_toxiproxy() {
@@ -155,7 +164,8 @@ for t in "${targets[@]}"; do
       pids=()
       { build kube "$KUBE_VERSION" build_kube && build node "$KUBE_VERSION" build_node; } & pids+=($!)
       { build minio "$MINIO_VERSION" build_minio \
-          && build toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy; } & pids+=($!)
+          && build toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy \
+          && build s3admin "$S3ADMIN_VERSION" build_s3admin; } & pids+=($!)
       { build etcd "$ETCD_VERSION" build_etcd && build kwok "$KWOK_VERSION" build_kwok \
           && build helm "$HELM_BUILD" build_helm && build promql "$PROMQL_VERSION" build_promql; } & pids+=($!)
       failed=0
@@ -169,12 +179,13 @@ for t in "${targets[@]}"; do
     minio) build minio "$MINIO_VERSION" build_minio ;;
     promql) build promql "$PROMQL_VERSION" build_promql ;;
     toxiproxy) build toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy ;;
+    s3admin) build s3admin "$S3ADMIN_VERSION" build_s3admin ;;
     path)
       bindir kube "$KUBE_VERSION"; bindir etcd "$ETCD_VERSION"; bindir kwok "$KWOK_VERSION"
       # node last: hack/node.sh takes the last line as the kubelet's folder.
       bindir helm "$HELM_BUILD"; bindir minio "$MINIO_VERSION"; bindir promql "$PROMQL_VERSION"
-      bindir toxiproxy "$TOXIPROXY_VERSION"
+      bindir toxiproxy "$TOXIPROXY_VERSION"; bindir s3admin "$S3ADMIN_VERSION"
       bindir node "$KUBE_VERSION" ;;
-    *) die "unknown tool '$t' (all|kube|node|etcd|kwok|helm|minio|promql|toxiproxy|path)" ;;
+    *) die "unknown tool '$t' (all|kube|node|etcd|kwok|helm|minio|promql|toxiproxy|s3admin|path)" ;;
   esac
 done

@@ -29,6 +29,9 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_SOURCE_KIND = f"{GROUP}/source-kind"
 """How the ExportJob was requested: `api`, `s3`, `sns`, `eventbridge` or `minio`."""
+NO_OWNER_LABEL = "_none"
+"""The `owner` label of metrics for an export without `spec.owner` (principal names are DNS
+labels, so no principal is called this)."""
 LABEL_OWNER = f"{GROUP}/owner"
 """The principal that created the ExportJob (a copy of `spec.owner`, for label selectors:
 `kubectl get ej -l exportjobs.dev/owner=team-a`)."""

@@ -98,9 +98,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* envFrom for the S3 keys Secret, if there is one. */}}
+{{/* The Secret with one component's AWS keys (dict "root" . "component" NAME): its own
+  (s3.componentKeys.NAME), else the shared one; empty when there is none. */}}
+{{- define "exportjobs.s3SecretNameFor" -}}
+{{- $own := index (.root.Values.s3.componentKeys | default dict) .component | default dict }}
+{{- if $own.existingSecret }}
+{{- $own.existingSecret }}
+{{- else if $own.accessKeyId }}
+{{- include "exportjobs.componentName" (dict "root" .root "component" (printf "s3-%s" .component)) }}
+{{- else }}
+{{- include "exportjobs.s3SecretName" .root }}
+{{- end }}
+{{- end }}
+
+{{/* envFrom for a component's S3 keys Secret (dict "root" . "component" NAME), if any. */}}
 {{- define "exportjobs.s3EnvFrom" -}}
-{{- with include "exportjobs.s3SecretName" . }}
+{{- with include "exportjobs.s3SecretNameFor" . }}
 envFrom:
   - secretRef:
       name: {{ . }}

@@ -20,6 +20,7 @@ import dataclasses
 import heapq
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -294,13 +295,14 @@ class Admission:
         waiting = [v for v in waiting if v.key not in jobs]
         self._admitted &= {e.key for e in waiting}
         in_flight = self._admitted | self._expected.keys()
+        holding = self._holding(jobs, in_flight)
         plan = plan_admission(
             exports=waiting,
             jobs=jobs,
             in_flight=in_flight,
             max_running=self._max_running,
             policy=self.policy,
-            holding=self._holding(jobs, in_flight),
+            holding=holding,
         )
         log.debug("admission pass: %d admitted, %d queued", len(plan.admit), len(plan.positions))
         if isinstance(self.policy, FairShare):
@@ -310,6 +312,9 @@ class Admission:
             self._queue.add(export.key, urgent=True)  # Job creations before status writes
         metrics.QUEUE_DEPTH.set(len(plan.positions))
         metrics.RUNNING_JOBS.set(plan.running + len(plan.admit))
+        owners = {e.key: e.owner for e in waiting}
+        metrics.QUEUE_DEPTH_BY_OWNER.set(Counter(owners[k] for k in plan.positions))
+        metrics.RUNNING_JOBS_BY_OWNER.set(Counter(e.owner for e in [*holding, *plan.admit]))
         phases = {e.key: e.phase_value for e in waiting}
         previous, self.positions = self.positions, plan.positions
         for key in plan.positions:
@@ -319,7 +324,6 @@ class Admission:
                 self._queue.add(key)
 
     def _holding(self, jobs: Mapping[Key, JobView], in_flight: Collection[Key]) -> list[ExportView]:
-        if isinstance(self.policy, Fifo):
-            return []  # FIFO does not look: no lookups
+        """The ExportJobs holding a slot (for the policy and the per-owner figures)."""
         keys = [k for k, j in jobs.items() if j.occupies_slot] + list(in_flight)
         return [e for e in map(self._exports.get, keys) if e is not None]

@@ -53,12 +53,14 @@ class Manager:
         self.queue: WorkQueue[Key] = WorkQueue(
             backoff=Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
         )
+        shares = settings.shares
+        metrics.OWNERS.configure(shares)  # the owners named in the per-owner metrics
         self.admission = Admission(
             exports=self.caches.exports,
             jobs=self.caches.jobs,
             queue=self.queue,
             max_running=settings.max_running,
-            policy=FairShare(settings.shares),
+            policy=FairShare(shares),
         )
         self.recorder = EventRecorder(
             queue=self.queue, creating=self.admission.creating, clock=clock, quiet=creations_quiet

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from export_operator.controller.outcomes import ProcessorResult
-from export_operator.resource import Phase
+from export_operator.resource import NO_OWNER_LABEL, Phase
 
 if TYPE_CHECKING:
     from export_operator.controller.snapshots import ExportView
@@ -73,10 +76,83 @@ RUNNING_JOBS = LeaderFigure(
 )
 
 
+NO_OWNER = NO_OWNER_LABEL
+"""The owner label of exports without `spec.owner` (made before principals, or by kubectl)."""
+OTHER_OWNER = "_other"
+"""The owner label of every owner not configured (principal names are DNS labels: no `_`)."""
+
+
+class Owners:
+    """Owner label values of bounded cardinality: the owners configured in
+    `EXPORTJOBS_OPERATOR_OWNER_SHARES` (the chart fills it from `auth.principals`) by name,
+    `_none` for no owner, `_other` for any other `spec.owner` (anyone who may create an
+    ExportJob can write any string there)."""
+
+    def __init__(self) -> None:
+        self.known: frozenset[str] = frozenset()
+
+    def configure(self, owners: Collection[str]) -> None:
+        self.known = frozenset(owners)
+
+    def label(self, owner: str) -> str:
+        if not owner:
+            return NO_OWNER
+        return owner if owner in self.known else OTHER_OWNER
+
+
+OWNERS = Owners()
+
+
+class OwnerFigures(Collector):
+    """A gauge by owner that only the leader's admission pass sets (a standby exports none):
+    `set` replaces all the owners' values at once, so an owner with nothing left drops out."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name, self.documentation = name, documentation
+        self.values: dict[str, float] = {}
+        self.leading: asyncio.Event | None = None
+        REGISTRY.register(self)
+
+    def set(self, counts: Mapping[str, int]) -> None:
+        """`counts` by owner (spec.owner), labelled through OWNERS."""
+        values: dict[str, float] = {}
+        for owner, count in counts.items():
+            label = OWNERS.label(owner)
+            values[label] = values.get(label, 0.0) + count
+        self.values = values
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=["owner"])
+        if self.leading is None or self.leading.is_set():
+            for owner, value in sorted(self.values.items()):
+                family.add_metric([owner], value)
+        yield family
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.name, self.documentation, labels=["owner"])
+
+
+QUEUE_DEPTH_BY_OWNER = OwnerFigures(
+    "exportjobs_operator_owner_queue_depth",
+    "ExportJobs waiting for a free slot, by owner (the leader's).",
+)
+RUNNING_JOBS_BY_OWNER = OwnerFigures(
+    "exportjobs_operator_owner_running_jobs",
+    "Unfinished Jobs counting against the concurrency limit, by owner (the leader's).",
+)
+OWNER_PHASE_TRANSITIONS = Counter(
+    "exportjobs_operator_owner_phase_transitions_total",
+    "ExportJob phase transitions written by the operator, by owner and new phase (Queued, "
+    "Running, Succeeded, Failed, Cancelled: exports started and finished per owner).",
+    ["owner", "phase"],
+)
+
+
 def follow_leadership(leading: asyncio.Event) -> None:
     """The leader gauge and the queue figures read `leading` at each scrape."""
     LEADER.set_function(lambda: 1.0 if leading.is_set() else 0.0)
     QUEUE_DEPTH.leading = RUNNING_JOBS.leading = leading
+    QUEUE_DEPTH_BY_OWNER.leading = RUNNING_JOBS_BY_OWNER.leading = leading
 
 
 FAILURES = Counter(
@@ -148,6 +224,7 @@ def record_result(result: ProcessorResult) -> None:
 def record_transition(export: ExportView, decision: Decision, *, now: dt.datetime) -> None:
     """Count a phase transition this process wrote, and a finished export's figures."""
     PHASE_TRANSITIONS.labels(decision.phase.value).inc()
+    OWNER_PHASE_TRANSITIONS.labels(OWNERS.label(export.owner), decision.phase.value).inc()
     if decision.phase is Phase.FAILED and decision.error is not None:
         FAILURES.labels(decision.error.code).inc()
     if decision.phase is Phase.SUCCEEDED:

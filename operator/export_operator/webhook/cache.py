@@ -10,6 +10,7 @@ not replace it.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 import sys
@@ -19,11 +20,17 @@ from typing import Any
 
 from export_operator import resource
 from export_operator.backoff import Backoff
+from export_operator.freemem import release_free_memory
 from export_operator.informer import Informer
 from export_operator.kube import Kube, collection_path
 from export_operator.public_view import owner_of, phase_of
 from export_operator.webhook.listing import ListQuery, SortKey, created_key, encode_continue
 
+TRIM_AFTER_DELETIONS = 1000
+"""After this many deletions (e.g. `kubectl delete ej --all`, or a week's retention ending at
+once), the freed memory is given back to the system (export_operator.freemem)..."""
+TRIM_DELAY_SECONDS = 5.0
+"""... this long after the 1,000th, so that the rest of the batch is freed first."""
 RETRY = Backoff(base=0.5, cap=30.0, jitter=0.0)
 """Delays between attempts after a failed list or watch: 0.5 s doubling up to 30 s."""
 
@@ -54,6 +61,8 @@ class ExportCache:
             retry=RETRY,
         )
         self.informer.listeners.append(self._changed)
+        self._deleted = 0
+        """Deletions since the freed memory was last given back (`TRIM_AFTER_DELETIONS`)."""
         self._sorted: list[SortKey] | None = None
         self._unfinished: dict[str | None, set[str]] = {}
         """Owner → names of its exports not finished yet (for per-owner queue caps)."""
@@ -90,10 +99,21 @@ class ExportCache:
     ) -> None:
         if old is None or event_type == "DELETED":
             self._sorted = None  # the set of names changed
+        if event_type == "DELETED":
+            self._deleted += 1
+            if self._deleted == TRIM_AFTER_DELETIONS:  # once per batch, after it
+                try:
+                    asyncio.get_running_loop().call_later(TRIM_DELAY_SECONDS, self._trim)
+                except RuntimeError:  # no event loop (a test driving the cache directly)
+                    self._trim()
         if old is not None:
             self._unfinished.get(old.owner, set()).discard(old.name)
         if event_type != "DELETED" and not resource.Phase(view.phase).finished:
             self._unfinished.setdefault(view.owner, set()).add(view.name)
+
+    def _trim(self) -> None:
+        self._deleted = 0
+        release_free_memory()
 
     def unfinished(self, owner: str) -> int:
         """How many of `owner`'s exports have not finished (Pending, Queued, Running)."""
@@ -190,7 +210,7 @@ def compact(body: Mapping[str, Any]) -> CachedExport:
     return CachedExport(
         name=str(meta["name"]),
         resource_version=str(meta.get("resourceVersion") or ""),
-        created=created_key(view)[0],
+        created=sys.intern(created_key(view)[0]),  # one string per second of creations
         phase=sys.intern(phase_of(view)),
         owner=sys.intern(owner) if owner is not None else None,
         body=json.dumps(view, separators=(",", ":")).encode(),

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from export_operator.resource import NO_OWNER_LABEL
 from export_operator.webhook.problems import Problem, ProblemCode, unavailable
 from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
 from export_operator.webhook.store import (
@@ -58,7 +59,8 @@ async def create_export(request: web.Request, *, body: dict[str, Any], source_ki
         ) from None
     services.cache.upsert(created)
     services.lookup.forget(name)
-    metrics.created.labels(source=source_kind).inc()
+    owner = str(body["spec"].get("owner") or NO_OWNER_LABEL)  # a configured principal's name
+    metrics.created.labels(source=source_kind, owner=owner).inc()
     log.info("ExportJob created", extra={"export": name, "source_kind": source_kind})
     return Stored(name=name, created=True, obj=created)
 

@@ -51,6 +51,7 @@ class RateLimiter:
                 detail=f"principal {principal.name!r} is over its request rate "
                 f"({principal.rate_per_second:g}/s)",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                limited=principal.name,
             )
 
 
@@ -65,4 +66,5 @@ def check_queue(principal: Principal, *, unfinished: int, adding: int, retry_aft
             detail=f"principal {principal.name!r} has {unfinished} unfinished exports; "
             f"at most {cap} may wait",
             headers={"Retry-After": str(retry_after)},
+            limited=principal.name,
         )

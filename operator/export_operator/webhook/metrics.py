@@ -28,8 +28,16 @@ class WebhookMetrics:
         )
         self.created = Counter(
             "exportjobs_webhook_exports_created",
-            "ExportJobs created, by how they were requested (api, s3, sns, eventbridge, minio).",
-            ["source"],
+            "ExportJobs created, by how they were requested (api, s3, sns, eventbridge, minio) "
+            "and owner (the principal; `_none` without one).",
+            ["source", "owner"],
+            registry=self.registry,
+        )
+        self.limited = Counter(
+            "exportjobs_webhook_limited",
+            "Requests refused 429 by a principal's limits, by principal and reason "
+            "(rate-limited, queue-full).",
+            ["owner", "reason"],
             registry=self.registry,
         )
         self.dedup_hits = Counter(

@@ -67,6 +67,8 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     try:
         return await handler(request)
     except Problem as raised:
+        if raised.limited is not None:
+            request.app[METRICS].limited.labels(owner=raised.limited, reason=raised.code).inc()
         return raised.response(instance=request.path)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -92,6 +92,7 @@ class Problem(Exception):  # noqa: N818 - the RFC 9457 name
         detail: str,
         headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
+        limited: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -99,6 +100,9 @@ class Problem(Exception):  # noqa: N818 - the RFC 9457 name
         self.detail = detail
         self.headers = headers or {}
         self.extra = extra or {}
+        self.limited = limited
+        """The principal whose own limit refused the request (counted by principal in
+        `exportjobs_webhook_limited_total`; not sent)."""
 
     def response(self, *, instance: str | None = None) -> web.Response:
         """Render as an `application/problem+json` response."""

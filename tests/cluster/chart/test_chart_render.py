@@ -177,6 +177,36 @@ def test_operator_env_is_what_the_operator_reads() -> None:
     assert envfrom == [{"secretRef": {"name": "ej-exportjobs-s3"}}]
 
 
+def _operator_settings(values: dict[str, str]) -> OperatorSettings:
+    docs = objects(template(values=values).stdout)
+    (operator,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")
+    ]
+    return OperatorSettings.from_env(
+        container_env(operator["spec"]["template"]["spec"]["containers"][0])
+    )
+
+
+def test_owner_shares_come_from_the_principals_unless_given() -> None:
+    """The operator's fair share (and the owners its metrics name) follow auth.principals:
+    each principal's weight and maxRunning; operator.ownerShares, when set, replaces them."""
+    principals = {
+        "auth.principals.team-a.tokens[0]": "a-token-of-sixteen-chars",
+        "auth.principals.team-a.weight": "2",
+        "auth.principals.team-a.maxRunning": "5",
+        "auth.principals.ops.tokens[0]": "another-token-of-sixteen",
+        "auth.principals.ops.admin": "true",
+    }
+    shares = _operator_settings(principals).shares
+    assert {k: (v.weight, v.max_running) for k, v in shares.items()} == {
+        "team-a": (2, 5),
+        "ops": (1, None),
+    }
+    given = _operator_settings({**principals, "operator.ownerShares.team-b.weight": "3"}).shares
+    assert {k: (v.weight, v.max_running) for k, v in given.items()} == {"team-b": (3, None)}
+    assert _operator_settings({}).shares == {}
+
+
 def test_cluster_mode_watches_all_namespaces() -> None:
     docs = objects(template(values={"rbac.cluster": "true"}).stdout)
     (operator,) = [
@@ -248,6 +278,42 @@ def test_secrets_hold_tokens_and_keys_in_both_namespaces() -> None:
     ]
     volumes = {v["name"]: v for v in webhook["spec"]["template"]["spec"]["volumes"]}
     assert volumes["tokens"]["secret"]["secretName"] == "auth"
+
+
+def test_each_component_can_have_its_own_s3_keys() -> None:
+    """s3.componentKeys (least privilege): the processor's pods, the webhook and the operator
+    each read their own Secret; a component not named keeps the shared keys."""
+    values = {
+        **EVERYTHING_ON,
+        "exportsNamespace": "data",
+        "s3.componentKeys.processor.accessKeyId": "processor-key",
+        "s3.componentKeys.processor.secretAccessKey": "processor-secret",
+        "s3.componentKeys.webhook.existingSecret": "webhook-keys",
+    }
+    docs = objects(template(values=values).stdout)
+    secrets = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in by_kind(docs, "Secret")
+    }
+    own = secrets["data", "ej-exportjobs-s3-processor"]["stringData"]
+    assert own == {
+        "AWS_ACCESS_KEY_ID": "processor-key",
+        "AWS_SECRET_ACCESS_KEY": "processor-secret",
+    }
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+
+    def env_from(name: str) -> list[str]:
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        return [e["secretRef"]["name"] for e in container.get("envFrom", [])]
+
+    assert env_from("ej-exportjobs-webhook") == ["webhook-keys"]
+    assert env_from("ej-exportjobs-operator") == ["ej-exportjobs-s3"]
+    (operator,) = deployments["ej-exportjobs-operator"]["spec"]["template"]["spec"]["containers"]
+    assert container_env(operator)["EXPORTJOBS_OPERATOR_PROCESSOR_ENV_SECRET"] == (
+        "ej-exportjobs-s3-processor"
+    )
+    result = template(values={"s3.componentKeys.operator.accessKeyId": "k"}, check=False)
+    assert result.returncode != 0
+    assert "s3.componentKeys.operator.secretAccessKey is required" in result.stderr
 
 
 def test_names_fit_63_characters() -> None:

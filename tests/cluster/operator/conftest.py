@@ -20,9 +20,13 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from tests.cluster.operator import pod_status
+from tests.cluster.operator.callbacks import allow_loopback, receiver, secrets_dir
 from tests.support.cluster import LocalCluster
 from tests.support.exportjobs import ExportJobs
 from tests.support.wait import wait_for
+
+# The callback fixtures of callbacks.py, for every module of the folder.
+__all__ = ["allow_loopback", "receiver", "secrets_dir"]
 
 LABEL = "exportjobs.dev/export"
 OPERATOR = Path(sys.executable).parent / "exportjobs-operator"

@@ -1,15 +1,19 @@
 """Issue 24 on the real API server and job controller: a hostile processor's termination message
 (`bytes` 1e999, a `uri` over 2,048 characters, a `sha256` over 64, an error code over 64 or
 outside the condition-reason pattern) ends its export Failed with PROCESSOR_PROTOCOL and a
-message, and frees its slot (maxRunning 1: the next export gets its Job); before, the status
-patch was refused and the export was retried for good, holding its slot."""
+message, frees its slot (maxRunning 1: the next export gets its Job) and sends its completion
+callback, once; before, the status patch was refused and the export was retried for good,
+holding its slot, with no final phase and no callback."""
 
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import pytest
 
+from tests.cluster.operator.callbacks import Receiver, assert_signed, notification, start
 from tests.cluster.operator.conftest import Exports, OperatorProcess
 from tests.support.wait import wait_for
 
@@ -24,13 +28,18 @@ CASES = {
 }
 
 
+@pytest.mark.usefixtures("allow_loopback")
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_malformed_termination_message_fails_the_export_and_frees_its_slot(
-    exports: Exports, operator: OperatorProcess, case: str
+def test_a_malformed_termination_message_fails_the_export_frees_its_slot_and_calls_back(
+    exports: Exports,
+    operator: OperatorProcess,
+    receiver: Receiver,
+    secrets_dir: Path,
+    case: str,
 ) -> None:
-    operator.start(max_running=1)
+    start(operator, secrets_dir, max_running=1)
     exit_code, message = CASES[case]
-    exports.create("bad")
+    exports.create("bad", notify={"url": receiver.url("bad")})
     pod = exports.wait_pod("bad")
     exports.create("next")
     exports.run_pod(pod)
@@ -40,3 +49,10 @@ def test_a_malformed_termination_message_fails_the_export_and_frees_its_slot(
     assert status["error"]["message"]
     assert "result" not in status
     wait_for("the next export's Job (the slot is free)", lambda: exports.job("next"))
+    note = notification(exports, "bad", "Delivered")
+    assert note["attempts"] == 1
+    time.sleep(1)  # nothing more arrives
+    (delivery,) = receiver.deliveries("bad")
+    assert_signed(delivery)
+    assert delivery.event["type"] == "dev.exportjobs.export.failed"
+    assert delivery.event["data"]["error"]["code"] == "PROCESSOR_PROTOCOL"

@@ -53,5 +53,6 @@ def test_path_lists_one_versioned_folder_per_tool(tmp_path: Path) -> None:
         "minio",
         "promql",
         "toxiproxy",
+        "s3admin",
         "node",
     ]

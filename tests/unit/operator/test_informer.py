@@ -161,6 +161,37 @@ async def test_lists_in_pages_then_watches_from_the_lists_version(
     assert sorted(p.name for p in informer.indexed(("ns", "e2"))) == ["p3", "p4", "p5"]
 
 
+async def test_a_list_is_turned_into_views_page_by_page(
+    fake: tuple[FakeApi, KubeClient],
+) -> None:
+    """Each page's objects become views before the next page is asked for: the raw list of
+    50,000 retained ExportJobs (~700 MB decoded) is never held at once, only one page of it."""
+    api_fake, api = fake
+    for i in range(6):
+        api_fake.objects[f"p{i}"] = _pod(f"p{i}", "e1", i + 1)
+    decoded_before_request: list[int] = []
+    decoded: list[str] = []
+    list_page = api_fake._list
+
+    def counting(query: Mapping[str, str]) -> web.Response:
+        decoded_before_request.append(len(decoded))
+        return list_page(query)
+
+    api_fake._list = counting  # type: ignore[method-assign]
+
+    def decode(body: Mapping[str, Any]) -> PodView:
+        decoded.append(body["metadata"]["name"])
+        return PodView.from_body(body)
+
+    informer: Informer[PodView] = Informer(api=api, path=PATH, decode=decode, page_size=2)
+    bodies: list[Mapping[str, Any]] = []
+    informer.listeners.append(lambda t, view, old, body: bodies.append(body))
+    await informer.list_all()
+    assert decoded_before_request == [0, 2, 4]
+    assert len(informer.items) == 6
+    assert bodies[0] == {"metadata": {"namespace": "ns", "name": "p0"}}
+
+
 async def test_a_bookmark_moves_the_resource_version_without_an_event(
     fake: tuple[FakeApi, KubeClient],
 ) -> None:

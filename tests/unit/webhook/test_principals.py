@@ -158,6 +158,31 @@ async def test_over_the_queue_cap_is_429(make_harness: MakeHarness) -> None:
     assert (await post(h, headers))[0] == 202  # a finished export frees its place
 
 
+async def test_metrics_count_creations_and_429s_by_principal(make_harness: MakeHarness) -> None:
+    """The owner label names configured principals only (a bounded set)."""
+    configs = {
+        "slow": PrincipalConfig.model_validate(
+            {"tokens": ["token-of-slow-0123"], "ratePerSecond": 0.5, "burst": 1}
+        ),
+        "small": PrincipalConfig.model_validate({"tokens": ["token-of-small-01"], "maxQueued": 1}),
+    }
+    h = await make_harness(principal_configs=configs)
+    slow, small = (
+        {"Authorization": "Bearer token-of-slow-0123"},
+        {"Authorization": "Bearer token-of-small-01"},
+    )
+    assert [(await post(h, slow))[0] for _ in range(2)] == [202, 429]
+    assert [(await post(h, small))[0] for _ in range(3)] == [202, 429, 429]
+    text = await (await h.client.get("/metrics")).text()
+    for line in (
+        'exportjobs_webhook_exports_created_total{owner="slow",source="api"} 1.0',
+        'exportjobs_webhook_exports_created_total{owner="small",source="api"} 1.0',
+        'exportjobs_webhook_limited_total{owner="slow",reason="rate-limited"} 1.0',
+        'exportjobs_webhook_limited_total{owner="small",reason="queue-full"} 2.0',
+    ):
+        assert line in text, line
+
+
 def test_one_credential_given_to_two_principals_is_refused() -> None:
     configs = parse_document(
         '{"a": {"tokens": ["same-token-0123"]}, "b": {"tokens": ["same-token-0123"]}}'

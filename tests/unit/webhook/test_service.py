@@ -42,7 +42,7 @@ async def test_metrics_count_requests_creations_dedup_and_auth_failures(harness:
     await harness.client.post("/v1/exports", json=body, headers=key)
     await harness.client.post("/v1/exports", json=body)
     text = await (await harness.client.get("/metrics")).text()
-    assert 'exportjobs_webhook_exports_created_total{source="api"} 1.0' in text
+    assert 'exportjobs_webhook_exports_created_total{owner="default",source="api"} 1.0' in text
     assert 'exportjobs_webhook_dedup_hits_total{source="api"} 1.0' in text
     assert (
         'exportjobs_webhook_auth_failures_total{reason="missing",route="/v1/exports"} 1.0' in text
