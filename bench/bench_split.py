@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,9 +67,41 @@ class CpuLimit:
         """Move the calling process into the cgroup (a Popen preexec_fn: before exec)."""
         (self.path / "cgroup.procs").write_text(str(os.getpid()))
 
+    def throttling(self) -> Throttling:
+        try:
+            return throttling((self.path / "cpu.stat").read_text())
+        except OSError:
+            return Throttling(0, 0, 0.0)
+
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             self.path.rmdir()
+
+
+@dataclass(frozen=True)
+class Throttling:
+    """A CPU cgroup's quota periods, those in which it was throttled, and for how long."""
+
+    periods: int
+    throttled: int
+    seconds: float
+
+    def text(self) -> str:
+        return f"throttled {self.throttled}/{self.periods} periods, {self.seconds:.1f} s"
+
+
+def throttling(stat: str) -> Throttling:
+    """Read a cgroup's `cpu.stat`: v1 `throttled_time` (ns) or v2 `throttled_usec`."""
+    values = {}
+    for line in stat.splitlines():
+        name, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            values[name] = int(value)
+    if "throttled_usec" in values:
+        seconds = values["throttled_usec"] / 1e6
+    else:
+        seconds = values.get("throttled_time", 0) / 1e9
+    return Throttling(values.get("nr_periods", 0), values.get("nr_throttled", 0), seconds)
 
 
 def s3_cpu(pid_file: Path) -> float | None:
@@ -81,16 +114,29 @@ def s3_cpu(pid_file: Path) -> float | None:
 
 @dataclass
 class Proc:
-    """One processor run: its result JSON, peak RSS (MiB) and CPU seconds."""
+    """One processor run: what it did (`step`), its result JSON, peak RSS (MiB), CPU seconds,
+    wall seconds from its start to its exit, and its cgroup's throttling."""
 
+    step: str
     payload: dict[str, object]
     rss: float
     cpu: float
+    seconds: float
+    throttled: Throttling
+
+    def text(self) -> str:
+        return (
+            f"{self.step} {self.seconds:.1f} s, {self.cpu:.1f} CPU-s, {self.throttled.text()},"
+            f" {self.rss:.0f} MiB"
+        )
 
 
-def start(argv: list[str], env: dict[str, str], limit: CpuLimit) -> Callable[[], Proc]:
-    """Start a processor in `limit`; returns a function that waits for it."""
+def start(step: str, argv: list[str], env: dict[str, str], cores: float) -> Callable[[], Proc]:
+    """Start a processor in a CPU cgroup of its own limited to `cores`; returns a function that
+    waits for it."""
+    limit = CpuLimit(f"exportjobs-bench-split-{os.getpid()}-{time.monotonic_ns()}", cores)
     message = Path(f"/tmp/exportjobs-bench-split-{time.monotonic_ns()}.json")
+    started = time.monotonic()
     proc = subprocess.Popen(
         [
             str(REPO / ".venv/bin/exportjobs-processor"),
@@ -103,16 +149,28 @@ def start(argv: list[str], env: dict[str, str], limit: CpuLimit) -> Callable[[],
         preexec_fn=limit.enter,
     )
     peak = PeakRss(proc.pid)
+    ended: list[tuple[float, int, float]] = []
+
+    def reap() -> None:
+        # wait4 as it ends (not when the bench gets to it): its own wall time, and its own
+        # CPU (its threads' too).
+        _, status, usage = os.wait4(proc.pid, 0)
+        ended.append((time.monotonic(), status, usage.ru_utime + usage.ru_stime))
+
+    reaper = threading.Thread(target=reap, daemon=True)
+    reaper.start()
 
     def wait() -> Proc:
-        # wait4: this child's own CPU (its threads' too), whenever it ended.
-        _, status, usage = os.wait4(proc.pid, 0)
+        reaper.join()
+        end, status, cpu = ended[0]
         proc.returncode = os.waitstatus_to_exitcode(status)
+        throttled = limit.throttling()
+        limit.remove()
         payload = json.loads(message.read_text()) if message.exists() else {}
         message.unlink(missing_ok=True)
         if proc.returncode != 0 and "range" not in payload:
             raise SystemExit(f"processor {argv} failed: {payload}")
-        return Proc(payload, peak.stop(), usage.ru_utime + usage.ru_stime)
+        return Proc(step, payload, peak.stop(), cpu, end - started, throttled)
 
     return wait
 
@@ -120,44 +178,50 @@ def start(argv: list[str], env: dict[str, str], limit: CpuLimit) -> Callable[[],
 @dataclass
 class Measured:
     seconds: float
-    rss: list[float]
-    cpu: float
+    runs: list[Proc]
     s3_cpu: float | None
-    payload: dict[str, object]
+
+    @property
+    def rss(self) -> list[float]:
+        return [r.rss for r in self.runs]
+
+    @property
+    def cpu(self) -> float:
+        return sum(r.cpu for r in self.runs)
+
+    @property
+    def payload(self) -> dict[str, object]:
+        return self.runs[-1].payload
 
 
 def run_export(
     common: list[str], env: dict[str, str], parallel: int, cores: float, pid_file: Path
 ) -> Measured:
     settle()
-    limits = [CpuLimit(f"exportjobs-bench-split-{os.getpid()}-{i}", cores) for i in range(parallel)]
     s3_before = s3_cpu(pid_file)
     started = time.monotonic()
-    try:
-        if parallel == 1:
-            runs = [start(common, env, limits[0])()]
-        else:
-            split = [*common, "--range-count", str(parallel)]
-            if "parquet" not in common:
-                # The export's upload, opened first: the ranges write their parts into it.
-                prepared = start([*split, "--prepare-ranges"], env, limits[0])().payload
-                split += ["--range-upload-id", str(prepared["uploadId"])]
-            waits = [
-                start([*split, "--range-index", str(i)], env, limits[i]) for i in range(parallel)
-            ]
-            runs = [wait() for wait in waits]
-            results = [{"index": i, "payload": r.payload} for i, r in enumerate(runs)]
-            finish_env = {**env, "EXPORTJOBS_RANGE_RESULTS": json.dumps(results)}
-            runs.append(start(split, finish_env, limits[0])())
-        seconds = time.monotonic() - started
-    finally:
-        for limit in limits:
-            limit.remove()
+    if parallel == 1:
+        runs = [start("whole", common, env, cores)()]
+    else:
+        runs = []
+        split = [*common, "--range-count", str(parallel)]
+        if "parquet" not in common:
+            # The export's upload, opened first: the ranges write their parts into it.
+            runs.append(start("prepare", [*split, "--prepare-ranges"], env, cores)())
+            split += ["--range-upload-id", str(runs[-1].payload["uploadId"])]
+        waits = [
+            start(f"range {i}", [*split, "--range-index", str(i)], env, cores)
+            for i in range(parallel)
+        ]
+        ranges = [wait() for wait in waits]
+        runs += ranges
+        results = [{"index": i, "payload": r.payload} for i, r in enumerate(ranges)]
+        finish_env = {**env, "EXPORTJOBS_RANGE_RESULTS": json.dumps(results)}
+        runs.append(start("finish", split, finish_env, cores)())
+    seconds = time.monotonic() - started
     s3_after = s3_cpu(pid_file)
     s3_used = s3_after - s3_before if s3_after is not None and s3_before is not None else None
-    return Measured(
-        seconds, [r.rss for r in runs], sum(r.cpu for r in runs), s3_used, runs[-1].payload
-    )
+    return Measured(seconds, runs, s3_used)
 
 
 def clear(s3: object, bucket: str, prefix: str) -> None:
@@ -171,6 +235,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--mb", type=int, default=3000, help="input size in MB (default 3000)")
+    parser.add_argument("--input", type=Path, help="this CSV instead of a generated one")
     parser.add_argument("--formats", default="parquet,jsonl")
     parser.add_argument("--parallel", default="2", help="split sizes to compare with 1 (2,4)")
     parser.add_argument("--cpu", type=float, default=0.5, help="cores per process (0.5)")
@@ -181,7 +246,9 @@ def main() -> None:
     if "AWS_ENDPOINT_URL" not in env:
         env.update(read_env_file(REPO / ".local" / "cluster.env"))
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
-    path = generate(REPO / "bench" / "data" / f"mixed-{args.mb}mb.csv", megabytes=args.mb)
+    path = args.input or generate(
+        REPO / "bench" / "data" / f"mixed-{args.mb}mb.csv", megabytes=args.mb
+    )
     size_mb = path.stat().st_size / 1e6
     s3 = boto3.client("s3")
     s3.upload_file(str(path), args.bucket, path.name, Config=UPLOAD)
@@ -216,6 +283,8 @@ def main() -> None:
                 f"  CPU {got.cpu:.1f} s + S3 server {s3_text} s  {load()}"
             )
             print(line, flush=True)
+            for run in got.runs:
+                print(f"    {run.text()}", flush=True)
     s3.delete_object(Bucket=args.bucket, Key=path.name)
 
 

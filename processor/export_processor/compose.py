@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from export_processor.settings import S3_MIN_PART_SIZE
 from export_processor.sink import S3_MAX_PART_SIZE
 
 MAX_COPY_PART = S3_MAX_PART_SIZE
+JOIN_THREADS = 2
+"""Edge parts joined at once by the finishing step (each at most two parts' worth in memory)."""
 
 
 @dataclass(frozen=True)
@@ -229,38 +232,55 @@ def complete_ranges(
 ) -> None:
     """Complete the export's upload from the ranges' shares (range_sink.py): each range's
     parts as they are, and between them one part of the edges (the tail before, the head
-    after: downloaded and uploaded). Checks that the parts used add up to `total` bytes."""
+    after: downloaded and uploaded, JOIN_THREADS joins at once). Checks that the parts used add
+    up to `total` bytes."""
     share_size = parts_per_range(count)
+    last_number = count * share_size + 1
     listed = _listed_parts(client, target, upload_id)
     parts: list[dict[str, Any]] = []
+    joins: list[tuple[int, list[tuple[Location, int]]]] = []
     edges: list[tuple[Location, int]] = []
     used = 0
 
-    def flush(number: int) -> None:
+    def own(number: int) -> None:
         nonlocal used
-        body = b"".join(_get(client, where, 0, size) for where, size in edges if size)
+        if number not in listed:
+            raise TransientError(f"composing {target.uri}: part {number} is missing")
+        etag, size = listed[number]
+        parts.append({"PartNumber": number, "ETag": etag})
+        used += size
+
+    def join(number: int) -> None:
+        # The edges gathered so far, as part `number` (nothing when they are empty, unless
+        # the output has no other part: an empty object is one empty part).
+        if any(size for _, size in edges) or (number == last_number and not parts and not joins):
+            joins.append((number, [(where, size) for where, size in edges if size]))
         edges.clear()
-        if not body and (parts or number != count * share_size + 1):
-            return
-        uploaded = client.upload_part(
-            Bucket=target.bucket, Key=target.key, UploadId=upload_id, PartNumber=number, Body=body
-        )
-        parts.append({"PartNumber": number, "ETag": uploaded["ETag"]})
-        used += len(body)
 
     for index, share in enumerate(shares):
         head, tail = edge_locations(target, index)
         edges.append((head, share["head"]))
         if share["last"] >= share["first"]:
-            flush(index * share_size + 1)
+            join(index * share_size + 1)
             for number in range(share["first"], share["last"] + 1):
-                if number not in listed:
-                    raise TransientError(f"composing {target.uri}: part {number} is missing")
-                etag, size = listed[number]
-                parts.append({"PartNumber": number, "ETag": etag})
-                used += size
+                own(number)
         edges.append((tail, share["tail"]))
-    flush(count * share_size + 1)
+    join(last_number)
+    if shares and shares[-1].get("tailPart"):
+        own(shares[-1]["tailPart"])
+
+    def upload(job: tuple[int, list[tuple[Location, int]]]) -> tuple[dict[str, Any], int]:
+        number, pieces = job
+        body = b"".join(_get(client, where, 0, size) for where, size in pieces)
+        uploaded = client.upload_part(
+            Bucket=target.bucket, Key=target.key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return {"PartNumber": number, "ETag": uploaded["ETag"]}, len(body)
+
+    with ThreadPoolExecutor(max_workers=JOIN_THREADS, thread_name_prefix="s3-join") as pool:
+        for part, size in pool.map(upload, joins):
+            parts.append(part)
+            used += size
     if used != total:
         raise TransientError(f"composing {target.uri}: the parts hold {used} bytes, not {total}")
     ordered: Any = sorted(parts, key=lambda p: int(p["PartNumber"]))

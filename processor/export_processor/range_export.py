@@ -4,6 +4,7 @@ row to its end, into the range's part, with the kinds every range starts from.""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import pyarrow as pa
 
@@ -71,12 +72,22 @@ class RangeExporter(Exporter):
         )
         return self._parts_sink
 
-    def read_plan(self, source: ByteSource) -> RangePlan:
-        """The header row and the kinds of the single-pod export's first parser block."""
+    def read_plan(
+        self, source: ByteSource, *, known: Sequence[tuple[str, list[str]]] = ()
+    ) -> RangePlan:
+        """The header row and the kinds of the single-pod export's first parser block.
+
+        `known`: (digest, kinds) the ranges reported (their plan's digest, the kinds they
+        ended with). When kinds give this head a plan of that digest, they are the first
+        block's (the digest covers them), and the block is not parsed again."""
         s = self.settings
         names, head = self._read_head(source)
         if source.size is None:
             raise InvalidConfigError("a split export needs a source of known size, not a pipe")
+        for digest, named in known:
+            plan = RangePlan(names=names, data_start=self._skip, kinds=named, size=source.size)
+            if plan.digest == digest:
+                return plan
         typer = Typer(names, export_format=s.export_format, mode=s.column_types)
         kinds = typer.final_plan().types if typer.plan is not None else None
         if kinds is None:

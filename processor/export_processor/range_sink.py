@@ -7,6 +7,9 @@ after its last full part (`.tail`). S3 wants every part but the last to be at le
 range's last bytes are usually fewer, so the finishing step joins each range's tail with the
 next range's head (downloaded, at most two parts' worth per range) into the part numbered just
 before that range's parts, and completes the upload: the bulk of the output is never copied.
+The outer edges need no joining, so they are parts at once: the first range's first part is
+part 1, and the last range's tail, once it has parts of its own, is the upload's last part
+(`count * K + 1`). With two ranges the finishing step then moves one tail and one head.
 """
 
 from __future__ import annotations
@@ -56,15 +59,20 @@ class RangePartsSink(S3MultipartSink):
             client=client, location=location, part_size=part_size, concurrency=concurrency
         )
         self._upload_id = upload_id
+        self._index = index
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-upload")
         share = parts_per_range(count)
-        self._first_number = index * share + 2
+        # The first range's first part is the output's first: a part at once, not a head.
+        self._first_number = 1 if index == 0 else index * share + 2
         self._last_allowed = (index + 1) * share
+        self._final_number = count * share + 1 if index == count - 1 else 0
+        """The upload's last part number, for the last range's tail (0: not the last range)."""
         # The part size doubles four times within the share (a range's output may be large).
         self.doubling_every = max(1, (share - 1) // 4)
         self._head, self._tail = edge_locations(location, index)
-        self._head_bytes: int | None = None
+        self._head_bytes: int | None = 0 if index == 0 else None
         self._tail_bytes = 0
+        self._tail_part = 0
 
     def _put(self, where: Location, body: bytes | bytearray) -> None:
         try:
@@ -89,10 +97,17 @@ class RangePartsSink(S3MultipartSink):
 
     def _commit(self) -> None:
         rest = self._take_part()
-        if self._head_bytes is None:
+        if self._head_bytes is None or (self._index == 0 and self._part_number == 0 and rest):
+            # Under one part: all of it joins the edges around it (also the first range's,
+            # which S3's 5 MiB minimum keeps from being a part of its own).
             self._put(self._head, rest)
             self._head_bytes = len(rest)
-        else:
+        elif self._final_number and self._part_number and rest:
+            # The last range's tail after parts of its own: the upload's last part as it is
+            # (the last part may be of any size), nothing for the finishing step to join.
+            super()._upload_part(self._final_number, rest)
+            self._tail_part = self._final_number
+        elif rest:
             self._put(self._tail, rest)
             self._tail_bytes = len(rest)
         for future in self._futures:
@@ -101,14 +116,15 @@ class RangePartsSink(S3MultipartSink):
             self._pool.shutdown(wait=False)
 
     def uploaded(self) -> dict[str, int]:
-        """The range's share of the output: its head and tail objects' sizes and its parts'
-        numbers (`first` to `last`, none when `last < first`)."""
+        """The range's share of the output: its head and tail objects' sizes (0: none), its
+        parts' numbers (`first` to `last`, none when `last < first`) and, when its tail is the
+        upload's last part, that part's number (`tailPart`)."""
         return {
             "head": self._head_bytes or 0,
             "tail": self._tail_bytes,
             "first": self._first_number,
             "last": self._first_number + self._part_number - 1,
-        }
+        } | ({"tailPart": self._tail_part} if self._tail_part else {})
 
     def abort(self) -> None:
         """Stop; delete the edges (its parts stay in the upload until the finishing step

@@ -225,10 +225,13 @@ class Finisher:
             summary["partBytes"] = self.part_bytes
         return result, summary
 
-    def _plan(self) -> RangePlan:
+    def _plan(self, outcomes: list[RangeOutcome]) -> RangePlan:
+        """The plan, from the head; the first block's kinds from the ranges' reports when their
+        digest says so (read_plan), else parsed."""
+        known = [(o.report.plan, o.report.kinds) for o in outcomes if o.ok and o.report is not None]
         source = self._probe._open_source()
         try:
-            return self._probe.read_plan(source)
+            return self._probe.read_plan(source, known=known)
         finally:
             source.close()
 
@@ -244,7 +247,7 @@ class Finisher:
         by_index = {o.index: o for o in outcomes}
         if sorted(by_index) != list(range(self.count)):
             raise Fallback(f"ranges reported: {sorted(by_index)}, expected {self.count}")
-        plan = self._plan()
+        plan = self._plan(outcomes)
         self.plan = plan
         boundary = plan.data_start
         accepted: list[RangeOutcome] = []

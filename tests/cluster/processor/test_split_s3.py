@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from export_processor.convert import Exporter
+from export_processor.range_sink import parts_per_range
 from export_processor.s3client import new_s3_client
 from export_processor.settings import ProcessorSettings, settings_from_env
-from export_processor.split import run_split
+from export_processor.split import Finisher, run_range, run_split
 from tests.cluster.processor.inputs import EXT, FORMATS, MiB, medium_csv, run_cli
 
 
@@ -193,4 +194,50 @@ def test_ranges_write_into_the_exports_upload_through_the_cli(
     code, _, err, _ = run_cli(*common, *upload, "--clean-ranges", env=env, tmp_path=tmp_path)
     assert code == 0, err
     assert _keys(s3_client, s3_bucket, "out/") == [f"out/ej-3/data{EXT[fmt]}"]
+    assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+class _Gets:
+    """An S3 client that records the keys it GETs."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.keys: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_object(self, **kwargs: Any) -> Any:
+        self.keys.append(kwargs["Key"])
+        return self._client.get_object(**kwargs)
+
+
+def test_the_outer_edges_are_parts_at_once(s3_client: Any, s3_bucket: str) -> None:
+    """Two ranges of ~12 MB of JSON Lines each, 5 MiB parts, into the export's upload: the first
+    range's first part and the last range's tail go into it as parts; the finishing step
+    downloads only the edges between the ranges (range 0's tail, range 1's head); the object
+    equals one pod's."""
+    s3_client.put_object(Bucket=s3_bucket, Key="in/data.csv", Body=medium_csv(250_000))
+    client = new_s3_client(max_attempts=3, pool_size=8)
+    settings = _settings(s3_bucket, "jsonl", "edges")
+    finisher = Finisher(settings, client, 2)
+    finisher.prepare()
+    outcomes = [run_range(settings, client, finisher._spec(i)) for i in range(2)]
+    first, last = (o.report.upload if o.report else None for o in outcomes)
+    assert first is not None and last is not None
+    assert first["head"] == 0 and first["first"] == 1 and first["last"] >= 1, first
+    assert last["head"] > 0 and last["last"] >= last["first"], last
+    assert last["tail"] == 0 and last.get("tailPart") == 2 * parts_per_range(2) + 1, last
+    gets = _Gets(client)
+    result, summary = Finisher(settings, gets, 2, upload_id=finisher.upload_id).finish(outcomes)
+    edges = [key for key in gets.keys if ".parts/" in key]
+    assert edges == [
+        "edges/ej-1/data.jsonl.parts/00000.tail",
+        "edges/ej-1/data.jsonl.parts/00001.head",
+    ]
+    single = Exporter(_settings(s3_bucket, "jsonl", "one"), s3_client=client).run()
+    got = _body(s3_client, s3_bucket, "edges/ej-1/data.jsonl")
+    assert got == _body(s3_client, s3_bucket, "one/ej-1/data.jsonl")
+    assert result.rows == single.rows and summary["partBytes"] and result.bytes == len(got)
+    assert _keys(s3_client, s3_bucket, "edges/") == ["edges/ej-1/data.jsonl"]
     assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []

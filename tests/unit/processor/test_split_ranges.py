@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,9 +13,10 @@ from hypothesis import strategies as st
 
 from export_processor import cli
 from export_processor.compose import copy_plan
+from export_processor.range_export import RangeExporter
 from export_processor.ranges import RangeReport, RangeSpec, boundary_after
 from export_processor.settings import ProcessorSettings
-from export_processor.split import merge_kinds, run_range, run_split
+from export_processor.split import Finisher, merge_kinds, run_range, run_split
 
 
 @pytest.mark.parametrize(
@@ -181,3 +183,34 @@ def test_a_file_source_is_not_closed_under_a_read(tmp_path: Path) -> None:
     reader.join()
     assert events == ["read starts", "read ends", "close"]
     assert got == [b"x" * 100]
+
+
+@pytest.mark.parametrize("widened_in_both", [False, True])
+def test_the_finishing_step_parses_the_first_block_only_when_no_range_kept_its_kinds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, widened_in_both: bool
+) -> None:
+    """The ranges' plan digest covers the first block's kinds: the kinds a range ended with, when
+    they give that digest, are the first block's, so the finishing step does not parse it
+    again; when every range widened a column, it must."""
+    rows = [f"{i},{i}" for i in range(40)] + [f"{i},{i}.5" for i in range(40)]
+    if widened_in_both:
+        rows[30] = "30,30.5"  # after the first 64-byte block, before the cut
+    data = ("a,b\n" + "\n".join(rows) + "\n").encode()
+    (tmp_path / "in.csv").write_bytes(data)
+    cut = data.index(b"0,0.5")
+    settings = _settings(tmp_path, "parquet")
+    outcomes = [run_range(settings, None, RangeSpec(i, 2, cuts=(cut,))) for i in range(2)]
+    parsed: list[int] = []
+    first_block_kinds = RangeExporter._first_block_kinds
+
+    def counted(self: RangeExporter, *args: Any) -> Any:
+        parsed.append(1)
+        return first_block_kinds(self, *args)
+
+    monkeypatch.setattr(RangeExporter, "_first_block_kinds", counted)
+    _, summary = Finisher(settings, None, 2, cuts=(cut,)).finish(outcomes)
+    assert parsed == ([1] if widened_in_both else [])
+    assert summary["redone"] == ([] if widened_in_both else [0])
+    manifest = json.loads((tmp_path / "out" / "in" / "_manifest.json").read_text())
+    assert [c["kind"] for c in manifest["columns"]] == ["int64", "float64"]
+    assert sum(part["rows"] for part in manifest["parts"]) == 80
