@@ -17,15 +17,17 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from export_processor import split_cli, termination
 from export_processor.common import ExitCode, add_version_argument
-from export_processor.convert import Exporter
 from export_processor.errors import CancelledError, ExportError, TransientError
 from export_processor.progress import ProgressReporter, ProgressState, progress_body
 from export_processor.s3client import new_s3_client
 from export_processor.settings import FORMATS, ProcessorSettings, parse_char, settings_from_env
+
+if TYPE_CHECKING:
+    from export_processor.convert import Exporter
 
 ENV_HELP = """\
 environment (flags win over variables):
@@ -185,6 +187,9 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
             signals.done = True
         else:
             if job is None:
+                # Imported here: the split steps that convert nothing start without pyarrow.
+                from export_processor.convert import Exporter
+
                 exporter = Exporter(settings, s3_client=client, progress=progress)
             else:
                 exporter = split_cli.range_exporter(job, settings, client, progress)

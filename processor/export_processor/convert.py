@@ -29,7 +29,7 @@ from export_processor.errors import (
     TransientError,
 )
 from export_processor.header import first_row
-from export_processor.locations import Location, output_location, parse_location
+from export_processor.locations import Location, export_output, parse_location
 from export_processor.parse_errors import classify, too_long
 from export_processor.parser_input import EndMarker, ParserInput
 from export_processor.progress import ProgressState
@@ -82,10 +82,9 @@ class Exporter:
     ) -> None:
         self.settings = settings
         self.source_location = parse_location(settings.source_uri, prefix=False)
-        destination = parse_location(settings.destination_uri, prefix=True)
-        self.output: Location = output_location(
-            source=self.source_location,
-            destination=destination,
+        self.output: Location = export_output(
+            source_uri=settings.source_uri,
+            destination_uri=settings.destination_uri,
             export_format=settings.export_format,
             export_name=settings.export_name,
         )

@@ -88,6 +88,19 @@ def output_location(
     return Location(destination.scheme, destination.bucket, f"{prefix}{name}")
 
 
+def export_output(
+    *, source_uri: str, destination_uri: str, export_format: str, export_name: str | None
+) -> Location:
+    """The output of the export of `source_uri` to the prefix `destination_uri`
+    (`output_location`)."""
+    return output_location(
+        source=parse_location(source_uri, prefix=False),
+        destination=parse_location(destination_uri, prefix=True),
+        export_format=export_format,
+        export_name=export_name,
+    )
+
+
 def dataset_location(output: Location) -> Location:
     """Where a split Parquet export's part files go: `<output key without .parquet>/`."""
     key = output.key.removesuffix(EXTENSIONS["parquet"])

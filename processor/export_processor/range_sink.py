@@ -24,6 +24,16 @@ from export_processor.s3client import S3Client, translate
 from export_processor.sink import S3_MAX_PARTS, S3MultipartSink
 
 
+def open_upload(client: S3Client | None, output: Location, export_format: str) -> str | None:
+    """Open the export's upload for the ranges to write into, before they start (csv, csv.gz,
+    jsonl to S3); its id, or None (Parquet ends as a dataset; a file needs no upload)."""
+    if not output.is_s3 or export_format == "parquet":
+        return None
+    assert client is not None
+    created = client.create_multipart_upload(Bucket=output.bucket, Key=output.key)
+    return str(created["UploadId"])
+
+
 def parts_per_range(count: int) -> int:
     """Part numbers each range owns: its edges' joined part, then its own parts; one more
     number after the last range's share, for the last tail."""

@@ -35,7 +35,7 @@ from export_processor.errors import (
 )
 from export_processor.locations import Location, dataset_location, part_location
 from export_processor.range_export import RangeExporter
-from export_processor.range_sink import edge_locations
+from export_processor.range_sink import edge_locations, open_upload
 from export_processor.ranges import RangePlan, RangeReport, RangeSpec
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
@@ -161,13 +161,7 @@ class Finisher:
 
     def prepare(self) -> str | None:
         """Open the export's upload for the ranges to write into (csv, csv.gz, jsonl to S3)."""
-        if not self.output.is_s3 or self.settings.export_format == "parquet":
-            return None
-        assert self.client is not None
-        created = self.client.create_multipart_upload(
-            Bucket=self.output.bucket, Key=self.output.key
-        )
-        self.upload_id = str(created["UploadId"])
+        self.upload_id = open_upload(self.client, self.output, self.settings.export_format)
         return self.upload_id
 
     def _spec(self, index: int, **fields: Any) -> RangeSpec:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +216,25 @@ def test_the_finishing_step_parses_the_first_block_only_when_no_range_kept_its_k
     manifest = json.loads((tmp_path / "out" / "in" / "_manifest.json").read_text())
     assert [c["kind"] for c in manifest["columns"]] == ["int64", "float64"]
     assert sum(part["rows"] for part in manifest["parts"]) == 80
+
+
+def test_the_preparation_starts_without_the_converting_modules(tmp_path: Path) -> None:
+    """`--prepare-ranges` is a step of its own before any range starts: it imports nothing of
+    pyarrow (a third of a start's CPU, at half a core half a second of the split's time)."""
+    argv = [
+        *("--source", (tmp_path / "in.csv").as_uri(), "--format", "jsonl"),
+        *("--destination", (tmp_path / "out").as_uri() + "/", "--range-count", "2"),
+        "--prepare-ranges",
+    ]
+    script = (
+        "import sys\n"
+        "from export_processor import cli\n"
+        f"code = cli.run({argv!r})\n"
+        "assert 'pyarrow' not in sys.modules, sorted(m for m in sys.modules if 'arrow' in m)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"uploadId": None}
