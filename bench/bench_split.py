@@ -3,6 +3,7 @@ the same CPU limit per process (docs/benchmarks.md, "Split exports").
 
     source .local/cluster.env   # or let the script read .local/cluster.env itself
     flock /tmp/exportjobs-bench.lock .venv/bin/python bench/bench_split.py          # 3 GB
+    flock /tmp/exportjobs-bench.lock .venv/bin/python bench/bench_split.py --rounds 2 --keep-input
     .venv/bin/python bench/bench_split.py --mb 800 --formats jsonl --parallel 2,4
 
 Each process runs in a CPU cgroup of its own limited to `--cpu` cores (default 0.5: the CFS
@@ -14,7 +15,10 @@ opens the export's upload they write into), then the finishing step (`--finish-r
 limit), which completes the upload (or writes Parquet's manifest). Prints wall seconds (the
 split's including the preparation and the finishing step), the speed-up, each process's peak
 RSS against the processor's 300 MiB bound, the processors' CPU seconds and the S3 server's CPU
-over the same run, and the 1-minute load.
+over the same run, and the 1-minute load; under it, each process's own wall time (start to
+exit), CPU seconds, its cgroup's throttling (periods throttled, seconds) and peak RSS: where the
+split's time goes. `--rounds N` repeats the pairs and ends with each split's median speed-up.
+The input stays in the bucket with `--keep-input` (a later run finds it and skips the upload).
 Needs root (cgroups).
 """
 
@@ -24,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -31,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -230,6 +236,16 @@ def clear(s3: object, bucket: str, prefix: str) -> None:
         s3.delete_object(Bucket=bucket, Key=item["Key"])  # type: ignore[attr-defined]
 
 
+def uploaded(s3: Any, bucket: str, path: Path) -> None:
+    """Put the input in the bucket, unless an object of its name and size is there already."""
+    try:
+        if s3.head_object(Bucket=bucket, Key=path.name)["ContentLength"] == path.stat().st_size:
+            return
+    except s3.exceptions.ClientError:
+        pass
+    s3.upload_file(str(path), bucket, path.name, Config=UPLOAD)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -238,8 +254,10 @@ def main() -> None:
     parser.add_argument("--input", type=Path, help="this CSV instead of a generated one")
     parser.add_argument("--formats", default="parquet,jsonl")
     parser.add_argument("--parallel", default="2", help="split sizes to compare with 1 (2,4)")
+    parser.add_argument("--rounds", type=int, default=1, help="P = 1 then the splits, N times")
     parser.add_argument("--cpu", type=float, default=0.5, help="cores per process (0.5)")
     parser.add_argument("--bucket", default="exports-input")
+    parser.add_argument("--keep-input", action="store_true", help="leave the input in S3")
     parser.add_argument("--s3-pid-file", type=Path, default=REPO / ".local" / "s3" / "minio.pid")
     args = parser.parse_args()
     env = {**os.environ}
@@ -251,41 +269,59 @@ def main() -> None:
     )
     size_mb = path.stat().st_size / 1e6
     s3 = boto3.client("s3")
-    s3.upload_file(str(path), args.bucket, path.name, Config=UPLOAD)
+    uploaded(s3, args.bucket, path)
     source = f"s3://{args.bucket}/{path.name}"
     print(f"input: {source} ({size_mb:.0f} MB), {os.cpu_count()} cores, {args.cpu} cores per")
     print(f"process, {load()}")
-    for fmt in args.formats.split(","):
-        common = ["--source", source, "--format", fmt, "--export-name", "bench-split"]
-        baseline: Measured | None = None
-        for parallel in [1, *(int(p) for p in args.parallel.split(","))]:
-            dest = f"s3://{args.bucket}/bench-split-{parallel}/"
-            clear(s3, args.bucket, f"bench-split-{parallel}/")
-            got = run_export(
-                [*common, "--destination", dest], env, parallel, args.cpu, args.s3_pid_file
-            )
-            clear(s3, args.bucket, f"bench-split-{parallel}/")
-            baseline = baseline or got
-            speedup = baseline.seconds / got.seconds
-            rss = max(got.rss)
-            s3_text = "-" if got.s3_cpu is None else f"{got.s3_cpu:.1f}"
-            line = (
-                f"{fmt:8s} P={parallel}  {got.seconds:6.1f} s  {size_mb / got.seconds:6.1f} MB/s"
-                f"  x{speedup:4.2f}"
-            )
-            if parallel > 1:
-                line += f" ({'ok' if speedup >= GOAL_SPEEDUP else 'UNDER'} vs {GOAL_SPEEDUP})"
-                split = got.payload.get("split")
-                line += f"  split {json.dumps(split)[:80]}" if split else ""
-            line += (
-                f"  peak RSS {' '.join(f'{r:.0f}' for r in got.rss)} MiB"
-                f" ({'ok' if rss <= RSS_GOAL_MIB else 'OVER'} vs {RSS_GOAL_MIB})"
-                f"  CPU {got.cpu:.1f} s + S3 server {s3_text} s  {load()}"
-            )
-            print(line, flush=True)
-            for run in got.runs:
-                print(f"    {run.text()}", flush=True)
-    s3.delete_object(Bucket=args.bucket, Key=path.name)
+    speedups: dict[tuple[str, int], list[float]] = {}
+    for round_number in range(1, args.rounds + 1):
+        for fmt in args.formats.split(","):
+            common = ["--source", source, "--format", fmt, "--export-name", "bench-split"]
+            baseline: Measured | None = None
+            for parallel in [1, *(int(p) for p in args.parallel.split(","))]:
+                dest = f"s3://{args.bucket}/bench-split-{parallel}/"
+                clear(s3, args.bucket, f"bench-split-{parallel}/")
+                got = run_export(
+                    [*common, "--destination", dest], env, parallel, args.cpu, args.s3_pid_file
+                )
+                clear(s3, args.bucket, f"bench-split-{parallel}/")
+                baseline = baseline or got
+                speedup = baseline.seconds / got.seconds
+                if parallel > 1:
+                    speedups.setdefault((fmt, parallel), []).append(speedup)
+                print(describe(round_number, fmt, parallel, got, size_mb, speedup), flush=True)
+                for run in got.runs:
+                    print(f"    {run.text()}", flush=True)
+    for (fmt, parallel), ratios in speedups.items():
+        best = statistics.median(ratios)
+        print(
+            f"{fmt:8s} P={parallel}: x{', x'.join(f'{r:.2f}' for r in ratios)}; median "
+            f"x{best:.2f} ({'ok' if best >= GOAL_SPEEDUP else 'UNDER'} vs {GOAL_SPEEDUP})  "
+            f"{load()}",
+            flush=True,
+        )
+    if not args.keep_input:
+        s3.delete_object(Bucket=args.bucket, Key=path.name)
+
+
+def describe(
+    round_number: int, fmt: str, parallel: int, got: Measured, size_mb: float, speedup: float
+) -> str:
+    rss = max(got.rss)
+    s3_text = "-" if got.s3_cpu is None else f"{got.s3_cpu:.1f}"
+    line = (
+        f"{round_number}: {fmt:8s} P={parallel}  {got.seconds:6.1f} s"
+        f"  {size_mb / got.seconds:6.1f} MB/s  x{speedup:4.2f}"
+    )
+    if parallel > 1:
+        line += f" ({'ok' if speedup >= GOAL_SPEEDUP else 'UNDER'} vs {GOAL_SPEEDUP})"
+        split = got.payload.get("split")
+        line += f"  split {json.dumps(split)[:80]}" if split else ""
+    return line + (
+        f"  peak RSS {' '.join(f'{r:.0f}' for r in got.rss)} MiB"
+        f" ({'ok' if rss <= RSS_GOAL_MIB else 'OVER'} vs {RSS_GOAL_MIB})"
+        f"  CPU {got.cpu:.1f} s + S3 server {s3_text} s  {load()}"
+    )
 
 
 if __name__ == "__main__":
