@@ -61,6 +61,16 @@ SETTINGS = OperatorSettings(
 )
 
 
+def export_body(namespace: str, name: str) -> dict[str, Any]:
+    """The ExportJob `name` every round creates: a csv export of `s3://bench-in/<name>.csv`."""
+    return {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"source": {"uri": f"s3://bench-in/{name}.csv"}, "format": "csv"},
+    }
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -170,12 +180,7 @@ class Round:
             await asyncio.sleep(0.2)
 
     def _export(self, name: str) -> dict[str, Any]:
-        return {
-            "apiVersion": resource.API_VERSION,
-            "kind": resource.KIND,
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {"source": {"uri": f"s3://bench-in/{name}.csv"}, "format": "csv"},
-        }
+        return export_body(self.namespace, name)
 
     async def _create_export(self, name: str, *, record: bool = True) -> None:
         response = await self.custom.create_namespaced_custom_object(
@@ -347,12 +352,7 @@ class Backlog:
 
     def body(self, name: str) -> dict[str, Any]:
         """The ExportJob `name`."""
-        return {
-            "apiVersion": resource.API_VERSION,
-            "kind": resource.KIND,
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {"source": {"uri": f"s3://bench-in/{name}.csv"}, "format": "csv"},
-        }
+        return export_body(self.namespace, name)
 
     async def _finish_pod(self, pod_name: str, result: str) -> None:
         status = pod_status.terminated(exit_code=0, message=result)
