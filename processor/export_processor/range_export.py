@@ -129,6 +129,20 @@ class RangeExporter(Exporter):
             return plan.data_start, False
         if self.spec.start is not None:
             return self.spec.start, False
+        return self._guess(source, plan, offset), True
+
+    def _end(self, source: ByteSource, plan: RangePlan, offset: int | None) -> int | None:
+        """Where the range ends when it need not be found by the quotes' parity: known (a redo
+        with other kinds), or the next range's start as that range guesses it (the same bytes
+        give the same guess). A guess inside a quoted value leaves this range's parse with a
+        quote open at its end: it fails, and the finishing step redoes it by parity."""
+        if offset is None or self.spec.end is not None:
+            return self.spec.end
+        if self.spec.parity_end:
+            return None
+        return self._guess(source, plan, offset)
+
+    def _guess(self, source: ByteSource, plan: RangePlan, offset: int) -> int:
         s = self.settings
 
         def fits(data: bytes, whole: bool) -> bool:
@@ -141,13 +155,15 @@ class RangeExporter(Exporter):
                 whole=whole,
             )
 
-        return guess_start(source, offset, limit=s.block_size, size=plan.size, fits=fits), True
+        return guess_start(source, offset, limit=s.block_size, size=plan.size, fits=fits)
 
-    def _open_range(self, start: int, stop: int | None) -> RangeSource:
+    def _open_range(self, start: int, stop: int | None, *, exact: bool) -> RangeSource:
         s = self.settings
         inner = self._source_from(start)
         # A row of up to two blocks may parse in one pod (one spanning three never does).
-        source = RangeSource(inner, start=start, stop=stop, quote=s.quote, limit=2 * s.block_size)
+        source = RangeSource(
+            inner, start=start, stop=stop, quote=s.quote, limit=2 * s.block_size, exact=exact
+        )
         return self._use(source, stop)
 
     def _use(self, source: RangeSource, stop: int | None) -> RangeSource:
@@ -180,13 +196,14 @@ class RangeExporter(Exporter):
             plan = spec.plan or self.read_plan(head_source)
             bounds = offsets(plan, spec.count, spec.cuts)
             start, guessed = self._start(head_source, plan, bounds[spec.index])
+            end = self._end(head_source, plan, None if spec.last else bounds[spec.index + 1])
         finally:
             head_source.close()
         self.reads = 0
         self.report_size = plan.size
         self.report = RangeReport(spec.index, spec.count, start, guessed, plan.digest)
-        stop = None if spec.last else bounds[spec.index + 1]
-        source = self._open_range(start, stop)
+        stop = end if end is not None else None if spec.last else bounds[spec.index + 1]
+        source = self._open_range(start, stop, exact=end is not None)
         typer = Typer(
             plan.names,
             export_format=s.export_format,

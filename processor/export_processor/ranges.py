@@ -121,6 +121,12 @@ class RangeSpec:
     upload_id: str | None = None
     """The export's multipart upload opened before the ranges (`--prepare-ranges`): the range
     uploads its parts into it (range_sink.py); None: into a part object of its own."""
+    end: int | None = None
+    """Where the range ends, when known (a redo of an accepted range with other kinds)."""
+    parity_end: bool = False
+    """Find the end by the quotes' parity (a redo from a verified start), instead of taking
+    the next range's guessed start as it (which a quoted value holding lines that look like
+    rows can fool: the range's parse then fails, and the finishing step redoes it so)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.count:
@@ -244,7 +250,14 @@ class RangeSource(ByteSource):
     """
 
     def __init__(
-        self, inner: ByteSource, *, start: int, stop: int | None, quote: str, limit: int
+        self,
+        inner: ByteSource,
+        *,
+        start: int,
+        stop: int | None,
+        quote: str,
+        limit: int,
+        exact: bool = False,
     ) -> None:
         super().__init__()
         self._inner = inner
@@ -252,12 +265,14 @@ class RangeSource(ByteSource):
         self._stop = stop
         self._quote = quote.encode("ascii")
         self._limit = limit
+        self._exact = exact
+        """`stop` is the end itself (guessed or known): nothing is counted."""
         self._position = start
         self._last = b""
         self._own_error: ExportError | None = None
         self.end: int | None = None
         self.size = None  # the end is known only when reached
-        if stop is not None:
+        if stop is not None and not exact:
             inner.count_byte = self._quote
         if stop is not None and start >= stop:
             self.end = start  # an empty range: its start is at or after the next offset
@@ -274,6 +289,9 @@ class RangeSource(ByteSource):
             return data
         if self._stop is None or start + len(data) < self._stop:
             return self._handed(data)
+        if self._exact:
+            self.end = self._stop
+            return self._handed(memoryview(data)[: self._stop - start])
         # This read reaches the next offset: look for the end in it.
         raw = bytes(data)
         if start >= self._stop and self._last == b"\r" and raw[:1] != b"\n" and not parity:
@@ -312,6 +330,7 @@ class RangeSource(ByteSource):
             stop=self._stop,
             quote=self._quote.decode("ascii"),
             limit=self._limit,
+            exact=self._exact,
         )
 
     @property

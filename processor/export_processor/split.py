@@ -251,10 +251,14 @@ class Finisher:
             verified = report is not None and report.start == boundary
             if outcome.error is not None:
                 _raise_final(outcome.error)
-                if verified and _bad_input(outcome.error):
+                if verified and _bad_input(outcome.error) and index == self.count - 1:
+                    # Read to the source's end from a verified start: the input is bad.
                     raise Fallback(f"range {index}: {outcome.error.get('message')}")
             if not (outcome.ok and verified and report is not None and report.plan == plan.digest):
-                outcome = self._redo(self._spec(index, start=boundary, plan=plan))
+                # Its end found by parity: exact where a guessed one (the next range's start,
+                # fooled by a quoted value) left its parse a quote open at the end. A range
+                # that fails so too has bad input: the export then runs as one pod.
+                outcome = self._redo(self._spec(index, start=boundary, plan=plan, parity_end=True))
             assert outcome.report is not None and outcome.report.end is not None
             boundary = outcome.report.end
             accepted.append(outcome)
@@ -272,7 +276,9 @@ class Finisher:
             report = outcome.report
             assert report is not None
             if not _same_output(fmt, report.kinds, merged):
-                spec = self._spec(outcome.index, start=report.start, kinds=merged, plan=self.plan)
+                spec = self._spec(
+                    outcome.index, start=report.start, end=report.end, kinds=merged, plan=self.plan
+                )
                 redone = self._redo(spec)
                 assert redone.report is not None
                 if redone.report.end != report.end:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from export_processor import cli
 from export_processor.compose import copy_plan
 from export_processor.range_export import RangeExporter
-from export_processor.ranges import RangeReport, RangeSpec, boundary_after
+from export_processor.ranges import RangeReport, RangeSource, RangeSpec, boundary_after
 from export_processor.settings import ProcessorSettings
 from export_processor.split import Finisher, merge_kinds, run_range, run_split
 
@@ -88,8 +88,12 @@ def test_a_range_started_inside_a_quoted_value_is_redone_from_the_verified_bound
     wrong = run_range(_settings(tmp_path), None, RangeSpec(1, 2, cuts=(cut,)))
     assert wrong.report is not None and wrong.report.guessed and wrong.result is not None
     assert wrong.report.start == cut  # its own parse succeeded, on the wrong rows
+    # Range 0 ended at that guess too (no quote counted): its parse, from the verified start,
+    # had a quote open there and failed. Both are redone, range 0 finding its end by parity.
+    ended_there = run_range(_settings(tmp_path), None, RangeSpec(0, 2, cuts=(cut,)))
+    assert ended_there.error is not None and ended_there.error["code"] == "BAD_CSV"
     _, summary = run_split(_settings(tmp_path), None, 2, (cut,))
-    assert summary["redone"] == [1]
+    assert summary["redone"] == [0, 1]
     assert (tmp_path / "out" / "in.csv").read_bytes() == b'"v"\n"ab"\n"x\ny"\n"z"\n'
     assert not (tmp_path / "out" / "in.csv.parts").exists()
 
@@ -238,3 +242,33 @@ def test_the_preparation_starts_without_the_converting_modules(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"uploadId": None}
+
+
+def test_a_range_ends_at_the_next_ranges_guess_without_counting_quotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting the quotes of a range (its bytes read once more, a tenth of a second per
+    200 MB) is left to a redo from a verified start: a range ends where the next one guesses
+    its start."""
+    lines = ["id,text"] + [f'{i},"row {i}, ""quoted""\nsecond line"' for i in range(60)]
+    data = ("\r\n".join(lines) + "\r\n").encode()
+    (tmp_path / "in.csv").write_bytes(data)
+    cut = len(data) // 2
+    counting: list[bytes | None] = []
+    init = RangeSource.__init__
+
+    def spy(self: RangeSource, inner: Any, **kwargs: Any) -> None:
+        init(self, inner, **kwargs)
+        counting.append(inner.count_byte)
+
+    monkeypatch.setattr(RangeSource, "__init__", spy)
+    first, second = (
+        run_range(_settings(tmp_path), None, RangeSpec(i, 2, cuts=(cut,))) for i in (0, 1)
+    )
+    assert first.report is not None and second.report is not None
+    assert first.report.end == second.report.start and second.report.guessed
+    assert counting == [None, None]
+    redo = RangeSpec(0, 2, cuts=(cut,), start=first.report.start, parity_end=True)
+    redone = run_range(_settings(tmp_path), None, redo)
+    assert redone.report is not None and redone.report.end == first.report.end
+    assert counting[-1] == b'"'
