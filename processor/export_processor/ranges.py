@@ -1,21 +1,24 @@
 """One byte range of a split export: where it starts, where it ends, and what it reports.
 
 A split export (docs/processor.md, "Splitting") converts the source in `count` ranges. Range i
-covers the rows from the first row boundary at or after its offset to the first boundary at or
-after the next range's offset, where
+covers the rows from a row boundary at or after its offset to one at or after the next range's
+offset, where
 
 - the offsets divide the data (the bytes after the header row) evenly: `offsets()`;
 - a row boundary is a position right after a line end (`\\n`, or a `\\r` not followed by `\\n`)
   outside quotes;
-- the start is guessed from the bytes alone (`guess_start`: the first line end after the offset,
-  which a quoted value with line ends can fool), unless a verified one is given;
-- the end is found by the range's own reading (`RangeSource`): the first line end at or after the
-  next offset where the quotes read since the start are even, confirmed by the parser (the end
-  marker after it comes out as a row of its own, parser_input.py, or the range fails).
+- the start is guessed from the bytes alone (`guess_start`: the first line end after the offset
+  after which rows fit, which a quoted value with line ends can fool), unless a verified one is
+  given;
+- the end is the next range's guessed start (the same guess), or, for a range redone from a
+  verified start (`RangeSpec.parity_end`), found by its own reading (`RangeSource`): the first
+  line end at or after the next offset where the quotes read since the start are even. Either
+  is confirmed by the parser (the end marker after it comes out as a row of its own,
+  parser_input.py, or the range fails).
 
-A range started at a verified boundary therefore ends at the boundary the single-pod parse sees
-there. The finishing step (split.py) accepts the ranges only when every reported end equals the
-next range's start, and redoes the others from the verified boundary.
+A range started at a verified boundary that succeeds therefore ends at a boundary the
+single-pod parse sees there. The finishing step (split.py) accepts the ranges only when every
+reported end equals the next range's start, and redoes the others from the verified boundary.
 """
 
 from __future__ import annotations

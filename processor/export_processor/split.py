@@ -4,9 +4,10 @@ compose one result and remove the parts; or fall back to one pod. Never a wrong 
 1. Boundaries. The first range starts at the data's start (verified). A range is accepted when
    its reported start equals the verified boundary before it; its end is then verified too (its
    own parse started from a boundary). Any other range is converted again from that boundary
-   (`redo`), in this process: redoing k of n ranges costs k ranges' time, never more than one
-   pod's n. A range that failed with bad input from a verified start makes the export run as
-   one pod instead (the right answer, or the right error, with its line numbers).
+   (`redo`), in this process, its end found by the quotes' parity: redoing k of n ranges costs
+   k ranges' time, never more than one pod's n. A range that fails with bad input from a
+   verified start when its end was not guessed (the last range, or a redo) makes the export run
+   as one pod instead (the right answer, or the right error, with its line numbers).
 2. Kinds (jsonl, parquet). The kinds the single pod ends with follow from every range's
    (`merge_kinds`); a range written with other kinds is converted once more with them.
 3. One result: csv, csv.gz and jsonl parts composed into the output object (compose.py);
