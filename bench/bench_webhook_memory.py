@@ -215,10 +215,14 @@ async def write_through_etcd(etcd: str, namespace: str, count: int, run: str) ->
             nonlocal written
             while batch := [stored(i) for i in itertools.islice(pending, 100)]:
                 ops = [{"requestPut": {"key": _b64(k), "value": _b64(v)}} for k, v in batch]
-                async with session.post(f"{etcd}/v3/kv/txn", json={"success": ops}) as response:
-                    answer = await response.json()
-                    if response.status != 200 or "error" in answer:
+                for attempt in range(6):  # a busy etcd times out (503): puts are idempotent
+                    async with session.post(f"{etcd}/v3/kv/txn", json={"success": ops}) as response:
+                        answer = await response.json()
+                    if response.status == 200 and "error" not in answer:
+                        break
+                    if attempt == 5:
                         raise RuntimeError(f"etcd txn: {response.status} {answer}")
+                    await asyncio.sleep(1.0 * (attempt + 1))
                 written += len(batch)
                 if written % 5000 < len(batch):
                     print(f"  {written} written", flush=True)

@@ -60,7 +60,7 @@ async def create_export(request: web.Request, *, body: dict[str, Any], source_ki
     services.cache.upsert(created)
     services.lookup.forget(name)
     owner = str(body["spec"].get("owner") or NO_OWNER_LABEL)  # a configured principal's name
-    metrics.created.labels(source=source_kind, owner=owner).inc()
+    metrics.count_created(source=source_kind, owner=owner)
     log.info("ExportJob created", extra={"export": name, "source_kind": source_kind})
     return Stored(name=name, created=True, obj=created)
 

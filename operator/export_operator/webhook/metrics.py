@@ -58,6 +58,7 @@ class WebhookMetrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._created: dict[tuple[str, str], Any] = {}
         self.cache_miss_reads = Counter(
             "exportjobs_webhook_cache_miss_reads",
             "Direct API reads of ids the cache missed (read-your-write across replicas), by "
@@ -90,3 +91,10 @@ class WebhookMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_created(self, *, source: str, owner: str) -> None:
+        """Count one ExportJob created (its child looked up once per source and owner)."""
+        child = self._created.get((source, owner))
+        if child is None:
+            child = self._created[source, owner] = self.created.labels(source=source, owner=owner)
+        child.inc()
