@@ -183,6 +183,21 @@ CallbackUrl = Annotated[NotifyUrl, BeforeValidator(_callback_url)]
 PrincipalName = Annotated[
     str, Field(min_length=1, max_length=PRINCIPAL_MAX_LENGTH, pattern=PRINCIPAL_PATTERN)
 ]
+MAX_PARALLELISM = 32
+"""The most pods one export may ask for (`parallelism`); the operator caps it further
+(EXPORTJOBS_OPERATOR_SPLIT_MAX_PARALLELISM)."""
+Parallelism = Annotated[
+    StrictInt,
+    Field(
+        ge=1,
+        le=MAX_PARALLELISM,
+        description="Run the export as up to this many pods at once, each converting one byte "
+        "range of the source, with a result equal to one pod's (docs/api.md, 'Split exports'); "
+        "1 = one pod whatever the size. Default: split only sources of at least the operator's "
+        "split.minBytes.",
+        json_schema_extra={"format": "int32"},
+    ),
+]
 SpecDatasetId = Annotated[str, Field(pattern=DATASET_ID_PATTERN, min_length=36, max_length=36)]
 
 
@@ -327,6 +342,7 @@ class ExportJobSpec(_Contract):
         description="Retries of a retryable failure before the export fails.",
         json_schema_extra={"format": "int32"},
     )
+    parallelism: Parallelism | None = None
     cancel: StrictBool = Field(
         False, description="Set true to cancel; the Job and its pods are removed."
     )
@@ -387,6 +403,7 @@ class ExportRequest(_Contract):
         None, description="s3://bucket/prefix/; default from the webhook's configuration."
     )
     csv: CsvOptions | None = Field(None, description="How to parse the input CSV.")
+    parallelism: Parallelism | None = None
     callback_url: CallbackUrl | None = Field(
         None,
         description="Where a signed CloudEvent is POSTed when the export ends (Succeeded, "
@@ -439,6 +456,8 @@ class ExportRequest(_Contract):
             spec["csv"] = self.csv
         if self.callback_url is not None:
             spec["notify"] = {"url": self.callback_url}
+        if self.parallelism is not None:
+            spec["parallelism"] = self.parallelism
         if owner is not None:
             spec["owner"] = owner
         return ExportJobSpec.model_validate(spec)
@@ -464,6 +483,8 @@ class ExportRequest(_Contract):
             values["csv"] = self.csv
         if self.callback_url is not None:
             values["notify"] = NotifySpec.model_construct(url=self.callback_url)
+        if self.parallelism is not None:
+            values["parallelism"] = self.parallelism
         if owner is not None:
             values["owner"] = owner
         return ExportJobSpec.model_construct(set(values), **values)

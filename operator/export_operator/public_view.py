@@ -50,7 +50,7 @@ def client_view(obj: Mapping[str, Any], *, download_url: str | None = None) -> d
         "completion_time": status.get("completionTime"),
         "attempts": status.get("attempts"),
         "queue_position": status.get("queuePosition"),
-        "progress": _object(status.get("progress")),
+        "progress": _progress(status.get("progress")),
         "error": _object(status.get("error")),
         "result": None,
     }
@@ -92,3 +92,10 @@ def notification_view(obj: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _object(value: Any) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, dict) and value else None
+
+
+def _progress(value: Any) -> dict[str, Any] | None:
+    """The export's progress; a split export's per-range figures stay on the resource."""
+    if not isinstance(value, dict):
+        return None
+    return _object({k: v for k, v in value.items() if k != "ranges"})

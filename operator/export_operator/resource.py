@@ -25,6 +25,15 @@ PLURAL = "exportjobs"
 LABEL_EXPORT = f"{GROUP}/export"
 """On the Job and its pods: the name of the ExportJob they serve. The local kwok nodes leave pods
 with this label alone, so tests and the pod runner play the kubelet for them."""
+LABEL_STEP = f"{GROUP}/step"
+"""On the Jobs and pods of a split export's steps (`prepare`, `ranges`, `finish`, `clean`);
+absent on a whole export's."""
+ANNOTATION_UPLOAD_ID = f"{GROUP}/upload-id"
+"""On a split export's ranges pod template: the export's multipart upload (the prepare step's)."""
+ANNOTATION_RANGES = f"{GROUP}/ranges"
+"""On every Job of a split export: its number of ranges."""
+ANNOTATION_RANGE_RESULTS = f"{GROUP}/range-results"
+"""On a split export's finishing pod template: the ranges' result JSON, read as a file."""
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_SOURCE_KIND = f"{GROUP}/source-kind"
@@ -72,6 +81,9 @@ class ConditionType(enum.StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
+    RANGES_FAILED = "RangesFailed"
+    """A split export's ranges that failed (retried per index, then converted again by the
+    finishing step)."""
 
 
 class ExportFormat(enum.StrEnum):

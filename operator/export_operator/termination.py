@@ -39,6 +39,26 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+MAX_RANGES = 32
+"""A split export's ranges at most (the request's `parallelism` bound)."""
+
+
+class SplitSummary(_Message):
+    """`split` of a split export's result (docs/api.md, "Split exports")."""
+
+    ranges: StrictInt = Field(ge=1, le=MAX_RANGES)
+    redone: list[Annotated[StrictInt, Field(ge=0, lt=MAX_RANGES)]] = Field(
+        default_factory=list, max_length=MAX_RANGES
+    )
+    part_bytes: list[Annotated[StrictInt, Field(ge=0, le=MAX_OBJECT_BYTES)]] | None = Field(
+        None, alias="partBytes", max_length=MAX_RANGES
+    )
+    fallback: str | None = Field(None, max_length=1024)
+
+    def as_status(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 class ResultMessage(_Message):
     """A success: what was written, and what was read."""
 
@@ -49,6 +69,7 @@ class ResultMessage(_Message):
     format: ExportFormat
     bytes_read: Count | None = Field(None, alias="bytesRead")
     duration_seconds: float | None = Field(None, alias="durationSeconds", ge=0, le=10**7)
+    split: SplitSummary | None = None
 
 
 class ErrorPayload(_Message):

@@ -86,6 +86,10 @@ REQUESTS = st.fixed_dictionaries(
         "format": FORMATS,
         "destination": optional(PREFIX_URIS),
         "csv": optional(CSV_OPTIONS),
+        # In bounds and out (0, 33, negative, booleans, floats, text): a 422 or a valid spec.
+        "parallelism": optional(
+            st.one_of(st.integers(-2, 40), st.booleans(), st.floats(0, 40), st.just("4"))
+        ),
     }
 ).map(_drop_absent)
 
@@ -204,6 +208,7 @@ REQUEST_FIELDS = {
     "csv.encoding": HOSTILE_NUMBERS,
     "csv.header": HOSTILE_NUMBERS,
     "dataset_id": HOSTILE_NUMBERS,
+    "parallelism": st.one_of(HOSTILE_NUMBERS, st.sampled_from([0, 33, -1, True, 2.5, "2"])),
 }  # fmt: skip
 HOSTILE_REQUESTS = st.one_of(
     *(st.builds(_request_with, st.just(name), values) for name, values in REQUEST_FIELDS.items())

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from export_operator.controller import metrics
 from export_operator.controller.snapshots import ExportView, JobView
+from export_operator.controller.split_plan import slots_granted
 from export_operator.controller.workqueue import WorkQueue
 from export_operator.informer import Informer
 from export_operator.resource import Phase, job_name_for
@@ -148,7 +149,9 @@ class AdmissionPlan:
     positions: dict[Key, int]
     """1-based queue positions of the ExportJobs left waiting."""
     running: int
-    """Jobs counting against the limit before this plan."""
+    """Slots held (Jobs' pods at once) before this plan."""
+    slots: dict[Key, int] = dataclasses.field(default_factory=dict)
+    """The slots granted to each admitted split export (absent: one)."""
 
 
 def waits_for_job(export: ExportView) -> bool:
@@ -166,6 +169,9 @@ def plan_admission(
     max_running: int,
     policy: AdmissionPolicy | None = None,
     holding: Sequence[ExportView] = (),
+    wants: Callable[[ExportView], int] | None = None,
+    granted: Mapping[Key, int] | None = None,
+    busy: int = 0,
 ) -> AdmissionPlan:
     """Split the waiting ExportJobs into those admitted now and those queued.
 
@@ -177,16 +183,31 @@ def plan_admission(
         max_running: the concurrency limit; 0 = none.
         policy: the order of admission (default `Fifo`).
         holding: the ExportJobs holding a slot, for the policy.
+        wants: how many pods an ExportJob would run at once (a split export's ranges); it
+            gets them within the free slots, one when fewer than two are free (split_plan).
+        granted: the slots of in-flight keys (absent: one).
+        busy: slots held by Jobs other than the ExportJobs' own (a split export finishing).
     """
-    running = sum(1 for job in jobs.values() if job.occupies_slot)
-    running += sum(1 for key in in_flight if key not in jobs)
+    granted = granted or {}
+    running = busy + sum(job.slots for job in jobs.values() if job.occupies_slot)
+    running += sum(granted.get(key, 1) for key in in_flight if key not in jobs)
     candidates = [
         e for e in exports if waits_for_job(e) and e.key not in jobs and e.key not in in_flight
     ]
     waiting = (policy or Fifo()).order(candidates, holding=holding)
-    free = len(waiting) if max_running == 0 else max(0, max_running - running)
-    positions = {e.key: i for i, e in enumerate(waiting[free:], start=1)}
-    return AdmissionPlan(admit=waiting[:free], positions=positions, running=running)
+    free = None if max_running == 0 else max(0, max_running - running)
+    admit: list[ExportView] = []
+    slots: dict[Key, int] = {}
+    for export in waiting:
+        if free is not None and free <= 0:
+            break
+        got = slots_granted(wants(export), free) if wants is not None else 1
+        admit.append(export)
+        if got > 1:
+            slots[export.key] = got
+        free = None if free is None else free - got
+    positions = {e.key: i for i, e in enumerate(waiting[len(admit) :], start=1)}
+    return AdmissionPlan(admit=admit, positions=positions, running=running, slots=slots)
 
 
 class Admission:
@@ -201,6 +222,7 @@ class Admission:
         max_running: int,
         fresh: Callable[[ExportView], ExportView] = lambda e: e,
         policy: AdmissionPolicy | None = None,
+        wants: Callable[[ExportView], int] | None = None,
     ) -> None:
         self._exports = exports
         self._jobs = jobs
@@ -209,7 +231,11 @@ class Admission:
         self.fresh = fresh
         """The snapshot with what this process last wrote (set by the reconciler)."""
         self.policy: AdmissionPolicy = policy or Fifo()
+        self._wants = wants
+        """How many pods an ExportJob would run at once (split_plan; None: one each)."""
         self._admitted: set[Key] = set()
+        self._granted: dict[Key, int] = {}
+        """Slots granted to admitted split exports until their Job is seen."""
         self._expected: dict[Key, float] = {}
         self.positions: dict[Key, int] = {}
         """Queue positions of the last pass."""
@@ -222,6 +248,12 @@ class Admission:
         if self._max_running == 0:
             self._admitted.add(key)
         return key in self._admitted
+
+    def granted(self, export: ExportView) -> int:
+        """The slots `export` may use (its ranges Job's parallelism when 2 or more)."""
+        if self._max_running == 0 and self._wants is not None:
+            return self._wants(export)
+        return self._granted.get(export.key, 1)
 
     def holds_slot(self, key: Key) -> bool:
         """Whether `key` was admitted and its Job is not shown yet."""
@@ -241,10 +273,12 @@ class Admission:
         """The Job of `key` is in the cache: it holds the slot itself now."""
         self._expected.pop(key, None)
         self._admitted.discard(key)
+        self._granted.pop(key, None)
 
     def release(self, key: Key) -> None:
         """`key` finished or is gone: it holds no slot and has no place in line."""
         self._admitted.discard(key)
+        self._granted.pop(key, None)
         self._expected.pop(key, None)
         self.positions.pop(key, None)
 
@@ -284,9 +318,12 @@ class Admission:
         """One pass: mark the head of the queue admitted, number the rest; enqueue the keys
         whose place changed (their reconcile creates the Job or writes the position)."""
         jobs: dict[Key, JobView] = {}
+        busy = 0
         for job in self._jobs.items.values():
             if job.export_name and job.name == job_name_for(job.export_name):
                 jobs[(job.namespace, job.export_name)] = job
+            elif job.step and job.occupies_slot:
+                busy += job.slots  # a split export's finishing step
         expiry = time.monotonic() - EXPECTATION_TIMEOUT
         for key, since in list(self._expected.items()):
             if key in jobs or since < expiry:
@@ -294,6 +331,7 @@ class Admission:
         waiting = [v for v in map(self.fresh, self._exports.items.values()) if waits_for_job(v)]
         waiting = [v for v in waiting if v.key not in jobs]
         self._admitted &= {e.key for e in waiting}
+        self._granted = {k: n for k, n in self._granted.items() if k in self._admitted}
         in_flight = self._admitted | self._expected.keys()
         holding = self._holding(jobs, in_flight)
         plan = plan_admission(
@@ -303,15 +341,19 @@ class Admission:
             max_running=self._max_running,
             policy=self.policy,
             holding=holding,
+            wants=self._wants,
+            granted=self._granted,
+            busy=busy,
         )
         log.debug("admission pass: %d admitted, %d queued", len(plan.admit), len(plan.positions))
         if isinstance(self.policy, FairShare):
             self.policy.admitted(plan.admit)
+        self._granted.update(plan.slots)
         for export in reversed(plan.admit):  # each goes to the head: the first ends first
             self._admitted.add(export.key)
             self._queue.add(export.key, urgent=True)  # Job creations before status writes
         metrics.QUEUE_DEPTH.set(len(plan.positions))
-        metrics.RUNNING_JOBS.set(plan.running + len(plan.admit))
+        metrics.RUNNING_JOBS.set(plan.running + sum(plan.slots.get(e.key, 1) for e in plan.admit))
         owners = {e.key: e.owner for e in waiting}
         metrics.QUEUE_DEPTH_BY_OWNER.set(Counter(owners[k] for k in plan.positions))
         metrics.RUNNING_JOBS_BY_OWNER.set(Counter(e.owner for e in [*holding, *plan.admit]))

@@ -65,6 +65,10 @@ class KubeWriter:
             if exc.status != 404:
                 raise
 
+    async def patch_job(self, *, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A JSON merge patch of a Job (a split export's ranges Job resumed with its upload)."""
+        await self.kube.patch(object_path("batch/v1", "jobs", namespace, name), patch)
+
     def _export_path(self, namespace: str, name: str) -> str:
         return object_path(resource.API_VERSION, resource.PLURAL, namespace, name)
 

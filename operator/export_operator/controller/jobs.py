@@ -18,6 +18,13 @@ from export_operator.controller.quantities import GIB, format_mebibytes, parse_b
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import PROCESSOR_CONTAINER, ExportView
 from export_operator.controller.sources import SourceSizer
+from export_operator.controller.split_jobs import ranges_job, step_job
+from export_operator.controller.split_plan import (
+    UPLOAD_FORMATS,
+    SplitPlan,
+    plan,
+    ranges_wanted,
+)
 
 MAX_DEADLINE_SECONDS = 86400
 PLACEMENT_KEYS = (
@@ -288,10 +295,17 @@ class JobFactory:
         self._settings = settings
         self._sizer = sizer or SourceSizer()
 
-    async def manifest(self, export: ExportView, *, sized: bool) -> dict[str, Any] | str:
+    def split_of(self, export: ExportView, *, slots: int, size: int | None = None) -> SplitPlan:
+        """How the export runs with `slots` granted: whole, or N ranges P at a time."""
+        return plan(ranges_wanted(export, settings=self._settings, size=size), slots)
+
+    async def manifest(
+        self, export: ExportView, *, sized: bool, slots: int = 1
+    ) -> dict[str, Any] | str:
         """The Job manifest of an ExportJob, or why its spec cannot give one (INVALID_SPEC).
 
-        `sized`: HEAD the source for its size when so configured (only for the real create)."""
+        `sized`: HEAD the source for its size when so configured (only for the real create).
+        `slots`: the slots admission granted it (a split export's ranges Job when 2 or more)."""
         settings = self._settings
         try:
             inputs = resolve_inputs(export=export, settings=settings)
@@ -299,7 +313,14 @@ class JobFactory:
             if sized and size is None and settings.head_source:
                 version = (export.spec.get("source") or {}).get("versionId")
                 size = await self._sizer.size_of(inputs.source_uri, version_id=version)
-            return build_job(export=export, inputs=inputs, settings=settings, source_size=size)
+            whole = build_job(export=export, inputs=inputs, settings=settings, source_size=size)
+            split = self.split_of(export, slots=slots, size=size)
+            if not split.split:
+                return whole
+            share = -(-size // split.ranges) if size else None
+            resources = scaled_resources(source_size=share, settings=settings)
+            upload = inputs.export_format.value in UPLOAD_FORMATS
+            return ranges_job(whole, split, resources=resources, suspend=upload)
         except InvalidSpecError as exc:
             return str(exc)
         except (
@@ -312,3 +333,22 @@ class JobFactory:
         ) as exc:
             # Bad input of this one export (a template field, a quantity): it fails, alone.
             return f"the Job could not be built: {type(exc).__name__}: {exc}"
+
+    def step(
+        self, export: ExportView, step: str, *, ranges: int, upload_id: str = "", results: str = ""
+    ) -> dict[str, Any] | str:
+        """The `prepare`, `finish` or `clean` Job of a split export (split_jobs.py), or why
+        there is none."""
+        try:
+            inputs = resolve_inputs(export=export, settings=self._settings)
+            whole = build_job(export=export, inputs=inputs, settings=self._settings)
+        except (InvalidSpecError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            return f"the {step} Job could not be built: {exc}"
+        return step_job(
+            whole,
+            step,
+            export_name=export.name,
+            ranges=ranges,
+            upload_id=upload_id,
+            results=results,
+        )

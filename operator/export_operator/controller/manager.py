@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -27,6 +28,7 @@ from export_operator.controller.reconciler import Reconciler
 from export_operator.controller.recorder import CREATIONS_QUIET, EventRecorder
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView, JobView, PodView
+from export_operator.controller.split_plan import ranges_wanted
 from export_operator.controller.status import JobCreateError
 from export_operator.controller.workqueue import WorkQueue, run_worker
 from export_operator.kube import KubeClient, KubeError
@@ -61,6 +63,7 @@ class Manager:
             queue=self.queue,
             max_running=settings.max_running,
             policy=FairShare(shares),
+            wants=functools.partial(ranges_wanted, settings=settings),
         )
         self.recorder = EventRecorder(
             queue=self.queue, creating=self.admission.creating, clock=clock, quiet=creations_quiet

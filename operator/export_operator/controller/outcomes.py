@@ -57,15 +57,18 @@ class ProcessorResult:
     format: str
     bytes_read: int | None = None
     duration_seconds: float | None = None
+    split: dict[str, Any] | None = None
+    """A split export's `split` (ranges, redone, partBytes, fallback)."""
 
     def as_status(self) -> dict[str, Any]:
-        return {
+        status = {
             "uri": self.uri,
             "bytes": self.bytes,
             "rows": self.rows,
             "sha256": self.sha256,
             "format": self.format,
         }
+        return status if self.split is None else {**status, "split": self.split}
 
 
 def parse_message(text: str) -> dict[str, Any] | None:
@@ -91,6 +94,7 @@ def parse_result(text: str) -> ProcessorResult | None:
         format=str(found.format),
         bytes_read=found.bytes_read,
         duration_seconds=found.duration_seconds,
+        split=found.split.as_status() if found.split is not None else None,
     )
 
 

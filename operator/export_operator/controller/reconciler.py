@@ -28,6 +28,8 @@ from export_operator.controller.outcomes import Watchdog, watchdog_deadline
 from export_operator.controller.recorder import CREATIONS_FIRST_MAX, EventRecorder
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView, JobView, parse_time
+from export_operator.controller.split_status import SPLIT_RULES, is_split
+from export_operator.controller.split_steps import SplitSteps
 from export_operator.controller.status import (
     Decision,
     JobCreateError,
@@ -63,6 +65,7 @@ class Reconciler:
         self._recorder = recorder
         self._clock = clock
         self._jobs = jobs or JobFactory(settings)
+        self._split = SplitSteps(jobs=self._jobs, caches=caches)
         self._watchdog = Watchdog(
             unschedulable_timeout=settings.unschedulable_timeout_seconds,
             image_pull_timeout=settings.image_pull_timeout_seconds,
@@ -85,6 +88,7 @@ class Reconciler:
         self._written.pop(export.uid, None)
         self._checked.discard(export.uid)
         self._tombstones.pop(export.key, None)
+        self._split.forget(export)
 
     def reset(self) -> None:
         """Gaining the lead: another leader may have written meanwhile."""
@@ -129,11 +133,15 @@ class Reconciler:
             self._admission.created(key)
         invalid, waiting = await self._create_or_check(export, job)
         current = self._current_status(export)
+        steps, pods = self._split.steps_of(key), self._caches.pods_of(key)
+        split = is_split(job, steps)
         decision = decide(
+            rules=SPLIT_RULES if split else (),
+            steps=steps,
             export=export,
             current=current,
             job=job,
-            pods=self._caches.pods_of(key),
+            pods=pods,
             job_in_flight=self._admission.in_flight(key),
             queue_position=self._admission.positions.get(key),
             invalid_spec=invalid,
@@ -145,7 +153,13 @@ class Reconciler:
         if decision.awaiting_admission:
             self._admission.kick()
             return Result(requeue_after=self._settings.resync_interval_seconds)
-        return await self._apply(export, job, current, decision)
+        later = (
+            await self._split.advance(writer, export, job, steps, pods, decision) if split else None
+        )
+        result = await self._apply(export, job, current, decision)
+        if later is not None and (result.requeue_after is None or later < result.requeue_after):
+            return Result(requeue_after=later)
+        return result
 
     async def _job_lags(self, writer: KubeWriter, export: ExportView) -> bool:
         """The status names a Job the watch does not show (yet): it lags, e.g. while it
@@ -180,7 +194,7 @@ class Reconciler:
 
     async def _create_job(self, export: ExportView) -> tuple[str | None, Waiting | None]:
         assert self.writer is not None
-        job = await self._jobs.manifest(export, sized=True)
+        job = await self._jobs.manifest(export, sized=True, slots=self._admission.granted(export))
         if isinstance(job, str):
             return job, None
         self._recorder.job_created()

@@ -122,6 +122,25 @@ class OperatorSettings(EnvSettings):
     is fair between owners whatever this says: round-robin by slots held per weight, first in,
     first out within an owner (docs/security.md, "Principals")."""
 
+    split_min_bytes: int = Field(2 << 30, ge=0)
+    """SPLIT_MIN_BYTES: an export whose source is at least this large (bytes, when its size is
+    known) runs as an Indexed Job of byte ranges (docs/api.md, "Split exports"). 0 = only
+    exports that ask for `parallelism` are split. Default 2 GiB: one pod converts 2 GiB in
+    10-20 s at 100-200 MB/s, about what the extra steps of a split cost (a preparing and a
+    finishing pod, each range reading the head again); from there on the ranges win
+    (docs/benchmarks.md, "Split exports": 3 GB in 1.1-1.7x less time with 2 pods)."""
+
+    split_range_bytes: int = Field(1 << 30, ge=1 << 20)
+    """SPLIT_RANGE_BYTES: the bytes of source per range of a split export sized from its
+    source: ranges = ceil(size / this), at least 2, at most SPLIT_MAX_PARALLELISM. Default
+    1 GiB."""
+
+    split_max_parallelism: int = Field(8, ge=1, le=32)
+    """SPLIT_MAX_PARALLELISM: the most ranges (and pods at once) of one split export, also for
+    a request's `parallelism`. 1 = no export is split. Default 8. A split export holds one
+    MAX_RUNNING slot per pod it runs at once, and runs with the slots free when it is
+    admitted (as one pod when only one is)."""
+
     backoff_limit: int = 3
     """BACKOFF_LIMIT: retries of a retryable failure when the spec gives none. Default 3."""
 

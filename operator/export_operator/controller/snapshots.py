@@ -19,6 +19,8 @@ from export_operator import resource
 from export_operator.resource import MAX_OBJECT_BYTES
 
 PROCESSOR_CONTAINER = "processor"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+"""The annotation the job controller puts on each pod of an Indexed Job."""
 ANNOTATION_SOURCE_SIZE = resource.ANNOTATION_SOURCE_SIZE
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -44,6 +46,15 @@ def format_time(value: dt.datetime) -> str:
 def _canonical(value: Mapping[str, Any]) -> str:
     """A canonical JSON text: hashable, compares by value, and exact when loaded back."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _count(annotations: Mapping[str, Any]) -> int:
+    text = annotations.get(resource.ANNOTATION_RANGES)
+    return int(text) if isinstance(text, str) and _is_index(text) else 1
+
+
+def _is_index(text: str) -> bool:
+    return 0 < len(text) <= 6 and text.isascii() and text.isdigit()
 
 
 def _submitted_ns(text: Any) -> int:
@@ -172,11 +183,24 @@ class JobView:
     start_time: dt.datetime | None
     completion_time: dt.datetime | None
     conditions: tuple[JobCondition, ...]
+    step: str = ""
+    """`exportjobs.dev/step` of a split export's Job ("" for a whole export's)."""
+    parallelism: int = 1
+    """`spec.parallelism`: the pods it runs at once (the slots it holds)."""
+    ranges: int = 1
+    """A split export's number of ranges (`exportjobs.dev/ranges`; 1 for a whole export)."""
+    suspended: bool = False
+    upload_id: str = ""
+    """The ranges Job's `exportjobs.dev/upload-id` (pod template annotation)."""
+    failed_indexes: str = ""
+    """`status.failedIndexes` of an Indexed Job (e.g. "1,3-4")."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> JobView:
         meta = body.get("metadata") or {}
         status = body.get("status") or {}
+        spec = body.get("spec") or {}
+        template_meta = (spec.get("template") or {}).get("metadata") or {}
         conditions = tuple(
             JobCondition(
                 type=c.get("type", ""),
@@ -199,6 +223,14 @@ class JobView:
             start_time=parse_time(status.get("startTime")),
             completion_time=parse_time(status.get("completionTime")),
             conditions=conditions,
+            step=(meta.get("labels") or {}).get(resource.LABEL_STEP, ""),
+            parallelism=int(spec.get("parallelism") or 1),
+            ranges=_count(meta.get("annotations") or {}),
+            suspended=bool(spec.get("suspend")),
+            upload_id=str(
+                (template_meta.get("annotations") or {}).get(resource.ANNOTATION_UPLOAD_ID, "")
+            ),
+            failed_indexes=str(status.get("failedIndexes") or ""),
         )
 
     def condition(self, type_: str) -> JobCondition | None:
@@ -234,6 +266,12 @@ class JobView:
     def occupies_slot(self) -> bool:
         """Whether the Job counts against the concurrency limit."""
         return not self.deleting and not self.finished
+
+    @property
+    def slots(self) -> int:
+        """The `maxRunning` slots it holds while unfinished: a pod each it runs at once (a
+        split export's preparing and cleaning steps hold none: its ranges Job holds them)."""
+        return 0 if self.step in ("prepare", "clean") else self.parallelism
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -271,10 +309,16 @@ class PodView:
     phase: str
     scheduled: PodScheduled
     container: ContainerState
+    step: str = ""
+    """`exportjobs.dev/step` of a split export's pod ("" for a whole export's)."""
+    index: int | None = None
+    """The completion index of a ranges pod."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PodView:
         meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        index = (meta.get("annotations") or {}).get(COMPLETION_INDEX)
         status = body.get("status") or {}
         scheduled: Mapping[str, Any] = next(
             (c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {}
@@ -295,7 +339,7 @@ class PodView:
         return cls(
             namespace=meta.get("namespace") or "",
             name=meta["name"],
-            export_name=(meta.get("labels") or {}).get(resource.LABEL_EXPORT, ""),
+            export_name=labels.get(resource.LABEL_EXPORT, ""),
             created=parse_time(meta.get("creationTimestamp")) or EPOCH,
             deleting=meta.get("deletionTimestamp") is not None,
             phase=status.get("phase") or "Pending",
@@ -314,6 +358,8 @@ class PodView:
                 termination_message=terminated.get("message") or "",
                 finished_at=parse_time(terminated.get("finishedAt")),
             ),
+            step=labels.get(resource.LABEL_STEP, ""),
+            index=int(index) if isinstance(index, str) and _is_index(index) else None,
         )
 
     @property

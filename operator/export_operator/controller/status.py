@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from export_operator.controller.conditions import conditions_after
+from export_operator.controller.conditions import conditions_after, set_condition
 from export_operator.controller.outcomes import (
     ExportError,
     ProcessorResult,
@@ -25,7 +25,7 @@ from export_operator.controller.outcomes import (
     watchdog_failure,
 )
 from export_operator.controller.snapshots import ExportView, JobView, PodView, format_time
-from export_operator.resource import ErrorCode, Phase, job_name_for
+from export_operator.resource import ConditionType, ErrorCode, Phase, job_name_for
 from export_operator.termination import ProtocolError
 
 OWNED_FIELDS: tuple[str, ...] = ("phase", "conditions", "jobName", "attempts", "startTime")
@@ -92,6 +92,8 @@ class Observed:
     """Why the spec can never run, if it cannot."""
     waiting: Waiting | None = None
     """Why the Job of an admitted ExportJob could not be created (retried)."""
+    steps: Mapping[str, JobView] = dataclasses.field(default_factory=dict)
+    """A split export's other Jobs by step (`prepare`, `finish`, `clean`)."""
 
     @property
     def current_phase(self) -> Phase | None:
@@ -114,6 +116,8 @@ class Verdict:
     delete_job: bool = False
     waiting: Waiting | None = None
     awaiting_admission: bool = False
+    condition: tuple[ConditionType, str, str, str] | None = None
+    """One more condition to set: (type, status, reason, message)."""
 
 
 def _attempts(o: Observed) -> dict[str, Any]:
@@ -278,7 +282,8 @@ def _in_line(o: Observed) -> Verdict:
     return Verdict(Phase.PENDING, "Accepted", "waiting for admission", awaiting_admission=True)
 
 
-RULES: tuple[Callable[[Observed], Verdict | None], ...] = (
+Rule = Callable[[Observed], Verdict | None]
+RULES: tuple[Rule, ...] = (
     _job_complete,
     _job_failed,
     _cancelled,
@@ -302,7 +307,7 @@ def _final(o: Observed, phase: Phase) -> Decision:
     status = _owned(o)
     result = None
     if phase is Phase.SUCCEEDED and "result" not in status:
-        result = _result_or_none(o.pods)
+        result = _result_or_none(p for p in o.pods if p.step in ("", "finish"))
         if result is not None:
             status["result"] = result.as_status()
     # A Job still going although the export ended here (cancel, watchdog) goes; one the job
@@ -338,6 +343,17 @@ def _decision(o: Observed, v: Verdict) -> Decision:
         now=o.now,
         generation=o.export.generation,
     )
+    if v.condition is not None:
+        type_, state, reason, message = v.condition
+        status["conditions"] = set_condition(
+            status["conditions"],
+            type_=type_,
+            status=state,
+            reason=reason,
+            message=message,
+            now=o.now,
+            generation=o.export.generation,
+        )
     return Decision(
         status=status,
         phase=v.phase,
@@ -351,13 +367,14 @@ def _decision(o: Observed, v: Verdict) -> Decision:
     )
 
 
-def decide(**observed: Any) -> Decision:
-    """The desired status of an ExportJob; the keyword arguments are `Observed`'s fields."""
+def decide(*, rules: Sequence[Rule] = (), **observed: Any) -> Decision:
+    """The desired status of an ExportJob; the keyword arguments are `Observed`'s fields.
+    `rules`: others than `RULES` (a split export's: split_status.SPLIT_RULES)."""
     o = Observed(**observed)
     phase = o.current_phase
     if phase is not None and phase.finished:
         return _final(o, phase)
-    verdict = next((v for rule in RULES if (v := rule(o)) is not None), None)
+    verdict = next((v for rule in rules or RULES if (v := rule(o)) is not None), None)
     return _decision(o, verdict or _in_line(o))
 
 

@@ -71,6 +71,24 @@ class ExportFailure(BaseModel):
     retryable: bool | None = None
 
 
+class SplitResult(BaseModel):
+    """How a split export was converted (docs/api.md, "Split exports")."""
+
+    ranges: int = Field(description="The byte ranges converted, one pod each.")
+    redone: list[int] = Field(
+        description="Ranges the finishing step converted again (a wrongly guessed row "
+        "boundary, a failed range)."
+    )
+    partBytes: list[int] | None = Field(  # noqa: N815 - the resource's field names
+        None,
+        description="The bytes of each range's part of the result: `sha256` is the sha256 of "
+        "the parts' sha256 digests (raw, in order).",
+    )
+    fallback: str | None = Field(
+        None, description="Why the export ran as one pod after all (then `sha256` is the file's)."
+    )
+
+
 class ExportResult(BaseModel):
     """What an export wrote."""
 
@@ -80,6 +98,7 @@ class ExportResult(BaseModel):
     sha256: str | None = None
     format: str | None = None
     download_url: str | None = Field(description="Presigned GET URL (single-export reads only).")
+    split: SplitResult | None = Field(None, description="Only for a split export.")
 
 
 class Notification(BaseModel):

@@ -45,7 +45,7 @@ EXPECTED = {
     "operator": {
         ("exportjobs.dev", "exportjobs", ""): {"get", "list", "watch", "delete"},
         ("exportjobs.dev", "exportjobs", "status"): {"patch"},
-        ("batch", "jobs", ""): {"get", "list", "watch", "create", "delete"},
+        ("batch", "jobs", ""): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "pods", ""): {"get", "list", "watch"},
         ("", "events", ""): {"create"},
         # Leader election: create any Lease (RBAC cannot limit create by name); get and update

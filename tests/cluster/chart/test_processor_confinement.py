@@ -258,3 +258,32 @@ def test_the_real_progress_reporter_passes_the_policy(
 def test_the_chart_can_leave_the_policy_out() -> None:
     rendered = objects(template(values={"processor.admissionPolicy.enabled": "false"}).stdout)
     assert not [d for d in rendered if d["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+def test_a_split_exports_range_pods_report_their_own_progress_only(
+    cluster: LocalCluster, kube_api: k8s.ApiClient, confinement: Installed, tmp_path: Path
+) -> None:
+    """An Indexed Job's pods are `<job>-<index>-<5 chars>` (the Job name cut so that the prefix
+    stays within 58): each may patch its range's progress of its own export, not another's."""
+    ns, sa = confinement.namespace, confinement.service_account
+    short, long = "split-0123456789a", "s3-0123456789abcdef0123456789abcdef0123456789abca"
+    other = "split-0123456789b"
+    for name in (short, long, other):
+        _exportjob(kube_api, ns, name)
+    processor = AsProcessor(cluster, tmp_path, ns)
+    processor.wait_for_policy(_token(ns, sa, pod=None), short)
+    progress = {"status": {"progress": {"ranges": {"3": {"bytesRead": 7, "rows": 2}}}}}
+    for name in (short, long):
+        job = resource.job_name_for(name)
+        prefix = f"{job}-3-"
+        if len(prefix) > 58:
+            prefix = f"{job[: 58 - 3]}-3-"
+        pod = f"{prefix}k2x9q"
+        token = _token(ns, sa, pod=(pod, _pod(kube_api, ns, pod, sa)))
+        status, text = processor.patch_status(token, name, progress)
+        assert status == 200, (name, text)
+        assert _status(kube_api, ns, name)["progress"]["ranges"]["3"] == {"bytesRead": 7, "rows": 2}
+        status, text = processor.patch_status(token, other, progress)
+        assert status == 403, text
+        status, text = processor.patch_status(token, name, {"status": {"phase": "Succeeded"}})
+        assert status == 403, text

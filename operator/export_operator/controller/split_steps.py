@@ -1,0 +1,210 @@
+"""The steps around a split export's ranges, driven from what the caches show (level-based).
+
+The reconciler calls `SplitSteps.advance` for every split export after deciding its status:
+
+- ranges Job suspended, no `prepare` Job: create it; `prepare` complete: resume the ranges Job
+  with the upload id its pod reported (no id: the ranges write part objects instead, which the
+  finishing step composes);
+- ranges Job done (Complete, or failed only by indexes): create the `finish` Job with every
+  range's result or error (the termination messages of its pods);
+- export Failed or Cancelled: the other steps' Jobs go, and a `clean` Job (created suspended
+  at once, while the ranges Job still tells N and the upload id) runs once no range pod is left;
+- Running: the ranges' progress summed into the export's (at most every `PROGRESS_EVERY`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from export_operator import termination
+from export_operator.controller.apicalls import KubeWriter
+from export_operator.controller.caches import Caches, Key
+from export_operator.controller.jobs import JobFactory
+from export_operator.controller.snapshots import ExportView, JobView, PodView
+from export_operator.controller.split_jobs import results_document, resume_patch
+from export_operator.controller.split_plan import STEPS, step_job_name
+from export_operator.controller.split_status import ranges_done, summed_progress
+from export_operator.controller.status import Decision
+from export_operator.resource import ExitCode, Phase
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 5.0
+"""Seconds between two writes of a split export's summed progress (its ranges patch theirs
+every 5 s each: the export's own figures are written at most as often as one range's)."""
+MAX_UPLOAD_ID = 1024
+
+
+def upload_id_from(pods: Sequence[PodView]) -> str:
+    """The upload id the `prepare` pod reported ("" when none did)."""
+    for pod in pods:
+        if pod.step == "prepare" and pod.exit_code == int(ExitCode.OK):
+            found = (termination.parse_object(pod.container.termination_message) or {}).get(
+                "uploadId"
+            )
+            if isinstance(found, str) and 0 < len(found) <= MAX_UPLOAD_ID and found.isprintable():
+                return found
+    return ""
+
+
+def range_payloads(pods: Sequence[PodView], count: int) -> list[tuple[int, dict[str, Any]]]:
+    """Each range's result (its pod that succeeded) or its last error, for the finishing step."""
+    payloads: list[tuple[int, dict[str, Any]]] = []
+    for index in range(count):
+        ended = [p for p in pods if p.step == "ranges" and p.index == index and p.terminated]
+        ended.sort(
+            key=lambda p: (p.exit_code != 0, -(p.container.finished_at or p.created).timestamp())
+        )
+        payload: dict[str, Any] | None = None
+        for pod in ended:
+            payload = termination.parse_object(pod.container.termination_message)
+            if payload is not None and (pod.exit_code == 0) == ("error" not in payload):
+                break
+            payload = None
+        if payload is None:
+            message = f"range {index} left no result (its pods are gone or wrote none)"
+            payload = {"error": {"code": "INTERNAL", "message": message, "retryable": True}}
+        payloads.append((index, payload))
+    return payloads
+
+
+def _live(pods: Sequence[PodView]) -> bool:
+    return any(p.step != "clean" and not p.terminated for p in pods)
+
+
+class SplitSteps:
+    """A split export's `prepare`, `finish` and `clean` Jobs, and its summed progress."""
+
+    def __init__(self, *, jobs: JobFactory, caches: Caches) -> None:
+        self._jobs = jobs
+        self._caches = caches
+        self._progress: dict[str, float] = {}
+        """ExportJob uid → when its summed progress was last written (monotonic)."""
+
+    def steps_of(self, key: Key) -> dict[str, JobView]:
+        """The export's step Jobs other than the ranges Job, by step."""
+        found = {}
+        for step in STEPS[:1] + STEPS[2:]:
+            job = self._caches.jobs.get((key[0], step_job_name(key[1], step)))
+            if job is not None and job.export_name == key[1]:
+                found[step] = job
+        return found
+
+    async def advance(
+        self,
+        writer: KubeWriter,
+        export: ExportView,
+        job: JobView | None,
+        steps: Mapping[str, JobView],
+        pods: Sequence[PodView],
+        decision: Decision,
+    ) -> float | None:
+        """Create, resume or remove what the export's state asks for; seconds until the
+        summed progress may be written again (None: nothing waits)."""
+        if decision.phase in (Phase.FAILED, Phase.CANCELLED):
+            await self._clean(writer, export, job, steps, pods)
+            return None
+        if job is not None and job.step == "ranges" and not job.deleting:
+            if job.suspended:
+                await self._prepare(writer, export, job, steps, pods)
+            elif ranges_done(job) and "finish" not in steps:
+                results = results_document(range_payloads(pods, job.ranges))
+                await self._create(writer, export, "finish", job.ranges, job.upload_id, results)
+        if decision.phase in (Phase.RUNNING, Phase.SUCCEEDED):
+            return await self._write_progress(writer, export, final=decision.phase.finished)
+        return None
+
+    async def _create(
+        self,
+        writer: KubeWriter,
+        export: ExportView,
+        step: str,
+        ranges: int,
+        upload_id: str,
+        results: str = "",
+        *,
+        suspend: bool = False,
+    ) -> None:
+        manifest = self._jobs.step(
+            export, step, ranges=ranges, upload_id=upload_id, results=results
+        )
+        if isinstance(manifest, str):  # the spec resolved for the ranges: not expected
+            log.error("%s/%s: %s", export.namespace, export.name, manifest)
+            return
+        if suspend:
+            manifest["spec"]["suspend"] = True
+        if await writer.create_job(manifest):
+            log.info("created the %s Job of %s/%s", step, export.namespace, export.name)
+
+    async def _prepare(
+        self,
+        writer: KubeWriter,
+        export: ExportView,
+        job: JobView,
+        steps: Mapping[str, JobView],
+        pods: Sequence[PodView],
+    ) -> None:
+        prepare = steps.get("prepare")
+        if prepare is None:
+            await self._create(writer, export, "prepare", job.ranges, "")
+        elif prepare.complete:
+            upload = upload_id_from(pods)
+            await writer.patch_job(
+                namespace=job.namespace, name=job.name, patch=resume_patch(upload)
+            )
+            log.info("resumed the ranges of %s/%s (upload %s)", *export.key, upload or "none")
+
+    async def _clean(
+        self,
+        writer: KubeWriter,
+        export: ExportView,
+        job: JobView | None,
+        steps: Mapping[str, JobView],
+        pods: Sequence[PodView],
+    ) -> None:
+        """Stop every step, then remove the parts and abort the uploads (the `clean` Job)."""
+        for step, step_job in steps.items():
+            if step != "clean" and step_job.occupies_slot:
+                await writer.delete_job(namespace=step_job.namespace, name=step_job.name)
+        clean = steps.get("clean")
+        if clean is None:
+            source = job if job is not None and job.step == "ranges" else steps.get("finish")
+            if source is None:
+                return  # nothing was split yet
+            upload = source.upload_id or upload_id_from(pods)
+            await self._create(
+                writer,
+                export,
+                "clean",
+                source.ranges,
+                upload,
+                suspend=True,
+            )
+        elif clean.suspended and not _live(pods):
+            await writer.patch_job(
+                namespace=clean.namespace, name=clean.name, patch={"spec": {"suspend": False}}
+            )
+
+    async def _write_progress(
+        self, writer: KubeWriter, export: ExportView, *, final: bool
+    ) -> float | None:
+        summed = summed_progress(export.status, export.source_size)
+        if summed is None:
+            return None
+        wait = self._progress.get(export.uid, 0.0) + PROGRESS_EVERY - time.monotonic()
+        if wait > 0 and not final:
+            return wait
+        await writer.patch_status(
+            namespace=export.namespace,
+            name=export.name,
+            uid=export.uid,
+            status={"progress": summed},
+        )
+        self._progress[export.uid] = time.monotonic()
+        return None
+
+    def forget(self, export: ExportView) -> None:
+        self._progress.pop(export.uid, None)
