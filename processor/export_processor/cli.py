@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
             else:
                 exporter = split_cli.range_exporter(job, settings, client, progress)
             signals.exporter = exporter
-            reporter = _reporter(settings, progress)
+            reporter = _reporter(settings, progress, job.spec.index if job and job.spec else None)
             if reporter is not None:
                 reporter.start()
             result = exporter.run()
@@ -229,14 +229,19 @@ def _range_report(exporter: Exporter | None) -> dict[str, Any]:
     return {"range": report.as_json()} if report is not None else {}
 
 
-def _reporter(settings: ProcessorSettings, progress: ProgressState) -> ProgressReporter | None:
+def _reporter(
+    settings: ProcessorSettings, progress: ProgressState, range_index: int | None = None
+) -> ProgressReporter | None:
     kube = settings.kube
     if not (kube.api_url and settings.export_name and settings.export_namespace):
         return None
 
     def sample() -> dict[str, object]:
         return progress_body(
-            bytes_read=progress.bytes_read, bytes_total=progress.bytes_total, rows=progress.rows
+            bytes_read=progress.bytes_read,
+            bytes_total=progress.bytes_total,
+            rows=progress.rows,
+            range_index=range_index,
         )
 
     return ProgressReporter(

@@ -43,9 +43,16 @@ class ProgressState:
         return self.source.bytes_fetched if self.source is not None else 0
 
 
-def progress_body(*, bytes_read: int, bytes_total: int | None, rows: int) -> dict[str, object]:
-    """The merge patch body; `percent` only when the total is known."""
+def progress_body(
+    *, bytes_read: int, bytes_total: int | None, rows: int, range_index: int | None = None
+) -> dict[str, object]:
+    """The merge patch body; `percent` only when the total is known. A split export's range
+    patches its own entry, `progress.ranges.<index>` (the operator adds them up)."""
     progress: dict[str, object] = {"bytesRead": bytes_read, "rows": rows}
+    if range_index is not None:
+        if bytes_total is not None:
+            progress["bytesTotal"] = bytes_total
+        return {"status": {"progress": {"ranges": {str(range_index): progress}}}}
     if bytes_total is not None:
         progress["bytesTotal"] = bytes_total
         progress["percent"] = (

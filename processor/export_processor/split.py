@@ -197,6 +197,10 @@ class Finisher:
                 Location(manifest.scheme, manifest.bucket, manifest.key + MANIFEST_NAME)
             )
         remove(self.client, locations, uploads_under=self._uploads_prefix())
+        if self.output.is_s3 and self.settings.export_format != "parquet":
+            # The export's own upload when its id never reached us (the prepare step killed
+            # after CreateMultipartUpload): every upload of the output key goes.
+            remove(self.client, [], uploads_under=self.output)
 
     def finish(self, outcomes: list[RangeOutcome]) -> tuple[ExportResult, dict[str, Any]]:
         """The export's result and its `split` summary; raises the export's error."""

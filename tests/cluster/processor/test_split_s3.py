@@ -115,6 +115,8 @@ def test_split_export_through_the_cli_then_a_clean_up_leaves_nothing(
     # A failed export: one part written, another range killed mid-upload (its upload open).
     s3_client.put_object(Bucket=s3_bucket, Key="out/ej-2/data.jsonl.parts/00000", Body=b"{}\n")
     s3_client.create_multipart_upload(Bucket=s3_bucket, Key="out/ej-2/data.jsonl.parts/00001")
+    # And the export's own upload, its id lost (the prepare step killed after opening it).
+    s3_client.create_multipart_upload(Bucket=s3_bucket, Key="out/ej-2/data.jsonl")
     code, _, err, payload = run_cli(*common, "--clean-ranges", tmp_path=tmp_path)
     assert code == 0, err
     assert _keys(s3_client, s3_bucket, "out/") == ["out/ej-2/data.jsonl"]
