@@ -258,3 +258,7 @@ def test_progress_body() -> None:
     assert progress_body(bytes_read=5, bytes_total=None, rows=1) == {
         "status": {"progress": {"bytesRead": 5, "rows": 1}}
     }
+    # A split export's range: its own entry, so ranges never overwrite each other.
+    assert progress_body(bytes_read=5, bytes_total=9, rows=1, range_index=3) == {
+        "status": {"progress": {"ranges": {"3": {"bytesRead": 5, "rows": 1, "bytesTotal": 9}}}}
+    }
