@@ -14,6 +14,7 @@ The reconciler calls `SplitSteps.advance` for every split export after deciding 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -75,6 +76,18 @@ def _live(pods: Sequence[PodView]) -> bool:
     return any(p.step != "clean" and not p.terminated for p in pods)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Split:
+    """What one `advance` works on: a split export, its Jobs and pods, and where to write."""
+
+    writer: KubeWriter
+    export: ExportView
+    job: JobView | None
+    """The ranges Job (or the last seen of it)."""
+    steps: Mapping[str, JobView]
+    pods: Sequence[PodView]
+
+
 class SplitSteps:
     """A split export's `prepare`, `finish` and `clean` Jobs, and its summed progress."""
 
@@ -104,23 +117,23 @@ class SplitSteps:
     ) -> float | None:
         """Create, resume or remove what the export's state asks for; seconds until the
         summed progress may be written again (None: nothing waits)."""
+        split = _Split(writer, export, job, steps, pods)
         if decision.phase in (Phase.FAILED, Phase.CANCELLED):
-            await self._clean(writer, export, job, steps, pods)
+            await self._clean(split)
             return None
         if job is not None and job.step == "ranges" and not job.deleting:
             if job.suspended:
-                await self._prepare(writer, export, job, steps, pods)
+                await self._prepare(split, job)
             elif ranges_done(job) and "finish" not in steps:
                 results = results_document(range_payloads(pods, job.ranges))
-                await self._create(writer, export, "finish", job.ranges, job.upload_id, results)
+                await self._create(split, "finish", job.ranges, job.upload_id, results)
         if decision.phase in (Phase.RUNNING, Phase.SUCCEEDED):
             return await self._write_progress(writer, export, final=decision.phase.finished)
         return None
 
     async def _create(
         self,
-        writer: KubeWriter,
-        export: ExportView,
+        split: _Split,
         step: str,
         ranges: int,
         upload_id: str,
@@ -128,6 +141,7 @@ class SplitSteps:
         *,
         suspend: bool = False,
     ) -> None:
+        export = split.export
         manifest = self._jobs.step(
             export, step, ranges=ranges, upload_id=upload_id, results=results
         )
@@ -136,55 +150,35 @@ class SplitSteps:
             return
         if suspend:
             manifest["spec"]["suspend"] = True
-        if await writer.create_job(manifest):
+        if await split.writer.create_job(manifest):
             log.info("created the %s Job of %s/%s", step, export.namespace, export.name)
 
-    async def _prepare(
-        self,
-        writer: KubeWriter,
-        export: ExportView,
-        job: JobView,
-        steps: Mapping[str, JobView],
-        pods: Sequence[PodView],
-    ) -> None:
-        prepare = steps.get("prepare")
+    async def _prepare(self, split: _Split, job: JobView) -> None:
+        prepare = split.steps.get("prepare")
         if prepare is None:
-            await self._create(writer, export, "prepare", job.ranges, "")
+            await self._create(split, "prepare", job.ranges, "")
         elif prepare.complete:
-            upload = upload_id_from(pods)
-            await writer.patch_job(
+            upload = upload_id_from(split.pods)
+            await split.writer.patch_job(
                 namespace=job.namespace, name=job.name, patch=resume_patch(upload)
             )
-            log.info("resumed the ranges of %s/%s (upload %s)", *export.key, upload or "none")
+            log.info("resumed the ranges of %s/%s (upload %s)", *split.export.key, upload or "none")
 
-    async def _clean(
-        self,
-        writer: KubeWriter,
-        export: ExportView,
-        job: JobView | None,
-        steps: Mapping[str, JobView],
-        pods: Sequence[PodView],
-    ) -> None:
+    async def _clean(self, split: _Split) -> None:
         """Stop every step, then remove the parts and abort the uploads (the `clean` Job)."""
-        for step, step_job in steps.items():
+        for step, step_job in split.steps.items():
             if step != "clean" and step_job.occupies_slot:
-                await writer.delete_job(namespace=step_job.namespace, name=step_job.name)
-        clean = steps.get("clean")
+                await split.writer.delete_job(namespace=step_job.namespace, name=step_job.name)
+        clean = split.steps.get("clean")
         if clean is None:
-            source = job if job is not None and job.step == "ranges" else steps.get("finish")
+            job = split.job
+            source = job if job is not None and job.step == "ranges" else split.steps.get("finish")
             if source is None:
                 return  # nothing was split yet
-            upload = source.upload_id or upload_id_from(pods)
-            await self._create(
-                writer,
-                export,
-                "clean",
-                source.ranges,
-                upload,
-                suspend=True,
-            )
-        elif clean.suspended and not _live(pods):
-            await writer.patch_job(
+            upload = source.upload_id or upload_id_from(split.pods)
+            await self._create(split, "clean", source.ranges, upload, suspend=True)
+        elif clean.suspended and not _live(split.pods):
+            await split.writer.patch_job(
                 namespace=clean.namespace, name=clean.name, patch={"spec": {"suspend": False}}
             )
 
