@@ -19,10 +19,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -254,3 +255,28 @@ def answering(product: Any) -> None:
             return False
 
     wait_for("the webhook after the upgrade", probe, timeout=120, interval=1)
+
+
+def poll(product: Any, location: str, *, until: set[str], within: float = 180) -> Any:
+    """GET `location` until its phase is in `until`; fail naming the phases seen."""
+    deadline = time.monotonic() + within
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        status, view = call(product, "GET", location)
+        assert status == 200, view
+        if not seen or seen[-1] != view["status"]:
+            seen.append(view["status"])
+        if view["status"] in until:
+            return view
+        time.sleep(0.25)
+    raise AssertionError(f"never reached {until}; phases seen: {seen}")
+
+
+def repeated_csv(path: Path, megabytes: int, row: Callable[[int], str]) -> None:
+    """A CSV of about `megabytes` (header `id,ts,amount,note,category`): 10,000 rows made by
+    `row(i)` (each ending in a line end), repeated."""
+    block = "".join(row(i) for i in range(10_000)).encode()
+    with path.open("wb") as f:
+        f.write(b"id,ts,amount,note,category\n")
+        for _ in range(max(1, (megabytes << 20) // len(block))):
+            f.write(block)

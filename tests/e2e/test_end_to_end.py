@@ -23,7 +23,15 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from tests.e2e.conftest import FINAL, INPUT_BUCKET, OUTPUT_BUCKET, E2ECluster, call
+from tests.e2e.conftest import (
+    FINAL,
+    INPUT_BUCKET,
+    OUTPUT_BUCKET,
+    E2ECluster,
+    call,
+    poll,
+    repeated_csv,
+)
 
 # Setting the tier up may wait for the machine's one real node and builds the images.
 pytestmark = pytest.mark.timeout(1200)
@@ -51,20 +59,6 @@ def _post_event(product: Any, key: str, size: int, fmt: str) -> tuple[str, str]:
     assert status == 202, body
     (export_id,) = body["ids"]
     return export_id, f"/v1/exports/{export_id}"
-
-
-def _poll(product: Any, location: str, *, until: set[str], within: float = 180) -> Any:
-    deadline = time.monotonic() + within
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        status, view = call(product, "GET", location)
-        assert status == 200, view
-        if not seen or seen[-1] != view["status"]:
-            seen.append(view["status"])
-        if view["status"] in until:
-            return view
-        time.sleep(0.25)
-    raise AssertionError(f"never reached {until}; phases seen: {seen}")
 
 
 def _write_csv(path: Path, rows: int) -> list[list[str]]:
@@ -123,7 +117,7 @@ def test_s3_event_to_downloaded_result(
     e2e_s3.upload_file(str(source), INPUT_BUCKET, key)
 
     export_id, location = _post_event(product, key, source.stat().st_size, "csv.gz")
-    view = _poll(product, location, until=FINAL)
+    view = poll(product, location, until=FINAL)
 
     assert view["status"] == "Succeeded", view
     assert view["source"] == f"s3://{INPUT_BUCKET}/{key}"
@@ -157,7 +151,7 @@ def test_bad_csv_fails_with_bad_csv_from_the_exit_code(
     e2e_s3.put_object(Bucket=INPUT_BUCKET, Key=key, Body=body)
 
     export_id, location = _post_event(product, key, len(body), "parquet")
-    view = _poll(product, location, until=FINAL)
+    view = poll(product, location, until=FINAL)
 
     assert view["status"] == "Failed", view
     assert view["error"]["code"] == "BAD_CSV"
@@ -206,7 +200,7 @@ def test_too_small_memory_limit_ends_oom_killed(
         manifest_file = tmp_path / "oom.json"
         manifest_file.write_text(json.dumps(manifest))
         e2e_cluster.kubectl("apply", "-f", str(manifest_file))
-        view = _poll(product, f"/v1/exports/{name}", until=FINAL)
+        view = poll(product, f"/v1/exports/{name}", until=FINAL)
         assert view["status"] == "Failed", view
         assert view["error"]["code"] == "OOM_KILLED", view["error"]
         pods = _processor_pods(e2e_cluster, product.namespace, name)
@@ -223,14 +217,13 @@ def test_cancel_while_running_stops_the_container_and_leaves_nothing(
     upload, and nothing is left in S3. (The processor reads ~55 MB/s with its default 1 CPU: the
     test gives it 0.1 CPU through the chart, so the conversion lasts long enough to cancel.)"""
     source = tmp_path / "big.csv"
-    block = "".join(
-        f'{i},2026-01-0{i % 9 + 1}T10:00:00Z,{i * 3.5},"text, with {i} comma",cat{i % 7}\n'
-        for i in range(10_000)
-    ).encode()
-    with source.open("wb") as f:
-        f.write(b"id,ts,amount,note,category\n")
-        for _ in range(max(1, (100 << 20) // len(block))):
-            f.write(block)
+    repeated_csv(
+        source,
+        100,
+        lambda i: (
+            f'{i},2026-01-0{i % 9 + 1}T10:00:00Z,{i * 3.5},"text, with {i} comma",cat{i % 7}\n'
+        ),
+    )
     key = f"incoming/{uuid.uuid4().hex[:6]}/big.csv"
     e2e_s3.upload_file(str(source), INPUT_BUCKET, key)
     product.upgrade(
@@ -246,7 +239,7 @@ def _cancel_while_running(
     product: Any, e2e_s3: Any, e2e_cluster: E2ECluster, key: str, size: int
 ) -> None:
     export_id, location = _post_event(product, key, size, "parquet")
-    _poll(product, location, until={"Running"}, within=180)
+    poll(product, location, until={"Running"}, within=180)
     # Running with bytes read: the container is converting, with a multipart upload open.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -261,7 +254,7 @@ def _cancel_while_running(
     follow = e2e_cluster.kubectl_follow("-n", product.namespace, "logs", "-f", pod_name)
     status, body = call(product, "DELETE", location)
     assert status == 202, body
-    view = _poll(product, location, until=FINAL)
+    view = poll(product, location, until=FINAL)
 
     assert view["status"] == "Cancelled", view
     log = follow.wait_output(timeout=60)
