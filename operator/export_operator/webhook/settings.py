@@ -246,8 +246,8 @@ class WebhookSettings(EnvSettings):
     """Region for presigning. Env `EXPORTJOBS_WEBHOOK_S3_REGION`, else the AWS chain."""
 
     api_timeout_seconds: float = 5.0
-    """Timeout of one API-server call in seconds; past it the caller gets 503. Default 5 (well below
-    client timeouts)."""
+    """Timeout of one API-server call in seconds; a create not answered is tried once more, then the
+    caller gets 503. Default 5 (twice that stays below client timeouts such as SNS's 15 s)."""
 
     retry_after_seconds: int = 5
     """`Retry-After` on 503 when the API server is down or refuses. Default 5."""

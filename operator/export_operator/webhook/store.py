@@ -8,10 +8,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from export_operator import resource
+from export_operator.backoff import Backoff
 from export_operator.kube import Kube, KubeError, collection_path
+
+CREATE_ATTEMPTS = 2
+"""Tries of one create before a 503: a create is safe to repeat (the name is deterministic, so a
+first try that went through answers 409 = stored), and an API server that timed out once under
+load usually answers the next try (bench/soak.py saw one 503 in 2,870 creates at load 24). Two,
+so a caller waits at most about twice the API timeout (10 s by default: below SNS's 15 s)."""
+CREATE_BACKOFF = Backoff(base=0.2, cap=1.0)
 
 
 class AlreadyExistsError(Exception):
@@ -55,8 +64,25 @@ class KubeExportStore:
         self._collection = collection_path(resource.API_VERSION, resource.PLURAL, namespace)
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        async with _translated_errors():
-            return await self._kube.create(self._collection, body)
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                async with _translated_errors():
+                    return await self._kube.create(self._collection, body)
+            except AlreadyExistsError:
+                if attempt == 1:
+                    raise
+                # After a try without an answer: if the object is the one we sent, that try
+                # went through (or an identical request did): stored. Anything else was there.
+                async with _translated_errors():
+                    found = await self._kube.get(f"{self._collection}/{body['metadata']['name']}")
+                if not _same_request(found, body):
+                    raise
+                return found
+            except StoreUnavailableError:
+                if attempt == CREATE_ATTEMPTS:
+                    raise
+                await asyncio.sleep(CREATE_BACKOFF.delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def read(self, name: str) -> dict[str, Any] | None:
         try:
@@ -104,6 +130,22 @@ class _translated_errors:  # noqa: N801 - used as a context manager, named like 
         # 401/403 (our credentials), 404 (namespace or CRD missing), 429, 5xx: not the client's
         # fault and possibly transient.
         raise StoreUnavailableError(f"API server answered {exc.status}: {exc.message}") from exc
+
+
+def _same_request(stored: dict[str, Any], sent: dict[str, Any]) -> bool:
+    """The stored object carries every spec field, label and annotation `sent` asked for (the
+    API server may add defaults, never change what was sent)."""
+
+    def holds(have: Any, want: Any) -> bool:
+        have = have if isinstance(have, dict) else {}
+        return all(have.get(k) == v for k, v in (want or {}).items())
+
+    meta, asked = stored.get("metadata") or {}, sent.get("metadata") or {}
+    return (
+        holds(stored.get("spec"), sent.get("spec"))
+        and holds(meta.get("labels"), asked.get("labels"))
+        and holds(meta.get("annotations"), asked.get("annotations"))
+    )
 
 
 def _kind_is_export(exc: KubeError) -> bool:
