@@ -9,17 +9,18 @@ short retention so that etcd's object counts must stay bounded) and a completion
 
 - API callers: `POST /v1/exports` (small sources, and a 100 MB one at intervals, with a callback
   URL), `GET /v1/exports/{id}` of the exports in flight, `DELETE` of one in twenty;
+- every 10 s a list of every ExportJob (kubectl), which is what tells the soak an export ended;
 - S3 events for fresh objects, each delivered twice (the duplicate must answer the same id);
 - the operator's leader pod deleted every `--failover-minutes`.
 
-Per window: requests, their p50/p99, exports finished, the RSS of the webhook and operator pods
-and the API server's object counts (exportjobs, jobs, pods, events). At the end every accepted
-export must reach a final phase (none lost), no export may run twice (two pods of one export
-Succeeded, two ids for one event, a callback answered 2xx twice) and no valid request may get a
-5xx; after the warm-up no component's RSS may grow more than 20 MiB/hour (least squares over the
-largest RSS of the component's pods at each sample, i.e. the leader's memory across failovers;
-enforced for runs of at least 30 minutes, reported always, per pod too). Exit status 1 when any
-of it fails.
+Per window: requests, their p50/p99, exports finished (seen final, at most 10 s late), the RSS
+of the webhook and operator pods and the API server's object counts (exportjobs, jobs, pods,
+events). At the end every accepted export must reach a final phase (none lost), no export may
+run twice (two pods of one export Succeeded, two ids for one event, a callback answered 2xx
+twice) and no valid request may get a 5xx; after the warm-up no component's RSS may grow more
+than 20 MiB/hour (least squares over the largest RSS of the component's pods at each sample,
+i.e. the leader's memory across failovers; enforced for runs of at least 30 minutes, reported
+always, per pod too). Exit status 1 when any of it fails.
 
 `run()` is also called by tests/e2e/test_soak.py (3 minutes, on the e2e tier's installed product).
 """
@@ -54,6 +55,8 @@ FINAL = {"Succeeded", "Failed", "Cancelled"}
 FORMATS = ["csv", "csv.gz", "jsonl", "parquet"]
 MiB = 1024 * 1024
 RSS_LIMIT_MIB_PER_HOUR = 20.0
+SWEEP_SECONDS = 10.0
+"""Seconds between two lists of every ExportJob (`Soak.sweeps`), far inside the retention."""
 NODE_ADDRESS = "10.244.0.1"
 """The real node's bridge address: the host (receiver, S3) as the pods reach it."""
 
@@ -314,12 +317,43 @@ class Soak:
                     await self.call(session, "DELETE", "DELETE", f"/v1/exports/{export.id}")
                 status, view = await self.call(session, "GET", "GET", f"/v1/exports/{export.id}")
                 if status == 200 and view and view.get("status") in FINAL:
-                    export.final = view["status"]
-                    export.finished = time.monotonic()
-                    self._window().finished += 1
+                    self._final(export, view["status"])
             await asyncio.sleep(0.5)
             if self._stop.is_set() and time.monotonic() > self._drain_deadline:
                 return
+
+    async def sweeps(self) -> None:
+        """Every SWEEP_SECONDS, all the ExportJobs in one list: the GETs of `reads` reach five
+        open exports at a time, so with hundreds open they saw an export finish minutes late or,
+        once retention (900 s) had deleted it, never (the hour's run of 2026-12-07 counted 205
+        exports "lost" whose callbacks said Succeeded)."""
+        while True:
+            try:
+                out = await asyncio.to_thread(
+                    self.t.kubectl, "-n", self.t.namespace, "get", "exportjobs", "-o", "json"
+                )
+            except Exception as exc:  # an API server hiccup: the next sweep reads them
+                self.transport_errors[f"sweep {type(exc).__name__}"] += 1
+            else:
+                self.mark_listed(json.loads(out).get("items", []))
+            if self._stop.is_set() and (
+                not self._open() or time.monotonic() > self._drain_deadline
+            ):
+                return
+            await asyncio.sleep(SWEEP_SECONDS)
+
+    def mark_listed(self, items: list[dict[str, Any]]) -> None:
+        """Mark the exports a list shows in a final phase."""
+        for item in items:
+            export = self.exports.get(item.get("metadata", {}).get("name", ""))
+            phase = (item.get("status") or {}).get("phase")
+            if export is not None and export.final is None and phase in FINAL:
+                self._final(export, phase)
+
+    def _final(self, export: Export, phase: str) -> None:
+        export.final = phase
+        export.finished = time.monotonic()
+        self._window().finished += 1
 
     def _open(self) -> list[Export]:
         return [e for e in self.exports.values() if e.final is None]
@@ -440,12 +474,15 @@ class Soak:
                 asyncio.create_task(self.failover()),
                 asyncio.create_task(self.progress()),
             ]
-            reader = asyncio.create_task(self.reads(session))
+            readers = [
+                asyncio.create_task(self.reads(session)),
+                asyncio.create_task(self.sweeps()),
+            ]
             await asyncio.sleep(self.seconds)
             self._stop.set()
             self._drain_deadline = time.monotonic() + drain_seconds
             await asyncio.gather(*tasks)
-            await reader
+            await asyncio.gather(*readers)
         # Callbacks follow the final phase (retried after the receiver's 500s): wait for them.
         for _ in range(int(min(drain_seconds, 180) / 2)):
             if not self._callbacks_missing():

@@ -3,8 +3,13 @@ a report's verdicts."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.support.hack_modules import load
 
@@ -118,3 +123,70 @@ def test_a_leak_across_failovers_still_fails(tmp_path: Path) -> None:
         ]
     assert abs(run.component_slopes()["operator"] - 40) < 1
     assert [f for f in run.report()["failures"] if "RSS grows" in f]
+
+
+def _soak_with(tmp_path: Path, kubectl: Any) -> Any:
+    target = _target(tmp_path)
+    target.kubectl = kubectl
+    return soak.Soak(
+        target,
+        seconds=60,
+        window_seconds=30,
+        failover_seconds=600,
+        big_bytes=0,
+        big_every_seconds=60,
+    )
+
+
+def _item(name: str, phase: str | None) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": {"phase": phase} if phase else {}}
+
+
+def test_an_export_seen_final_only_in_the_list_is_not_lost(tmp_path: Path) -> None:
+    """The hour's run of 2026-12-07 counted 205 exports lost that had Succeeded: the sampled GETs
+    never reached them before retention deleted them or the drain ended."""
+    run = _soak(tmp_path)
+    run.exports = {i: soak.Export(i, "small", 0.0) for i in ("a", "b", "c")}
+    run.mark_listed(
+        [_item("a", "Succeeded"), _item("b", "Running"), _item("c", None), _item("x", "Failed")]
+    )
+    assert {i: e.final for i, e in run.exports.items()} == {
+        "a": "Succeeded",
+        "b": None,
+        "c": None,
+    }
+    assert sum(w.finished for w in run.windows) == 1
+    run.mark_listed([_item("a", "Succeeded"), _item("b", "Cancelled"), _item("c", "Failed")])
+    assert sum(w.finished for w in run.windows) == 3  # each counted once
+    report = run.report()
+    assert report["lost"] == 0 and report["phases"] == {
+        "Succeeded": 1,
+        "Cancelled": 1,
+        "Failed": 1,
+    }
+
+
+def test_sweeps_list_until_nothing_is_open_and_survive_a_failed_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def kubectl(*args: str) -> str:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("the API server is restarting")
+        return json.dumps({"items": [_item("a", "Succeeded")]})
+
+    run = _soak_with(tmp_path, kubectl)
+    run.exports = {"a": soak.Export("a", "small", 0.0)}
+    monkeypatch.setattr(soak, "SWEEP_SECONDS", 0.01)
+
+    async def drain() -> None:
+        run._stop.set()
+        run._drain_deadline = time.monotonic() + 30
+        await asyncio.wait_for(run.sweeps(), 10)
+
+    asyncio.run(drain())
+    assert calls == [("-n", "ns", "get", "exportjobs", "-o", "json")] * 2
+    assert run.exports["a"].final == "Succeeded"
+    assert run.transport_errors == {"sweep RuntimeError": 1}
