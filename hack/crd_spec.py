@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from export_operator.models import crd_spec_schema
+from export_operator.contract_schemas import crd_spec_schema
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_FILE = REPO / "charts" / "exportjobs" / "crds" / "exportjobs.dev_exportjobs.yaml"

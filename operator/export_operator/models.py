@@ -2,11 +2,12 @@
 
 `ExportRequest` is the body of `POST /v1/exports`; `ExportJobSpec` is an ExportJob's `spec`. The
 webhook validates with them, `/openapi.json` is generated from them, and the CRD's spec schema
-(charts/exportjobs/crds/) is rendered from `ExportJobSpec` by `crd_spec_schema()`, its CEL rules
-included; a test holds the chart's file equal to that rendering, so the copies cannot drift.
+(charts/exportjobs/crds/) is rendered from `ExportJobSpec` by `contract_schemas.crd_spec_schema()`,
+its CEL rules included; a test holds the chart's file equal to that rendering, so the copies
+cannot drift.
 
-Every constraint is written once: a field's JSON Schema keywords (pattern, lengths, bounds) and
-its Python check come from the same constants (`export_operator.s3names` for URIs). The few checks
+Every constraint is written once, in field_types.py: a field's JSON Schema keywords (pattern,
+lengths, bounds) and its Python check come from the same constants. The few checks
 the API server cannot make (a codec lookup, a key's length in UTF-8 bytes) are stricter than the
 CRD, never looser: what the webhook accepts, the API server accepts.
 
@@ -17,188 +18,36 @@ one applies (`invalid-s3-uri`, `invalid-s3-key`); the webhook maps the rest by f
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictInt,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import (
-    GenerateJsonSchema,
-    JsonSchemaMode,
-    JsonSchemaValue,
-    models_json_schema,
-)
-from pydantic_core import CoreSchema, PydanticCustomError
 
-from export_operator import s3names
-from export_operator.callbacks import MAX_URL_LENGTH, CallbackPolicy, CallbackRefusedError
-from export_operator.principals import PRINCIPAL_MAX_LENGTH, PRINCIPAL_PATTERN
+from export_operator.field_types import (
+    CallbackUrl,
+    CsvChar,
+    Encoding,
+    ETag,
+    NotifyUrl,
+    ObjectUri,
+    Parallelism,
+    PrefixUri,
+    PrincipalName,
+    SpecDatasetId,
+    VersionId,
+    dataset_id,
+    is_unicode,
+    refusal,
+)
 from export_operator.resource import ExportFormat
-from export_processor.common import CSV_CHAR_PATTERN, is_supported_encoding
-
-ENCODING_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
-ENCODING_MAX_LENGTH = 32
-DATASET_ID_PATTERN = (
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-)
-CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s]+$"
-PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-"""Version ids and ETags: no control characters (they travel in environment variables, which
-cannot hold a NUL)."""
-
-
-def _error(code: str, message: str) -> PydanticCustomError:
-    return PydanticCustomError(code, "{reason}", {"reason": message})
-
-
-def _is_unicode(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _check_uri(value: str, *, prefix: bool) -> str:
-    try:
-        s3names.check_uri(value, prefix=prefix)
-    except s3names.S3UriError as exc:
-        raise _error("invalid-s3-key" if exc.bad_key else "invalid-s3-uri", str(exc)) from None
-    return value
-
-
-def _object_uri(value: str) -> str:
-    return _check_uri(value, prefix=False)
-
-
-def _prefix_uri(value: str) -> str:
-    return _check_uri(value, prefix=True)
-
-
-_CSV_CHAR = re.compile(CSV_CHAR_PATTERN)
-_ENCODING = re.compile(ENCODING_PATTERN)
-
-
-def _csv_char(value: str) -> str:
-    if _CSV_CHAR.fullmatch(value) is None:
-        raise _error(
-            "invalid-csv-option",
-            f"must be one printable ASCII character or a tab, not {value!r}",
-        )
-    return value
-
-
-def _encoding(value: str) -> str:
-    if (
-        len(value) > ENCODING_MAX_LENGTH
-        or _ENCODING.fullmatch(value) is None
-        or not is_supported_encoding(value)
-    ):
-        raise _error(
-            "invalid-csv-option",
-            f"{value!r} is not a supported encoding: an ASCII-compatible text encoding such as "
-            "utf-8, utf-8-sig, latin-1 or cp1252 is needed",
-        )
-    return value
-
-
-def _dataset_id(value: str) -> str:
-    try:
-        return str(uuid.UUID(value)) if len(value) == 36 else _raise_uuid(value)
-    except ValueError:
-        return _raise_uuid(value)
-
-
-def _raise_uuid(value: str) -> str:
-    raise _error("invalid-request", f"must be a UUID, not {value!r}")
-
-
-def _callback_url(value: Any, info: ValidationInfo) -> Any:
-    """The callback policy's static checks (`export_operator.callbacks`); the webhook passes its
-    configured policy as validation context `callback_policy`."""
-    policy = (info.context or {}).get("callback_policy") or CallbackPolicy()
-    try:
-        return policy.check_url(value).url
-    except CallbackRefusedError as exc:
-        raise _error("invalid-callback-url", str(exc)) from None
-
-
-def _cel(*rules: s3names.Rule) -> list[dict[str, str]]:
-    return [{"rule": r.cel, "message": r.message} for r in rules]
-
-
-ObjectUri = Annotated[
-    str,
-    Field(
-        max_length=s3names.OBJECT_URI_MAX_LENGTH,
-        json_schema_extra={
-            "pattern": s3names.OBJECT_URI_PATTERN,
-            "x-kubernetes-validations": _cel(*s3names.RULES),
-        },
-    ),
-    AfterValidator(_object_uri),
-]
-PrefixUri = Annotated[
-    str,
-    Field(
-        max_length=s3names.PREFIX_URI_MAX_LENGTH,
-        json_schema_extra={
-            "pattern": s3names.PREFIX_URI_PATTERN,
-            "x-kubernetes-validations": _cel(*s3names.RULES),
-        },
-    ),
-    AfterValidator(_prefix_uri),
-]
-CsvChar = Annotated[
-    str,
-    Field(min_length=1, max_length=1, json_schema_extra={"pattern": CSV_CHAR_PATTERN}),
-    AfterValidator(_csv_char),
-]
-Encoding = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=ENCODING_MAX_LENGTH,
-        json_schema_extra={"pattern": ENCODING_PATTERN},
-    ),
-    AfterValidator(_encoding),
-]
-VersionId = Annotated[str, Field(min_length=1, max_length=1024, pattern=PRINTABLE_PATTERN)]
-ETag = Annotated[str, Field(min_length=1, max_length=256, pattern=PRINTABLE_PATTERN)]
-NotifyUrl = Annotated[
-    str, Field(min_length=8, max_length=MAX_URL_LENGTH, pattern=CALLBACK_URL_PATTERN)
-]
-CallbackUrl = Annotated[NotifyUrl, BeforeValidator(_callback_url)]
-PrincipalName = Annotated[
-    str, Field(min_length=1, max_length=PRINCIPAL_MAX_LENGTH, pattern=PRINCIPAL_PATTERN)
-]
-MAX_PARALLELISM = 32
-"""The most pods one export may ask for (`parallelism`); the operator caps it further
-(EXPORTJOBS_OPERATOR_SPLIT_MAX_PARALLELISM)."""
-Parallelism = Annotated[
-    StrictInt,
-    Field(
-        ge=1,
-        le=MAX_PARALLELISM,
-        description="Run the export as up to this many pods at once, each converting one byte "
-        "range of the source, with a result equal to one pod's (docs/api.md, 'Split exports'); "
-        "1 = one pod whatever the size. Default: split only sources of at least the operator's "
-        "split.minBytes.",
-        json_schema_extra={"format": "int32"},
-    ),
-]
-SpecDatasetId = Annotated[str, Field(pattern=DATASET_ID_PATTERN, min_length=36, max_length=36)]
 
 
 class _Contract(BaseModel):
@@ -210,11 +59,11 @@ class _Contract(BaseModel):
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
-            raise _error("not-null", "may be left out, but not null")
-        if isinstance(value, str) and not value.isascii() and not _is_unicode(value):
+            raise refusal("not-null", "may be left out, but not null")
+        if isinstance(value, str) and not value.isascii() and not is_unicode(value):
             # JSON's "\ud800" decodes to a lone surrogate: no UTF-8 text (the API server's, an
             # S3 key, a header) can hold it.
-            raise _error("invalid-request", "must be valid Unicode (a lone surrogate is not)")
+            raise refusal("invalid-request", "must be valid Unicode (a lone surrogate is not)")
         return value
 
 
@@ -245,7 +94,7 @@ class CsvOptions(_Contract):
     def _delimiter_is_not_quote(self) -> CsvOptions:
         # Compared with the defaults filled in, as the API server compares after defaulting.
         if self.delimiter == self.quote:
-            raise _error("invalid-csv-option", "csv.delimiter and csv.quote must differ")
+            raise refusal("invalid-csv-option", "csv.delimiter and csv.quote must differ")
         return self
 
 
@@ -360,7 +209,7 @@ class ExportJobSpec(_Contract):
     @model_validator(mode="after")
     def _has_input(self) -> ExportJobSpec:
         if self.source is None and self.dataset_id is None:
-            raise _error("invalid-request", "one of spec.source or spec.datasetId is required")
+            raise refusal("invalid-request", "one of spec.source or spec.datasetId is required")
         return self
 
     def as_body(self) -> dict[str, Any]:
@@ -415,16 +264,16 @@ class ExportRequest(_Contract):
     @classmethod
     def _one_input(cls, data: Any) -> Any:
         if not isinstance(data, dict):
-            raise _error("invalid-request", "the body must be a JSON object")
+            raise refusal("invalid-request", "the body must be a JSON object")
         # Present-but-null counts as present (and then fails as null): null is not "absent".
         if ("dataset_id" in data) == ("source" in data):
-            raise _error("invalid-request", "give exactly one of dataset_id and source")
+            raise refusal("invalid-request", "give exactly one of dataset_id and source")
         return data
 
     @field_validator("dataset_id")
     @classmethod
     def _uuid(cls, value: str) -> str:
-        return _dataset_id(value)
+        return dataset_id(value)
 
     def to_spec(
         self,
@@ -488,93 +337,3 @@ class ExportRequest(_Contract):
         if owner is not None:
             values["owner"] = owner
         return ExportJobSpec.model_construct(set(values), **values)
-
-
-class _StructuralSchema(GenerateJsonSchema):
-    """JSON Schema without `null` for optional fields (they are omitted, never null)."""
-
-    def nullable_schema(self, schema: CoreSchema) -> JsonSchemaValue:
-        return self.generate_inner(schema["schema"])
-
-
-def json_schemas(
-    models: list[tuple[type[BaseModel], JsonSchemaMode]],
-    *,
-    ref_template: str,
-    nullable: bool = False,
-) -> dict[str, Any]:
-    """JSON Schemas (2020-12, as OpenAPI 3.1 reads them) of `models` and what they refer to.
-
-    `nullable=False` (request bodies): optional fields may be left out but are not null.
-    """
-    _, document = models_json_schema(
-        models,
-        ref_template=ref_template,
-        schema_generator=GenerateJsonSchema if nullable else _StructuralSchema,
-    )
-    definitions: dict[str, Any] = document.get("$defs", {})
-    for schema in definitions.values():
-        _tidy(schema)
-    return definitions
-
-
-def _tidy(schema: Any) -> None:
-    """Drop pydantic's titles and `default: null` (absent fields have no default)."""
-    if isinstance(schema, dict):
-        schema.pop("title", None)
-        if "default" in schema and schema["default"] is None:
-            del schema["default"]
-        for value in schema.values():
-            _tidy(value)
-    elif isinstance(schema, list):
-        for item in schema:
-            _tidy(item)
-
-
-_CRD_KEYWORDS = (
-    "type",
-    "format",
-    "description",
-    "required",
-    "enum",
-    "default",
-    "pattern",
-    "minLength",
-    "maxLength",
-    "minimum",
-    "maximum",
-    "properties",
-    "x-kubernetes-validations",
-)
-
-
-def crd_spec_schema() -> dict[str, Any]:
-    """`ExportJobSpec` as the CRD's structural openAPIV3Schema for `spec`: references inlined,
-    keywords in the CRD's order, CEL rules from the models."""
-    schema = ExportJobSpec.model_json_schema(
-        by_alias=True, mode="validation", schema_generator=_StructuralSchema
-    )
-    _tidy(schema)
-    definitions = schema.pop("$defs", {})
-    return _structural(schema, definitions)
-
-
-def _structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
-    if "$ref" in schema:
-        target = definitions[schema["$ref"].rsplit("/", 1)[1]]
-        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
-        return _structural(merged, definitions)
-    if "enum" in schema and "type" not in schema:
-        schema = {**schema, "type": "string"}
-    out: dict[str, Any] = {}
-    for keyword in _CRD_KEYWORDS:
-        if keyword not in schema:
-            continue
-        value = schema[keyword]
-        if keyword == "properties":
-            value = {name: _structural(sub, definitions) for name, sub in value.items()}
-        out[keyword] = value
-    unknown = set(schema) - set(_CRD_KEYWORDS) - {"additionalProperties"}
-    if unknown:
-        raise ValueError(f"no CRD rendering for JSON Schema keywords {sorted(unknown)}")
-    return out

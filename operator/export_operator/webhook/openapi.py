@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from export_operator import models
+from export_operator import contract_schemas, models
 from export_operator.resource import ExportFormat, Phase
 from export_operator.webhook import schemas
 from export_operator.webhook.problems import TYPE_BASE
@@ -101,8 +101,10 @@ def component_schemas() -> dict[str, Any]:
     """`components.schemas`, generated from the models."""
     ref = "#/components/schemas/{model}"
     return {
-        **models.json_schemas([(m, "validation") for m in REQUEST_MODELS], ref_template=ref),
-        **models.json_schemas(
+        **contract_schemas.json_schemas(
+            [(m, "validation") for m in REQUEST_MODELS], ref_template=ref
+        ),
+        **contract_schemas.json_schemas(
             [(m, "serialization") for m in RESPONSE_MODELS], ref_template=ref, nullable=True
         ),
     }

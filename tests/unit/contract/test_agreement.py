@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from export_operator import models, resource, s3names
+from export_operator import contract_schemas, field_types, models, resource, s3names
 from export_operator.controller.jobs import processor_env, resolve_inputs
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView
@@ -27,7 +27,7 @@ from tests.support import strategies
 pytestmark = pytest.mark.unit
 
 OPERATOR = OperatorSettings(default_destination_uri="s3://exports-output/out/")
-CRD_SPEC = models.crd_spec_schema()
+CRD_SPEC = contract_schemas.crd_spec_schema()
 
 
 _TYPES = {"object": dict, "string": str, "boolean": bool, "integer": int}
@@ -125,7 +125,7 @@ def test_an_accepted_event_is_a_valid_spec_for_the_crd_and_the_processor(
 @settings(deadline=None)
 @given(st.characters())
 def test_csv_characters_agree_with_the_pattern_and_the_processor(char: str) -> None:
-    by_pattern = re.fullmatch(models.CSV_CHAR_PATTERN, char) is not None
+    by_pattern = re.fullmatch(field_types.CSV_CHAR_PATTERN, char) is not None
     try:
         models.CsvOptions.model_validate({"delimiter": char, "quote": "'"})
         by_model = True
@@ -153,7 +153,7 @@ def test_encodings_the_model_accepts_pass_the_pattern_and_the_codec_check(name: 
     except ValueError:
         accepted = False
     if accepted:
-        assert model and re.fullmatch(models.ENCODING_PATTERN, name) and len(name) <= 32
+        assert model and re.fullmatch(field_types.ENCODING_PATTERN, name) and len(name) <= 32
 
 
 @settings(max_examples=500, deadline=None)

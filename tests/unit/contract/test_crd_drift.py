@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from export_operator import models, s3names
+from export_operator import contract_schemas, field_types, models, s3names
 from export_operator.models import ExportJobSpec
 
 pytestmark = pytest.mark.unit
@@ -50,7 +50,7 @@ def differences(crd: Any, model: Any, path: str = "spec") -> Iterator[str]:
 
 
 def test_crd_spec_schema_is_rendered_from_the_models() -> None:
-    found = list(differences(crd_spec(), models.crd_spec_schema()))
+    found = list(differences(crd_spec(), contract_schemas.crd_spec_schema()))
     assert not found, "run `.venv/bin/python hack/crd_spec.py`; differing:\n" + "\n".join(found)
 
 
@@ -87,8 +87,16 @@ def test_cel_rules_of_the_crd_are_the_models_rules() -> None:
 
 def test_patterns_are_read_alike_by_python_and_re2() -> None:
     """Only the shared regular-expression subset: no lookaround, backreferences or \\Z."""
-    patterns = [s3names.OBJECT_URI_PATTERN, s3names.PREFIX_URI_PATTERN, models.CSV_CHAR_PATTERN]
-    patterns += [models.ENCODING_PATTERN, models.DATASET_ID_PATTERN, models.PRINTABLE_PATTERN]
+    patterns = [
+        s3names.OBJECT_URI_PATTERN,
+        s3names.PREFIX_URI_PATTERN,
+        field_types.CSV_CHAR_PATTERN,
+    ]
+    patterns += [
+        field_types.ENCODING_PATTERN,
+        field_types.DATASET_ID_PATTERN,
+        field_types.PRINTABLE_PATTERN,
+    ]
     patterns += [rule.regex for rule in s3names.RULES]
     for pattern in patterns:
         re.compile(pattern)
