@@ -349,9 +349,9 @@ class Admission:
         if isinstance(self.policy, FairShare):
             self.policy.admitted(plan.admit)
         self._granted.update(plan.slots)
-        for export in reversed(plan.admit):  # each goes to the head: the first ends first
+        for export in plan.admit:  # the urgent lane: Job creations first, in admission order
             self._admitted.add(export.key)
-            self._queue.add(export.key, urgent=True)  # Job creations before status writes
+            self._queue.add(export.key, urgent=True)
         metrics.QUEUE_DEPTH.set(len(plan.positions))
         metrics.RUNNING_JOBS.set(plan.running + sum(plan.slots.get(e.key, 1) for e in plan.admit))
         owners = {e.key: e.owner for e in waiting}

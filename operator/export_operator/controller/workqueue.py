@@ -1,7 +1,8 @@
 """A rate-limited work queue of keys, with the semantics of client-go's `workqueue`.
 
 - A key is queued once however many times it is added while it waits (a "dirty" set); keys come
-  out first in, first out.
+  out first in, first out, in two lanes: urgent keys (Job creations) before the others, each
+  lane in the order its keys came.
 - A key is never handed to two workers at once: added again while a worker holds it, it is
   queued again only when that worker calls `done()` (a "processing" set).
 - `add_rate_limited()` re-adds a key after a per-key exponential backoff (base · 2^failures,
@@ -46,7 +47,11 @@ class WorkQueue(Generic[K]):
     def __init__(self, *, backoff: Backoff | None = None) -> None:
         self.backoff = backoff or Backoff()
         self._order: collections.deque[K] = collections.deque()
+        self._urgent: collections.deque[K] = collections.deque()
+        """The urgent lane, served first; `_order` is the other."""
         self._dirty: set[K] = set()
+        self._marked: set[K] = set()
+        """Keys added urgent since they were last handed out (in `_urgent`, or due there)."""
         self._processing: set[K] = set()
         self._failures: dict[K, int] = {}
         self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
@@ -55,26 +60,27 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         """Keys waiting to be handed out (not those being processed or delayed)."""
-        return len(self._order)
+        return len(self._urgent) + len(self._order)
 
     def add(self, key: K, *, urgent: bool = False) -> None:
         """Queue `key` (a no-op if it already waits; deferred if a worker holds it). `urgent`
-        puts it at the head of the line (e.g. a Job to create behind thousands of status writes);
-        a key already waiting is moved there."""
+        puts it in the urgent lane, after the urgent keys before it (e.g. Job creations ahead of
+        thousands of status writes, in the order they were admitted); a key already waiting in
+        the other lane moves there."""
         if self._shut_down:
             return
-        if key in self._dirty:
-            if urgent and key not in self._processing and key in self._order:
+        if urgent and key not in self._marked:
+            self._marked.add(key)
+            if key in self._dirty and key not in self._processing:
                 self._order.remove(key)
-                self._order.appendleft(key)
+                self._urgent.append(key)
+                return
+        if key in self._dirty:
             return
         self._dirty.add(key)
         if key in self._processing:
             return  # done() queues it again
-        if urgent:
-            self._order.appendleft(key)
-        else:
-            self._order.append(key)
+        (self._urgent if key in self._marked else self._order).append(key)
         self._ready.set()
 
     def add_after(self, key: K, delay: float) -> None:
@@ -126,15 +132,16 @@ class WorkQueue(Generic[K]):
         Raises:
             QueueShutDownError: once the queue is shut down.
         """
-        while not self._order:
+        while not (self._urgent or self._order):
             if self._shut_down:
                 raise QueueShutDownError
             self._ready.clear()
             await self._ready.wait()
         if self._shut_down:
             raise QueueShutDownError
-        key = self._order.popleft()
+        key = (self._urgent or self._order).popleft()
         self._dirty.discard(key)
+        self._marked.discard(key)
         self._processing.add(key)
         return key
 
@@ -142,7 +149,7 @@ class WorkQueue(Generic[K]):
         """The worker is finished with `key`; queue it again if it was added meanwhile."""
         self._processing.discard(key)
         if key in self._dirty and not self._shut_down:
-            self._order.append(key)
+            (self._urgent if key in self._marked else self._order).append(key)
             self._ready.set()
 
     def shut_down(self) -> None:

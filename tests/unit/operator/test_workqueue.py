@@ -166,10 +166,31 @@ async def test_shutdown_wakes_waiting_workers() -> None:
     assert len(queue) == 0
 
 
-async def test_an_urgent_key_goes_to_the_head_of_the_line() -> None:
+async def test_urgent_keys_go_before_the_others_first_in_first_out() -> None:
+    """Admissions of two passes come out in the order they were admitted (the second pass's went
+    ahead of the first's, one at a time at the head, and in a burst some waited 15 s)."""
     queue: WorkQueue[str] = WorkQueue()
     for key in ["a", "b", "c"]:
         queue.add(key)
-    queue.add("z", urgent=True)
-    queue.add("c", urgent=True)  # already waiting: moved ahead
-    assert [await queue.get() for _ in range(4)] == ["c", "z", "a", "b"]
+    for key in ["x1", "x2", "c"]:  # one pass; "c" already waits: it moves to the urgent lane
+        queue.add(key, urgent=True)
+    queue.add("d")
+    for key in ["y1", "y2", "x1"]:  # the next pass; x1 already waits there: it keeps its place
+        queue.add(key, urgent=True)
+    assert len(queue) == 8
+    got = [await queue.get() for _ in range(8)]
+    assert got == ["x1", "x2", "c", "y1", "y2", "a", "b", "d"]
+
+
+async def test_a_key_made_urgent_while_a_worker_holds_it_goes_to_the_urgent_lane_after() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("held")
+    assert await queue.get() == "held"
+    queue.add("a")
+    queue.add("held", urgent=True)
+    assert len(queue) == 1, "not handed out while held"
+    queue.done("held")
+    assert await queue.get() == "held", "ahead of a"
+    queue.done("held")
+    queue.add("held")  # not urgent this time: the urgency was served
+    assert [await queue.get(), await queue.get()] == ["a", "held"]
