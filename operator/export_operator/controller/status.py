@@ -33,6 +33,9 @@ OWNED_FIELDS += ("completionTime", "queuePosition", "result", "error", "observed
 """The status fields the operator writes; `progress` belongs to the processor."""
 
 PENDING_MESSAGE = "the Job was created; waiting for its pod to run"
+RESULT_WAIT = dt.timedelta(seconds=30)
+"""How long after its Job completed an export waits for the pod watch to show the processor's
+result, so that Succeeded is written once, with it (see `_end_not_seen`)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -367,6 +370,22 @@ def _decision(o: Observed, v: Verdict) -> Decision:
     )
 
 
+def _end_not_seen(o: Observed) -> bool:
+    """The Job's watch shows it Complete, the pods' does not yet show its pod's end (two
+    watches, either may come first). Succeeded now would be written without the result, and
+    again once the pod showed it: a fourth status patch."""
+    if o.job is None or o.current_phase not in (Phase.PENDING, Phase.RUNNING):
+        return False
+    complete = o.job.condition("Complete")
+    since = o.job.completion_time or (complete.last_transition if complete else None)
+    return (
+        since is not None
+        and o.now - since < RESULT_WAIT
+        and any(not p.terminated and not p.deleting for p in o.pods)
+        and _result_or_none(o.pods) is None
+    )
+
+
 def decide(*, rules: Sequence[Rule] = (), **observed: Any) -> Decision:
     """The desired status of an ExportJob; the keyword arguments are `Observed`'s fields.
     `rules`: others than `RULES` (a split export's: split_status.SPLIT_RULES)."""
@@ -374,6 +393,9 @@ def decide(*, rules: Sequence[Rule] = (), **observed: Any) -> Decision:
     phase = o.current_phase
     if phase is not None and phase.finished:
         return _final(o, phase)
+    if not rules and phase is not None and _end_not_seen(o):  # the pod's event comes back
+        unchanged = {k: o.current[k] for k in OWNED_FIELDS if k in o.current}
+        return Decision(status=unchanged, phase=phase, transition=False, message="")
     verdict = next((v for rule in rules or RULES if (v := rule(o)) is not None), None)
     return _decision(o, verdict or _in_line(o))
 

@@ -431,3 +431,34 @@ async def test_held_writes_go_once_the_created_jobs_are_seen_without_an_admissio
     assert len(h.manager.queue) == 1, "queued again once the creations were over"
     assert await h.reconcile(key) == LOOK_AGAIN
     assert h.status("a")["phase"] == "Pending"
+
+
+async def test_a_job_complete_before_its_pod_shows_the_result_is_written_once_with_it() -> None:
+    """The Job's watch can show Complete before the pods' watch shows the processor's result:
+    Succeeded waits for it (written without it, then again with it: a fourth status patch for
+    some exports of the 10,000 backlog)."""
+    h = Harness()
+    key = h.add("a", status={"phase": "Pending", "jobName": "export-a", "observedGeneration": 1})
+    h.event(h.caches.pods, "ADDED", pod_body(export_name="a"))  # the pod as last seen: bound
+    complete = job_body("a", succeeded=1, conditions=[condition("Complete")])
+    complete["status"]["completionTime"] = "2026-01-01T00:19:55Z"  # 5 s before NOW
+    h.event(h.caches.jobs, "MODIFIED", complete)
+    assert await h.reconcile(key) == LOOK_AGAIN
+    assert h.patches == [], "no Succeeded without the result"
+    result = '{"uri": "s3://out/reports/a.csv", "bytes": 1, "rows": 1, "format": "csv"}'
+    ended = pod_body(export_name="a", phase="Succeeded", state=terminated(0, result, "Completed"))
+    h.event(h.caches.pods, "MODIFIED", ended)
+    assert await h.reconcile(key) == DONE
+    assert [s["phase"] for _, s in h.patches] == ["Succeeded"]
+    assert h.status("a")["result"]["uri"] == "s3://out/reports/a.csv"
+
+
+async def test_a_job_complete_whose_pod_end_never_shows_succeeds_without_the_result() -> None:
+    h = Harness()
+    key = h.add("a", status={"phase": "Pending", "jobName": "export-a", "observedGeneration": 1})
+    h.event(h.caches.pods, "ADDED", pod_body(export_name="a"))
+    complete = job_body("a", succeeded=1, conditions=[condition("Complete")])
+    complete["status"]["completionTime"] = "2026-01-01T00:19:00Z"  # a minute ago: waited enough
+    h.event(h.caches.jobs, "MODIFIED", complete)
+    assert await h.reconcile(key) == DONE
+    assert h.status("a")["phase"] == "Succeeded" and "result" not in h.status("a")
