@@ -83,6 +83,32 @@ class ListWatch:
     """Delays between attempts after a failed list or watch."""
 
 
+class _Index(Generic[V]):
+    """The views filed by a second key (`by`), e.g. pods by their ExportJob."""
+
+    def __init__(self, by: Callable[[V], Key]) -> None:
+        self.by = by
+        self.buckets: dict[Key, dict[Key, V]] = {}
+
+    def get(self, key: Key) -> list[V]:
+        found = self.buckets.get(key)
+        return list(found.values()) if found else []
+
+    def file(self, key: Key, view: V, old: V | None) -> None:
+        """File `view` (replacing `old`, the view of the same object)."""
+        if old is not None:
+            self.drop(key, old)
+        self.buckets.setdefault(self.by(view), {})[key] = view
+
+    def drop(self, key: Key, view: V) -> None:
+        bucket_key = self.by(view)
+        bucket = self.buckets.get(bucket_key)
+        if bucket is not None:
+            bucket.pop(key, None)
+            if not bucket:
+                del self.buckets[bucket_key]
+
+
 class Informer(Generic[V]):
     """A cache of views of one kind of object, kept by list + watch; see the module docstring."""
 
@@ -106,7 +132,6 @@ class Informer(Generic[V]):
         self.api = api
         self.path = path
         self.decode = decode
-        self.index_by = index_by
         self.stale = stale
         """(view in the cache, incoming view) → whether the incoming one is older; it is then
         not applied (ADDED/MODIFIED events and `store`; a list replaces everything)."""
@@ -125,7 +150,7 @@ class Informer(Generic[V]):
         stored from its own write)."""
         self.items: dict[Key, V] = {}
         """Views by (namespace, name)."""
-        self.index: dict[Key, dict[Key, V]] = {}
+        self.index = _Index(index_by) if index_by is not None else None
         """With `index_by`: the views by that key, e.g. pods by their ExportJob."""
         self.listeners: list[Listener[V]] = []
         self.resource_version = ""
@@ -141,32 +166,20 @@ class Informer(Generic[V]):
 
     def indexed(self, key: Key) -> list[V]:
         """The views `index_by` files under `key`."""
-        found = self.index.get(key)
-        return list(found.values()) if found else []
+        return self.index.get(key) if self.index is not None else []
 
     def _put(self, key: Key, view: V) -> V | None:
         old = self.items.get(key)
         self.items[key] = view
-        if self.index_by is not None:
-            if old is not None:
-                self._unindex(key, old)
-            self.index.setdefault(self.index_by(view), {})[key] = view
+        if self.index is not None:
+            self.index.file(key, view, old)
         return old
 
     def _remove(self, key: Key) -> V | None:
         old = self.items.pop(key, None)
-        if old is not None and self.index_by is not None:
-            self._unindex(key, old)
+        if old is not None and self.index is not None:
+            self.index.drop(key, old)
         return old
-
-    def _unindex(self, key: Key, view: V) -> None:
-        assert self.index_by is not None
-        bucket_key = self.index_by(view)
-        bucket = self.index.get(bucket_key)
-        if bucket is not None:
-            bucket.pop(key, None)
-            if not bucket:
-                del self.index[bucket_key]
 
     def _notify(
         self, event_type: str | None, view: V, old: V | None, body: Mapping[str, Any]

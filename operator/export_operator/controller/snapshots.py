@@ -81,10 +81,6 @@ class ExportView:
     """`status.phase` (kept apart from the JSON: the admission pass reads it for every object)."""
     job_name: str = ""
     """`status.jobName`."""
-    cancel_requested: bool = False
-    """`spec.cancel`."""
-    owner: str = ""
-    """`spec.owner`: the principal that created it ("" for none)."""
     submitted_ns: int = 0
     """When the webhook accepted it (`exportjobs.dev/submitted-ns`, nanoseconds); 0 = unknown
     (created another way: the one-second creation time orders it)."""
@@ -113,8 +109,6 @@ class ExportView:
             source_size=size if size is not None and 0 <= size <= MAX_OBJECT_BYTES else None,
             phase_value=str(status.get("phase") or ""),
             job_name=str(status.get("jobName") or ""),
-            cancel_requested=bool(spec.get("cancel")),
-            owner=str(spec.get("owner") or ""),
             submitted_ns=_submitted_ns(annotations.get(resource.ANNOTATION_SUBMITTED)),
         )
 
@@ -133,6 +127,16 @@ class ExportView:
         """The same snapshot with the phase and Job name this process wrote last (the watch may
         not show them yet; cheap: no JSON)."""
         return dataclasses.replace(self, phase_value=phase, job_name=job_name)
+
+    @functools.cached_property
+    def cancel_requested(self) -> bool:
+        """`spec.cancel` (kept per view, without the spec: admission asks it of every export)."""
+        return bool(json.loads(self.spec_json).get("cancel"))
+
+    @functools.cached_property
+    def owner(self) -> str:
+        """`spec.owner`: the principal that created it ("" for none); kept as `cancel_requested`."""
+        return str(json.loads(self.spec_json).get("owner") or "")
 
     @functools.cached_property
     def spec(self) -> dict[str, Any]:
