@@ -56,8 +56,8 @@ def _operator_command(namespace: str) -> list[str]:
     return [sys.executable, "-m", "cProfile", "-o", out, "-m", "export_operator.operator_main"]
 
 
-SETTINGS = OperatorSettings(
-    default_destination_uri="s3://bench-out/reports/", service_account="default", max_running=0
+SETTINGS = OperatorSettings.from_env(
+    {}, default_destination_uri="s3://bench-out/reports/", service_account="default", max_running=0
 )
 
 

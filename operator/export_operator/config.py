@@ -103,20 +103,44 @@ class EnvSettings(BaseSettings):
         return (init_settings,)
 
     @classmethod
+    def groups(cls) -> dict[str, type[EnvSettings]]:
+        """The fields that are settings of their own: one concern's variables each."""
+        return {
+            name: info.annotation
+            for name, info in cls.model_fields.items()
+            if isinstance(info.annotation, type) and issubclass(info.annotation, EnvSettings)
+        }
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> Self:
-        """Read the settings from `environ` (default `os.environ`); `given` values win. A
-        `callback_policy` comes from the variables webhook and operator share (callbacks.py).
+        """Read the settings from `environ` (default `os.environ`); `given` values win, named as
+        the variables are without the prefix (`max_running`, `lease_name`: a group's field is
+        routed to its group). A `callback_policy` comes from the variables webhook and operator
+        share (callbacks.py).
 
         Raises:
             ValueError: naming the variable, when one holds an invalid value.
         """
         env = os.environ if environ is None else environ
+        groups = cls.groups()
         try:
-            values = {k: v for k, v in _Environ(cls, env)().items() if k not in cls.NOT_FROM_ENV}
+            values = {
+                k: v
+                for k, v in _Environ(cls, env)().items()
+                if k not in cls.NOT_FROM_ENV and k not in groups
+            }
             if "callback_policy" in cls.model_fields:
                 values["callback_policy"] = CallbackPolicy.from_env(env)
         except (SettingsError, ValueError) as exc:
             raise ValueError(f"invalid {cls.COMPONENT} settings: {exc}") from None
+        prefix = str(cls.model_config.get("env_prefix", "")).lower()
+        for name, group in groups.items():
+            if name not in given:
+                flat = {
+                    group.env_name(f).lower().removeprefix(prefix): f for f in group.model_fields
+                }
+                mine = {flat[k]: given.pop(k) for k in list(given) if k in flat}
+                values[name] = group.from_env(env, **mine)
         try:
             return cls(**{**values, **given})
         except ValidationError as exc:
@@ -133,7 +157,9 @@ class EnvSettings(BaseSettings):
         names: set[str] = set()
         for field, info in cls.model_fields.items():
             alias = info.validation_alias
-            if field == "callback_policy":
+            if field in cls.groups():
+                names |= cls.groups()[field].variables()
+            elif field == "callback_policy":
                 names |= {ENV_ALLOWLIST, ENV_ALLOW_HTTP}
             elif isinstance(alias, AliasChoices):
                 names |= {str(choice) for choice in alias.choices}

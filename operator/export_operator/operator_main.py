@@ -85,17 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
 
     # JSON lines, as the webhook writes them (one parser for both in a log pipeline).
-    configure_logging(level="DEBUG" if args.verbose else settings.log_level)
+    configure_logging(level="DEBUG" if args.verbose else settings.process.log_level)
     logging.getLogger(__name__).info("%s", version_line(PROGRAM, "operator"))
 
-    metrics.serve(host=settings.metrics_host, port=settings.metrics_port)
+    metrics.serve(host=settings.process.metrics_host, port=settings.process.metrics_port)
     controller = Manager(settings=settings)
     metrics.follow_leadership(controller.leading)
     registry = kopf.OperatorRegistry()
     register(registry, controller)
     liveness = (
-        f"http://{settings.liveness_host}:{settings.liveness_port}/healthz"
-        if settings.liveness_port
+        f"http://{settings.process.liveness_host}:{settings.process.liveness_port}/healthz"
+        if settings.process.liveness_port
         else None
     )
     # uvloop: the watch streams and API calls cost less CPU per event than on asyncio's own loop.

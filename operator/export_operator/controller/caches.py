@@ -33,10 +33,10 @@ class Caches:
                 api=None,
                 path=collection_path(api_version, plural, settings.namespace),
                 decode=decode,
-                watch_timeout=settings.watch_server_timeout_seconds,
-                client_timeout=settings.watch_client_timeout_seconds,
-                request_timeout=settings.request_timeout_seconds,
-                connect_timeout=settings.connect_timeout_seconds,
+                watch_timeout=settings.api.watch_server_timeout_seconds,
+                client_timeout=settings.api.watch_client_timeout_seconds,
+                request_timeout=settings.api.request_timeout_seconds,
+                connect_timeout=settings.api.connect_timeout_seconds,
                 **kw,
             )
 

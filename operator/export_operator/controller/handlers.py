@@ -18,8 +18,8 @@ from export_operator.controller.settings import OperatorSettings
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
     """Apply our settings to kopf's: timeouts, no posting, no peering, no scanning."""
-    kopf_settings.networking.request_timeout = settings.request_timeout_seconds
-    kopf_settings.networking.connect_timeout = settings.connect_timeout_seconds
+    kopf_settings.networking.request_timeout = settings.api.request_timeout_seconds
+    kopf_settings.networking.connect_timeout = settings.api.connect_timeout_seconds
     kopf_settings.posting.enabled = False
     # One active replica is ensured by our own Lease (leader.py), not by kopf's peering.
     kopf_settings.peering.standalone = True

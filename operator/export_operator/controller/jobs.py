@@ -104,7 +104,7 @@ def processor_env(
     spec = export.spec
     source = spec.get("source") or {}
     csv = spec.get("csv") or {}
-    env: dict[str, str] = dict(settings.processor_env)
+    env: dict[str, str] = dict(settings.job.processor_env)
     env.update(
         {
             "EXPORTJOBS_SOURCE_URI": inputs.source_uri,
@@ -135,16 +135,16 @@ def scaled_resources(
     *, source_size: int | None, settings: OperatorSettings
 ) -> dict[str, dict[str, str]]:
     """Requests and limits; memory grows with the source size when it is known, up to a cap."""
-    request = parse_bytes(settings.memory_request)
-    limit = parse_bytes(settings.memory_limit)
+    request = parse_bytes(settings.pod.memory_request)
+    limit = parse_bytes(settings.pod.memory_limit)
     if source_size:
-        extra = int(parse_bytes(settings.memory_per_gib) * source_size / GIB)
-        cap = parse_bytes(settings.memory_limit_max)
+        extra = int(parse_bytes(settings.pod.memory_per_gib) * source_size / GIB)
+        cap = parse_bytes(settings.pod.memory_limit_max)
         limit = max(limit, min(cap, limit + extra))
         request = min(limit, max(request, min(cap, request + extra)))
     return {
-        "requests": {"cpu": settings.cpu_request, "memory": format_mebibytes(request)},
-        "limits": {"cpu": settings.cpu_limit, "memory": format_mebibytes(limit)},
+        "requests": {"cpu": settings.pod.cpu_request, "memory": format_mebibytes(request)},
+        "limits": {"cpu": settings.pod.cpu_limit, "memory": format_mebibytes(limit)},
     }
 
 
@@ -155,9 +155,9 @@ def deadline_seconds(
     given = export.spec.get("activeDeadlineSeconds")
     if given:
         return int(given)
-    seconds = settings.active_deadline_seconds
+    seconds = settings.job.active_deadline_seconds
     if source_size:
-        seconds += int(settings.deadline_seconds_per_gib * source_size / GIB)
+        seconds += int(settings.job.deadline_seconds_per_gib * source_size / GIB)
     return min(seconds, MAX_DEADLINE_SECONDS)
 
 
@@ -216,8 +216,8 @@ def build_job(
     backoff = export.spec.get("backoffLimit")
     container: dict[str, Any] = {
         "name": PROCESSOR_CONTAINER,
-        "image": settings.processor_image,
-        "imagePullPolicy": settings.image_pull_policy,
+        "image": settings.job.processor_image,
+        "imagePullPolicy": settings.job.image_pull_policy,
         "env": processor_env(export=export, inputs=inputs, settings=settings),
         "resources": scaled_resources(source_size=size, settings=settings),
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
@@ -231,11 +231,11 @@ def build_job(
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    if settings.processor_env_secret:
-        container["envFrom"] = [{"secretRef": {"name": settings.processor_env_secret}}]
+    if settings.job.processor_env_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.job.processor_env_secret}}]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": settings.service_account,
+        "serviceAccountName": settings.job.service_account,
         "automountServiceAccountToken": True,
         "enableServiceLinks": False,
         "securityContext": {
@@ -246,11 +246,11 @@ def build_job(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": settings.pod.tmp_size_limit}}],
     }
-    if settings.node_selector:
-        pod_spec["nodeSelector"] = dict(settings.node_selector)
-    placement = settings.processor_pod
+    if settings.job.node_selector:
+        pod_spec["nodeSelector"] = dict(settings.job.node_selector)
+    placement = settings.job.processor_pod
     for key in PLACEMENT_KEYS:
         if key in placement:
             pod_spec[key] = copy.deepcopy(placement[key])
@@ -277,11 +277,11 @@ def build_job(
             ],
         },
         "spec": {
-            "backoffLimit": int(backoff) if backoff is not None else settings.backoff_limit,
+            "backoffLimit": int(backoff) if backoff is not None else settings.job.backoff_limit,
             "activeDeadlineSeconds": deadline_seconds(
                 export=export, source_size=size, settings=settings
             ),
-            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+            "ttlSecondsAfterFinished": settings.job.ttl_seconds_after_finished,
             "podFailurePolicy": pod_failure_policy(),
             "template": {"metadata": template_meta, "spec": pod_spec},
         },
@@ -310,7 +310,7 @@ class JobFactory:
         try:
             inputs = resolve_inputs(export=export, settings=settings)
             size = export.source_size
-            if sized and size is None and settings.head_source:
+            if sized and size is None and settings.pod.head_source:
                 version = (export.spec.get("source") or {}).get("versionId")
                 size = await self._sizer.size_of(inputs.source_uri, version_id=version)
             whole = build_job(export=export, inputs=inputs, settings=settings, source_size=size)

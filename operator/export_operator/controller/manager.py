@@ -53,15 +53,17 @@ class Manager:
         self.settings = settings
         self.caches = Caches(settings)
         self.queue: WorkQueue[Key] = WorkQueue(
-            backoff=Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
+            backoff=Backoff(
+                base=settings.api.retry_base_seconds, cap=settings.api.retry_max_seconds
+            )
         )
-        shares = settings.shares
+        shares = settings.admission.shares
         metrics.OWNERS.configure(shares)  # the owners named in the per-owner metrics
         self.admission = Admission(
             exports=self.caches.exports,
             jobs=self.caches.jobs,
             queue=self.queue,
-            max_running=settings.max_running,
+            max_running=settings.admission.max_running,
             policy=FairShare(shares),
             wants=functools.partial(ranges_wanted, settings=settings),
         )
@@ -95,7 +97,7 @@ class Manager:
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the API clients and start the informers; once they have listed, the rest."""
-        within = self.settings.request_timeout_seconds
+        within = self.settings.api.request_timeout_seconds
         # The watches hold their connections for minutes, and the notifier's writes must not
         # wait behind the reconciler's (nor they behind them): a client each.
         api, watch_api, notify_api = [await KubeClient.connect(within=within) for _ in range(3)]
@@ -124,29 +126,29 @@ class Manager:
                     on_error=self._on_error,
                     gate=self.leading,
                 )
-                for _ in range(s.workers)
+                for _ in range(s.api.workers)
             ),
             *(
                 run_worker(self.notifier.queue, self.notifier.reconcile, gate=self.leading)
-                for _ in range(s.notify_concurrency)
+                for _ in range(s.notify.concurrency)
             ),
         ]
-        if s.standalone:
+        if s.process.standalone:
             self.start_leading()
             self.leading.set()
         else:
             leader = LeaderElector(
                 api,
                 LeaseConfig(
-                    namespace=s.lease_namespace or s.namespace or "default",
-                    name=s.lease_name,
+                    namespace=s.lease.namespace or s.namespace or "default",
+                    name=s.lease.name,
                     identity=default_identity(),
-                    lease_duration=s.lease_duration_seconds,
-                    renew_deadline=s.lease_renew_deadline_seconds,
-                    retry_period=s.lease_retry_period_seconds,
+                    lease_duration=s.lease.duration_seconds,
+                    renew_deadline=s.lease.renew_deadline_seconds,
+                    retry_period=s.lease.retry_period_seconds,
                 ),
                 on_started=self.start_leading,
-                request_timeout=min(s.request_timeout_seconds, s.lease_renew_deadline_seconds),
+                request_timeout=min(s.api.request_timeout_seconds, s.lease.renew_deadline_seconds),
                 leading=self.leading,
             )
             runnables.append(self._elect(leader))

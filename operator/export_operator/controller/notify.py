@@ -69,21 +69,23 @@ class Notifier:
     ) -> None:
         self.settings = settings
         self.sender = sender or Sender(
-            policy=settings.callback_policy, timeout=settings.notify_timeout_seconds
+            policy=settings.notify.callback_policy, timeout=settings.notify.timeout_seconds
         )
         self.clock = clock
         self.backoff = Backoff(
-            base=settings.notify_backoff_base_seconds, cap=settings.notify_backoff_max_seconds
+            base=settings.notify.backoff_base_seconds, cap=settings.notify.backoff_max_seconds
         )
         self.presigner = Presigner(
-            endpoint_url=settings.notify_presign_endpoint_url or None,
+            endpoint_url=settings.notify.presign_endpoint_url or None,
             region=None,
-            expiry_seconds=settings.notify_presign_expiry_seconds,
+            expiry_seconds=settings.notify.presign_expiry_seconds,
         )
         self.writer: KubeWriter | None = None
         """Where `status.notification` and Events go (the manager's own client for it)."""
         self.queue: WorkQueue[Key] = WorkQueue(
-            backoff=Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
+            backoff=Backoff(
+                base=settings.api.retry_base_seconds, cap=settings.api.retry_max_seconds
+            )
         )
         self._exports = exports
         self._notes: dict[str, dict[str, Any]] = {}
@@ -147,7 +149,7 @@ class Notifier:
         now = self.clock()
         attempts = int(note.get("attempts") or 0)
         final_at = parse_time(status.get("completionTime")) or now
-        deadline = final_at + dt.timedelta(seconds=self.settings.notify_window_seconds)
+        deadline = final_at + dt.timedelta(seconds=self.settings.notify.window_seconds)
         last_error = str(note.get("lastError") or "")
         if attempts:
             due = self._due.get(uid) or self._resumed_due(note)
@@ -226,7 +228,7 @@ class Notifier:
         settings = self.settings
         url = str(obj["spec"]["notify"]["url"])
         try:
-            keys = read_secrets(inline=settings.notify_secrets, path=settings.notify_secrets_file)
+            keys = read_secrets(inline=settings.notify.secrets, path=settings.notify.secrets_file)
         except (OSError, ValueError) as exc:
             return Attempt("stop", None, f"no usable signing secret: {exc}")
         if not keys:
@@ -236,7 +238,7 @@ class Notifier:
                 "no signing secret configured (EXPORTJOBS_OPERATOR_NOTIFY_SECRETS_FILE)",
             )
         try:
-            target = settings.callback_policy.check_url(url)
+            target = settings.notify.callback_policy.check_url(url)
         except CallbackRefusedError as exc:
             return Attempt("stop", None, str(exc))
         download_url = None
@@ -252,7 +254,7 @@ class Notifier:
                     download_url = await self.presigner.url_for(own)
                 except Exception as exc:  # the event still goes, without a link
                     log.warning("no presigned URL for %s: %s", result_uri, exc)
-        event = build_event(obj, source_prefix=settings.notify_source, download_url=download_url)
+        event = build_event(obj, source_prefix=settings.notify.source, download_url=download_url)
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         headers = signed_headers(
             keys=keys, msg_id=event["id"], timestamp=int(self.clock().timestamp()), body=body

@@ -67,9 +67,9 @@ class Reconciler:
         self._jobs = jobs or JobFactory(settings)
         self._split = SplitSteps(jobs=self._jobs, caches=caches)
         self._watchdog = Watchdog(
-            unschedulable_timeout=settings.unschedulable_timeout_seconds,
-            image_pull_timeout=settings.image_pull_timeout_seconds,
-            start_timeout=settings.start_timeout_seconds,
+            unschedulable_timeout=settings.pod.unschedulable_timeout_seconds,
+            image_pull_timeout=settings.pod.image_pull_timeout_seconds,
+            start_timeout=settings.pod.start_timeout_seconds,
         )
         self._written: dict[str, dict[str, Any]] = {}
         """ExportJob uid → the owned status fields last written (fresher than the watch)."""
@@ -152,7 +152,7 @@ class Reconciler:
         log.debug("reconcile %s: job %s, phase %s", key[1], job is not None, decision.phase.value)
         if decision.awaiting_admission:
             self._admission.kick()
-            return Result(requeue_after=self._settings.resync_interval_seconds)
+            return Result(requeue_after=self._settings.api.resync_interval_seconds)
         later = (
             await self._split.advance(writer, export, job, steps, pods, decision) if split else None
         )
@@ -281,7 +281,7 @@ class Reconciler:
     def _next_look(self, key: Key) -> float:
         """Seconds until an unfinished ExportJob is looked at again without an event: the
         watchdog's deadline of a stuck pod, else the resync interval (a safety net)."""
-        delay = self._settings.resync_interval_seconds
+        delay = self._settings.api.resync_interval_seconds
         if self._caches.job_of(key) is not None:
             due = watchdog_deadline(pods=self._caches.pods_of(key), watchdog=self._watchdog)
             if due is not None:

@@ -8,24 +8,19 @@ object. docs/configuration.md ("## Operator") lists the same variables.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from export_operator.backoff import Backoff
 from export_operator.callbacks import CallbackPolicy
-from export_operator.config import EnvSettings, Flag, JsonObject, JsonStrings
+from export_operator.config import EnvSettings, Flag
 from export_operator.controller.admission import OwnerShare
-from export_operator.controller.quantities import parse_bytes
+from export_operator.controller.job_settings import JobSettings, PodSettings
 from export_operator.controller.signing import read_secrets
 from export_operator.resource import parse_s3_uri
 
 PREFIX = "EXPORTJOBS_OPERATOR_"
-
-
-def _quantity(value: str) -> str:
-    parse_bytes(value)
-    return value
 
 
 def _dataset_template(template: str) -> str:
@@ -50,69 +45,13 @@ def _secrets(inline: str) -> str:
     return inline
 
 
-def _processor_pod(pod: dict[str, Any]) -> dict[str, Any]:
-    problem = processor_pod_problem(pod)
-    if problem:
-        raise ValueError(problem)
-    return pod
-
-
-Quantity = Annotated[str, AfterValidator(_quantity)]
-
-
-class OperatorSettings(EnvSettings):
-    """Everything the operator is configured with (env var = `EXPORTJOBS_OPERATOR_` + NAME)."""
+class AdmissionSettings(EnvSettings):
+    """How many Jobs run at once and how the slots are shared between owners."""
 
     model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "operator"
-    NOT_FROM_ENV: ClassVar[frozenset[str]] = frozenset({"callback_policy"})
+    COMPONENT = "operator"
 
-    namespace: Annotated[str, AfterValidator(str.strip)] = Field(
-        "", validation_alias="EXPORTJOBS_NAMESPACE"
-    )
-    """`EXPORTJOBS_NAMESPACE` (shared with the webhook): the namespace whose ExportJobs are
-    reconciled. Empty (default) = all namespaces (cluster-wide RBAC needed)."""
-
-    processor_image: str = "exportjobs-processor:latest"
-    """PROCESSOR_IMAGE: the image of the Job's `processor` container."""
-
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    """IMAGE_PULL_POLICY: the container's imagePullPolicy (Always, IfNotPresent, Never)."""
-
-    service_account: str = "exportjobs-processor"
-    """SERVICE_ACCOUNT: the processor pods' ServiceAccount; it needs `patch` on
-    `exportjobs/status` (progress) and whatever S3 identity (IRSA, pod identity) it carries."""
-
-    processor_env: JsonStrings = Field(default_factory=dict)
-    """PROCESSOR_ENV: a JSON object of extra environment for the processor container, e.g.
-    `{"AWS_ENDPOINT_URL": "http://minio:9000"}`. Default `{}`."""
-
-    processor_env_secret: str = ""
-    """PROCESSOR_ENV_SECRET: a Secret in the ExportJob's namespace added with `envFrom` (e.g. AWS
-    keys for MinIO). Empty (default) = none; in AWS use IRSA/pod identity instead."""
-
-    node_selector: JsonStrings = Field(default_factory=dict)
-    """NODE_SELECTOR: a JSON object used as the processor pods' nodeSelector. Default `{}`."""
-
-    processor_pod: Annotated[JsonObject, AfterValidator(_processor_pod)] = Field(
-        default_factory=dict
-    )
-    """PROCESSOR_POD: a JSON object of what the processor pods need to fit the cluster, each key
-    optional: `imagePullSecrets` ([{"name": ...}]), `tolerations`, `affinity`,
-    `topologySpreadConstraints`, `priorityClassName`, and `labels` / `annotations` (string maps
-    added to the pod template, e.g. a sidecar opt-out or a cost label). Default `{}`. The
-    chart fills it from `processor.*` and the global `imagePullSecrets`."""
-
-    default_destination_uri: Annotated[str, AfterValidator(_destination)] = ""
-    """DEFAULT_DESTINATION_URI: `s3://bucket/prefix/` used when an ExportJob names no
-    destination. Empty (default) = such ExportJobs fail with INVALID_SPEC."""
-
-    dataset_uri_template: Annotated[str, AfterValidator(_dataset_template)] = ""
-    """DATASET_URI_TEMPLATE: e.g. `s3://datasets/{dataset_id}.csv`, resolves an ExportJob that
-    carries only `spec.datasetId` (created without the webhook). Empty (default) = such
-    ExportJobs fail with INVALID_SPEC."""
-
-    max_running: int = Field(10, ge=0)
+    max_running: int = Field(default=10, ge=0)
     """MAX_RUNNING: how many Jobs may be unfinished at once; beyond it ExportJobs are Queued and
     admitted first-in first-out. 0 = no limit. Default 10: protects S3 and the nodes."""
 
@@ -122,213 +61,8 @@ class OperatorSettings(EnvSettings):
     is fair between owners whatever this says: round-robin by slots held per weight, first in,
     first out within an owner (docs/security.md, "Principals")."""
 
-    split_min_bytes: int = Field(2 << 30, ge=0)
-    """SPLIT_MIN_BYTES: an export whose source is at least this large (bytes, when its size is
-    known) runs as an Indexed Job of byte ranges (docs/api.md, "Split exports"). 0 = only
-    exports that ask for `parallelism` are split. Default 2 GiB: one pod converts 2 GiB in
-    10-20 s at 100-200 MB/s, about what the extra steps of a split cost (a preparing and a
-    finishing pod, each range reading the head again); from there on the ranges win
-    (docs/benchmarks.md, "Split exports": 3 GB in 1.1-1.7x less time with 2 pods)."""
-
-    split_range_bytes: int = Field(1 << 30, ge=1 << 20)
-    """SPLIT_RANGE_BYTES: the bytes of source per range of a split export sized from its
-    source: ranges = ceil(size / this), at least 2, at most SPLIT_MAX_PARALLELISM. Default
-    1 GiB."""
-
-    split_max_parallelism: int = Field(8, ge=1, le=32)
-    """SPLIT_MAX_PARALLELISM: the most ranges (and pods at once) of one split export, also for
-    a request's `parallelism`. 1 = no export is split. Default 8. A split export holds one
-    MAX_RUNNING slot per pod it runs at once, and runs with the slots free when it is
-    admitted (as one pod when only one is)."""
-
-    backoff_limit: int = 3
-    """BACKOFF_LIMIT: retries of a retryable failure when the spec gives none. Default 3."""
-
-    active_deadline_seconds: int = 3600
-    """ACTIVE_DEADLINE_SECONDS: the Job's deadline when the spec gives none, before size scaling
-    (seconds). Default 3600."""
-
-    deadline_seconds_per_gib: int = 600
-    """DEADLINE_SECONDS_PER_GIB: added to the default deadline per GiB of source when its size is
-    known (seconds). Default 600 (a slow 1.7 MiB/s floor). Capped at 86400 in total."""
-
-    ttl_seconds_after_finished: int = 3600
-    """TTL_SECONDS_AFTER_FINISHED: finished Jobs (and pods) are removed after this (seconds); the
-    ExportJob keeps the outcome. Default 3600, time enough to read logs."""
-
-    retention_seconds: int = 7 * 24 * 3600
-    """RETENTION_SECONDS: finished ExportJobs are deleted this long after completion (seconds).
-    0 = keep forever. Default 7 days."""
-
-    cpu_request: str = "250m"
-    """CPU_REQUEST: the processor's CPU request. Default 250m."""
-
-    cpu_limit: str = "1"
-    """CPU_LIMIT: the processor's CPU limit. Default 1."""
-
-    memory_request: Quantity = "256Mi"
-    """MEMORY_REQUEST: the processor's memory request for a small or unknown-size source."""
-
-    memory_limit: Quantity = "1Gi"
-    """MEMORY_LIMIT: the processor's memory limit for a small or unknown-size source."""
-
-    memory_per_gib: Quantity = "64Mi"
-    """MEMORY_PER_GIB: added to request and limit per GiB of source when its size is known (the
-    processor streams; large row groups still grow with the input). Default 64Mi."""
-
-    memory_limit_max: Quantity = "4Gi"
-    """MEMORY_LIMIT_MAX: the cap of the scaled memory limit (and request). Default 4Gi."""
-
-    tmp_size_limit: str = "1Gi"
-    """TMP_SIZE_LIMIT: sizeLimit of the emptyDir mounted at /tmp (the root filesystem is
-    read-only). Default 1Gi."""
-
-    head_source: Flag = False
-    """HEAD_SOURCE: `true` = HEAD the source object (boto3, standard AWS chain) to scale resources
-    and deadline from its size. Default false: the size comes only from the
-    `exportjobs.dev/source-size-bytes` annotation, keeping S3 off the admission path."""
-
-    unschedulable_timeout_seconds: int = 600
-    """UNSCHEDULABLE_TIMEOUT_SECONDS: a processor pod unschedulable for longer fails the export
-    with UNSCHEDULABLE (seconds). Default 600."""
-
-    image_pull_timeout_seconds: int = 300
-    """IMAGE_PULL_TIMEOUT_SECONDS: a processor pod that cannot pull its image for longer fails
-    the export with IMAGE_PULL (seconds). Default 300."""
-
-    start_timeout_seconds: int = 300
-    """START_TIMEOUT_SECONDS: a processor pod whose container cannot be created or started
-    (CreateContainerConfigError, CreateContainerError, RunContainerError) for longer fails the
-    export with POD_START_FAILED and frees its slot (seconds). Default 300."""
-
-    resync_interval_seconds: float = 60.0
-    """RESYNC_INTERVAL_SECONDS: how often every unfinished ExportJob is re-derived even without
-    a watch event (seconds), a safety net. Default 60."""
-
-    workers: int = Field(32, ge=1)
-    """WORKERS: ExportJobs reconciled at once (each creates its Job and writes its status), so
-    also the API requests in flight at once. Default 32: enough to keep the API server busy
-    without monopolising it."""
-
-    retry_base_seconds: float = 0.5
-    """RETRY_BASE_SECONDS: the first retry delay of an ExportJob whose reconcile failed (Job
-    create refused, API down); it doubles with each failure in a row (seconds). Default 0.5."""
-
-    retry_max_seconds: float = 30.0
-    """RETRY_MAX_SECONDS: the cap of that delay (plus up to 20 % jitter) (seconds). Default 30."""
-
-    request_timeout_seconds: float = 30.0
-    """REQUEST_TIMEOUT_SECONDS: the timeout of one API request (a write, or one page of a
-    list) (seconds)."""
-
-    watch_server_timeout_seconds: int = 300
-    """WATCH_SERVER_TIMEOUT_SECONDS: asks the API server to end each watch after this (seconds);
-    the informer then watches again from the last resourceVersion it saw. Default 300."""
-
-    watch_client_timeout_seconds: int = 330
-    """WATCH_CLIENT_TIMEOUT_SECONDS: the client gives up on a silent watch after this (seconds);
-    above the server timeout so the server ends watches normally. Default 330."""
-
-    connect_timeout_seconds: float = 10.0
-    """CONNECT_TIMEOUT_SECONDS: TCP/TLS connect timeout to the API server (seconds)."""
-
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    """LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL. Logs are JSON lines in the webhook's
-    format (time, level, logger, message and any extra fields). Default INFO."""
-
-    metrics_host: str = "0.0.0.0"  # noqa: S104 - a pod serves Prometheus on its pod IP
-    """METRICS_HOST: the address `/metrics` listens on. Default 0.0.0.0 (in a pod)."""
-
-    metrics_port: int = 8080
-    """METRICS_PORT: the port of `/metrics` (Prometheus). 0 = disabled. Default 8080."""
-
-    liveness_host: str = "0.0.0.0"  # noqa: S104 - a pod serves its probe on its pod IP
-    """LIVENESS_HOST: the address of kopf's liveness endpoint `/healthz`."""
-
-    liveness_port: int = 8081
-    """LIVENESS_PORT: the port of kopf's `/healthz`. 0 = disabled. Default 8081."""
-
-    standalone: Flag = False
-    """STANDALONE: `true` = no leader election: this process acts at once (one replica only,
-    e.g. in tests). Default false: replicas elect a leader through a Lease; the others watch
-    and stand by."""
-
-    lease_name: str = "exportjobs-operator"
-    """LEASE_NAME: the coordination.k8s.io Lease the replicas elect their leader with."""
-
-    lease_namespace: str = ""
-    """LEASE_NAMESPACE: the Lease's namespace (the chart sets the release namespace). Empty =
-    the watched namespace, or `default` when watching all namespaces."""
-
-    lease_duration_seconds: float = 8.0
-    """LEASE_DURATION_SECONDS: a standby takes the Lease over when it has seen no renewal for
-    this long (seconds). Default 8: failover within about 10 s of a crash."""
-
-    lease_renew_deadline_seconds: float = 6.0
-    """LEASE_RENEW_DEADLINE_SECONDS: the leader stops acting when it could not renew for this
-    long (below the duration, so it stops before a standby may start) (seconds). Default 6."""
-
-    lease_retry_period_seconds: float = 1.0
-    """LEASE_RETRY_PERIOD_SECONDS: how often the Lease is renewed or tried (seconds). Default 1
-    (a GET and, when held, a PUT: light)."""
-
-    notify_window_seconds: float = Field(24 * 3600.0, gt=0)
-    """NOTIFY_WINDOW_SECONDS: how long after the final phase (`completionTime`) a completion
-    callback is retried before its notification is Failed (seconds). Default 86400 (24 h)."""
-
-    notify_backoff_base_seconds: float = Field(5.0, gt=0)
-    """NOTIFY_BACKOFF_BASE_SECONDS: the first retry delay of a callback; it doubles per attempt,
-    with jitter (each delay is 100-120 % of the nominal one). Default 5."""
-
-    notify_backoff_max_seconds: float = 3600.0
-    """NOTIFY_BACKOFF_MAX_SECONDS: the longest delay between two callback attempts (seconds);
-    a receiver's Retry-After may ask for more, up to the window. Default 3600."""
-
-    notify_timeout_seconds: float = Field(10.0, gt=0)
-    """NOTIFY_TIMEOUT_SECONDS: one callback attempt, DNS to response, must finish within this
-    (seconds); a slow receiver then counts as a network error and is retried. Default 10."""
-
-    notify_concurrency: int = Field(16, ge=1)
-    """NOTIFY_CONCURRENCY: callback attempts in flight at once; more wait their turn, so slow
-    receivers cannot take the operator's sockets or CPU. Default 16."""
-
-    notify_secrets: Annotated[str, AfterValidator(_secrets)] = Field("", repr=False)
-    """NOTIFY_SECRETS: comma-separated Standard Webhooks signing secrets (`whsec_<base64>`).
-    Prefer NOTIFY_SECRETS_FILE (a mounted Secret). Every secret signs each callback, so during a
-    rotation two are valid at once. Without any secret, callbacks are not sent (Failed)."""
-
-    notify_secrets_file: str = ""
-    """NOTIFY_SECRETS_FILE: a file with one secret per line, or a mounted Secret directory (every
-    file read). Read before each delivery, so a rotated Secret applies without a restart."""
-
-    notify_source: str = "/apis/exportjobs.dev/v1alpha1"
-    """NOTIFY_SOURCE: the CloudEvents `source` prefix; the event's source is
-    `<this>/namespaces/<namespace>/exportjobs`. Default `/apis/exportjobs.dev/v1alpha1`."""
-
-    notify_presign_endpoint_url: str = ""
-    """NOTIFY_PRESIGN_ENDPOINT_URL: the S3 endpoint written into the callback's presigned
-    download URL (as the webhook's). Empty = AWS_ENDPOINT_URL, else AWS."""
-
-    notify_presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
-    """NOTIFY_PRESIGN_EXPIRY_SECONDS: lifetime of that URL (seconds), fresh at each attempt."""
-
-    callback_policy: CallbackPolicy = Field(default_factory=CallbackPolicy)
-    """CALLBACK_POLICY: not one variable but `EXPORTJOBS_CALLBACK_ALLOWLIST` and
-    `EXPORTJOBS_CALLBACK_ALLOW_HTTP`, shared with the webhook: where callbacks may go
-    (export_operator.callbacks)."""
-
     @model_validator(mode="after")
-    def _check(self) -> OperatorSettings:
-        """Refuse settings that cannot work together, naming the variables."""
-        if not 0 < self.lease_renew_deadline_seconds < self.lease_duration_seconds:
-            raise ValueError(
-                f"{PREFIX}LEASE_RENEW_DEADLINE_SECONDS must be > 0 and below "
-                f"{PREFIX}LEASE_DURATION_SECONDS"
-            )
-        if self.retry_base_seconds <= 0 or self.retry_max_seconds < self.retry_base_seconds:
-            raise ValueError(f"{PREFIX}RETRY_MAX_SECONDS must be >= RETRY_BASE_SECONDS > 0")
-        if self.notify_backoff_max_seconds < self.notify_backoff_base_seconds:
-            raise ValueError(f"{PREFIX}NOTIFY_BACKOFF_MAX_SECONDS must be >= the base delay")
+    def _check(self) -> AdmissionSettings:
         try:
             _ = self.shares
         except ValueError as exc:
@@ -363,33 +97,242 @@ class OperatorSettings(EnvSettings):
         return shares
 
 
-PROCESSOR_POD_KINDS: Mapping[str, type] = {
-    "imagePullSecrets": list,
-    "tolerations": list,
-    "affinity": dict,
-    "topologySpreadConstraints": list,
-    "priorityClassName": str,
-    "labels": dict,
-    "annotations": dict,
-}
-"""The keys of PROCESSOR_POD and the JSON type of each (the API server checks the rest)."""
+class ApiSettings(EnvSettings):
+    """The reconcile workers and their calls to the API server: timeouts, retries, resync."""
+
+    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
+    COMPONENT = "operator"
+
+    workers: int = Field(default=32, ge=1)
+    """WORKERS: ExportJobs reconciled at once (each creates its Job and writes its status), so
+    also the API requests in flight at once. Default 32: enough to keep the API server busy
+    without monopolising it."""
+
+    resync_interval_seconds: float = 60.0
+    """RESYNC_INTERVAL_SECONDS: how often every unfinished ExportJob is re-derived even without
+    a watch event (seconds), a safety net. Default 60."""
+
+    retry_base_seconds: float = 0.5
+    """RETRY_BASE_SECONDS: the first retry delay of an ExportJob whose reconcile failed (Job
+    create refused, API down); it doubles with each failure in a row (seconds). Default 0.5."""
+
+    retry_max_seconds: float = 30.0
+    """RETRY_MAX_SECONDS: the cap of that delay (plus up to 20 % jitter) (seconds). Default 30."""
+
+    request_timeout_seconds: float = 30.0
+    """REQUEST_TIMEOUT_SECONDS: the timeout of one API request (a write, or one page of a
+    list) (seconds)."""
+
+    watch_server_timeout_seconds: int = 300
+    """WATCH_SERVER_TIMEOUT_SECONDS: asks the API server to end each watch after this (seconds);
+    the informer then watches again from the last resourceVersion it saw. Default 300."""
+
+    watch_client_timeout_seconds: int = 330
+    """WATCH_CLIENT_TIMEOUT_SECONDS: the client gives up on a silent watch after this (seconds);
+    above the server timeout so the server ends watches normally. Default 330."""
+
+    connect_timeout_seconds: float = 10.0
+    """CONNECT_TIMEOUT_SECONDS: TCP/TLS connect timeout to the API server (seconds)."""
+
+    @property
+    def retry(self) -> Backoff:
+        """A failed reconcile's backoff: RETRY_BASE_SECONDS, doubling up to RETRY_MAX_SECONDS."""
+        return Backoff(base=self.retry_base_seconds, cap=self.retry_max_seconds)
+
+    @model_validator(mode="after")
+    def _check(self) -> ApiSettings:
+        if self.retry_base_seconds <= 0 or self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError(f"{PREFIX}RETRY_MAX_SECONDS must be >= RETRY_BASE_SECONDS > 0")
+        return self
 
 
-def processor_pod_problem(pod: Mapping[str, Any]) -> str:
-    """What is wrong with a PROCESSOR_POD object ("" when nothing is)."""
-    for key, value in pod.items():
-        kind = PROCESSOR_POD_KINDS.get(key)
-        if kind is None:
-            return f"unknown key {key!r} (known: {', '.join(PROCESSOR_POD_KINDS)})"
-        if not isinstance(value, kind):
-            return f"{key} must be a JSON {kind.__name__}"
-    for key in ("labels", "annotations"):
-        if not all(isinstance(v, str) for v in pod.get(key, {}).values()):
-            return f"{key} must map strings to strings"
-    for secret in pod.get("imagePullSecrets", []):
-        if not (isinstance(secret, dict) and isinstance(secret.get("name"), str)):
-            return 'imagePullSecrets must be a list of {"name": ...}'
-    for key in ("tolerations", "topologySpreadConstraints"):
-        if not all(isinstance(item, dict) for item in pod.get(key, [])):
-            return f"{key} must be a list of objects"
-    return ""
+class ProcessSettings(EnvSettings):
+    """The process: its logs, its metrics and liveness endpoints, leader election on or off."""
+
+    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
+    COMPONENT = "operator"
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL. Logs are JSON lines in the webhook's
+    format (time, level, logger, message and any extra fields). Default INFO."""
+
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - a pod serves Prometheus on its pod IP
+    """METRICS_HOST: the address `/metrics` listens on. Default 0.0.0.0 (in a pod)."""
+
+    metrics_port: int = 8080
+    """METRICS_PORT: the port of `/metrics` (Prometheus). 0 = disabled. Default 8080."""
+
+    liveness_host: str = "0.0.0.0"  # noqa: S104 - a pod serves its probe on its pod IP
+    """LIVENESS_HOST: the address of kopf's liveness endpoint `/healthz`."""
+
+    liveness_port: int = 8081
+    """LIVENESS_PORT: the port of kopf's `/healthz`. 0 = disabled. Default 8081."""
+
+    standalone: Flag = False
+    """STANDALONE: `true` = no leader election: this process acts at once (one replica only,
+    e.g. in tests). Default false: replicas elect a leader through a Lease; the others watch
+    and stand by."""
+
+
+class LeaseSettings(EnvSettings):
+    """The Lease the replicas elect their leader with (`LEASE_*`)."""
+
+    model_config = EnvSettings.model_config | {"env_prefix": PREFIX + "LEASE_"}
+    COMPONENT = "operator"
+
+    name: str = "exportjobs-operator"
+    """LEASE_NAME: the coordination.k8s.io Lease the replicas elect their leader with."""
+
+    namespace: str = ""
+    """LEASE_NAMESPACE: the Lease's namespace (the chart sets the release namespace). Empty =
+    the watched namespace, or `default` when watching all namespaces."""
+
+    duration_seconds: float = 8.0
+    """LEASE_DURATION_SECONDS: a standby takes the Lease over when it has seen no renewal for
+    this long (seconds). Default 8: failover within about 10 s of a crash."""
+
+    renew_deadline_seconds: float = 6.0
+    """LEASE_RENEW_DEADLINE_SECONDS: the leader stops acting when it could not renew for this
+    long (below the duration, so it stops before a standby may start) (seconds). Default 6."""
+
+    retry_period_seconds: float = 1.0
+    """LEASE_RETRY_PERIOD_SECONDS: how often the Lease is renewed or tried (seconds). Default 1
+    (a GET and, when held, a PUT: light)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LeaseSettings:
+        if not 0 < self.renew_deadline_seconds < self.duration_seconds:
+            raise ValueError(
+                f"{PREFIX}LEASE_RENEW_DEADLINE_SECONDS must be > 0 and below "
+                f"{PREFIX}LEASE_DURATION_SECONDS"
+            )
+        return self
+
+
+class NotifySettings(EnvSettings):
+    """Completion callbacks (`NOTIFY_*`) and where they may go (the shared callback policy)."""
+
+    model_config = EnvSettings.model_config | {"env_prefix": PREFIX + "NOTIFY_"}
+    COMPONENT = "operator"
+    NOT_FROM_ENV = frozenset({"callback_policy"})
+
+    window_seconds: float = Field(default=24 * 3600.0, gt=0)
+    """NOTIFY_WINDOW_SECONDS: how long after the final phase (`completionTime`) a completion
+    callback is retried before its notification is Failed (seconds). Default 86400 (24 h)."""
+
+    backoff_base_seconds: float = Field(default=5.0, gt=0)
+    """NOTIFY_BACKOFF_BASE_SECONDS: the first retry delay of a callback; it doubles per attempt,
+    with jitter (each delay is 100-120 % of the nominal one). Default 5."""
+
+    backoff_max_seconds: float = 3600.0
+    """NOTIFY_BACKOFF_MAX_SECONDS: the longest delay between two callback attempts (seconds);
+    a receiver's Retry-After may ask for more, up to the window. Default 3600."""
+
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    """NOTIFY_TIMEOUT_SECONDS: one callback attempt, DNS to response, must finish within this
+    (seconds); a slow receiver then counts as a network error and is retried. Default 10."""
+
+    concurrency: int = Field(default=16, ge=1)
+    """NOTIFY_CONCURRENCY: callback attempts in flight at once; more wait their turn, so slow
+    receivers cannot take the operator's sockets or CPU. Default 16."""
+
+    secrets: Annotated[str, AfterValidator(_secrets)] = Field(default="", repr=False)
+    """NOTIFY_SECRETS: comma-separated Standard Webhooks signing secrets (`whsec_<base64>`).
+    Prefer NOTIFY_SECRETS_FILE (a mounted Secret). Every secret signs each callback, so during a
+    rotation two are valid at once. Without any secret, callbacks are not sent (Failed)."""
+
+    secrets_file: str = ""
+    """NOTIFY_SECRETS_FILE: a file with one secret per line, or a mounted Secret directory (every
+    file read). Read before each delivery, so a rotated Secret applies without a restart."""
+
+    source: str = "/apis/exportjobs.dev/v1alpha1"
+    """NOTIFY_SOURCE: the CloudEvents `source` prefix; the event's source is
+    `<this>/namespaces/<namespace>/exportjobs`. Default `/apis/exportjobs.dev/v1alpha1`."""
+
+    presign_endpoint_url: str = ""
+    """NOTIFY_PRESIGN_ENDPOINT_URL: the S3 endpoint written into the callback's presigned
+    download URL (as the webhook's). Empty = AWS_ENDPOINT_URL, else AWS."""
+
+    presign_expiry_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    """NOTIFY_PRESIGN_EXPIRY_SECONDS: lifetime of that URL (seconds), fresh at each attempt."""
+
+    callback_policy: CallbackPolicy = Field(default_factory=CallbackPolicy)
+    """CALLBACK_POLICY: not one variable but `EXPORTJOBS_CALLBACK_ALLOWLIST` and
+    `EXPORTJOBS_CALLBACK_ALLOW_HTTP`, shared with the webhook: where callbacks may go
+    (export_operator.callbacks)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> NotifySettings:
+        if self.backoff_max_seconds < self.backoff_base_seconds:
+            raise ValueError(f"{PREFIX}NOTIFY_BACKOFF_MAX_SECONDS must be >= the base delay")
+        return self
+
+
+class SplitSettings(EnvSettings):
+    """When an export runs as an Indexed Job of byte ranges, and in how many (`SPLIT_*`)."""
+
+    model_config = EnvSettings.model_config | {"env_prefix": PREFIX + "SPLIT_"}
+    COMPONENT = "operator"
+
+    min_bytes: int = Field(default=2 << 30, ge=0)
+    """SPLIT_MIN_BYTES: an export whose source is at least this large (bytes, when its size is
+    known) runs as an Indexed Job of byte ranges (docs/api.md, "Split exports"). 0 = only
+    exports that ask for `parallelism` are split. Default 2 GiB: one pod converts 2 GiB in
+    10-20 s at 100-200 MB/s, about what the extra steps of a split cost (a preparing and a
+    finishing pod, each range reading the head again); from there on the ranges win
+    (docs/benchmarks.md, "Split exports": 3 GB in 1.1-1.7x less time with 2 pods)."""
+
+    range_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    """SPLIT_RANGE_BYTES: the bytes of source per range of a split export sized from its
+    source: ranges = ceil(size / this), at least 2, at most SPLIT_MAX_PARALLELISM. Default
+    1 GiB."""
+
+    max_parallelism: int = Field(default=8, ge=1, le=32)
+    """SPLIT_MAX_PARALLELISM: the most ranges (and pods at once) of one split export, also for
+    a request's `parallelism`. 1 = no export is split. Default 8. A split export holds one
+    MAX_RUNNING slot per pod it runs at once, and runs with the slots free when it is
+    admitted (as one pod when only one is)."""
+
+
+class OperatorSettings(EnvSettings):
+    """Everything the operator is configured with (env var = `EXPORTJOBS_OPERATOR_` + NAME),
+    grouped by concern; each group reads its own variables."""
+
+    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
+    COMPONENT: ClassVar[str] = "operator"
+
+    namespace: Annotated[str, AfterValidator(str.strip)] = Field(
+        "", validation_alias="EXPORTJOBS_NAMESPACE"
+    )
+    """`EXPORTJOBS_NAMESPACE` (shared with the webhook): the namespace whose ExportJobs are
+    reconciled. Empty (default) = all namespaces (cluster-wide RBAC needed)."""
+
+    default_destination_uri: Annotated[str, AfterValidator(_destination)] = ""
+    """DEFAULT_DESTINATION_URI: `s3://bucket/prefix/` used when an ExportJob names no
+    destination. Empty (default) = such ExportJobs fail with INVALID_SPEC."""
+
+    dataset_uri_template: Annotated[str, AfterValidator(_dataset_template)] = ""
+    """DATASET_URI_TEMPLATE: e.g. `s3://datasets/{dataset_id}.csv`, resolves an ExportJob that
+    carries only `spec.datasetId` (created without the webhook). Empty (default) = such
+    ExportJobs fail with INVALID_SPEC."""
+
+    retention_seconds: int = 7 * 24 * 3600
+    """RETENTION_SECONDS: finished ExportJobs are deleted this long after completion (seconds).
+    0 = keep forever. Default 7 days."""
+
+    job: JobSettings = JobSettings()
+    """The processor Job."""
+    pod: PodSettings = PodSettings()
+    """The processor pod's resources and the watchdog."""
+    admission: AdmissionSettings = AdmissionSettings()
+    """How many Jobs run at once, shared between owners."""
+    api: ApiSettings = ApiSettings()
+    """Workers and API calls."""
+    process: ProcessSettings = ProcessSettings()
+    """Logs, endpoints, leader election on or off."""
+    lease: LeaseSettings = LeaseSettings()
+    """Leader election."""
+    notify: NotifySettings = NotifySettings()
+    """Completion callbacks."""
+    split: SplitSettings = SplitSettings()
+    """Split exports."""

@@ -52,14 +52,14 @@ def ranges_wanted(
     """How many ranges the export should be converted as (1 = one pod)."""
     if len(job_name_for(export.name)) > MAX_INDEXED_JOB_NAME:
         return 1
-    cap = settings.split_max_parallelism
+    cap = settings.split.max_parallelism
     asked = export.spec.get("parallelism")
     if type(asked) is int:
         return max(1, min(asked, cap))
     size = size if size is not None else export.source_size
-    if size is None or not settings.split_min_bytes or size < settings.split_min_bytes:
+    if size is None or not settings.split.min_bytes or size < settings.split.min_bytes:
         return 1
-    return max(1, min(cap, max(2, -(-size // settings.split_range_bytes))))
+    return max(1, min(cap, max(2, -(-size // settings.split.range_bytes))))
 
 
 def slots_granted(wanted: int, free: int | None) -> int:

@@ -161,17 +161,17 @@ def test_operator_env_is_what_the_operator_reads() -> None:
     assert ours - known == set()
     settings = OperatorSettings.from_env(env)
     assert settings.namespace == "exports"
-    assert settings.processor_image == "exportjobs-processor:0.1.0"
-    assert settings.service_account == "ej-exportjobs-processor"
-    assert settings.processor_env_secret == "ej-exportjobs-s3"
-    assert settings.processor_env == {
+    assert settings.job.processor_image == "exportjobs-processor:0.1.0"
+    assert settings.job.service_account == "ej-exportjobs-processor"
+    assert settings.job.processor_env_secret == "ej-exportjobs-s3"
+    assert settings.job.processor_env == {
         "AWS_ENDPOINT_URL": "http://minio.storage:9000",
         "AWS_DEFAULT_REGION": "eu-west-1",
     }
     assert settings.default_destination_uri == "s3://exports-output/reports/"
-    assert settings.standalone is False  # two replicas elect a leader
-    assert settings.lease_namespace == "exports"
-    assert settings.lease_name == "ej-exportjobs-operator"
+    assert settings.process.standalone is False  # two replicas elect a leader
+    assert settings.lease.namespace == "exports"
+    assert settings.lease.name == "ej-exportjobs-operator"
     assert env["AWS_ENDPOINT_URL"] == "http://minio.storage:9000"
     envfrom = operator["spec"]["template"]["spec"]["containers"][0]["envFrom"]
     assert envfrom == [{"secretRef": {"name": "ej-exportjobs-s3"}}]
@@ -389,9 +389,9 @@ def test_notifications_mount_the_signing_secrets_and_share_the_policy() -> None:
     operator = deployments["ej-exportjobs-operator"]["spec"]["template"]["spec"]
     env = container_env(operator["containers"][0])
     settings = OperatorSettings.from_env(env)
-    assert settings.notify_window_seconds == 3600
-    assert settings.callback_policy.allow_http
-    assert settings.callback_policy.hosts == ("*.example.com",)
+    assert settings.notify.window_seconds == 3600
+    assert settings.notify.callback_policy.allow_http
+    assert settings.notify.callback_policy.hosts == ("*.example.com",)
     mounts = {m["mountPath"]: m["name"] for m in operator["containers"][0]["volumeMounts"]}
     assert mounts[env["EXPORTJOBS_OPERATOR_NOTIFY_SECRETS_FILE"]] == "notify-secrets"
     (volume,) = [v for v in operator["volumes"] if v["name"] == "notify-secrets"]

@@ -26,7 +26,7 @@ from tests.support import strategies
 
 pytestmark = pytest.mark.unit
 
-OPERATOR = OperatorSettings(default_destination_uri="s3://exports-output/out/")
+OPERATOR = OperatorSettings.from_env({}, default_destination_uri="s3://exports-output/out/")
 CRD_SPEC = contract_schemas.crd_spec_schema()
 
 

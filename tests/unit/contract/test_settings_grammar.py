@@ -60,7 +60,7 @@ READERS = {
     "common": parse_bool,
     "webhook": lambda t: WebhookSettings.from_env({"EXPORTJOBS_WEBHOOK_ACCESS_LOG": t}).access_log,
     "operator": lambda t: (
-        OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_HEAD_SOURCE": t}).head_source
+        OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_HEAD_SOURCE": t}).pod.head_source
     ),
     "callback policy": lambda t: (
         CallbackPolicy.from_env({"EXPORTJOBS_CALLBACK_ALLOW_HTTP": t}).allow_http

@@ -69,7 +69,7 @@ def test_owner_shares_come_from_the_settings() -> None:
     settings = OperatorSettings.from_env(
         {"EXPORTJOBS_OPERATOR_OWNER_SHARES": '{"a": {"weight": 3, "maxRunning": 5}}'}
     )
-    assert settings.shares == {"a": OwnerShare(weight=3, max_running=5)}
+    assert settings.admission.shares == {"a": OwnerShare(weight=3, max_running=5)}
     for bad in ('{"a": {"weight": 0}}', '{"a": {"cap": 1}}', "[1]", "{"):
         try:
             OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_OWNER_SHARES": bad})

@@ -13,7 +13,8 @@ from export_operator.controller.jobs import (
 from export_operator.controller.settings import OperatorSettings
 from tests.support.factories import export
 
-SETTINGS = OperatorSettings(
+SETTINGS = OperatorSettings.from_env(
+    {},
     default_destination_uri="s3://out/reports/",
     service_account="proc-sa",
     processor_image="proc:1",
@@ -177,7 +178,9 @@ def test_processor_pod_placement_reaches_the_pod_template() -> None:
         "labels": {"cost-center": "reports", "exportjobs.dev/export": "other"},
         "annotations": {"sidecar.istio.io/inject": "false"},
     }
-    settings = SETTINGS.model_copy(update={"processor_pod": placement})
+    settings = SETTINGS.model_copy(
+        update={"job": SETTINGS.job.model_copy(update={"processor_pod": placement})}
+    )
     view = export("e1", spec={"source": {"uri": "s3://src/data/in.csv"}, "format": "csv"})
     job = build_job(
         export=view, inputs=resolve_inputs(export=view, settings=settings), settings=settings

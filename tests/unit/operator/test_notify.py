@@ -106,16 +106,21 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
 
 
-def settings(**overrides: Any) -> OperatorSettings:
-    base = OperatorSettings(
-        notify_secrets=SECRET,
-        notify_backoff_base_seconds=0.01,
-        notify_backoff_max_seconds=0.05,
-        notify_timeout_seconds=2,
-        notify_presign_endpoint_url="http://127.0.0.1:9",
-        callback_policy=CallbackPolicy.parse("127.0.0.0/8", allow_http=True),
+def settings(*, callback_policy: CallbackPolicy | None = None, **given: Any) -> OperatorSettings:
+    built = OperatorSettings.from_env(
+        {},
+        **{
+            "notify_secrets": SECRET,
+            "notify_backoff_base_seconds": 0.01,
+            "notify_backoff_max_seconds": 0.05,
+            "notify_timeout_seconds": 2,
+            "notify_presign_endpoint_url": "http://127.0.0.1:9",
+            **given,
+        },
     )
-    return base.model_copy(update=overrides)
+    policy = callback_policy or CallbackPolicy.parse("127.0.0.0/8", allow_http=True)
+    notify = built.notify.model_copy(update={"callback_policy": policy})
+    return built.model_copy(update={"notify": notify})
 
 
 class Harness:

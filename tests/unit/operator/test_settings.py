@@ -6,14 +6,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from export_operator.controller.settings import PROCESSOR_POD_KINDS, OperatorSettings
+from export_operator.controller.job_settings import PROCESSOR_POD_KINDS
+from export_operator.controller.settings import OperatorSettings
 
 
 def test_defaults_without_environment() -> None:
     settings = OperatorSettings.from_env({})
-    assert settings.max_running == 10
+    assert settings.admission.max_running == 10
     assert settings.namespace == ""
-    assert settings.standalone is False
+    assert settings.process.standalone is False
 
 
 def test_values_are_parsed_by_type() -> None:
@@ -28,11 +29,11 @@ def test_values_are_parsed_by_type() -> None:
         }
     )
     assert settings.namespace == "exports"
-    assert settings.max_running == 5
-    assert settings.standalone is True
-    assert settings.resync_interval_seconds == 0.5
-    assert settings.processor_env == {"AWS_ENDPOINT_URL": "http://minio:9000"}
-    assert settings.processor_image == "proc:2"
+    assert settings.admission.max_running == 5
+    assert settings.process.standalone is True
+    assert settings.api.resync_interval_seconds == 0.5
+    assert settings.job.processor_env == {"AWS_ENDPOINT_URL": "http://minio:9000"}
+    assert settings.job.processor_image == "proc:2"
 
 
 @pytest.mark.parametrize(
@@ -52,10 +53,32 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 
 
 def test_every_field_is_described_with_its_variable() -> None:
-    for name, field in OperatorSettings.model_fields.items():
-        assert field.description, name
-        variable = OperatorSettings.env_name(name).removeprefix("EXPORTJOBS_OPERATOR_")
-        assert variable in field.description or name == "callback_policy", name
+    groups = OperatorSettings.groups()
+    assert len(groups) >= 7
+    for kind in (OperatorSettings, *groups.values()):
+        for name, field in kind.model_fields.items():
+            assert field.description, name
+            if name in groups or name == "callback_policy":
+                continue
+            variable = kind.env_name(name).removeprefix("EXPORTJOBS_OPERATOR_")
+            assert variable in field.description, name
+
+
+def test_the_groups_read_the_variables_of_their_fields() -> None:
+    settings = OperatorSettings.from_env(
+        {
+            "EXPORTJOBS_OPERATOR_LEASE_NAME": "lease-x",
+            "EXPORTJOBS_OPERATOR_NOTIFY_CONCURRENCY": "3",
+            "EXPORTJOBS_OPERATOR_MEMORY_LIMIT": "2Gi",
+        },
+        workers=4,
+    )
+    assert settings.lease.name == "lease-x"
+    assert settings.notify.concurrency == 3
+    assert settings.pod.memory_limit == "2Gi"
+    assert settings.api.workers == 4
+    with pytest.raises(ValueError, match="LEASE_RENEW_DEADLINE_SECONDS"):
+        OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS": "9"})
 
 
 def test_notification_settings_and_the_shared_callback_policy() -> None:
@@ -67,9 +90,9 @@ def test_notification_settings_and_the_shared_callback_policy() -> None:
             "EXPORTJOBS_CALLBACK_ALLOW_HTTP": "true",
         }
     )
-    assert settings.notify_window_seconds == 60
-    assert settings.callback_policy.allow_http
-    assert settings.callback_policy.hosts == ("hooks.example.com",)
+    assert settings.notify.window_seconds == 60
+    assert settings.notify.callback_policy.allow_http
+    assert settings.notify.callback_policy.hosts == ("hooks.example.com",)
     assert "whsec_" not in repr(settings)  # secrets stay out of logs
     names = OperatorSettings.variables()
     assert {"EXPORTJOBS_CALLBACK_ALLOWLIST", "EXPORTJOBS_CALLBACK_ALLOW_HTTP"} <= names
@@ -112,14 +135,15 @@ def test_any_processor_pod_object_is_taken_as_typed_or_refused(pod: dict[str, ob
     except ValueError as exc:
         assert "PROCESSOR_POD" in str(exc)
         return
-    for key, value in settings.processor_pod.items():
+    for key, value in settings.job.processor_pod.items():
         assert isinstance(value, PROCESSOR_POD_KINDS[key])
 
 
 def test_log_level_is_read_and_checked() -> None:
-    assert OperatorSettings.from_env({}).log_level == "INFO"
+    assert OperatorSettings.from_env({}).process.log_level == "INFO"
     assert (
-        OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_LOG_LEVEL": "DEBUG"}).log_level == "DEBUG"
+        OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_LOG_LEVEL": "DEBUG"}).process.log_level
+        == "DEBUG"
     )
     with pytest.raises(ValueError, match="LOG_LEVEL"):
         OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_LOG_LEVEL": "LOUD"})

@@ -33,9 +33,7 @@ from tests.support import factories
 from tests.support.factories import condition, export, job_body, pod_body, terminated
 
 GIB = 1 << 30
-SETTINGS = OperatorSettings.model_construct(
-    **{**OperatorSettings().model_dump(), "default_destination_uri": "s3://out/reports/"}
-)
+SETTINGS = OperatorSettings.from_env({}, default_destination_uri="s3://out/reports/")
 BEFORE = Path(__file__).parent / "data" / "whole_jobs_before_split.json"
 
 
@@ -59,10 +57,10 @@ def test_ranges_wanted_from_the_size_the_request_and_the_cap() -> None:
     assert ranges_wanted(_view(parallelism=4), settings=SETTINGS) == 4
     assert ranges_wanted(_view(parallelism=32), settings=SETTINGS) == 8
     assert ranges_wanted(_view(size=100 * GIB, parallelism=1), settings=SETTINGS) == 1
-    off = SETTINGS.model_copy(update={"split_min_bytes": 0})
+    off = OperatorSettings.from_env({}, split_min_bytes=0)
     assert ranges_wanted(_view(size=100 * GIB), settings=off) == 1
     assert ranges_wanted(_view(parallelism=3), settings=off) == 3
-    never = SETTINGS.model_copy(update={"split_max_parallelism": 1})
+    never = OperatorSettings.from_env({}, split_max_parallelism=1)
     assert ranges_wanted(_view(parallelism=3), settings=never) == 1
     # An Indexed Job names its pods' hosts `<job>-<index>`: long names run whole.
     assert ranges_wanted(_view("x" * 54, parallelism=4), settings=SETTINGS) == 1

@@ -14,7 +14,7 @@ from tests.support import strategies
 from tests.unit.webhook.conftest import AUTH, Harness
 
 GIB = 1024**3
-OPERATOR = OperatorSettings(default_destination_uri="s3://exports-output/out/")
+OPERATOR = OperatorSettings.from_env({}, default_destination_uri="s3://exports-output/out/")
 
 
 async def stored_for_event(harness: Harness, event: dict[str, Any]) -> dict[str, Any]:
@@ -49,8 +49,8 @@ async def test_a_large_object_gets_scaled_memory_and_deadline(harness: Harness) 
         assert memory_mib(large_job, kind) > memory_mib(small_job, kind), kind
     deadline = "activeDeadlineSeconds"
     assert large_job["spec"][deadline] > small_job["spec"][deadline]
-    assert large_job["spec"][deadline] == OPERATOR.active_deadline_seconds + int(
-        OPERATOR.deadline_seconds_per_gib * 40
+    assert large_job["spec"][deadline] == OPERATOR.job.active_deadline_seconds + int(
+        OPERATOR.job.deadline_seconds_per_gib * 40
     )
 
 
