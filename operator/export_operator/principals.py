@@ -107,14 +107,6 @@ class Principals:
     _topics: Mapping[str, Principal] = field(default_factory=dict)
 
     @property
-    def has_tokens(self) -> bool:
-        return bool(self._tokens)
-
-    @property
-    def has_api_keys(self) -> bool:
-        return bool(self._api_keys)
-
-    @property
     def topic_arns(self) -> tuple[str, ...]:
         return tuple(self._topics)
 

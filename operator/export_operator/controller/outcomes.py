@@ -26,7 +26,6 @@ START_FAILURE_REASONS = frozenset(
 )
 """Waiting reasons of a container that the kubelet cannot create or start (e.g. a NUL byte in
 an environment value, a missing Secret): they do not go away by themselves."""
-STUCK_WAITING_REASONS = IMAGE_PULL_REASONS | START_FAILURE_REASONS
 _EXIT_CODE_IN_MESSAGE = re.compile(r"exit code (?P<code>\d+)")
 
 
@@ -69,11 +68,6 @@ class ProcessorResult:
             "format": self.format,
         }
         return status if self.split is None else {**status, "split": self.split}
-
-
-def parse_message(text: str) -> dict[str, Any] | None:
-    """The termination message as a JSON object, or None (empty, log tail, not an object)."""
-    return termination.parse_object(text)
 
 
 def parse_result(text: str) -> ProcessorResult | None:
