@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from export_operator.controller.settings import OperatorSettings
 from export_operator.kube import Kube, KubeError, collection_path, object_path
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,29 @@ class _Record:
 
 class LeaderElector:
     """Holds or watches one Lease; `leading` is set while this replica may act."""
+
+    @classmethod
+    def of(
+        cls,
+        settings: OperatorSettings,
+        kube: Kube,
+        *,
+        on_started: Callable[[], None],
+        leading: asyncio.Event,
+    ) -> LeaderElector:
+        """The elector the operator's settings describe (`LEASE_*`; by default the Lease is in the
+        watched namespace, or `default`)."""
+        lease = settings.lease
+        config = LeaseConfig(
+            namespace=lease.namespace or settings.namespace or "default",
+            name=lease.name,
+            identity=default_identity(),
+            lease_duration=lease.duration_seconds,
+            renew_deadline=lease.renew_deadline_seconds,
+            retry_period=lease.retry_period_seconds,
+        )
+        timeout = min(settings.api.request_timeout_seconds, lease.renew_deadline_seconds)
+        return cls(kube, config, on_started=on_started, request_timeout=timeout, leading=leading)
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from export_operator.controller import metrics
 from export_operator.controller.admission import Admission, FairShare, Key
 from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.caches import Caches
-from export_operator.controller.leader import LeaderElector, LeaseConfig, default_identity
+from export_operator.controller.leader import LeaderElector
 from export_operator.controller.notify import Notifier
 from export_operator.controller.reconciler import Reconciler
 from export_operator.controller.recorder import CREATIONS_QUIET, EventRecorder
@@ -137,20 +137,7 @@ class Manager:
             self.start_leading()
             self.leading.set()
         else:
-            leader = LeaderElector(
-                api,
-                LeaseConfig(
-                    namespace=s.lease.namespace or s.namespace or "default",
-                    name=s.lease.name,
-                    identity=default_identity(),
-                    lease_duration=s.lease.duration_seconds,
-                    renew_deadline=s.lease.renew_deadline_seconds,
-                    retry_period=s.lease.retry_period_seconds,
-                ),
-                on_started=self.start_leading,
-                request_timeout=min(s.api.request_timeout_seconds, s.lease.renew_deadline_seconds),
-                leading=self.leading,
-            )
+            leader = LeaderElector.of(s, api, on_started=self.start_leading, leading=self.leading)
             runnables.append(self._elect(leader))
         self._tasks += [asyncio.create_task(c) for c in runnables]
 

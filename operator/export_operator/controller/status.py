@@ -34,8 +34,7 @@ OWNED_FIELDS += ("completionTime", "queuePosition", "result", "error", "observed
 
 PENDING_MESSAGE = "the Job was created; waiting for its pod to run"
 RESULT_WAIT = dt.timedelta(seconds=30)
-"""How long after its Job completed an export waits for the pod watch to show the processor's
-result, so that Succeeded is written once, with it (see `_end_not_seen`)."""
+"""How long a completed Job's export waits for its pod's result in the watch (`_end_not_seen`)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
