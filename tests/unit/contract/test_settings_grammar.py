@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from export_operator.callbacks import CallbackPolicy
@@ -69,6 +69,7 @@ READERS = {
 }
 
 
+@settings(deadline=None)  # five settings readers per example (read once at start-up): not timed
 @given(TEXTS)
 def test_every_component_reads_a_boolean_the_same_way(text: str) -> None:
     expected: bool | str = "refused"
