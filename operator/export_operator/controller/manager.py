@@ -17,7 +17,6 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from export_operator.backoff import Backoff
 from export_operator.controller import metrics
 from export_operator.controller.admission import Admission, FairShare, Key
 from export_operator.controller.apicalls import KubeWriter
@@ -52,19 +51,14 @@ class Manager:
     ) -> None:
         self.settings = settings
         self.caches = Caches(settings)
-        self.queue: WorkQueue[Key] = WorkQueue(
-            backoff=Backoff(
-                base=settings.api.retry_base_seconds, cap=settings.api.retry_max_seconds
-            )
-        )
-        shares = settings.admission.shares
-        metrics.OWNERS.configure(shares)  # the owners named in the per-owner metrics
+        self.queue: WorkQueue[Key] = WorkQueue(backoff=settings.api.retry)
+        metrics.OWNERS.configure(settings.admission.shares)  # the owners named in its metrics
         self.admission = Admission(
             exports=self.caches.exports,
             jobs=self.caches.jobs,
             queue=self.queue,
             max_running=settings.admission.max_running,
-            policy=FairShare(shares),
+            policy=FairShare(settings.admission.shares),
             wants=functools.partial(ranges_wanted, settings=settings),
         )
         self.recorder = EventRecorder(

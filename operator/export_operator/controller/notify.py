@@ -82,11 +82,7 @@ class Notifier:
         )
         self.writer: KubeWriter | None = None
         """Where `status.notification` and Events go (the manager's own client for it)."""
-        self.queue: WorkQueue[Key] = WorkQueue(
-            backoff=Backoff(
-                base=settings.api.retry_base_seconds, cap=settings.api.retry_max_seconds
-            )
-        )
+        self.queue: WorkQueue[Key] = WorkQueue(backoff=settings.api.retry)
         self._exports = exports
         self._notes: dict[str, dict[str, Any]] = {}
         """uid → the notification state written last (fresher than the watch), until seen."""

@@ -45,7 +45,8 @@ def _transitions() -> dict[str, float]:
 
 
 async def test_queue_and_running_figures_and_transitions_are_per_owner() -> None:
-    settings = OperatorSettings.model_construct(
+    settings = OperatorSettings.from_env(
+        {},
         default_destination_uri="s3://out/reports/",
         max_running=3,
         retention_seconds=0,
