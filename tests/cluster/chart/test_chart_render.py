@@ -472,7 +472,7 @@ def test_processor_pods_get_every_placement_value_through_the_operator_settings(
     assert pod["priorityClassName"] == "batch-low"
     assert pod["labels"] == {"cost-center": "reports"}
     assert pod["annotations"] == {"example.com/team": "data"}
-    assert OperatorSettings.from_env(env).processor_pod == pod
+    assert OperatorSettings.from_env(env).job.processor_pod == pod
     # Defaults: nothing at all.
     default_env = container_env(
         dict(pod_specs(objects(template().stdout)))["ej-exportjobs-operator"]["containers"][0]
