@@ -197,14 +197,16 @@ def test_owner_shares_come_from_the_principals_unless_given() -> None:
         "auth.principals.ops.tokens[0]": "another-token-of-sixteen",
         "auth.principals.ops.admin": "true",
     }
-    shares = _operator_settings(principals).shares
+    shares = _operator_settings(principals).admission.shares
     assert {k: (v.weight, v.max_running) for k, v in shares.items()} == {
         "team-a": (2, 5),
         "ops": (1, None),
     }
-    given = _operator_settings({**principals, "operator.ownerShares.team-b.weight": "3"}).shares
+    given = _operator_settings(
+        {**principals, "operator.ownerShares.team-b.weight": "3"}
+    ).admission.shares
     assert {k: (v.weight, v.max_running) for k, v in given.items()} == {"team-b": (3, None)}
-    assert _operator_settings({}).shares == {}
+    assert _operator_settings({}).admission.shares == {}
 
 
 def test_cluster_mode_watches_all_namespaces() -> None:
