@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from export_operator import resource
 from export_operator.controller.snapshots import format_time
+from export_operator.controller.status import OWNED_FIELDS
 from export_operator.kube import Kube, KubeError, collection_path, object_path
 
 COMPONENT = "exportjobs-operator"
@@ -126,3 +128,15 @@ class KubeWriter:
             "count": 1,
         }
         await self.kube.create(collection_path("v1", "events", namespace), event, read=False)
+
+
+def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch of the owned fields turning `current` into `desired` (None deletes)."""
+    patch: dict[str, Any] = {}
+    for field in OWNED_FIELDS:
+        if field in desired:
+            if current.get(field) != desired[field]:
+                patch[field] = desired[field]
+        elif current.get(field) is not None:
+            patch[field] = None
+    return patch

@@ -21,7 +21,7 @@ from typing import Any
 
 from export_operator.controller import metrics
 from export_operator.controller.admission import Admission, Key, waits_for_job
-from export_operator.controller.apicalls import KubeWriter, create_error_reason
+from export_operator.controller.apicalls import KubeWriter, create_error_reason, status_patch
 from export_operator.controller.caches import Caches
 from export_operator.controller.jobs import JobFactory
 from export_operator.controller.outcomes import Watchdog, watchdog_deadline
@@ -35,7 +35,6 @@ from export_operator.controller.status import (
     JobCreateError,
     Waiting,
     decide,
-    status_patch,
 )
 from export_operator.controller.workqueue import Result
 from export_operator.kube import KubeError

@@ -397,15 +397,3 @@ def decide(*, rules: Sequence[Rule] = (), **observed: Any) -> Decision:
         return Decision(status=unchanged, phase=phase, transition=False, message="")
     verdict = next((v for rule in rules or RULES if (v := rule(o)) is not None), None)
     return _decision(o, verdict or _in_line(o))
-
-
-def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch of the owned fields turning `current` into `desired` (None deletes)."""
-    patch: dict[str, Any] = {}
-    for field in OWNED_FIELDS:
-        if field in desired:
-            if current.get(field) != desired[field]:
-                patch[field] = desired[field]
-        elif current.get(field) is not None:
-            patch[field] = None
-    return patch

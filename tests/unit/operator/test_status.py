@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from export_operator.controller.apicalls import status_patch
 from export_operator.controller.conditions import set_condition
 from export_operator.controller.outcomes import Watchdog, parse_result
 from export_operator.controller.snapshots import JobView, PodView
-from export_operator.controller.status import decide, status_patch
+from export_operator.controller.status import decide
 from export_operator.resource import ConditionType, Phase
 from export_operator.termination import ProtocolError
 from tests.support.factories import condition, export, job, pod, terminated
