@@ -129,7 +129,8 @@ def _attempts(o: Observed) -> dict[str, Any]:
     assert job is not None
     fields: dict[str, Any] = {}
     attempts = max(int(o.current.get("attempts") or 0), job.failed + job.succeeded + job.active)
-    attempts = max(attempts, len(o.pods))
+    # A split export's steps (prepare, finish, clean) are not attempts: only its ranges' pods.
+    attempts = max(attempts, sum(1 for p in o.pods if p.step in ("", "ranges")))
     if attempts:
         fields["attempts"] = attempts
     if job.start_time is not None and "startTime" not in o.current:

@@ -300,6 +300,21 @@ def test_one_phase_over_the_steps() -> None:
     assert succeeded.status["result"]["sha256"] == "cd" * 32
 
 
+def test_the_finishing_pod_is_not_an_attempt_so_it_costs_no_status_patch() -> None:
+    """splitbench measured a fourth patch per split export: attempts 9 -> 10 when the finish
+    pod appeared."""
+    done = _ranges_job(succeeded=4, conditions=[condition("Complete")])
+    ranges = [_pod(f"r{i}", "ranges", i, state=terminated(0, "{}", "Completed")) for i in range(4)]
+    prepare = [_pod("p", "prepare", state=terminated(0, "{}", "Completed"))]
+    before = _split_decide(done, ranges + prepare, current={"phase": "Running"})
+    assert before.status["attempts"] == 4
+    finish = _pod("f", "finish", state=RUNNING, phase="Running")
+    after = _split_decide(
+        done, [*ranges, *prepare, finish], {"finish": _step("finish", active=1)}, before.status
+    )
+    assert after.status == before.status
+
+
 def test_failed_indexes_are_a_condition_and_the_finishing_steps_to_redo() -> None:
     failed = _ranges_job(
         succeeded=3, failed=2, conditions=[condition("Failed", "FailedIndexes")], failed_indexes="1"
