@@ -27,6 +27,7 @@ from export_processor.ranges import (
     offsets,
     rows_fit,
 )
+from export_processor.s3_source import S3Source
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
 from export_processor.sink import Sink
@@ -84,8 +85,9 @@ class RangeExporter(Exporter):
         names, head = self._read_head(source)
         if source.size is None:
             raise InvalidConfigError("a split export needs a source of known size, not a pipe")
+        version = source.pin.identity if isinstance(source, S3Source) else ""
         for digest, named in known:
-            plan = RangePlan(names=names, data_start=self._skip, kinds=named, size=source.size)
+            plan = RangePlan(names, self._skip, named, source.size, version)
             if plan.digest == digest:
                 return plan
         typer = Typer(names, export_format=s.export_format, mode=s.column_types)
@@ -97,6 +99,7 @@ class RangeExporter(Exporter):
             data_start=self._skip,
             kinds=[kind_name(k) for k in kinds],
             size=source.size,
+            source=version,
         )
 
     def _first_block_kinds(self, typer: Typer, parser_input: ParserInput) -> list[pa.DataType]:

@@ -73,36 +73,22 @@ def kind_of(name: str) -> pa.DataType:
 @dataclass(frozen=True)
 class RangePlan:
     """What every range is given, read once from the head of the source: the column names, where
-    the data starts (after the header row), and the column kinds the single-pod export infers
-    from its first parser block (the lossless rule starts from these in every range)."""
+    the data starts (after the header row), the column kinds the single-pod export infers from
+    its first parser block (the lossless rule starts from these in every range), the source's
+    size and version (SourcePin.identity, "" for a file: a range that read another version
+    reports another digest)."""
 
     names: list[str]
     data_start: int
     kinds: list[str]
     size: int
+    source: str = ""
 
     @property
     def digest(self) -> str:
         """The same plan gives the same digest: ranges that each read the head agree on it."""
-        body = json.dumps([self.names, self.data_start, self.kinds, self.size])
+        body = json.dumps([self.names, self.data_start, self.kinds, self.size, self.source])
         return hashlib.sha256(body.encode()).hexdigest()[:16]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "names": self.names,
-            "dataStart": self.data_start,
-            "kinds": self.kinds,
-            "size": self.size,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RangePlan:
-        return cls(
-            names=[str(n) for n in data["names"]],
-            data_start=int(data["dataStart"]),
-            kinds=[str(k) for k in data["kinds"]],
-            size=int(data["size"]),
-        )
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,7 @@ def test_the_preparation_starts_without_the_converting_modules(tmp_path: Path) -
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"uploadId": None}
+    assert json.loads(done.stdout) == {"uploadId": None, "source": {}}  # a file: no version
 
 
 def test_a_range_ends_at_the_next_ranges_guess_without_counting_quotes(
