@@ -81,7 +81,7 @@ class ByteSource(io.RawIOBase):
         self.error: ExportError | None = None
         self.count_byte: bytes | None = None
         """A byte (the quote) to count in what `read()` returns, into `counted`: set by a range
-        of a split export (ranges.RangeSource), which needs the quotes' parity at its end."""
+        of a split export (range_bounds.RangeSource), which needs the quotes' parity at its end."""
         self.counted = 0
         self.bytes_again = 0
         """Bytes received and thrown away because their download was cut: read twice."""

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from export_processor import cli
 from export_processor.compose import copy_plan
+from export_processor.range_bounds import RangeSource, boundary_after
 from export_processor.range_export import RangeExporter
-from export_processor.ranges import RangeReport, RangeSource, RangeSpec, boundary_after
+from export_processor.ranges import RangeReport, RangeSpec
 from export_processor.settings import ProcessorSettings
 from export_processor.split import Finisher, merge_kinds, run_range, run_split
 
