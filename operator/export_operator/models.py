@@ -18,7 +18,7 @@ one applies (`invalid-s3-uri`, `invalid-s3-key`); the webhook maps the rest by f
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -48,6 +48,35 @@ from export_operator.field_types import (
     refusal,
 )
 from export_operator.resource import ExportFormat
+
+_Model = TypeVar("_Model", bound=BaseModel)
+_DEFAULTS: dict[type[BaseModel], dict[str, Any]] = {}
+
+
+def trusted(cls: type[_Model], values: dict[str, Any]) -> _Model:
+    """`cls.model_construct(set(values), **values)` for the webhook's hot path: the same instance
+    (fields in the model's order, the absent ones at their defaults, the given ones as the fields
+    set) without model_construct's alias search per field, which cost more than validating the
+    request (docs/benchmarks.md, "Webhook"). `values` are keyed by field name and validated
+    already; for models with constant defaults, no post-init and no extra fields
+    (tests/unit/test_models.py holds it equal to model_construct)."""
+    defaults = _DEFAULTS.get(cls)
+    if defaults is None:
+        assert not cls.__pydantic_post_init__ and cls.model_config.get("extra") != "allow"
+        assert not any(f.default_factory for f in cls.model_fields.values())
+        defaults = {n: f.default for n, f in cls.model_fields.items() if not f.is_required()}
+        _DEFAULTS[cls] = defaults
+    fields = {
+        n: values[n] if n in values else defaults[n]
+        for n in cls.model_fields
+        if n in values or n in defaults
+    }
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", fields)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 class _Contract(BaseModel):
@@ -322,18 +351,18 @@ class ExportRequest(_Contract):
         if self.source.etag is not None:
             source_fields["etag"] = self.source.etag
         values: dict[str, Any] = {
-            "source": SourceSpec.model_construct(set(source_fields), **source_fields),
+            "source": trusted(SourceSpec, source_fields),
             "export_format": self.export_format,
         }
         destination = self.destination or default_destination
         if destination is not None:
-            values["destination"] = DestinationSpec.model_construct(uri=destination)
+            values["destination"] = trusted(DestinationSpec, {"uri": destination})
         if self.csv is not None:
             values["csv"] = self.csv
         if self.callback_url is not None:
-            values["notify"] = NotifySpec.model_construct(url=self.callback_url)
+            values["notify"] = trusted(NotifySpec, {"url": self.callback_url})
         if self.parallelism is not None:
             values["parallelism"] = self.parallelism
         if owner is not None:
             values["owner"] = owner
-        return ExportJobSpec.model_construct(set(values), **values)
+        return trusted(ExportJobSpec, values)

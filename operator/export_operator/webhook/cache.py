@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from export_operator import resource
+from export_operator import fastjson, resource
 from export_operator.backoff import Backoff
 from export_operator.freemem import release_free_memory
 from export_operator.informer import Informer
@@ -186,7 +185,7 @@ class CachedExport:
     body: bytes
 
     def as_object(self) -> dict[str, Any]:
-        found: dict[str, Any] = json.loads(self.body)
+        found: dict[str, Any] = fastjson.loads(self.body)
         return found
 
 
@@ -213,5 +212,5 @@ def compact(body: Mapping[str, Any]) -> CachedExport:
         created=sys.intern(created_key(view)[0]),  # one string per second of creations
         phase=sys.intern(phase_of(view)),
         owner=sys.intern(owner) if owner is not None else None,
-        body=json.dumps(view, separators=(",", ":")).encode(),
+        body=fastjson.dumps_kept(view),
     )

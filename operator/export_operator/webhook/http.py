@@ -106,6 +106,11 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+"""One decoder for every body: `json.loads` with a hook builds a new one per call (half the time
+of decoding a typical request)."""
+
+
 def parse_json(body: bytes) -> Any:
     """Decode a UTF-8 JSON body (see `parse_json_text`).
 
@@ -129,7 +134,9 @@ def parse_json_text(text: str, *, what: str) -> Any:
         Problem: 400 `malformed-json`, also for nesting deeper than the parser's recursion limit.
     """
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        if text.startswith("\ufeff"):  # what json.loads refuses before decoding
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except RecursionError:
         raise Problem(
             status=400, code=ProblemCode.MALFORMED_JSON, detail=f"the {what} is nested too deeply"
@@ -185,9 +192,10 @@ def require_bearer(request: web.Request) -> Principal:
     Raises:
         Problem: 401 without a configured bearer token, 429 over the principal's rate.
     """
-    if auth.bearer_token(request) is None:
+    token = auth.bearer_token(request)
+    if token is None:
         raise unauthorized(request, reason="missing", detail="a bearer token is required")
-    principal = auth.bearer_principal(request, request.app[SETTINGS].principals)
+    principal = request.app[SETTINGS].principals.for_token(token)
     if principal is None:
         raise unauthorized(request, reason="invalid", detail="the bearer token is not valid")
     request.app[SERVICES].rate.admit(principal)

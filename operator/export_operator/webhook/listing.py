@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -32,10 +33,15 @@ class QueryError(ValueError):
 
 def created_key(obj: Mapping[str, Any]) -> SortKey:
     meta = obj.get("metadata") or {}
-    created = _utc(str(meta.get("creationTimestamp") or "")) or dt.datetime.min.replace(
-        tzinfo=dt.UTC
-    )
-    return created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), str(meta.get("name") or "")
+    return _sortable(str(meta.get("creationTimestamp") or "")), str(meta.get("name") or "")
+
+
+@functools.lru_cache(maxsize=256)
+def _sortable(timestamp: str) -> str:
+    """A creation timestamp as a fixed-width UTC string (cached: the exports created in one
+    second share one timestamp, and the webhook converts one per create and watch event)."""
+    created = _utc(timestamp) or dt.datetime.min.replace(tzinfo=dt.UTC)
+    return created.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _utc(text: str) -> dt.datetime | None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -35,7 +35,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give the request an id (or keep a sane incoming `X-Request-Id`), time it, count it and
     log one JSON line for it."""
     incoming = request.headers.get("X-Request-Id", "")
-    rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    rid = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()
     token = request_id.set(rid)
     started = time.perf_counter()
     status = 500

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import re
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -66,7 +66,7 @@ async def post_export(request: web.Request) -> web.Response:
         )
         annotations[resource.ANNOTATION_IDEMPOTENCY] = hashlib.sha256(key.encode()).hexdigest()
     else:
-        name = f"api-{uuid.uuid4().hex[:24]}"
+        name = f"api-{os.urandom(12).hex()}"  # 24 random hex digits (uuid4 costs 4x more)
     body = build_export_job(
         name=name,
         namespace=settings.namespace,
