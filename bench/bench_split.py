@@ -8,17 +8,18 @@ the same CPU limit per process (docs/benchmarks.md, "Split exports").
 
 Each process runs in a CPU cgroup of its own limited to `--cpu` cores (default 0.5: the CFS
 quota a pod's `limits.cpu: 500m` gets from the kubelet, cgroup v1 `cpu.cfs_quota_us` or v2
-`cpu.max`), so on two cores the S3 server and the rest keep a core of their own. For each format,
-back to back: the whole export in one process (P = 1), then the split export: P range processes
-at once (`--range-count P --range-index i`; for csv and jsonl after `--prepare-ranges`, which
-opens the export's upload they write into), then the finishing step (`--finish-ranges`, same
-limit), which completes the upload (or writes Parquet's manifest). Prints wall seconds (the
-split's including the preparation and the finishing step), the speed-up, each process's peak
-RSS against the processor's 300 MiB bound, the processors' CPU seconds and the S3 server's CPU
-over the same run, and the 1-minute load; under it, each process's own wall time (start to
-exit), CPU seconds, its cgroup's throttling (periods throttled, seconds) and peak RSS: where the
-split's time goes. `--rounds N` repeats the pairs and ends with each split's median speed-up.
-The input stays in the bucket with `--keep-input` (a later run finds it and skips the upload).
+`cpu.max`), so on two cores the S3 server and the rest keep a core of their own. For each
+format, back to back: the whole export in one process (P = 1), then the split export: P range
+processes at once (`--range-count P --range-index i`, after `--prepare-ranges`, which pins the
+source's version they all read and, for csv and jsonl, opens the export's upload they write
+into, as the operator runs them), then the finishing step (`--finish-ranges`, same limit), which
+completes the upload (or writes Parquet's manifest). Prints wall seconds (the split's including
+the preparation and the finishing step), the speed-up, each process's peak RSS against the
+processor's 300 MiB bound, the processors' CPU seconds and the S3 server's CPU over the same
+run, and the 1-minute load; under it, each process's own wall time (start to exit), CPU seconds,
+its cgroup's throttling (periods throttled, seconds) and peak RSS: where the split's time goes.
+`--rounds N` repeats the pairs and ends with each split's median speed-up. The input stays in
+the bucket with `--keep-input` (a later run finds it and skips the upload).
 Needs root (cgroups).
 """
 
@@ -211,10 +212,16 @@ def run_export(
     else:
         runs = []
         split = [*common, "--range-count", str(parallel)]
-        if "parquet" not in common:
-            # The export's upload, opened first: the ranges write their parts into it.
-            runs.append(start("prepare", [*split, "--prepare-ranges"], env, cores)())
-            split += ["--range-upload-id", str(runs[-1].payload["uploadId"])]
+        # The source's version pinned and (but for Parquet) the export's upload opened first:
+        # the ranges and the finishing step read that version and write into that upload.
+        runs.append(start("prepare", [*split, "--prepare-ranges"], env, cores)())
+        prepared = runs[-1].payload
+        if prepared.get("uploadId"):
+            split += ["--range-upload-id", str(prepared["uploadId"])]
+        pinned = prepared.get("source")
+        for flag, key in (("--source-etag", "etag"), ("--source-version-id", "versionId")):
+            if isinstance(pinned, dict) and pinned.get(key):
+                split += [flag, str(pinned[key])]
         waits = [
             start(f"range {i}", [*split, "--range-index", str(i)], env, cores)
             for i in range(parallel)

@@ -2,7 +2,8 @@
 
 What each component does with S3, and so the only actions its credentials need:
 
-- the **processor** reads its source (GET, HEAD) under the allowed source prefixes, and writes
+- the **processor** reads its source (GET, HEAD; of a given version too) under the allowed
+  source prefixes, and writes
   under the allowed destination prefixes: single and multipart uploads (create, upload part,
   part copy for split exports, complete, abort), reads back what it wrote (the verify after a
   lost Complete, the parts a split export composes), lists the multipart uploads in progress
@@ -61,7 +62,9 @@ def processor_policy(sources: Iterable[str], destinations: Iterable[str]) -> dic
         {
             "Sid": "ReadSources",
             "Effect": "Allow",
-            "Action": ["s3:GetObject"],
+            # GetObjectVersion: reads of one version (spec.source.versionId, and every read of
+            # a split export in a versioned bucket: the version its prepare step pinned).
+            "Action": ["s3:GetObject", "s3:GetObjectVersion"],
             "Resource": _objects(sources),
         },
         {

@@ -22,11 +22,12 @@ from typing import Any, NoReturn
 class ErrorCode(enum.StrEnum):
     """`status.error.code`: what went wrong, in the termination message and on the ExportJob.
 
-    The processor writes the first seven; the operator adds those only it can see (deadline,
+    The processor writes the first eight; the operator adds those only it can see (deadline,
     OOM kill, scheduling, image pull, pod start, spec, a termination message that breaks the
     processor's contract)."""
 
     SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
+    SOURCE_CHANGED = "SOURCE_CHANGED"
     DESTINATION_NOT_FOUND = "DESTINATION_NOT_FOUND"
     S3_REFUSED = "S3_REFUSED"
     BAD_CSV = "BAD_CSV"

@@ -107,14 +107,15 @@ class Exporter:
         """The configured input, read from byte `start` on (the one place it is opened).
 
         Raises:
-            SourceMissingError: no such object, version, bucket or file (or a different ETag).
+            SourceMissingError: no such object, version, bucket or file.
+            SourceChangedError: the object is no longer the version pinned (412).
             TransientError: S3 unreachable or refusing (credentials), or the file unreadable.
         """
         if not self.source_location.is_s3:
             return FileSource(self.source_location.key, start=start)
         assert self._client is not None
         s = self.settings
-        return S3Source(
+        source = S3Source(
             client=self._client,
             location=self.source_location,
             version_id=s.source_version_id,
@@ -123,6 +124,9 @@ class Exporter:
             read_ahead=s.read_ahead,
             start=start,
         )
+        # Opened again (a range after reading the head): the same version, its id too.
+        self.settings = source.pin.applied(s)
+        return source
 
     def _open_source(self, previous: ByteSource | None = None) -> ByteSource:
         source = previous.reopen() if previous is not None else self._source_from(0)

@@ -7,6 +7,9 @@ message. The codes are the contract's (export_processor.common), shared with the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from export_processor.common import ErrorCode, ExitCode
 
 
@@ -46,6 +49,14 @@ class SourceMissingError(ExportError):
     retryable = False
 
 
+class SourceChangedError(SourceMissingError):
+    """The source is no longer the version pinned for this export (S3 answered 412 to a read
+    with `If-Match`): a given ETag that differs, an object overwritten mid-read, or between the
+    ranges of a split export. Never retried: the version asked for is gone."""
+
+    code = ErrorCode.SOURCE_CHANGED
+
+
 class DestinationMissingError(ExportError):
     """The destination bucket does not exist: no attempt can write there until someone creates
     it, so the export fails once with its own code instead of being retried."""
@@ -72,3 +83,20 @@ class CancelledError(ExportError):
     """The process was asked to stop (SIGTERM, SIGINT); the output was aborted."""
 
     code = ErrorCode.CANCELLED
+
+
+FINAL_ERRORS: tuple[type[ExportError], ...] = (
+    SourceMissingError,
+    SourceChangedError,
+    InvalidConfigError,
+    DestinationMissingError,
+    S3RefusedError,
+)
+"""What every attempt would meet again (the source gone or changed, a refusal)."""
+
+
+def raise_final(error: Mapping[str, Any]) -> None:
+    """A split export's range that failed so (its result JSON's `error`) fails the export."""
+    for kind in FINAL_ERRORS:
+        if str(error.get("code")) == str(kind.code):
+            raise kind(str(error.get("message") or kind.code))

@@ -1,5 +1,6 @@
-"""One range of a split export (ranges.py): converted like a whole export, from the range's first
-row to its end, into the range's part, with the kinds every range starts from."""
+"""One range of a split export (ranges.py, range_bounds.py): converted like a whole export, from
+the range's first row to its end, into the range's part, with the kinds every range starts
+from."""
 
 from __future__ import annotations
 
@@ -15,18 +16,10 @@ from export_processor.errors import InvalidConfigError
 from export_processor.locations import part_location
 from export_processor.parser_input import EndMarker, ParserInput
 from export_processor.progress import ProgressState
+from export_processor.range_bounds import RangeSource, guess_start, rows_fit
 from export_processor.range_sink import RangePartsSink
-from export_processor.ranges import (
-    RangePlan,
-    RangeReport,
-    RangeSource,
-    RangeSpec,
-    guess_start,
-    kind_name,
-    kind_of,
-    offsets,
-    rows_fit,
-)
+from export_processor.ranges import RangePlan, RangeReport, RangeSpec, kind_name, kind_of, offsets
+from export_processor.s3_source import S3Source
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
 from export_processor.sink import Sink
@@ -84,8 +77,9 @@ class RangeExporter(Exporter):
         names, head = self._read_head(source)
         if source.size is None:
             raise InvalidConfigError("a split export needs a source of known size, not a pipe")
+        version = source.pin.identity if isinstance(source, S3Source) else ""
         for digest, named in known:
-            plan = RangePlan(names=names, data_start=self._skip, kinds=named, size=source.size)
+            plan = RangePlan(names, self._skip, named, source.size, version)
             if plan.digest == digest:
                 return plan
         typer = Typer(names, export_format=s.export_format, mode=s.column_types)
@@ -97,6 +91,7 @@ class RangeExporter(Exporter):
             data_start=self._skip,
             kinds=[kind_name(k) for k in kinds],
             size=source.size,
+            source=version,
         )
 
     def _first_block_kinds(self, typer: Typer, parser_input: ParserInput) -> list[pa.DataType]:

@@ -13,9 +13,15 @@ import pyarrow as pa
 
 from export_processor.errors import CancelledError, ExportError, TransientError
 from export_processor.locations import Location
-from export_processor.s3client import ROUND_PAUSE_SECONDS, S3Client, translate, with_rounds
+from export_processor.s3client import (
+    ROUND_PAUSE_SECONDS,
+    S3Client,
+    head_source,
+    translate,
+    with_rounds,
+)
 from export_processor.settings import KEPT_DOWNLOAD_BUFFERS
-from export_processor.source import ByteSource
+from export_processor.source import ByteSource, SourcePin
 
 BODY_READS = 5
 """Times one range is requested when its body keeps ending early (a connection reset mid-body,
@@ -126,8 +132,9 @@ def read_body_into(body: Any, target: memoryview) -> int:
 class S3Source(ByteSource):
     """An S3 object read as consecutive ranged GETs, `read_ahead` of them in flight.
 
-    Every range is pinned to the version (or the ETag seen at start), so an object overwritten
-    mid-read fails the export instead of mixing two versions.
+    Every range is pinned to the version given (and the ETag given, else the one seen at start:
+    `If-Match`), so an object overwritten mid-read fails the export (SOURCE_CHANGED) instead of
+    mixing two versions. `pin` is what was pinned, with the version id seen (not used here).
     """
 
     def __init__(
@@ -149,20 +156,9 @@ class S3Source(ByteSource):
         self._version_id = version_id
         self._chunk_size = chunk_size
         self._read_ahead = read_ahead
-        what = f"reading {location.uri}"
-        head_args: dict[str, str] = {"Bucket": location.bucket, "Key": location.key}
-        if version_id:
-            head_args["VersionId"] = version_id
-        if etag:
-            head_args["IfMatch"] = etag
-        head = with_rounds(
-            lambda: client.head_object(**head_args),  # type: ignore[arg-type]
-            what=what,
-            missing_is_source=True,
-            cancelled=self._cancelled,
+        self.size, self.pin = head_source(
+            client, location, pin=SourcePin(etag, version_id), cancelled=self._cancelled
         )
-        self.size = int(head["ContentLength"])
-        self._etag = etag or head.get("ETag")
         self._next_offset = start
         self._limit = self.size if stop is None else min(stop, self.size)
         self._pending: collections.deque[Future[tuple[pa.Buffer, bytearray]]] = collections.deque()
@@ -191,8 +187,8 @@ class S3Source(ByteSource):
         }
         if self._version_id:
             args["VersionId"] = self._version_id
-        if self._etag:
-            args["IfMatch"] = self._etag
+        if self.pin.etag:
+            args["IfMatch"] = self.pin.etag
         return args
 
     def _get_range(self, start: int, end: int) -> tuple[pa.Buffer, bytearray]:
@@ -266,7 +262,7 @@ class S3Source(ByteSource):
             client=self._client,
             location=self._location,
             version_id=self._version_id,
-            etag=self._etag,
+            etag=self.pin.etag,
             chunk_size=self._chunk_size,
             read_ahead=self._read_ahead,
             start=self._start,

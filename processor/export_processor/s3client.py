@@ -19,9 +19,12 @@ from export_processor.errors import (
     DestinationMissingError,
     ExportError,
     S3RefusedError,
+    SourceChangedError,
     SourceMissingError,
     TransientError,
 )
+from export_processor.locations import Location
+from export_processor.source import SourcePin
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client as S3Client
@@ -138,7 +141,10 @@ def translate(exc: Exception, *, what: str, missing_is_source: bool = False) -> 
     if missing_is_source and code in _MISSING_CODES:
         return SourceMissingError(f"{what}: the object or bucket does not exist ({code})")
     if missing_is_source and code in ("412", "PreconditionFailed"):
-        return SourceMissingError(f"{what}: the object no longer matches the requested ETag")
+        return SourceChangedError(
+            f"{what}: the object changed: it is no longer the version this export pinned "
+            "(ETag differs)"
+        )
     if code == "NoSuchBucket":
         return DestinationMissingError(f"{what}: the destination bucket does not exist ({code})")
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -153,3 +159,36 @@ def translate(exc: Exception, *, what: str, missing_is_source: bool = False) -> 
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return TransientError(f"{what}: S3 unreachable or failing: {exc}")
     return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def head_source(
+    client: S3Client,
+    location: Location,
+    *,
+    pin: SourcePin,
+    cancelled: threading.Event | None = None,
+) -> tuple[int, SourcePin]:
+    """The object's size and the version to pin: `pin`'s, else the one there now (its ETag,
+    and its version id in a versioned bucket).
+
+    Raises:
+        SourceMissingError: no such object, version or bucket.
+        SourceChangedError: the object is no longer `pin`'s version (412).
+    """
+    args: dict[str, str] = {"Bucket": location.bucket, "Key": location.key}
+    if pin.version_id:
+        args["VersionId"] = pin.version_id
+    if pin.etag:
+        args["IfMatch"] = pin.etag
+    head = with_rounds(
+        lambda: client.head_object(**args),  # type: ignore[arg-type]
+        what=f"reading {location.uri}",
+        missing_is_source=True,
+        cancelled=cancelled or threading.Event(),
+    )
+    version = str(head.get("VersionId") or "")
+    return int(head["ContentLength"]), SourcePin(
+        etag=pin.etag or head.get("ETag"),
+        # "null": the object written while the bucket was unversioned (or suspended).
+        version_id=pin.version_id or (version if version not in ("", "null") else None),
+    )

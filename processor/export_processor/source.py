@@ -8,10 +8,13 @@ crossed pyarrow.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import stat
 import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from export_processor.errors import (
     CancelledError,
@@ -19,6 +22,9 @@ from export_processor.errors import (
     SourceMissingError,
     TransientError,
 )
+
+if TYPE_CHECKING:
+    from export_processor.settings import ProcessorSettings
 
 _MAX_THROTTLE_WAIT = 60.0
 """Seconds a read waits for the writer before going ahead anyway: a safety net against a
@@ -30,6 +36,33 @@ _OPENING_THROTTLE_WAIT = 1.0
 looks for the first rows, and when it then fails (a row longer than two blocks) it waits for that
 read before raising: a read held for room the writer would never make stalled a BAD_CSV export
 for 60 s."""
+
+
+@dataclass(frozen=True)
+class SourcePin:
+    """The one version of the source every read of an export is pinned to: its ETag (each GET
+    carries `If-Match`) and, in a versioned bucket, its version id. A split export pins it once
+    (`--prepare-ranges`) and gives it to every range and the finishing step."""
+
+    etag: str | None = None
+    version_id: str | None = None
+
+    def as_json(self) -> dict[str, str]:
+        pinned = (("etag", self.etag), ("versionId", self.version_id))
+        return {name: value for name, value in pinned if value}
+
+    @property
+    def identity(self) -> str:
+        """What tells two versions apart (in a split export's plan digest)."""
+        return f"{self.version_id or ''}/{self.etag or ''}"
+
+    def applied(self, settings: ProcessorSettings) -> ProcessorSettings:
+        """`settings` reading this version (`EXPORTJOBS_SOURCE_ETAG`, `..._VERSION_ID`)."""
+        if (settings.source_etag, settings.source_version_id) == (self.etag, self.version_id):
+            return settings
+        return dataclasses.replace(
+            settings, source_etag=self.etag, source_version_id=self.version_id
+        )
 
 
 class ByteSource(io.RawIOBase):
@@ -48,7 +81,7 @@ class ByteSource(io.RawIOBase):
         self.error: ExportError | None = None
         self.count_byte: bytes | None = None
         """A byte (the quote) to count in what `read()` returns, into `counted`: set by a range
-        of a split export (ranges.RangeSource), which needs the quotes' parity at its end."""
+        of a split export (range_bounds.RangeSource), which needs the quotes' parity at its end."""
         self.counted = 0
         self.bytes_again = 0
         """Bytes received and thrown away because their download was cut: read twice."""

@@ -26,14 +26,7 @@ from typing import Any
 from export_processor.column_types import FLOAT_EXACT_INTEGERS
 from export_processor.compose import Piece, complete_ranges, compose, remove, tree_sha256
 from export_processor.convert import Exporter, ExportResult
-from export_processor.errors import (
-    BadInputError,
-    DestinationMissingError,
-    ExportError,
-    InvalidConfigError,
-    S3RefusedError,
-    SourceMissingError,
-)
+from export_processor.errors import BadInputError, ExportError, raise_final
 from export_processor.locations import Location, dataset_location, part_location
 from export_processor.range_export import RangeExporter
 from export_processor.range_sink import edge_locations, open_upload
@@ -41,6 +34,7 @@ from export_processor.ranges import RangePlan, RangeReport, RangeSpec
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
 from export_processor.sink import open_sink
+from export_processor.split_cli import pin_source
 
 MANIFEST_NAME = "_manifest.json"
 
@@ -161,7 +155,9 @@ class Finisher:
         self._probe = probe
 
     def prepare(self) -> str | None:
-        """Open the export's upload for the ranges to write into (csv, csv.gz, jsonl to S3)."""
+        """Pin the source's version (`settings`, every range's) and open the export's upload."""
+        self.settings = pin_source(self.settings, self.client).applied(self.settings)
+        self._probe.settings = self.settings
         self.upload_id = open_upload(self.client, self.output, self.settings.export_format)
         return self.upload_id
 
@@ -233,6 +229,8 @@ class Finisher:
             return self._probe.read_plan(source, known=known)
         finally:
             source.close()
+            # Ranges converted again here (or the whole export) read the version read here.
+            self.settings = self._probe.settings
 
     def _redo(self, spec: RangeSpec) -> RangeOutcome:
         assert self.run is not None
@@ -255,7 +253,7 @@ class Finisher:
             report = outcome.report
             verified = report is not None and report.start == boundary
             if outcome.error is not None:
-                _raise_final(outcome.error)
+                raise_final(outcome.error)
                 if verified and _bad_input(outcome.error) and index == self.count - 1:
                     # Read to the source's end from a verified start: the input is bad.
                     raise Fallback(f"range {index}: {outcome.error.get('message')}")
@@ -369,22 +367,6 @@ def _bad_input(error: dict[str, Any]) -> bool:
     return str(error.get("code")) == str(BadInputError.code)
 
 
-_FINAL_ERRORS: tuple[type[ExportError], ...] = (
-    SourceMissingError,
-    InvalidConfigError,
-    DestinationMissingError,
-    S3RefusedError,
-)
-
-
-def _raise_final(error: dict[str, Any]) -> None:
-    """A range's error that every attempt would meet (the source gone, a refusal) is the
-    export's."""
-    for kind in _FINAL_ERRORS:
-        if str(error.get("code")) == str(kind.code):
-            raise kind(str(error.get("message") or kind.code))
-
-
 def run_split(
     settings: ProcessorSettings,
     client: S3Client | None,
@@ -394,5 +376,5 @@ def run_split(
     """A whole split export in this process: every range in turn, then the finishing step."""
     finisher = Finisher(settings, client, count, cuts=cuts)
     finisher.prepare()
-    outcomes = [run_range(settings, client, finisher._spec(i)) for i in range(count)]
+    outcomes = [run_range(finisher.settings, client, finisher._spec(i)) for i in range(count)]
     return finisher.finish(outcomes)

@@ -3,9 +3,13 @@ environment:
 
 - one range: `--range-count N` (`EXPORTJOBS_RANGE_COUNT`) with `--range-index I`
   (`EXPORTJOBS_RANGE_INDEX`, else the Indexed Job's `JOB_COMPLETION_INDEX`);
-- before the ranges (csv, csv.gz, jsonl to S3): `--prepare-ranges` opens the export's upload and
-  prints `{"uploadId": ...}`; every range and the finishing step then get it
-  (`--range-upload-id`, `EXPORTJOBS_RANGE_UPLOAD_ID`) and the ranges upload into it;
+- before the ranges: `--prepare-ranges` pins the source's version (its ETag, and its version id
+  in a versioned bucket) and, for csv, csv.gz and jsonl to S3, opens the export's upload; it
+  prints `{"uploadId": ..., "source": {"etag": ..., "versionId": ...}}`. Every range and the
+  finishing step then get them (`--range-upload-id`, `EXPORTJOBS_RANGE_UPLOAD_ID`,
+  `--source-etag`, `EXPORTJOBS_SOURCE_ETAG`, `--source-version-id`,
+  `EXPORTJOBS_SOURCE_VERSION_ID`): the ranges upload into the upload, and every read of the
+  source is of that version (an object changed since fails the export: SOURCE_CHANGED);
 - the finishing step: `--finish-ranges FILE` (`EXPORTJOBS_RANGE_RESULTS`: the ranges' result
   JSON, a list, as a file path or inline) with `--range-count N`;
 - cleaning up a failed or cancelled split export: `--clean-ranges` with `--range-count N`.
@@ -22,11 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from export_processor.errors import InvalidConfigError
-from export_processor.locations import export_output
+from export_processor.locations import export_output, parse_location
 from export_processor.progress import ProgressState
 from export_processor.range_sink import open_upload
-from export_processor.s3client import S3Client
+from export_processor.s3client import S3Client, head_source
 from export_processor.settings import ProcessorSettings
+from export_processor.source import SourcePin
 
 if TYPE_CHECKING:
     from export_processor.range_export import RangeExporter
@@ -123,6 +128,22 @@ def split_job(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
     return SplitJob("range", count, spec=spec, upload_id=upload_id)
 
 
+def pin_source(settings: ProcessorSettings, client: S3Client | None) -> SourcePin:
+    """The version of the source every pod of a split export reads: the one given, else the
+    one there now (a file has none).
+
+    Raises:
+        SourceMissingError: no such object, version or bucket.
+        SourceChangedError: the object is not the ETag given.
+    """
+    location = parse_location(settings.source_uri, prefix=False)
+    if not location.is_s3:
+        return SourcePin()
+    assert client is not None
+    given = SourcePin(settings.source_etag, settings.source_version_id)
+    return head_source(client, location, pin=given)[1]
+
+
 def range_exporter(
     job: SplitJob, settings: ProcessorSettings, client: S3Client | None, progress: ProgressState
 ) -> RangeExporter:
@@ -141,7 +162,9 @@ def finish(job: SplitJob, settings: ProcessorSettings, client: S3Client | None) 
             export_format=settings.export_format,
             export_name=settings.export_name,
         )
-        return {"uploadId": open_upload(client, output, settings.export_format)}
+        pin = pin_source(settings, client)  # first: a missing source leaves no upload open
+        upload_id = open_upload(client, output, settings.export_format)
+        return {"uploadId": upload_id, "source": pin.as_json()}
     from export_processor.split import Finisher
 
     finisher = Finisher(settings, client, job.count, upload_id=job.upload_id)

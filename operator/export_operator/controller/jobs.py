@@ -20,7 +20,8 @@ from export_operator.controller.snapshots import PROCESSOR_CONTAINER, ExportView
 from export_operator.controller.sources import SourceSizer
 from export_operator.controller.split_jobs import ranges_job, step_job
 from export_operator.controller.split_plan import (
-    UPLOAD_FORMATS,
+    NOT_PREPARED,
+    Prepared,
     SplitPlan,
     plan,
     ranges_wanted,
@@ -319,8 +320,8 @@ class JobFactory:
                 return whole
             share = -(-size // split.ranges) if size else None
             resources = scaled_resources(source_size=share, settings=settings)
-            upload = inputs.export_format.value in UPLOAD_FORMATS
-            return ranges_job(whole, split, resources=resources, suspend=upload)
+            # Suspended until `prepare` pinned the source's version (and opened the upload).
+            return ranges_job(whole, split, resources=resources, suspend=True)
         except InvalidSpecError as exc:
             return str(exc)
         except (
@@ -335,7 +336,13 @@ class JobFactory:
             return f"the Job could not be built: {type(exc).__name__}: {exc}"
 
     def step(
-        self, export: ExportView, step: str, *, ranges: int, upload_id: str = "", results: str = ""
+        self,
+        export: ExportView,
+        step: str,
+        *,
+        ranges: int,
+        prepared: Prepared = NOT_PREPARED,
+        results: str = "",
     ) -> dict[str, Any] | str:
         """The `prepare`, `finish` or `clean` Job of a split export (split_jobs.py), or why
         there is none."""
@@ -349,6 +356,6 @@ class JobFactory:
             step,
             export_name=export.name,
             ranges=ranges,
-            upload_id=upload_id,
+            prepared=prepared,
             results=results,
         )

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from export_operator import resource
+from export_operator.controller.split_plan import NOT_PREPARED, Prepared
 from export_operator.resource import MAX_OBJECT_BYTES
 
 PROCESSOR_CONTAINER = "processor"
@@ -194,8 +195,9 @@ class JobView:
     ranges: int = 1
     """A split export's number of ranges (`exportjobs.dev/ranges`; 1 for a whole export)."""
     suspended: bool = False
-    upload_id: str = ""
-    """The ranges Job's `exportjobs.dev/upload-id` (pod template annotation)."""
+    prepared: Prepared = NOT_PREPARED
+    """What the ranges Job's pod template carries of its `prepare` step: the upload id and the
+    source version (`exportjobs.dev/upload-id`, `source-etag`, `source-version-id`)."""
     failed_indexes: str = ""
     """`status.failedIndexes` of an Indexed Job (e.g. "1,3-4")."""
 
@@ -231,9 +233,7 @@ class JobView:
             parallelism=int(spec.get("parallelism") or 1),
             ranges=_count(meta.get("annotations") or {}),
             suspended=bool(spec.get("suspend")),
-            upload_id=str(
-                (template_meta.get("annotations") or {}).get(resource.ANNOTATION_UPLOAD_ID, "")
-            ),
+            prepared=Prepared.from_annotations(template_meta.get("annotations") or {}),
             failed_indexes=str(status.get("failedIndexes") or ""),
         )
 

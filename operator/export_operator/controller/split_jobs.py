@@ -3,16 +3,18 @@
 Pure. A split export of N ranges has up to four Jobs, one after another (docs/api.md, "Split
 exports"):
 
-- `prepare` (csv, csv.gz, jsonl): one pod, `--prepare-ranges`, opens the export's multipart
-  upload and reports its id in its termination message;
+- `prepare`: one pod, `--prepare-ranges`, pins the source's version (ETag, and version id in a
+  versioned bucket) and, for csv, csv.gz and jsonl, opens the export's multipart upload; it
+  reports them in its termination message;
 - `ranges`: the Indexed Job, named as a whole export's Job: completions N, parallelism P, each
   index converting one byte range (`JOB_COMPLETION_INDEX`). It is created at admission (so it
-  holds its P slots from the start) and, when there is an upload to wait for, suspended; the
-  operator resumes it with the upload id in its pod template's annotation, which the
-  containers read through the downward API (a suspended Job's template annotations may change;
-  its environment may not);
+  holds its P slots from the start), suspended; the operator resumes it with what `prepare`
+  reported in its pod template's annotations, which the containers read through the downward
+  API (a suspended Job's template annotations may change; its environment may not): every
+  range reads the pinned version (`EXPORTJOBS_SOURCE_ETAG`, `EXPORTJOBS_SOURCE_VERSION_ID`);
 - `finish`: one pod, `--finish-ranges`, the ranges' result JSON given as an annotation read as a
-  file (up to N x 4 KiB: too long for one environment value);
+  file (up to N x 4 KiB: too long for one environment value), and the pinned version as the
+  ranges got it;
 - `clean`: one pod, `--clean-ranges`, after a failure or a cancel, once no range pod is left:
   no part objects and no open multipart uploads remain.
 """
@@ -26,7 +28,12 @@ from typing import Any
 
 from export_operator import resource
 from export_operator.controller.snapshots import PROCESSOR_CONTAINER
-from export_operator.controller.split_plan import SplitPlan, step_job_name
+from export_operator.controller.split_plan import (
+    NOT_PREPARED,
+    Prepared,
+    SplitPlan,
+    step_job_name,
+)
 from export_operator.resource import ExitCode
 
 RESULTS_DIR = "/etc/exportjobs/ranges"
@@ -58,6 +65,19 @@ def ranges_pod_failure_policy() -> dict[str, Any]:
     }
 
 
+PINNED_ENV = {
+    "EXPORTJOBS_SOURCE_ETAG": resource.ANNOTATION_SOURCE_ETAG,
+    "EXPORTJOBS_SOURCE_VERSION_ID": resource.ANNOTATION_SOURCE_VERSION_ID,
+}
+"""The source version every step after `prepare` reads: the one `prepare` pinned (the spec's
+`etag` and `versionId`, when given, are what `prepare` checked and reports)."""
+
+
+def _from_annotation(name: str, annotation: str) -> dict[str, Any]:
+    path = f"metadata.annotations['{annotation}']"
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
 def _split_common(job: dict[str, Any], step: str, ranges: int) -> dict[str, Any]:
     """Label a copy of the whole Job with its step; the env every step reads."""
     job = copy.deepcopy(job)
@@ -68,21 +88,17 @@ def _split_common(job: dict[str, Any], step: str, ranges: int) -> dict[str, Any]
     container = template["spec"]["containers"][0]
     container["env"] += [
         {"name": "EXPORTJOBS_RANGE_COUNT", "value": str(ranges)},
-        {
-            "name": "EXPORTJOBS_RANGE_UPLOAD_ID",
-            "valueFrom": {
-                "fieldRef": {
-                    "fieldPath": f"metadata.annotations['{resource.ANNOTATION_UPLOAD_ID}']"
-                }
-            },
-        },
+        _from_annotation("EXPORTJOBS_RANGE_UPLOAD_ID", resource.ANNOTATION_UPLOAD_ID),
     ]
+    if step != "prepare":
+        env = [e for e in container["env"] if e["name"] not in PINNED_ENV]
+        container["env"] = env + [_from_annotation(n, a) for n, a in PINNED_ENV.items()]
     return job
 
 
-def _set_upload_id(job: dict[str, Any], upload_id: str) -> None:
+def _set_prepared(job: dict[str, Any], prepared: Prepared) -> None:
     annotations = job["spec"]["template"]["metadata"].setdefault("annotations", {})
-    annotations[resource.ANNOTATION_UPLOAD_ID] = upload_id
+    annotations.update(prepared.annotations())
 
 
 def ranges_job(
@@ -92,7 +108,8 @@ def ranges_job(
     resources: dict[str, dict[str, str]],
     suspend: bool,
 ) -> dict[str, Any]:
-    """The Indexed Job converting the ranges; `suspend` until the upload is prepared."""
+    """The Indexed Job converting the ranges; `suspend` until `prepare` has pinned the source
+    (and opened the upload)."""
     job = _split_common(whole, "ranges", split.ranges)
     spec = job["spec"]
     backoff = spec.pop("backoffLimit")
@@ -118,7 +135,7 @@ def step_job(
     *,
     export_name: str,
     ranges: int,
-    upload_id: str = "",
+    prepared: Prepared = NOT_PREPARED,
     results: str = "",
 ) -> dict[str, Any]:
     """The `prepare`, `finish` or `clean` Job (one pod, the whole export's resources and
@@ -129,8 +146,8 @@ def step_job(
     container = template["spec"]["containers"][0]
     if step in STEP_ARGS:
         container["args"] = STEP_ARGS[step]
-    if upload_id:
-        _set_upload_id(job, upload_id)
+    if step != "prepare":
+        _set_prepared(job, prepared)
     if step == "finish":
         template["metadata"].setdefault("annotations", {})[resource.ANNOTATION_RANGE_RESULTS] = (
             results
@@ -151,14 +168,10 @@ def step_job(
     return job
 
 
-def resume_patch(upload_id: str) -> dict[str, Any]:
-    """The merge patch that starts a suspended ranges Job with the export's upload."""
-    return {
-        "spec": {
-            "suspend": False,
-            "template": {"metadata": {"annotations": {resource.ANNOTATION_UPLOAD_ID: upload_id}}},
-        }
-    }
+def resume_patch(prepared: Prepared) -> dict[str, Any]:
+    """The merge patch that starts a suspended ranges Job with what `prepare` reported."""
+    annotations = prepared.annotations()
+    return {"spec": {"suspend": False, "template": {"metadata": {"annotations": annotations}}}}
 
 
 def results_document(payloads: Sequence[tuple[int, dict[str, Any]]]) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from export_operator import resource
 from export_operator.resource import MAX_NAME_LENGTH, job_name_for
 
 if TYPE_CHECKING:  # settings imports admission, which imports this module
@@ -26,9 +28,34 @@ others run one pod each."""
 MAX_INDEXED_JOB_NAME = 60
 """Exports whose Job name is longer run whole: the job controller names an Indexed Job's pods'
 hosts `<job>-<index>`, which must stay a 63-character DNS label."""
-UPLOAD_FORMATS = frozenset({"csv", "csv.gz", "jsonl"})
-"""Formats whose ranges upload into one multipart upload opened by the `prepare` step (parquet
-ends as a dataset of parts: nothing to prepare)."""
+PREPARED_ANNOTATIONS = {
+    "upload_id": resource.ANNOTATION_UPLOAD_ID,
+    "etag": resource.ANNOTATION_SOURCE_ETAG,
+    "version_id": resource.ANNOTATION_SOURCE_VERSION_ID,
+}
+"""Where the pod templates of the ranges and finishing Jobs carry what `prepare` reported."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a split export's `prepare` step reported: the export's upload (csv, csv.gz, jsonl)
+    and the source version every range and the finishing step read (docs/api.md, "Split
+    exports"); "" for what it did not report."""
+
+    upload_id: str = ""
+    etag: str = ""
+    version_id: str = ""
+
+    def annotations(self) -> dict[str, str]:
+        return {name: getattr(self, field) for field, name in PREPARED_ANNOTATIONS.items()}
+
+    @classmethod
+    def from_annotations(cls, annotations: Mapping[str, Any]) -> Prepared:
+        found = {f: str(annotations.get(n) or "") for f, n in PREPARED_ANNOTATIONS.items()}
+        return cls(**found) if any(found.values()) else NOT_PREPARED
+
+
+NOT_PREPARED = Prepared()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

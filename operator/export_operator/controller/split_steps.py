@@ -3,8 +3,9 @@
 The reconciler calls `SplitSteps.advance` for every split export after deciding its status:
 
 - ranges Job suspended, no `prepare` Job: create it; `prepare` complete: resume the ranges Job
-  with the upload id its pod reported (no id: the ranges write part objects instead, which the
-  finishing step composes);
+  with the source version and upload id its pod reported (`Prepared`: every range and the
+  finishing step read that version; no upload id: the ranges write part objects instead, which
+  the finishing step composes);
 - ranges Job done (Complete, or failed only by indexes): create the `finish` Job with every
   range's result or error (the termination messages of its pods);
 - export Failed or Cancelled: the other steps' Jobs go, and a `clean` Job (created suspended
@@ -26,7 +27,7 @@ from export_operator.controller.caches import Caches, Key
 from export_operator.controller.jobs import JobFactory
 from export_operator.controller.snapshots import ExportView, JobView, PodView
 from export_operator.controller.split_jobs import results_document, resume_patch
-from export_operator.controller.split_plan import STEPS, step_job_name
+from export_operator.controller.split_plan import NOT_PREPARED, STEPS, Prepared, step_job_name
 from export_operator.controller.split_status import ranges_done, summed_progress
 from export_operator.controller.status import Decision
 from export_operator.resource import ExitCode, Phase
@@ -36,19 +37,32 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 5.0
 """Seconds between two writes of a split export's summed progress (its ranges patch theirs
 every 5 s each: the export's own figures are written at most as often as one range's)."""
-MAX_UPLOAD_ID = 1024
+MAX_REPORTED = 1024
+"""The longest upload id, ETag or version id taken from the `prepare` pod's message."""
 
 
-def upload_id_from(pods: Sequence[PodView]) -> str:
-    """The upload id the `prepare` pod reported ("" when none did)."""
+def _text(found: object) -> str:
+    return found if isinstance(found, str) and _fits(found) else ""
+
+
+def _fits(text: str) -> bool:
+    return 0 < len(text) <= MAX_REPORTED and text.isprintable()
+
+
+def prepared_from(pods: Sequence[PodView]) -> Prepared:
+    """What the `prepare` pod reported (`{"uploadId": ..., "source": {"etag": ...,
+    "versionId": ...}}`); "" for each part it did not report, or not as printable text."""
     for pod in pods:
         if pod.step == "prepare" and pod.exit_code == int(ExitCode.OK):
-            found = (termination.parse_object(pod.container.termination_message) or {}).get(
-                "uploadId"
+            found = termination.parse_object(pod.container.termination_message) or {}
+            source = found.get("source")
+            source = source if isinstance(source, dict) else {}
+            return Prepared(
+                upload_id=_text(found.get("uploadId")),
+                etag=_text(source.get("etag")),
+                version_id=_text(source.get("versionId")),
             )
-            if isinstance(found, str) and 0 < len(found) <= MAX_UPLOAD_ID and found.isprintable():
-                return found
-    return ""
+    return NOT_PREPARED
 
 
 def range_payloads(pods: Sequence[PodView], count: int) -> list[tuple[int, dict[str, Any]]]:
@@ -126,7 +140,7 @@ class SplitSteps:
                 await self._prepare(split, job)
             elif ranges_done(job) and "finish" not in steps:
                 results = results_document(range_payloads(pods, job.ranges))
-                await self._create(split, "finish", job.ranges, job.upload_id, results)
+                await self._create(split, "finish", job.ranges, job.prepared, results)
         if decision.phase in (Phase.RUNNING, Phase.SUCCEEDED):
             return await self._write_progress(writer, export, final=decision.phase.finished)
         return None
@@ -136,15 +150,13 @@ class SplitSteps:
         split: _Split,
         step: str,
         ranges: int,
-        upload_id: str,
+        prepared: Prepared,
         results: str = "",
         *,
         suspend: bool = False,
     ) -> None:
         export = split.export
-        manifest = self._jobs.step(
-            export, step, ranges=ranges, upload_id=upload_id, results=results
-        )
+        manifest = self._jobs.step(export, step, ranges=ranges, prepared=prepared, results=results)
         if isinstance(manifest, str):  # the spec resolved for the ranges: not expected
             log.error("%s/%s: %s", export.namespace, export.name, manifest)
             return
@@ -156,13 +168,13 @@ class SplitSteps:
     async def _prepare(self, split: _Split, job: JobView) -> None:
         prepare = split.steps.get("prepare")
         if prepare is None:
-            await self._create(split, "prepare", job.ranges, "")
+            await self._create(split, "prepare", job.ranges, NOT_PREPARED)
         elif prepare.complete:
-            upload = upload_id_from(split.pods)
+            prepared = prepared_from(split.pods)
             await split.writer.patch_job(
-                namespace=job.namespace, name=job.name, patch=resume_patch(upload)
+                namespace=job.namespace, name=job.name, patch=resume_patch(prepared)
             )
-            log.info("resumed the ranges of %s/%s (upload %s)", *split.export.key, upload or "none")
+            log.info("resumed the ranges of %s/%s (%s)", *split.export.key, prepared)
 
     async def _clean(self, split: _Split) -> None:
         """Stop every step, then remove the parts and abort the uploads (the `clean` Job)."""
@@ -175,8 +187,10 @@ class SplitSteps:
             source = job if job is not None and job.step == "ranges" else split.steps.get("finish")
             if source is None:
                 return  # nothing was split yet
-            upload = source.upload_id or upload_id_from(split.pods)
-            await self._create(split, "clean", source.ranges, upload, suspend=True)
+            prepared = source.prepared
+            if not prepared.upload_id:  # (suspended still: what `prepare` reported, if it did)
+                prepared = prepared_from(split.pods)
+            await self._create(split, "clean", source.ranges, prepared, suspend=True)
         elif clean.suspended and not _live(split.pods):
             await split.writer.patch_job(
                 namespace=clean.namespace, name=clean.name, patch={"spec": {"suspend": False}}

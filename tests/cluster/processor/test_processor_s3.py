@@ -171,7 +171,7 @@ def test_another_etag_exits_3(s3_client: Any, s3_bucket: str, tmp_path: Path) ->
         tmp_path=tmp_path,
     )
     assert code == 3
-    assert payload["error"]["code"] == "SOURCE_NOT_FOUND"
+    assert payload["error"]["code"] == "SOURCE_CHANGED"
 
 
 @pytest.mark.parametrize(

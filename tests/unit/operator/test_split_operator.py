@@ -17,8 +17,10 @@ from export_operator.controller.jobs import JobFactory
 from export_operator.controller.outcomes import Watchdog
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import JobView, PodView
-from export_operator.controller.split_jobs import results_document, step_job
+from export_operator.controller.split_jobs import results_document, resume_patch, step_job
 from export_operator.controller.split_plan import (
+    NOT_PREPARED,
+    Prepared,
     SplitPlan,
     plan,
     ranges_wanted,
@@ -26,7 +28,7 @@ from export_operator.controller.split_plan import (
     step_job_name,
 )
 from export_operator.controller.split_status import SPLIT_RULES, summed_progress
-from export_operator.controller.split_steps import range_payloads, upload_id_from
+from export_operator.controller.split_steps import MAX_REPORTED, prepared_from, range_payloads
 from export_operator.controller.status import decide
 from export_operator.resource import Phase
 from tests.support import factories
@@ -115,7 +117,7 @@ def test_a_split_export_is_an_indexed_job_of_its_ranges() -> None:
     assert (spec["completions"], spec["parallelism"]) == (6, 3)
     assert spec["backoffLimitPerIndex"] == 2 and "backoffLimit" not in spec
     assert spec["maxFailedIndexes"] == 6
-    assert spec["suspend"] is True  # csv: waits for the prepared upload
+    assert spec["suspend"] is True  # waits for the pinned version and the prepared upload
     actions = {r["action"]: r for r in spec["podFailurePolicy"]["rules"]}
     assert actions["FailJob"]["onExitCodes"]["values"] == [3]
     assert actions["FailIndex"]["onExitCodes"]["values"] == [2]
@@ -137,9 +139,56 @@ def test_a_split_export_is_an_indexed_job_of_its_ranges() -> None:
     )
 
 
-def test_parquet_ranges_start_at_once_and_one_free_slot_runs_whole() -> None:
-    job = _manifest(_view(format="parquet", parallelism=4), slots=4)
-    assert isinstance(job, dict) and "suspend" not in job["spec"]
+def _env(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def _annotated(name: str) -> dict[str, Any]:
+    return {"fieldRef": {"fieldPath": f"metadata.annotations['exportjobs.dev/{name}']"}}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "csv.gz", "jsonl", "parquet"])
+def test_every_range_reads_the_version_the_prepare_step_pinned(fmt: str) -> None:
+    """Issue 23: the ranges Job of every format waits suspended for `prepare`; the ranges and
+    the finishing step read the source's ETag and version id from the annotations the operator
+    sets from what `prepare` reported (the spec's own `etag`/`versionId` go to `prepare`)."""
+    source = {"uri": "s3://src/in.csv", "etag": '"spec"', "versionId": "v0"}
+    view = _view(format=fmt, parallelism=4, source=source)
+    job = _manifest(view, slots=4)
+    assert isinstance(job, dict) and job["spec"]["suspend"] is True
+    env = _env(job)
+    assert env["EXPORTJOBS_SOURCE_ETAG"] == {
+        "name": "EXPORTJOBS_SOURCE_ETAG",
+        "valueFrom": _annotated("source-etag"),
+    }
+    assert env["EXPORTJOBS_SOURCE_VERSION_ID"]["valueFrom"] == _annotated("source-version-id")
+    names = [e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert len(names) == len(set(names))  # the spec's plain values are gone, not doubled
+    whole = _manifest(view, slots=1)
+    assert isinstance(whole, dict)
+    prepare = step_job(whole, "prepare", export_name="e1", ranges=4)
+    assert _env(prepare)["EXPORTJOBS_SOURCE_ETAG"]["value"] == '"spec"'  # checked by prepare
+    assert "annotations" not in prepare["spec"]["template"]["metadata"]
+    pinned = Prepared(upload_id="U1", etag='"e1"', version_id="v1")
+    finish = step_job(whole, "finish", export_name="e1", ranges=4, prepared=pinned, results="[]")
+    annotations = finish["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["exportjobs.dev/source-etag"] == '"e1"'
+    assert annotations["exportjobs.dev/source-version-id"] == "v1"
+    assert _env(finish)["EXPORTJOBS_SOURCE_ETAG"]["valueFrom"] == _annotated("source-etag")
+    patch = resume_patch(pinned)
+    assert patch["spec"]["suspend"] is False
+    resumed = patch["spec"]["template"]["metadata"]["annotations"]
+    assert resumed == {
+        "exportjobs.dev/upload-id": "U1",
+        "exportjobs.dev/source-etag": '"e1"',
+        "exportjobs.dev/source-version-id": "v1",
+    }
+    body = job_body("export-e1") | {"spec": {"template": {"metadata": {"annotations": resumed}}}}
+    assert JobView.from_body(body).prepared == pinned
+    assert JobView.from_body(job_body("export-e1")).prepared is NOT_PREPARED
+
+
+def test_one_free_slot_runs_parquet_whole() -> None:
     whole = _manifest(_view(format="parquet", parallelism=4), slots=1)
     assert isinstance(whole, dict) and "completionMode" not in whole["spec"]
 
@@ -151,12 +200,14 @@ def test_the_steps_jobs() -> None:
     prepare = step_job(whole, "prepare", export_name="e1", ranges=4)
     assert prepare["metadata"]["name"] == "export-e1-prepare"
     assert prepare["spec"]["template"]["spec"]["containers"][0]["args"] == ["--prepare-ranges"]
-    clean = step_job(whole, "clean", export_name="e1", ranges=4, upload_id="U1")
+    clean = step_job(whole, "clean", export_name="e1", ranges=4, prepared=Prepared("U1"))
     container = clean["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["--clean-ranges"]
     assert clean["spec"]["template"]["metadata"]["annotations"]["exportjobs.dev/upload-id"] == "U1"
     results = results_document([(1, {"error": {"code": "BAD_CSV"}}), (0, {"uri": "s3://o/k"})])
-    finish = step_job(whole, "finish", export_name="e1", ranges=4, upload_id="U1", results=results)
+    finish = step_job(
+        whole, "finish", export_name="e1", ranges=4, prepared=Prepared("U1"), results=results
+    )
     template = finish["spec"]["template"]
     assert template["metadata"]["annotations"]["exportjobs.dev/range-results"] == results
     assert json.loads(results)[0]["index"] == 0
@@ -373,12 +424,42 @@ def test_the_ranges_results_for_the_finishing_step() -> None:
     assert payloads[2]["error"]["code"] == "INTERNAL"  # no pod left: the finishing step redoes it
 
 
-def test_the_upload_id_of_the_prepare_step() -> None:
-    pods = [_pod("p", "prepare", state=terminated(0, json.dumps({"uploadId": "abc"}), "Completed"))]
-    assert upload_id_from(pods) == "abc"
-    hostile = [_pod("p", "prepare", state=terminated(0, json.dumps({"uploadId": "a\x00b"})))]
-    assert upload_id_from(hostile) == ""
-    assert upload_id_from([_pod("p", "prepare", state=terminated(0, "[1]"))]) == ""
+def _prepare_pod(message: str) -> Any:
+    return _pod("p", "prepare", state=terminated(0, message, "Completed"))
+
+
+def test_what_the_prepare_step_reported() -> None:
+    reported = {"uploadId": "abc", "source": {"etag": '"e"', "versionId": "v1"}}
+    assert prepared_from([_prepare_pod(json.dumps(reported))]) == Prepared("abc", '"e"', "v1")
+    parquet = {"uploadId": None, "source": {"etag": '"e"'}}
+    assert prepared_from([_prepare_pod(json.dumps(parquet))]) == Prepared(etag='"e"')
+    hostile = {"uploadId": "a\x00b", "source": {"etag": "x" * 1025, "versionId": 7}}
+    assert prepared_from([_prepare_pod(json.dumps(hostile))]) == NOT_PREPARED
+    assert prepared_from([_prepare_pod("[1]")]) == NOT_PREPARED
+    assert prepared_from([_prepare_pod(json.dumps({"source": "x"}))]) == NOT_PREPARED
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=1100),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=9), inner),
+    max_leaves=8,
+)
+
+
+@given(
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "uploadId": _JSON,
+            "source": _JSON
+            | st.fixed_dictionaries({}, optional={"etag": _JSON, "versionId": _JSON}),
+        },
+    )
+)
+def test_any_prepare_message_gives_printable_bounded_values_or_none(body: dict[str, Any]) -> None:
+    prepared = prepared_from([_prepare_pod(json.dumps(body))])
+    for value in (prepared.upload_id, prepared.etag, prepared.version_id):
+        assert value == "" or (len(value) <= MAX_REPORTED and value.isprintable())
 
 
 def test_progress_is_summed_over_the_ranges() -> None:

@@ -15,6 +15,7 @@ from export_processor.common import ExitCode
 from export_processor.errors import (
     DestinationMissingError,
     S3RefusedError,
+    SourceChangedError,
     SourceMissingError,
     TransientError,
 )
@@ -34,7 +35,9 @@ def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
         ("NoSuchBucket", 404, False, DestinationMissingError),
         ("NoSuchBucket", 404, True, SourceMissingError),
         ("NoSuchKey", 404, True, SourceMissingError),
-        ("PreconditionFailed", 412, True, SourceMissingError),
+        ("PreconditionFailed", 412, True, SourceChangedError),
+        ("412", 412, True, SourceChangedError),
+        ("NoSuchVersion", 404, True, SourceMissingError),
         ("AccessDenied", 403, False, S3RefusedError),
         ("AccessDenied", 403, True, S3RefusedError),
         ("InvalidBucketName", 400, False, S3RefusedError),
@@ -56,7 +59,19 @@ def test_s3_errors_are_retried_only_when_a_retry_can_help(
     assert type(error) is expected
     assert error.retryable == (expected is TransientError)
     assert (error.exit_code == ExitCode.RETRYABLE) == (expected is TransientError)
-    assert code in error.message or expected is SourceMissingError
+    assert code in error.message or issubclass(expected, SourceMissingError)
+
+
+def test_a_changed_source_has_its_own_code_and_is_not_retried() -> None:
+    """412 to a read with If-Match: the version pinned is gone (issue 23: a split export's
+    ranges all read the version pinned before them)."""
+    error = translate(client_error("PreconditionFailed", 412), what="x", missing_is_source=True)
+    assert (error.code, error.exit_code, error.retryable) == (
+        "SOURCE_CHANGED",
+        ExitCode.SOURCE_MISSING,
+        False,
+    )
+    assert "changed" in error.message
 
 
 def test_a_missing_destination_bucket_has_its_own_code() -> None:

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from export_processor import cli
 from export_processor.compose import copy_plan
+from export_processor.range_bounds import RangeSource, boundary_after
 from export_processor.range_export import RangeExporter
-from export_processor.ranges import RangeReport, RangeSource, RangeSpec, boundary_after
+from export_processor.ranges import RangeReport, RangeSpec
 from export_processor.settings import ProcessorSettings
 from export_processor.split import Finisher, merge_kinds, run_range, run_split
 
@@ -241,7 +242,7 @@ def test_the_preparation_starts_without_the_converting_modules(tmp_path: Path) -
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"uploadId": None}
+    assert json.loads(done.stdout) == {"uploadId": None, "source": {}}  # a file: no version
 
 
 def test_a_range_ends_at_the_next_ranges_guess_without_counting_quotes(
