@@ -126,3 +126,22 @@ def s3_bucket(s3_client: Any) -> Iterator[str]:
                 Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
             )
         s3_client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def versioned_bucket(s3_client: Any) -> Iterator[str]:
+    """A fresh bucket with versioning enabled, every version removed afterwards."""
+    name = f"v-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    s3_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    try:
+        yield name
+    finally:
+        listed = s3_client.list_object_versions(Bucket=name)
+        for item in listed.get("Versions", []) + listed.get("DeleteMarkers", []):
+            s3_client.delete_object(Bucket=name, Key=item["Key"], VersionId=item["VersionId"])
+        for upload in s3_client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+            s3_client.abort_multipart_upload(
+                Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        s3_client.delete_bucket(Bucket=name)

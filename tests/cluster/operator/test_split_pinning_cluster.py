@@ -12,12 +12,8 @@ import os
 import re
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.cluster.operator.conftest import Exports, OperatorProcess
 from tests.cluster.processor.inputs import medium_csv
@@ -130,20 +126,6 @@ def test_a_source_overwritten_between_ranges_fails_the_split_export_and_leaves_n
     assert code == 0, cleaned
     assert _left(s3_client, s3_bucket) == ([], [])  # no part object, no open upload
     assert exports.status("moved")["phase"] == "Failed"
-
-
-@pytest.fixture
-def versioned_bucket(s3_client: Any) -> Iterator[str]:
-    name = f"v-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    s3_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    try:
-        yield name
-    finally:
-        listed = s3_client.list_object_versions(Bucket=name)
-        for item in listed.get("Versions", []) + listed.get("DeleteMarkers", []):
-            s3_client.delete_object(Bucket=name, Key=item["Key"], VersionId=item["VersionId"])
-        s3_client.delete_bucket(Bucket=name)
 
 
 def test_a_versioned_source_overwritten_between_ranges_is_read_as_the_pinned_version(

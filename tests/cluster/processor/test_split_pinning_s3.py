@@ -7,8 +7,6 @@ versioned bucket the export reads the pinned version throughout (issue 23)."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,24 +98,6 @@ def test_the_source_overwritten_after_the_ranges_fails_the_finishing_step(
     assert code == 3, err
     assert final["error"]["code"] == "SOURCE_CHANGED"
     assert _left(s3_client, s3_bucket) == ([], [])  # the finishing step cleaned up itself
-
-
-@pytest.fixture
-def versioned_bucket(s3_client: Any) -> Iterator[str]:
-    name = f"v-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    s3_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    try:
-        yield name
-    finally:
-        listed = s3_client.list_object_versions(Bucket=name)
-        for item in listed.get("Versions", []) + listed.get("DeleteMarkers", []):
-            s3_client.delete_object(Bucket=name, Key=item["Key"], VersionId=item["VersionId"])
-        for upload in s3_client.list_multipart_uploads(Bucket=name).get("Uploads", []):
-            s3_client.abort_multipart_upload(
-                Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
-            )
-        s3_client.delete_bucket(Bucket=name)
 
 
 def test_a_versioned_source_overwritten_between_ranges_is_read_as_the_pinned_version(
