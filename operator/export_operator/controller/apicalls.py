@@ -6,28 +6,12 @@ and parsing every created Job costs event-loop time a burst of a thousand Export
 
 from __future__ import annotations
 
-import datetime as dt
-import socket
 from collections.abc import Mapping
 from typing import Any
 
 from export_operator import resource
-from export_operator.controller.snapshots import format_time
 from export_operator.controller.status import OWNED_FIELDS
 from export_operator.kube import Kube, KubeError, collection_path, object_path
-
-COMPONENT = "exportjobs-operator"
-
-
-def create_error_reason(exc: KubeError) -> str:
-    """The condition reason for a refused Job create (kept stable: users and alerts match it)."""
-    if exc.status == 403 and "exceeded quota" in exc.message.lower():
-        return "QuotaExceeded"
-    if exc.status == 403:
-        return "Forbidden"
-    if exc.retryable:
-        return "APIUnavailable"
-    return "CreateFailed"
 
 
 class KubeWriter:
@@ -35,7 +19,6 @@ class KubeWriter:
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
-        self.instance = socket.gethostname()
 
     async def create_job(self, job: dict[str, Any]) -> bool:
         """Create a Job; False when it already exists (a no-op, by design)."""
@@ -93,40 +76,9 @@ class KubeWriter:
             if exc.status not in (404, 409):
                 raise
 
-    async def post_event(
-        self,
-        *,
-        namespace: str,
-        name: str,
-        uid: str,
-        type_: str,
-        reason: str,
-        message: str,
-        now: dt.datetime,
-    ) -> None:
-        """A core/v1 Event about an ExportJob (shown by `kubectl describe`)."""
-        stamp = format_time(now)
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": resource.API_VERSION,
-                "kind": resource.KIND,
-                "name": name,
-                "namespace": namespace,
-                "uid": uid,
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": COMPONENT},
-            "reportingComponent": f"{resource.GROUP}/operator",
-            "reportingInstance": self.instance[:128],
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
+    async def post_event(self, event: dict[str, Any]) -> None:
+        """Create a core/v1 Event (recorder.event_about builds it)."""
+        namespace = event["metadata"]["namespace"]
         await self.kube.create(collection_path("v1", "events", namespace), event, read=False)
 
 

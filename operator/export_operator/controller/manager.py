@@ -23,12 +23,12 @@ from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.caches import Caches
 from export_operator.controller.leader import LeaderElector
 from export_operator.controller.notify import Notifier
+from export_operator.controller.outcomes import JobCreateError
 from export_operator.controller.reconciler import Reconciler
 from export_operator.controller.recorder import CREATIONS_QUIET, EventRecorder
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView, JobView, PodView
 from export_operator.controller.split_plan import ranges_wanted
-from export_operator.controller.status import JobCreateError
 from export_operator.controller.workqueue import WorkQueue, run_worker
 from export_operator.kube import KubeClient, KubeError
 from export_operator.resource import job_name_for

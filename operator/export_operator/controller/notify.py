@@ -28,6 +28,7 @@ from export_operator.callbacks import CallbackRefusedError
 from export_operator.controller import metrics
 from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.delivery import MAX_ERROR, Attempt, Sender, build_event
+from export_operator.controller.recorder import event_about
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.signing import read_secrets, signed_headers
 from export_operator.controller.snapshots import ExportView, format_time, parse_time
@@ -301,15 +302,11 @@ class Notifier:
                 else f"callback failed after {attempts} attempt(s): {note.get('lastError')}"
             )
             try:
-                await self.writer.post_event(
-                    namespace=view.namespace,
-                    name=view.name,
-                    uid=view.uid,
-                    type_="Normal" if state == DELIVERED else "Warning",
-                    reason=f"Callback{state}",
-                    message=message,
-                    now=self.clock(),
+                type_ = "Normal" if state == DELIVERED else "Warning"
+                event = event_about(
+                    view, type_=type_, reason=f"Callback{state}", message=message, now=self.clock()
                 )
+                await self.writer.post_event(event)
             except KubeError as exc:
                 log.debug("event not posted: %s", exc)
         return True

@@ -1,4 +1,5 @@
-"""What the processor's pods and the Job say about how an export ended.
+"""What the processor's pods and the Job say about how an export ended, and why a Job could not
+be created (`Waiting`).
 
 Pure functions: the result from a termination message, the error code of a failed Job (exit code
 2 → BAD_CSV, 3 → SOURCE_NOT_FOUND, deadline → DEADLINE_EXCEEDED, OOM-killed → OOM_KILLED, retries
@@ -15,6 +16,7 @@ from typing import Any
 
 from export_operator import termination
 from export_operator.controller.snapshots import JobCondition, JobView, PodView
+from export_operator.kube import KubeError
 from export_operator.resource import ErrorCode, ExitCode
 
 MAX_MESSAGE = 1024
@@ -243,3 +245,31 @@ def watchdog_failure(
             if now > due:
                 return error
     return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Waiting:
+    """Why an admitted ExportJob has no Job yet: its create was refused (retried with backoff)."""
+
+    reason: str
+    """`QuotaExceeded`, `Forbidden`, `APIUnavailable` or `CreateFailed`."""
+    message: str
+
+
+class JobCreateError(Exception):
+    """The Job could not be created (quota, RBAC, API down): shown on the status, retried."""
+
+    def __init__(self, waiting: Waiting) -> None:
+        super().__init__(f"{waiting.reason}: {waiting.message}")
+        self.waiting = waiting
+
+
+def create_error_reason(exc: KubeError) -> str:
+    """The condition reason for a refused Job create (kept stable: users and alerts match it)."""
+    if exc.status == 403 and "exceeded quota" in exc.message.lower():
+        return "QuotaExceeded"
+    if exc.status == 403:
+        return "Forbidden"
+    if exc.retryable:
+        return "APIUnavailable"
+    return "CreateFailed"

@@ -21,21 +21,22 @@ from typing import Any
 
 from export_operator.controller import metrics
 from export_operator.controller.admission import Admission, Key, waits_for_job
-from export_operator.controller.apicalls import KubeWriter, create_error_reason, status_patch
+from export_operator.controller.apicalls import KubeWriter, status_patch
 from export_operator.controller.caches import Caches
 from export_operator.controller.jobs import JobFactory
-from export_operator.controller.outcomes import Watchdog, watchdog_deadline
+from export_operator.controller.outcomes import (
+    JobCreateError,
+    Waiting,
+    Watchdog,
+    create_error_reason,
+    watchdog_deadline,
+)
 from export_operator.controller.recorder import CREATIONS_FIRST_MAX, EventRecorder
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView, JobView, parse_time
 from export_operator.controller.split_status import SPLIT_RULES, is_split
 from export_operator.controller.split_steps import SplitSteps
-from export_operator.controller.status import (
-    Decision,
-    JobCreateError,
-    Waiting,
-    decide,
-)
+from export_operator.controller.status import Decision, decide
 from export_operator.controller.workqueue import Result
 from export_operator.kube import KubeError
 from export_operator.resource import Phase

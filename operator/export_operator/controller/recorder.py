@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+from export_operator import resource
 from export_operator.controller.apicalls import KubeWriter
-from export_operator.controller.snapshots import ExportView
+from export_operator.controller.snapshots import ExportView, format_time
 from export_operator.controller.workqueue import WorkQueue
 from export_operator.kube import KubeError
 
@@ -37,6 +39,36 @@ POLL = 0.5
 """Seconds between two looks of a poster at whether the creations are done."""
 MAX_QUEUED = 10000
 """Events queued at most; beyond, new ones are dropped (Events are informative)."""
+COMPONENT = "exportjobs-operator"
+INSTANCE = socket.gethostname()[:128]
+
+
+def event_about(
+    export: ExportView, *, type_: str, reason: str, message: str, now: dt.datetime
+) -> dict[str, Any]:
+    """A core/v1 Event about an ExportJob (shown by `kubectl describe`)."""
+    stamp = format_time(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{export.name}.", "namespace": export.namespace},
+        "involvedObject": {
+            "apiVersion": resource.API_VERSION,
+            "kind": resource.KIND,
+            "name": export.name,
+            "namespace": export.namespace,
+            "uid": export.uid,
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": COMPONENT},
+        "reportingComponent": f"{resource.GROUP}/operator",
+        "reportingInstance": INSTANCE,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
 
 
 class EventRecorder:
@@ -106,15 +138,7 @@ class EventRecorder:
     # -- Events ----------------------------------------------------------------------------------
     def post(self, export: ExportView, type_: str, reason: str, message: str) -> None:
         """Queue an Event about `export` (dropped when the queue is full)."""
-        event = {
-            "namespace": export.namespace,
-            "name": export.name,
-            "uid": export.uid,
-            "type_": type_,
-            "reason": reason,
-            "message": message,
-            "now": self._clock(),
-        }
+        event = event_about(export, type_=type_, reason=reason, message=message, now=self._clock())
         with contextlib.suppress(asyncio.QueueFull):
             self._events.put_nowait(event)
 
@@ -135,7 +159,7 @@ class EventRecorder:
         if self.writer is None:
             return
         try:
-            await self.writer.post_event(**event)
+            await self.writer.post_event(event)
         except KubeError as exc:
             log.debug("event not posted: %s", exc)
 

@@ -18,6 +18,7 @@ from export_operator.controller.conditions import conditions_after, set_conditio
 from export_operator.controller.outcomes import (
     ExportError,
     ProcessorResult,
+    Waiting,
     Watchdog,
     classify_job_failure,
     protocol_error,
@@ -55,23 +56,6 @@ class Decision:
     error: ExportError | None = None
     waiting: Waiting | None = None
     """Set when the Job create was refused: the status says why, the reconcile retries."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Waiting:
-    """Why an admitted ExportJob has no Job yet: its create was refused (retried with backoff)."""
-
-    reason: str
-    """`QuotaExceeded`, `Forbidden`, `APIUnavailable` or `CreateFailed`."""
-    message: str
-
-
-class JobCreateError(Exception):
-    """The Job could not be created (quota, RBAC, API down): shown on the status, retried."""
-
-    def __init__(self, waiting: Waiting) -> None:
-        super().__init__(f"{waiting.reason}: {waiting.message}")
-        self.waiting = waiting
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

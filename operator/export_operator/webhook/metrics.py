@@ -7,25 +7,46 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
-class WebhookMetrics:
-    """Requests by route and code, latency, ExportJobs created by source, dedup hits, auth
-    failures, and the size of the ExportJob cache."""
+class RequestMetrics:
+    """Requests by route, method and code, and their latency; the labelled children looked up
+    once per (route, method, code): `labels()` costs more than the increment (bench_webhook.py)."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "exportjobs_webhook_requests",
             "HTTP requests by route, method and status code.",
             ["route", "method", "code"],
-            registry=self.registry,
+            registry=registry,
         )
         self.latency = Histogram(
             "exportjobs_webhook_request_duration_seconds",
             "HTTP request latency by route and method.",
             ["route", "method"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry,
+            registry=registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, *, route: str, method: str, code: int, seconds: float) -> None:
+        key = (route, method, code)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route=route, method=method, code=str(code)),
+                self.latency.labels(route=route, method=method),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+class WebhookMetrics:
+    """Requests by route and code, latency, ExportJobs created by source, dedup hits, auth
+    failures, and the size of the ExportJob cache."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.http = RequestMetrics(self.registry)
         self.created = Counter(
             "exportjobs_webhook_exports_created",
             "ExportJobs created, by how they were requested (api, s3, sns, eventbridge, minio) "
@@ -57,7 +78,6 @@ class WebhookMetrics:
             "Requests answered 503 because the API server was down or refused.",
             registry=self.registry,
         )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._created: dict[tuple[str, str], Any] = {}
         self.cache_miss_reads = Counter(
             "exportjobs_webhook_cache_miss_reads",
@@ -79,18 +99,8 @@ class WebhookMetrics:
         )
 
     def observe_request(self, *, route: str, method: str, code: int, seconds: float) -> None:
-        """Count one request and its latency. The labelled children are looked up once per
-        (route, method, code): `labels()` costs more than the increment (bench_webhook.py)."""
-        key = (route, method, code)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(route=route, method=method, code=str(code)),
-                self.latency.labels(route=route, method=method),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """Count one request and its latency."""
+        self.http.observe(route=route, method=method, code=code, seconds=seconds)
 
     def count_created(self, *, source: str, owner: str) -> None:
         """Count one ExportJob created (its child looked up once per source and owner)."""

@@ -151,7 +151,9 @@ async def test_minio_bucket_notifications_create_exportjobs(
 def _events_answered(hook: Any, code: str) -> float:
     from export_operator.webhook.services import METRICS
 
-    counter = hook.app[METRICS].requests.labels(route="/v1/events/s3", method="POST", code=code)
+    counter = hook.app[METRICS].http.requests.labels(
+        route="/v1/events/s3", method="POST", code=code
+    )
     return float(counter._value.get())
 
 

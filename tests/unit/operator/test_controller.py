@@ -12,8 +12,8 @@ import pytest
 
 from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.manager import Manager
+from export_operator.controller.outcomes import JobCreateError
 from export_operator.controller.settings import OperatorSettings
-from export_operator.controller.status import JobCreateError
 from export_operator.controller.workqueue import Result, run_worker
 from export_operator.informer import Informer
 from export_operator.kube import KubeError
