@@ -40,7 +40,7 @@ def create_app(
             keep it filled themselves.
     """
     app = web.Application(
-        client_max_size=settings.max_body_bytes,
+        client_max_size=settings.http.max_body_bytes,
         middlewares=[middleware.observe, middleware.problems],
         # Content codings are decoded by webhook.http.read_body (415 problem for unknown ones).
         handler_args={"auto_decompress": False},
@@ -50,8 +50,8 @@ def create_app(
     if cache is None:
         cache = ExportCache(
             namespace=settings.namespace,
-            watch_timeout=settings.watch_timeout_seconds,
-            request_timeout=settings.api_timeout_seconds * 4,
+            watch_timeout=settings.kube.watch_timeout_seconds,
+            request_timeout=settings.kube.api_timeout_seconds * 4,
         )
     services = Services(cache=cache)
     app[SERVICES] = services
@@ -71,19 +71,19 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
     settings, services = app[SETTINGS], app[SERVICES]
     async with aiohttp.ClientSession(headers={"User-Agent": "exportjobs-webhook"}) as session:
         services.sns = SnsVerifier(
-            host_pattern=settings.sns_host_pattern,
+            host_pattern=settings.sns.sns_host_pattern,
             topic_arns=settings.principals.topic_arns,
-            max_age_seconds=settings.sns_max_age_seconds,
-            ssl_context=settings.sns_ssl_context,
+            max_age_seconds=settings.sns.sns_max_age_seconds,
+            ssl_context=settings.sns.sns_ssl_context,
             session=session,
-            timeout=settings.api_timeout_seconds,
-            port=settings.sns_port,
+            timeout=settings.kube.api_timeout_seconds,
+            port=settings.sns.sns_port,
         )
         log.info(sns_startup_line(settings))
         services.presigner = Presigner(
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            expiry_seconds=settings.presign_expiry_seconds,
+            endpoint_url=settings.presign.s3_endpoint_url,
+            region=settings.presign.s3_region,
+            expiry_seconds=settings.presign.presign_expiry_seconds,
         )
         yield
 
@@ -92,7 +92,7 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
     """The API client, the store on it and the watch that feeds the cache."""
     settings, services = app[SETTINGS], app[SERVICES]
     # No proxy variables or ~/.netrc for the API server: they cost two thread hops per call.
-    api = await KubeClient.connect(within=settings.api_timeout_seconds)
+    api = await KubeClient.connect(within=settings.kube.api_timeout_seconds)
     services.store = KubeExportStore(kube=api, namespace=settings.namespace)
     _start_lookup(app)
     task = asyncio.create_task(services.cache.run(api), name="exportjobs-cache-watch")
@@ -121,7 +121,7 @@ def _start_lookup(app: web.Application) -> None:
     services.lookup = MissLookup(
         cache=services.cache,
         read=services.store.read,
-        negative_ttl=settings.negative_cache_seconds,
+        negative_ttl=settings.kube.negative_cache_seconds,
         observe=lambda result: app[METRICS].cache_miss_reads.labels(result=result).inc(),
     )
 

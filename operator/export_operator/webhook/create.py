@@ -55,7 +55,7 @@ async def create_export(request: web.Request, *, body: dict[str, Any], source_ki
         log.warning("ExportJob %s not stored: %s", name, exc)
         raise unavailable(
             "the export could not be stored now; retry later",
-            retry_after=app[SETTINGS].retry_after_seconds,
+            retry_after=app[SETTINGS].http.retry_after_seconds,
         ) from None
     services.cache.upsert(created)
     services.lookup.forget(name)

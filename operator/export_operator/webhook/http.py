@@ -38,7 +38,7 @@ async def read_body(request: web.Request) -> bytes:
         Problem: 415 `unsupported-media-type` for an unknown content coding, 413
             `body-too-large`, 400 `malformed-json` for a body that does not decompress.
     """
-    limit = request.app[SETTINGS].max_body_bytes
+    limit = request.app[SETTINGS].http.max_body_bytes
     coding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
     if coding not in CONTENT_CODINGS:
         raise Problem(
@@ -53,7 +53,7 @@ async def read_body(request: web.Request) -> bytes:
         if request.content.is_eof():  # all of it came with the headers (the usual case)
             raw = await request.read()
         else:
-            async with asyncio.timeout(request.app[SETTINGS].body_timeout_seconds):
+            async with asyncio.timeout(request.app[SETTINGS].http.body_timeout_seconds):
                 raw = await request.read()
     except TimeoutError:
         # A body trickled in slowly holds a connection and a task: the caller's credentials
@@ -62,7 +62,7 @@ async def read_body(request: web.Request) -> bytes:
             status=408,
             code=ProblemCode.REQUEST_TIMEOUT,
             detail=f"the body was not received within "
-            f"{request.app[SETTINGS].body_timeout_seconds:g} s",
+            f"{request.app[SETTINGS].http.body_timeout_seconds:g} s",
             headers={"Connection": "close"},
         ) from None
     except web.HTTPRequestEntityTooLarge:

@@ -37,18 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     from export_operator.jsonlogs import configure_logging
     from export_operator.webhook.app import create_app
 
-    configure_logging(level=settings.log_level)
+    configure_logging(level=settings.http.log_level)
     logging.getLogger(__name__).info(
-        "starting", extra={"namespace": settings.namespace, "port": args.port or settings.port}
+        "starting", extra={"namespace": settings.namespace, "port": args.port or settings.http.port}
     )
     web.run_app(
         create_app(settings),
         # uvloop: the HTTP serving and the API calls cost less CPU per request than on asyncio's
         # own loop, which on a shared node is what POST throughput is made of (docs/benchmarks.md).
         loop=uvloop.new_event_loop(),
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        shutdown_timeout=settings.shutdown_timeout_seconds,
+        host=args.host or settings.http.host,
+        port=args.port or settings.http.port,
+        shutdown_timeout=settings.http.shutdown_timeout_seconds,
         access_log=None,
         print=None,
         handle_signals=True,

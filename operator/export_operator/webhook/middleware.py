@@ -50,7 +50,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         request.app[METRICS].observe_request(
             route=route, method=request.method, code=status, seconds=elapsed
         )
-        if request.app[SETTINGS].access_log:
+        if request.app[SETTINGS].http.access_log:
             log.info(
                 "%s %s %d",
                 request.method,
@@ -90,7 +90,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
 async def public_location(request: web.Request, response: web.StreamResponse) -> None:
     """`Location` as clients reach it: the configured public URL (a prefix behind an Ingress,
     or an absolute base) before the path the webhook serves."""
-    base = request.app[SETTINGS].public_url
+    base = request.app[SETTINGS].http.public_url
     location = response.headers.get("Location", "")
     if base and location.startswith("/"):
         response.headers["Location"] = base + location

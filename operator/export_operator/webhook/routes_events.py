@@ -54,7 +54,9 @@ async def post_s3_event(request: web.Request) -> web.Response:
         by_key = principal is None
         if principal is None:
             principal = auth.api_key_principal(
-                request, header=settings.eventbridge_api_key_header, principals=settings.principals
+                request,
+                header=settings.auth.eventbridge_api_key_header,
+                principals=settings.principals,
             )
         if principal is None:
             reason = "missing" if auth.bearer_token(request) is None else "invalid"
@@ -110,7 +112,7 @@ async def _from_sns(request: web.Request) -> tuple[ParsedEvent, Principal] | Non
             status=502,
             code=ProblemCode.SNS_FETCH_FAILED,
             detail=str(exc),
-            headers={"Retry-After": str(settings.retry_after_seconds)},
+            headers={"Retry-After": str(settings.http.retry_after_seconds)},
         ) from None
     if kind == "UnsubscribeConfirmation":
         log.info("SNS subscription ended", extra={"topic": message.get("TopicArn")})
@@ -129,12 +131,12 @@ async def _store(
     export_format: ExportFormat | None,
 ) -> web.Response:
     settings = request.app[SETTINGS]
-    if len(parsed.records) > settings.max_event_records:
+    if len(parsed.records) > settings.events.max_event_records:
         raise Problem(
             status=413,
             code=ProblemCode.TOO_MANY_RECORDS,
             detail=f"the event carries {len(parsed.records)} object records; at most "
-            f"{settings.max_event_records} per request",
+            f"{settings.events.max_event_records} per request",
         )
     request.app[SERVICES].rate.admit(principal, cost=max(1, len(parsed.records)))
     bodies = []
@@ -184,7 +186,7 @@ async def _store(
             owners[name],
             unfinished=request.app[SERVICES].cache.unfinished(name),
             adding=count,
-            retry_after=settings.retry_after_seconds,
+            retry_after=settings.http.retry_after_seconds,
         )
     stored = await _create_all(request, bodies, source_kind=parsed.source)
     ids = list(dict.fromkeys(s.name for s in stored))
@@ -197,7 +199,7 @@ async def _store(
             "status": "accepted",
         },
         location=f"/v1/exports/{ids[0]}" if len(ids) == 1 else None,
-        poll_after=settings.poll_after_seconds,
+        poll_after=settings.http.poll_after_seconds,
     )
 
 
@@ -233,7 +235,7 @@ async def _create_all(
         for index, body in pending:  # shared: each body goes to one worker
             stored[index] = await create_export(request, body=body, source_kind=source_kind)
 
-    workers = min(request.app[SETTINGS].create_concurrency, len(bodies))
+    workers = min(request.app[SETTINGS].kube.create_concurrency, len(bodies))
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):

@@ -53,7 +53,7 @@ async def post_export(request: web.Request) -> web.Response:
         principal,
         unfinished=request.app[SERVICES].cache.unfinished(principal.name),
         adding=1,
-        retry_after=settings.retry_after_seconds,
+        retry_after=settings.http.retry_after_seconds,
     )
     digest = resource.request_digest(canonical(spec))
     annotations = {resource.ANNOTATION_REQUEST_SHA256: digest}
@@ -92,7 +92,7 @@ async def post_export(request: web.Request) -> web.Response:
     return accepted(
         {"id": name, "status": phase_of(obj), "status_url": status_url(name)},
         location=status_url(name),
-        poll_after=settings.poll_after_seconds,
+        poll_after=settings.http.poll_after_seconds,
     )
 
 
@@ -109,7 +109,7 @@ async def _existing(request: web.Request, name: str) -> dict[str, Any]:
         # It existed a moment ago; a 503 makes the client retry, which then settles it.
         raise unavailable(
             "the export could not be read back; retry later",
-            retry_after=settings.retry_after_seconds,
+            retry_after=settings.http.retry_after_seconds,
         )
     return found
 
@@ -121,7 +121,7 @@ def _require_synced(services: Services, settings: WebhookSettings) -> None:
             status=503,
             code=ProblemCode.NOT_READY,
             detail="the export cache is not synced yet",
-            headers={"Retry-After": str(settings.retry_after_seconds)},
+            headers={"Retry-After": str(settings.http.retry_after_seconds)},
         )
 
 
@@ -146,7 +146,7 @@ async def _find_or_404(
             request.app[METRICS].api_unavailable.inc()
             raise unavailable(
                 "the export could not be read; retry later",
-                retry_after=settings.retry_after_seconds,
+                retry_after=settings.http.retry_after_seconds,
             ) from None
         obj = None
     if obj is None or not principal.sees(owner_of(obj)):
@@ -191,7 +191,7 @@ async def list_exports(request: web.Request) -> web.Response:
     principal = require_bearer(request)
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     try:
-        query = ListQuery.parse(request.query, default_limit=settings.page_size)
+        query = ListQuery.parse(request.query, default_limit=settings.http.page_size)
     except QueryError as exc:
         raise invalid(str(exc)) from None
     _require_synced(services, settings)
@@ -242,7 +242,7 @@ async def cancel_export(request: web.Request) -> web.Response:
             request.app[METRICS].api_unavailable.inc()
             raise unavailable(
                 "the cancellation could not be stored; retry later",
-                retry_after=settings.retry_after_seconds,
+                retry_after=settings.http.retry_after_seconds,
             ) from None
         if patched is None:
             break
@@ -250,13 +250,13 @@ async def cancel_export(request: web.Request) -> web.Response:
         return accepted(
             api_view(patched),
             location=status_url(name),
-            poll_after=settings.poll_after_seconds,
+            poll_after=settings.http.poll_after_seconds,
         )
     else:
         request.app[METRICS].api_unavailable.inc()
         raise unavailable(
             "the export kept changing; retry the cancellation",
-            retry_after=settings.retry_after_seconds,
+            retry_after=settings.http.retry_after_seconds,
         )
     raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
 
@@ -269,5 +269,5 @@ async def _read(request: web.Request, name: str) -> dict[str, Any] | None:
         request.app[METRICS].api_unavailable.inc()
         raise unavailable(
             "the export could not be read; retry later",
-            retry_after=request.app[SETTINGS].retry_after_seconds,
+            retry_after=request.app[SETTINGS].http.retry_after_seconds,
         ) from None

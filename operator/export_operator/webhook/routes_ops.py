@@ -39,7 +39,7 @@ async def readyz(request: web.Request) -> web.Response:
     if not services.cache.synced:
         reasons.append("export cache not synced")
     try:
-        await asyncio.wait_for(services.store.ping(), settings.api_timeout_seconds)
+        await asyncio.wait_for(services.store.ping(), settings.kube.api_timeout_seconds)
     except (TimeoutError, StoreUnavailableError) as exc:
         log.warning("not ready: the API server does not answer: %s", exc)
         reasons.append("API server not answering")
@@ -48,7 +48,7 @@ async def readyz(request: web.Request) -> web.Response:
             status=503,
             code=ProblemCode.NOT_READY,
             detail="; ".join(reasons),
-            headers={"Retry-After": str(settings.retry_after_seconds)},
+            headers={"Retry-After": str(settings.http.retry_after_seconds)},
         )
     body: dict[str, object] = {"status": "ready"}
     caller = auth.bearer_principal(request, settings.principals)

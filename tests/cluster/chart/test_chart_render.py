@@ -248,9 +248,9 @@ def test_webhook_env_is_what_the_webhook_reads(tmp_path: Path) -> None:
     env["EXPORTJOBS_WEBHOOK_EVENTBRIDGE_API_KEY_FILE"] = str(tmp_path / "keys")
     settings = webhook_settings.WebhookSettings.from_env(env)
     assert settings.namespace == "exports"
-    assert settings.port == 8080
-    assert settings.tokens == ("t1", "t2")
-    assert settings.s3_endpoint_url == "http://minio.storage:9000"
+    assert settings.http.port == 8080
+    assert settings.auth.tokens == ("t1", "t2")
+    assert settings.presign.s3_endpoint_url == "http://minio.storage:9000"
 
 
 def test_secrets_hold_tokens_and_keys_in_both_namespaces() -> None:
@@ -368,7 +368,7 @@ def test_webhook_keeps_serving_through_a_pre_stop_sleep_inside_its_grace_period(
     pod = _webhook_pod()
     (container,) = pod["containers"]
     assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
-    shutdown = webhook_settings.WebhookSettings().shutdown_timeout_seconds
+    shutdown = webhook_settings.WebhookSettings().http.shutdown_timeout_seconds
     assert pod["terminationGracePeriodSeconds"] >= 5 + shutdown
     off = _webhook_pod({"webhook.preStopSleepSeconds": "0"})
     assert "lifecycle" not in off["containers"][0]

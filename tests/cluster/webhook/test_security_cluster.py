@@ -148,7 +148,7 @@ async def test_a_full_event_is_stored_in_time_and_memory_returns(
     whole; a full one (500 records, the default cap) answers 202 within 15 s (SNS's delivery
     timeout) with every ExportJob stored; once they are gone again the process's RSS is back at
     its baseline (the size after the first full event): repeated events do not grow it."""
-    full = WebhookSettings().max_event_records
+    full = WebhookSettings().events.max_event_records
     port = free_port()
     env = {
         **os.environ,

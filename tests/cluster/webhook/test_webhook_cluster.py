@@ -62,7 +62,7 @@ async def test_create_read_list_cancel(start_webhook: StartWebhook, exportjobs: 
     view = await eventually("the watch to deliver the status", succeeded)
     url = view["result"]["download_url"]
     assert url.startswith(
-        hook.app[_settings_key()].s3_endpoint_url + f"/exports-output/x/{name}/q1.parquet?"
+        hook.app[_settings_key()].presign.s3_endpoint_url + f"/exports-output/x/{name}/q1.parquet?"
     )
 
     status, page, _ = await hook.request("GET", "/v1/exports", params={"phase": "Succeeded"})

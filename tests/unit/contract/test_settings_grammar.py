@@ -58,7 +58,9 @@ def _answer(read: object, text: str) -> bool | str:
 
 READERS = {
     "common": parse_bool,
-    "webhook": lambda t: WebhookSettings.from_env({"EXPORTJOBS_WEBHOOK_ACCESS_LOG": t}).access_log,
+    "webhook": lambda t: (
+        WebhookSettings.from_env({"EXPORTJOBS_WEBHOOK_ACCESS_LOG": t}).http.access_log
+    ),
     "operator": lambda t: (
         OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_HEAD_SOURCE": t}).pod.head_source
     ),

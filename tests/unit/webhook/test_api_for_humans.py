@@ -105,7 +105,7 @@ def test_the_public_url_setting_is_read_and_checked() -> None:
         "EXPORTJOBS_WEBHOOK_TOKENS": "a-token-of-sixteen",
         "EXPORTJOBS_WEBHOOK_PUBLIC_URL": "/p/",
     }
-    assert WebhookSettings.from_env(env).public_url == "/p"
+    assert WebhookSettings.from_env(env).http.public_url == "/p"
     for bad in ("exports", "ftp://x/", "https://h/a b", "/a?b"):
         with pytest.raises(ValueError, match="public URL"):
             WebhookSettings.from_env({**env, "EXPORTJOBS_WEBHOOK_PUBLIC_URL": bad})
@@ -118,7 +118,7 @@ def test_the_public_url_setting_is_read_and_checked() -> None:
 def test_any_public_url_is_accepted_as_a_prefix_or_refused(text: str) -> None:
     env = {"EXPORTJOBS_WEBHOOK_TOKENS": "a-token-of-sixteen", "EXPORTJOBS_WEBHOOK_PUBLIC_URL": text}
     try:
-        url = WebhookSettings.from_env(env).public_url
+        url = WebhookSettings.from_env(env).http.public_url
     except ValueError:
         return
     assert url == "" or url.startswith(("/", "http://", "https://"))

@@ -13,7 +13,8 @@ from export_operator.jsonlogs import JsonFormatter
 from export_operator.resource import ExportFormat
 from export_operator.webhook.cache import ExportCache
 from export_operator.webhook.listing import ListQuery, decode_continue
-from export_operator.webhook.settings import AWS_SNS_HOST_PATTERN, WebhookSettings
+from export_operator.webhook.setting_groups import AWS_SNS_HOST_PATTERN
+from export_operator.webhook.settings import WebhookSettings
 from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
 
 
@@ -104,15 +105,15 @@ def test_settings_from_env(tmp_path: Path) -> None:
     }
     settings = WebhookSettings.from_env(env)
     assert settings.namespace == "shared"
-    assert settings.tokens == ("a", "b", "file-token")
+    assert settings.auth.tokens == ("a", "b", "file-token")
     assert settings.format_for(bucket="incoming", key="reports/x.csv") == ExportFormat.PARQUET
     assert settings.format_for(bucket="incoming", key="x.csv") == ExportFormat.CSV_GZ
     assert settings.format_for(bucket="other", key="x.csv") is None
-    assert settings.eventbridge_api_key_header == "x-eb-key"
-    assert settings.max_body_bytes == 4096
-    assert settings.s3_endpoint_url == "http://127.0.0.1:9000"
+    assert settings.auth.eventbridge_api_key_header == "x-eb-key"
+    assert settings.http.max_body_bytes == 4096
+    assert settings.presign.s3_endpoint_url == "http://127.0.0.1:9000"
     # The SNS host allowlist is not configurable from the environment.
-    assert settings.sns_host_pattern == AWS_SNS_HOST_PATTERN
+    assert settings.sns.sns_host_pattern == AWS_SNS_HOST_PATTERN
     assert WebhookSettings.from_env({"EXPORTJOBS_WEBHOOK_NAMESPACE": "own"}).namespace == "own"
 
 

@@ -448,7 +448,7 @@ async def test_urls_on_another_port_are_refused_before_fetching(
 def test_the_production_port_is_443() -> None:
     from export_operator.webhook.settings import WebhookSettings
 
-    assert WebhookSettings.from_env({}).sns_port == 443
+    assert WebhookSettings.from_env({}).sns.sns_port == 443
 
 
 async def test_a_certificate_fetch_failure_has_its_own_code(
