@@ -178,7 +178,9 @@ def classify_job_failure(
     if last is not None:
         error = error_from_pod(last)
         if reason == "BackoffLimitExceeded":
-            message = f"retries exhausted ({job.failed} failed attempts); last: {error.message}"
+            message = (
+                f"retries exhausted ({job.status.failed} failed attempts); last: {error.message}"
+            )
             return dataclasses.replace(error, message=message)
         return error
     return ExportError(

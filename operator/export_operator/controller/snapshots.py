@@ -174,6 +174,18 @@ class JobCondition:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class JobStatus:
+    """A Job's `status`: its pods counted by the job controller, its times and conditions."""
+
+    active: int
+    succeeded: int
+    failed: int
+    start_time: dt.datetime | None
+    completion_time: dt.datetime | None
+    conditions: tuple[JobCondition, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class JobView:
     """What the controller needs of one batch/v1 Job."""
 
@@ -182,12 +194,7 @@ class JobView:
     export_name: str
     uid: str
     deleting: bool
-    active: int
-    succeeded: int
-    failed: int
-    start_time: dt.datetime | None
-    completion_time: dt.datetime | None
-    conditions: tuple[JobCondition, ...]
+    status: JobStatus
     step: str = ""
     """`exportjobs.dev/step` of a split export's Job ("" for a whole export's)."""
     parallelism: int = 1
@@ -223,12 +230,14 @@ class JobView:
             export_name=(meta.get("labels") or {}).get(resource.LABEL_EXPORT, ""),
             uid=meta.get("uid") or "",
             deleting=meta.get("deletionTimestamp") is not None,
-            active=int(status.get("active") or 0),
-            succeeded=int(status.get("succeeded") or 0),
-            failed=int(status.get("failed") or 0),
-            start_time=parse_time(status.get("startTime")),
-            completion_time=parse_time(status.get("completionTime")),
-            conditions=conditions,
+            status=JobStatus(
+                active=int(status.get("active") or 0),
+                succeeded=int(status.get("succeeded") or 0),
+                failed=int(status.get("failed") or 0),
+                start_time=parse_time(status.get("startTime")),
+                completion_time=parse_time(status.get("completionTime")),
+                conditions=conditions,
+            ),
             step=(meta.get("labels") or {}).get(resource.LABEL_STEP, ""),
             parallelism=int(spec.get("parallelism") or 1),
             ranges=_count(meta.get("annotations") or {}),
@@ -239,7 +248,7 @@ class JobView:
 
     def condition(self, type_: str) -> JobCondition | None:
         """The condition of that type when its status is True."""
-        for cond in self.conditions:
+        for cond in self.status.conditions:
             if cond.type == type_ and cond.status == "True":
                 return cond
         return None

@@ -68,13 +68,17 @@ def _finished(o: Observed) -> Verdict | None:
             result = result_from_pods(pods)
         except ProtocolError as exc:
             error = protocol_error(exc)
-            completed = finish.completion_time
+            completed = finish.status.completion_time
             return Verdict(
                 Phase.FAILED, error.code, error.message, error=error, completed=completed
             )
         message = _wrote(result) if result is not None else "the export succeeded"
         return Verdict(
-            Phase.SUCCEEDED, "Completed", message, result=result, completed=finish.completion_time
+            Phase.SUCCEEDED,
+            "Completed",
+            message,
+            result=result,
+            completed=finish.status.completion_time,
         )
     if finish.failed_condition is not None:
         return _failed(finish, pods, "")

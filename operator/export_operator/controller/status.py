@@ -112,13 +112,16 @@ def _attempts(o: Observed) -> dict[str, Any]:
     job = o.job
     assert job is not None
     fields: dict[str, Any] = {}
-    attempts = max(int(o.current.get("attempts") or 0), job.failed + job.succeeded + job.active)
+    attempts = max(
+        int(o.current.get("attempts") or 0),
+        job.status.failed + job.status.succeeded + job.status.active,
+    )
     # A split export's steps (prepare, finish, clean) are not attempts: only its ranges' pods.
     attempts = max(attempts, sum(1 for p in o.pods if p.step in ("", "ranges")))
     if attempts:
         fields["attempts"] = attempts
-    if job.start_time is not None and "startTime" not in o.current:
-        fields["startTime"] = format_time(job.start_time)
+    if job.status.start_time is not None and "startTime" not in o.current:
+        fields["startTime"] = format_time(job.status.start_time)
     return fields
 
 
@@ -145,11 +148,15 @@ def _job_complete(o: Observed) -> Verdict | None:
         # (retrying the status patch would be refused for good).
         error = protocol_error(exc)
         return Verdict(
-            Phase.FAILED, error.code, error.message, error=error, completed=o.job.completion_time
+            Phase.FAILED,
+            error.code,
+            error.message,
+            error=error,
+            completed=o.job.status.completion_time,
         )
     message = _wrote(result) if result is not None else "the export succeeded"
     return Verdict(
-        Phase.SUCCEEDED, "Completed", message, result=result, completed=o.job.completion_time
+        Phase.SUCCEEDED, "Completed", message, result=result, completed=o.job.status.completion_time
     )
 
 
@@ -361,7 +368,7 @@ def _end_not_seen(o: Observed) -> bool:
     if o.job is None or o.current_phase not in (Phase.PENDING, Phase.RUNNING):
         return False
     complete = o.job.condition("Complete")
-    since = o.job.completion_time or (complete.last_transition if complete else None)
+    since = o.job.status.completion_time or (complete.last_transition if complete else None)
     return (
         since is not None
         and o.now - since < RESULT_WAIT
