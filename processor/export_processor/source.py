@@ -65,6 +65,38 @@ class SourcePin:
         )
 
 
+class ReadAhead:
+    """How far `read()` may run ahead of `consumed()` (ByteSource.limit_read_ahead): reads wait
+    for room, at most a capped time, and never once cancelled."""
+
+    def __init__(self, cancelled: threading.Event) -> None:
+        self.limit: int | None = None
+        self._cancelled = cancelled
+        self._room = threading.Condition()
+        self._reads = 0
+        self._consumed = 0
+
+    def consumed(self) -> None:
+        with self._room:
+            self._consumed += 1
+            self._room.notify_all()
+
+    def wait_for_room(self) -> None:
+        if self.limit is None:
+            return
+        limit = self.limit
+        with self._room:
+            self._room.wait_for(
+                lambda: self._reads - self._consumed < limit or self._cancelled.is_set(),
+                timeout=_MAX_THROTTLE_WAIT if self._consumed else _OPENING_THROTTLE_WAIT,
+            )
+            self._reads += 1
+
+    def wake(self) -> None:
+        with self._room:
+            self._room.notify_all()
+
+
 class ByteSource(io.RawIOBase):
     """A forward-only stream: `read(n)` returns up to n bytes (bytes, or a read-only memoryview
     over a larger download: no copy), b'' at the end."""
@@ -87,10 +119,7 @@ class ByteSource(io.RawIOBase):
         """Bytes received and thrown away because their download was cut: read twice."""
         self._again_lock = threading.Lock()
         self._cancelled = threading.Event()
-        self._ahead = threading.Condition()
-        self._ahead_limit: int | None = None
-        self._reads = 0
-        self._consumed = 0
+        self._ahead = ReadAhead(self._cancelled)
 
     @property
     def bytes_fetched(self) -> int:
@@ -109,24 +138,14 @@ class ByteSource(io.RawIOBase):
         block one batch, so counting both bounds the blocks in memory. The wait is capped, so
         a miscount costs a short stall, never a deadlock.
         """
-        self._ahead_limit = blocks
+        self._ahead.limit = blocks
 
     def consumed(self) -> None:
         """One batch was taken by the writer: allow one more read."""
-        with self._ahead:
-            self._consumed += 1
-            self._ahead.notify_all()
+        self._ahead.consumed()
 
     def _wait_for_room(self) -> None:
-        if self._ahead_limit is None:
-            return
-        limit = self._ahead_limit
-        with self._ahead:
-            self._ahead.wait_for(
-                lambda: self._reads - self._consumed < limit or self._cancelled.is_set(),
-                timeout=_MAX_THROTTLE_WAIT if self._consumed else _OPENING_THROTTLE_WAIT,
-            )
-            self._reads += 1
+        self._ahead.wait_for_room()
 
     def readable(self) -> bool:
         return True
@@ -134,8 +153,7 @@ class ByteSource(io.RawIOBase):
     def cancel(self) -> None:
         """Make every later read raise CancelledError (used on SIGTERM and on abandon)."""
         self._cancelled.set()
-        with self._ahead:
-            self._ahead.notify_all()
+        self._ahead.wake()
 
     def _fail(self, error: ExportError) -> ExportError:
         self.error = error

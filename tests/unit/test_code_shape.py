@@ -23,14 +23,13 @@ once within it."""
 STILL_OVER: dict[str, tuple[int, str]] = {
     "webhook/schemas.py:Export": (18, "the public JSON body of an export: its fields are the API"),
     "export_processor/settings.py:ProcessorSettings": (25, "to be grouped like the operator's"),
-    "export_processor/s3_source.py:S3Source": (32, "to be split (its own 19 and ByteSource's 13)"),
-    "export_processor/source.py:FileSource": (19, "ByteSource's 13 and its own"),
-    "export_processor/source.py:ByteSource": (13, "to be split (read-ahead limit apart)"),
-    "export_processor/range_bounds.py:RangeSource": (24, "ByteSource's 13 and its own 11"),
+    "export_processor/s3_source.py:S3Source": (26, "to be split (its own 16 and ByteSource's 10)"),
+    "export_processor/source.py:FileSource": (16, "ByteSource's 10 and its own 6"),
+    "export_processor/range_bounds.py:RangeSource": (20, "ByteSource's 10 and its own 10"),
     "export_processor/sink.py:S3MultipartSink": (20, "to be split"),
     "export_processor/range_sink.py:RangePartsSink": (29, "S3MultipartSink's and its own 13"),
     "export_processor/split.py:Finisher": (13, "to be split"),
-    "export_processor/range_export.py:RangeExporter": (24, "Exporter's 12 and its own 12"),
+    "export_processor/range_export.py:RangeExporter": (17, "Exporter's 12 and its own 5"),
 }
 """Classes still over the limit, with their count and why: a count may only go down, and a
 class leaves this list once it is within the limit (the test says so)."""
@@ -92,6 +91,10 @@ def test_no_production_module_is_over_400_lines() -> None:
     lines = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in _modules()}
     long = {name: n for name, n in lines.items() if n > STILL_LONG.get(name, MAX_MODULE_LINES)}
     assert long == {}, "split by responsibility (docs/architecture.md)"
+    shorter = {
+        n: lines[n] for n in STILL_LONG if MAX_MODULE_LINES < lines.get(n, 0) < STILL_LONG[n]
+    }
+    assert shorter == {}, "shorter now: write its new length in STILL_LONG (it cannot grow back)"
     fixed = sorted(name for name in STILL_LONG if lines.get(name, 0) <= MAX_MODULE_LINES)
     assert fixed == [], "within the limit now: remove it from STILL_LONG"
 
@@ -115,6 +118,10 @@ def test_no_class_has_more_than_12_attributes() -> None:
         label: n for label, n in over.items() if label in STILL_OVER and n > STILL_OVER[label][0]
     }
     assert grown == {}, "a class still over the limit may only shrink"
+    shrunk = {
+        label: n for label, n in over.items() if label in STILL_OVER and n < STILL_OVER[label][0]
+    }
+    assert shrunk == {}, "smaller now: write its new count in STILL_OVER (it cannot grow back)"
     fixed = sorted(label for label in STILL_OVER if counts.get(label, 0) <= MAX_ATTRIBUTES)
     assert fixed == [], "within the limit now: remove it from STILL_OVER"
 
