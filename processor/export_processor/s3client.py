@@ -137,6 +137,8 @@ def translate(exc: Exception, *, what: str, missing_is_source: bool = False) -> 
     S3 4xx answers other than throttling and the like (`_TRANSIENT_4XX_CODES`) fail at once
     (S3_REFUSED, exit 2); 5xx, network trouble and throttling are retryable (exit 1).
     """
+    if isinstance(exc, ExportError):
+        return exc  # ours already: a signal's CancelledError stays one, never a retry
     code = error_code(exc)
     if missing_is_source and code in _MISSING_CODES:
         return SourceMissingError(f"{what}: the object or bucket does not exist ({code})")

@@ -138,6 +138,9 @@ class S3MultipartSink(Sink):
         self._pool: ThreadPoolExecutor | None = None
         self._failed: ExportError | None = None
         self._aborted = False
+        self._creating = False
+        """Set once CreateMultipartUpload was sent: a signal may stop us before its answer
+        arrives, with the upload already made on S3."""
         self.doubling_every = PART_SIZE_DOUBLING_EVERY
         """Parts between two doublings of the part size (fewer for a range's share of parts)."""
         self._stopped = threading.Event()
@@ -189,6 +192,7 @@ class S3MultipartSink(Sink):
         if self._failed is not None:
             raise self._failed
         if self._upload_id is None:
+            self._creating = True  # from here an abort must look for the upload on S3
             created = with_rounds(
                 lambda: self._client.create_multipart_upload(
                     Bucket=self.location.bucket, Key=self.location.key
@@ -257,7 +261,7 @@ class S3MultipartSink(Sink):
         with_rounds(lambda: self._complete(parts), what=self._what())
         if self._pool is not None:
             self._pool.shutdown(wait=False)
-        self._abort_earlier_uploads()
+        self._abort_uploads_except(self._upload_id)
 
     def _complete(self, parts: list[dict[str, Any]]) -> None:
         """CompleteMultipartUpload, once more if need be: a request answered with an error (a
@@ -284,11 +288,12 @@ class S3MultipartSink(Sink):
             return None
         return str(head.get("ETag", "")).strip('"') or None
 
-    def _abort_earlier_uploads(self) -> None:
-        """Abort the multipart uploads of this key that an earlier attempt left (its abort failed
-        while S3 was down): the key is this export's alone, and its output is now complete.
-        Best effort: without s3:ListBucketMultipartUploads the bucket's lifecycle rule for
-        incomplete uploads remains the safety net."""
+    def _abort_uploads_except(self, keep: str | None) -> None:
+        """Abort the multipart uploads of this key but `keep`: those an earlier attempt left (its
+        abort failed while S3 was down), or, on abort, the one whose creation a signal cut
+        short. The key is this export's alone. Best effort: without
+        s3:ListBucketMultipartUploads the bucket's lifecycle rule for incomplete uploads remains
+        the safety net."""
         try:
             listed = self._client.list_multipart_uploads(
                 Bucket=self.location.bucket, Prefix=self.location.key
@@ -296,7 +301,7 @@ class S3MultipartSink(Sink):
             for upload in listed.get("Uploads", []):
                 if upload.get("Key") == self.location.key and upload.get("UploadId") not in (
                     None,
-                    self._upload_id,
+                    keep,
                 ):
                     self._client.abort_multipart_upload(
                         Bucket=self.location.bucket,
@@ -316,6 +321,8 @@ class S3MultipartSink(Sink):
             # otherwise keep (part of) the upload alive.
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._upload_id is None:
+            if self._creating:  # made on S3 perhaps, its id never received
+                self._abort_uploads_except(None)
             return
         for _ in range(3):
             try:

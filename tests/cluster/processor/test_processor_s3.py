@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from export_processor.convert import Exporter
-from export_processor.errors import TransientError
+from export_processor.errors import CancelledError, TransientError
 from export_processor.s3client import new_s3_client
 from export_processor.settings import settings_from_env
 from tests.cluster.processor.inputs import EXT, FORMATS, MiB, medium_csv, run_cli
@@ -270,6 +270,28 @@ def test_upload_failing_mid_way_aborts_and_leaves_nothing(
         _exporter(s3_bucket, "csv", faulty).run()
     assert len(faulty.uploads) == 1  # a multipart upload had started...
     assert_nothing_visible(s3_client, s3_bucket, "out/")  # ...and was aborted
+
+
+class SignalledDuringCreate(FaultyS3):
+    """The real client, except that a signal lands while CreateMultipartUpload is answered: S3
+    made the upload, the processor never learns its id."""
+
+    def create_multipart_upload(self, **kwargs: Any) -> Any:
+        super().create_multipart_upload(**kwargs)
+        raise CancelledError("stopped by signal SIGTERM")
+
+
+def test_a_signal_during_create_multipart_upload_leaves_no_upload(
+    s3_client: Any, s3_bucket: str, medium: bytes
+) -> None:
+    """The race CI met in test_sigterm_mid_upload_aborts: SIGTERM as the upload became visible,
+    before the processor had its id; the abort then knew of no upload and left it open."""
+    s3_client.put_object(Bucket=s3_bucket, Key="big.csv", Body=medium)
+    signalled = SignalledDuringCreate(new_s3_client(max_attempts=1, pool_size=8), fail_at=None)
+    with pytest.raises(CancelledError):
+        _exporter(s3_bucket, "csv", signalled).run()
+    assert len(signalled.uploads) == 1  # S3 made the upload...
+    assert_nothing_visible(s3_client, s3_bucket, "out/")  # ...and the abort found it
 
 
 def test_bad_row_after_parts_were_uploaded_aborts(s3_client: Any, s3_bucket: str) -> None:

@@ -13,13 +13,14 @@ import pytest
 from export_processor import cli
 from export_processor.common import ExitCode
 from export_processor.errors import (
+    CancelledError,
     DestinationMissingError,
     S3RefusedError,
     SourceChangedError,
     SourceMissingError,
     TransientError,
 )
-from export_processor.s3client import translate
+from export_processor.s3client import translate, with_rounds
 
 
 def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
@@ -107,3 +108,18 @@ def test_an_invalid_configuration_from_the_environment_reaches_the_termination_m
     error = json.loads(message.read_text())["error"]
     assert error["code"] == "INVALID_CONFIG" and error["retryable"] is False
     assert words in error["message"]
+
+
+def test_a_signal_inside_an_s3_call_is_not_retried() -> None:
+    """SIGTERM raises CancelledError in whatever S3 call runs; with_rounds used to translate it
+    into a TransientError and call again (a second multipart upload, the first one orphaned)."""
+    calls = 0
+
+    def create() -> None:
+        nonlocal calls
+        calls += 1
+        raise CancelledError("stopped by signal SIGTERM")
+
+    with pytest.raises(CancelledError, match="SIGTERM"):
+        with_rounds(create, what="uploading s3://b/k", rounds=3)
+    assert calls == 1
