@@ -132,15 +132,14 @@ class S3MultipartSink(Sink):
         self._free_parts: list[bytearray] = []
         self._free_lock = threading.Lock()
         self._upload_id: str | None = None
+        """None until CreateMultipartUpload is sent, "" until its answer (a signal may stop us
+        in between, the upload made on S3), then its id."""
         self._part_number = 0
         self._futures: list[Future[dict[str, Any]]] = []
         self._slots = threading.BoundedSemaphore(concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._failed: ExportError | None = None
         self._aborted = False
-        self._creating = False
-        """Set once CreateMultipartUpload was sent: a signal may stop us before its answer
-        arrives, with the upload already made on S3."""
         self.doubling_every = PART_SIZE_DOUBLING_EVERY
         """Parts between two doublings of the part size (fewer for a range's share of parts)."""
         self._stopped = threading.Event()
@@ -192,7 +191,7 @@ class S3MultipartSink(Sink):
         if self._failed is not None:
             raise self._failed
         if self._upload_id is None:
-            self._creating = True  # from here an abort must look for the upload on S3
+            self._upload_id = ""  # sent: from here an abort looks for it on S3
             created = with_rounds(
                 lambda: self._client.create_multipart_upload(
                     Bucket=self.location.bucket, Key=self.location.key
@@ -320,8 +319,8 @@ class S3MultipartSink(Sink):
             # Let in-flight parts finish first: a part completing after the abort would
             # otherwise keep (part of) the upload alive.
             self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._upload_id is None:
-            if self._creating:  # made on S3 perhaps, its id never received
+        if not self._upload_id:
+            if self._upload_id == "":  # made on S3 perhaps, its id never received
                 self._abort_uploads_except(None)
             return
         for _ in range(3):
