@@ -70,11 +70,16 @@ class Attempt:
     error: str | None = None
     retry_after: float | None = None
     """Seconds the receiver asked to wait (429/503 Retry-After)."""
+    unsigned: bool = False
+    """Not sent: no usable signing secret (yet: it is read again before the next attempt)."""
 
     @property
     def label(self) -> str:
-        """The metric label: `2xx`, `3xx`, `4xx`, `429`, `5xx`, `network` or `refused`."""
+        """The metric label: `2xx`, `3xx`, `4xx`, `429`, `5xx`, `network`, `refused` or
+        `unsigned`."""
         code = self.status_code
+        if self.unsigned:
+            return "unsigned"
         if code is None:
             return "refused" if self.verdict == "stop" else "network"
         return "429" if code == 429 else f"{code // 100}xx"

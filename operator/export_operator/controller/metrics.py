@@ -194,7 +194,7 @@ NOTIFICATIONS = Counter(
 )
 NOTIFICATION_ATTEMPTS = Counter(
     "exportjobs_operator_notification_attempts_total",
-    "Completion callback attempts by result (2xx, 3xx, 4xx, 429, 5xx, network, refused).",
+    "Completion callback attempts by result (2xx, 3xx, 4xx, 429, 5xx, network, refused, unsigned).",
     ["result"],
 )
 NOTIFICATION_ATTEMPT_SECONDS = Histogram(

@@ -224,15 +224,18 @@ class Notifier:
     async def _attempt(self, obj: dict[str, Any]) -> Attempt:
         settings = self.settings
         url = str(obj["spec"]["notify"]["url"])
+        # Without a usable secret nothing is sent, and the attempt is retried: the secret is
+        # read before each one, so a Secret added (or a rollout that mounts it) delivers it.
         try:
             keys = read_secrets(inline=settings.notify.secrets, path=settings.notify.secrets_file)
         except (OSError, ValueError) as exc:
-            return Attempt("stop", None, f"no usable signing secret: {exc}")
+            return Attempt("retry", None, f"no usable signing secret: {exc}", unsigned=True)
         if not keys:
             return Attempt(
-                "stop",
+                "retry",
                 None,
                 "no signing secret configured (EXPORTJOBS_OPERATOR_NOTIFY_SECRETS_FILE)",
+                unsigned=True,
             )
         try:
             target = settings.notify.callback_policy.check_url(url)

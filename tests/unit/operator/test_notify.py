@@ -295,9 +295,39 @@ async def test_refused_destinations_fail_at_delivery_without_a_request() -> None
         assert h.notes[-1]["lastStatusCode"] is None
 
 
-async def test_no_secret_means_no_unsigned_callback(receiver: Receiver) -> None:
-    h = await run(Harness(settings(notify_secrets="")), body(receiver.url))
+async def test_no_secret_means_no_unsigned_callback_until_one_is_mounted(
+    receiver: Receiver, aws: None, tmp_path: Any
+) -> None:
+    """Without a secret nothing is sent and the attempt is retried (it used to end Failed at
+    once: the soak lost the callbacks of exports finished while the operator that had no secret
+    yet still led); the Secret mounted, the next attempt delivers, signed."""
+    mounted = tmp_path / "notify"
+    mounted.mkdir()
+    h = Harness(settings(notify_secrets="", notify_secrets_file=str(mounted)))
+    h.event("ADDED", body(receiver.url))
+    await h.settle(until=lambda: len(h.notes) >= 2)
     assert receiver.seen == []
+    assert {n["state"] for n in h.notes} == {"Pending"}
+    assert "no signing secret" in h.notes[-1]["lastError"]
+    (mounted / "secret-0").write_text(SECRET + "\n")
+    await h.settle()
+    assert h.notes[-1]["state"] == "Delivered"
+    assert len(receiver.seen) == 1
+    headers, raw = receiver.seen[0]
+    assert headers["webhook-signature"] == signature(
+        keys=(parse_secret(SECRET),),
+        msg_id=headers["webhook-id"],
+        timestamp=int(headers["webhook-timestamp"]),
+        body=raw,
+    )
+
+
+async def test_no_secret_past_the_window_fails_saying_so(receiver: Receiver) -> None:
+    h = await run(
+        Harness(settings(notify_secrets="", notify_window_seconds=0.2)), body(receiver.url)
+    )
+    assert receiver.seen == []
+    assert h.notes[-1]["state"] == "Failed"
     assert "no signing secret" in h.notes[-1]["lastError"]
 
 
