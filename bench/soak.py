@@ -513,6 +513,40 @@ class Soak:
             + f", objects {window.objects}"
         )
 
+    def _why_no_callback(self, ids: list[str]) -> dict[str, Any]:
+        """What the cluster and the receiver know of exports whose callback never came: the
+        phase, status.notification and the receiver's answers to their deliveries."""
+        answers: dict[str, list[Any]] = defaultdict(list)
+        if self.t.callback_events is not None and self.t.callback_events.exists():
+            for line in self.t.callback_events.read_text().splitlines():
+                record = json.loads(line)
+                subject = str((record.get("event") or {}).get("subject"))
+                answers[subject].append(record.get("status"))
+        detail: dict[str, Any] = {}
+        for export_id in ids:
+            try:
+                body = json.loads(
+                    self.t.kubectl(
+                        "-n", self.t.namespace, "get", "exportjob", export_id, "-o", "json"
+                    )
+                )
+                status = body.get("status", {})
+                seen: Any = {
+                    "phase": status.get("phase"),
+                    "notification": status.get("notification"),
+                    "notify": body.get("spec", {}).get("notify"),
+                }
+            except Exception as error:  # a report, not a check
+                seen = f"not read: {error}"[:300]
+            detail[export_id] = {
+                "soak_final": self.exports[export_id].final,
+                "cluster": seen,
+                "receiver": answers.get(export_id, []),
+            }
+        unverified = sum(1 for k, v in answers.items() if k == "None" for _ in v)
+        detail["_unverified_deliveries"] = unverified
+        return detail
+
     def callbacks(self) -> Counter[str]:
         """2xx-answered deliveries per export (the receiver's log)."""
         answered: Counter[str] = Counter()
@@ -595,7 +629,11 @@ class Soak:
         if callbacks_twice:
             failures.append(f"callbacks answered 2xx twice: {callbacks_twice[:5]}")
         if callbacks_missing:
-            failures.append(f"callbacks never delivered: {callbacks_missing[:5]}")
+            failures.append(
+                f"callbacks never delivered: {len(callbacks_missing)} of "
+                f"{sum(1 for e in self.exports.values() if e.final and e.kind != 'event')}, "
+                f"e.g. {self._why_no_callback(callbacks_missing[:5])}"
+            )
         if self.server_errors:
             failures.append(f"{len(self.server_errors)} 5xx answers: {self.server_errors[:3]}")
         if enforce_slope and too_steep:

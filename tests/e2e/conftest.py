@@ -229,20 +229,33 @@ FINAL = {"Succeeded", "Failed", "Cancelled"}
 """The phases an export ends in."""
 
 
-def call(product: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """One request to the product's webhook with its token: (status, JSON body)."""
+def call(
+    product: Any, method: str, path: str, body: Any = None, *, reconnect_seconds: float = 90
+) -> tuple[int, Any]:
+    """One request to the product's webhook with its token: (status, JSON body).
+
+    As a client must: a connection that fails (the port-forward follows one webhook pod, and a
+    rollout or a node fault takes that pod away) is tried again on a new port-forward for up to
+    `reconnect_seconds`; a POST carries an Idempotency-Key (the caller's, or a new one), so the
+    retry of a request that was answered but whose answer was lost returns the same export."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        product.webhook_url + path,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {product.token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+    headers = {"Authorization": f"Bearer {product.token}", "Content-Type": "application/json"}
+    if method == "POST":
+        headers["Idempotency-Key"] = uuid.uuid4().hex
+    deadline = time.monotonic() + reconnect_seconds
+    while True:
+        request = urllib.request.Request(
+            product.webhook_url + path, data=data, method=method, headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+        except OSError:  # refused, reset, closed without an answer, timed out
+            if time.monotonic() >= deadline:
+                raise
+            product.start_forward()
 
 
 def answering(product: Any) -> None:
@@ -250,7 +263,7 @@ def answering(product: Any) -> None:
 
     def probe() -> bool:
         try:
-            return call(product, "GET", "/v1/exports")[0] == 200
+            return call(product, "GET", "/v1/exports", reconnect_seconds=0)[0] == 200
         except OSError:
             return False
 
