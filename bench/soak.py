@@ -216,7 +216,8 @@ class Soak:
         self.started = 0.0
         self._rng = random.Random(22)
         self._stop = asyncio.Event()
-        self._pods_succeeded: dict[str, set[str]] = defaultdict(set)
+        self._pods_succeeded: dict[str, dict[str, str]] = defaultdict(dict)
+        """export -> pod uid -> what the pod was (its name, Job, start and end), for a report."""
         self._pods_lock = threading.Lock()
 
     # -- requests ----------------------------------------------------------------------------
@@ -408,7 +409,17 @@ class Soak:
             for pod in json.loads(out)["items"]:
                 if pod["status"].get("phase") == "Succeeded":
                     export = pod["metadata"]["labels"]["exportjobs.dev/export"]
-                    self._pods_succeeded[export].add(pod["metadata"]["uid"])
+                    owners = pod["metadata"].get("ownerReferences") or [{}]
+                    states = [
+                        c.get("state", {}).get("terminated", {})
+                        for c in pod["status"].get("containerStatuses", [])
+                    ]
+                    self._pods_succeeded[export][pod["metadata"]["uid"]] = (
+                        f"{pod['metadata']['name']} of Job {owners[0].get('name')} "
+                        f"(uid {str(owners[0].get('uid'))[:8]}), created "
+                        f"{pod['metadata'].get('creationTimestamp')}, ran "
+                        + ", ".join(f"{t.get('startedAt')}..{t.get('finishedAt')}" for t in states)
+                    )
 
     async def failover(self) -> None:
         while not self._stop.is_set():
@@ -547,6 +558,24 @@ class Soak:
         detail["_unverified_deliveries"] = unverified
         return detail
 
+    def _operator_lines(self, ids: list[str]) -> list[str]:
+        """The operators' log lines and the Events that name these exports (a report)."""
+        try:
+            logs = self.t.kubectl(
+                "-n",
+                self.t.namespace,
+                "logs",
+                "-l",
+                "app.kubernetes.io/component=operator",
+                "--tail=-1",
+                "--prefix",
+            )
+            events = self.t.kubectl("-n", self.t.namespace, "get", "events", "-o", "wide")
+        except Exception as error:  # a report, not a check
+            return [f"not read: {error}"[:300]]
+        lines = (logs + events).splitlines()
+        return [line[:400] for line in lines if any(i in line for i in ids)][:60]
+
     def callbacks(self) -> Counter[str]:
         """2xx-answered deliveries per export (the receiver's log)."""
         answered: Counter[str] = Counter()
@@ -581,6 +610,11 @@ class Soak:
         lost = [e.id for e in self.exports.values() if e.final is None]
         with self._pods_lock:
             doubled = [k for k, pods in self._pods_succeeded.items() if len(pods) > 1]
+            doubled_pods: dict[str, Any] = {
+                k: sorted(self._pods_succeeded[k].values()) for k in doubled[:3]
+            }
+        if doubled:
+            doubled_pods["_logs"] = self._operator_lines(doubled[:3])
         delivered = self.callbacks()
         callbacks_twice = sorted(k for k, n in delivered.items() if n > 1)
         callbacks_missing = self._callbacks_missing()
@@ -623,7 +657,7 @@ class Soak:
         if failed:  # every request of the soak is valid: a failure is the product's
             failures.append(f"{len(failed)} exports Failed: {failed[:5]}")
         if doubled:
-            failures.append(f"{len(doubled)} exports ran twice: {doubled[:5]}")
+            failures.append(f"{len(doubled)} exports ran twice: {doubled[:5]}, {doubled_pods}")
         if self.doubled_events:
             failures.append(f"duplicate events made two exports: {self.doubled_events[:3]}")
         if callbacks_twice:
