@@ -157,7 +157,10 @@ class Harness:
         """Run a worker until the delivery ended (a final state written) or `until` holds."""
 
         def ended() -> bool:
-            return bool(self.notes) and self.notes[-1]["state"] in ("Delivered", "Failed")
+            # The final state is written, then its Event posted: wait for both (stopping at
+            # the patch failed under load, the Event not yet posted).
+            final = bool(self.notes) and self.notes[-1]["state"] in ("Delivered", "Failed")
+            return final and any(e["reason"].startswith("Callback") for e in self.events)
 
         worker = asyncio.create_task(run_worker(self.notifier.queue, self.notifier.reconcile))
         try:
