@@ -175,8 +175,8 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
         client = None
         if settings.source_uri.startswith("s3://") or settings.destination_uri.startswith("s3://"):
             client = new_s3_client(
-                max_attempts=settings.s3_max_attempts,
-                pool_size=settings.read_ahead + settings.upload_concurrency + 2,
+                max_attempts=settings.buffers.s3_max_attempts,
+                pool_size=settings.buffers.read_ahead + settings.buffers.upload_concurrency + 2,
             )
         # The modules and the S3 client's models live until exit: out of the collector's
         # sight, the collections the export triggers stay cheap (a full one cost 64 ms).

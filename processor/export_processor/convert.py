@@ -90,7 +90,7 @@ class Exporter:
         )
         self._client = s3_client
         self.progress = progress or ProgressState()
-        self._encoding = arrow_encoding(settings.encoding)
+        self._encoding = arrow_encoding(settings.csv.encoding)
         self._source: ByteSource | None = None
         self._skip = 0
         self._input: ParserInput | None = None
@@ -120,8 +120,8 @@ class Exporter:
             location=self.source_location,
             version_id=s.source_version_id,
             etag=s.source_etag,
-            chunk_size=s.read_chunk_size,
-            read_ahead=s.read_ahead,
+            chunk_size=s.buffers.read_chunk_size,
+            read_ahead=s.buffers.read_ahead,
             start=start,
         )
         # Opened again (a range after reading the head): the same version, its id too.
@@ -140,32 +140,36 @@ class Exporter:
         """Read the first block(s) and name the columns; returns the names, the bytes read and
         how many of them the parser must not see (the header row, if any)."""
         s = self.settings
-        head = bytes(source.read(s.block_size))
+        head = bytes(source.read(s.buffers.block_size))
         if not head:
             raise BadInputError("the source is empty (0 bytes): no header and no rows")
-        whole = len(head) < s.block_size
+        whole = len(head) < s.buffers.block_size
         while True:
             row = first_row(
-                head, whole=whole, encoding=s.encoding, delimiter=s.delimiter, quote=s.quote
+                head,
+                whole=whole,
+                encoding=s.csv.encoding,
+                delimiter=s.csv.delimiter,
+                quote=s.csv.quote,
             )
             if row is not None:
                 break
-            if len(head) > s.block_size:
-                raise BadInputError(too_long(s.block_size))
-            more = bytes(source.read(s.block_size))
+            if len(head) > s.buffers.block_size:
+                raise BadInputError(too_long(s.buffers.block_size))
+            more = bytes(source.read(s.buffers.block_size))
             head += more
-            whole = len(more) < s.block_size
+            whole = len(more) < s.buffers.block_size
         if not row.fields:
             raise BadInputError("the source has no rows (only empty lines)")
-        if not s.header:
+        if not s.csv.header:
             return [f"f{i}" for i in range(len(row.fields))], head, 0
         names = unique_names(row.fields)
         if len(names) == 1:
-            others = [c for c in (",", ";", "\t", "|") if c != s.delimiter and c in names[0]]
+            others = [c for c in (",", ";", "\t", "|") if c != s.csv.delimiter and c in names[0]]
             if others:
                 raise BadInputError(
                     f"the header has one column but contains {others[0]!r}: "
-                    f"is the delimiter {s.delimiter!r} right?"
+                    f"is the delimiter {s.csv.delimiter!r} right?"
                 )
         return names, head, row.end
 
@@ -179,12 +183,12 @@ class Exporter:
         use_memory_pool(s.arrow_decay.ms)
         source = self._open_source()
         names, head = self._read_head(source)
-        typer = Typer(names, export_format=s.export_format, mode=s.column_types)
+        typer = Typer(names, export_format=s.export_format, mode=s.csv.column_types)
 
         def again(first: ByteSource) -> tuple[ByteSource, ParserInput]:
             second = self._open_source(first)
             # A whole block, as the first read: the parser's reads then align with the downloads.
-            head = bytes(second.read(max(self._skip, s.block_size)))
+            head = bytes(second.read(max(self._skip, s.buffers.block_size)))
             return second, self._parser_input(head, second, names)
 
         result, _ = self._passes(
@@ -233,7 +237,9 @@ class Exporter:
         except pa.ArrowInvalid as exc:
             raise self._classify(exc, rows=0, source_error=source.error) from exc
         except UnicodeDecodeError as exc:
-            raise BadInputError(f"the source is not valid {self.settings.encoding}: {exc}") from exc
+            raise BadInputError(
+                f"the source is not valid {self.settings.csv.encoding}: {exc}"
+            ) from exc
         return names, head
 
     def _parser_input(self, head: bytes, source: ByteSource, names: list[str]) -> ParserInput:
@@ -243,7 +249,7 @@ class Exporter:
         return ParserInput(
             head[self._skip :],
             source,
-            marker=EndMarker(columns=len(names), quote=s.quote, delimiter=s.delimiter),
+            marker=EndMarker(columns=len(names), quote=s.csv.quote, delimiter=s.csv.delimiter),
             encoding=self._encoding,
             may_reread=self.reads < 2,
         )
@@ -257,7 +263,7 @@ class Exporter:
         self.progress.rows = 0
         source = self._source
         assert source is not None
-        source.limit_read_ahead(s.blocks_ahead)
+        source.limit_read_ahead(s.buffers.blocks_ahead)
         sink: Sink | None = self._open_sink()
         self._input = parser_input
         batches: TypedBatches | None = None
@@ -310,8 +316,8 @@ class Exporter:
         return open_sink(
             location=self.output,
             client=self._client,
-            part_size=s.part_size,
-            concurrency=s.upload_concurrency,
+            part_size=s.buffers.part_size,
+            concurrency=s.buffers.upload_concurrency,
         )
 
     def _new_writer(
@@ -323,8 +329,8 @@ class Exporter:
             sink=sink,
             schema=schema,
             sample=sample,
-            gzip_level=s.gzip_level,
-            gzip_threads=s.gzip_threads,
+            gzip_level=s.buffers.gzip_level,
+            gzip_threads=s.buffers.gzip_threads,
             header=self.header_row,
         )
 
@@ -347,7 +353,9 @@ class Exporter:
         if isinstance(exc, pa.ArrowInvalid):
             return self._classify(exc, rows=rows, source_error=source_error)
         if isinstance(exc, UnicodeDecodeError):
-            return BadInputError(f"the source is not valid {s.encoding} (after row {rows}): {exc}")
+            return BadInputError(
+                f"the source is not valid {s.csv.encoding} (after row {rows}): {exc}"
+            )
         if isinstance(exc, ExportError | KeyboardInterrupt | SystemExit):
             return exc
         if source_error is not None and not isinstance(source_error, CancelledError):
@@ -361,7 +369,7 @@ class Exporter:
             exc,
             rows=rows,
             source_error=source_error,
-            block_size=self.settings.block_size,
+            block_size=self.settings.buffers.block_size,
             parser_input=self._input,
         )
 

@@ -60,8 +60,8 @@ class RangeExporter(Exporter):
             upload_id=spec.upload_id,
             index=spec.index,
             count=spec.count,
-            part_size=s.part_size,
-            concurrency=s.upload_concurrency,
+            part_size=s.buffers.part_size,
+            concurrency=s.buffers.upload_concurrency,
         )
         return self._parts_sink
 
@@ -82,7 +82,7 @@ class RangeExporter(Exporter):
             plan = RangePlan(names, self._skip, named, source.size, version)
             if plan.digest == digest:
                 return plan
-        typer = Typer(names, export_format=s.export_format, mode=s.column_types)
+        typer = Typer(names, export_format=s.export_format, mode=s.csv.column_types)
         kinds = typer.final_plan().types if typer.plan is not None else None
         if kinds is None:
             kinds = self._first_block_kinds(typer, self._parser_input(head, source, names))
@@ -99,7 +99,7 @@ class RangeExporter(Exporter):
         source = self._source
         assert source is not None
         self._input = parser_input
-        source.limit_read_ahead(self.settings.blocks_ahead)
+        source.limit_read_ahead(self.settings.buffers.blocks_ahead)
         try:
             reader = open_reader(parser_input, typer.names, self.settings, encoding=self._encoding)
             while True:
@@ -144,20 +144,25 @@ class RangeExporter(Exporter):
             return rows_fit(
                 data,
                 columns=len(plan.names),
-                delimiter=s.delimiter,
-                quote=s.quote,
-                encoding=s.encoding,
+                delimiter=s.csv.delimiter,
+                quote=s.csv.quote,
+                encoding=s.csv.encoding,
                 whole=whole,
             )
 
-        return guess_start(source, offset, limit=s.block_size, size=plan.size, fits=fits)
+        return guess_start(source, offset, limit=s.buffers.block_size, size=plan.size, fits=fits)
 
     def _open_range(self, start: int, stop: int | None, *, exact: bool) -> RangeSource:
         s = self.settings
         inner = self._source_from(start)
         # A row of up to two blocks may parse in one pod (one spanning three never does).
         source = RangeSource(
-            inner, start=start, stop=stop, quote=s.quote, limit=2 * s.block_size, exact=exact
+            inner,
+            start=start,
+            stop=stop,
+            quote=s.csv.quote,
+            limit=2 * s.buffers.block_size,
+            exact=exact,
         )
         return self._use(source, stop)
 
@@ -176,7 +181,7 @@ class RangeExporter(Exporter):
         return ParserInput(
             b"",
             source,
-            marker=EndMarker(columns=len(names), quote=s.quote, delimiter=s.delimiter),
+            marker=EndMarker(columns=len(names), quote=s.csv.quote, delimiter=s.csv.delimiter),
             encoding=self._encoding,
             may_reread=False,
         )
@@ -202,7 +207,7 @@ class RangeExporter(Exporter):
         typer = Typer(
             plan.names,
             export_format=s.export_format,
-            mode=s.column_types,
+            mode=s.csv.column_types,
             initial=[kind_of(k) for k in (spec.kinds or plan.kinds)],
         )
         self._skip = 0

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import fields as fields_of
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from export_processor import common
 from export_processor.common import is_csv_char, is_supported_encoding
@@ -87,19 +88,9 @@ class KubeSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProcessorSettings:
-    """Everything one export needs. Sizes in bytes."""
+class CsvOptions:
+    """How the input CSV is read."""
 
-    source_uri: str
-    """EXPORTJOBS_SOURCE_URI / --source. `s3://bucket/key` or `file:///path` of the input CSV."""
-    destination_uri: str
-    """EXPORTJOBS_DESTINATION_URI / --destination. `s3://bucket/prefix/` or `file:///dir/`."""
-    export_format: str
-    """EXPORTJOBS_FORMAT / --format. One of csv, csv.gz, jsonl, parquet."""
-    source_version_id: str | None = None
-    """EXPORTJOBS_SOURCE_VERSION_ID. Read exactly this object version."""
-    source_etag: str | None = None
-    """EXPORTJOBS_SOURCE_ETAG. Refuse the source (exit 3) when its ETag differs."""
     delimiter: str = ","
     """EXPORTJOBS_CSV_DELIMITER / --delimiter. One character; `\\t` or `tab` for a tab."""
     header: bool = True
@@ -109,20 +100,17 @@ class ProcessorSettings:
     """EXPORTJOBS_CSV_QUOTE / --quote. One character."""
     encoding: str = "utf-8"
     """EXPORTJOBS_CSV_ENCODING / --encoding. The input's text encoding; output is always UTF-8."""
-    export_name: str | None = None
-    """EXPORTJOBS_EXPORT_NAME. The ExportJob's name: part of the output key and the object of
-    progress patches."""
-    export_namespace: str | None = None
-    """EXPORTJOBS_EXPORT_NAMESPACE. The ExportJob's namespace, for progress patches."""
-    termination_message_path: Path = Path("/dev/termination-log")
-    """EXPORTJOBS_TERMINATION_MESSAGE_PATH. Written only when it exists or was set explicitly, so
-    a run by hand leaves /dev alone."""
-    termination_message_explicit: bool = False
-    """Whether the path above was set explicitly (not a variable of its own)."""
     column_types: str = "auto"
     """EXPORTJOBS_COLUMN_TYPES. `auto` (default): every column is text for csv/csv.gz, inferred
     int/float/bool (and date/timestamp for parquet) for jsonl/parquet; `string`: text always.
     See docs/processor.md, "Column types"."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Buffers:
+    """How much is read, parsed, compressed and uploaded at once: the memory an export may use
+    (`ProcessorSettings.memory_bound`)."""
+
     block_size: int = 4 * MiB
     """EXPORTJOBS_BLOCK_SIZE_BYTES. CSV parser block (default 4 MiB): the unit of parallel
     parsing and of memory, and the longest row accepted (a longer row is BAD_CSV). Fixed for
@@ -153,8 +141,46 @@ class ProcessorSettings:
     """EXPORTJOBS_MEMORY_LIMIT_BYTES. The most memory the buffers above may add up to, with the
     interpreter and libraries (default 300 MiB): settings whose bound (`memory_bound()`) is
     higher are refused at start (INVALID_CONFIG). See docs/processor.md, "Memory"."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessorSettings:
+    """Everything one export needs. Sizes in bytes."""
+
+    source_uri: str
+    """EXPORTJOBS_SOURCE_URI / --source. `s3://bucket/key` or `file:///path` of the input CSV."""
+    destination_uri: str
+    """EXPORTJOBS_DESTINATION_URI / --destination. `s3://bucket/prefix/` or `file:///dir/`."""
+    export_format: str
+    """EXPORTJOBS_FORMAT / --format. One of csv, csv.gz, jsonl, parquet."""
+    source_version_id: str | None = None
+    """EXPORTJOBS_SOURCE_VERSION_ID. Read exactly this object version."""
+    source_etag: str | None = None
+    """EXPORTJOBS_SOURCE_ETAG. Refuse the source (exit 3) when its ETag differs."""
+    export_name: str | None = None
+    """EXPORTJOBS_EXPORT_NAME. The ExportJob's name: part of the output key and the object of
+    progress patches."""
+    export_namespace: str | None = None
+    """EXPORTJOBS_EXPORT_NAMESPACE. The ExportJob's namespace, for progress patches."""
+    termination_message_path: Path = Path("/dev/termination-log")
+    """EXPORTJOBS_TERMINATION_MESSAGE_PATH. Written only when it exists or was set explicitly, so
+    a run by hand leaves /dev alone."""
+    termination_message_explicit: bool = False
+    """Whether the path above was set explicitly (not a variable of its own)."""
+    csv: CsvOptions = field(default_factory=CsvOptions)
+    """How the input CSV is read."""
+    buffers: Buffers = field(default_factory=Buffers)
+    """Buffer sizes and concurrency (memory)."""
     kube: KubeSettings = field(default_factory=KubeSettings)
     """Progress reporting to the ExportJob."""
+
+    @classmethod
+    def of(cls, **fields: Any) -> ProcessorSettings:
+        """The settings from fields given flat (`delimiter=`, `block_size=`: routed to their
+        group; the groups' field names are unique)."""
+        csv = {k: fields.pop(k) for k in list(fields) if k in CSV_FIELDS}
+        buffers = {k: fields.pop(k) for k in list(fields) if k in BUFFER_FIELDS}
+        return cls(**fields, csv=CsvOptions(**csv), buffers=Buffers(**buffers))
 
     @property
     def arrow_decay(self) -> ArrowDecay:
@@ -173,59 +199,65 @@ class ProcessorSettings:
         after 1000 parts (outputs beyond 8 GiB with 8 MiB parts): each doubling adds
         `upload_concurrency + 1` parts' worth.
         """
-        block = self.block_size
-        reading = (self.read_ahead + 1 + KEPT_DOWNLOAD_BUFFERS) * self.read_chunk_size
-        parsing = (self.blocks_ahead + 2) * block * 2
+        b = self.buffers
+        block = b.block_size
+        reading = (b.read_ahead + 1 + KEPT_DOWNLOAD_BUFFERS) * b.read_chunk_size
+        parsing = (b.blocks_ahead + 2) * block * 2
         queued = (QUEUED_BATCHES + 1) * block * 2
         writing = {
             "parquet": 2 * PARQUET_ROW_GROUP_BYTES,
-            "csv.gz": 2 * block + 4 * self.gzip_threads * GZIP_CHUNK_BYTES,
+            "csv.gz": 2 * block + 4 * b.gzip_threads * GZIP_CHUNK_BYTES,
         }.get(self.export_format, 2 * block)
-        uploading = (self.upload_concurrency + 1) * self.part_size
+        uploading = (b.upload_concurrency + 1) * b.part_size
         kept = self.arrow_decay.allowance
         return BASELINE_BYTES + reading + parsing + queued + writing + uploading + kept
 
     def validate(self) -> None:
         """Raise InvalidConfigError when a value cannot work."""
+        b, c = self.buffers, self.csv
         if self.export_format not in FORMATS:
             raise InvalidConfigError(
                 f"unknown format {self.export_format!r} (expected one of {', '.join(FORMATS)})"
             )
-        for name, value in (("delimiter", self.delimiter), ("quote", self.quote)):
+        for name, value in (("delimiter", c.delimiter), ("quote", c.quote)):
             if not is_csv_char(value):
                 raise InvalidConfigError(
                     f"the CSV {name} must be one printable ASCII character or a tab, not {value!r}"
                 )
-        if self.delimiter == self.quote:
+        if c.delimiter == c.quote:
             raise InvalidConfigError("the CSV delimiter and quote must differ")
-        if self.column_types not in ("auto", "string"):
+        if c.column_types not in ("auto", "string"):
             raise InvalidConfigError("EXPORTJOBS_COLUMN_TYPES must be auto or string")
-        if self.part_size < S3_MIN_PART_SIZE:
+        if b.part_size < S3_MIN_PART_SIZE:
             raise InvalidConfigError(f"the S3 part size must be at least {S3_MIN_PART_SIZE}")
-        if not 0 <= self.gzip_level <= 3:
+        if not 0 <= b.gzip_level <= 3:
             raise InvalidConfigError("the gzip level must be 0..3 (ISA-L deflate levels)")
         for name, number in (
-            ("block size", self.block_size),
-            ("blocks ahead", self.blocks_ahead),
-            ("upload concurrency", self.upload_concurrency),
-            ("read chunk size", self.read_chunk_size),
-            ("read ahead", self.read_ahead),
-            ("S3 max attempts", self.s3_max_attempts),
-            ("gzip threads", self.gzip_threads),
+            ("block size", b.block_size),
+            ("blocks ahead", b.blocks_ahead),
+            ("upload concurrency", b.upload_concurrency),
+            ("read chunk size", b.read_chunk_size),
+            ("read ahead", b.read_ahead),
+            ("S3 max attempts", b.s3_max_attempts),
+            ("gzip threads", b.gzip_threads),
         ):
             if number < 1:
                 raise InvalidConfigError(f"the {name} must be positive")
-        if self.memory_bound() > self.memory_limit:
+        if self.memory_bound() > b.memory_limit:
             raise InvalidConfigError(
                 f"these settings let the processor use up to {self.memory_bound() // MiB} MiB, "
-                f"more than EXPORTJOBS_MEMORY_LIMIT_BYTES ({self.memory_limit // MiB} MiB): "
+                f"more than EXPORTJOBS_MEMORY_LIMIT_BYTES ({b.memory_limit // MiB} MiB): "
                 "lower the block size, blocks ahead, read ahead, part size or upload concurrency"
             )
-        if not is_supported_encoding(self.encoding):
+        if not is_supported_encoding(c.encoding):
             raise InvalidConfigError(
-                f"unsupported encoding {self.encoding!r}: an ASCII-compatible text encoding "
+                f"unsupported encoding {c.encoding!r}: an ASCII-compatible text encoding "
                 "(utf-8, latin-1, cp1252, ...) is needed"
             )
+
+
+CSV_FIELDS = frozenset(f.name for f in fields_of(CsvOptions))
+BUFFER_FIELDS = frozenset(f.name for f in fields_of(Buffers))
 
 
 def parse_bool(value: str, *, name: str) -> bool:
@@ -292,6 +324,7 @@ def settings_from_env(
     """
     env = os.environ if env is None else env
     base = ProcessorSettings(source_uri="", destination_uri="", export_format="")
+    csv, buffers = base.csv, base.buffers
     termination_raw = env.get("EXPORTJOBS_TERMINATION_MESSAGE_PATH") or None
     values: dict[str, object] = {
         "source_uri": env.get("EXPORTJOBS_SOURCE_URI", ""),
@@ -299,29 +332,29 @@ def settings_from_env(
         "export_format": env.get("EXPORTJOBS_FORMAT", ""),
         "source_version_id": env.get("EXPORTJOBS_SOURCE_VERSION_ID") or None,
         "source_etag": env.get("EXPORTJOBS_SOURCE_ETAG") or None,
-        "delimiter": parse_char(env.get("EXPORTJOBS_CSV_DELIMITER") or base.delimiter),
+        "delimiter": parse_char(env.get("EXPORTJOBS_CSV_DELIMITER") or csv.delimiter),
         "header": parse_bool(
             env.get("EXPORTJOBS_CSV_HEADER") or "true", name="EXPORTJOBS_CSV_HEADER"
         ),
-        "quote": parse_char(env.get("EXPORTJOBS_CSV_QUOTE") or base.quote),
-        "encoding": env.get("EXPORTJOBS_CSV_ENCODING") or base.encoding,
+        "quote": parse_char(env.get("EXPORTJOBS_CSV_QUOTE") or csv.quote),
+        "encoding": env.get("EXPORTJOBS_CSV_ENCODING") or csv.encoding,
         "export_name": env.get("EXPORTJOBS_EXPORT_NAME") or None,
         "export_namespace": env.get("EXPORTJOBS_EXPORT_NAMESPACE") or None,
         "termination_message_path": Path(termination_raw or base.termination_message_path),
         "termination_message_explicit": termination_raw is not None,
-        "column_types": env.get("EXPORTJOBS_COLUMN_TYPES") or base.column_types,
-        "block_size": _number(env, "EXPORTJOBS_BLOCK_SIZE_BYTES", base.block_size),
-        "blocks_ahead": _number(env, "EXPORTJOBS_BLOCKS_AHEAD", base.blocks_ahead),
-        "part_size": _number(env, "EXPORTJOBS_S3_PART_SIZE_BYTES", base.part_size),
+        "column_types": env.get("EXPORTJOBS_COLUMN_TYPES") or csv.column_types,
+        "block_size": _number(env, "EXPORTJOBS_BLOCK_SIZE_BYTES", buffers.block_size),
+        "blocks_ahead": _number(env, "EXPORTJOBS_BLOCKS_AHEAD", buffers.blocks_ahead),
+        "part_size": _number(env, "EXPORTJOBS_S3_PART_SIZE_BYTES", buffers.part_size),
         "upload_concurrency": _number(
-            env, "EXPORTJOBS_S3_UPLOAD_CONCURRENCY", base.upload_concurrency
+            env, "EXPORTJOBS_S3_UPLOAD_CONCURRENCY", buffers.upload_concurrency
         ),
-        "read_chunk_size": _number(env, "EXPORTJOBS_S3_READ_CHUNK_BYTES", base.read_chunk_size),
-        "read_ahead": _number(env, "EXPORTJOBS_S3_READ_AHEAD", base.read_ahead),
-        "s3_max_attempts": _number(env, "EXPORTJOBS_S3_MAX_ATTEMPTS", base.s3_max_attempts),
-        "gzip_level": _number(env, "EXPORTJOBS_GZIP_LEVEL", base.gzip_level),
-        "gzip_threads": _number(env, "EXPORTJOBS_GZIP_THREADS", base.gzip_threads),
-        "memory_limit": _number(env, "EXPORTJOBS_MEMORY_LIMIT_BYTES", base.memory_limit),
+        "read_chunk_size": _number(env, "EXPORTJOBS_S3_READ_CHUNK_BYTES", buffers.read_chunk_size),
+        "read_ahead": _number(env, "EXPORTJOBS_S3_READ_AHEAD", buffers.read_ahead),
+        "s3_max_attempts": _number(env, "EXPORTJOBS_S3_MAX_ATTEMPTS", buffers.s3_max_attempts),
+        "gzip_level": _number(env, "EXPORTJOBS_GZIP_LEVEL", buffers.gzip_level),
+        "gzip_threads": _number(env, "EXPORTJOBS_GZIP_THREADS", buffers.gzip_threads),
+        "memory_limit": _number(env, "EXPORTJOBS_MEMORY_LIMIT_BYTES", buffers.memory_limit),
         "kube": kube_settings_from_env(env),
     }
     for key, value in overrides.items():
@@ -329,7 +362,7 @@ def settings_from_env(
             values[key] = value
     if overrides.get("termination_message_path"):
         values["termination_message_explicit"] = True
-    settings = ProcessorSettings(**values)  # type: ignore[arg-type]
+    settings = ProcessorSettings.of(**values)
     for name, value in (
         ("source (EXPORTJOBS_SOURCE_URI / --source)", settings.source_uri),
         ("destination (EXPORTJOBS_DESTINATION_URI / --destination)", settings.destination_uri),

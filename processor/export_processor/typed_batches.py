@@ -143,11 +143,11 @@ def open_reader(
     return pacsv.open_csv(
         cast(Any, parser_input),
         read_options=pacsv.ReadOptions(
-            block_size=settings.block_size, column_names=names, encoding=encoding
+            block_size=settings.buffers.block_size, column_names=names, encoding=encoding
         ),
         parse_options=pacsv.ParseOptions(
-            delimiter=settings.delimiter,
-            quote_char=settings.quote,
+            delimiter=settings.csv.delimiter,
+            quote_char=settings.csv.quote,
             double_quote=True,
             newlines_in_values=True,
             # An empty line has no fields to give a row of several columns (skipped); in a

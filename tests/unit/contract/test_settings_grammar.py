@@ -67,7 +67,9 @@ READERS = {
     "callback policy": lambda t: (
         CallbackPolicy.from_env({"EXPORTJOBS_CALLBACK_ALLOW_HTTP": t}).allow_http
     ),
-    "processor": lambda t: settings_from_env({**PROCESSOR_ENV, "EXPORTJOBS_CSV_HEADER": t}).header,
+    "processor": lambda t: (
+        settings_from_env({**PROCESSOR_ENV, "EXPORTJOBS_CSV_HEADER": t}).csv.header
+    ),
 }
 
 

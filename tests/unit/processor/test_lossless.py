@@ -230,7 +230,7 @@ def test_empty_lines_are_null_rows_of_a_one_column_file_and_skipped_otherwise(
 def _exporter(tmp_path: Path, data: bytes, fmt: str) -> Exporter:
     source = tmp_path / "in.csv"
     source.write_bytes(data)
-    settings = ProcessorSettings(
+    settings = ProcessorSettings.of(
         source_uri=source.as_uri(),
         destination_uri=(tmp_path / "out").as_uri() + "/",
         export_format=fmt,

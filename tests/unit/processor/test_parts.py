@@ -217,9 +217,9 @@ def test_settings_from_env_and_overrides() -> None:
     }
     settings = settings_from_env(env, export_format="parquet")
     assert settings.export_format == "parquet"
-    assert settings.delimiter == "\t"
-    assert settings.header is False
-    assert settings.part_size == 16 * MiB
+    assert settings.csv.delimiter == "\t"
+    assert settings.csv.header is False
+    assert settings.buffers.part_size == 16 * MiB
     assert settings.kube.api_url == "https://10.0.0.1:443"
     with pytest.raises(InvalidConfigError, match="part size"):
         settings_from_env({**env, "EXPORTJOBS_S3_PART_SIZE_BYTES": "1024"})
@@ -248,7 +248,7 @@ def test_the_default_settings_bound_memory_under_300_mib_and_larger_ones_are_ref
             settings_from_env({**env, name: str(value)})
     big = {**env, "EXPORTJOBS_BLOCK_SIZE_BYTES": str(16 * MiB)}
     allowed = settings_from_env({**big, "EXPORTJOBS_MEMORY_LIMIT_BYTES": str(1024 * MiB)})
-    assert allowed.block_size == 16 * MiB
+    assert allowed.buffers.block_size == 16 * MiB
 
 
 def test_progress_body() -> None:

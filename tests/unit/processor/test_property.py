@@ -32,7 +32,7 @@ def _export(tmp_path: Path, case: Generated, fmt: str) -> tuple[Exporter, Any]:
     source = tmp_path / "in.csv"
     source.write_bytes(case.data)
     exporter = Exporter(
-        ProcessorSettings(
+        ProcessorSettings.of(
             source_uri=source.as_uri(),
             destination_uri=(tmp_path / "out").as_uri() + "/",
             export_format=fmt,

@@ -143,7 +143,7 @@ def _big_csv(rows: int) -> bytes:
 def _export(tmp_path: Path, source_uri: str, fmt: str, client: Any, args: dict[str, Any]) -> bytes:
     out = tmp_path / ("s3" if client is not None else "file")
     exporter = Exporter(
-        ProcessorSettings(
+        ProcessorSettings.of(
             source_uri=source_uri,
             destination_uri=out.as_uri() + "/",
             export_format=fmt,
@@ -190,7 +190,7 @@ def test_an_export_read_through_reused_buffers_equals_the_export_of_the_file(
 def _s3_export(tmp_path: Path, data: bytes, fmt: str = "jsonl") -> bytes:
     out = tmp_path / "s3"
     Exporter(
-        ProcessorSettings(
+        ProcessorSettings.of(
             source_uri="s3://bucket/in.csv",
             destination_uri=out.as_uri() + "/",
             export_format=fmt,
@@ -268,7 +268,7 @@ def test_a_range_cut_mid_body_is_read_again_and_counted(tmp_path: Path, how: str
     progress = ProgressState()
     out = tmp_path / "s3"
     result = Exporter(
-        ProcessorSettings(
+        ProcessorSettings.of(
             source_uri="s3://bucket/in.csv",
             destination_uri=out.as_uri() + "/",
             export_format="csv",
@@ -290,7 +290,7 @@ def test_a_range_cut_every_time_fails_as_retryable(tmp_path: Path) -> None:
     client = _CutS3(data, cuts=10**6, how="short")
     with pytest.raises(TransientError, match="cut 5 times"):
         Exporter(
-            ProcessorSettings(
+            ProcessorSettings.of(
                 source_uri="s3://bucket/in.csv",
                 destination_uri=(tmp_path / "o").as_uri() + "/",
                 export_format="csv",

@@ -89,7 +89,7 @@ def _csv(rows: int, tag: str) -> bytes:
 
 
 def _settings(tmp_path: Path, fmt: str, name: str = "ej") -> ProcessorSettings:
-    return ProcessorSettings(
+    return ProcessorSettings.of(
         source_uri="s3://bucket/in.csv",
         destination_uri=(tmp_path / name).as_uri() + "/",
         export_format=fmt,
@@ -220,7 +220,7 @@ def test_pin_source_keeps_what_was_given_and_a_file_has_no_version(tmp_path: Pat
     overwritten = VersionedS3(b"x\n", versioned=False)
     with pytest.raises(SourceChangedError):
         pin_source(SourcePin(given.etag).applied(_settings(tmp_path, "csv")), overwritten)
-    local = ProcessorSettings(
+    local = ProcessorSettings.of(
         source_uri=(tmp_path / "in.csv").as_uri(),
         destination_uri=tmp_path.as_uri() + "/",
         export_format="csv",

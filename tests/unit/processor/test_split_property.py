@@ -37,7 +37,7 @@ def cuts_for(draw: st.DrawFn, data: bytes) -> tuple[int, ...]:
 
 
 def _settings(source: Path, out: Path, case: Generated, fmt: str) -> ProcessorSettings:
-    return ProcessorSettings(
+    return ProcessorSettings.of(
         source_uri=source.as_uri(),
         destination_uri=out.as_uri() + "/",
         export_format=fmt,

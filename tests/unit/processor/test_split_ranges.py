@@ -72,7 +72,7 @@ def test_merge_kinds_is_what_one_pod_ends_with() -> None:
 
 
 def _settings(tmp_path: Path, fmt: str = "csv") -> ProcessorSettings:
-    return ProcessorSettings(
+    return ProcessorSettings.of(
         source_uri=(tmp_path / "in.csv").as_uri(),
         destination_uri=(tmp_path / "out").as_uri() + "/",
         export_format=fmt,
