@@ -150,9 +150,14 @@ class Finisher:
     def __post_init__(self) -> None:
         if self.run is None:
             self.run = lambda spec: run_range(self.settings, self.client, spec)
-        probe = RangeExporter(self.settings, s3_client=self.client, spec=RangeSpec(0, self.count))
-        self.output = probe.whole_output
-        self._probe = probe
+        self._probe = RangeExporter(
+            self.settings, s3_client=self.client, spec=RangeSpec(0, self.count)
+        )
+
+    @property
+    def output(self) -> Location:
+        """The export's output (what the ranges' parts make up)."""
+        return self._probe.whole_output
 
     def prepare(self) -> str | None:
         """Pin the source's version (`settings`, every range's) and open the export's upload."""
