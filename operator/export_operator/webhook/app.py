@@ -41,7 +41,7 @@ def create_app(
     """
     app = web.Application(
         client_max_size=settings.http.max_body_bytes,
-        middlewares=[middleware.observe, middleware.problems],
+        middlewares=[middleware.observe],
         # Content codings are decoded by webhook.http.read_body (415 problem for unknown ones).
         handler_args={"auto_decompress": False},
     )

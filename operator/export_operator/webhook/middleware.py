@@ -1,4 +1,4 @@
-"""Middlewares: request ids and access logs, metrics, and errors as problem documents."""
+"""The middleware: request ids and access logs, metrics, and errors as problem documents."""
 
 from __future__ import annotations
 
@@ -32,15 +32,16 @@ def _route_of(request: web.Request) -> str:
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request an id (or keep a sane incoming `X-Request-Id`), time it, count it and
-    log one JSON line for it."""
+    """Give the request an id (or keep a sane incoming `X-Request-Id`), answer errors as problem
+    documents (`answer`), time the request, count it and log one JSON line for it. One
+    middleware, not two: each layer costs a wrapper and a coroutine per request."""
     incoming = request.headers.get("X-Request-Id", "")
     rid = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()
     token = request_id.set(rid)
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        response = await answer(request, handler)
         status = response.status
         response.headers["X-Request-Id"] = rid
         return response
@@ -61,9 +62,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id.reset(token)
 
 
-@web.middleware
-async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render `Problem`s, aiohttp's HTTP errors and unexpected exceptions as problem+json."""
+async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's response, with `Problem`s, aiohttp's HTTP errors and unexpected exceptions
+    rendered as problem+json."""
     try:
         return await handler(request)
     except Problem as raised:
