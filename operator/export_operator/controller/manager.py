@@ -11,6 +11,7 @@ watches, and only the Lease holder acts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 EVENT_POSTERS = 4
 """Events posted at once."""
+STOP_GRACE_SECONDS = 15.0
+"""Stopping waits this long for the keys in hand (a callback's 10 s timeout, then its write)."""
 
 
 class Manager:
@@ -142,10 +145,15 @@ class Manager:
             await leader.release()
 
     async def stop(self) -> None:
-        """Stop the workers and runnables, hand the Lease over, close the API clients."""
+        """Stop the workers and runnables, hand the Lease over, close the API clients. The keys
+        in hand finish first: a callback sent must have its state written before the Lease
+        goes, or the next leader sends it again."""
         self.queue.shut_down()
         self.notifier.queue.shut_down()
         self.recorder.stop()
+        in_hand = asyncio.gather(self.queue.wait_idle(), self.notifier.queue.wait_idle())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(in_hand, STOP_GRACE_SECONDS)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

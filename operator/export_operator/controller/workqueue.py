@@ -56,6 +56,9 @@ class WorkQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
         self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        """Set while no key is being processed (`wait_idle`)."""
+        self._idle.set()
         self._shut_down = False
 
     def __len__(self) -> int:
@@ -143,14 +146,21 @@ class WorkQueue(Generic[K]):
         self._dirty.discard(key)
         self._marked.discard(key)
         self._processing.add(key)
+        self._idle.clear()
         return key
 
     def done(self, key: K) -> None:
         """The worker is finished with `key`; queue it again if it was added meanwhile."""
         self._processing.discard(key)
+        if not self._processing:
+            self._idle.set()
         if key in self._dirty and not self._shut_down:
             (self._urgent if key in self._marked else self._order).append(key)
             self._ready.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no key is being processed (after `shut_down`: the last ones finished)."""
+        await self._idle.wait()
 
     def shut_down(self) -> None:
         """Stop handing out keys; waiting workers get `QueueShutDownError`."""

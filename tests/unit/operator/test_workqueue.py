@@ -166,6 +166,33 @@ async def test_shutdown_wakes_waiting_workers() -> None:
     assert len(queue) == 0
 
 
+async def test_wait_idle_returns_once_the_key_in_hand_is_done_after_shut_down() -> None:
+    """Manager.stop waits for this before cancelling the workers: a callback attempt in hand
+    gets its state written (cancelled mid-way, the next leader sent it again)."""
+    queue: WorkQueue[str] = WorkQueue()
+    finished: list[str] = []
+    started = asyncio.Event()
+
+    async def slow(key: str) -> Result:
+        started.set()
+        await asyncio.sleep(0.2)
+        finished.append(key)
+        return Result()
+
+    await queue.wait_idle()  # nothing in hand: at once
+    worker = asyncio.create_task(run_worker(queue, slow))
+    queue.add("a")
+    await started.wait()
+    queue.add("b")  # waiting, not in hand: not processed after the shut-down
+    queue.shut_down()
+    idle = asyncio.create_task(queue.wait_idle())
+    await asyncio.sleep(0.05)
+    assert not idle.done() and finished == []
+    await asyncio.wait_for(idle, 2)
+    assert finished == ["a"]
+    await asyncio.wait_for(worker, 1)  # and the worker ends by itself
+
+
 async def test_urgent_keys_go_before_the_others_first_in_first_out() -> None:
     """Admissions of two passes come out in the order they were admitted (the second pass's went
     ahead of the first's, one at a time at the head, and in a burst some waited 15 s)."""
