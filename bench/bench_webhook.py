@@ -89,7 +89,38 @@ def body_for(i: int, run: str) -> dict[str, Any]:
     return {"source": f"s3://exports-input/bench/{run}/{i}.csv", "format": "csv"}
 
 
-async def raw_creates(namespace: str, count: int, concurrency: int, run: str) -> dict[str, float]:
+def raw_object(i: int, run: str, *, owner: str | None) -> dict[str, Any]:
+    """The baseline's ExportJob: the minimal one, or with `owner` the one the webhook creates for
+    the same request (its labels, annotations and owner: what the API server stores, validates,
+    tracks in managedFields and sends to the watches)."""
+    spec: dict[str, Any] = {"source": {"uri": body_for(i, run)["source"]}, "format": "csv"}
+    if owner is None:
+        meta: dict[str, Any] = {"name": f"raw-{run}-{i}", "labels": {"bench": run}}
+    else:
+        spec["owner"] = owner
+        meta = {
+            "name": f"api-{os.urandom(12).hex()}",
+            "labels": {
+                resource.LABEL_SOURCE_KIND: "api",
+                resource.LABEL_MANAGED_BY: "exportjobs-webhook",
+                resource.LABEL_OWNER: owner,
+            },
+            "annotations": {
+                resource.ANNOTATION_REQUEST_SHA256: os.urandom(32).hex(),
+                resource.ANNOTATION_SUBMITTED: f"{time.time_ns():019d}",
+            },
+        }
+    return {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": meta,
+        "spec": spec,
+    }
+
+
+async def raw_creates(
+    namespace: str, count: int, concurrency: int, run: str, *, owner: str | None = None
+) -> dict[str, float]:
     # The same client configuration as the webhook's, so the baseline is the best raw client.
     api = await new_api_client(trust_env=False)
     objects = aclient.CustomObjectsApi(api)
@@ -98,12 +129,7 @@ async def raw_creates(namespace: str, count: int, concurrency: int, run: str) ->
 
     async def worker() -> None:
         for i in queue:
-            obj = {
-                "apiVersion": resource.API_VERSION,
-                "kind": resource.KIND,
-                "metadata": {"name": f"raw-{run}-{i}", "labels": {"bench": run}},
-                "spec": {"source": {"uri": body_for(i, run)["source"]}, "format": "csv"},
-            }
+            obj = raw_object(i, run, owner=owner)
             started = time.perf_counter()
             await objects.create_namespaced_custom_object(
                 resource.GROUP, resource.VERSION, namespace, resource.PLURAL, obj
@@ -257,13 +283,19 @@ async def bench(args: argparse.Namespace, namespace: str) -> int:
             f"POST: {args.creates} creates, concurrency {args.concurrency} (webhook = "
             "exportjobs-webhook process; baseline = raw client in this process)"
         )
+        owner = None  # the principal the webhook records as the owner
+        if args.same_object:
+            owner = "bench" if args.principals else "default"
+            print("baseline objects: the webhook's (its labels, annotations and owner)")
         # Warm both paths (connections, TLS, discovery) before measuring.
         await raw_creates(namespace, args.concurrency, args.concurrency, run + "w")
         await webhook_creates(url, args.concurrency, args.concurrency, run + "w")
         ratios = []
         for round_ in range(args.rounds):  # alternate, so drift in machine load hits both
             cpu = time.process_time()
-            raw = await raw_creates(namespace, args.creates, args.concurrency, f"{run}r{round_}")
+            raw = await raw_creates(
+                namespace, args.creates, args.concurrency, f"{run}r{round_}", owner=owner
+            )
             raw_cpu = (time.process_time() - cpu) / args.creates * 1000
             cpu, load_cpu = cpu_seconds(webhook.pid), time.process_time()
             hook = await webhook_creates(url, args.creates, args.concurrency, f"{run}h{round_}")
@@ -308,6 +340,12 @@ def main() -> int:
         "--principals",
         action="store_true",
         help="run the webhook with named principals, a rate limit and a queue cap",
+    )
+    parser.add_argument(
+        "--same-object",
+        action="store_true",
+        help="the baseline creates the object the webhook creates (labels, annotations, owner) "
+        "instead of a minimal one",
     )
     args = parser.parse_args()
     if args.quick:
