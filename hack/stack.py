@@ -10,11 +10,14 @@ real node or any cluster given by KUBECONFIG.
         [--s3-endpoint URL]      # prints `export` lines: EXPORTJOBS_URL, _TOKEN, _NAMESPACE
     python hack/stack.py down --namespace NS
 
-S3 keys come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (stored in the chart's Secret), the
-endpoint the pods use from --s3-endpoint (default AWS_ENDPOINT_URL). `s3_users` makes one MinIO
-user per component with the policy of what it does (export_operator.s3policy, through
-`s3-admin` built by hack/tools.sh). helm and kubectl are taken from PATH, after the tools
-hack/tools.sh built (so `make demo-down` works from a bare shell).
+The pods get least-privilege S3 keys: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are the S3
+server's root keys, which only this script uses, to make one MinIO user per component
+(`<namespace>-processor`, `-webhook`, `-operator`) with the policy of what it does
+(export_operator.s3policy, through `s3-admin` built by hack/tools.sh); the chart gets those users'
+keys (`s3.componentKeys`) and no root key. `--shared-s3-keys` gives every pod the root keys
+instead (an S3 without MinIO's admin API). The endpoint the pods use comes from --s3-endpoint
+(default AWS_ENDPOINT_URL). helm and kubectl are taken from PATH, after the tools hack/tools.sh
+built (so `make demo-down` works from a bare shell).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "exportjobs"
@@ -272,9 +275,12 @@ def up(
     pull_policy: str = "IfNotPresent",
     env: Mapping[str, str] | None = None,
     extra_values: dict[str, object] | None = None,
+    shared_s3_keys: bool = False,
 ) -> Stack:
     """Install the chart into `namespace` and forward a local port to the webhook's Service.
-    `env` (default: this process's) gives KUBECONFIG, PATH and the AWS_* keys."""
+    `env` (default: this process's) gives KUBECONFIG, PATH and the AWS_* keys: the S3 server's
+    root keys, from which each component gets a user of its own (`s3_users`), unless
+    `shared_s3_keys`."""
     env = dict(os.environ if env is None else env)
     state_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
@@ -287,6 +293,11 @@ def up(
         env=env,
     )
     chart_values = _merge(chart_values, extra_values or {})
+    if not shared_s3_keys:
+        s3 = dict(cast("dict[str, Any]", chart_values["s3"]))
+        s3["componentKeys"] = s3_users(namespace, state_dir, s3, env=env)
+        s3["accessKeyId"] = s3["secretAccessKey"] = ""  # no pod gets the root keys
+        chart_values["s3"] = s3
     helm_install(namespace, state_dir, chart_values, env=env)
     stack = Stack(
         namespace=namespace, state_dir=state_dir, token=token, env=env, chart_values=chart_values
@@ -320,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pull-policy", default="IfNotPresent")
     parser.add_argument("--s3-endpoint", help="S3 endpoint as the pods reach it")
     parser.add_argument("--values", help="a JSON file of more chart values (merged on top)")
+    parser.add_argument(
+        "--shared-s3-keys",
+        action="store_true",
+        help="give every pod AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (default: a user each)",
+    )
     args = parser.parse_args(argv)
     state_dir = Path(args.state_dir)
     if args.command == "down":
@@ -333,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         s3_endpoint=args.s3_endpoint,
         pull_policy=args.pull_policy,
         extra_values=json.loads(Path(args.values).read_text()) if args.values else None,
+        shared_s3_keys=args.shared_s3_keys,
     )
     print(f"export EXPORTJOBS_URL={stack.webhook_url}")
     print(f"export EXPORTJOBS_TOKEN={stack.token}")
