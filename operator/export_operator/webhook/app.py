@@ -43,7 +43,9 @@ def create_app(
         client_max_size=settings.http.max_body_bytes,
         middlewares=[middleware.observe],
         # Content codings are decoded by webhook.http.read_body (415 problem for unknown ones).
-        handler_args={"auto_decompress": False},
+        # A request line up to 32 KiB: a source_prefix of 2,048 characters, percent-encoded,
+        # takes up to 24 KiB (aiohttp's 8,190 would answer it itself, in plain text).
+        handler_args={"auto_decompress": False, "max_line_size": 32768},
     )
     app[SETTINGS] = settings
     app[METRICS] = WebhookMetrics()

@@ -261,6 +261,9 @@ async def test_schemathesis_finds_no_5xx_and_responses_conform(
         "--workers", "1",  # CPython 3.11.7 races compile() across threads (gh-106905)
         "--header", f"Authorization: Bearer {TOKEN}",
         "--request-timeout", "10",
+        # One seed, so that a CI run is repeatable (seed 1 found the 24 KiB request line that
+        # aiohttp answered itself, now the webhook's); EXPORTJOBS_SCHEMATHESIS_SEED explores.
+        "--seed", os.environ.get("EXPORTJOBS_SCHEMATHESIS_SEED", "20261207"),
         "--suppress-health-check", "all",
         "--no-color",
     ]  # fmt: skip

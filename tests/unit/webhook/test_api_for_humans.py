@@ -187,3 +187,17 @@ def test_any_list_query_parses_or_is_refused(query: dict[str, str]) -> None:
     assert 1 <= parsed.limit <= 500
     if parsed.after is not None:
         assert decode_continue(encode_continue(parsed.after)) == parsed.after
+
+
+async def test_the_longest_source_prefix_percent_encoded_is_answered_by_the_webhook(
+    harness: Harness,
+) -> None:
+    """2,048 characters of 'Ñ' are a 24 KiB request line percent-encoded: aiohttp's own limit
+    (8,190) answered it in plain text (schemathesis: an undocumented status); now the webhook
+    answers it, and one byte over its 32 KiB limit is still aiohttp's 400, never a 5xx."""
+    status, body = await _list(harness, source_prefix="s3://" + "Ñ" * 2043)
+    assert status == 200 and body == {"items": [], "continue": None}
+    status, body = await _list(harness, source_prefix="s3://" + "Ñ" * 2044)
+    assert status == 422 and "source_prefix" in body["detail"]
+    too_long = await harness.client.get("/v1/exports?x=" + "a" * 32_800, headers=AUTH)
+    assert too_long.status == 400
