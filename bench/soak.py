@@ -57,6 +57,7 @@ MiB = 1024 * 1024
 RSS_LIMIT_MIB_PER_HOUR = 20.0
 SWEEP_SECONDS = 10.0
 """Seconds between two lists of every ExportJob (`Soak.sweeps`), far inside the retention."""
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 NODE_ADDRESS = "10.244.0.1"
 """The real node's bridge address: the host (receiver, S3) as the pods reach it."""
 
@@ -216,8 +217,10 @@ class Soak:
         self.started = 0.0
         self._rng = random.Random(22)
         self._stop = asyncio.Event()
-        self._pods_succeeded: dict[str, dict[str, str]] = defaultdict(dict)
-        """export -> pod uid -> what the pod was (its name, Job, start and end), for a report."""
+        self._pods_succeeded: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+        """(export, its run: the step and completion index of a split export's pods, "" for a
+        whole export's) -> pod uid -> what the pod was (name, Job, start and end): two pods for
+        one run is the export run twice."""
         self._pods_lock = threading.Lock()
 
     # -- requests ----------------------------------------------------------------------------
@@ -401,20 +404,25 @@ class Soak:
             await self._sleep(20)
 
     def _watch_pods(self) -> None:
-        """Processor pods that Succeeded, by export (a pod seen twice counts once)."""
+        """Processor pods that Succeeded, by export and run (a pod seen twice counts once)."""
         out = self.t.kubectl(
             "-n", self.t.namespace, "get", "pods", "-l", "exportjobs.dev/export", "-o", "json"
         )
         with self._pods_lock:
             for pod in json.loads(out)["items"]:
                 if pod["status"].get("phase") == "Succeeded":
-                    export = pod["metadata"]["labels"]["exportjobs.dev/export"]
+                    labels = pod["metadata"]["labels"]
+                    export = labels["exportjobs.dev/export"]
+                    run = "{}/{}".format(
+                        labels.get("exportjobs.dev/step", ""),
+                        (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX, ""),
+                    )
                     owners = pod["metadata"].get("ownerReferences") or [{}]
                     states = [
                         c.get("state", {}).get("terminated", {})
                         for c in pod["status"].get("containerStatuses", [])
                     ]
-                    self._pods_succeeded[export][pod["metadata"]["uid"]] = (
+                    self._pods_succeeded[(export, run)][pod["metadata"]["uid"]] = (
                         f"{pod['metadata']['name']} of Job {owners[0].get('name')} "
                         f"(uid {str(owners[0].get('uid'))[:8]}), created "
                         f"{pod['metadata'].get('creationTimestamp')}, ran "
@@ -609,9 +617,17 @@ class Soak:
     def report(self) -> dict[str, Any]:
         lost = [e.id for e in self.exports.values() if e.final is None]
         with self._pods_lock:
-            doubled = [k for k, pods in self._pods_succeeded.items() if len(pods) > 1]
+            # This soak's exports only: the namespace may hold earlier tests' (a split export's
+            # prepare, range and finish pods were once counted as one export run four times).
+            runs = {
+                k: pods
+                for k, pods in self._pods_succeeded.items()
+                if len(pods) > 1 and k[0] in self.exports
+            }
+            doubled = sorted({export for export, _ in runs})
             doubled_pods: dict[str, Any] = {
-                k: sorted(self._pods_succeeded[k].values()) for k in doubled[:3]
+                f"{export} {run}": sorted(pods.values())
+                for (export, run), pods in list(runs.items())[:3]
             }
         if doubled:
             doubled_pods["_logs"] = self._operator_lines(doubled[:3])

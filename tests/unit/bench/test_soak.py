@@ -190,3 +190,55 @@ def test_sweeps_list_until_nothing_is_open_and_survive_a_failed_list(
     assert calls == [("-n", "ns", "get", "exportjobs", "-o", "json")] * 2
     assert run.exports["a"].final == "Succeeded"
     assert run.transport_errors == {"sweep RuntimeError": 1}
+
+
+def _pod(uid: str, export: str, step: str = "", index: str = "") -> dict[str, Any]:
+    labels = {"exportjobs.dev/export": export}
+    if step:
+        labels["exportjobs.dev/step"] = step
+    annotations = {soak.COMPLETION_INDEX: index} if index else {}
+    return {
+        "metadata": {
+            "uid": uid,
+            "name": f"pod-{uid}",
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "status": {"phase": "Succeeded", "containerStatuses": []},
+    }
+
+
+def test_a_run_twice_is_two_pods_of_one_step_and_index_of_this_soaks_exports(
+    tmp_path: Path,
+) -> None:
+    """A split export's prepare, ranges and finish pods are one run each (an e2e run where the
+    split tests went before the soak reported their exports as run twice); an export of another
+    test in the namespace is not the soak's to judge."""
+    pods = [
+        _pod("1", "whole"),
+        _pod("2", "split", "prepare"),
+        _pod("3", "split", "ranges", "0"),
+        _pod("4", "split", "ranges", "1"),
+        _pod("5", "split", "finish"),
+        _pod("6", "other", "ranges", "0"),
+        _pod("7", "other", "ranges", "0"),  # twice, but not this soak's export
+        _pod("8", "twice"),
+        _pod("9", "twice"),
+        _pod("10", "range-twice", "ranges", "1"),
+        _pod("11", "range-twice", "ranges", "1"),
+    ]
+    (tmp_path / "events.jsonl").write_text("")
+    target = _target(tmp_path)
+    target.callback_url = None
+    target.kubectl = lambda *a: json.dumps({"items": pods}) if "pods" in a else "{}"
+    run = _soak(tmp_path)
+    run.t = target
+    run.exports = {
+        k: soak.Export(k, "small", 0.0, final="Succeeded")
+        for k in ("whole", "split", "twice", "range-twice")
+    }
+    run._watch_pods()
+    report = run.report()
+    assert report["doubled"] == 2
+    (failure,) = report["failures"]
+    assert "2 exports ran twice: ['range-twice', 'twice']" in failure
