@@ -33,11 +33,11 @@ from export_processor.locations import Location, export_output, parse_location
 from export_processor.parse_errors import classify, too_long
 from export_processor.parser_input import EndMarker, ParserInput
 from export_processor.progress import ProgressState
-from export_processor.s3_source import S3Source
+from export_processor.s3_source import S3Read, S3Source
 from export_processor.s3client import S3Client
 from export_processor.settings import ProcessorSettings
 from export_processor.sink import Sink, SinkResult, open_sink
-from export_processor.source import ByteSource, FileSource
+from export_processor.source import ByteSource, FileSource, SourcePin
 from export_processor.typed_batches import (
     WIDENED,
     ReadError,
@@ -90,16 +90,22 @@ class Exporter:
         )
         self._client = s3_client
         self.progress = progress or ProgressState()
-        self._encoding = arrow_encoding(settings.csv.encoding)
-        self._source: ByteSource | None = None
         self._skip = 0
         self._input: ParserInput | None = None
         self.plan: ColumnPlan | None = None
         """The columns' names and types as written (after `run()`)."""
         self.reads = 0
         """How many times the source was opened for reading (at most 2)."""
-        self.header_row = True
+
+    @property
+    def header_row(self) -> bool:
         """Whether csv output starts with the header row (not in a split export's later ranges)."""
+        return True
+
+    @property
+    def _source(self) -> ByteSource | None:
+        """The source being read (its bytes are the progress's)."""
+        return self.progress.source
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -116,13 +122,14 @@ class Exporter:
         assert self._client is not None
         s = self.settings
         source = S3Source(
-            client=self._client,
-            location=self.source_location,
-            version_id=s.source_version_id,
-            etag=s.source_etag,
-            chunk_size=s.buffers.read_chunk_size,
-            read_ahead=s.buffers.read_ahead,
-            start=start,
+            S3Read(
+                client=self._client,
+                location=self.source_location,
+                pin=SourcePin(s.source_etag, s.source_version_id),
+                chunk_size=s.buffers.read_chunk_size,
+                read_ahead=s.buffers.read_ahead,
+                start=start,
+            )
         )
         # Opened again (a range after reading the head): the same version, its id too.
         self.settings = source.pin.applied(s)
@@ -131,7 +138,6 @@ class Exporter:
     def _open_source(self, previous: ByteSource | None = None) -> ByteSource:
         source = previous.reopen() if previous is not None else self._source_from(0)
         self.reads += 1
-        self._source = source
         self.progress.source = source
         self.progress.bytes_total = source.size
         return source
@@ -242,7 +248,9 @@ class Exporter:
             ) from exc
         return names, head
 
-    def _parser_input(self, head: bytes, source: ByteSource, names: list[str]) -> ParserInput:
+    def _parser_input(
+        self, head: bytes, source: ByteSource, names: list[str], *, may_reread: bool = True
+    ) -> ParserInput:
         """The parser's view of the input: `head` (already read from `source`), then the rest of
         `source`, without the header row, then the end marker."""
         s = self.settings
@@ -250,8 +258,8 @@ class Exporter:
             head[self._skip :],
             source,
             marker=EndMarker(columns=len(names), quote=s.csv.quote, delimiter=s.csv.delimiter),
-            encoding=self._encoding,
-            may_reread=self.reads < 2,
+            encoding=arrow_encoding(s.csv.encoding),
+            may_reread=may_reread and self.reads < 2,
         )
 
     def _convert(
@@ -270,7 +278,7 @@ class Exporter:
         writer: BatchWriter | None = None
         rows = 0
         try:
-            reader = open_reader(parser_input, typer.names, s, encoding=self._encoding)
+            reader = open_reader(parser_input, typer.names, s)
             batches = TypedBatches(
                 reader,
                 typer,
@@ -311,10 +319,10 @@ class Exporter:
         batches.close()
         return rows, result
 
-    def _open_sink(self) -> Sink:
+    def _open_sink(self, location: Location | None = None) -> Sink:
         s = self.settings
         return open_sink(
-            location=self.output,
+            location=location or self.output,
             client=self._client,
             part_size=s.buffers.part_size,
             concurrency=s.buffers.upload_concurrency,

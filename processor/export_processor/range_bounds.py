@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from export_processor.errors import BadInputError, ExportError
-from export_processor.source import ByteSource
+from export_processor.source import ByteSource, Tally
 
 
 def boundary_after(window: bytes, base: int, at_least: int, *, at_end: bool) -> int | None:
@@ -104,76 +105,75 @@ class RangeEndNotFound(BadInputError):  # noqa: N818 - an ExportError, named lik
     block, or quotes that parity cannot follow): the finishing step falls back to one pod."""
 
 
-class RangeSource(ByteSource):
-    """The bytes of one range: `inner` (opened at the range's start), cut at the range's end.
+@dataclass(frozen=True)
+class RangeCut:
+    """Where a RangeSource's bytes start, and where they stop: the first position at or after
+    `stop` right after a line end where the quotes (`quote`) read since `start` are even, within
+    `limit` bytes after `stop` (`exact`: at `stop` itself, nothing counted; `stop` None: at the
+    source's end)."""
 
-    The end is the first position at or after `stop` right after a line end where the quotes
-    read since the start are even (`None`: read to the end of the source). Quotes are counted
-    by `inner` as it reads (no copy); only the read that reaches `stop` is examined byte by
-    byte. The end is reported in `end` once found.
+    start: int
+    stop: int | None
+    quote: bytes
+    limit: int
+    exact: bool = False
+
+
+class RangeSource(ByteSource):
+    """The bytes of one range: `inner` (opened at the range's start), cut as `cut` says.
+
+    Quotes are counted by `inner` as it reads (no copy); only the read that reaches the stop is
+    examined byte by byte. The end is reported in `end` once found.
     """
 
-    def __init__(
-        self,
-        inner: ByteSource,
-        *,
-        start: int,
-        stop: int | None,
-        quote: str,
-        limit: int,
-        exact: bool = False,
-    ) -> None:
+    def __init__(self, inner: ByteSource, cut: RangeCut) -> None:
         super().__init__()
         self._inner = inner
-        self._start = start
-        self._stop = stop
-        self._quote = quote.encode("ascii")
-        self._limit = limit
-        self._exact = exact
-        """`stop` is the end itself (guessed or known): nothing is counted."""
-        self._position = start
+        self._cut = cut
+        self._position = cut.start
         self._last = b""
         self._own_error: ExportError | None = None
         self.end: int | None = None
         self.size = None  # the end is known only when reached
-        if stop is not None and not exact:
-            inner.count_byte = self._quote
-        if stop is not None and start >= stop:
-            self.end = start  # an empty range: its start is at or after the next offset
+        if cut.stop is not None and not cut.exact:
+            inner.quotes = Tally(cut.quote)
+        if cut.stop is not None and cut.start >= cut.stop:
+            self.end = cut.start  # an empty range: its start is at or after the next offset
 
     def read(self, size: int = -1) -> bytes | memoryview:
         self._check_cancelled()
         if self.end is not None:
             return b""
-        parity = self._inner.counted % 2
+        cut, quotes = self._cut, self._inner.quotes
+        parity = quotes.count % 2 if quotes is not None else 0
         data = self._inner.read(size)
         start = self._position
         if not data:
             self.end = start  # the source's end
             return data
-        if self._stop is None or start + len(data) < self._stop:
+        if cut.stop is None or start + len(data) < cut.stop:
             return self._handed(data)
-        if self._exact:
-            self.end = self._stop
-            return self._handed(memoryview(data)[: self._stop - start])
+        if cut.exact:
+            self.end = cut.stop
+            return self._handed(memoryview(data)[: cut.stop - start])
         # This read reaches the next offset: look for the end in it.
         raw = bytes(data)
-        if start >= self._stop and self._last == b"\r" and raw[:1] != b"\n" and not parity:
+        if start >= cut.stop and self._last == b"\r" and raw[:1] != b"\n" and not parity:
             self.end = start  # the \r that ended the previous read ended a line
             return b""
-        checked, at_least = start, max(self._stop, start)
+        checked, at_least = start, max(cut.stop, start)
         while (found := boundary_after(raw, start, at_least, at_end=False)) is not None:
-            parity = (parity + raw.count(self._quote, checked - start, found - start)) % 2
+            parity = (parity + raw.count(cut.quote, checked - start, found - start)) % 2
             checked = found
             if not parity:
                 self.end = found
                 return self._handed(memoryview(raw)[: found - start])
             at_least = found + 1
-        if start + len(raw) > self._stop + self._limit:
+        if start + len(raw) > cut.stop + cut.limit:
             # Kept as the source's error: the parse error pyarrow then meets is not the cause.
             raise self._fail(
                 RangeEndNotFound(
-                    f"no row boundary within {self._limit} bytes after offset {self._stop}"
+                    f"no row boundary within {cut.limit} bytes after offset {cut.stop}"
                 )
             )
         return self._handed(raw)
@@ -188,18 +188,11 @@ class RangeSource(ByteSource):
         self._own_error = value
 
     def reopen(self) -> RangeSource:
-        return RangeSource(
-            self._inner.reopen(),
-            start=self._start,
-            stop=self._stop,
-            quote=self._quote.decode("ascii"),
-            limit=self._limit,
-            exact=self._exact,
-        )
+        return RangeSource(self._inner.reopen(), self._cut)
 
     @property
-    def bytes_fetched(self) -> int:
-        return self.bytes_read + self._inner.bytes_again
+    def bytes_again(self) -> int:
+        return self._inner.bytes_again
 
     @property
     def position(self) -> int:
@@ -211,9 +204,6 @@ class RangeSource(ByteSource):
         self.bytes_read += len(data)
         self._last = bytes(data[-1:]) if len(data) else self._last
         return data
-
-    def readable(self) -> bool:
-        return True
 
     def consumed(self) -> None:
         self._inner.consumed()

@@ -13,10 +13,10 @@ from export_processor.allocators import limit_malloc, use_memory_pool
 from export_processor.column_types import Typer
 from export_processor.convert import Exporter, ExportResult
 from export_processor.errors import InvalidConfigError
-from export_processor.locations import part_location
-from export_processor.parser_input import EndMarker, ParserInput
+from export_processor.locations import Location, part_location
+from export_processor.parser_input import ParserInput
 from export_processor.progress import ProgressState
-from export_processor.range_bounds import RangeSource, guess_start, rows_fit
+from export_processor.range_bounds import RangeCut, RangeSource, guess_start, rows_fit
 from export_processor.range_sink import RangePartsSink
 from export_processor.ranges import RangePlan, RangeReport, RangeSpec, kind_name, kind_of, offsets
 from export_processor.s3_source import S3Source
@@ -41,22 +41,22 @@ class RangeExporter(Exporter):
     ) -> None:
         super().__init__(settings, s3_client=s3_client, progress=progress)
         self.spec = spec
-        self.whole_output = self.output
-        self.output = part_location(self.output, settings.export_format, spec.index)
-        self.header_row = spec.index == 0
         self.report: RangeReport | None = None
-        self.report_size = 0
         self._parts_sink: RangePartsSink | None = None
 
-    def _open_sink(self) -> Sink:
+    @property
+    def header_row(self) -> bool:
+        return self.spec.index == 0
+
+    def _open_sink(self, location: Location | None = None) -> Sink:
         """Into the export's upload when it was prepared (range_sink.py), else a part object."""
         spec, s = self.spec, self.settings
-        if spec.upload_id is None or not self.whole_output.is_s3 or s.export_format == "parquet":
-            return super()._open_sink()
+        if spec.upload_id is None or not self.output.is_s3 or s.export_format == "parquet":
+            return super()._open_sink(part_location(self.output, s.export_format, spec.index))
         assert self._client is not None
         self._parts_sink = RangePartsSink(
             client=self._client,
-            location=self.whole_output,
+            location=self.output,
             upload_id=spec.upload_id,
             index=spec.index,
             count=spec.count,
@@ -86,13 +86,7 @@ class RangeExporter(Exporter):
         kinds = typer.final_plan().types if typer.plan is not None else None
         if kinds is None:
             kinds = self._first_block_kinds(typer, self._parser_input(head, source, names))
-        return RangePlan(
-            names=names,
-            data_start=self._skip,
-            kinds=[kind_name(k) for k in kinds],
-            size=source.size,
-            source=version,
-        )
+        return RangePlan(names, self._skip, [kind_name(k) for k in kinds], source.size, version)
 
     def _first_block_kinds(self, typer: Typer, parser_input: ParserInput) -> list[pa.DataType]:
         """Infer as one pod does: from the first batch with rows (the end marker's row dropped)."""
@@ -101,7 +95,7 @@ class RangeExporter(Exporter):
         self._input = parser_input
         source.limit_read_ahead(self.settings.buffers.blocks_ahead)
         try:
-            reader = open_reader(parser_input, typer.names, self.settings, encoding=self._encoding)
+            reader = open_reader(parser_input, typer.names, self.settings)
             while True:
                 try:
                     batch = reader.read_next_batch()
@@ -156,35 +150,16 @@ class RangeExporter(Exporter):
         s = self.settings
         inner = self._source_from(start)
         # A row of up to two blocks may parse in one pod (one spanning three never does).
-        source = RangeSource(
-            inner,
-            start=start,
-            stop=stop,
-            quote=s.csv.quote,
-            limit=2 * s.buffers.block_size,
-            exact=exact,
-        )
-        return self._use(source, stop)
+        quote = s.csv.quote.encode("ascii")
+        return RangeSource(inner, RangeCut(start, stop, quote, 2 * s.buffers.block_size, exact))
 
-    def _use(self, source: RangeSource, stop: int | None) -> RangeSource:
+    def _use(self, source: RangeSource, until: int) -> RangeSource:
+        """Read `source` now; its range ends at `until` (for the progress)."""
         self.reads += 1
-        self._source = source
         self.progress.source = source
         assert self.report is not None
-        self.progress.bytes_total = (stop if stop is not None else self.report_size) - (
-            self.report.start
-        )
+        self.progress.bytes_total = until - self.report.start
         return source
-
-    def _range_input(self, source: ByteSource, names: list[str]) -> ParserInput:
-        s = self.settings
-        return ParserInput(
-            b"",
-            source,
-            marker=EndMarker(columns=len(names), quote=s.csv.quote, delimiter=s.csv.delimiter),
-            encoding=self._encoding,
-            may_reread=False,
-        )
 
     def run(self) -> ExportResult:
         started = time.monotonic()
@@ -200,10 +175,10 @@ class RangeExporter(Exporter):
         finally:
             head_source.close()
         self.reads = 0
-        self.report_size = plan.size
         self.report = RangeReport(spec.index, spec.count, start, guessed, plan.digest)
         stop = end if end is not None else None if spec.last else bounds[spec.index + 1]
-        source = self._open_range(start, stop, exact=end is not None)
+        until = plan.size if stop is None else stop
+        source = self._use(self._open_range(start, stop, exact=end is not None), until)
         typer = Typer(
             plan.names,
             export_format=s.export_format,
@@ -214,12 +189,12 @@ class RangeExporter(Exporter):
 
         def again(first: ByteSource) -> tuple[ByteSource, ParserInput]:
             assert isinstance(first, RangeSource)
-            second = self._use(first.reopen(), stop)
-            return second, self._range_input(second, plan.names)
+            second = self._use(first.reopen(), until)
+            return second, self._parser_input(b"", second, plan.names, may_reread=False)
 
         result, last = self._passes(
             source,
-            self._range_input(source, plan.names),
+            self._parser_input(b"", source, plan.names, may_reread=False),
             typer,
             again=again,
             started=started,

@@ -15,7 +15,7 @@ part 1, and the last range's tail, once it has parts of its own, is the upload's
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from export_processor.errors import TransientError
@@ -49,6 +49,19 @@ def edge_locations(output: Location, index: int) -> tuple[Location, Location]:
     )
 
 
+@dataclass
+class Edges:
+    """A range's edges: its first part (`head`) and what is left after its last full part
+    (`tail`) as objects, their sizes once written (`head_bytes` None: not yet), or the tail as
+    the upload's last part (`tail_part`)."""
+
+    head: Location
+    tail: Location
+    head_bytes: int | None
+    tail_bytes: int = 0
+    tail_part: int = 0
+
+
 class RangePartsSink(S3MultipartSink):
     """Writes range `index` of `count` into the upload `upload_id` of `location` (the export's
     output): the first part and the rest after the last full part as objects, the full parts in
@@ -68,9 +81,7 @@ class RangePartsSink(S3MultipartSink):
         super().__init__(
             client=client, location=location, part_size=part_size, concurrency=concurrency
         )
-        self._upload_id = upload_id
-        self._index = index
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-upload")
+        self._upload.id = upload_id
         share = parts_per_range(count)
         # The first range's first part is the output's first: a part at once, not a head.
         self._first_number = 1 if index == 0 else index * share + 2
@@ -78,11 +89,8 @@ class RangePartsSink(S3MultipartSink):
         self._final_number = count * share + 1 if index == count - 1 else 0
         """The upload's last part number, for the last range's tail (0: not the last range)."""
         # The part size doubles four times within the share (a range's output may be large).
-        self.doubling_every = max(1, (share - 1) // 4)
-        self._head, self._tail = edge_locations(location, index)
-        self._head_bytes: int | None = 0 if index == 0 else None
-        self._tail_bytes = 0
-        self._tail_part = 0
+        self._parts.doubling_every = max(1, (share - 1) // 4)
+        self._edges = Edges(*edge_locations(location, index), 0 if index == 0 else None)
 
     def _put(self, where: Location, body: bytes | bytearray) -> None:
         try:
@@ -91,10 +99,11 @@ class RangePartsSink(S3MultipartSink):
             raise translate(exc, what=f"uploading {where.uri}") from exc
 
     def _flush_part(self) -> None:
-        if self._head_bytes is None:
-            body = self._take_part()
-            self._put(self._head, body)
-            self._head_bytes = len(body)
+        edges = self._edges
+        if edges.head_bytes is None:
+            body = self._parts.take()
+            self._put(edges.head, body)
+            edges.head_bytes = len(body)
             return
         if self._first_number + self._part_number > self._last_allowed:
             raise TransientError(
@@ -106,44 +115,39 @@ class RangePartsSink(S3MultipartSink):
         return super()._upload_part(self._first_number + number - 1, body)
 
     def _commit(self) -> None:
-        rest = self._take_part()
-        if self._head_bytes is None or (self._index == 0 and self._part_number == 0 and rest):
+        rest, edges = self._parts.take(), self._edges
+        first_range = self._first_number == 1
+        if edges.head_bytes is None or (first_range and self._part_number == 0 and rest):
             # Under one part: all of it joins the edges around it (also the first range's,
             # which S3's 5 MiB minimum keeps from being a part of its own).
-            self._put(self._head, rest)
-            self._head_bytes = len(rest)
+            self._put(edges.head, rest)
+            edges.head_bytes = len(rest)
         elif self._final_number and self._part_number and rest:
             # The last range's tail after parts of its own: the upload's last part as it is
             # (the last part may be of any size), nothing for the finishing step to join.
             super()._upload_part(self._final_number, rest)
-            self._tail_part = self._final_number
+            edges.tail_part = self._final_number
         elif rest:
-            self._put(self._tail, rest)
-            self._tail_bytes = len(rest)
-        for future in self._futures:
-            future.result()  # its error, if any (translated in _upload_part)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            self._put(edges.tail, rest)
+            edges.tail_bytes = len(rest)
+        self._upload.results(self._what())  # its error, if any
 
     def uploaded(self) -> dict[str, int]:
         """The range's share of the output: its head and tail objects' sizes (0: none), its
         parts' numbers (`first` to `last`, none when `last < first`) and, when its tail is the
         upload's last part, that part's number (`tailPart`)."""
+        edges = self._edges
         return {
-            "head": self._head_bytes or 0,
-            "tail": self._tail_bytes,
+            "head": edges.head_bytes or 0,
+            "tail": edges.tail_bytes,
             "first": self._first_number,
             "last": self._first_number + self._part_number - 1,
-        } | ({"tailPart": self._tail_part} if self._tail_part else {})
+        } | ({"tailPart": edges.tail_part} if edges.tail_part else {})
 
     def abort(self) -> None:
         """Stop; delete the edges (its parts stay in the upload until the finishing step
         completes it without them or aborts it)."""
-        self._discarding = True
-        self._aborted = True
-        self._part, self._free_parts = None, []
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        for where in (self._head, self._tail):
+        self._stop()
+        for where in (self._edges.head, self._edges.tail):
             with contextlib.suppress(Exception):
                 self._client.delete_object(Bucket=where.bucket, Key=where.key)

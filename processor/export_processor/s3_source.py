@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import http.client
 import threading
 import weakref
@@ -17,6 +18,7 @@ from export_processor.s3client import (
     ROUND_PAUSE_SECONDS,
     S3Client,
     head_source,
+    pinned,
     translate,
     with_rounds,
 )
@@ -37,13 +39,13 @@ class DownloadBuffers:
     """Buffers for ranged GETs, reused once nothing refers to their bytes any more.
 
     A GET's body read into a fresh 4 MiB `bytes` took a page fault per 4 KiB (docs/benchmarks.md).
-    Here a body is read into a
-    buffer of the pool, and handed on as an Arrow buffer whose owner (`_Owner`) returns it to
-    the pool when Arrow, the parser and this module have all let go of it: a buffer is never
-    written while a view of it is alive. At most `KEPT_DOWNLOAD_BUFFERS` free buffers are kept
-    (the next GET takes one at once); one freed beyond that goes back to the system, so the pool
-    adds that many buffers to the memory the GETs and parser blocks hold anyway (settings,
-    `memory_bound()`): keeping all of them took a Parquet export of 3 GB to 293 MiB.
+    Here a body is read into a buffer of the pool, and handed on as an Arrow buffer whose owner
+    (`_Owner`) returns it to the pool when Arrow, the parser and this module have all let go of
+    it: a buffer is never written while a view of it is alive. At most `KEPT_DOWNLOAD_BUFFERS`
+    free buffers are kept (the next GET takes one at once); one freed beyond that goes back to
+    the system, so the pool adds that many buffers to the memory the GETs and parser blocks hold
+    anyway (settings, `memory_bound()`): keeping all of them took a Parquet export of 3 GB to
+    293 MiB.
     """
 
     def __init__(self, size: int) -> None:
@@ -129,6 +131,93 @@ def read_body_into(body: Any, target: memoryview) -> int:
     return got
 
 
+@dataclasses.dataclass(frozen=True)
+class S3Read:
+    """What an S3Source reads: `location` from byte `start` to `stop`, pinned to `pin`'s version
+    and ETag (either may be None), in GETs of `chunk_size` bytes, `read_ahead` in flight."""
+
+    client: S3Client
+    location: Location
+    pin: SourcePin
+    chunk_size: int
+    read_ahead: int
+    start: int = 0
+    stop: int | None = None
+
+    def get_args(self, start: int, end: int) -> dict[str, str]:
+        """A GET of bytes `start` to `end` (inclusive) of the version pinned."""
+        return pinned(self.location, self.pin) | {"Range": f"bytes={start}-{end}"}
+
+
+class Downloads:
+    """The ranged GETs of an S3Source up to byte `size`, `read.read_ahead` of them in flight
+    on a pool of threads, handed out in order (`next`)."""
+
+    def __init__(self, read: S3Read, size: int, cancelled: threading.Event) -> None:
+        self.read = read
+        self._cancelled = cancelled
+        self._next_offset = read.start
+        self._limit = size if read.stop is None else min(read.stop, size)
+        self._pending: collections.deque[Future[tuple[pa.Buffer, bytearray]]] = collections.deque()
+        self.buffers = DownloadBuffers(read.chunk_size)
+        self.again = 0
+        """Bytes received and thrown away because their download was cut: read twice."""
+        self._again_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=read.read_ahead, thread_name_prefix="s3-read")
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._pending) < self.read.read_ahead and self._next_offset < self._limit:
+            start = self._next_offset
+            end = min(start + self.read.chunk_size, self._limit) - 1
+            self._pending.append(self._pool.submit(self._get_range, start, end))
+            self._next_offset = end + 1
+
+    def _get_range(self, start: int, end: int) -> tuple[pa.Buffer, bytearray]:
+        if self._cancelled.is_set():
+            raise CancelledError("cancelled")
+        read = self.read
+        args = read.get_args(start, end)
+        what = f"reading {read.location.uri} bytes {start}-{end}"
+        size = end - start + 1
+        buffer = self.buffers.take(size)
+        cut = ""
+        for reads in range(1, BODY_READS + 1):
+            response = with_rounds(
+                lambda: read.client.get_object(**args),  # type: ignore[arg-type]
+                what=what,
+                missing_is_source=True,
+                cancelled=self._cancelled,
+            )
+            try:
+                got = read_body_into(response["Body"], memoryview(buffer))
+                if got == size:
+                    return self.buffers.hand_out(buffer), buffer
+                cut = f"the body ended after {got} bytes"
+            except BodyCutError as exc:
+                got, cut = exc.got, str(exc)
+            # Read again from the range's start: its bytes so far are read twice.
+            with self._again_lock:
+                self.again += got
+            if reads < BODY_READS and self._cancelled.wait(ROUND_PAUSE_SECONDS * reads):
+                raise CancelledError("cancelled")
+        raise TransientError(f"{what}: cut {BODY_READS} times; last: {cut}")
+
+    def next(self) -> tuple[pa.Buffer, bytearray] | None:
+        """The next download (an Arrow buffer and the bytearray under it); None: no more."""
+        if not self._pending:
+            return None
+        data = self._pending.popleft().result()
+        self._fill()
+        return data
+
+    def close(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class S3Source(ByteSource):
     """An S3 object read as consecutive ranged GETs, `read_ahead` of them in flight.
 
@@ -137,107 +226,42 @@ class S3Source(ByteSource):
     mixing two versions. `pin` is what was pinned, with the version id seen (not used here).
     """
 
-    def __init__(
-        self,
-        *,
-        client: S3Client,
-        location: Location,
-        version_id: str | None,
-        etag: str | None,
-        chunk_size: int,
-        read_ahead: int,
-        start: int = 0,
-        stop: int | None = None,
-    ) -> None:
+    def __init__(self, read: S3Read) -> None:
         super().__init__()
-        self._client = client
-        self._start, self._stop = start, stop
-        self._location = location
-        self._version_id = version_id
-        self._chunk_size = chunk_size
-        self._read_ahead = read_ahead
         self.size, self.pin = head_source(
-            client, location, pin=SourcePin(etag, version_id), cancelled=self._cancelled
+            read.client, read.location, pin=read.pin, cancelled=self._cancelled
         )
-        self._next_offset = start
-        self._limit = self.size if stop is None else min(stop, self.size)
-        self._pending: collections.deque[Future[tuple[pa.Buffer, bytearray]]] = collections.deque()
-        self._buffers = DownloadBuffers(chunk_size)
+        # Every GET in the version given, with the ETag seen (If-Match) when none was given.
+        read = dataclasses.replace(read, pin=SourcePin(self.pin.etag, read.pin.version_id))
+        self._downloads = Downloads(read, self.size, self._cancelled)
         self._chunk: bytes | pa.Buffer = b""
         self._array = bytearray()
         """The download buffer under `_chunk` (quotes are counted in it without a copy)."""
         self._position = 0
         """The current download and how much of it was read."""
-        self._pool = ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="s3-read")
-        self._fill()
 
-    def _fill(self) -> None:
-        while len(self._pending) < self._read_ahead and self._next_offset < self._limit:
-            start = self._next_offset
-            end = min(start + self._chunk_size, self._limit) - 1
-            self._pending.append(self._pool.submit(self._get_range, start, end))
-            self._next_offset = end + 1
-
-    def _range_args(self, start: int, end: int) -> dict[str, str]:
-        """A GET of bytes `start` to `end` (inclusive), pinned to the version or ETag."""
-        args: dict[str, str] = {
-            "Bucket": self._location.bucket,
-            "Key": self._location.key,
-            "Range": f"bytes={start}-{end}",
-        }
-        if self._version_id:
-            args["VersionId"] = self._version_id
-        if self.pin.etag:
-            args["IfMatch"] = self.pin.etag
-        return args
-
-    def _get_range(self, start: int, end: int) -> tuple[pa.Buffer, bytearray]:
-        if self._cancelled.is_set():
-            raise CancelledError("cancelled")
-        args = self._range_args(start, end)
-        what = f"reading {self._location.uri} bytes {start}-{end}"
-        size = end - start + 1
-        buffer = self._buffers.take(size)
-        cut = ""
-        for reads in range(1, BODY_READS + 1):
-            response = with_rounds(
-                lambda: self._client.get_object(**args),  # type: ignore[arg-type]
-                what=what,
-                missing_is_source=True,
-                cancelled=self._cancelled,
-            )
-            try:
-                got = read_body_into(response["Body"], memoryview(buffer))
-                if got == size:
-                    return self._buffers.hand_out(buffer), buffer
-                cut = f"the body ended after {got} bytes"
-            except BodyCutError as exc:
-                got, cut = exc.got, str(exc)
-            # Read again from the range's start: its bytes so far are read twice.
-            self._read_again(got)
-            if reads < BODY_READS and self._cancelled.wait(ROUND_PAUSE_SECONDS * reads):
-                raise CancelledError("cancelled")
-        raise TransientError(f"{what}: cut {BODY_READS} times; last: {cut}")
+    @property
+    def bytes_again(self) -> int:
+        return self._downloads.again
 
     def _next_chunk(self) -> bool:
-        if not self._pending:
-            return False
-        future = self._pending.popleft()
         try:
-            data = future.result()
+            data = self._downloads.next()
         except ExportError as exc:
             raise self._fail(exc) from exc
         except Exception as exc:
-            raise self._fail(TransientError(f"reading {self._location.uri}: {exc}")) from exc
+            uri = self._downloads.read.location.uri
+            raise self._fail(TransientError(f"reading {uri}: {exc}")) from exc
+        if data is None:
+            return False
         (self._chunk, self._array), self._position = data, 0
-        self._fill()
         return True
 
     def read(self, size: int = -1) -> bytes | memoryview:
         """Up to `size` bytes; within one download a memoryview of it (the parser reads blocks
         of half a download: copying them cost a copy of the input and its page faults)."""
         self._check_cancelled()
-        self._wait_for_room()
+        self._ahead.wait_for_room()
         wanted = size if size >= 0 else 1 << 62
         parts: list[memoryview] = []
         got = 0
@@ -248,8 +272,8 @@ class S3Source(ByteSource):
             chunk, start = self._chunk, self._position
             end = min(len(chunk), start + wanted - got)
             parts.append(memoryview(chunk)[start:end])
-            if self.count_byte is not None:
-                self.counted += self._array.count(self.count_byte, start, end)
+            if self.quotes is not None:
+                self.quotes.count += self._array.count(self.quotes.byte, start, end)
             self._position = end
             got += end - start
         self.bytes_read += got
@@ -258,32 +282,21 @@ class S3Source(ByteSource):
         return b"".join(parts)
 
     def reopen(self) -> S3Source:
-        return S3Source(
-            client=self._client,
-            location=self._location,
-            version_id=self._version_id,
-            etag=self.pin.etag,
-            chunk_size=self._chunk_size,
-            read_ahead=self._read_ahead,
-            start=self._start,
-            stop=self._stop,
-        )
+        return S3Source(self._downloads.read)
 
     def read_at(self, offset: int, size: int) -> bytes:
         assert self.size is not None
         end = min(offset + size, self.size) - 1
         if end < offset:
             return b""
-        args = self._range_args(offset, end)
+        read = self._downloads.read
+        args = read.get_args(offset, end)
         try:
-            return bytes(self._client.get_object(**args)["Body"].read())  # type: ignore[arg-type]
+            return bytes(read.client.get_object(**args)["Body"].read())  # type: ignore[arg-type]
         except Exception as exc:
-            raise self._fail(translate(exc, what=f"reading {self._location.uri}")) from exc
+            raise self._fail(translate(exc, what=f"reading {read.location.uri}")) from exc
 
     def close(self) -> None:
         self._cancelled.set()
-        for future in self._pending:
-            future.cancel()
-        self._pending.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._downloads.close()
         super().close()

@@ -163,6 +163,16 @@ def translate(exc: Exception, *, what: str, missing_is_source: bool = False) -> 
     return TransientError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+def pinned(location: Location, pin: SourcePin) -> dict[str, str]:
+    """The arguments of a request for `location` in `pin`'s version (VersionId, If-Match)."""
+    args = {"Bucket": location.bucket, "Key": location.key}
+    if pin.version_id:
+        args["VersionId"] = pin.version_id
+    if pin.etag:
+        args["IfMatch"] = pin.etag
+    return args
+
+
 def head_source(
     client: S3Client,
     location: Location,
@@ -177,13 +187,8 @@ def head_source(
         SourceMissingError: no such object, version or bucket.
         SourceChangedError: the object is no longer `pin`'s version (412).
     """
-    args: dict[str, str] = {"Bucket": location.bucket, "Key": location.key}
-    if pin.version_id:
-        args["VersionId"] = pin.version_id
-    if pin.etag:
-        args["IfMatch"] = pin.etag
     head = with_rounds(
-        lambda: client.head_object(**args),  # type: ignore[arg-type]
+        lambda: client.head_object(**pinned(location, pin)),  # type: ignore[arg-type]
         what=f"reading {location.uri}",
         missing_is_source=True,
         cancelled=cancelled or threading.Event(),

@@ -8,10 +8,12 @@ multipart upload, so no partial object is ever visible.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -111,144 +113,78 @@ class FileSink(Sink):
             os.unlink(self._temp)
 
 
-class S3MultipartSink(Sink):
-    """An S3 object uploaded in parts by a small pool; small outputs use one PutObject.
+class PartBuffers:
+    """The part being filled (`part`, `filled` bytes of it), its size doubled every
+    `doubling_every` parts, in buffers reused once their part is uploaded: the output is copied
+    once, into memory already mapped (a fresh buffer per part cost two copies of the output and
+    a page fault per 4 KiB)."""
 
-    Memory holds at most `concurrency` parts being uploaded plus the one being filled: writing
-    blocks while the uploads are behind, which slows the parser instead of growing memory.
-    Those part buffers are reused once uploaded: the output is copied once, into memory already
-    mapped (a fresh buffer per part cost two copies of the output and a page fault per 4 KiB).
-    """
-
-    def __init__(
-        self, *, client: S3Client, location: Location, part_size: int, concurrency: int
-    ) -> None:
-        super().__init__(location)
-        self._client = client
-        self._base_part_size = part_size
-        self._concurrency = concurrency
-        self._part: bytearray | None = None
-        self._filled = 0
-        self._free_parts: list[bytearray] = []
-        self._free_lock = threading.Lock()
-        self._upload_id: str | None = None
-        """None until CreateMultipartUpload is sent, "" until its answer (a signal may stop us
-        in between, the upload made on S3), then its id."""
-        self._part_number = 0
-        self._futures: list[Future[dict[str, Any]]] = []
-        self._slots = threading.BoundedSemaphore(concurrency)
-        self._pool: ThreadPoolExecutor | None = None
-        self._failed: ExportError | None = None
-        self._aborted = False
+    def __init__(self, base: int) -> None:
+        self.base = base
         self.doubling_every = PART_SIZE_DOUBLING_EVERY
-        """Parts between two doublings of the part size (fewer for a range's share of parts)."""
-        self._stopped = threading.Event()
-        """Set by abort(): a part waiting for its next round gives up."""
+        self.part: bytearray | None = None
+        self.filled = 0
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
 
-    def _what(self) -> str:
-        return f"uploading {self.location.uri}"
-
-    def _new_part(self, size: int) -> bytearray:
-        with self._free_lock:
-            while self._free_parts:
-                part = self._free_parts.pop()
+    def new(self, number: int) -> bytearray:
+        """An empty part to fill, the size of part `number`."""
+        size = part_size_for(number, base=self.base, every=self.doubling_every)
+        with self._lock:
+            while self._free:
+                part = self._free.pop()
                 if len(part) == size:
+                    self.part = part
                     return part
-        return bytearray(size)
+        self.part = bytearray(size)
+        return self.part
 
-    def _release_part(self, part: bytearray) -> None:
-        with self._free_lock:
-            self._free_parts.append(part)
+    def release(self, body: bytes | bytearray) -> None:
+        """`body` was sent: its buffer is free."""
+        if isinstance(body, bytearray):
+            with self._lock:
+                self._free.append(body)
 
-    def _write(self, view: memoryview) -> None:
-        while view:
-            if self._part is None:
-                target = part_size_for(
-                    self._part_number + 1, base=self._base_part_size, every=self.doubling_every
-                )
-                self._part = self._new_part(target)
-            part, filled = self._part, self._filled
-            take = min(len(view), len(part) - filled)
-            # Through a memoryview: bytearray slice assignment copies a memoryview twice.
-            memoryview(part)[filled : filled + take] = view[:take]
-            self._filled += take
-            view = view[take:]
-            if self._filled == len(part):
-                self._flush_part()
-
-    def _take_part(self) -> bytes | bytearray:
-        """The bytes filled so far, and a new part to fill. A full part goes as it is (botocore
-        takes bytes or bytearray, not a memoryview); a partial one, the last, is copied."""
-        part, filled = self._part, self._filled
-        self._part, self._filled = None, 0
+    def take(self) -> bytes | bytearray:
+        """The bytes filled so far; the next write starts a new part. A full part goes as it is
+        (botocore takes bytes or bytearray, not a memoryview); a partial one, the last, is
+        copied."""
+        part, filled = self.part, self.filled
+        self.part, self.filled = None, 0
         if part is None:
             return b""
         if filled == len(part):
             return part
         return bytes(memoryview(part)[:filled])
 
-    def _flush_part(self) -> None:
-        if self._failed is not None:
-            raise self._failed
-        if self._upload_id is None:
-            self._upload_id = ""  # sent: from here an abort looks for it on S3
-            created = with_rounds(
-                lambda: self._client.create_multipart_upload(
-                    Bucket=self.location.bucket, Key=self.location.key
-                ),
-                what=self._what(),
-            )
-            self._upload_id = created["UploadId"]
-            self._pool = ThreadPoolExecutor(
-                max_workers=self._concurrency, thread_name_prefix="s3-upload"
-            )
-        self._part_number += 1
-        if self._part_number > S3_MAX_PARTS:
-            raise TransientError(f"{self._what()}: more than {S3_MAX_PARTS} parts")
-        body = self._take_part()
+    def drop(self) -> None:
+        self.part, self._free = None, []
+
+
+class PartUploads:
+    """The parts of one multipart upload being uploaded: at most `concurrency` at once (adding
+    one waits for a free slot), the first error, and the stop an abort gives."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.id: str | None = None
+        """None until CreateMultipartUpload is sent, "" until its answer (a signal may stop us
+        in between, the upload made on S3), then its id."""
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._futures: list[Future[dict[str, Any]]] = []
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-upload")
+        self.failed: ExportError | None = None
+        self.stopped = threading.Event()
+        """Set by `stop()`: a part waiting for its next round gives up."""
+
+    def add(self, upload: Callable[[], dict[str, Any]]) -> None:
+        """Upload a part (`upload()` returns its number and ETag)."""
         self._slots.acquire()  # back-pressure: wait for a free upload slot
-        assert self._pool is not None
-        future = self._pool.submit(self._upload_part, self._part_number, body)
-        future.add_done_callback(lambda _: self._uploaded(body))
+        future = self._pool.submit(upload)
+        future.add_done_callback(lambda _: self._slots.release())
         self._futures.append(future)
 
-    def _uploaded(self, body: bytes | bytearray) -> None:
-        if isinstance(body, bytearray):
-            self._release_part(body)
-        self._slots.release()
-
-    def _upload_part(self, number: int, body: bytes | bytearray) -> dict[str, Any]:
-        if self._aborted:
-            raise TransientError("upload aborted")
-        try:
-            response = with_rounds(
-                lambda: self._client.upload_part(
-                    Bucket=self.location.bucket,
-                    Key=self.location.key,
-                    UploadId=self._upload_id or "",
-                    PartNumber=number,
-                    Body=cast(bytes, body),  # botocore takes a bytearray too; its stubs say bytes
-                ),
-                what=f"{self._what()} (part {number})",
-                cancelled=self._stopped,
-            )
-        except ExportError as error:
-            self._failed = self._failed or error
-            raise
-        return {"PartNumber": number, "ETag": response["ETag"]}
-
-    def _commit(self) -> None:
-        if self._upload_id is None:
-            body = bytes(self._take_part())  # a partial part: bytes already, no copy
-            with_rounds(
-                lambda: self._client.put_object(
-                    Bucket=self.location.bucket, Key=self.location.key, Body=body
-                ),
-                what=self._what(),
-            )
-            return
-        if self._filled or self._part_number == 0:
-            self._flush_part()
+    def results(self, what: str) -> list[dict[str, Any]]:
+        """Each part's number and ETag, once all are uploaded; else the first error."""
         parts = []
         for future in self._futures:
             try:
@@ -256,17 +192,114 @@ class S3MultipartSink(Sink):
             except ExportError:
                 raise
             except Exception as exc:
-                raise TransientError(f"{self._what()}: {type(exc).__name__}: {exc}") from exc
+                raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        self._pool.shutdown(wait=False)
+        return parts
+
+    def stop(self) -> None:
+        """Give up; let the parts in flight finish first: one completing after an abort would
+        otherwise keep (part of) the upload alive."""
+        self.stopped.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class S3MultipartSink(Sink):
+    """An S3 object uploaded in parts by a small pool; small outputs use one PutObject.
+
+    Memory holds at most `concurrency` parts being uploaded plus the one being filled: writing
+    blocks while the uploads are behind, which slows the parser instead of growing memory.
+    Those part buffers are reused once uploaded (PartBuffers).
+    """
+
+    def __init__(
+        self, *, client: S3Client, location: Location, part_size: int, concurrency: int
+    ) -> None:
+        super().__init__(location)
+        self._client = client
+        self._parts = PartBuffers(part_size)
+        self._upload = PartUploads(concurrency)
+        self._part_number = 0
+
+    def _what(self) -> str:
+        return f"uploading {self.location.uri}"
+
+    def _write(self, view: memoryview) -> None:
+        parts = self._parts
+        while view:
+            part = parts.part
+            if part is None:
+                part = parts.new(self._part_number + 1)
+            filled = parts.filled
+            take = min(len(view), len(part) - filled)
+            # Through a memoryview: bytearray slice assignment copies a memoryview twice.
+            memoryview(part)[filled : filled + take] = view[:take]
+            parts.filled = filled + take
+            view = view[take:]
+            if parts.filled == len(part):
+                self._flush_part()
+
+    def _flush_part(self) -> None:
+        upload = self._upload
+        if upload.failed is not None:
+            raise upload.failed
+        if upload.id is None:
+            upload.id = ""  # sent: from here an abort looks for it on S3
+            created = with_rounds(
+                lambda: self._client.create_multipart_upload(
+                    Bucket=self.location.bucket, Key=self.location.key
+                ),
+                what=self._what(),
+            )
+            upload.id = created["UploadId"]
+        self._part_number += 1
+        if self._part_number > S3_MAX_PARTS:
+            raise TransientError(f"{self._what()}: more than {S3_MAX_PARTS} parts")
+        upload.add(functools.partial(self._upload_part, self._part_number, self._parts.take()))
+
+    def _upload_part(self, number: int, body: bytes | bytearray) -> dict[str, Any]:
+        upload = self._upload
+        if self._discarding:
+            raise TransientError("upload aborted")
+        try:
+            response = with_rounds(
+                lambda: self._client.upload_part(
+                    Bucket=self.location.bucket,
+                    Key=self.location.key,
+                    UploadId=upload.id or "",
+                    PartNumber=number,
+                    Body=cast(bytes, body),  # botocore takes a bytearray too; its stubs say bytes
+                ),
+                what=f"{self._what()} (part {number})",
+                cancelled=upload.stopped,
+            )
+        except ExportError as error:
+            upload.failed = upload.failed or error
+            raise
+        finally:
+            self._parts.release(body)
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def _commit(self) -> None:
+        if self._upload.id is None:
+            body = bytes(self._parts.take())  # a partial part: bytes already, no copy
+            with_rounds(
+                lambda: self._client.put_object(
+                    Bucket=self.location.bucket, Key=self.location.key, Body=body
+                ),
+                what=self._what(),
+            )
+            return
+        if self._parts.filled or self._part_number == 0:
+            self._flush_part()
+        parts = self._upload.results(self._what())
         with_rounds(lambda: self._complete(parts), what=self._what())
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-        self._abort_uploads_except(self._upload_id)
+        self._abort_uploads_except(self._upload.id)
 
     def _complete(self, parts: list[dict[str, Any]]) -> None:
         """CompleteMultipartUpload, once more if need be: a request answered with an error (a
         500, a reset) may still have completed the upload, and the next one then finds no such
         upload. The object is then there, with the ETag of exactly these parts: done."""
-        upload_id = self._upload_id
+        upload_id = self._upload.id
         assert upload_id is not None
         try:
             self._client.complete_multipart_upload(
@@ -310,23 +343,22 @@ class S3MultipartSink(Sink):
         except Exception:  # noqa: S110 - best effort, see above
             pass
 
-    def abort(self) -> None:
+    def _stop(self) -> None:
         self._discarding = True
-        self._aborted = True
-        self._stopped.set()
-        self._part, self._free_parts = None, []
-        if self._pool is not None:
-            # Let in-flight parts finish first: a part completing after the abort would
-            # otherwise keep (part of) the upload alive.
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        if not self._upload_id:
-            if self._upload_id == "":  # made on S3 perhaps, its id never received
+        self._parts.drop()
+        self._upload.stop()
+
+    def abort(self) -> None:
+        self._stop()
+        upload_id = self._upload.id
+        if not upload_id:
+            if upload_id == "":  # made on S3 perhaps, its id never received
                 self._abort_uploads_except(None)
             return
         for _ in range(3):
             try:
                 self._client.abort_multipart_upload(
-                    Bucket=self.location.bucket, Key=self.location.key, UploadId=self._upload_id
+                    Bucket=self.location.bucket, Key=self.location.key, UploadId=upload_id
                 )
                 return
             except Exception as exc:

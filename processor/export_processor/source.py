@@ -65,6 +65,14 @@ class SourcePin:
         )
 
 
+@dataclass(slots=True)
+class Tally:
+    """How many times `byte` occurs in the bytes read so far."""
+
+    byte: bytes
+    count: int = 0
+
+
 class ReadAhead:
     """How far `read()` may run ahead of `consumed()` (ByteSource.limit_read_ahead): reads wait
     for room, at most a capped time, and never once cancelled."""
@@ -107,28 +115,22 @@ class ByteSource(io.RawIOBase):
     def __init__(self) -> None:
         super().__init__()
         self.bytes_read = 0
-        self.newlines = 0
-        """Line feeds (byte 0x0A) in the bytes read so far, counted only by a source that cannot
-        be read again (a pipe); see `count_newlines`."""
         self.error: ExportError | None = None
-        self.count_byte: bytes | None = None
-        """A byte (the quote) to count in what `read()` returns, into `counted`: set by a range
-        of a split export (range_bounds.RangeSource), which needs the quotes' parity at its end."""
-        self.counted = 0
-        self.bytes_again = 0
-        """Bytes received and thrown away because their download was cut: read twice."""
-        self._again_lock = threading.Lock()
+        self.quotes: Tally | None = None
+        """Counts the quote in what `read()` returns: set by a range of a split export
+        (range_bounds.RangeSource), which needs the quotes' parity at its end."""
         self._cancelled = threading.Event()
         self._ahead = ReadAhead(self._cancelled)
+
+    @property
+    def bytes_again(self) -> int:
+        """Bytes received and thrown away because their download was cut: read twice."""
+        return 0
 
     @property
     def bytes_fetched(self) -> int:
         """Every byte read from the input: the bytes handed on and those read again."""
         return self.bytes_read + self.bytes_again
-
-    def _read_again(self, count: int) -> None:
-        with self._again_lock:
-            self.bytes_again += count
 
     def limit_read_ahead(self, blocks: int) -> None:
         """Let `read()` run at most `blocks` calls ahead of `consumed()` calls.
@@ -143,9 +145,6 @@ class ByteSource(io.RawIOBase):
     def consumed(self) -> None:
         """One batch was taken by the writer: allow one more read."""
         self._ahead.consumed()
-
-    def _wait_for_room(self) -> None:
-        self._ahead.wait_for_room()
 
     def readable(self) -> bool:
         return True
@@ -175,8 +174,7 @@ class ByteSource(io.RawIOBase):
     def count_newlines(self) -> int | None:
         """The line feeds of the whole input, only to name the line of a parse error found at
         its end: read again from the start (not counted while converting, where it cost 3-4% of
-        the CPU), or as counted while reading a source that cannot be read again. None when
-        unknown."""
+        the CPU). None when unknown."""
         try:
             again = self.reopen()
         except ExportError:
@@ -199,6 +197,9 @@ class FileSource(ByteSource):
         super().__init__()
         self.path = path
         self._start, self._stop = start, stop
+        self.newlines = 0
+        """Line feeds in the bytes read so far, counted only in a pipe (it cannot be read
+        again: `count_newlines`)."""
         self._io = threading.Lock()
         """Held around each read of the file and its close (see `close`)."""
         try:
@@ -211,15 +212,15 @@ class FileSource(ByteSource):
             raise TransientError(f"cannot open {path}: {exc}") from exc
         info = os.fstat(self._file.fileno())
         self.size = info.st_size if stat.S_ISREG(info.st_mode) else None
-        self._left = (stop - start) if stop is not None else 1 << 62
         if start:
             self._file.seek(start)
 
     def read(self, size: int = -1) -> bytes:
         self._check_cancelled()
-        self._wait_for_room()
+        self._ahead.wait_for_room()
         chunks: list[bytes] = []
-        wanted = min(size if size >= 0 else 1 << 62, self._left)
+        left = 1 << 62 if self._stop is None else self._stop - self._start - self.bytes_read
+        wanted = min(size if size >= 0 else 1 << 62, left)
         got = 0
         # Pipes return short reads; fill the request so the parser sees full blocks.
         while got < wanted:
@@ -237,9 +238,8 @@ class FileSource(ByteSource):
             self._check_cancelled()
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.bytes_read += got
-        self._left -= got
-        if self.count_byte is not None:
-            self.counted += data.count(self.count_byte)
+        if self.quotes is not None:
+            self.quotes.count += data.count(self.quotes.byte)
         if self.size is None:  # a pipe: read once, so counted now
             self.newlines += data.count(b"\n")
         return data

@@ -157,7 +157,7 @@ class Finisher:
     @property
     def output(self) -> Location:
         """The export's output (what the ranges' parts make up)."""
-        return self._probe.whole_output
+        return self._probe.output
 
     def prepare(self) -> str | None:
         """Pin the source's version (`settings`, every range's) and open the export's upload."""
@@ -184,9 +184,7 @@ class Finisher:
 
     def clean(self) -> None:
         """Remove every part and open upload of this export (a failed or cancelled one)."""
-        locations = self.parts()
-        for index in range(self.count):
-            locations.extend(edge_locations(self.output, index))
+        locations = self.parts() + self._edges()
         if self.upload_id is not None and self.client is not None:
             with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(

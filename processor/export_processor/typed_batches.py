@@ -136,10 +136,10 @@ def arrow_encoding(encoding: str) -> str:
 
 
 def open_reader(
-    parser_input: ParserInput, names: list[str], settings: ProcessorSettings, *, encoding: str
+    parser_input: ParserInput, names: list[str], settings: ProcessorSettings
 ) -> pacsv.CSVStreamingReader:
-    """The streaming CSV reader over `parser_input`, every column as text; `encoding` as
-    `arrow_encoding` names it."""
+    """The streaming CSV reader over `parser_input`, every column as text."""
+    encoding = arrow_encoding(settings.csv.encoding)
     return pacsv.open_csv(
         cast(Any, parser_input),
         read_options=pacsv.ReadOptions(

@@ -159,8 +159,8 @@ def _export(tmp_path: Path, source_uri: str, fmt: str, client: Any, args: dict[s
         source = exporter._source
         assert isinstance(source, S3Source)
         # Buffers were reused: far fewer made than ranges read (not a vacuous pass).
-        assert source._buffers.allocated < max(client.gets // 2, 12), (
-            source._buffers.allocated,
+        assert source._downloads.buffers.allocated < max(client.gets // 2, 12), (
+            source._downloads.buffers.allocated,
             client.gets,
         )
     return (out / ("in" + EXTENSIONS[fmt])).read_bytes()

@@ -258,9 +258,9 @@ def test_a_range_ends_at_the_next_ranges_guess_without_counting_quotes(
     counting: list[bytes | None] = []
     init = RangeSource.__init__
 
-    def spy(self: RangeSource, inner: Any, **kwargs: Any) -> None:
-        init(self, inner, **kwargs)
-        counting.append(inner.count_byte)
+    def spy(self: RangeSource, inner: Any, cut: Any) -> None:
+        init(self, inner, cut)
+        counting.append(inner.quotes and inner.quotes.byte)
 
     monkeypatch.setattr(RangeSource, "__init__", spy)
     first, second = (
