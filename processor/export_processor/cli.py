@@ -211,16 +211,15 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
             reporter.stop(final=True, interrupt=signals.after_done)
         print(json.dumps(payload, separators=(",", ":")), flush=True)
         return int(ExitCode.OK)
-    except ExportError as error:
+    except Exception as error:
         if reporter is not None:
             reporter.stop(final=False)
+        if not isinstance(error, ExportError):
+            internal = f"internal error: {type(error).__name__}: {error}"
+            return _fail(TransientError(internal), settings, args)
         if signals.received is not None and not isinstance(error, CancelledError):
             error = CancelledError(f"stopped by signal {signals.received}: {error.message}")
         return _fail(error, settings, args, _range_report(exporter))
-    except Exception as exc:
-        if reporter is not None:
-            reporter.stop(final=False)
-        return _fail(TransientError(f"internal error: {type(exc).__name__}: {exc}"), settings, args)
 
 
 def _range_report(exporter: Exporter | None) -> dict[str, Any]:

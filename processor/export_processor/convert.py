@@ -82,12 +82,7 @@ class Exporter:
     ) -> None:
         self.settings = settings
         self.source_location = parse_location(settings.source_uri, prefix=False)
-        self.output: Location = export_output(
-            source_uri=settings.source_uri,
-            destination_uri=settings.destination_uri,
-            export_format=settings.export_format,
-            export_name=settings.export_name,
-        )
+        self.output = export_output(settings)
         self._client = s3_client
         self.progress = progress or ProgressState()
         self._skip = 0

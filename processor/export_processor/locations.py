@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from export_processor.errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    from export_processor.settings import ProcessorSettings
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]\Z")
 
@@ -88,16 +92,13 @@ def output_location(
     return Location(destination.scheme, destination.bucket, f"{prefix}{name}")
 
 
-def export_output(
-    *, source_uri: str, destination_uri: str, export_format: str, export_name: str | None
-) -> Location:
-    """The output of the export of `source_uri` to the prefix `destination_uri`
-    (`output_location`)."""
+def export_output(settings: ProcessorSettings) -> Location:
+    """The output of the export `settings` describe (`output_location`)."""
     return output_location(
-        source=parse_location(source_uri, prefix=False),
-        destination=parse_location(destination_uri, prefix=True),
-        export_format=export_format,
-        export_name=export_name,
+        source=parse_location(settings.source_uri, prefix=False),
+        destination=parse_location(settings.destination_uri, prefix=True),
+        export_format=settings.export_format,
+        export_name=settings.export_name,
     )
 
 

@@ -156,12 +156,7 @@ def range_exporter(
 def finish(job: SplitJob, settings: ProcessorSettings, client: S3Client | None) -> dict[str, Any]:
     """The preparation, the finishing step or the clean-up; returns the result JSON."""
     if job.mode == "prepare":
-        output = export_output(
-            source_uri=settings.source_uri,
-            destination_uri=settings.destination_uri,
-            export_format=settings.export_format,
-            export_name=settings.export_name,
-        )
+        output = export_output(settings)
         pin = pin_source(settings, client)  # first: a missing source leaves no upload open
         upload_id = open_upload(client, output, settings.export_format)
         return {"uploadId": upload_id, "source": pin.as_json()}
