@@ -49,12 +49,11 @@ def progress_body(
     """The merge patch body; `percent` only when the total is known. A split export's range
     patches its own entry, `progress.ranges.<index>` (the operator adds them up)."""
     progress: dict[str, object] = {"bytesRead": bytes_read, "rows": rows}
-    if range_index is not None:
-        if bytes_total is not None:
-            progress["bytesTotal"] = bytes_total
-        return {"status": {"progress": {"ranges": {str(range_index): progress}}}}
     if bytes_total is not None:
         progress["bytesTotal"] = bytes_total
+    if range_index is not None:
+        return {"status": {"progress": {"ranges": {str(range_index): progress}}}}
+    if bytes_total is not None:
         progress["percent"] = (
             100 if bytes_total == 0 else min(100, int(bytes_read * 100 // bytes_total))
         )

@@ -326,19 +326,13 @@ class S3MultipartSink(Sink):
         short. The key is this export's alone. Best effort: without
         s3:ListBucketMultipartUploads the bucket's lifecycle rule for incomplete uploads remains
         the safety net."""
+        bucket, key = self.location.bucket, self.location.key
         try:
-            listed = self._client.list_multipart_uploads(
-                Bucket=self.location.bucket, Prefix=self.location.key
-            )
+            listed = self._client.list_multipart_uploads(Bucket=bucket, Prefix=key)
             for upload in listed.get("Uploads", []):
-                if upload.get("Key") == self.location.key and upload.get("UploadId") not in (
-                    None,
-                    keep,
-                ):
+                if upload.get("Key") == key and upload.get("UploadId") not in (None, keep):
                     self._client.abort_multipart_upload(
-                        Bucket=self.location.bucket,
-                        Key=self.location.key,
-                        UploadId=str(upload["UploadId"]),
+                        Bucket=bucket, Key=key, UploadId=str(upload["UploadId"])
                     )
         except Exception:  # noqa: S110 - best effort, see above
             pass
