@@ -125,6 +125,38 @@ def test_a_leak_across_failovers_still_fails(tmp_path: Path) -> None:
     assert [f for f in run.report()["failures"] if "RSS grows" in f]
 
 
+def _terms(run: Any, levels: list[int], *, leak_per_hour: int = 0) -> None:
+    """Six ten-minute leader terms (a failover every 600 s): each new leader fills its caches
+    for two minutes from 60 MiB, then holds its own level (+ `leak_per_hour`)."""
+    run.failover_times = [600.0 * i for i in range(1, len(levels))]
+    for i, level in enumerate(levels):
+        start = 600 * i
+        samples = []
+        for t in range(start, start + 600, 20):
+            warm = min(1.0, (t - start) / 120)
+            leak = (t - start) * leak_per_hour // 3600
+            samples.append((float(t), (60 + int(warm * (level - 60)) + leak) * MiB))
+        run.rss_samples[("operator", f"leader-{i}")] = samples
+
+
+def test_each_new_leader_settling_at_its_own_level_is_not_growth(tmp_path: Path) -> None:
+    """The hour of 2026-12-07 failed at 24.2 MiB/hour on the operator: its six leaders settled at
+    140, 125, 138, 140, 140 and 145 MiB and stayed there, a fit across the terms read the
+    second one's low level as growth. Within each term, once warm, nothing grew."""
+    run = _soak(tmp_path)
+    _terms(run, [140, 125, 138, 140, 140, 145])
+    assert run.component_slopes() == {"operator": 0.0}
+    assert not [f for f in run.report()["failures"] if "RSS" in f]
+    assert run.report()["failover_seconds"] == [600, 1200, 1800, 2400, 3000]
+
+
+def test_a_leak_within_each_leaders_term_fails(tmp_path: Path) -> None:
+    run = _soak(tmp_path)
+    _terms(run, [140, 125, 138, 140, 140, 145], leak_per_hour=30)
+    assert 25 < run.component_slopes()["operator"] < 35
+    assert [f for f in run.report()["failures"] if "RSS grows" in f]
+
+
 def _soak_with(tmp_path: Path, kubectl: Any) -> Any:
     target = _target(tmp_path)
     target.kubectl = kubectl
