@@ -612,8 +612,8 @@ class Soak:
         operator's leader is deleted every few minutes, so its samples are taken per term of a
         leader, each from `term_warmup` seconds after the failover that began it (the standby
         that takes over fills its caches then), and the slope is the one the terms share, each
-        term at its own level: every new leader is another process, whose heap settles a few
-        MiB above or below the last one's (a fit across terms read that as growth)."""
+        term at its own level: every new leader is another process, whose heap settles up to
+        50 MiB above or below the last one's (a fit across terms read that as growth)."""
         by_time: dict[str, dict[float, int]] = defaultdict(dict)
         for (component, _pod), samples in self.rss_samples.items():
             for t, v in samples:
