@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 sys.path.insert(0, str(REPO))
 
-from tests.cluster.operator import pod_status  # noqa: E402
+from tests.support import pod_status  # noqa: E402
 
 from export_operator import kube, resource  # noqa: E402
 from export_operator.controller.jobs import build_job, resolve_inputs  # noqa: E402

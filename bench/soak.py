@@ -821,8 +821,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the report here too")
     args = parser.parse_args()
 
-    from tests.e2e.conftest import INPUT_BUCKET, _load_stack_module, s3_client
     from tests.support import cluster as local_cluster
+    from tests.support.e2e_stack import INPUT_BUCKET, _load_stack_module, s3_client
 
     local_dir = REPO / ".local" / "soak"
     os.environ["EXPORTJOBS_E2E_LOCAL_DIR"] = str(local_dir)

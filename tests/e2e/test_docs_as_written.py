@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import E2ECluster, Images
 from tests.support.docs_blocks import REPO, block
+from tests.support.e2e_stack import E2ECluster, Images
 
 NAMESPACE = "exportjobs"  # what the README installs into
 INPUTS = {

@@ -1,9 +1,10 @@
 """End to end on a real kubelet: S3 event → 202 → ExportJob → Job → container → S3 → download.
 
-The product is installed by Helm (tests/e2e/conftest.py) and reached only as a user reaches it:
-the webhook through a port-forward to its Service (or, for the load test, from a client pod
-through the Service's ClusterIP), kubectl, and S3. Exit codes, termination messages, OOM kills,
-SIGTERM on cancel and logs all come from the kubelet and the container runtime.
+The product is installed by Helm (tests/e2e/conftest.py, tests/support/e2e_stack.py) and
+reached only as a user reaches it: the webhook through a port-forward to its Service (or, for
+the load test, from a client pod through the Service's ClusterIP), kubectl, and S3. Exit codes,
+termination messages, OOM kills, SIGTERM on cancel and logs all come from the kubelet and the
+container runtime.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from tests.e2e.conftest import (
+from tests.support.e2e_stack import (
     FINAL,
     INPUT_BUCKET,
     OUTPUT_BUCKET,

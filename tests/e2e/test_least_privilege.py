@@ -12,7 +12,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.e2e.conftest import INPUT_BUCKET, OUTPUT_BUCKET, E2ECluster
+from tests.support.e2e_stack import INPUT_BUCKET, OUTPUT_BUCKET, E2ECluster
 
 
 def _keys(e2e_cluster: E2ECluster, namespace: str) -> dict[str, tuple[str, str]]:

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.processor import s3_faults
-from tests.cluster.processor.inputs import medium_csv
-from tests.e2e.conftest import FINAL, INPUT_BUCKET, OUTPUT_BUCKET, E2ECluster, answering, call
+from tests.support import s3_faults
 from tests.support.cluster import REPO
+from tests.support.e2e_stack import FINAL, INPUT_BUCKET, OUTPUT_BUCKET, E2ECluster, answering, call
+from tests.support.processor_inputs import medium_csv
 
 pytestmark = pytest.mark.timeout(1200)
 

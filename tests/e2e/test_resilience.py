@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import FINAL, INPUT_BUCKET, E2ECluster, call
+from tests.support.e2e_stack import FINAL, INPUT_BUCKET, E2ECluster, call
 
 pytestmark = pytest.mark.timeout(1200)
 

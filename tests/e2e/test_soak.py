@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import INPUT_BUCKET, E2ECluster
+from tests.support.e2e_stack import INPUT_BUCKET, E2ECluster
 from tests.support.hack_modules import load
 
 pytestmark = pytest.mark.timeout(1500)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import (
+from tests.support.e2e_stack import (
     FINAL,
     INPUT_BUCKET,
     OUTPUT_BUCKET,

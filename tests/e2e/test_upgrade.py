@@ -33,8 +33,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import FINAL, INPUT_BUCKET, E2ECluster, answering, call
 from tests.support.cluster import REPO
+from tests.support.e2e_stack import FINAL, INPUT_BUCKET, E2ECluster, answering, call
 from tests.support.hack_modules import load
 from tests.support.strategies import s3_event
 from tests.support.wait import wait_for

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client as k8s
 
-from tests.cluster.chart.helm import CHART, objects, run, set_flags, template, tool
 from tests.support.cluster import LocalCluster
+from tests.support.helm import CHART, objects, run, set_flags, template, tool
 
 CRD = "exportjobs.exportjobs.dev"
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")

@@ -13,7 +13,7 @@ import pytest
 
 from export_operator.controller.settings import OperatorSettings
 from export_operator.webhook import settings as webhook_settings
-from tests.cluster.chart.helm import (
+from tests.support.helm import (
     CHART,
     EVERYTHING_ON,
     by_kind,

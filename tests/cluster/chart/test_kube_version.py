@@ -17,7 +17,7 @@ import yaml
 from export_operator.controller.jobs import build_job, resolve_inputs
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView
-from tests.cluster.chart.helm import (
+from tests.support.helm import (
     CHART,
     EVERYTHING_ON,
     by_kind,

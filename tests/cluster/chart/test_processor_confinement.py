@@ -23,8 +23,8 @@ import yaml
 from kubernetes import client as k8s
 
 from export_operator import resource
-from tests.cluster.chart.helm import objects, run, template, tool
 from tests.support.cluster import LocalCluster
+from tests.support.helm import objects, run, template, tool
 
 FORGED = {
     "status": {

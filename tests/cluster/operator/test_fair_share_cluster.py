@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.cluster.operator.conftest import Exports, OperatorProcess
+from tests.support.operator_process import Exports, OperatorProcess
 from tests.support.wait import wait_for
 
 RESULT = {"uri": "s3://out/reports/x/x.csv", "bytes": 1, "rows": 1, "sha256": "ab" * 32,

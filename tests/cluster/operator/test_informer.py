@@ -14,8 +14,8 @@ from export_operator import kube, resource
 from export_operator.backoff import Backoff
 from export_operator.controller.snapshots import ExportView
 from export_operator.informer import Informer, collection_path
-from tests.cluster.operator.conftest import Exports
 from tests.support.cluster import LocalCluster
+from tests.support.operator_process import Exports
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.cluster

@@ -8,8 +8,8 @@ import subprocess
 import urllib.request
 from typing import Any
 
-from tests.cluster.operator.conftest import Exports, OperatorProcess
 from tests.support.net import free_port
+from tests.support.operator_process import Exports, OperatorProcess
 from tests.support.tools import tool
 from tests.support.wait import wait_for
 

@@ -14,10 +14,10 @@ import subprocess
 import time
 from typing import Any
 
-from tests.cluster.chart.helm import by_kind, objects, template, tool
-from tests.cluster.operator.conftest import OperatorProcess
-from tests.cluster.webhook.conftest import StartWebhook, start_webhook  # noqa: F401
+from tests.support.helm import by_kind, objects, template, tool
 from tests.support.net import free_port
+from tests.support.operator_process import OperatorProcess
+from tests.support.webhook_process import StartWebhook, start_webhook  # noqa: F401
 
 MONITORING = {
     "monitoring.prometheusRule.enabled": "true",

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from tests.cluster.operator.callbacks import (
+from tests.support.callback_receiver import (
     Receiver,
     assert_signed,
     events,
     notification,
     start,
 )
-from tests.cluster.operator.conftest import Exports, OperatorProcess
+from tests.support.operator_process import Exports, OperatorProcess
 from tests.support.tools import tool
 from tests.support.wait import wait_for
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.cluster.operator.conftest import Exports, OperatorProcess
+from tests.support.operator_process import Exports, OperatorProcess
 from tests.support.wait import wait_for
 
 

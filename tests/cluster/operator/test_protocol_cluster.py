@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.operator.callbacks import Receiver, assert_signed, notification, start
-from tests.cluster.operator.conftest import Exports, OperatorProcess
+from tests.support.callback_receiver import Receiver, assert_signed, notification, start
+from tests.support.operator_process import Exports, OperatorProcess
 from tests.support.wait import wait_for
 
 GOOD = {"uri": "s3://out/reports/x/x.csv", "bytes": 10, "rows": 2, "sha256": "ab" * 32,

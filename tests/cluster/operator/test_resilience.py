@@ -13,14 +13,14 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from tests.cluster.operator.conftest import (
+from tests.support.apiserver import ApiServer
+from tests.support.cluster import LocalCluster
+from tests.support.operator_process import (
     Exports,
     Kubelet,
     OperatorProcess,
     create_many,
 )
-from tests.support.apiserver import ApiServer
-from tests.support.cluster import LocalCluster
 from tests.support.wait import wait_for
 
 LEASE = "exportjobs-operator"

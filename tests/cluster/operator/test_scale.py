@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.cluster.operator.conftest import (
+from tests.support.operator_process import (
     Exports,
     JobWatcher,
     Kubelet,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.operator.callbacks import Receiver, assert_signed, notification, start
-from tests.cluster.operator.conftest import Exports, OperatorProcess
+from tests.support.callback_receiver import Receiver, assert_signed, notification, start
+from tests.support.operator_process import Exports, OperatorProcess
 from tests.support.wait import wait_for
 
 STEP = "exportjobs.dev/step"

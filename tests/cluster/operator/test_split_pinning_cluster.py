@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.operator.conftest import Exports, OperatorProcess
-from tests.cluster.processor.inputs import medium_csv
+from tests.support.operator_process import Exports, OperatorProcess
+from tests.support.processor_inputs import medium_csv
 from tests.support.wait import wait_for
 
 STEP = "exportjobs.dev/step"

@@ -33,11 +33,11 @@ from typing import Any, cast
 import pytest
 from kubernetes import client as k8s
 
-from tests.cluster.processor import s3_faults
-from tests.cluster.processor.inputs import MiB, medium_csv
-from tests.cluster.processor.kube_access import _ca_file, _create_exportjob, _token
+from tests.support import s3_faults
 from tests.support.apiserver import ApiServer
 from tests.support.cluster import LocalCluster
+from tests.support.kube_access import ca_file_of, create_exportjob, service_account_token
+from tests.support.processor_inputs import MiB, medium_csv
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(480)
@@ -109,10 +109,10 @@ def test_api_server_down_60_s_while_exports_run(
     data = medium_csv(ROWS)
     s3_client.put_object(Bucket=s3_bucket, Key="in/data.csv", Body=data)
     for name in NAMES:
-        _create_exportjob(kube_api, namespace, s3_bucket, name=name, key="in/data.csv")
+        create_exportjob(kube_api, namespace, s3_bucket, name=name, key="in/data.csv")
     token_file = tmp_path / "token"
-    token_file.write_text(_token(kube_api, namespace, allowed=True))
-    server, ca = _ca_file(cluster, tmp_path)
+    token_file.write_text(service_account_token(kube_api, namespace, allowed=True))
+    server, ca = ca_file_of(cluster, tmp_path)
     apiserver = ApiServer(cluster, tmp_path)
     upstream = cluster.s3.endpoint_url.removeprefix("http://")
     with s3_faults.toxiproxy(tmp_path) as toxi:

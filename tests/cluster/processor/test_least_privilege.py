@@ -25,9 +25,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.cluster.processor.inputs import EXT, FORMATS, medium_csv, run_cli
 from tests.support import cluster as local_cluster
 from tests.support.hack_modules import load
+from tests.support.processor_inputs import EXT, FORMATS, medium_csv, run_cli
 
 
 @pytest.fixture(scope="module")

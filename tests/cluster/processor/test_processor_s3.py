@@ -24,8 +24,8 @@ from export_processor.convert import Exporter
 from export_processor.errors import CancelledError, TransientError
 from export_processor.s3client import new_s3_client
 from export_processor.settings import settings_from_env
-from tests.cluster.processor.inputs import EXT, FORMATS, MiB, medium_csv, run_cli
 from tests.support.corpus import CASES, assert_output_matches
+from tests.support.processor_inputs import EXT, FORMATS, MiB, medium_csv, run_cli
 
 
 def assert_nothing_visible(s3: Any, bucket: str, prefix: str = "") -> None:

@@ -16,8 +16,8 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from tests.cluster.processor.kube_access import _ca_file, _create_exportjob, _token
 from tests.support.cluster import LocalCluster
+from tests.support.kube_access import ca_file_of, create_exportjob, service_account_token
 
 CRD = Path(__file__).resolve().parents[3] / "charts/exportjobs/crds/exportjobs.dev_exportjobs.yaml"
 
@@ -43,7 +43,7 @@ def exportjob_crd(kube_api: k8s.ApiClient) -> None:
 def _run(
     *, cluster: LocalCluster, tmp_path: Path, namespace: str, token: str, s3: Any, bucket: str
 ) -> subprocess.CompletedProcess[str]:
-    server, ca = _ca_file(cluster, tmp_path)
+    server, ca = ca_file_of(cluster, tmp_path)
     token_file = tmp_path / "token"
     token_file.write_text(token)
     data = b"a,b\n" + b"1,hello\n" * 200_000
@@ -79,8 +79,8 @@ def test_progress_is_patched_with_a_service_account_token(
     s3_bucket: str,
     tmp_path: Path,
 ) -> None:
-    _create_exportjob(kube_api, namespace, s3_bucket)
-    token = _token(kube_api, namespace, allowed=True)
+    create_exportjob(kube_api, namespace, s3_bucket)
+    token = service_account_token(kube_api, namespace, allowed=True)
     done = _run(
         cluster=cluster,
         tmp_path=tmp_path,
@@ -112,8 +112,8 @@ def test_a_refused_patch_does_not_fail_the_export(
     s3_bucket: str,
     tmp_path: Path,
 ) -> None:
-    _create_exportjob(kube_api, namespace, s3_bucket)
-    token = _token(kube_api, namespace, allowed=False)
+    create_exportjob(kube_api, namespace, s3_bucket)
+    token = service_account_token(kube_api, namespace, allowed=False)
     done = _run(
         cluster=cluster,
         tmp_path=tmp_path,

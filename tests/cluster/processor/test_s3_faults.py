@@ -1,7 +1,7 @@
 """The processor against the faults real S3 produces, injected in front of the real S3 server.
 
 Every case runs the processor's CLI in each output format through Toxiproxy and the HTTP fault
-proxy (tests/cluster/processor/s3_faults.py) and checks the output against the fault-free run's
+proxy (tests/support/s3_faults.py) and checks the output against the fault-free run's
 sha256 and row count, and that no multipart upload is left.
 """
 
@@ -24,10 +24,10 @@ import pytest
 from kubernetes import client as k8s
 
 from export_processor.settings import settings_from_env
-from tests.cluster.processor import s3_faults
-from tests.cluster.processor.inputs import EXT, FORMATS, MiB, medium_csv
-from tests.cluster.processor.kube_access import _ca_file, _create_exportjob, _token
+from tests.support import s3_faults
 from tests.support.cluster import LocalCluster
+from tests.support.kube_access import ca_file_of, create_exportjob, service_account_token
+from tests.support.processor_inputs import EXT, FORMATS, MiB, medium_csv
 
 ROWS = 120_000
 PART = 5 * MiB
@@ -276,10 +276,10 @@ def test_latency_and_a_bandwidth_cap(
     objects = k8s.CustomObjectsApi(kube_api)
     names = {fmt: f"ej-{fmt.replace('.', '-')}" for fmt in FORMATS}
     for name in names.values():
-        _create_exportjob(kube_api, namespace, bucket, name=name, key="in/data.csv")
+        create_exportjob(kube_api, namespace, bucket, name=name, key="in/data.csv")
     token_file = tmp_path / "token"
-    token_file.write_text(_token(kube_api, namespace, allowed=True))
-    server, ca = _ca_file(cluster, tmp_path)
+    token_file.write_text(service_account_token(kube_api, namespace, allowed=True))
+    server, ca = ca_file_of(cluster, tmp_path)
     chain.faults.set({"op": "*", "fault": "delay", "delay": 2.0})
     toxics = [
         chain.toxiproxy.toxic(chain.proxy, "bandwidth", stream, rate=1024)

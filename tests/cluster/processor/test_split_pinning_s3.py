@@ -15,7 +15,7 @@ import pytest
 from export_processor.convert import Exporter
 from export_processor.s3client import new_s3_client
 from export_processor.settings import settings_from_env
-from tests.cluster.processor.inputs import EXT, MiB, medium_csv, run_cli
+from tests.support.processor_inputs import EXT, MiB, medium_csv, run_cli
 
 ENV = {"EXPORTJOBS_S3_PART_SIZE_BYTES": str(5 * MiB)}
 

@@ -20,7 +20,7 @@ from export_processor.range_sink import parts_per_range
 from export_processor.s3client import new_s3_client
 from export_processor.settings import ProcessorSettings, settings_from_env
 from export_processor.split import Finisher, run_range, run_split
-from tests.cluster.processor.inputs import EXT, FORMATS, MiB, medium_csv, run_cli
+from tests.support.processor_inputs import EXT, FORMATS, MiB, medium_csv, run_cli
 
 
 def _settings(bucket: str, fmt: str, out: str) -> ProcessorSettings:

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.webhook.conftest import TOKEN, ExportJobs, StartWebhook
+from tests.support.exportjobs import ExportJobs
+from tests.support.webhook_process import TOKEN, StartWebhook
 
 CLI = shutil.which("exportjobs", path=str(Path(sys.executable).parent)) or "exportjobs"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.cluster.webhook.conftest import AUTH, TOKEN
 from tests.support.cluster import LocalCluster
 from tests.support.net import free_port
+from tests.support.webhook_process import AUTH, TOKEN
 
 
 async def _ready(session: aiohttp.ClientSession, url: str) -> None:

@@ -17,9 +17,10 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.cluster.webhook.conftest import TOKEN, ExportJobs, StartWebhook
 from tests.support.cluster import REPO
+from tests.support.exportjobs import ExportJobs
 from tests.support.net import free_port
+from tests.support.webhook_process import TOKEN, StartWebhook
 
 MINIO_ID = "EXPORTJOBS"
 

@@ -19,10 +19,11 @@ from kubernetes import client as k8s
 
 from export_operator import resource
 from export_operator.webhook.settings import WebhookSettings
-from tests.cluster.webhook.conftest import AUTH, TOKEN, ExportJobs, StartWebhook
 from tests.support import hostile_http
 from tests.support.cluster import LocalCluster
+from tests.support.exportjobs import ExportJobs
 from tests.support.net import free_port
+from tests.support.webhook_process import AUTH, TOKEN, StartWebhook
 
 BOUNDS = {
     "allowed_sources": ("s3://exports-input/", "s3://datasets/"),

@@ -13,10 +13,11 @@ from kubernetes import client as k8s
 
 from export_operator import resource
 from export_operator.principals import parse_document
-from tests.cluster.webhook.conftest import TOKEN, ExportJobs, RunningWebhook, StartWebhook
 from tests.support import hostile_http, strategies
+from tests.support.exportjobs import ExportJobs
 from tests.support.tools import tool
 from tests.support.wait import eventually
+from tests.support.webhook_process import TOKEN, RunningWebhook, StartWebhook
 
 A = {"Authorization": "Bearer token-of-team-a-0123"}
 B = {"Authorization": "Bearer token-of-team-b-0123"}

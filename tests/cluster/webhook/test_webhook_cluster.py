@@ -17,9 +17,10 @@ from export_operator import resource
 from export_operator.resource import ExportFormat
 from export_operator.webhook.services import SERVICES
 from export_operator.webhook.store import StoreRejectedError
-from tests.cluster.webhook.conftest import ApiProxy, ExportJobs, RunningWebhook, StartWebhook
 from tests.support import samples
+from tests.support.exportjobs import ExportJobs
 from tests.support.wait import eventually
+from tests.support.webhook_process import ApiProxy, RunningWebhook, StartWebhook
 
 SOURCE = "s3://exports-input/reports/q1 2024.csv"
 

@@ -17,7 +17,7 @@ from export_operator.webhook.listing import (
 )
 from export_operator.webhook.schemas import Export
 from export_operator.webhook.settings import WebhookSettings
-from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
+from tests.support.webhook_harness import AUTH, Harness, MakeHarness
 
 SOURCE = "s3://exports-input/data/a.csv"
 

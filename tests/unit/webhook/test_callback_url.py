@@ -10,7 +10,7 @@ import pytest
 from export_operator.callbacks import CallbackPolicy
 from export_operator.webhook.settings import WebhookSettings, parse_callback_rules
 from tests.support import samples
-from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
+from tests.support.webhook_harness import AUTH, Harness, MakeHarness
 
 SOURCE = "s3://exports-input/data/a.csv"
 HOOK = "https://hooks.example.com/exports?team=7"

@@ -11,7 +11,7 @@ import pytest
 from export_operator.webhook.cache import ExportCache
 from export_operator.webhook.lookup import MissLookup
 from export_operator.webhook.store import StoreUnavailableError
-from tests.unit.webhook.conftest import AUTH, Harness
+from tests.support.webhook_harness import AUTH, Harness
 
 SOURCE = "s3://exports-input/data/a.csv"
 

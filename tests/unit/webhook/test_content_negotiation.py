@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
+from tests.support.webhook_harness import AUTH, Harness, MakeHarness
 
 BODY = {"source": "s3://exports-input/a.csv", "format": "csv"}
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support import strategies
-from tests.unit.webhook.conftest import AUTH, Harness
+from tests.support.webhook_harness import AUTH, Harness
 
 SOURCE = "s3://exports-input/data/a.csv"
 

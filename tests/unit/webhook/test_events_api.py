@@ -11,7 +11,7 @@ import pytest
 from export_operator import resource
 from export_operator.resource import ExportFormat
 from tests.support import samples
-from tests.unit.webhook.conftest import AUTH, Harness
+from tests.support.webhook_harness import AUTH, Harness
 
 URL = "/v1/events/s3"
 

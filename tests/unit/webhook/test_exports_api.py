@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from export_operator import resource
-from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
+from tests.support.webhook_harness import AUTH, Harness, MakeHarness
 
 SOURCE = "s3://exports-input/data/report 1.csv"
 

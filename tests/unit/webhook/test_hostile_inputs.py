@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.support import strategies
-from tests.unit.webhook.conftest import AUTH, Harness
+from tests.support.webhook_harness import AUTH, Harness
 
 EB = {"x-api-key": "eb-key"}
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from export_operator.public_view import client_view
-from tests.unit.webhook.conftest import AUTH, Harness
+from tests.support.webhook_harness import AUTH, Harness
 
 SOURCE = "s3://exports-input/data/a.csv"
 

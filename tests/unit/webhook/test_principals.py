@@ -11,7 +11,7 @@ import pytest
 from export_operator.principals import PrincipalConfig, Principals, parse_document
 from export_operator.webhook.settings import WebhookSettings
 from tests.support import strategies
-from tests.unit.webhook.conftest import AUTH, MakeHarness
+from tests.support.webhook_harness import AUTH, MakeHarness
 
 A = {"Authorization": "Bearer token-of-team-a-0123"}
 B = {"Authorization": "Bearer token-of-team-b-0123"}

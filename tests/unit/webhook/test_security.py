@@ -12,7 +12,7 @@ import pytest
 from export_operator.webhook.bounds import Bounds, S3Prefix, template_prefix
 from export_operator.webhook.settings import WebhookSettings
 from tests.support import hostile_http, samples
-from tests.unit.webhook.conftest import AUTH, TOKEN, Harness, MakeHarness
+from tests.support.webhook_harness import AUTH, TOKEN, Harness, MakeHarness
 
 BOUNDED = {
     "allowed_sources": ("s3://exports-input/", "s3://datasets/"),

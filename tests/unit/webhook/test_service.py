@@ -15,7 +15,7 @@ from export_operator.webhook.cache import ExportCache
 from export_operator.webhook.listing import ListQuery, decode_continue
 from export_operator.webhook.setting_groups import AWS_SNS_HOST_PATTERN
 from export_operator.webhook.settings import WebhookSettings
-from tests.unit.webhook.conftest import AUTH, Harness, MakeHarness
+from tests.support.webhook_harness import AUTH, Harness, MakeHarness
 
 
 async def test_healthz_and_readyz(harness: Harness) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from export_operator.webhook.store import StoreUnavailableError
 from tests.support import hostile_http
-from tests.unit.webhook.conftest import AUTH, TOKEN, MakeHarness
+from tests.support.webhook_harness import AUTH, TOKEN, MakeHarness
 
 
 async def test_an_authenticated_slow_body_times_out(make_harness: MakeHarness) -> None:

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from export_operator.webhook.sns import string_to_sign
 from tests.support import samples
-from tests.unit.webhook.conftest import Harness, MakeHarness
+from tests.support.webhook_harness import Harness, MakeHarness
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:exports"
 
@@ -392,7 +392,7 @@ async def test_sns_is_off_without_topics(
 
 def test_sns_off_is_logged_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
     from export_operator.webhook.app import sns_startup_line
-    from tests.unit.webhook.conftest import make_settings
+    from tests.support.webhook_harness import make_settings
 
     assert "SNS is off" in sns_startup_line(make_settings())
     assert TOPIC in sns_startup_line(make_settings(sns_topic_arns=(TOPIC,)))

@@ -11,7 +11,7 @@ from export_operator.controller.jobs import build_job, resolve_inputs
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView
 from tests.support import strategies
-from tests.unit.webhook.conftest import AUTH, Harness
+from tests.support.webhook_harness import AUTH, Harness
 
 GIB = 1024**3
 OPERATOR = OperatorSettings.from_env({}, default_destination_uri="s3://exports-output/out/")

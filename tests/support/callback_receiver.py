@@ -24,7 +24,7 @@ from tests.support.cluster import REPO
 from tests.support.wait import wait_for
 
 if TYPE_CHECKING:
-    from tests.cluster.operator.conftest import Exports, OperatorProcess
+    from tests.support.operator_process import Exports, OperatorProcess
 
 SECRETS = (
     "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",

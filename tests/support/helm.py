@@ -12,7 +12,7 @@ import yaml
 
 from tests.support.tools import tool
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "exportjobs"
 
 

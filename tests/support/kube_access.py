@@ -12,7 +12,7 @@ from kubernetes import client as k8s
 from tests.support.cluster import LocalCluster
 
 
-def _token(kube_api: k8s.ApiClient, namespace: str, *, allowed: bool) -> str:
+def service_account_token(kube_api: k8s.ApiClient, namespace: str, *, allowed: bool) -> str:
     core, rbac = k8s.CoreV1Api(kube_api), k8s.RbacAuthorizationV1Api(kube_api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "processor"}})
     if allowed:
@@ -49,7 +49,7 @@ def _token(kube_api: k8s.ApiClient, namespace: str, *, allowed: bool) -> str:
     return str(request.status.token)
 
 
-def _ca_file(cluster: LocalCluster, tmp_path: Path) -> tuple[str, Path]:
+def ca_file_of(cluster: LocalCluster, tmp_path: Path) -> tuple[str, Path]:
     config = yaml.safe_load(cluster.kubeconfig.read_text())
     entry = config["clusters"][0]["cluster"]
     if "certificate-authority-data" in entry:
@@ -60,7 +60,7 @@ def _ca_file(cluster: LocalCluster, tmp_path: Path) -> tuple[str, Path]:
     return entry["server"], ca
 
 
-def _create_exportjob(
+def create_exportjob(
     kube_api: k8s.ApiClient, namespace: str, bucket: str, *, name: str = "ej", key: str = "in.csv"
 ) -> None:
     k8s.CustomObjectsApi(kube_api).create_namespaced_custom_object(

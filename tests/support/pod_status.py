@@ -1,6 +1,6 @@
 """What a kubelet reports for a processor pod, as pod status patches: written once for the
-cluster tests' kubelet stand-in (conftest.py: `Exports.run_pod`, `finish_pod`, `stall_pod`) and
-for bench/bench_operator.py, which plays the kubelet too."""
+cluster tests' kubelet stand-in (operator_process.py: `Exports.run_pod`, `finish_pod`,
+`stall_pod`) and for bench/bench_operator.py, which plays the kubelet too."""
 
 from __future__ import annotations
 
