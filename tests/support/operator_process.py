@@ -20,6 +20,7 @@ from kubernetes import watch
 from tests.support import pod_status
 from tests.support.cluster import LocalCluster
 from tests.support.exportjobs import ExportJobs
+from tests.support.processes import stop_process
 from tests.support.wait import wait_for
 
 LABEL = "exportjobs.dev/export"
@@ -266,13 +267,8 @@ class OperatorProcess:
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, grace_seconds=15)
 
     def logs(self) -> str:
         return "\n".join(

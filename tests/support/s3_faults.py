@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -18,6 +17,7 @@ from typing import Any
 
 from tests.support.cluster import REPO
 from tests.support.net import free_port
+from tests.support.processes import stop_process
 from tests.support.wait import wait_for
 
 TOOLS = REPO / "hack" / "tools.sh"
@@ -44,16 +44,6 @@ def _http(method: str, url: str, body: Any = None) -> Any:
         return json.loads(raw)
     except ValueError:  # Toxiproxy's /version is plain text
         return raw.decode()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass
@@ -91,7 +81,7 @@ def fault_proxy(upstream: str, tmp: Path) -> Iterator[FaultProxy]:
         _wait_for(port_file.exists, "the S3 fault proxy")
         yield FaultProxy(f"http://127.0.0.1:{port_file.read_text()}")
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
 
 
@@ -140,7 +130,7 @@ def toxiproxy(tmp: Path) -> Iterator[Toxiproxy]:
         _wait_for(lambda: _http("GET", f"{api}/version") is not None, "toxiproxy")
         yield Toxiproxy(api)
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
 
 
@@ -200,7 +190,7 @@ class MinIO:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop_process(self.proc)
             self.proc = None
 
 

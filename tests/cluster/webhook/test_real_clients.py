@@ -20,6 +20,7 @@ import pytest
 from tests.support.cluster import REPO
 from tests.support.exportjobs import ExportJobs
 from tests.support.net import free_port
+from tests.support.processes import stop_process
 from tests.support.webhook_process import TOKEN, StartWebhook
 
 MINIO_ID = "EXPORTJOBS"
@@ -85,12 +86,7 @@ class MinioWithWebhook:
         )
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 @pytest.fixture
