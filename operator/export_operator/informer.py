@@ -36,8 +36,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from export_operator.backoff import Backoff
 from export_operator.kube import Kube, KubeError, collection_path
+from export_processor.common import Backoff
 
 log = logging.getLogger(__name__)
 

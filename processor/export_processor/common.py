@@ -1,5 +1,6 @@
 """What the processor and the operator images both need, written once: the contract's error and
-exit codes, the CSV option checks, the boolean grammar of settings, and the `--version` line.
+exit codes, the CSV option checks, the boolean grammar of settings, the retry backoff, and the
+`--version` line.
 
 Standard library only and nothing of the data path (an import-linter contract holds it), so the
 operator's commands import it too: the processor imports nothing of the operator; the other way
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import enum
 import platform
+import random
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
@@ -159,3 +162,20 @@ def add_version_argument(parser: argparse.ArgumentParser, *, program: str, extra
     parser.add_argument(
         "--version", action=_PrintVersion, dest=argparse.SUPPRESS, line=(program, extra)
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with jitter, the one retry delay of the code base (work queue,
+    informers, notifier, webhook store, the processor's S3 calls): `base · 2^(failures-1)`, at most
+    `cap`, plus up to `jitter` times that at random (so keys that failed together do not retry
+    together)."""
+
+    base: float = 0.5
+    cap: float = 60.0
+    jitter: float = 0.2
+
+    def delay(self, failures: int, *, rand: Callable[[], float] = random.random) -> float:
+        exponent = min(max(failures - 1, 0), 62)
+        plain = min(self.cap, self.base * 2.0**exponent)
+        return plain * (1.0 + self.jitter * rand())

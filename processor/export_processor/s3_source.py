@@ -15,7 +15,7 @@ import pyarrow as pa
 from export_processor.errors import CancelledError, ExportError, TransientError
 from export_processor.locations import Location
 from export_processor.s3client import (
-    ROUND_PAUSE_SECONDS,
+    ROUND_BACKOFF,
     S3Client,
     head_source,
     pinned,
@@ -199,7 +199,7 @@ class Downloads:
             # Read again from the range's start: its bytes so far are read twice.
             with self._again_lock:
                 self.again += got
-            if reads < BODY_READS and self._cancelled.wait(ROUND_PAUSE_SECONDS * reads):
+            if reads < BODY_READS and self._cancelled.wait(ROUND_BACKOFF.delay(reads)):
                 raise CancelledError("cancelled")
         raise TransientError(f"{what}: cut {BODY_READS} times; last: {cut}")
 

@@ -4,7 +4,6 @@ processor's vocabulary."""
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ import botocore.exceptions
 import botocore.session
 from botocore.config import Config
 
+from export_processor.common import Backoff
 from export_processor.errors import (
     CancelledError,
     DestinationMissingError,
@@ -59,8 +59,8 @@ ROUNDS = 4
 sustained throttling (30% of requests answered 503 SlowDown) one round's 5 attempts fail for one
 request in 400, and botocore's retry quota, drained by a long export, leaves some calls a single
 attempt: a GB export failed where a pause and a new round carry it through."""
-ROUND_PAUSE_SECONDS = 0.5
-"""The pause before the second round; it doubles each round (with jitter), at most 8 s."""
+ROUND_BACKOFF = Backoff(base=0.5, cap=8.0)
+"""The pause before the second round (0.5 s); it doubles each round (with jitter), at most 8 s."""
 
 
 def new_s3_client(*, max_attempts: int, pool_size: int) -> S3Client:
@@ -102,7 +102,7 @@ def with_rounds(
             error = translate(exc, what=what, missing_is_source=missing_is_source)
             if not isinstance(error, TransientError) or done == rounds:
                 raise error from exc
-        pause = min(8.0, ROUND_PAUSE_SECONDS * 2 ** (done - 1)) * random.uniform(0.5, 1.0)
+        pause = ROUND_BACKOFF.delay(done)
         if cancelled is None:
             time.sleep(pause)
         elif cancelled.wait(pause):

@@ -8,7 +8,7 @@ a Failed phase is only ever written after the Job's last attempt) with `spec.not
 `Result(requeue_after=...)` for the next one.
 
 At least once: network errors, 5xx and 429 are retried with the one backoff type
-(`export_operator.backoff`; Retry-After honoured) until `notify_window_seconds` after
+(`common.Backoff`; Retry-After honoured) until `notify_window_seconds` after
 `completionTime`; other 4xx, redirects and refused destinations stop at once. Each attempt is
 recorded in `status.notification`, so a restarted operator (its caches list every ExportJob)
 resumes where the last one stopped; a failed write of it is retried by the work queue.
@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from export_operator.backoff import Backoff
 from export_operator.callbacks import CallbackRefusedError
 from export_operator.controller import metrics
 from export_operator.controller.apicalls import KubeWriter
@@ -37,6 +36,7 @@ from export_operator.informer import Informer
 from export_operator.kube import KubeError
 from export_operator.presign import Presigner, own_result_uri
 from export_operator.resource import Phase
+from export_processor.common import Backoff
 
 log = logging.getLogger(__name__)
 

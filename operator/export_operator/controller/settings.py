@@ -12,13 +12,13 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from export_operator.backoff import Backoff
 from export_operator.callbacks import CallbackPolicy
 from export_operator.config import EnvSettings, Flag
 from export_operator.controller.admission import OwnerShare
 from export_operator.controller.job_settings import JobSettings, PodSettings
 from export_operator.controller.signing import read_secrets
 from export_operator.resource import parse_s3_uri
+from export_processor.common import Backoff
 
 PREFIX = "EXPORTJOBS_OPERATOR_"
 

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from export_operator.backoff import Backoff
+from export_processor.common import Backoff
 
 K = TypeVar("K", bound=Hashable)
 

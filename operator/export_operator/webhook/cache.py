@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from export_operator import fastjson, resource
-from export_operator.backoff import Backoff
 from export_operator.freemem import release_free_memory
 from export_operator.informer import Informer
 from export_operator.kube import Kube, collection_path
 from export_operator.public_view import owner_of, phase_of
 from export_operator.webhook.listing import ListQuery, SortKey, created_key, encode_continue
+from export_processor.common import Backoff
 
 TRIM_AFTER_DELETIONS = 1000
 """After this many deletions (e.g. `kubectl delete ej --all`, or a week's retention ending at

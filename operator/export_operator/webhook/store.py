@@ -12,8 +12,8 @@ import asyncio
 from typing import Any, Protocol
 
 from export_operator import resource
-from export_operator.backoff import Backoff
 from export_operator.kube import Kube, KubeError, collection_path
+from export_processor.common import Backoff
 
 CREATE_ATTEMPTS = 2
 """Tries of one create before a 503: a create is safe to repeat (the name is deterministic, so a

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from export_operator import kube, resource
-from export_operator.backoff import Backoff
 from export_operator.controller.snapshots import ExportView
 from export_operator.informer import Informer, collection_path
+from export_processor.common import Backoff
 from tests.support.cluster import LocalCluster
 from tests.support.operator_process import Exports
 from tests.support.wait import eventually

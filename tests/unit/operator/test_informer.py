@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from export_operator.backoff import Backoff
 from export_operator.controller.snapshots import PodView
 from export_operator.informer import Informer, collection_path
 from export_operator.kube import KubeClient
+from export_processor.common import Backoff
 from tests.support.factories import pod_body
 
 PATH = "/api/v1/namespaces/ns/pods"

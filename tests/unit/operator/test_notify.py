@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from export_operator.backoff import Backoff
 from export_operator.callbacks import CallbackPolicy
 from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.delivery import Attempt, build_event, classify, parse_retry_after
@@ -27,6 +26,7 @@ from export_operator.controller.snapshots import ExportView
 from export_operator.controller.workqueue import run_worker
 from export_operator.informer import Informer
 from export_operator.kube import KubeError
+from export_processor.common import Backoff
 from tests.support.fake_kube import FakeKube
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from export_operator.backoff import Backoff
 from export_operator.controller.workqueue import (
     QueueShutDownError,
     Result,
     WorkQueue,
     run_worker,
 )
+from export_processor.common import Backoff
 
 
 async def test_a_key_added_many_times_is_queued_once_in_fifo_order() -> None:

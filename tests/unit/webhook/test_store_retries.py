@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from export_operator import resource
-from export_operator.backoff import Backoff
 from export_operator.kube import KubeError, collection_path
 from export_operator.webhook import store as store_module
 from export_operator.webhook.store import (
@@ -17,6 +16,7 @@ from export_operator.webhook.store import (
     StoreRejectedError,
     StoreUnavailableError,
 )
+from export_processor.common import Backoff
 from tests.support.fake_kube import FakeKube
 
 pytestmark = pytest.mark.unit
