@@ -15,7 +15,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from export_operator.webhook import create_app
+from export_operator.webhook.app import create_app
 from export_operator.webhook.settings import WebhookSettings
 from tests.support.cluster import LocalCluster
 from tests.support.net import free_port

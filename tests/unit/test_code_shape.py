@@ -20,9 +20,7 @@ STILL_LONG: dict[str, int] = {}
 """Modules still over the limit (lines), as STILL_OVER: they may only shrink, and leave the list
 once within it."""
 
-STILL_OVER: dict[str, tuple[int, str]] = {
-    "webhook/schemas.py:Export": (18, "the public JSON body of an export: its fields are the API"),
-}
+STILL_OVER: dict[str, tuple[int, str]] = {}
 """Classes still over the limit, with their count and why: a count may only go down, and a
 class leaves this list once it is within the limit (the test says so)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -61,7 +61,11 @@ def create_app(
     app.add_routes(routes_events.routes)
     app.add_routes(routes_ops.routes)
     app.cleanup_ctx.append(_http_session)
-    app.cleanup_ctx.append(_kubernetes if store is None else _given_store(store))
+    if store is None:
+        app.cleanup_ctx.append(_kubernetes)
+    else:
+        services.store = store
+        _start_lookup(app)
     app.on_shutdown.append(_mark_shutting_down)
     app.on_response_prepare.append(middleware.public_location)
     return app
@@ -105,17 +109,6 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await api.close()
-
-
-def _given_store(
-    store: ExportStore,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def given(app: web.Application) -> AsyncIterator[None]:
-        app[SERVICES].store = store
-        _start_lookup(app)
-        yield
-
-    return given
 
 
 def _start_lookup(app: web.Application) -> None:

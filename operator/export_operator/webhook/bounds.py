@@ -66,9 +66,8 @@ class Bounds:
         if self.is_output(location) or not any(p.contains(location) for p in self.sources):
             allowed = ", ".join(p.uri for p in self.sources) or "none configured"
             raise Problem(
-                status=422,
-                code=ProblemCode.SOURCE_NOT_ALLOWED,
-                detail=f"{location.uri} is not under an allowed source prefix ({allowed}) "
+                ProblemCode.SOURCE_NOT_ALLOWED,
+                f"{location.uri} is not under an allowed source prefix ({allowed}) "
                 "or lies under an output prefix",
             )
 
@@ -80,9 +79,8 @@ class Bounds:
         if not any(p.contains(target) for p in self.destinations):
             allowed = ", ".join(p.uri for p in self.destinations) or "none configured"
             raise Problem(
-                status=422,
-                code=ProblemCode.DESTINATION_NOT_ALLOWED,
-                detail=f"{uri} is not under an allowed destination prefix ({allowed})",
+                ProblemCode.DESTINATION_NOT_ALLOWED,
+                f"{uri} is not under an allowed destination prefix ({allowed})",
             )
 
 

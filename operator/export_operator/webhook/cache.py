@@ -170,10 +170,9 @@ class CachedExport:
     """The cached view of an ExportJob: what GET, list, cancel and an Idempotency-Key replay
     read of it, kept as compact JSON, with the fields the cache filters on beside it.
 
-    The rest of the object (managedFields, labels, uid, conditions) is not kept, and the JSON
-    bytes cost far less than the dicts they decode to: about 1 KB per retained export instead of
-    the 11-16 KB the whole object cost (docs/benchmarks.md, "Webhook memory"). A GET decodes one
-    view (a few microseconds); a list page decodes only the views it returns.
+    The rest of the object (managedFields, labels, uid, conditions) is not kept, and JSON bytes
+    cost far less memory than the dicts they decode to (docs/benchmarks.md, "Webhook memory");
+    a list page decodes only the views it returns.
     """
 
     name: str

@@ -13,8 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from export_operator.resource import NO_OWNER_LABEL
-from export_operator.webhook.problems import Problem, ProblemCode, unavailable
-from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
+from export_operator.webhook.http import unavailable
+from export_operator.webhook.problems import Problem, ProblemCode
+from export_operator.webhook.services import METRICS, SERVICES
 from export_operator.webhook.store import (
     AlreadyExistsError,
     StoreRejectedError,
@@ -38,8 +39,7 @@ async def create_export(request: web.Request, *, body: dict[str, Any], source_ki
     Raises:
         Problem: 422 when the API server rejects the object, 503 when it is unavailable.
     """
-    app = request.app
-    services, metrics = app[SERVICES], app[METRICS]
+    services, metrics = request.app[SERVICES], request.app[METRICS]
     name = body["metadata"]["name"]
     try:
         created = await services.store.create(body)
@@ -47,16 +47,10 @@ async def create_export(request: web.Request, *, body: dict[str, Any], source_ki
         metrics.dedup_hits.labels(source=source_kind).inc()
         return Stored(name=name, created=False, obj=None)
     except StoreRejectedError as exc:
-        raise Problem(
-            status=422, code=ProblemCode.REJECTED_BY_API_SERVER, detail=str(exc)
-        ) from None
+        raise Problem(ProblemCode.REJECTED_BY_API_SERVER, str(exc)) from None
     except StoreUnavailableError as exc:
-        metrics.api_unavailable.inc()
         log.warning("ExportJob %s not stored: %s", name, exc)
-        raise unavailable(
-            "the export could not be stored now; retry later",
-            retry_after=app[SETTINGS].http.retry_after_seconds,
-        ) from None
+        raise unavailable(request, "the export could not be stored now; retry later") from None
     services.cache.upsert(created)
     services.lookup.forget(name)
     owner = str(body["spec"].get("owner") or NO_OWNER_LABEL)  # a configured principal's name

@@ -60,19 +60,6 @@ class ParsedEvent:
     """Event names acknowledged without creating anything (test events, deletions, ...)."""
 
 
-def is_test_event(body: dict[str, Any]) -> bool:
-    """`s3:TestEvent`, which S3 sends when a notification configuration is saved."""
-    return body.get("Event") == "s3:TestEvent"
-
-
-def is_eventbridge(body: dict[str, Any]) -> bool:
-    return "detail-type" in body and "detail" in body
-
-
-def is_minio(body: dict[str, Any]) -> bool:
-    return "EventName" in body and "Records" in body
-
-
 def parse_event(body: Any, *, source: EventSource) -> ParsedEvent:
     """Parse any supported notification body (already JSON-decoded).
 
@@ -84,13 +71,12 @@ def parse_event(body: Any, *, source: EventSource) -> ParsedEvent:
     """
     if not isinstance(body, dict):
         raise EventError("the event must be a JSON object")
-    if is_test_event(body):
+    if body.get("Event") == "s3:TestEvent":  # sent when a notification configuration is saved
         return ParsedEvent(source=source, ignored=["s3:TestEvent"])
-    if is_eventbridge(body):
+    if "detail-type" in body and "detail" in body:
         return _parse_eventbridge(body)
-    if is_minio(body):
-        parsed = _parse_records(body["Records"], source=EventSource.MINIO)
-        return parsed
+    if "EventName" in body and "Records" in body:
+        return _parse_records(body["Records"], source=EventSource.MINIO)
     if "Records" in body:
         return _parse_records(body["Records"], source=source)
     raise EventError("not an S3 event: expected Records[], an EventBridge or a MinIO event")
@@ -116,20 +102,12 @@ def _parse_records(records: Any, *, source: EventSource) -> ParsedEvent:
         raw_key = _dig(obj, "key")
         if not isinstance(bucket, str) or not isinstance(raw_key, str) or not isinstance(obj, dict):
             raise EventError(f"Records[{index}] lacks s3.bucket.name or s3.object.key")
-        where = f"Records[{index}].s3.object"
         try:
             key = object_key_from_event(raw_key)
         except ValueError as exc:
             raise EventError(f"Records[{index}]: {exc}", bad_key=True) from None
-        parsed.records.append(
-            ObjectCreated(
-                location=_location(bucket, key),
-                version_id=_text(obj.get("versionId"), f"{where}.versionId"),
-                etag=_text(obj.get("eTag"), f"{where}.eTag"),
-                sequencer=_text(obj.get("sequencer"), f"{where}.sequencer"),
-                size=_size(obj.get("size"), where),
-            )
-        )
+        where = f"Records[{index}].s3.object"
+        parsed.records.append(_record(bucket, key, obj, where, ("versionId", "eTag", "sequencer")))
     return parsed
 
 
@@ -149,23 +127,22 @@ def _parse_eventbridge(body: dict[str, Any]) -> ParsedEvent:
         raise EventError("EventBridge event lacks detail.bucket.name or detail.object.key")
     # EventBridge carries the key as stored, not URL-encoded like S3 notifications: decoding it
     # would turn `a+b.csv` into `a b.csv`.
-    parsed.records.append(
-        ObjectCreated(
-            location=_location(bucket, key),
-            version_id=_text(obj.get("version-id"), "detail.object.version-id"),
-            etag=_text(obj.get("etag"), "detail.object.etag"),
-            sequencer=_text(obj.get("sequencer"), "detail.object.sequencer"),
-            size=_size(obj.get("size"), "detail.object"),
-        )
-    )
+    names = ("version-id", "etag", "sequencer")
+    parsed.records.append(_record(bucket, key, obj, "detail.object", names))
     return parsed
 
 
-def _location(bucket: str, key: str) -> S3Location:
+def _record(
+    bucket: str, key: str, obj: dict[str, Any], where: str, names: tuple[str, str, str]
+) -> ObjectCreated:
+    """The record of `obj` (the event's object), whose version id, ETag and sequencer are
+    called `names` in this kind of event."""
     try:
-        return parse_s3_uri(f"s3://{bucket}/{key}")
+        location = parse_s3_uri(f"s3://{bucket}/{key}")
     except ValueError as exc:
         raise EventError(str(exc), bad_key=True) from None
+    version_id, etag, sequencer = (_text(obj.get(name), f"{where}.{name}") for name in names)
+    return ObjectCreated(location, version_id, etag, sequencer, _size(obj.get("size"), where))
 
 
 def _dig(value: Any, *path: str) -> Any:

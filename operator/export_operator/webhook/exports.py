@@ -20,7 +20,7 @@ from export_operator.callbacks import CallbackPolicy
 from export_operator.models import ExportJobSpec, ExportRequest
 from export_operator.resource import ExportFormat
 from export_operator.webhook.events import EventSource, ObjectCreated
-from export_operator.webhook.problems import Problem, ProblemCode, invalid
+from export_operator.webhook.problems import Problem, ProblemCode
 
 _CODES = {code.value: code for code in ProblemCode}
 _FIELD_CODES = {
@@ -40,8 +40,8 @@ def parse_format(value: Any) -> ExportFormat:
         return ExportFormat(value)
     except ValueError:
         allowed = ", ".join(f.value for f in ExportFormat)
-        raise invalid(
-            f"format must be one of {allowed}; got {value!r}", code=ProblemCode.UNKNOWN_FORMAT
+        raise Problem(
+            ProblemCode.UNKNOWN_FORMAT, f"format must be one of {allowed}; got {value!r}"
         ) from None
 
 
@@ -116,7 +116,7 @@ def problem_from(exc: ValidationError, *, prefix: str = "") -> Problem:
     first = errors[0]
     code = _CODES.get(first["type"]) or _FIELD_CODES.get(_dotted(exc.errors()[0]["loc"], ""))
     detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
-    return invalid(detail, code=code or ProblemCode.INVALID_REQUEST, extra={"errors": errors})
+    return Problem(code or ProblemCode.INVALID_REQUEST, detail, extra={"errors": errors})
 
 
 def _dotted(loc: tuple[int | str, ...], prefix: str) -> str:
@@ -175,13 +175,3 @@ def build_export_job(
         },
         "spec": spec.as_body(),
     }
-
-
-__all__ = [
-    "build_export_job",
-    "canonical",
-    "parse_export_request",
-    "parse_format",
-    "problem_from",
-    "spec_for_event",
-]

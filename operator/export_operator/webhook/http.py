@@ -15,13 +15,6 @@ from export_operator.webhook import auth
 from export_operator.webhook.problems import Problem, ProblemCode
 from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
 
-
-def is_json_type(content_type: str) -> bool:
-    return content_type == "application/json" or (
-        content_type.startswith("application/") and content_type.endswith("+json")
-    )
-
-
 CONTENT_CODINGS = {"identity": 0, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS}
 """Request content codings read (RFC 9110 §8.4), with their zlib window bits; anything else is
 415 with `Accept-Encoding` naming these. aiohttp's own decoding is off (the app's
@@ -42,27 +35,25 @@ async def read_body(request: web.Request) -> bytes:
     coding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
     if coding not in CONTENT_CODINGS:
         raise Problem(
-            status=415,
-            code=ProblemCode.UNSUPPORTED_MEDIA_TYPE,
-            detail=f"content coding {coding!r} is not supported; use gzip or none",
+            ProblemCode.UNSUPPORTED_MEDIA_TYPE,
+            f"content coding {coding!r} is not supported; use gzip or none",
             headers={"Accept-Encoding": "gzip, identity"},
         )
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
+    timeout = request.app[SETTINGS].http.body_timeout_seconds
     try:
         if request.content.is_eof():  # all of it came with the headers (the usual case)
             raw = await request.read()
         else:
-            async with asyncio.timeout(request.app[SETTINGS].http.body_timeout_seconds):
+            async with asyncio.timeout(timeout):
                 raw = await request.read()
     except TimeoutError:
         # A body trickled in slowly holds a connection and a task: the caller's credentials
         # do not buy more time than anyone's.
         raise Problem(
-            status=408,
-            code=ProblemCode.REQUEST_TIMEOUT,
-            detail=f"the body was not received within "
-            f"{request.app[SETTINGS].http.body_timeout_seconds:g} s",
+            ProblemCode.REQUEST_TIMEOUT,
+            f"the body was not received within {timeout:g} s",
             headers={"Connection": "close"},
         ) from None
     except web.HTTPRequestEntityTooLarge:
@@ -70,11 +61,8 @@ async def read_body(request: web.Request) -> bytes:
     except (HttpProcessingError, web.RequestPayloadError) as exc:
         # A body that cannot be read as sent (broken chunked framing, ...): the client's fault.
         cause = exc.__cause__ or exc
-        raise Problem(
-            status=400,
-            code=ProblemCode.MALFORMED_JSON,
-            detail=f"the body could not be read: {type(cause).__name__}: {cause}"[:300],
-        ) from None
+        detail = f"the body could not be read: {type(cause).__name__}: {cause}"
+        raise Problem(ProblemCode.MALFORMED_JSON, detail[:300]) from None
     if coding == "identity":
         return raw
     decoder = zlib.decompressobj(CONTENT_CODINGS[coding])
@@ -82,9 +70,7 @@ async def read_body(request: web.Request) -> bytes:
         body = decoder.decompress(raw, limit + 1)
     except zlib.error as exc:
         raise Problem(
-            status=400,
-            code=ProblemCode.MALFORMED_JSON,
-            detail=f"the body is not valid {coding}: {exc}",
+            ProblemCode.MALFORMED_JSON, f"the body is not valid {coding}: {exc}"
         ) from None
     if len(body) > limit:
         raise too_large(limit)
@@ -92,9 +78,7 @@ async def read_body(request: web.Request) -> bytes:
 
 
 def too_large(limit: int) -> Problem:
-    return Problem(
-        status=413, code=ProblemCode.BODY_TOO_LARGE, detail=f"the body exceeds {limit} bytes"
-    )
+    return Problem(ProblemCode.BODY_TOO_LARGE, f"the body exceeds {limit} bytes")
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -107,23 +91,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
-"""One decoder for every body: `json.loads` with a hook builds a new one per call (half the time
-of decoding a typical request)."""
-
-
-def parse_json(body: bytes) -> Any:
-    """Decode a UTF-8 JSON body (see `parse_json_text`).
-
-    Raises:
-        Problem: 400 `malformed-json`.
-    """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Problem(
-            status=400, code=ProblemCode.MALFORMED_JSON, detail=f"the body is not UTF-8: {exc}"
-        ) from None
-    return parse_json_text(text, what="body")
+"""One decoder for every body: `json.loads` with a hook builds a new one per call."""
 
 
 def parse_json_text(text: str, *, what: str) -> Any:
@@ -138,52 +106,58 @@ def parse_json_text(text: str, *, what: str) -> Any:
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         return _DECODER.decode(text)
     except RecursionError:
-        raise Problem(
-            status=400, code=ProblemCode.MALFORMED_JSON, detail=f"the {what} is nested too deeply"
-        ) from None
+        raise Problem(ProblemCode.MALFORMED_JSON, f"the {what} is nested too deeply") from None
     except ValueError as exc:
-        raise Problem(
-            status=400, code=ProblemCode.MALFORMED_JSON, detail=f"the {what} is not JSON: {exc}"
-        ) from None
+        raise Problem(ProblemCode.MALFORMED_JSON, f"the {what} is not JSON: {exc}") from None
 
 
 async def read_json(request: web.Request, *, allow_text: bool = False) -> Any:
-    """Check the content type and charset, then read and decode the JSON body.
+    """Check the content type and charset, then read and decode the JSON body (UTF-8).
 
     Raises:
-        Problem: 415, 413 or 400.
+        Problem: 415, 413 or 400 (`malformed-json`).
     """
-    allowed = is_json_type(request.content_type) or (
-        allow_text and request.content_type == "text/plain"
+    kind = request.content_type
+    json_type = kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
     )
-    if not allowed:
+    if not json_type and not (allow_text and kind == "text/plain"):
         raise Problem(
-            status=415,
-            code=ProblemCode.UNSUPPORTED_MEDIA_TYPE,
-            detail=f"expected application/json, got {request.content_type!r}",
+            ProblemCode.UNSUPPORTED_MEDIA_TYPE,
+            f"expected application/json, got {request.content_type!r}",
         )
     charset = request.charset
     if charset is not None and charset.lower() not in CHARSETS:
         raise Problem(
-            status=415,
-            code=ProblemCode.UNSUPPORTED_MEDIA_TYPE,
-            detail=f"JSON bodies are UTF-8; charset {charset!r} is not accepted",
+            ProblemCode.UNSUPPORTED_MEDIA_TYPE,
+            f"JSON bodies are UTF-8; charset {charset!r} is not accepted",
         )
-    return parse_json(await read_body(request))
+    try:
+        text = (await read_body(request)).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Problem(ProblemCode.MALFORMED_JSON, f"the body is not UTF-8: {exc}") from None
+    return parse_json_text(text, what="body")
+
+
+def route_of(request: web.Request) -> str:
+    """The route's pattern as metrics label it (`unmatched` for none)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 def unauthorized(request: web.Request, *, reason: str, detail: str) -> Problem:
     """Count the failure and build the 401 problem."""
-    route = request.match_info.route.resource
-    request.app[METRICS].auth_failures.labels(
-        route=route.canonical if route else "unmatched", reason=reason
-    ).inc()
+    request.app[METRICS].auth_failures.labels(route=route_of(request), reason=reason).inc()
     return Problem(
-        status=401,
-        code=ProblemCode.UNAUTHORIZED,
-        detail=detail,
-        headers={"WWW-Authenticate": 'Bearer realm="exportjobs"'},
+        ProblemCode.UNAUTHORIZED, detail, headers={"WWW-Authenticate": 'Bearer realm="exportjobs"'}
     )
+
+
+def unavailable(request: web.Request, detail: str) -> Problem:
+    """Count a 503 for an API server that is down or refused, and build its problem."""
+    request.app[METRICS].api_unavailable.inc()
+    retry_after = request.app[SETTINGS].http.retry_after_seconds
+    return Problem(ProblemCode.UNAVAILABLE, detail, retry_after=retry_after)
 
 
 def require_bearer(request: web.Request) -> Principal:

@@ -24,12 +24,12 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         """Principal name → (tokens left, when counted)."""
 
-    def wait(self, principal: Principal, cost: int = 1) -> float:
-        """Take `cost` tokens and return 0, or take none and return the seconds until there
+    def admit(self, principal: Principal, cost: int = 1) -> None:
+        """Take `cost` tokens, or none and raise a 429 `rate-limited` problem saying when there
         would be enough."""
         rate = principal.rate_per_second
         if rate is None:
-            return 0.0
+            return
         burst = float(principal.burst or max(1, math.ceil(rate)))
         now = self._clock()
         tokens, then = self._buckets.get(principal.name, (burst, now))
@@ -37,22 +37,14 @@ class RateLimiter:
         needed = min(float(cost), burst)
         if tokens >= needed:
             self._buckets[principal.name] = (tokens - needed, now)
-            return 0.0
+            return
         self._buckets[principal.name] = (tokens, now)
-        return (needed - tokens) / rate
-
-    def admit(self, principal: Principal, cost: int = 1) -> None:
-        """Raises a 429 `rate-limited` problem when `principal` is over its rate."""
-        wait = self.wait(principal, cost)
-        if wait > 0:
-            raise Problem(
-                status=429,
-                code=ProblemCode.RATE_LIMITED,
-                detail=f"principal {principal.name!r} is over its request rate "
-                f"({principal.rate_per_second:g}/s)",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                limited=principal.name,
-            )
+        raise Problem(
+            ProblemCode.RATE_LIMITED,
+            f"principal {principal.name!r} is over its request rate ({rate:g}/s)",
+            retry_after=max(1, math.ceil((needed - tokens) / rate)),
+            limited=principal.name,
+        )
 
 
 def check_queue(principal: Principal, *, unfinished: int, adding: int, retry_after: int) -> None:
@@ -61,10 +53,9 @@ def check_queue(principal: Principal, *, unfinished: int, adding: int, retry_aft
     cap = principal.max_queued
     if cap is not None and unfinished + adding > cap:
         raise Problem(
-            status=429,
-            code=ProblemCode.QUEUE_FULL,
-            detail=f"principal {principal.name!r} has {unfinished} unfinished exports; "
+            ProblemCode.QUEUE_FULL,
+            f"principal {principal.name!r} has {unfinished} unfinished exports; "
             f"at most {cap} may wait",
-            headers={"Retry-After": str(retry_after)},
+            retry_after=retry_after,
             limited=principal.name,
         )

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from export_operator import resource
-from export_operator.public_view import owner_of, phase_of
 
 _LIMIT = re.compile(r"[0-9]{1,3}")
 _PHASES = frozenset(p.value for p in resource.Phase)
@@ -101,10 +100,8 @@ class ListQuery:
         )
 
     def matches(self, obj: Mapping[str, Any]) -> bool:
-        if self.phase is not None and phase_of(obj) != self.phase:
-            return False
-        if self.owner is not None and owner_of(obj) != self.owner:
-            return False
+        """Whether `obj` passes the filters on what only the whole object holds (the cache
+        compares phase and owner on its compact view first)."""
         if self.source_prefix is not None:
             source = ((obj.get("spec") or {}).get("source") or {}).get("uri") or ""
             if not str(source).startswith(self.source_prefix):

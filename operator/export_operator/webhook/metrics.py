@@ -98,10 +98,6 @@ class WebhookMetrics:
             registry=self.registry,
         )
 
-    def observe_request(self, *, route: str, method: str, code: int, seconds: float) -> None:
-        """Count one request and its latency."""
-        self.http.observe(route=route, method=method, code=code, seconds=seconds)
-
     def count_created(self, *, source: str, owner: str) -> None:
         """Count one ExportJob created (its child looked up once per source and owner)."""
         child = self._created.get((source, owner))

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from export_operator.jsonlogs import request_id
+from export_operator.webhook.http import route_of
 from export_operator.webhook.problems import Problem, ProblemCode
 from export_operator.webhook.services import METRICS, SETTINGS
 
@@ -23,11 +24,6 @@ _HTTP_CODES = {
     413: ProblemCode.BODY_TOO_LARGE,
     415: ProblemCode.UNSUPPORTED_MEDIA_TYPE,
 }
-
-
-def _route_of(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
 
 
 @web.middleware
@@ -47,8 +43,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     finally:
         elapsed = time.perf_counter() - started
-        route = _route_of(request)
-        request.app[METRICS].observe_request(
+        route = route_of(request)
+        request.app[METRICS].http.observe(
             route=route, method=request.method, code=status, seconds=elapsed
         )
         if request.app[SETTINGS].http.access_log:
@@ -75,17 +71,13 @@ async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, ProblemCode.INVALID_REQUEST)
-        response = Problem(status=exc.status, code=code, detail=exc.reason).response(
-            instance=request.path
-        )
+        response = Problem(code, exc.reason, status=exc.status).response(instance=request.path)
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
-        return Problem(status=500, code=ProblemCode.INTERNAL, detail="internal error").response(
-            instance=request.path
-        )
+        return Problem(ProblemCode.INTERNAL, "internal error").response(instance=request.path)
 
 
 async def public_location(request: web.Request, response: web.StreamResponse) -> None:

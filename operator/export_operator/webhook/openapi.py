@@ -8,65 +8,77 @@ live service is checked against it by schemathesis (tests/cluster/webhook).
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 from pydantic import BaseModel
 
 from export_operator import contract_schemas, models
-from export_operator.resource import ExportFormat, Phase
+from export_operator.resource import MAX_NAME_LENGTH
 from export_operator.webhook import schemas
-from export_operator.webhook.problems import TYPE_BASE
-
-_FORMATS = [f.value for f in ExportFormat]
-_PHASES = [p.value for p in Phase]
+from export_operator.webhook.problems import PROBLEM_CONTENT_TYPE, TYPE_BASE
+from export_operator.webhook.sns import MESSAGE_TYPES
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {"application/problem+json": {"schema": _ref("Problem")}},
-    }
+def _json(
+    description: str,
+    schema: str,
+    *,
+    media: str = "application/json",
+    location: bool = False,
+    retry_after: bool = False,
+) -> dict[str, Any]:
+    """A response with a body of `schema`, and the headers asked for."""
+    headers: dict[str, Any] = {}
+    if location:
+        headers["Location"] = {
+            "description": "The status URL of the export (after EXPORTJOBS_WEBHOOK_PUBLIC_URL, "
+            "if set).",
+            "required": True,
+            "schema": {"type": "string"},
+        }
     if retry_after:
-        response["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
-    return response
+        headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
+    response = {"description": description, "content": {media: {"schema": _ref(schema)}}}
+    return {**response, "headers": headers} if headers else response
 
 
-def _json(description: str, schema: str, **headers: dict[str, Any]) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": _ref(schema)}},
-    }
-    if headers:
-        response["headers"] = headers
-    return response
+def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    return _json(description, "Problem", media=PROBLEM_CONTENT_TYPE, retry_after=retry_after)
 
 
-_RETRY_AFTER = {"$ref": "#/components/headers/Retry-After"}
-_LOCATION = {
-    "description": "The status URL of the export (after EXPORTJOBS_WEBHOOK_PUBLIC_URL, if set).",
-    "required": True,
-    "schema": {"type": "string"},
-}
-_UNAUTHORIZED = _problem("Missing or invalid credentials; nothing was created.")
+def _parameter(
+    name: str, where: str, schema: dict[str, Any], description: str | None = None
+) -> dict[str, Any]:
+    """A parameter `in` the path (then required), query or headers."""
+    parameter: dict[str, Any] = {"name": name, "in": where, "schema": schema}
+    if description:
+        parameter["description"] = description
+    return {**parameter, "required": True} if where == "path" else parameter
+
+
 _UNAVAILABLE = _problem(
     "The Kubernetes API server is down or refused; nothing is promised stored. Retry after "
     "Retry-After seconds.",
     retry_after=True,
 )
-_RATE_LIMITED = _problem(
-    "Over the principal's request rate (`rate-limited`), or, for a create, over its queue cap "
-    "(`queue-full`); nothing was created.",
-    retry_after=True,
-)
+_AUTHED = {
+    "401": _problem("Missing or invalid credentials; nothing was created."),
+    "429": _problem(
+        "Over the principal's request rate (`rate-limited`), or, for a create, over its queue "
+        "cap (`queue-full`); nothing was created.",
+        retry_after=True,
+    ),
+}
+_NOT_SYNCED = _problem("The cache is not synced yet.", retry_after=True)
 _BAD_BODY = {
     "400": _problem("Malformed JSON (also nested too deeply), or a body that does not decode."),
-    "401": _UNAUTHORIZED,
+    **_AUTHED,
     "408": _problem("The body was not received in time (`request-timeout`)."),
-    "429": _RATE_LIMITED,
     "413": _problem("The body (or the event's record count) is larger than the configured limit."),
     "415": _problem("The content type is not JSON."),
     "422": _problem(
@@ -77,20 +89,13 @@ _BAD_BODY = {
     ),
     "503": _UNAVAILABLE,
 }
-_ID_PARAMETER = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "description": "The export id (its ExportJob's name).",
-    "schema": {"type": "string", "maxLength": 63},
-}
 
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (models.ExportRequest,)
 """Request bodies: absent fields are left out, never null (the structural rendering)."""
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     schemas.Problem,
     schemas.Accepted,
-    schemas.Export,
+    *schemas.Export.PARTS,
     schemas.ExportList,
     schemas.EventResult,
     schemas.S3Event,
@@ -98,7 +103,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
 
 
 def component_schemas() -> dict[str, Any]:
-    """`components.schemas`, generated from the models."""
+    """`components.schemas`, generated from the models; `Export` as `allOf` its parts."""
     ref = "#/components/schemas/{model}"
     return {
         **contract_schemas.json_schemas(
@@ -107,6 +112,11 @@ def component_schemas() -> dict[str, Any]:
         **contract_schemas.json_schemas(
             [(m, "serialization") for m in RESPONSE_MODELS], ref_template=ref, nullable=True
         ),
+        "Export": {
+            "description": inspect.cleandoc(schemas.Export.__doc__ or ""),
+            "allOf": [_ref(part.__name__) for part in schemas.Export.PARTS],
+            "unevaluatedProperties": False,
+        },
     }
 
 
@@ -148,29 +158,19 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Request an export; 202 once its ExportJob is stored.",
                     "security": bearer,
                     "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "description": "The same key and body give the same id; another "
-                            "body gives 422.",
-                            "schema": {
-                                "type": "string",
-                                "pattern": "^[!-~]{1,255}$",
-                            },
-                        }
+                        _parameter(
+                            "Idempotency-Key",
+                            "header",
+                            {"type": "string", "pattern": "^[!-~]{1,255}$"},
+                            "The same key and body give the same id; another body gives 422.",
+                        )
                     ],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("ExportRequest")}},
                     },
                     "responses": {
-                        "202": _json(
-                            "Stored.",
-                            "Accepted",
-                            Location=_LOCATION,
-                            **{"Retry-After": _RETRY_AFTER},
-                        ),
+                        "202": _json("Stored.", "Accepted", location=True, retry_after=True),
                         **_BAD_BODY,
                     },
                 },
@@ -180,64 +180,62 @@ def openapi_document() -> dict[str, Any]:
                     "token stays valid whatever is created or deleted in between.",
                     "security": bearer,
                     "parameters": [
-                        {
-                            "name": "phase",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": _PHASES},
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                        },
-                        {"name": "continue", "in": "query", "schema": {"type": "string"}},
-                        {
-                            "name": "source_prefix",
-                            "in": "query",
-                            "description": "Only exports whose source URI starts with this.",
-                            "schema": {"type": "string", "pattern": "^s3://", "maxLength": 2048},
-                        },
-                        {
-                            "name": "created_since",
-                            "in": "query",
-                            "description": "Only exports created at or after this time.",
-                            "schema": {"type": "string", "format": "date-time"},
-                        },
+                        _parameter("phase", "query", _ref("Phase")),
+                        _parameter(
+                            "limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}
+                        ),
+                        _parameter("continue", "query", {"type": "string"}),
+                        _parameter(
+                            "source_prefix",
+                            "query",
+                            {"type": "string", "pattern": "^s3://", "maxLength": 2048},
+                            "Only exports whose source URI starts with this.",
+                        ),
+                        _parameter(
+                            "created_since",
+                            "query",
+                            {"type": "string", "format": "date-time"},
+                            "Only exports created at or after this time.",
+                        ),
                     ],
                     "responses": {
                         "200": _json("One page of exports.", "ExportList"),
-                        "401": _UNAUTHORIZED,
-                        "429": _RATE_LIMITED,
+                        **_AUTHED,
                         "422": _problem(
                             "Invalid phase, limit, continue token, source_prefix or created_since."
                         ),
-                        "503": _problem("The cache is not synced yet.", retry_after=True),
+                        "503": _NOT_SYNCED,
                     },
                 },
             },
             "/v1/exports/{id}": {
-                "parameters": [_ID_PARAMETER],
+                "parameters": [
+                    _parameter(
+                        "id",
+                        "path",
+                        {"type": "string", "maxLength": MAX_NAME_LENGTH},
+                        "The export id (its ExportJob's name).",
+                    )
+                ],
                 "get": {
                     "operationId": "getExport",
                     "summary": "One export's phase, progress, error and result (with a presigned "
                     "download URL once it succeeded).",
                     "security": bearer,
                     "responses": {
-                        "200": _json(
-                            "The export.",
-                            "Export",
-                            **{
+                        "200": {
+                            **_json("The export.", "Export"),
+                            "headers": {
                                 "Cache-Control": {
                                     "description": "no-store when the body carries a presigned "
                                     "download URL.",
                                     "schema": {"type": "string"},
                                 }
                             },
-                        ),
-                        "401": _UNAUTHORIZED,
-                        "429": _RATE_LIMITED,
+                        },
+                        **_AUTHED,
                         "404": _problem("No such export."),
-                        "503": _problem("The cache is not synced yet.", retry_after=True),
+                        "503": _NOT_SYNCED,
                     },
                 },
                 "delete": {
@@ -247,13 +245,9 @@ def openapi_document() -> dict[str, Any]:
                     "security": bearer,
                     "responses": {
                         "202": _json(
-                            "Cancellation stored.",
-                            "Export",
-                            Location=_LOCATION,
-                            **{"Retry-After": _RETRY_AFTER},
+                            "Cancellation stored.", "Export", location=True, retry_after=True
                         ),
-                        "401": _UNAUTHORIZED,
-                        "429": _RATE_LIMITED,
+                        **_AUTHED,
                         "404": _problem("No such export."),
                         "409": _problem(
                             "The export has finished (code `export-finished`, its `phase` "
@@ -273,24 +267,17 @@ def openapi_document() -> dict[str, Any]:
                     "events by API key, everything else by bearer token.",
                     "security": [*bearer, {"eventbridgeApiKey": []}, {}],
                     "parameters": [
-                        {
-                            "name": "format",
-                            "in": "query",
-                            "description": "Output format; default from the bucket/prefix rules.",
-                            "schema": {"type": "string", "enum": _FORMATS},
-                        },
-                        {
-                            "name": "x-amz-sns-message-type",
-                            "in": "header",
-                            "schema": {
-                                "type": "string",
-                                "enum": [
-                                    "SubscriptionConfirmation",
-                                    "Notification",
-                                    "UnsubscribeConfirmation",
-                                ],
-                            },
-                        },
+                        _parameter(
+                            "format",
+                            "query",
+                            _ref("ExportFormat"),
+                            "Output format; default from the bucket/prefix rules.",
+                        ),
+                        _parameter(
+                            "x-amz-sns-message-type",
+                            "header",
+                            {"type": "string", "enum": list(MESSAGE_TYPES)},
+                        ),
                     ],
                     "requestBody": {
                         "required": True,
@@ -302,9 +289,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("Acknowledged; nothing to create.", "EventResult"),
                         "202": _json(
-                            "Stored (or already stored).",
-                            "EventResult",
-                            **{"Retry-After": _RETRY_AFTER},
+                            "Stored (or already stored).", "EventResult", retry_after=True
                         ),
                         **_BAD_BODY,
                         "403": _problem(

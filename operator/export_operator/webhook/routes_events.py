@@ -24,7 +24,7 @@ from export_operator.webhook.events import EventError, EventSource, ParsedEvent,
 from export_operator.webhook.exports import build_export_job, parse_format, spec_for_event
 from export_operator.webhook.http import parse_json_text, read_json, unauthorized
 from export_operator.webhook.limits import check_queue
-from export_operator.webhook.problems import Problem, ProblemCode, invalid
+from export_operator.webhook.problems import Problem, ProblemCode
 from export_operator.webhook.services import SERVICES, SETTINGS
 from export_operator.webhook.sns import MESSAGE_TYPES, SnsError, SnsUnavailableError
 
@@ -78,7 +78,7 @@ def _parse(body: Any, *, source: EventSource) -> ParsedEvent:
         return parse_event(body, source=source)
     except EventError as exc:
         code = ProblemCode.INVALID_S3_KEY if exc.bad_key else ProblemCode.UNSUPPORTED_EVENT
-        raise invalid(str(exc), code=code) from None
+        raise Problem(code, str(exc)) from None
 
 
 async def _from_sns(request: web.Request) -> tuple[ParsedEvent, Principal] | None:
@@ -88,16 +88,15 @@ async def _from_sns(request: web.Request) -> tuple[ParsedEvent, Principal] | Non
     kind = request.headers[SNS_TYPE_HEADER]
     if not settings.principals.topic_arns:
         raise Problem(
-            status=403,
-            code=ProblemCode.SNS_DISABLED,
-            detail="SNS is off on this webhook: no topic ARNs are configured "
+            ProblemCode.SNS_DISABLED,
+            "SNS is off on this webhook: no topic ARNs are configured "
             "(EXPORTJOBS_WEBHOOK_SNS_TOPIC_ARNS / the chart's auth.snsTopicArns)",
         )
     if kind not in MESSAGE_TYPES:
-        raise invalid(f"unknown SNS message type {kind!r}", code=ProblemCode.UNSUPPORTED_EVENT)
+        raise Problem(ProblemCode.UNSUPPORTED_EVENT, f"unknown SNS message type {kind!r}")
     message = await read_json(request, allow_text=True)  # SNS posts text/plain
     if not isinstance(message, dict) or message.get("Type") != kind:
-        raise invalid("the SNS message Type does not match its header")
+        raise Problem(ProblemCode.INVALID_REQUEST, "the SNS message Type does not match its header")
     try:
         await services.sns.verify(message)
         if kind == "SubscriptionConfirmation":
@@ -109,10 +108,7 @@ async def _from_sns(request: web.Request) -> tuple[ParsedEvent, Principal] | Non
     except SnsUnavailableError as exc:
         # AWS's side did not answer: SNS retries on 5xx, and this is not the API server.
         raise Problem(
-            status=502,
-            code=ProblemCode.SNS_FETCH_FAILED,
-            detail=str(exc),
-            headers={"Retry-After": str(settings.http.retry_after_seconds)},
+            ProblemCode.SNS_FETCH_FAILED, str(exc), retry_after=settings.http.retry_after_seconds
         ) from None
     if kind == "UnsubscribeConfirmation":
         log.info("SNS subscription ended", extra={"topic": message.get("TopicArn")})
@@ -133,15 +129,13 @@ async def _store(
     settings = request.app[SETTINGS]
     if len(parsed.records) > settings.events.max_event_records:
         raise Problem(
-            status=413,
-            code=ProblemCode.TOO_MANY_RECORDS,
-            detail=f"the event carries {len(parsed.records)} object records; at most "
+            ProblemCode.TOO_MANY_RECORDS,
+            f"the event carries {len(parsed.records)} object records; at most "
             f"{settings.events.max_event_records} per request",
         )
     request.app[SERVICES].rate.admit(principal, cost=max(1, len(parsed.records)))
     bodies = []
-    owners: dict[str, Principal] = {}
-    adding: collections.Counter[str] = collections.Counter()
+    adding: collections.Counter[Principal] = collections.Counter()
     for record in parsed.records:
         location = record.location
         if settings.bounds.is_output(location):
@@ -150,9 +144,9 @@ async def _store(
             continue
         chosen = export_format or settings.format_for(bucket=location.bucket, key=location.key)
         if chosen is None:
-            raise invalid(
+            raise Problem(
+                ProblemCode.UNKNOWN_FORMAT,
                 f"no format for {location.uri}: pass ?format= or configure a format rule",
-                code=ProblemCode.UNKNOWN_FORMAT,
             )
         spec = spec_for_event(
             record,
@@ -161,30 +155,27 @@ async def _store(
             callback_url=settings.callback_for(bucket=location.bucket, key=location.key),
             owner=(owner := _owner(principal, settings.principals, location)).name,
         )
-        owners[owner.name] = owner
-        adding[owner.name] += 1
+        adding[owner] += 1
         settings.bounds.check_spec(spec)
         name = resource.export_name_for_object(
             bucket=location.bucket, key=location.key, version=record.version, export_format=chosen
         )
-        annotations = {}
-        if record.size is not None:
-            annotations[resource.ANNOTATION_SOURCE_SIZE] = str(record.size)
+        size = {} if record.size is None else {resource.ANNOTATION_SOURCE_SIZE: str(record.size)}
         bodies.append(
             build_export_job(
                 name=name,
                 namespace=settings.namespace,
                 spec=spec,
                 source_kind=parsed.source,
-                annotations=annotations,
+                annotations=size,
             )
         )
     if not bodies:
         return web.json_response({"ids": [], "ignored": parsed.ignored, "status": "ignored"})
-    for name, count in adding.items():
+    for owner, count in adding.items():
         check_queue(
-            owners[name],
-            unfinished=request.app[SERVICES].cache.unfinished(name),
+            owner,
+            unfinished=request.app[SERVICES].cache.unfinished(owner.name),
             adding=count,
             retry_after=settings.http.retry_after_seconds,
         )
@@ -215,9 +206,7 @@ def _owner(caller: Principal, principals: Principals, location: S3Location) -> P
         return caller
     if bound.name != caller.name and not caller.admin:
         raise Problem(
-            status=403,
-            code=ProblemCode.FORBIDDEN,
-            detail=f"events for {location.uri} belong to another principal",
+            ProblemCode.FORBIDDEN, f"events for {location.uri} belong to another principal"
         )
     return bound
 

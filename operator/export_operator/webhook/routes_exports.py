@@ -18,12 +18,11 @@ from export_operator.public_view import api_view, owner_of, phase_of, status_url
 from export_operator.webhook.create import accepted, create_export
 from export_operator.webhook.events import EventSource
 from export_operator.webhook.exports import build_export_job, canonical, parse_export_request
-from export_operator.webhook.http import read_json, require_bearer
+from export_operator.webhook.http import read_json, require_bearer, unavailable
 from export_operator.webhook.limits import check_queue
 from export_operator.webhook.listing import ListQuery, QueryError
-from export_operator.webhook.problems import Problem, ProblemCode, invalid, unavailable
-from export_operator.webhook.services import METRICS, SERVICES, SETTINGS, Services
-from export_operator.webhook.settings import WebhookSettings
+from export_operator.webhook.problems import Problem, ProblemCode
+from export_operator.webhook.services import METRICS, SERVICES, SETTINGS
 from export_operator.webhook.store import (
     StaleVersionError,
     StoreRejectedError,
@@ -60,13 +59,16 @@ async def post_export(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None:
         if not _IDEMPOTENCY_KEY.match(key):
-            raise invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
+            raise Problem(
+                ProblemCode.INVALID_REQUEST,
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
         name = resource.export_name_for_idempotency_key(
             key, principal=None if principal.legacy else principal.name
         )
         annotations[resource.ANNOTATION_IDEMPOTENCY] = hashlib.sha256(key.encode()).hexdigest()
     else:
-        name = f"api-{os.urandom(12).hex()}"  # 24 random hex digits (uuid4 costs 4x more)
+        name = f"api-{os.urandom(12).hex()}"  # 24 random hex digits (cheaper than uuid4)
     body = build_export_job(
         name=name,
         namespace=settings.namespace,
@@ -83,9 +85,8 @@ async def post_export(request: web.Request) -> web.Response:
         )
         if key is None or stored_digest != digest or not principal.sees(owner_of(obj)):
             raise Problem(
-                status=422,
-                code=ProblemCode.IDEMPOTENCY_CONFLICT,
-                detail="this Idempotency-Key was used with a different request",
+                ProblemCode.IDEMPOTENCY_CONFLICT,
+                "this Idempotency-Key was used with a different request",
                 extra={"id": name},
             )
     assert obj is not None
@@ -107,21 +108,21 @@ async def _existing(request: web.Request, name: str) -> dict[str, Any]:
         found = None
     if found is None:
         # It existed a moment ago; a 503 makes the client retry, which then settles it.
-        raise unavailable(
+        raise Problem(
+            ProblemCode.UNAVAILABLE,
             "the export could not be read back; retry later",
             retry_after=settings.http.retry_after_seconds,
         )
     return found
 
 
-def _require_synced(services: Services, settings: WebhookSettings) -> None:
+def _require_synced(request: web.Request) -> None:
     """503 until the export cache has listed: it answers reads and cancellations."""
-    if not services.cache.synced:
+    if not request.app[SERVICES].cache.synced:
         raise Problem(
-            status=503,
-            code=ProblemCode.NOT_READY,
-            detail="the export cache is not synced yet",
-            headers={"Retry-After": str(settings.http.retry_after_seconds)},
+            ProblemCode.NOT_READY,
+            "the export cache is not synced yet",
+            retry_after=request.app[SETTINGS].http.retry_after_seconds,
         )
 
 
@@ -136,22 +137,21 @@ async def _find_or_404(
     `when_down`: the answer to a miss the API server cannot settle: 404 (the cache's answer,
     for reads) or 503 (for a cancellation, which must not claim an export does not exist).
     """
-    services, settings = request.app[SERVICES], request.app[SETTINGS]
     name = request.match_info["id"]
-    _require_synced(services, settings)
+    _require_synced(request)
     try:
-        obj = await services.lookup.get(name) if _NAME.match(name) else None
+        obj = await request.app[SERVICES].lookup.get(name) if _NAME.match(name) else None
     except StoreUnavailableError:
         if when_down == 503:
-            request.app[METRICS].api_unavailable.inc()
-            raise unavailable(
-                "the export could not be read; retry later",
-                retry_after=settings.http.retry_after_seconds,
-            ) from None
+            raise unavailable(request, "the export could not be read; retry later") from None
         obj = None
     if obj is None or not principal.sees(owner_of(obj)):
-        raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
+        raise _not_found(name)
     return obj
+
+
+def _not_found(name: str) -> Problem:
+    return Problem(ProblemCode.NOT_FOUND, f"no export {name!r}")
 
 
 @routes.get("/v1/exports/{id}")
@@ -193,8 +193,8 @@ async def list_exports(request: web.Request) -> web.Response:
     try:
         query = ListQuery.parse(request.query, default_limit=settings.http.page_size)
     except QueryError as exc:
-        raise invalid(str(exc)) from None
-    _require_synced(services, settings)
+        raise Problem(ProblemCode.INVALID_REQUEST, str(exc)) from None
+    _require_synced(request)
     if not principal.admin:
         query = dataclasses.replace(query, owner=principal.name)
     items, token = services.cache.page(query)
@@ -219,9 +219,8 @@ async def cancel_export(request: web.Request) -> web.Response:
         phase = resource.Phase(phase_of(obj))
         if phase.finished:
             raise Problem(
-                status=409,
-                code=ProblemCode.EXPORT_FINISHED,
-                detail=f"export {name!r} has finished ({phase.value}); there is nothing to cancel",
+                ProblemCode.EXPORT_FINISHED,
+                f"export {name!r} has finished ({phase.value}); there is nothing to cancel",
                 extra={"id": name, "phase": phase.value},
             )
         try:
@@ -235,14 +234,10 @@ async def cancel_export(request: web.Request) -> web.Response:
             obj = fresh
             continue
         except StoreRejectedError as exc:
-            raise Problem(
-                status=422, code=ProblemCode.REJECTED_BY_API_SERVER, detail=str(exc)
-            ) from None
+            raise Problem(ProblemCode.REJECTED_BY_API_SERVER, str(exc)) from None
         except StoreUnavailableError:
-            request.app[METRICS].api_unavailable.inc()
             raise unavailable(
-                "the cancellation could not be stored; retry later",
-                retry_after=settings.http.retry_after_seconds,
+                request, "the cancellation could not be stored; retry later"
             ) from None
         if patched is None:
             break
@@ -253,12 +248,8 @@ async def cancel_export(request: web.Request) -> web.Response:
             poll_after=settings.http.poll_after_seconds,
         )
     else:
-        request.app[METRICS].api_unavailable.inc()
-        raise unavailable(
-            "the export kept changing; retry the cancellation",
-            retry_after=settings.http.retry_after_seconds,
-        )
-    raise Problem(status=404, code=ProblemCode.NOT_FOUND, detail=f"no export {name!r}")
+        raise unavailable(request, "the export kept changing; retry the cancellation")
+    raise _not_found(name)
 
 
 async def _read(request: web.Request, name: str) -> dict[str, Any] | None:
@@ -266,8 +257,4 @@ async def _read(request: web.Request, name: str) -> dict[str, Any] | None:
     try:
         return await request.app[SERVICES].store.read(name)
     except StoreUnavailableError:
-        request.app[METRICS].api_unavailable.inc()
-        raise unavailable(
-            "the export could not be read; retry later",
-            retry_after=request.app[SETTINGS].http.retry_after_seconds,
-        ) from None
+        raise unavailable(request, "the export could not be read; retry later") from None

@@ -45,10 +45,7 @@ async def readyz(request: web.Request) -> web.Response:
         reasons.append("API server not answering")
     if reasons:
         raise Problem(
-            status=503,
-            code=ProblemCode.NOT_READY,
-            detail="; ".join(reasons),
-            headers={"Retry-After": str(settings.http.retry_after_seconds)},
+            ProblemCode.NOT_READY, "; ".join(reasons), retry_after=settings.http.retry_after_seconds
         )
     body: dict[str, object] = {"status": "ready"}
     caller = auth.bearer_principal(request, settings.principals)

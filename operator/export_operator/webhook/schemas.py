@@ -1,14 +1,15 @@
 """The webhook's response bodies as pydantic models: the source of their /openapi.json schemas.
 
-Handlers build these bodies as plain dicts (views.py, a hot path); tests validate what they build
-against these models, and schemathesis checks the live service against the generated document.
+Handlers build these bodies as plain dicts (public_view.py, a hot path); tests validate what they
+build against these models, and schemathesis checks the live service against the generated
+document.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from export_operator.resource import ExportFormat, Phase
 from export_operator.webhook.problems import ProblemCode
@@ -112,29 +113,55 @@ class Notification(BaseModel):
     last_error: str | None = None
 
 
-class Export(_Body):
-    """One export: what was asked, its phase, progress, error and result."""
+class ExportAsked(BaseModel):
+    """What was asked: the export, its request and who made it."""
 
     id: str
-    status: Phase
     status_url: str
     format: ExportFormat | None
     source: str | None
     destination: str | None
     callback_url: str | None = Field(description="spec.notify.url, if any.")
-    cancel_requested: bool
     owner: str | None = Field(description="The principal that created the export.")
+    cancel_requested: bool
     created_at: str | None
+
+
+class ExportState(BaseModel):
+    """Where the export stands: its phase, times, attempts, place in the queue and progress."""
+
+    status: Phase
     start_time: str | None
     completion_time: str | None
     attempts: int | None
     queue_position: int | None
     progress: Progress | None
+
+
+class ExportOutcome(BaseModel):
+    """What came of the export: its error or result, and the delivery of its callback."""
+
     error: ExportFailure | None
     result: ExportResult | None
     notification: Notification | None = Field(
         None, description="The callback's delivery state; null without a callback_url."
     )
+
+
+class Export(RootModel[dict[str, Any]]):
+    """One export: the keys of `ExportAsked`, `ExportState` and `ExportOutcome` in one object,
+    and no others (/openapi.json: `allOf` the three, `unevaluatedProperties: false`)."""
+
+    PARTS: ClassVar[tuple[type[BaseModel], ...]] = (ExportAsked, ExportState, ExportOutcome)
+
+    @model_validator(mode="after")
+    def _valid_in_every_part(self) -> Export:
+        for part in self.PARTS:
+            part.model_validate(self.root)
+        unknown = set(self.root).difference(*(part.model_fields for part in self.PARTS))
+        if unknown:
+            raise ValueError(f"keys of no part: {', '.join(sorted(unknown))}")
+        return self
 
 
 class ExportList(_Body):

@@ -41,23 +41,6 @@ class SnsUnavailableError(Exception):
     """The signing certificate or SubscribeURL could not be fetched (try again later)."""
 
 
-def parse_timestamp(value: Any) -> datetime.datetime:
-    """SNS's `Timestamp` (ISO 8601 in UTC, e.g. `2012-04-26T20:45:04.751Z`).
-
-    Raises:
-        SnsError: when it is missing or not such a time.
-    """
-    if not isinstance(value, str):
-        raise SnsError("Timestamp is missing")
-    try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        raise SnsError(f"Timestamp is not an ISO 8601 time: {value[:64]!r}") from None
-    if parsed.tzinfo is None:
-        raise SnsError("Timestamp has no time zone")
-    return parsed
-
-
 def string_to_sign(message: dict[str, Any]) -> bytes:
     """The canonical text SNS signs: `name\\nvalue\\n` for each present field, in order.
 
@@ -130,16 +113,25 @@ class SnsVerifier:
         return url
 
     def check_fresh(self, message: dict[str, Any], *, now: datetime.datetime | None = None) -> None:
-        """Refuse a message whose `Timestamp` is further than the window from now (a replay).
+        """Refuse a message whose `Timestamp` (ISO 8601 in UTC, e.g. `2012-04-26T20:45:04.751Z`)
+        is further than the window from now (a replay).
 
         Raises:
             SnsError: when the Timestamp is missing, malformed or outside the window.
         """
-        sent = parse_timestamp(message.get("Timestamp"))
+        stamp = message.get("Timestamp")
+        if not isinstance(stamp, str):
+            raise SnsError("Timestamp is missing")
+        try:
+            sent = datetime.datetime.fromisoformat(stamp)
+        except ValueError:
+            raise SnsError(f"Timestamp is not an ISO 8601 time: {stamp[:64]!r}") from None
+        if sent.tzinfo is None:
+            raise SnsError("Timestamp has no time zone")
         now = now or datetime.datetime.now(datetime.UTC)
         if abs(now - sent) > self._max_age:
             raise SnsError(
-                f"Timestamp {message['Timestamp']} is outside the accepted window of "
+                f"Timestamp {stamp} is outside the accepted window of "
                 f"{int(self._max_age.total_seconds())} s"
             )
 

@@ -18,8 +18,8 @@ from export_processor.common import Backoff
 CREATE_ATTEMPTS = 2
 """Tries of one create before a 503: a create is safe to repeat (the name is deterministic, so a
 first try that went through answers 409 = stored), and an API server that timed out once under
-load usually answers the next try (bench/soak.py saw one 503 in 2,870 creates at load 24). Two,
-so a caller waits at most about twice the API timeout (10 s by default: below SNS's 15 s)."""
+load usually answers the next (docs/benchmarks.md, "Soak"). Two, so a caller waits at most about
+twice the API timeout (10 s by default: below SNS's 15 s)."""
 CREATE_BACKOFF = Backoff(base=0.2, cap=1.0)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from export_operator.webhook import create_app
+from export_operator.webhook.app import create_app
 from export_operator.webhook.cache import ExportCache
 from tests.support.webhook_harness import (
     FakeStore,
