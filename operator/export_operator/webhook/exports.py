@@ -127,7 +127,7 @@ def _dotted(loc: tuple[int | str, ...], prefix: str) -> str:
 
 def canonical(spec: ExportJobSpec) -> str:
     """A canonical JSON form of what was asked: equal requests give equal text (Idempotency-Key
-    checks). The same text as before the models, so stored digests stay valid."""
+    checks). Stored digests are of this text: it must not change."""
     source = spec.source
     return json.dumps(
         {

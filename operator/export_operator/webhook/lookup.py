@@ -46,7 +46,7 @@ class MissLookup:
         self._negatives: OrderedDict[str, float] = OrderedDict()
         self._pending: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         self.reads = 0
-        """API reads made (tests and the metric read it)."""
+        """API reads made (tests read it)."""
 
     async def get(self, name: str) -> dict[str, Any] | None:
         """The ExportJob `name`, from the cache or (once, bounded) from the API server.

@@ -20,7 +20,6 @@ class ProblemCode(enum.StrEnum):
     """Every problem the API can answer with, its status and title; part of the contract (see
     /openapi.json)."""
 
-    _value_: str
     status: int
     phrase: str
     """The problem document's `title`."""

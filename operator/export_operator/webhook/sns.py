@@ -176,14 +176,15 @@ class SnsVerifier:
         """
         url = self.check_url(message.get("SubscribeURL"), what="SubscribeURL")
         try:
-            async with self._session.get(
-                url, ssl=self._ssl, timeout=self._timeout, allow_redirects=False
-            ) as response:
+            async with self._get(url) as response:
                 await response.read()
                 if response.status != 200:
                     raise SnsUnavailableError(f"SubscribeURL answered {response.status}")
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise SnsUnavailableError(f"SubscribeURL could not be fetched: {exc}") from exc
+
+    def _get(self, url: str) -> Any:  # aiohttp's request context manager
+        return self._session.get(url, ssl=self._ssl, timeout=self._timeout, allow_redirects=False)
 
     async def _public_key(self, url: str) -> rsa.RSAPublicKey:
         key = self._certs.get(url)
@@ -201,9 +202,7 @@ class SnsVerifier:
 
     async def _fetch(self, url: str) -> rsa.RSAPublicKey:
         try:
-            async with self._session.get(
-                url, ssl=self._ssl, timeout=self._timeout, allow_redirects=False
-            ) as response:
+            async with self._get(url) as response:
                 if response.status != 200:
                     # The host is AWS's, the path the sender's: no certificate, no trust.
                     raise SnsError(f"SigningCertURL answered {response.status}")
