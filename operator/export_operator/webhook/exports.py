@@ -109,20 +109,19 @@ def spec_for_event(
 
 def problem_from(exc: ValidationError, *, prefix: str = "") -> Problem:
     """A 422 problem for a validation error: the first error decides code and detail."""
+    found = exc.errors(include_url=False, include_input=False)
     errors = [
         {"field": _dotted(error["loc"], prefix), "message": error["msg"], "type": error["type"]}
-        for error in exc.errors(include_url=False, include_input=False)
+        for error in found
     ]
     first = errors[0]
-    code = _CODES.get(first["type"]) or _FIELD_CODES.get(_dotted(exc.errors()[0]["loc"], ""))
+    code = _CODES.get(first["type"]) or _FIELD_CODES.get(_dotted(found[0]["loc"], ""))
     detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
     return Problem(code or ProblemCode.INVALID_REQUEST, detail, extra={"errors": errors})
 
 
 def _dotted(loc: tuple[int | str, ...], prefix: str) -> str:
-    parts = [prefix] if prefix else []
-    parts += [str(part) for part in loc]
-    return ".".join(parts)
+    return ".".join([prefix, *map(str, loc)] if prefix else map(str, loc))
 
 
 def canonical(spec: ExportJobSpec) -> str:

@@ -48,9 +48,7 @@ def _utc(text: str) -> dt.datetime | None:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
         return None
-    if when.tzinfo is None:
-        return None
-    return when.astimezone(dt.UTC)
+    return when.astimezone(dt.UTC) if when.tzinfo is not None else None
 
 
 @dataclass(frozen=True)

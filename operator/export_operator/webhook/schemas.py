@@ -14,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 from export_operator.resource import ExportFormat, Phase
 from export_operator.webhook.problems import ProblemCode
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -50,7 +48,7 @@ class Problem(_Body):
 class Accepted(_Body):
     """The answer to a stored export request."""
 
-    id: str = Field(pattern=NAME_PATTERN)
+    id: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     status: Phase
     status_url: str
 
