@@ -21,10 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 from export_processor import split_cli, termination
 from export_processor.common import ExitCode, add_version_argument
-from export_processor.errors import CancelledError, ExportError, TransientError
+from export_processor.errors import (
+    CancelledError,
+    ExportError,
+    InvalidConfigError,
+    TransientError,
+)
 from export_processor.progress import ProgressReporter, ProgressState, progress_body
 from export_processor.s3client import new_s3_client
-from export_processor.settings import FORMATS, ProcessorSettings, parse_char, settings_from_env
+from export_processor.settings import FORMATS, ProcessorSettings
+
+DEFAULT_MESSAGE_PATH = Path("/dev/termination-log")
 
 if TYPE_CHECKING:
     from export_processor.convert import Exporter
@@ -111,21 +118,30 @@ class _Signals:
 
 
 def _settings(args: argparse.Namespace) -> ProcessorSettings:
-    return settings_from_env(
-        source_uri=args.source,
-        source_version_id=args.source_version_id,
-        source_etag=args.source_etag,
-        export_format=args.format,
-        destination_uri=args.destination,
-        delimiter=parse_char(args.delimiter) if args.delimiter is not None else None,
-        header=False if args.no_header else None,
-        quote=parse_char(args.quote) if args.quote is not None else None,
-        encoding=args.encoding,
-        export_name=args.export_name,
-        export_namespace=args.export_namespace,
-        column_types=args.column_types,
-        termination_message_path=args.termination_message_path,
-    )
+    flags = {
+        "source_uri": args.source,
+        "source_version_id": args.source_version_id,
+        "source_etag": args.source_etag,
+        "export_format": args.format,
+        "destination_uri": args.destination,
+        "csv_delimiter": args.delimiter,
+        "csv_header": False if args.no_header else None,
+        "csv_quote": args.quote,
+        "csv_encoding": args.encoding,
+        "export_name": args.export_name,
+        "export_namespace": args.export_namespace,
+        "column_types": args.column_types,
+        "termination_message_path": args.termination_message_path,
+    }
+    try:
+        return ProcessorSettings.from_env(**{k: v for k, v in flags.items() if v is not None})
+    except ValueError as exc:
+        raise InvalidConfigError(str(exc)) from None
+
+
+def _write_message(path: Path | None, payload: dict[str, Any]) -> None:
+    """The termination message at `path`, else at Kubernetes' path when that exists."""
+    termination.write(path or DEFAULT_MESSAGE_PATH, payload, explicit=path is not None)
 
 
 def _fail(
@@ -138,17 +154,15 @@ def _fail(
         "error": {"code": str(error.code), "message": error.message, "retryable": error.retryable}
     }
     payload |= extra or {}
-    if settings is not None:
-        path, explicit = settings.termination_message_path, settings.termination_message_explicit
-    else:
+    path = settings.termination_message_path if settings else None
+    if settings is None:
         # The settings failed to parse (INVALID_CONFIG): the path still comes from the flag or
         # the variable, so the reason reaches status.error.message, not only stderr.
         given = args.termination_message_path or os.environ.get(
             "EXPORTJOBS_TERMINATION_MESSAGE_PATH"
         )
-        path = Path(given) if given else Path("/dev/termination-log")
-        explicit = bool(given)
-    termination.write(path, payload, explicit=explicit)
+        path = Path(given) if given else None
+    _write_message(path, payload)
     one_line = " ".join(error.message.split())[:1000]
     print(f"exportjobs-processor: {error.code}: {one_line}", file=sys.stderr)
     return int(error.exit_code)
@@ -202,11 +216,7 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
             payload = result.as_json() | _range_report(exporter)
         # The message first: the last progress patch may wait out an API server outage, and the
         # result must be there whenever the container ends.
-        termination.write(
-            settings.termination_message_path,
-            payload,
-            explicit=settings.termination_message_explicit,
-        )
+        _write_message(settings.termination_message_path, payload)
         if reporter is not None:
             reporter.stop(final=True, interrupt=signals.after_done)
         print(json.dumps(payload, separators=(",", ":")), flush=True)

@@ -8,7 +8,6 @@ crossed pyarrow.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import stat
@@ -60,8 +59,8 @@ class SourcePin:
         """`settings` reading this version (`EXPORTJOBS_SOURCE_ETAG`, `..._VERSION_ID`)."""
         if (settings.source_etag, settings.source_version_id) == (self.etag, self.version_id):
             return settings
-        return dataclasses.replace(
-            settings, source_etag=self.etag, source_version_id=self.version_id
+        return settings.model_copy(
+            update={"source_etag": self.etag, "source_version_id": self.version_id}
         )
 
 

@@ -102,7 +102,7 @@ def make_settings(**overrides: Any) -> WebhookSettings:
             FormatRule(bucket="rules", prefix="", value=ExportFormat.CSV_GZ),
             FormatRule(bucket="rules", prefix="reports/", value=ExportFormat.PARQUET),
         ),
-        eventbridge_api_keys=("eb-key",),
+        eventbridge_api_key=("eb-key",),
         # The buckets the samples use (tests/unit/webhook/test_security.py narrows them).
         allowed_sources=tuple(f"s3://{bucket}/" for bucket in TEST_SOURCE_BUCKETS),
         allowed_destinations=("s3://out/", "s3://exports-output/"),

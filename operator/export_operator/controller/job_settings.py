@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from export_operator.config import EnvSettings, Flag, JsonObject, JsonStrings
 from export_operator.controller.quantities import parse_bytes
+from export_processor.env_settings import EnvSettings, Flag, JsonObject, JsonStrings
 
 PREFIX = "EXPORTJOBS_OPERATOR_"
 

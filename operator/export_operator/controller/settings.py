@@ -12,13 +12,13 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from export_operator.callbacks import CallbackPolicy
-from export_operator.config import EnvSettings, Flag
+from export_operator.callbacks import ENV_ALLOW_HTTP, ENV_ALLOWLIST, CallbackPolicy
 from export_operator.controller.admission import OwnerShare
 from export_operator.controller.job_settings import JobSettings, PodSettings
 from export_operator.controller.signing import read_secrets
 from export_operator.resource import parse_s3_uri
 from export_processor.common import Backoff
+from export_processor.env_settings import EnvSettings, Flag, ReadBy
 
 PREFIX = "EXPORTJOBS_OPERATOR_"
 
@@ -214,7 +214,6 @@ class NotifySettings(EnvSettings):
 
     model_config = EnvSettings.model_config | {"env_prefix": PREFIX + "NOTIFY_"}
     COMPONENT = "operator"
-    NOT_FROM_ENV = frozenset({"callback_policy"})
 
     window_seconds: float = Field(default=24 * 3600.0, gt=0)
     """NOTIFY_WINDOW_SECONDS: how long after the final phase (`completionTime`) a completion
@@ -256,7 +255,9 @@ class NotifySettings(EnvSettings):
     presign_expiry_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     """NOTIFY_PRESIGN_EXPIRY_SECONDS: lifetime of that URL (seconds), fresh at each attempt."""
 
-    callback_policy: CallbackPolicy = Field(default_factory=CallbackPolicy)
+    callback_policy: Annotated[
+        CallbackPolicy, ReadBy(CallbackPolicy.from_env, (ENV_ALLOWLIST, ENV_ALLOW_HTTP))
+    ] = Field(default_factory=CallbackPolicy)
     """CALLBACK_POLICY: not one variable but `EXPORTJOBS_CALLBACK_ALLOWLIST` and
     `EXPORTJOBS_CALLBACK_ALLOW_HTTP`, shared with the webhook: where callbacks may go
     (export_operator.callbacks)."""

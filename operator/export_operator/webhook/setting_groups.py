@@ -10,12 +10,12 @@ import ssl
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, Field, model_validator
 from pydantic_settings import NoDecode
 
-from export_operator.config import CommaList, EnvSettings, Flag, split_commas
 from export_operator.principals import PrincipalConfig, parse_document
 from export_operator.secret_files import read_secret_values
+from export_processor.env_settings import CommaList, EnvSettings, Flag, from_text, split_commas
 
 PREFIX = "EXPORTJOBS_WEBHOOK_"
 
@@ -94,9 +94,7 @@ class AuthSettings(EnvSettings):
     COMPONENT: ClassVar[str] = "webhook"
 
     principal_configs: Annotated[
-        dict[str, PrincipalConfig],
-        NoDecode,
-        BeforeValidator(lambda value: parse_document(value) if isinstance(value, str) else value),
+        dict[str, PrincipalConfig], NoDecode, from_text(parse_document)
     ] = Field(default_factory=dict, validation_alias=f"{PREFIX}PRINCIPALS")
     """Named principals: their tokens, EventBridge keys, SNS topics, event routes, role and
     limits (`export_operator.principals`, docs/security.md). Env `EXPORTJOBS_WEBHOOK_PRINCIPALS`
@@ -138,20 +136,20 @@ class AuthSettings(EnvSettings):
         `principal_configs` the principals file's."""
         if not isinstance(data, dict):
             return data
+        data = cls.route(data)  # keyed by field
         principals_file = data.get("principals_file")
-        if principals_file and not data.get(f"{PREFIX}PRINCIPALS"):
+        if principals_file and not data.get("principal_configs"):
             path = Path(principals_file)
             if path.is_file():  # an optional Secret key that is not given: no file
-                data = {**data, f"{PREFIX}PRINCIPALS": path.read_text()}
-        for field, file_field, alias in (
-            ("tokens", "tokens_file", "tokens"),
-            ("eventbridge_api_keys", "eventbridge_api_key_file", f"{PREFIX}EVENTBRIDGE_API_KEY"),
+                data["principal_configs"] = path.read_text()
+        for field, file_field in (
+            ("tokens", "tokens_file"),
+            ("eventbridge_api_keys", "eventbridge_api_key_file"),
         ):
             if data.get(file_field):
-                key = alias if alias in data else field
-                given = data.get(key) or ()
+                given = data.get(field) or ()
                 given = split_commas(given) if isinstance(given, str) else tuple(given)
-                data = {**data, key: (*given, *read_secret_values(data[file_field]))}
+                data[field] = (*given, *read_secret_values(data[file_field]))
         return data
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Generic, TypeVar
+from typing import Annotated, ClassVar, Generic, TypeVar
 
-from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, Field, model_validator
 from pydantic_settings import NoDecode
 
-from export_operator.callbacks import CallbackPolicy
-from export_operator.config import CommaListOrNone, EnvSettings, split_commas
+from export_operator.callbacks import ENV_ALLOW_HTTP, ENV_ALLOWLIST, CallbackPolicy
 from export_operator.principals import Principals
 from export_operator.resource import ExportFormat, parse_s3_uri
 from export_operator.webhook.bounds import Bounds, S3Prefix, template_prefix
@@ -28,6 +27,13 @@ from export_operator.webhook.setting_groups import (
     HttpSettings,
     PresignSettings,
     SnsSettings,
+)
+from export_processor.env_settings import (
+    CommaListOrNone,
+    EnvSettings,
+    ReadBy,
+    from_text,
+    split_commas,
 )
 
 V = TypeVar("V")
@@ -72,11 +78,6 @@ def _prefix_uri(uri: str | None) -> str | None:
     return uri
 
 
-def _rules(parse: Any) -> BeforeValidator:
-    """Rules written `bucket[/prefix]=value,...` in the environment; given as they are in code."""
-    return BeforeValidator(lambda value: parse(value) if isinstance(value, str) else value)
-
-
 class EventRules(EnvSettings):
     """S3 events: the format and callback of an export by bucket and key prefix, and how many
     records one request may carry."""
@@ -85,14 +86,14 @@ class EventRules(EnvSettings):
     COMPONENT: ClassVar[str] = "webhook"
 
     format_rules: Annotated[
-        tuple[FormatRule, ...], NoDecode, _rules(lambda t: parse_format_rules(t))
+        tuple[FormatRule, ...], NoDecode, from_text(lambda t: parse_format_rules(t))
     ] = ()
     """Output format of S3 events without a `?format=` parameter, by bucket and key prefix; the
     longest matching prefix wins, e.g. `incoming/reports/=parquet,exports-input=csv.gz`. Default
     none: events need `?format=`."""
 
     callback_rules: Annotated[
-        tuple[CallbackRule, ...], NoDecode, _rules(lambda t: parse_callback_rules(t))
+        tuple[CallbackRule, ...], NoDecode, from_text(lambda t: parse_callback_rules(t))
     ] = ()
     """`spec.notify.url` of S3-triggered exports, by bucket and key prefix; the longest matching
     prefix wins, e.g.
@@ -112,7 +113,6 @@ class WebhookSettings(EnvSettings):
 
     model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
     COMPONENT: ClassVar[str] = "webhook"
-    NOT_FROM_ENV: ClassVar[frozenset[str]] = frozenset({"callback_policy"})
 
     namespace: str = Field(
         default="default",
@@ -126,7 +126,9 @@ class WebhookSettings(EnvSettings):
     )
     """How `dataset_id` resolves to a source URI; `{dataset_id}` is replaced by the UUID."""
 
-    callback_policy: CallbackPolicy = Field(default_factory=CallbackPolicy)
+    callback_policy: Annotated[
+        CallbackPolicy, ReadBy(CallbackPolicy.from_env, (ENV_ALLOWLIST, ENV_ALLOW_HTTP))
+    ] = Field(default_factory=CallbackPolicy)
     """Where callbacks may go, checked on `callback_url` at POST (422 otherwise) and on the
     rules above at start-up. Env `EXPORTJOBS_CALLBACK_ALLOWLIST` and
     `EXPORTJOBS_CALLBACK_ALLOW_HTTP`, shared with the operator (docs/notifications.md)."""
@@ -158,28 +160,6 @@ class WebhookSettings(EnvSettings):
     """Presigned download URLs."""
     events: EventRules = EventRules()
     """S3 events' formats, callbacks and size."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _grouped(cls, data: Any) -> Any:
-        """Settings given flat, by a group's field name (`WebhookSettings(tokens=...)`: the
-        groups' field names are unique), go to their group."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for name, group in cls.groups().items():
-            names = set(group.model_fields) | {
-                str(info.validation_alias)
-                for info in group.model_fields.values()
-                if isinstance(info.validation_alias, str)
-            }
-            mine = {key: data.pop(key) for key in list(data) if key in names}
-            if mine:
-                given = data.get(name, {})
-                if isinstance(given, EnvSettings):
-                    given = {field: getattr(given, field) for field in type(given).model_fields}
-                data[name] = {**given, **mine}
-        return data
 
     @model_validator(mode="after")
     def _check(self) -> WebhookSettings:

@@ -23,7 +23,7 @@ import pytest
 from export_processor.convert import Exporter
 from export_processor.errors import CancelledError, TransientError
 from export_processor.s3client import new_s3_client
-from export_processor.settings import settings_from_env
+from export_processor.settings import ProcessorSettings
 from tests.support.corpus import CASES, assert_output_matches
 from tests.support.processor_inputs import EXT, FORMATS, MiB, medium_csv, run_cli
 
@@ -251,12 +251,12 @@ class FaultyS3:
 
 
 def _exporter(bucket: str, fmt: str, client: Any) -> Exporter:
-    settings = settings_from_env(
+    settings = ProcessorSettings.from_env(
         {},
         source_uri=f"s3://{bucket}/big.csv",
         destination_uri=f"s3://{bucket}/out/",
         export_format=fmt,
-        part_size=5 * MiB,
+        s3_part_size_bytes=5 * MiB,
     )
     return Exporter(settings, s3_client=client)
 

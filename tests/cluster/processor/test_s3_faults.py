@@ -23,7 +23,7 @@ import boto3
 import pytest
 from kubernetes import client as k8s
 
-from export_processor.settings import settings_from_env
+from export_processor.settings import ProcessorSettings
 from tests.support import s3_faults
 from tests.support.cluster import LocalCluster
 from tests.support.kube_access import ca_file_of, create_exportjob, service_account_token
@@ -327,7 +327,7 @@ def test_latency_and_a_bandwidth_cap(
         assert done.code == 0, done.stderr
         assert done.payload["sha256"] == expected[fmt].sha256
         # Re-keyed by export name: each format wrote under its own prefix.
-        bound = settings_from_env(
+        bound = ProcessorSettings.from_env(
             {
                 "EXPORTJOBS_SOURCE_URI": "s3://b/k.csv",
                 "EXPORTJOBS_FORMAT": fmt,

@@ -14,7 +14,7 @@ import pytest
 
 from export_processor.convert import Exporter
 from export_processor.s3client import new_s3_client
-from export_processor.settings import settings_from_env
+from export_processor.settings import ProcessorSettings
 from tests.support.processor_inputs import EXT, MiB, medium_csv, run_cli
 
 ENV = {"EXPORTJOBS_S3_PART_SIZE_BYTES": str(5 * MiB)}
@@ -127,7 +127,7 @@ def test_a_versioned_source_overwritten_between_ranges_is_read_as_the_pinned_ver
     )
     assert code == 0, err
     assert final["rows"] == 60_000 and final["split"]["redone"] == []
-    single = settings_from_env(
+    single = ProcessorSettings.from_env(
         {},
         source_uri=f"s3://{bucket}/in/data.csv",
         source_version_id=old["VersionId"],

@@ -18,19 +18,19 @@ import pytest
 from export_processor.convert import Exporter
 from export_processor.range_sink import parts_per_range
 from export_processor.s3client import new_s3_client
-from export_processor.settings import ProcessorSettings, settings_from_env
+from export_processor.settings import ProcessorSettings
 from export_processor.split import Finisher, run_range, run_split
 from tests.support.processor_inputs import EXT, FORMATS, MiB, medium_csv, run_cli
 
 
 def _settings(bucket: str, fmt: str, out: str) -> ProcessorSettings:
-    return settings_from_env(
+    return ProcessorSettings.from_env(
         {},
         source_uri=f"s3://{bucket}/in/data.csv",
         destination_uri=f"s3://{bucket}/{out}/",
         export_format=fmt,
         export_name="ej-1",
-        part_size=5 * MiB,
+        s3_part_size_bytes=5 * MiB,
     )
 
 

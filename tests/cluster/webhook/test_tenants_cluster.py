@@ -37,8 +37,8 @@ HYPOTHESIS = settings(
 @pytest.fixture
 async def hook(start_webhook: StartWebhook) -> RunningWebhook:
     return await start_webhook(
-        principal_configs=PRINCIPALS,
-        eventbridge_api_keys=("eb-key",),
+        principals=PRINCIPALS,
+        eventbridge_api_key=("eb-key",),
         destination_uri="s3://exports-output/",
         body_timeout_seconds=1.0,
     )

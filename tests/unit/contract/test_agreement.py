@@ -79,7 +79,7 @@ def processor_accepts(body: dict[str, Any]) -> None:
     env = {e["name"]: e["value"] for e in processor_env(
         export=view, inputs=resolve_inputs(export=view, settings=OPERATOR), settings=OPERATOR
     )}  # fmt: skip
-    parsed = processor_settings.settings_from_env(env)
+    parsed = processor_settings.ProcessorSettings.from_env(env)
     parse_location(parsed.source_uri, prefix=False)
     parse_location(parsed.destination_uri, prefix=True)
 

@@ -1,5 +1,5 @@
 """One grammar for every setting of every component (docs/configuration.md), and the docs' tables
-naming exactly the variables the webhook and the operator read.
+naming exactly the variables each component reads.
 
 The webhook, the operator, the callback policy they share and the processor read booleans with
 export_processor.common.parse_bool; these tests feed each of them the same texts and hold the
@@ -19,7 +19,7 @@ from export_operator.controller.settings import OperatorSettings
 from export_operator.webhook.settings import WebhookSettings
 from export_processor.common import FALSE_WORDS, TRUE_WORDS, parse_bool
 from export_processor.errors import InvalidConfigError
-from export_processor.settings import settings_from_env
+from export_processor.settings import ProcessorSettings
 from tests.support.cluster import REPO
 
 WORDS = sorted(TRUE_WORDS | FALSE_WORDS)
@@ -68,7 +68,7 @@ READERS = {
         CallbackPolicy.from_env({"EXPORTJOBS_CALLBACK_ALLOW_HTTP": t}).allow_http
     ),
     "processor": lambda t: (
-        settings_from_env({**PROCESSOR_ENV, "EXPORTJOBS_CSV_HEADER": t}).csv.header
+        ProcessorSettings.from_env({**PROCESSOR_ENV, "EXPORTJOBS_CSV_HEADER": t}).csv.header
     ),
 }
 
@@ -92,7 +92,12 @@ def test_a_refused_boolean_names_its_variable(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("title", "settings"), [("Webhook", WebhookSettings), ("Operator", OperatorSettings)]
+    ("title", "settings"),
+    [
+        ("Webhook", WebhookSettings),
+        ("Operator", OperatorSettings),
+        ("Processor", ProcessorSettings),
+    ],
 )
 def test_the_configuration_docs_list_the_variables_read(title: str, settings: type) -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()

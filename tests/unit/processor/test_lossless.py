@@ -230,11 +230,11 @@ def test_empty_lines_are_null_rows_of_a_one_column_file_and_skipped_otherwise(
 def _exporter(tmp_path: Path, data: bytes, fmt: str) -> Exporter:
     source = tmp_path / "in.csv"
     source.write_bytes(data)
-    settings = ProcessorSettings.of(
+    settings = ProcessorSettings(
         source_uri=source.as_uri(),
         destination_uri=(tmp_path / "out").as_uri() + "/",
         export_format=fmt,
-        block_size=64 * 1024,
+        block_size_bytes=64 * 1024,
     )
     return Exporter(settings, s3_client=None)
 

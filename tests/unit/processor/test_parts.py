@@ -17,7 +17,7 @@ from export_processor.errors import InvalidConfigError
 from export_processor.jsonl import JsonLinesEncoder
 from export_processor.locations import output_location, parse_location
 from export_processor.progress import progress_body
-from export_processor.settings import settings_from_env
+from export_processor.settings import ProcessorSettings
 from export_processor.sink import S3_MAX_PART_SIZE, S3_MAX_PARTS, part_size_for
 from export_processor.writers import CsvWriter
 
@@ -215,16 +215,16 @@ def test_settings_from_env_and_overrides() -> None:
         "KUBERNETES_SERVICE_HOST": "10.0.0.1",
         "KUBERNETES_SERVICE_PORT": "443",
     }
-    settings = settings_from_env(env, export_format="parquet")
+    settings = ProcessorSettings.from_env(env, export_format="parquet")
     assert settings.export_format == "parquet"
     assert settings.csv.delimiter == "\t"
     assert settings.csv.header is False
     assert settings.buffers.part_size == 16 * MiB
     assert settings.kube.api_url == "https://10.0.0.1:443"
-    with pytest.raises(InvalidConfigError, match="part size"):
-        settings_from_env({**env, "EXPORTJOBS_S3_PART_SIZE_BYTES": "1024"})
-    with pytest.raises(InvalidConfigError, match="EXPORTJOBS_CSV_HEADER"):
-        settings_from_env({**env, "EXPORTJOBS_CSV_HEADER": "maybe"})
+    with pytest.raises(ValueError, match="part size"):
+        ProcessorSettings.from_env({**env, "EXPORTJOBS_S3_PART_SIZE_BYTES": "1024"})
+    with pytest.raises(ValueError, match="EXPORTJOBS_CSV_HEADER"):
+        ProcessorSettings.from_env({**env, "EXPORTJOBS_CSV_HEADER": "maybe"})
 
 
 @pytest.mark.parametrize("fmt", ["csv", "csv.gz", "jsonl", "parquet"])
@@ -236,7 +236,7 @@ def test_the_default_settings_bound_memory_under_300_mib_and_larger_ones_are_ref
         "EXPORTJOBS_FORMAT": fmt,
         "EXPORTJOBS_DESTINATION_URI": "s3://bucket/out/",
     }
-    assert settings_from_env(env).memory_bound() <= 300 * MiB
+    assert ProcessorSettings.from_env(env).memory_bound() <= 300 * MiB
     for name, value in (
         ("EXPORTJOBS_BLOCK_SIZE_BYTES", 16 * MiB),
         ("EXPORTJOBS_BLOCKS_AHEAD", 32),
@@ -244,10 +244,10 @@ def test_the_default_settings_bound_memory_under_300_mib_and_larger_ones_are_ref
         ("EXPORTJOBS_S3_READ_AHEAD", 32),
         ("EXPORTJOBS_S3_UPLOAD_CONCURRENCY", 16),
     ):
-        with pytest.raises(InvalidConfigError, match="EXPORTJOBS_MEMORY_LIMIT_BYTES"):
-            settings_from_env({**env, name: str(value)})
+        with pytest.raises(ValueError, match="EXPORTJOBS_MEMORY_LIMIT_BYTES"):
+            ProcessorSettings.from_env({**env, name: str(value)})
     big = {**env, "EXPORTJOBS_BLOCK_SIZE_BYTES": str(16 * MiB)}
-    allowed = settings_from_env({**big, "EXPORTJOBS_MEMORY_LIMIT_BYTES": str(1024 * MiB)})
+    allowed = ProcessorSettings.from_env({**big, "EXPORTJOBS_MEMORY_LIMIT_BYTES": str(1024 * MiB)})
     assert allowed.buffers.block_size == 16 * MiB
 
 

@@ -32,14 +32,14 @@ def _export(tmp_path: Path, case: Generated, fmt: str) -> tuple[Exporter, Any]:
     source = tmp_path / "in.csv"
     source.write_bytes(case.data)
     exporter = Exporter(
-        ProcessorSettings.of(
+        ProcessorSettings(
             source_uri=source.as_uri(),
             destination_uri=(tmp_path / "out").as_uri() + "/",
             export_format=fmt,
-            delimiter=case.delimiter,
-            quote=case.quote,
-            header=case.header,
-            block_size=case.block_size,
+            csv_delimiter=case.delimiter,
+            csv_quote=case.quote,
+            csv_header=case.header,
+            block_size_bytes=case.block_size,
         ),
         s3_client=None,
     )

@@ -143,13 +143,13 @@ def _big_csv(rows: int) -> bytes:
 def _export(tmp_path: Path, source_uri: str, fmt: str, client: Any, args: dict[str, Any]) -> bytes:
     out = tmp_path / ("s3" if client is not None else "file")
     exporter = Exporter(
-        ProcessorSettings.of(
+        ProcessorSettings(
             source_uri=source_uri,
             destination_uri=out.as_uri() + "/",
             export_format=fmt,
-            block_size=8192,
-            read_chunk_size=16384,
-            read_ahead=3,
+            block_size_bytes=8192,
+            s3_read_chunk_bytes=16384,
+            s3_read_ahead=3,
             **args,
         ),
         s3_client=client,
@@ -190,12 +190,12 @@ def test_an_export_read_through_reused_buffers_equals_the_export_of_the_file(
 def _s3_export(tmp_path: Path, data: bytes, fmt: str = "jsonl") -> bytes:
     out = tmp_path / "s3"
     Exporter(
-        ProcessorSettings.of(
+        ProcessorSettings(
             source_uri="s3://bucket/in.csv",
             destination_uri=out.as_uri() + "/",
             export_format=fmt,
-            block_size=8192,
-            read_chunk_size=16384,
+            block_size_bytes=8192,
+            s3_read_chunk_bytes=16384,
         ),
         s3_client=cast(Any, _FakeS3(data)),
     ).run()
@@ -268,12 +268,12 @@ def test_a_range_cut_mid_body_is_read_again_and_counted(tmp_path: Path, how: str
     progress = ProgressState()
     out = tmp_path / "s3"
     result = Exporter(
-        ProcessorSettings.of(
+        ProcessorSettings(
             source_uri="s3://bucket/in.csv",
             destination_uri=out.as_uri() + "/",
             export_format="csv",
-            block_size=8192,
-            read_chunk_size=16384,
+            block_size_bytes=8192,
+            s3_read_chunk_bytes=16384,
         ),
         s3_client=cast(Any, client),
         progress=progress,
@@ -290,12 +290,12 @@ def test_a_range_cut_every_time_fails_as_retryable(tmp_path: Path) -> None:
     client = _CutS3(data, cuts=10**6, how="short")
     with pytest.raises(TransientError, match="cut 5 times"):
         Exporter(
-            ProcessorSettings.of(
+            ProcessorSettings(
                 source_uri="s3://bucket/in.csv",
                 destination_uri=(tmp_path / "o").as_uri() + "/",
                 export_format="csv",
-                block_size=8192,
-                read_chunk_size=16384,
+                block_size_bytes=8192,
+                s3_read_chunk_bytes=16384,
             ),
             s3_client=cast(Any, client),
         ).run()

@@ -89,14 +89,14 @@ def _csv(rows: int, tag: str) -> bytes:
 
 
 def _settings(tmp_path: Path, fmt: str, name: str = "ej") -> ProcessorSettings:
-    return ProcessorSettings.of(
+    return ProcessorSettings(
         source_uri="s3://bucket/in.csv",
         destination_uri=(tmp_path / name).as_uri() + "/",
         export_format=fmt,
         export_name=name,
-        block_size=256,
-        read_chunk_size=512,
-        read_ahead=2,
+        block_size_bytes=256,
+        s3_read_chunk_bytes=512,
+        s3_read_ahead=2,
     )
 
 
@@ -220,7 +220,7 @@ def test_pin_source_keeps_what_was_given_and_a_file_has_no_version(tmp_path: Pat
     overwritten = VersionedS3(b"x\n", versioned=False)
     with pytest.raises(SourceChangedError):
         pin_source(SourcePin(given.etag).applied(_settings(tmp_path, "csv")), overwritten)
-    local = ProcessorSettings.of(
+    local = ProcessorSettings(
         source_uri=(tmp_path / "in.csv").as_uri(),
         destination_uri=tmp_path.as_uri() + "/",
         export_format="csv",

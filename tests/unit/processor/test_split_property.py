@@ -37,14 +37,14 @@ def cuts_for(draw: st.DrawFn, data: bytes) -> tuple[int, ...]:
 
 
 def _settings(source: Path, out: Path, case: Generated, fmt: str) -> ProcessorSettings:
-    return ProcessorSettings.of(
+    return ProcessorSettings(
         source_uri=source.as_uri(),
         destination_uri=out.as_uri() + "/",
         export_format=fmt,
-        delimiter=case.delimiter,
-        quote=case.quote,
-        header=case.header,
-        block_size=case.block_size,
+        csv_delimiter=case.delimiter,
+        csv_quote=case.quote,
+        csv_header=case.header,
+        block_size_bytes=case.block_size,
     )
 
 

@@ -72,11 +72,11 @@ def test_merge_kinds_is_what_one_pod_ends_with() -> None:
 
 
 def _settings(tmp_path: Path, fmt: str = "csv") -> ProcessorSettings:
-    return ProcessorSettings.of(
+    return ProcessorSettings(
         source_uri=(tmp_path / "in.csv").as_uri(),
         destination_uri=(tmp_path / "out").as_uri() + "/",
         export_format=fmt,
-        block_size=64,
+        block_size_bytes=64,
     )
 
 

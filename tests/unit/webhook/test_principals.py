@@ -36,7 +36,7 @@ async def post(h: Any, headers: dict[str, str], **extra: Any) -> Any:
 
 @pytest.fixture
 async def h(make_harness: MakeHarness) -> Any:
-    return await make_harness(principal_configs=PRINCIPALS)
+    return await make_harness(principals=PRINCIPALS)
 
 
 async def test_each_export_records_its_owner(h: Any) -> None:
@@ -135,7 +135,7 @@ async def test_over_the_rate_is_429_with_retry_after(make_harness: MakeHarness) 
             {"tokens": ["token-of-slow-0123"], "ratePerSecond": 0.5, "burst": 2}
         )
     }
-    h = await make_harness(principal_configs=configs)
+    h = await make_harness(principals=configs)
     headers = {"Authorization": "Bearer token-of-slow-0123"}
     assert [(await post(h, headers))[0] for _ in range(2)] == [202, 202]
     status, body, response = await post(h, headers)
@@ -148,7 +148,7 @@ async def test_over_the_queue_cap_is_429(make_harness: MakeHarness) -> None:
     configs = {
         "small": PrincipalConfig.model_validate({"tokens": ["token-of-small-01"], "maxQueued": 2})
     }
-    h = await make_harness(principal_configs=configs)
+    h = await make_harness(principals=configs)
     headers = {"Authorization": "Bearer token-of-small-01"}
     names = [(await post(h, headers))[1]["id"] for _ in range(2)]
     status, body, response = await post(h, headers)
@@ -166,7 +166,7 @@ async def test_metrics_count_creations_and_429s_by_principal(make_harness: MakeH
         ),
         "small": PrincipalConfig.model_validate({"tokens": ["token-of-small-01"], "maxQueued": 1}),
     }
-    h = await make_harness(principal_configs=configs)
+    h = await make_harness(principals=configs)
     slow, small = (
         {"Authorization": "Bearer token-of-slow-0123"},
         {"Authorization": "Bearer token-of-small-01"},
