@@ -194,8 +194,13 @@ async def test_api_server_going_away_under_load_never_gives_202_for_unstored_wor
     proxy, kubeconfig = api_proxy
     hook = await start_webhook(kubeconfig=kubeconfig)
     load = asyncio.create_task(_load(hook, 120))
-    await asyncio.sleep(0.4)
-    await proxy.cut()  # the API server vanishes mid-load
+    # The API server vanishes mid-load, once the first export is stored (a fixed delay left a
+    # loaded machine with no 202 before the cut).
+    deadline = time.monotonic() + 10
+    while not await asyncio.to_thread(exportjobs.names):
+        assert time.monotonic() < deadline, "nothing stored within 10 s"
+        await asyncio.sleep(0.02)
+    await proxy.cut()
     results = await load
     codes = [r[0] for r in results]
     assert set(codes) <= {202, 503}, codes
