@@ -4,6 +4,8 @@ URIs); models.py builds the request and the spec from them."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import uuid
 from typing import Annotated, Any
@@ -48,14 +50,6 @@ def _check_uri(value: str, *, prefix: bool) -> str:
     return value
 
 
-def _object_uri(value: str) -> str:
-    return _check_uri(value, prefix=False)
-
-
-def _prefix_uri(value: str) -> str:
-    return _check_uri(value, prefix=True)
-
-
 _CSV_CHAR = re.compile(CSV_CHAR_PATTERN)
 _ENCODING = re.compile(ENCODING_PATTERN)
 
@@ -84,13 +78,10 @@ def _encoding(value: str) -> str:
 
 
 def dataset_id(value: str) -> str:
-    try:
-        return str(uuid.UUID(value)) if len(value) == 36 else _raise_uuid(value)
-    except ValueError:
-        return _raise_uuid(value)
-
-
-def _raise_uuid(value: str) -> str:
+    """The UUID in its canonical form (lower case); 36 characters, hyphens included."""
+    with contextlib.suppress(ValueError):
+        if len(value) == 36:
+            return str(uuid.UUID(value))
     raise refusal("invalid-request", f"must be a UUID, not {value!r}")
 
 
@@ -117,7 +108,7 @@ ObjectUri = Annotated[
             "x-kubernetes-validations": _cel(*s3names.RULES),
         },
     ),
-    AfterValidator(_object_uri),
+    AfterValidator(functools.partial(_check_uri, prefix=False)),
 ]
 PrefixUri = Annotated[
     str,
@@ -128,7 +119,7 @@ PrefixUri = Annotated[
             "x-kubernetes-validations": _cel(*s3names.RULES),
         },
     ),
-    AfterValidator(_prefix_uri),
+    AfterValidator(functools.partial(_check_uri, prefix=True)),
 ]
 CsvChar = Annotated[
     str,

@@ -15,9 +15,9 @@ one of ExportJobs whose views are the objects themselves (webhook/cache.py).
   the event type (`None` for a listed object, as kopf reports its initial listing), the new
   view, the view it replaced and the raw body, which is then dropped;
 - a list is turned into views page by page: only the views of the pages read so far and one
-  page of raw objects are held, never the whole raw list (50,000 finished ExportJobs are
-  ~700 MB as decoded JSON, ~65 MB as the webhook's views); listeners of a listed object get its
-  metadata's namespace and name as the body;
+  page of raw objects are held, never the whole raw list (its size: docs/benchmarks.md,
+  "Webhook memory"); listeners of a listed object get its metadata's namespace and name as the
+  body;
 - an owner that also writes the objects can `store()` what its writes returned, and with
   `stale` an event older than the view in the cache leaves it as it is (a `GET` right after the
   webhook's own write must not see the watch's older copy).
@@ -29,14 +29,15 @@ An event costs one `json.loads`, one snapshot and the listeners (for the operato
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from export_operator.kube import Kube, KubeError, collection_path
+from export_operator.kube import Kube, KubeError
 from export_processor.common import Backoff
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,9 @@ class GoneError(Exception):
     """410 Gone: the resourceVersion asked for is too old; the cache must be listed again."""
 
 
-__all__ = ["GoneError", "Informer", "collection_path", "object_key"]
-
-
 def object_key(body: Mapping[str, Any]) -> Key:
     """(namespace, name); the namespace interned: one string for all the objects of a namespace
-    instead of one per cached object (50,000 of them: 3 MB)."""
+    instead of one per cached object."""
     meta = body.get("metadata") or {}
     return (sys.intern(str(meta.get("namespace") or "")), str(meta.get("name") or ""))
 
@@ -275,8 +273,10 @@ class Informer(Generic[V]):
         seen = {key for key, _ in listed}
         for key in [k for k in self.items if k not in seen]:
             old = self._remove(key)
-            if old is not None:
-                self._notify("DELETED", old, old, {"metadata": _gone_meta(key, old)})
+            if old is not None:  # its DELETED event was missed
+                uid = str(getattr(old, "uid", "") or "")
+                meta = {"namespace": key[0], "name": key[1], "uid": uid}
+                self._notify("DELETED", old, old, {"metadata": meta})
         for key, view in listed:
             old = self._put(key, view)
             self._notify(None, view, old, {"metadata": {"namespace": key[0], "name": key[1]}})
@@ -360,17 +360,12 @@ class Informer(Generic[V]):
         return self.api
 
 
-class _gone_as_gone:  # noqa: N801 - used as a context manager, named like one
+@contextlib.contextmanager
+def _gone_as_gone() -> Iterator[None]:
     """A 410 answer to a list or watch means: list again."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> None:
-        if isinstance(exc, KubeError) and exc.status == 410:
+    try:
+        yield
+    except KubeError as exc:
+        if exc.status == 410:
             raise GoneError(exc.message) from exc
-
-
-def _gone_meta(key: Key, view: Any) -> dict[str, str]:
-    """The metadata of an object a re-list no longer shows (its DELETED event was missed)."""
-    return {"namespace": key[0], "name": key[1], "uid": str(getattr(view, "uid", "") or "")}
+        raise

@@ -5,9 +5,9 @@ an explicit timeout on every call. Credentials and TLS settings come from a kube
 `ApiClient` (in-cluster, or a kubeconfig: `new_api_client`), without the generated client's
 per-call machinery (parameter checks, recursive sanitising of bodies, model objects). Calls go
 through `kube_http.KubeHttp`, keep-alive connections that do per call only what a small JSON
-exchange needs (aiohttp's `ClientSession.request` cost the webhook 0.17 ms of CPU per create
-more); watches, and every call when a proxy is configured, through the ApiClient's aiohttp
-session. JSON through `fastjson` (orjson). Figures: docs/benchmarks.md, "Webhook".
+exchange needs (less CPU than aiohttp's `ClientSession.request`: docs/benchmarks.md,
+"Webhook"); watches, and every call when a proxy is configured, through the ApiClient's aiohttp
+session. JSON through `fastjson` (orjson).
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ async def new_api_client(
     """An ApiClient for in-cluster use, or for `kubeconfig` / `$KUBECONFIG` when given.
 
     `trust_env=False` stops the client from consulting `~/.netrc` and the proxy variables on every
-    request: kubernetes_asyncio's aiohttp session does both in a worker thread per call (its
-    cost: docs/benchmarks.md, "Webhook").
+    request, which kubernetes_asyncio's aiohttp session does in a worker thread per call.
     """
     path = kubeconfig or os.environ.get("KUBECONFIG")
     configuration = client.Configuration()
@@ -143,8 +142,7 @@ class KubeClient:
     ) -> dict[str, Any]:
         """The object (or collection page, or any JSON document) at `path`; `within`: this
         call's timeout, if not the client's."""
-        found: dict[str, Any] = await self._call("GET", path, params=params, within=within)
-        return found
+        return await self._call("GET", path, params=params, within=within)
 
     async def list(
         self, path: str, *, params: Params | None = None, within: float | None = None
@@ -157,8 +155,7 @@ class KubeClient:
     ) -> dict[str, Any]:
         """POST `body` to the collection at `path`; the stored object ({} with `read=False`:
         the answer is not parsed, which saves CPU when only success matters)."""
-        created: dict[str, Any] = await self._call("POST", path, body=body, read=read)
-        return created
+        return await self._call("POST", path, body=body, read=read)
 
     async def patch(
         self,
@@ -170,10 +167,7 @@ class KubeClient:
     ) -> dict[str, Any]:
         """A JSON merge patch (by default) of the object at `path`; with `metadata.uid` or
         `metadata.resourceVersion` in `body` the API server makes it conditional (409)."""
-        patched: dict[str, Any] = await self._call(
-            "PATCH", path, body=body, content_type=content_type, read=read
-        )
-        return patched
+        return await self._call("PATCH", path, body=body, content_type=content_type, read=read)
 
     async def delete(
         self, path: str, *, body: Mapping[str, Any] | None = None, params: Params | None = None
@@ -211,54 +205,44 @@ class KubeClient:
         content_type: str = "application/json",
         read: bool = True,
         within: float | None = None,
-    ) -> Any:
-        if self._http is None:
-            return await self._session_call(
-                method, path, params=params, body=body, content_type=content_type, read=read,
-                within=within,
-            )  # fmt: skip
+    ) -> dict[str, Any]:
+        if self._http is None:  # through a proxy: aiohttp's session
+            limit = aiohttp.ClientTimeout(total=within or self.timeout)
+            try:
+                async with self._request(
+                    method, path, params=params, body=body, content_type=content_type, limits=limit
+                ) as response:
+                    if response.status >= 300:
+                        raise await _error(response)
+                    data = await response.read()  # read even if unused: the connection is reused
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise _no_answer(exc) from exc
+        else:
+            headers = await self._headers(body, content_type)
+            target = quote(path, safe=_PATH_SAFE)
+            if params:
+                target += "?" + urlencode(params)
+            payload = fastjson.dumps(body) if body is not None else None
+            try:
+                async with self._slots:
+                    answer = await self._http.request(
+                        method, target, headers=headers, body=payload, within=within or self.timeout
+                    )
+            except (TimeoutError, OSError) as exc:
+                raise _no_answer(exc) from exc
+            if answer.status >= 300:
+                raise _error_of(answer.status, answer.reason, answer.body)
+            data = answer.body
+        loaded: dict[str, Any] = fastjson.loads(data) if read else {}
+        return loaded
+
+    async def _headers(self, body: Mapping[str, Any] | None, content_type: str) -> dict[str, str]:
+        """The request's headers, the credentials' included."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
         await self.api.update_params_for_auth(headers, [], ["BearerToken"])
-        target = quote(path, safe=_PATH_SAFE)
-        if params:
-            target += "?" + urlencode(params)
-        payload = fastjson.dumps(body) if body is not None else None
-        try:
-            async with self._slots:
-                answer = await self._http.request(
-                    method, target, headers=headers, body=payload, within=within or self.timeout
-                )
-        except (TimeoutError, OSError) as exc:
-            raise KubeError(0, str(exc) or type(exc).__name__, type(exc).__name__) from exc
-        if answer.status >= 300:
-            raise _error_of(answer.status, answer.reason, answer.body)
-        return fastjson.loads(answer.body) if read else {}
-
-    async def _session_call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Params | None,
-        body: Mapping[str, Any] | None,
-        content_type: str,
-        read: bool,
-        within: float | None,
-    ) -> Any:
-        """`_call` through aiohttp's session (an API server behind a proxy)."""
-        limit = aiohttp.ClientTimeout(total=within or self.timeout)
-        try:
-            async with self._request(
-                method, path, params=params, body=body, content_type=content_type, limits=limit
-            ) as response:
-                if response.status >= 300:
-                    raise await _error(response)
-                data = await response.read()  # read even if unused: the connection is reused
-                return fastjson.loads(data) if read else {}
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise KubeError(0, str(exc) or type(exc).__name__, type(exc).__name__) from exc
+        return headers
 
     @contextlib.asynccontextmanager
     async def _request(
@@ -271,11 +255,7 @@ class KubeClient:
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """One request with the credentials' headers; the response is released on exit."""
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        await self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        """One request through aiohttp's session; the response is released on exit."""
         configuration = self.api.configuration
         extra: dict[str, Any] = {}
         if configuration.tls_server_name:
@@ -286,12 +266,12 @@ class KubeClient:
                 f"{configuration.host}{path}",
                 params=dict(params) if params else None,
                 data=fastjson.dumps(body) if body is not None else None,
-                headers=headers,
+                headers=await self._headers(body, content_type),
                 timeout=limits,
                 **extra,
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise KubeError(0, str(exc) or type(exc).__name__, type(exc).__name__) from exc
+            raise _no_answer(exc) from exc
         try:
             yield response
         finally:
@@ -324,6 +304,11 @@ def _lean_http(configuration: client.Configuration) -> KubeHttp | None:
         ssl_context=context,
         server_hostname=configuration.tls_server_name or None,
     )
+
+
+def _no_answer(exc: BaseException) -> KubeError:
+    """A call that got no answer (connection refused or lost, a timeout), as a KubeError."""
+    return KubeError(0, str(exc) or type(exc).__name__, type(exc).__name__)
 
 
 async def _error(response: aiohttp.ClientResponse) -> KubeError:

@@ -75,22 +75,23 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None or self._waiter.done():
-            # Bytes nobody asked for: the connection is out of step; never reuse it.
-            self.keep_alive = False
-            if self.transport is not None:
-                self.transport.close()
+            self.abandon()  # bytes nobody asked for: the connection is out of step
             return
         self._buffer += data
         try:
             answer = self._parse()
         except ProtocolError as exc:
-            self.keep_alive = False
             self._waiter.set_exception(exc)
-            if self.transport is not None:
-                self.transport.close()
+            self.abandon()
             return
         if answer is not None:
             self._waiter.set_result(answer)
+
+    def abandon(self) -> None:
+        """Close the connection; it is never reused."""
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.close()
 
     # -- one exchange ----------------------------------------------------------------------------
     def send(self, request: bytes) -> asyncio.Future[Answer]:
@@ -244,8 +245,7 @@ class KubeHttp:
                 answer = await connection.send(request)
         except BaseException:
             if connection is not None:
-                connection.keep_alive = False
-                self._drop(connection)
+                connection.abandon()
             raise
         self._release(connection)
         return answer
@@ -261,7 +261,7 @@ class KubeHttp:
                 and now - connection.idle_since < IDLE_SECONDS
             ):
                 return connection
-            self._drop(connection)
+            connection.abandon()
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_connection(
             _Connection,
@@ -277,14 +277,9 @@ class KubeHttp:
             connection.idle_since = time.monotonic()
             self._idle.append(connection)
         else:
-            self._drop(connection)
-
-    @staticmethod
-    def _drop(connection: _Connection) -> None:
-        if connection.transport is not None:
-            connection.transport.close()
+            connection.abandon()
 
     def close(self) -> None:
         """Close the idle connections (those in use close when their call ends)."""
         while self._idle:
-            self._drop(self._idle.pop())
+            self._idle.pop().abandon()

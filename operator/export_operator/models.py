@@ -318,8 +318,9 @@ class ExportRequest(_Contract):
             pydantic.ValidationError: when the resolved source or the default destination is not
                 a valid spec (a misconfigured template).
         """
+        options = self._options(default_destination, owner)
         if self.source is not None:
-            return self._spec_as_given(default_destination, owner)
+            return self._spec_as_given(options)
         assert self.dataset_id is not None
         # The template makes a new URI: the spec is validated as a whole.
         spec: dict[str, Any] = {
@@ -327,42 +328,32 @@ class ExportRequest(_Contract):
             "datasetId": self.dataset_id,
             "source": {"uri": dataset_uri_template.replace("{dataset_id}", self.dataset_id)},
         }
-        destination = self.destination or default_destination
-        if destination is not None:
-            spec["destination"] = {"uri": destination}
-        if self.csv is not None:
-            spec["csv"] = self.csv
-        if self.callback_url is not None:
-            spec["notify"] = {"url": self.callback_url}
-        if self.parallelism is not None:
-            spec["parallelism"] = self.parallelism
-        if owner is not None:
-            spec["owner"] = owner
-        return ExportJobSpec.model_validate(spec)
+        return ExportJobSpec.model_validate({**spec, **options})
 
-    def _spec_as_given(self, default_destination: str | None, owner: str | None) -> ExportJobSpec:
+    def _options(self, default_destination: str | None, owner: str | None) -> dict[str, Any]:
+        """The spec's fields besides its source and format, as the spec's JSON has them."""
+        destination = self.destination or default_destination
+        options: dict[str, Any] = {
+            "destination": {"uri": destination} if destination is not None else None,
+            "csv": self.csv,
+            "notify": {"url": self.callback_url} if self.callback_url is not None else None,
+            "parallelism": self.parallelism,
+            "owner": owner,
+        }
+        return {name: value for name, value in options.items() if value is not None}
+
+    def _spec_as_given(self, options: dict[str, Any]) -> ExportJobSpec:
         """The spec of a request naming its source: every part was validated by this model
         with the same types the spec uses, so it is assembled without validating again (the
-        webhook's hot path); `default_destination` was validated with the settings."""
+        webhook's hot path); the default destination was validated with the settings."""
         assert self.source is not None
-        source_fields = {"uri": self.source.uri}
-        if self.source.version_id is not None:
-            source_fields["version_id"] = self.source.version_id
-        if self.source.etag is not None:
-            source_fields["etag"] = self.source.etag
-        values: dict[str, Any] = {
-            "source": trusted(SourceSpec, source_fields),
-            "export_format": self.export_format,
-        }
-        destination = self.destination or default_destination
-        if destination is not None:
-            values["destination"] = trusted(DestinationSpec, {"uri": destination})
-        if self.csv is not None:
-            values["csv"] = self.csv
-        if self.callback_url is not None:
-            values["notify"] = trusted(NotifySpec, {"url": self.callback_url})
-        if self.parallelism is not None:
-            values["parallelism"] = self.parallelism
-        if owner is not None:
-            values["owner"] = owner
+        given = {"version_id": self.source.version_id, "etag": self.source.etag}
+        source = {"uri": self.source.uri, **{k: v for k, v in given.items() if v is not None}}
+        values: dict[str, Any] = {"source": trusted(SourceSpec, source)}
+        values["export_format"] = self.export_format
+        values.update(options)
+        if "destination" in options:
+            values["destination"] = trusted(DestinationSpec, options["destination"])
+        if "notify" in options:
+            values["notify"] = trusted(NotifySpec, options["notify"])
         return trusted(ExportJobSpec, values)

@@ -65,17 +65,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the operator until SIGINT/SIGTERM."""
     args = _parser().parse_args(argv)
-    overrides: dict[str, Any] = {}
-    if args.namespace is not None:
-        overrides["namespace"] = args.namespace
+    flags = ("namespace", "max_running", "metrics_port", "liveness_port")
+    overrides: dict[str, Any] = {f: getattr(args, f) for f in flags if getattr(args, f) is not None}
     if args.standalone:
         overrides["standalone"] = True
-    if args.max_running is not None:
-        overrides["max_running"] = args.max_running
-    if args.metrics_port is not None:
-        overrides["metrics_port"] = args.metrics_port
-    if args.liveness_port is not None:
-        overrides["liveness_port"] = args.liveness_port
     try:
         settings = OperatorSettings.from_env(**overrides)
     except ValueError as exc:

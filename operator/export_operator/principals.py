@@ -15,9 +15,9 @@ The document (the Secret's `principals` key, a JSON object; docs/security.md):
                 "admin": false, "weight": 1, "maxRunning": 5, "maxQueued": 1000,
                 "ratePerSecond": 20, "burst": 40}}
 
-The older form, bare tokens and keys without names (`EXPORTJOBS_WEBHOOK_TOKENS`, the Secret's
-`tokens` and `eventbridge-api-keys` keys, `snsTopicArns`), still works: every such credential is
-the admin principal `default`, which sees every export, as all callers did before principals.
+Credentials given without a name (`EXPORTJOBS_WEBHOOK_TOKENS`, the Secret's `tokens` and
+`eventbridge-api-keys` keys, `snsTopicArns`) are the admin principal `default`, which sees every
+export.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
@@ -85,6 +85,10 @@ class Principal:
     def sees(self, owner: str | None) -> bool:
         """Whether this principal may read, cancel and presign an export owned by `owner`."""
         return self.admin or owner == self.name
+
+
+_FROM_CONFIG = {f.name for f in fields(Principal)} & set(PrincipalConfig.model_fields)
+"""What a principal takes from its entry as it is: its rights, limits and routes."""
 
 
 def _digest(secret: str) -> bytes:
@@ -163,35 +167,15 @@ class Principals:
                 raise ValueError(f"one {what} is given to {table[key].name} and {principal.name}")
             table[key] = principal
 
-        entries = list(configs.items())
         if legacy:
-            entries.append(
-                (
-                    LEGACY_PRINCIPAL,
-                    PrincipalConfig.model_validate(
-                        {
-                            "tokens": legacy_tokens,
-                            "eventBridgeApiKeys": legacy_api_keys,
-                            "snsTopicArns": legacy_topics,
-                            "admin": True,
-                        }
-                    ),
-                )
-            )
-        for name, config in entries:
+            given: dict[str, Any] = {"tokens": legacy_tokens, "eventBridgeApiKeys": legacy_api_keys}
+            given.update(snsTopicArns=legacy_topics, admin=True)
+            configs[LEGACY_PRINCIPAL] = PrincipalConfig.model_validate(given)
+        for name, config in configs.items():
             if not _NAME.fullmatch(name):
                 raise ValueError(f"principal name {name!r} is not a DNS label (a-z, 0-9, -)")
-            principal = Principal(
-                name=name,
-                admin=config.admin,
-                weight=config.weight,
-                max_running=config.max_running,
-                max_queued=config.max_queued,
-                rate_per_second=config.rate_per_second,
-                burst=config.burst,
-                event_prefixes=config.event_prefixes,
-                legacy=legacy and name == LEGACY_PRINCIPAL,
-            )
+            limits = config.model_dump(include=_FROM_CONFIG)
+            principal = Principal(name=name, legacy=legacy and name == LEGACY_PRINCIPAL, **limits)
             by_name[name] = principal
             for token in config.tokens:
                 add(tokens, _digest(token), principal, "bearer token")

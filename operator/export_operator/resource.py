@@ -97,10 +97,6 @@ class ExportFormat(enum.StrEnum):
     JSONL = "jsonl"
     PARQUET = "parquet"
 
-    @property
-    def extension(self) -> str:
-        return f".{self.value}"
-
 
 @dataclass(frozen=True, slots=True)
 class S3Location:

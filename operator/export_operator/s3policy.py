@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from export_operator.s3names import check_uri
+from export_operator.resource import S3Location, parse_s3_uri
 
 VERSION = "2012-10-17"
 
@@ -40,15 +40,13 @@ WRITE_ACTIONS = (
 UploadPartCopy and CompleteMultipartUpload)."""
 
 
-def _split(prefix: str) -> tuple[str, str]:
-    """(bucket, key prefix) of an `s3://bucket/prefix/` URI; raises S3UriError for others."""
-    check_uri(prefix, prefix=True)
-    bucket, _, key = prefix[len("s3://") :].partition("/")
-    return bucket, key
+def _prefixes(uris: Iterable[str]) -> list[S3Location]:
+    """Each `s3://bucket/prefix/` URI's bucket and key prefix; S3UriError for another URI."""
+    return [parse_s3_uri(uri, prefix=True) for uri in uris]
 
 
 def _objects(prefixes: Iterable[str]) -> list[str]:
-    return sorted({f"arn:aws:s3:::{bucket}/{key}*" for bucket, key in map(_split, prefixes)})
+    return sorted({f"arn:aws:s3:::{p.bucket}/{p.key}*" for p in _prefixes(prefixes)})
 
 
 def _document(statements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -81,7 +79,7 @@ def processor_policy(sources: Iterable[str], destinations: Iterable[str]) -> dic
             "Sid": "ListUploadsInProgress",
             "Effect": "Allow",
             "Action": ["s3:ListBucketMultipartUploads"],
-            "Resource": sorted({f"arn:aws:s3:::{b}" for b, _ in map(_split, destinations)}),
+            "Resource": sorted({f"arn:aws:s3:::{p.bucket}" for p in _prefixes(destinations)}),
         }
     )
     return _document(statements)

@@ -7,7 +7,7 @@ bounded here as the CRD bounds it in `status`: a `bytes` of `1e999` (a float tha
 into an OverflowError), a `uri` over 2,048 characters, a `sha256` over 64, an error code over 64
 characters or outside the condition-reason pattern. Such a message is a `ProtocolError`: the
 operator ends that export Failed with `PROCESSOR_PROTOCOL` instead of retrying a status patch the
-API server refuses (issue 24).
+API server refuses.
 """
 
 from __future__ import annotations
@@ -70,6 +70,12 @@ class ResultMessage(_Message):
     bytes_read: Count | None = Field(None, alias="bytesRead")
     duration_seconds: float | None = Field(None, alias="durationSeconds", ge=0, le=10**7)
     split: SplitSummary | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        """`status.result` of the ExportJob."""
+        status = {"uri": self.uri, "bytes": self.bytes, "rows": self.rows, "sha256": self.sha256}
+        status["format"] = self.format.value
+        return status if self.split is None else {**status, "split": self.split.as_status()}
 
 
 class ErrorPayload(_Message):

@@ -166,33 +166,27 @@ def _download(client: Client, export: dict[str, Any], target: Path | None, out: 
     out.write(f"wrote {path} ({size:,} bytes)\n")
 
 
+def _wait(client: Client, export_id: str, args: argparse.Namespace, err: TextIO) -> dict[str, Any]:
+    display = Display(err, tty=err.isatty())
+    return wait_for(
+        client, export_id, display=display, timeout=args.timeout, interval=args.interval
+    )
+
+
 def run(args: argparse.Namespace, client: Client, out: TextIO, err: TextIO) -> Exit:
-    tty = err.isatty()
     if args.command == "submit":
         if bool(args.source) == bool(args.dataset_id):
             raise CommandError(Exit.USAGE, "give a source s3:// URI or --dataset-id, not both")
-        request: dict[str, Any] = {"format": args.format}
-        if args.source:
-            request["source"] = args.source
-        else:
-            request["dataset_id"] = args.dataset_id
-        if args.destination:
-            request["destination"] = args.destination
-        if args.callback_url:
-            request["callback_url"] = args.callback_url
+        given = {"source": args.source, "dataset_id": args.dataset_id}
+        given.update(destination=args.destination, callback_url=args.callback_url)
+        request = {"format": args.format, **{k: v for k, v in given.items() if v}}
         accepted = client.submit(request, idempotency_key=args.idempotency_key)
         export_id = str(accepted["id"])
         out.write(export_id + "\n")
         out.flush()
         if not (args.wait or args.download):
             return Exit.OK
-        export = wait_for(
-            client,
-            export_id,
-            display=Display(err, tty=tty),
-            timeout=args.timeout,
-            interval=args.interval,
-        )
+        export = _wait(client, export_id, args, err)
         if args.download and export.get("status") == "Succeeded":
             _download(client, export, args.download, err)
         return OUTCOME[str(export["status"])]
@@ -200,13 +194,9 @@ def run(args: argparse.Namespace, client: Client, out: TextIO, err: TextIO) -> E
         _dump(client.get(args.id), out)
         return Exit.OK
     if args.command == "list":
-        query = {"limit": str(args.limit)}
-        if args.phase:
-            query["phase"] = args.phase
-        if args.source_prefix:
-            query["source_prefix"] = args.source_prefix
-        if args.since:
-            query["created_since"] = args.since
+        filters = {"phase": args.phase, "source_prefix": args.source_prefix}
+        filters.update(created_since=args.since)
+        query = {"limit": str(args.limit), **{k: v for k, v in filters.items() if v}}
         for item in client.pages(query):
             if args.json:
                 out.write(json.dumps(item, sort_keys=True) + "\n")
@@ -214,14 +204,7 @@ def run(args: argparse.Namespace, client: Client, out: TextIO, err: TextIO) -> E
                 out.write(f"{item.get('id', '')}  {item.get('format') or '':<8} {describe(item)}\n")
         return Exit.OK
     if args.command == "wait":
-        export = wait_for(
-            client,
-            args.id,
-            display=Display(err, tty=tty),
-            timeout=args.timeout,
-            interval=args.interval,
-        )
-        return OUTCOME[str(export["status"])]
+        return OUTCOME[str(_wait(client, args.id, args, err)["status"])]
     if args.command == "cancel":
         answer = client.cancel(args.id)
         out.write(f"{args.id}: cancel requested ({answer.get('status', '')})\n")

@@ -28,10 +28,8 @@ from export_operator.controller import metrics
 from export_operator.controller.snapshots import ExportView, JobView
 from export_operator.controller.split_plan import slots_granted
 from export_operator.controller.workqueue import WorkQueue
-from export_operator.informer import Informer
+from export_operator.informer import Informer, Key
 from export_operator.resource import Phase, job_name_for
-
-Key = tuple[str, str]
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +218,6 @@ class Admission:
         jobs: Informer[JobView],
         queue: WorkQueue[Key],
         max_running: int,
-        fresh: Callable[[ExportView], ExportView] = lambda e: e,
         policy: AdmissionPolicy | None = None,
         wants: Callable[[ExportView], int] | None = None,
     ) -> None:
@@ -228,8 +225,8 @@ class Admission:
         self._jobs = jobs
         self._queue = queue
         self._max_running = max_running
-        self.fresh = fresh
-        """The snapshot with what this process last wrote (set by the reconciler)."""
+        self.fresh: Callable[[ExportView], ExportView] = lambda e: e
+        """The snapshot with what this process last wrote (the manager sets the reconciler's)."""
         self.policy: AdmissionPolicy = policy or Fifo()
         self._wants = wants
         """How many pods an ExportJob would run at once (split_plan; None: one each)."""
@@ -276,10 +273,9 @@ class Admission:
         self._granted.pop(key, None)
 
     def release(self, key: Key) -> None:
-        """`key` finished or is gone: it holds no slot and has no place in line."""
-        self._admitted.discard(key)
-        self._granted.pop(key, None)
-        self._expected.pop(key, None)
+        """`key` finished or is gone: it holds no slot (as when its Job is seen) and has no place
+        in line."""
+        self.seen(key)
         self.positions.pop(key, None)
 
     def creating(self) -> bool:

@@ -6,7 +6,7 @@ and parsing every created Job costs event-loop time a burst of a thousand Export
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from export_operator import resource
@@ -23,32 +23,16 @@ class KubeWriter:
     async def create_job(self, job: dict[str, Any]) -> bool:
         """Create a Job; False when it already exists (a no-op, by design)."""
         path = collection_path("batch/v1", "jobs", job["metadata"]["namespace"])
-        try:
-            await self.kube.create(path, job, read=False)
-        except KubeError as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        return await _unless(self.kube.create(path, job, read=False), 409)
 
     async def job_exists(self, *, namespace: str, name: str) -> bool:
         """Whether the Job exists (a direct GET, for when the watch may lag)."""
-        try:
-            await self.kube.get(object_path("batch/v1", "jobs", namespace, name))
-        except KubeError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return await _unless(self.kube.get(object_path("batch/v1", "jobs", namespace, name)), 404)
 
     async def delete_job(self, *, namespace: str, name: str) -> None:
         """Delete a Job and (in the background) its pods; absent is fine."""
         path = object_path("batch/v1", "jobs", namespace, name)
-        try:
-            await self.kube.delete(path, params={"propagationPolicy": "Background"})
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
+        await _unless(self.kube.delete(path, params={"propagationPolicy": "Background"}), 404)
 
     async def patch_job(self, *, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """A JSON merge patch of a Job (a split export's ranges Job resumed with its upload)."""
@@ -66,20 +50,29 @@ class KubeWriter:
 
     async def delete_export(self, *, namespace: str, name: str, uid: str) -> None:
         """Delete an ExportJob (retention), only if it is still the object with `uid`."""
-        try:
-            await self.kube.delete(
-                self._export_path(namespace, name),
-                body={"preconditions": {"uid": uid}},
-                params={"propagationPolicy": "Background"},
-            )
-        except KubeError as exc:
-            if exc.status not in (404, 409):
-                raise
+        deleted = self.kube.delete(
+            self._export_path(namespace, name),
+            body={"preconditions": {"uid": uid}},
+            params={"propagationPolicy": "Background"},
+        )
+        await _unless(deleted, 404, 409)  # gone, or replaced by a namesake
 
     async def post_event(self, event: dict[str, Any]) -> None:
         """Create a core/v1 Event (recorder.event_about builds it)."""
         namespace = event["metadata"]["namespace"]
         await self.kube.create(collection_path("v1", "events", namespace), event, read=False)
+
+
+async def _unless(call: Awaitable[object], *answers: int) -> bool:
+    """Await `call`: True when it succeeded, False when the API server answered one of
+    `answers` (404 gone, 409 exists or conflicts); any other failure raises."""
+    try:
+        await call
+    except KubeError as exc:
+        if exc.status in answers:
+            return False
+        raise
+    return True
 
 
 def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:

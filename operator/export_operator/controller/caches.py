@@ -12,10 +12,9 @@ from typing import Any
 from export_operator import resource
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView, JobView, PodView
-from export_operator.informer import Informer, collection_path
+from export_operator.informer import Informer, Key
+from export_operator.kube import collection_path
 from export_operator.resource import job_name_for
-
-Key = tuple[str, str]
 
 
 def _pod_export_key(pod: PodView) -> Key:
@@ -60,9 +59,6 @@ class Caches:
 
     def synced(self) -> bool:
         return all(i.synced.is_set() for i in self.all)
-
-    def export(self, key: Key) -> ExportView | None:
-        return self.exports.get(key)
 
     def job_of(self, key: Key) -> JobView | None:
         """The Job of the ExportJob `key` (by its deterministic name and its label)."""

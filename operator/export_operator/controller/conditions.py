@@ -57,8 +57,10 @@ def conditions_after(
     message: str,
     now: dt.datetime,
     generation: int,
+    extra: tuple[ConditionType, str, str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The conditions after a decision: Accepted, Queued, Running and the finishing one."""
+    """The conditions after a decision: Accepted, Queued, Running and the finishing one, then
+    `extra` (type, status, reason, message) when given."""
     wanted: list[tuple[ConditionType, str, str, str]] = []
     present = {str(c.get("type")) for c in previous}
     if reason == ErrorCode.INVALID_SPEC:
@@ -78,6 +80,8 @@ def conditions_after(
     finish = _FINISH_CONDITION.get(phase)
     if finish is not None:
         wanted.append((finish, "True", reason, message))
+    if extra is not None:
+        wanted.append(extra)
     conditions = [dict(c) for c in previous]
     for type_, status, why, text in wanted:
         conditions = set_condition(

@@ -35,12 +35,6 @@ RESPONSE_READ_LIMIT = 64 * 1024
 """Bytes of a receiver's answer read (and dropped) before the connection closes."""
 
 
-def event_id(*, uid: str, outcome: str) -> str:
-    """The CloudEvents `id` and `webhook-id`: the same for every attempt of one export's outcome
-    (receivers deduplicate on it), another for a namesake created later (another uid)."""
-    return f"{uid}.{outcome}"
-
-
 def build_event(
     obj: Mapping[str, Any], *, source_prefix: str, download_url: str | None
 ) -> dict[str, Any]:
@@ -52,7 +46,9 @@ def build_event(
         "specversion": "1.0",
         "type": EVENT_TYPE_PREFIX + outcome,
         "source": f"{source_prefix}/namespaces/{meta.get('namespace')}/exportjobs",
-        "id": event_id(uid=str(meta.get("uid")), outcome=outcome),
+        # Also the `webhook-id`: the same for every attempt of one export's outcome (receivers
+        # deduplicate on it), another for a namesake created later (another uid).
+        "id": f"{meta.get('uid')}.{outcome}",
         "subject": str(meta.get("name")),
         "time": status.get("completionTime"),
         "datacontenttype": "application/json",
@@ -179,16 +175,13 @@ class Sender:
         headers: Mapping[str, str],
         now: Callable[[], dt.datetime],
     ) -> Attempt:
+        all_headers = {**headers, "Content-Type": CONTENT_TYPE, "User-Agent": USER_AGENT}
         try:
             async with asyncio.timeout(self.timeout):
-                if target.literal is None:
-                    resolver: AbstractResolver = PinnedResolver(
-                        target.host, await self._resolve(target)
-                    )
-                else:
-                    resolver = PinnedResolver(target.host, [])
+                # An address literal is connected to as it is: the resolver is not asked.
+                addresses = await self._resolve(target) if target.literal is None else []
                 connector = aiohttp.TCPConnector(
-                    resolver=resolver,
+                    resolver=PinnedResolver(target.host, addresses),
                     use_dns_cache=False,
                     force_close=True,
                     ssl=self.ssl_context if self.ssl_context is not None else True,
@@ -196,14 +189,7 @@ class Sender:
                 async with (
                     aiohttp.ClientSession(connector=connector, trust_env=False) as session,
                     session.post(
-                        target.url,
-                        data=body,
-                        headers={
-                            **headers,
-                            "Content-Type": CONTENT_TYPE,
-                            "User-Agent": USER_AGENT,
-                        },
-                        allow_redirects=False,
+                        target.url, data=body, headers=all_headers, allow_redirects=False
                     ) as response,
                 ):
                     await response.content.read(RESPONSE_READ_LIMIT)

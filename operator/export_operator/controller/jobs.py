@@ -18,14 +18,9 @@ from export_operator.controller.quantities import GIB, format_mebibytes, parse_b
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import PROCESSOR_CONTAINER, ExportView
 from export_operator.controller.sources import SourceSizer
-from export_operator.controller.split_jobs import ranges_job, step_job
-from export_operator.controller.split_plan import (
-    NOT_PREPARED,
-    Prepared,
-    SplitPlan,
-    plan,
-    ranges_wanted,
-)
+from export_operator.controller.split_jobs import exit_codes, ranges_job, step_job
+from export_operator.controller.split_plan import NOT_PREPARED, Prepared, plan, ranges_wanted
+from export_operator.resource import ExitCode
 
 MAX_DEADLINE_SECONDS = 86400
 PLACEMENT_KEYS = (
@@ -40,6 +35,9 @@ and annotations go into the pod template's metadata)."""
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 PROCESSOR_UID = 65532
 """The non-root user of the processor image (distroless `nonroot`)."""
+BAD_INPUT = (ValueError, KeyError, IndexError, TypeError, AttributeError, ArithmeticError)
+"""What bad input of one export (a template field, a quantity) raises while its Job is built:
+that export fails, alone."""
 
 
 class InvalidSpecError(ValueError):
@@ -174,32 +172,12 @@ def job_labels(export_name: str) -> dict[str, str]:
 
 def pod_failure_policy() -> dict[str, Any]:
     """Exit 2 and 3 fail the Job at once; disruptions are retried free; the rest counts."""
+    final = (ExitCode.BAD_INPUT, ExitCode.SOURCE_MISSING)
     return {
         "rules": [
-            {
-                "action": "FailJob",
-                "onExitCodes": {
-                    "containerName": PROCESSOR_CONTAINER,
-                    "operator": "In",
-                    "values": [
-                        int(resource.ExitCode.BAD_INPUT),
-                        int(resource.ExitCode.SOURCE_MISSING),
-                    ],
-                },
-            },
+            {"action": "FailJob", "onExitCodes": exit_codes("In", final)},
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            {
-                "action": "Count",
-                "onExitCodes": {
-                    "containerName": PROCESSOR_CONTAINER,
-                    "operator": "NotIn",
-                    "values": [
-                        int(resource.ExitCode.OK),
-                        int(resource.ExitCode.BAD_INPUT),
-                        int(resource.ExitCode.SOURCE_MISSING),
-                    ],
-                },
-            },
+            {"action": "Count", "onExitCodes": exit_codes("NotIn", (ExitCode.OK, *final))},
         ]
     }
 
@@ -292,13 +270,9 @@ def build_job(
 class JobFactory:
     """The Job manifests of ExportJobs, as the reconciler asks for them."""
 
-    def __init__(self, settings: OperatorSettings, sizer: SourceSizer | None = None) -> None:
+    def __init__(self, settings: OperatorSettings) -> None:
         self._settings = settings
-        self._sizer = sizer or SourceSizer()
-
-    def split_of(self, export: ExportView, *, slots: int, size: int | None = None) -> SplitPlan:
-        """How the export runs with `slots` granted: whole, or N ranges P at a time."""
-        return plan(ranges_wanted(export, settings=self._settings, size=size), slots)
+        self._sizer = SourceSizer()
 
     async def manifest(
         self, export: ExportView, *, sized: bool, slots: int = 1
@@ -315,7 +289,7 @@ class JobFactory:
                 version = (export.spec.get("source") or {}).get("versionId")
                 size = await self._sizer.size_of(inputs.source_uri, version_id=version)
             whole = build_job(export=export, inputs=inputs, settings=settings, source_size=size)
-            split = self.split_of(export, slots=slots, size=size)
+            split = plan(ranges_wanted(export, settings=settings, size=size), slots)
             if not split.split:
                 return whole
             share = -(-size // split.ranges) if size else None
@@ -324,15 +298,7 @@ class JobFactory:
             return ranges_job(whole, split, resources=resources, suspend=True)
         except InvalidSpecError as exc:
             return str(exc)
-        except (
-            ValueError,
-            KeyError,
-            IndexError,
-            TypeError,
-            AttributeError,
-            ArithmeticError,
-        ) as exc:
-            # Bad input of this one export (a template field, a quantity): it fails, alone.
+        except BAD_INPUT as exc:
             return f"the Job could not be built: {type(exc).__name__}: {exc}"
 
     def step(
@@ -349,7 +315,7 @@ class JobFactory:
         try:
             inputs = resolve_inputs(export=export, settings=self._settings)
             whole = build_job(export=export, inputs=inputs, settings=self._settings)
-        except (InvalidSpecError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
+        except BAD_INPUT as exc:
             return f"the {step} Job could not be built: {exc}"
         return step_job(
             whole,

@@ -29,11 +29,6 @@ log = logging.getLogger(__name__)
 LEASES = "coordination.k8s.io/v1"
 
 
-def default_identity() -> str:
-    """This replica's name in the Lease: the pod name (hostname) and the process id."""
-    return f"{socket.gethostname()}_{os.getpid()}"
-
-
 def _micro_time(now: dt.datetime) -> str:
     return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -75,7 +70,7 @@ class LeaderElector:
         config = LeaseConfig(
             namespace=lease.namespace or settings.namespace or "default",
             name=lease.name,
-            identity=default_identity(),
+            identity=f"{socket.gethostname()}_{os.getpid()}",  # the pod's name, the process id
             lease_duration=lease.duration_seconds,
             renew_deadline=lease.renew_deadline_seconds,
             retry_period=lease.retry_period_seconds,
@@ -202,12 +197,10 @@ class LeaderElector:
     def _became_leader(self) -> None:
         self._renewed_at = self._monotonic()
         if not self.leading.is_set():
-            log.info("leading: lease %s/%s held by %s", *self._names())
+            cfg = self.config
+            log.info("leading: lease %s/%s held by %s", cfg.namespace, cfg.name, cfg.identity)
             self.leading.set()
             self._on_started()
-
-    def _names(self) -> tuple[str, str, str]:
-        return (self.config.namespace, self.config.name, self.config.identity)
 
     async def release(self) -> None:
         """Give the Lease up (on a clean shutdown), so a standby takes over at once."""
@@ -220,16 +213,11 @@ class LeaderElector:
             spec = (lease or {}).get("spec") or {}
             if lease is None or spec.get("holderIdentity") != cfg.identity:
                 return
-            await self._write(
-                str((lease.get("metadata") or {}).get("resourceVersion") or ""),
-                {
-                    "holderIdentity": "",
-                    "leaseDurationSeconds": 1,
-                    "acquireTime": None,
-                    "renewTime": _micro_time(dt.datetime.now(dt.UTC)),
-                    "leaseTransitions": int(spec.get("leaseTransitions") or 0),
-                },
-            )
+            transitions = int(spec.get("leaseTransitions") or 0)
+            given_up = self._spec(dt.datetime.now(dt.UTC), acquire=False, transitions=transitions)
+            given_up.update(holderIdentity="", leaseDurationSeconds=1, acquireTime=None)
+            version = str((lease.get("metadata") or {}).get("resourceVersion") or "")
+            await self._write(version, given_up)
             log.info("lease %s/%s released", cfg.namespace, cfg.name)
         except Exception as exc:  # best effort: the Lease expires anyway
             log.warning("lease %s not released: %s", cfg.name, exc)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from export_operator.controller import metrics
-from export_operator.controller.admission import Admission, FairShare, Key
+from export_operator.controller.admission import Admission, FairShare
 from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.caches import Caches
 from export_operator.controller.leader import LeaderElector
@@ -31,6 +31,7 @@ from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView, JobView, PodView
 from export_operator.controller.split_plan import ranges_wanted
 from export_operator.controller.workqueue import WorkQueue, run_worker
+from export_operator.informer import Key
 from export_operator.kube import KubeClient, KubeError
 from export_operator.resource import job_name_for
 

@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from export_operator.controller.outcomes import ProcessorResult
 from export_operator.resource import NO_OWNER_LABEL, Phase
 
 if TYPE_CHECKING:
@@ -209,18 +208,6 @@ NOTIFICATION_DELAY_SECONDS = Histogram(
 )
 
 
-def record_result(result: ProcessorResult) -> None:
-    """Count a succeeded export's processor figures."""
-    PROCESSOR_BYTES_WRITTEN.labels(result.format).inc(result.bytes)
-    PROCESSOR_ROWS.labels(result.format).inc(result.rows)
-    if result.bytes_read is not None:
-        PROCESSOR_BYTES_READ.labels(result.format).inc(result.bytes_read)
-        if result.duration_seconds:
-            PROCESSOR_THROUGHPUT.labels(result.format).observe(
-                result.bytes_read / result.duration_seconds
-            )
-
-
 def record_transition(export: ExportView, decision: Decision, *, now: dt.datetime) -> None:
     """Count a phase transition this process wrote, and a finished export's figures."""
     PHASE_TRANSITIONS.labels(decision.phase.value).inc()
@@ -230,8 +217,15 @@ def record_transition(export: ExportView, decision: Decision, *, now: dt.datetim
     if decision.phase is Phase.SUCCEEDED:
         fmt = str(export.spec.get("format") or "unknown")
         EXPORT_DURATION.labels(fmt).observe((now - export.created).total_seconds())
-    if decision.result is not None:
-        record_result(decision.result)
+    result = decision.result
+    if result is not None:  # the processor's figures
+        PROCESSOR_BYTES_WRITTEN.labels(result.format).inc(result.bytes)
+        PROCESSOR_ROWS.labels(result.format).inc(result.rows)
+        if result.bytes_read is not None:
+            PROCESSOR_BYTES_READ.labels(result.format).inc(result.bytes_read)
+            if result.duration_seconds:
+                throughput = result.bytes_read / result.duration_seconds
+                PROCESSOR_THROUGHPUT.labels(result.format).observe(throughput)
 
 
 def serve(*, host: str, port: int) -> None:

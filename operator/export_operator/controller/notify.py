@@ -32,7 +32,7 @@ from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.signing import read_secrets, signed_headers
 from export_operator.controller.snapshots import ExportView, format_time, parse_time
 from export_operator.controller.workqueue import Result, WorkQueue
-from export_operator.informer import Informer
+from export_operator.informer import Informer, Key
 from export_operator.kube import KubeError
 from export_operator.presign import Presigner, own_result_uri
 from export_operator.resource import Phase
@@ -40,20 +40,12 @@ from export_processor.common import Backoff
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
-
 PENDING, DELIVERED, FAILED = "Pending", "Delivered", "Failed"
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _caught_up(seen: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
     """Whether the watch shows the notification state this process wrote."""
-    return seen.get("state") == written.get("state") and seen.get("attempts") == written.get(
-        "attempts"
-    )
+    return all(seen.get(k) == written.get(k) for k in ("state", "attempts"))
 
 
 class Notifier:
@@ -66,7 +58,7 @@ class Notifier:
         settings: OperatorSettings,
         exports: Informer[ExportView],
         sender: Sender | None = None,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.settings = settings
         self.sender = sender or Sender(
@@ -231,12 +223,8 @@ class Notifier:
         except (OSError, ValueError) as exc:
             return Attempt("retry", None, f"no usable signing secret: {exc}", unsigned=True)
         if not keys:
-            return Attempt(
-                "retry",
-                None,
-                "no signing secret configured (EXPORTJOBS_OPERATOR_NOTIFY_SECRETS_FILE)",
-                unsigned=True,
-            )
+            missing = "no signing secret configured (EXPORTJOBS_OPERATOR_NOTIFY_SECRETS_FILE)"
+            return Attempt("retry", None, missing, unsigned=True)
         try:
             target = settings.notify.callback_policy.check_url(url)
         except CallbackRefusedError as exc:

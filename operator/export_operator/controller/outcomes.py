@@ -18,6 +18,7 @@ from export_operator import termination
 from export_operator.controller.snapshots import JobCondition, JobView, PodView
 from export_operator.kube import KubeError
 from export_operator.resource import ErrorCode, ExitCode
+from export_operator.termination import ResultMessage
 
 MAX_MESSAGE = 1024
 IMAGE_PULL_REASONS = frozenset(
@@ -47,62 +48,16 @@ class ExportError:
         }
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ProcessorResult:
-    """The processor's result JSON (docs/processor.md, the termination message)."""
-
-    uri: str
-    bytes: int
-    rows: int
-    sha256: str
-    format: str
-    bytes_read: int | None = None
-    duration_seconds: float | None = None
-    split: dict[str, Any] | None = None
-    """A split export's `split` (ranges, redone, partBytes, fallback)."""
-
-    def as_status(self) -> dict[str, Any]:
-        status = {
-            "uri": self.uri,
-            "bytes": self.bytes,
-            "rows": self.rows,
-            "sha256": self.sha256,
-            "format": self.format,
-        }
-        return status if self.split is None else {**status, "split": self.split}
-
-
-def parse_result(text: str) -> ProcessorResult | None:
-    """A success result from a termination message; None when it is not one.
-
-    Raises:
-        termination.ProtocolError: a result whose fields break their bounds (`bytes` 1e999, a
-            `uri` over 2,048 characters, ...): the export fails with PROCESSOR_PROTOCOL.
-    """
-    found = termination.read_result(text)
-    if found is None:
-        return None
-    return ProcessorResult(
-        uri=found.uri,
-        bytes=found.bytes,
-        rows=found.rows,
-        sha256=found.sha256,
-        format=str(found.format),
-        bytes_read=found.bytes_read,
-        duration_seconds=found.duration_seconds,
-        split=found.split.as_status() if found.split is not None else None,
-    )
-
-
-def result_from_pods(pods: Iterable[PodView]) -> ProcessorResult | None:
+def result_from_pods(pods: Iterable[PodView]) -> ResultMessage | None:
     """The result of the pod that succeeded, if its message carries one.
 
     Raises:
-        termination.ProtocolError: the message carries a malformed one.
+        termination.ProtocolError: the message carries a malformed one (`bytes` 1e999, a `uri`
+            over 2,048 characters, ...): the export fails with PROCESSOR_PROTOCOL.
     """
     for pod in pods:
         if pod.exit_code == int(ExitCode.OK):
-            result = parse_result(pod.container.termination_message)
+            result = termination.read_result(pod.container.termination_message)
             if result is not None:
                 return result
     return None
@@ -210,43 +165,35 @@ class Watchdog:
                     ErrorCode.UNSCHEDULABLE, f"{message}{scheduled.message}".rstrip(": "), True
                 ),
             )
-        container = pod.container
-        for reasons, code, what, limit in (
-            (IMAGE_PULL_REASONS, ErrorCode.IMAGE_PULL, "pull its image", self.image_pull_timeout),
-            (
-                START_FAILURE_REASONS,
+        reason = pod.container.waiting_reason
+        if reason in IMAGE_PULL_REASONS:
+            code, what, limit = ErrorCode.IMAGE_PULL, "pull its image", self.image_pull_timeout
+        elif reason in START_FAILURE_REASONS:
+            code, what, limit = (
                 ErrorCode.POD_START_FAILED,
                 "start its container",
                 self.start_timeout,
-            ),
-        ):
-            if container.waiting_reason in reasons:
-                since = scheduled.since if scheduled.status == "True" else None
-                message = (
-                    f"pod {pod.name} could not {what} for over {int(limit)}s: "
-                    f"{container.waiting_reason}: {container.waiting_message}"
-                )
-                yield (
-                    (since or pod.created) + dt.timedelta(seconds=limit),
-                    ExportError(code, message.rstrip(": "), retryable=False),
-                )
+            )
+        else:
+            return
+        since = scheduled.since if scheduled.status == "True" else None
+        message = (
+            f"pod {pod.name} could not {what} for over {int(limit)}s: "
+            f"{reason}: {pod.container.waiting_message}"
+        )
+        yield (
+            (since or pod.created) + dt.timedelta(seconds=limit),
+            ExportError(code, message.rstrip(": "), retryable=False),
+        )
 
+    def deadline(self, pods: Sequence[PodView]) -> dt.datetime | None:
+        """When `failure` fails the first stuck pod if nothing changes; None if none is."""
+        return min((due for pod in pods for due, _ in self.stuck(pod)), default=None)
 
-def watchdog_deadline(*, pods: Sequence[PodView], watchdog: Watchdog) -> dt.datetime | None:
-    """When `watchdog_failure` fails the first stuck pod if nothing changes; None if none is."""
-    return min((due for pod in pods for due, _ in watchdog.stuck(pod)), default=None)
-
-
-def watchdog_failure(
-    *, pods: Sequence[PodView], now: dt.datetime, watchdog: Watchdog
-) -> ExportError | None:
-    """An error when a pod stays unschedulable, cannot pull its image or cannot start its
-    container for too long."""
-    for pod in pods:
-        for due, error in watchdog.stuck(pod):
-            if now > due:
-                return error
-    return None
+    def failure(self, pods: Sequence[PodView], now: dt.datetime) -> ExportError | None:
+        """An error when a pod stays unschedulable, cannot pull its image or cannot start its
+        container for too long."""
+        return next((e for pod in pods for due, e in self.stuck(pod) if now > due), None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

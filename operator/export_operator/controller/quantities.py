@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_FACTORS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_FACTORS |= {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 _QUANTITY = re.compile(r"^(?P<number>[0-9]+(\.[0-9]+)?)(?P<suffix>[A-Za-z]{0,2})\Z")
 
 GIB = 2**30
@@ -20,13 +20,10 @@ def parse_bytes(quantity: str) -> int:
     match = _QUANTITY.match(quantity.strip())
     if match is None:
         raise ValueError(f"not a resource quantity: {quantity!r}")
-    number = float(match["number"])
-    suffix = match["suffix"]
-    if suffix in _BINARY:
-        return int(number * _BINARY[suffix])
-    if suffix in _DECIMAL:
-        return int(number * _DECIMAL[suffix])
-    raise ValueError(f"unknown quantity suffix in {quantity!r}")
+    factor = _FACTORS.get(match["suffix"])
+    if factor is None:
+        raise ValueError(f"unknown quantity suffix in {quantity!r}")
+    return int(float(match["number"]) * factor)
 
 
 def format_mebibytes(value: int) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from export_operator.controller import metrics
-from export_operator.controller.admission import Admission, Key, waits_for_job
+from export_operator.controller.admission import Admission, waits_for_job
 from export_operator.controller.apicalls import KubeWriter, status_patch
 from export_operator.controller.caches import Caches
 from export_operator.controller.jobs import JobFactory
@@ -29,7 +29,6 @@ from export_operator.controller.outcomes import (
     Waiting,
     Watchdog,
     create_error_reason,
-    watchdog_deadline,
 )
 from export_operator.controller.recorder import CREATIONS_FIRST_MAX, EventRecorder
 from export_operator.controller.settings import OperatorSettings
@@ -38,6 +37,7 @@ from export_operator.controller.split_status import SPLIT_RULES, is_split
 from export_operator.controller.split_steps import SplitSteps
 from export_operator.controller.status import Decision, decide
 from export_operator.controller.workqueue import Result
+from export_operator.informer import Key
 from export_operator.kube import KubeError
 from export_operator.resource import Phase
 
@@ -55,7 +55,6 @@ class Reconciler:
         admission: Admission,
         recorder: EventRecorder,
         clock: Callable[[], dt.datetime],
-        jobs: JobFactory | None = None,
     ) -> None:
         self.writer: KubeWriter | None = None
         """Where writes go (set when the manager has opened its API client)."""
@@ -64,7 +63,7 @@ class Reconciler:
         self._admission = admission
         self._recorder = recorder
         self._clock = clock
-        self._jobs = jobs or JobFactory(settings)
+        self._jobs = JobFactory(settings)
         self._split = SplitSteps(jobs=self._jobs, caches=caches)
         self._watchdog = Watchdog(
             unschedulable_timeout=settings.pod.unschedulable_timeout_seconds,
@@ -118,7 +117,7 @@ class Reconciler:
         metrics.RECONCILES.labels("queue").inc()
         writer = self.writer
         assert writer is not None, "the manager sets the writer before workers start"
-        export = self._caches.export(key)
+        export = self._caches.exports.get(key)
         job = self._caches.job_of(key)
         if export is None:
             if job is not None and not job.deleting:  # the ownerReference would do it, later
@@ -283,7 +282,7 @@ class Reconciler:
         watchdog's deadline of a stuck pod, else the resync interval (a safety net)."""
         delay = self._settings.api.resync_interval_seconds
         if self._caches.job_of(key) is not None:
-            due = watchdog_deadline(pods=self._caches.pods_of(key), watchdog=self._watchdog)
+            due = self._watchdog.deadline(self._caches.pods_of(key))
             if due is not None:
                 delay = min(delay, max(0.0, (due - self._clock()).total_seconds()) + 1.0)
         return delay

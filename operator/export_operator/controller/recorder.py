@@ -23,9 +23,8 @@ from export_operator import resource
 from export_operator.controller.apicalls import KubeWriter
 from export_operator.controller.snapshots import ExportView, format_time
 from export_operator.controller.workqueue import WorkQueue
+from export_operator.informer import Key
 from export_operator.kube import KubeError
-
-Key = tuple[str, str]
 
 log = logging.getLogger(__name__)
 

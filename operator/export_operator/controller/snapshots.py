@@ -22,7 +22,6 @@ from export_operator.resource import MAX_OBJECT_BYTES
 PROCESSOR_CONTAINER = "processor"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 """The annotation the job controller puts on each pod of an Indexed Job."""
-ANNOTATION_SOURCE_SIZE = resource.ANNOTATION_SOURCE_SIZE
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 FINISHED_PHASES = frozenset(p.value for p in resource.Phase if p.finished)
@@ -49,20 +48,11 @@ def _canonical(value: Mapping[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _count(annotations: Mapping[str, Any]) -> int:
-    text = annotations.get(resource.ANNOTATION_RANGES)
-    return int(text) if isinstance(text, str) and _is_index(text) else 1
-
-
-def _is_index(text: str) -> bool:
-    return 0 < len(text) <= 6 and text.isascii() and text.isdigit()
-
-
-def _submitted_ns(text: Any) -> int:
-    """The submitted-ns annotation: 1-19 ASCII digits, else 0 (unknown)."""
-    if isinstance(text, str) and 0 < len(text) <= 19 and text.isascii() and text.isdigit():
+def _digits(text: Any, longest: int) -> int | None:
+    """An annotation's number: 1 to `longest` ASCII digits, else None."""
+    if isinstance(text, str) and 0 < len(text) <= longest and text.isascii() and text.isdigit():
         return int(text)
-    return 0
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +82,7 @@ class ExportView:
         annotations = meta.get("annotations") or {}
         spec = body.get("spec") or {}
         status = body.get("status") or {}
-        size_text = annotations.get(ANNOTATION_SOURCE_SIZE)
+        size_text = annotations.get(resource.ANNOTATION_SOURCE_SIZE)
         try:
             size = int(size_text) if size_text is not None else None
         except ValueError:
@@ -110,7 +100,7 @@ class ExportView:
             source_size=size if size is not None and 0 <= size <= MAX_OBJECT_BYTES else None,
             phase_value=str(status.get("phase") or ""),
             job_name=str(status.get("jobName") or ""),
-            submitted_ns=_submitted_ns(annotations.get(resource.ANNOTATION_SUBMITTED)),
+            submitted_ns=_digits(annotations.get(resource.ANNOTATION_SUBMITTED), 19) or 0,
         )
 
     @functools.cached_property
@@ -153,10 +143,8 @@ class ExportView:
 
     @property
     def phase(self) -> resource.Phase | None:
-        try:
-            return resource.Phase(self.phase_value) if self.phase_value else None
-        except ValueError:
-            return None
+        raw = self.phase_value
+        return resource.Phase(raw) if raw in set(resource.Phase) else None
 
     @property
     def finished(self) -> bool:
@@ -214,6 +202,8 @@ class JobView:
         status = body.get("status") or {}
         spec = body.get("spec") or {}
         template_meta = (spec.get("template") or {}).get("metadata") or {}
+        labels = meta.get("labels") or {}
+        ranges = _digits((meta.get("annotations") or {}).get(resource.ANNOTATION_RANGES), 6)
         conditions = tuple(
             JobCondition(
                 type=c.get("type", ""),
@@ -227,7 +217,7 @@ class JobView:
         return cls(
             namespace=meta.get("namespace") or "",
             name=meta["name"],
-            export_name=(meta.get("labels") or {}).get(resource.LABEL_EXPORT, ""),
+            export_name=labels.get(resource.LABEL_EXPORT, ""),
             uid=meta.get("uid") or "",
             deleting=meta.get("deletionTimestamp") is not None,
             status=JobStatus(
@@ -238,9 +228,9 @@ class JobView:
                 completion_time=parse_time(status.get("completionTime")),
                 conditions=conditions,
             ),
-            step=(meta.get("labels") or {}).get(resource.LABEL_STEP, ""),
+            step=labels.get(resource.LABEL_STEP, ""),
             parallelism=int(spec.get("parallelism") or 1),
-            ranges=_count(meta.get("annotations") or {}),
+            ranges=1 if ranges is None else ranges,
             suspended=bool(spec.get("suspend")),
             prepared=Prepared.from_annotations(template_meta.get("annotations") or {}),
             failed_indexes=str(status.get("failedIndexes") or ""),
@@ -372,7 +362,7 @@ class PodView:
                 finished_at=parse_time(terminated.get("finishedAt")),
             ),
             step=labels.get(resource.LABEL_STEP, ""),
-            index=int(index) if isinstance(index, str) and _is_index(index) else None,
+            index=_digits(index, 6),
         )
 
     @property

@@ -44,7 +44,8 @@ FINISHED_INDEXES = ("FailedIndexes", "MaxFailedIndexesExceeded")
 converts those ranges again (or the export as one pod), so the export goes on."""
 
 
-def _exit_codes(operator: str, codes: Sequence[ExitCode]) -> dict[str, Any]:
+def exit_codes(operator: str, codes: Sequence[ExitCode]) -> dict[str, Any]:
+    """A `podFailurePolicy` rule's `onExitCodes` for the processor's container."""
     values = [int(c) for c in codes]
     return {"containerName": PROCESSOR_CONTAINER, "operator": operator, "values": values}
 
@@ -57,10 +58,10 @@ def ranges_pod_failure_policy() -> dict[str, Any]:
     done = (ExitCode.OK, ExitCode.BAD_INPUT, ExitCode.SOURCE_MISSING)
     return {
         "rules": [
-            {"action": "FailJob", "onExitCodes": _exit_codes("In", [ExitCode.SOURCE_MISSING])},
-            {"action": "FailIndex", "onExitCodes": _exit_codes("In", [ExitCode.BAD_INPUT])},
+            {"action": "FailJob", "onExitCodes": exit_codes("In", [ExitCode.SOURCE_MISSING])},
+            {"action": "FailIndex", "onExitCodes": exit_codes("In", [ExitCode.BAD_INPUT])},
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            {"action": "Count", "onExitCodes": _exit_codes("NotIn", done)},
+            {"action": "Count", "onExitCodes": exit_codes("NotIn", done)},
         ]
     }
 
@@ -94,11 +95,6 @@ def _split_common(job: dict[str, Any], step: str, ranges: int) -> dict[str, Any]
         env = [e for e in container["env"] if e["name"] not in PINNED_ENV]
         container["env"] = env + [_from_annotation(n, a) for n, a in PINNED_ENV.items()]
     return job
-
-
-def _set_prepared(job: dict[str, Any], prepared: Prepared) -> None:
-    annotations = job["spec"]["template"]["metadata"].setdefault("annotations", {})
-    annotations.update(prepared.annotations())
 
 
 def ranges_job(
@@ -147,11 +143,9 @@ def step_job(
     if step in STEP_ARGS:
         container["args"] = STEP_ARGS[step]
     if step != "prepare":
-        _set_prepared(job, prepared)
+        template["metadata"].setdefault("annotations", {}).update(prepared.annotations())
     if step == "finish":
-        template["metadata"].setdefault("annotations", {})[resource.ANNOTATION_RANGE_RESULTS] = (
-            results
-        )
+        template["metadata"]["annotations"][resource.ANNOTATION_RANGE_RESULTS] = results
         path = f"metadata.annotations['{resource.ANNOTATION_RANGE_RESULTS}']"
         template["spec"]["volumes"].append(
             {

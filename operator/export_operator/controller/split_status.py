@@ -14,12 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from export_operator.controller.outcomes import (
-    ExportError,
-    classify_job_failure,
-    protocol_error,
-    result_from_pods,
-)
+from export_operator.controller.outcomes import ExportError
 from export_operator.controller.snapshots import JobView, PodView, format_time
 from export_operator.controller.split_jobs import FINISHED_INDEXES
 from export_operator.controller.status import (
@@ -31,10 +26,11 @@ from export_operator.controller.status import (
     _job_pending,
     _result_or_none,
     _stuck,
-    _wrote,
+    cancelled,
+    completed,
+    failed,
 )
 from export_operator.resource import ConditionType, ErrorCode, Phase
-from export_operator.termination import ProtocolError
 
 
 def is_split(job: JobView | None, steps: Mapping[str, JobView]) -> bool:
@@ -46,42 +42,15 @@ def _pods(o: Observed, *steps: str) -> list[PodView]:
     return [p for p in o.pods if p.step in steps]
 
 
-def _failed(job: JobView, pods: list[PodView], what: str) -> Verdict:
-    condition = job.failed_condition
-    assert condition is not None
-    error = classify_job_failure(job=job, condition=condition, pods=pods)
-    if what:
-        error = dataclasses.replace(error, message=f"{what}: {error.message}")
-    return Verdict(
-        Phase.FAILED, error.code, error.message, error=error, completed=condition.last_transition
-    )
-
-
 def _finished(o: Observed) -> Verdict | None:
     """The finishing step's outcome is the export's."""
     finish = o.steps.get("finish")
     if finish is None:
         return None
-    pods = _pods(o, "finish")
     if finish.complete:
-        try:
-            result = result_from_pods(pods)
-        except ProtocolError as exc:
-            error = protocol_error(exc)
-            completed = finish.status.completion_time
-            return Verdict(
-                Phase.FAILED, error.code, error.message, error=error, completed=completed
-            )
-        message = _wrote(result) if result is not None else "the export succeeded"
-        return Verdict(
-            Phase.SUCCEEDED,
-            "Completed",
-            message,
-            result=result,
-            completed=finish.status.completion_time,
-        )
+        return completed(finish, _pods(o, "finish"))
     if finish.failed_condition is not None:
-        return _failed(finish, pods, "")
+        return failed(finish, _pods(o, "finish"))
     return None
 
 
@@ -90,7 +59,7 @@ def _step_failed(o: Observed) -> Verdict | None:
     missing): failed indexes alone are not a failure."""
     prepare = o.steps.get("prepare")
     if prepare is not None and prepare.failed_condition is not None:
-        verdict = _failed(prepare, _pods(o, "prepare"), "preparing the split export")
+        verdict = failed(prepare, _pods(o, "prepare"), "preparing the split export")
         # The ranges Job, suspended, would hold its slots until deleted.
         live = o.job is not None and o.job.occupies_slot
         return dataclasses.replace(verdict, delete_job=live)
@@ -98,19 +67,14 @@ def _step_failed(o: Observed) -> Verdict | None:
     condition = job.failed_condition if job is not None else None
     if job is None or condition is None or condition.reason in FINISHED_INDEXES:
         return None
-    return _failed(job, _pods(o, "ranges"), "")
+    return failed(job, _pods(o, "ranges"))
 
 
 def _cancelled(o: Observed) -> Verdict | None:
     if not o.export.cancel_requested:
         return None
     won = _result_or_none(p for p in _pods(o, "finish") if p.exit_code == 0)
-    if won is not None:  # the cancel lost the race to the finishing step (status._cancelled)
-        message = f"{_wrote(won)}; the cancel came after the export had finished"
-        return Verdict(Phase.SUCCEEDED, "Completed", message, result=won)
-    error = ExportError(ErrorCode.CANCELLED, "cancelled by spec.cancel", retryable=False)
-    delete = o.job is not None and not o.job.deleting
-    return Verdict(Phase.CANCELLED, "Cancelled", error.message, error=error, delete_job=delete)
+    return cancelled(o, won, None)
 
 
 def _stuck_pods(o: Observed) -> Verdict | None:

@@ -23,13 +23,14 @@ from typing import Any
 
 from export_operator import termination
 from export_operator.controller.apicalls import KubeWriter
-from export_operator.controller.caches import Caches, Key
+from export_operator.controller.caches import Caches
 from export_operator.controller.jobs import JobFactory
 from export_operator.controller.snapshots import ExportView, JobView, PodView
 from export_operator.controller.split_jobs import results_document, resume_patch
 from export_operator.controller.split_plan import NOT_PREPARED, STEPS, Prepared, step_job_name
 from export_operator.controller.split_status import ranges_done, summed_progress
 from export_operator.controller.status import Decision
+from export_operator.informer import Key
 from export_operator.resource import ExitCode, Phase
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,10 @@ MAX_REPORTED = 1024
 
 
 def _text(found: object) -> str:
-    return found if isinstance(found, str) and _fits(found) else ""
-
-
-def _fits(text: str) -> bool:
-    return 0 < len(text) <= MAX_REPORTED and text.isprintable()
+    """`found` when it is printable text of 1 to MAX_REPORTED characters, else ""."""
+    if isinstance(found, str) and 0 < len(found) <= MAX_REPORTED and found.isprintable():
+        return found
+    return ""
 
 
 def prepared_from(pods: Sequence[PodView]) -> Prepared:

@@ -14,20 +14,18 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from export_operator.controller.conditions import conditions_after, set_condition
+from export_operator.controller.conditions import conditions_after
 from export_operator.controller.outcomes import (
     ExportError,
-    ProcessorResult,
     Waiting,
     Watchdog,
     classify_job_failure,
     protocol_error,
     result_from_pods,
-    watchdog_failure,
 )
 from export_operator.controller.snapshots import ExportView, JobView, PodView, format_time
 from export_operator.resource import ConditionType, ErrorCode, Phase, job_name_for
-from export_operator.termination import ProtocolError
+from export_operator.termination import ProtocolError, ResultMessage
 
 OWNED_FIELDS: tuple[str, ...] = ("phase", "conditions", "jobName", "attempts", "startTime")
 OWNED_FIELDS += ("completionTime", "queuePosition", "result", "error", "observedGeneration")
@@ -52,7 +50,7 @@ class Decision:
     delete_job: bool = False
     awaiting_admission: bool = False
     """New and not yet admitted or queued: the admission pass decides, nothing to write yet."""
-    result: ProcessorResult | None = None
+    result: ResultMessage | None = None
     error: ExportError | None = None
     waiting: Waiting | None = None
     """Set when the Job create was refused: the status says why, the reconcile retries."""
@@ -97,7 +95,7 @@ class Verdict:
     fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Owned status fields set besides phase and conditions (attempts, startTime, ...)."""
     error: ExportError | None = None
-    result: ProcessorResult | None = None
+    result: ResultMessage | None = None
     completed: dt.datetime | None = None
     delete_job: bool = False
     waiting: Waiting | None = None
@@ -125,12 +123,11 @@ def _attempts(o: Observed) -> dict[str, Any]:
     return fields
 
 
-def _wrote(result: ProcessorResult) -> str:
+def _wrote(result: ResultMessage) -> str:
     return f"wrote {result.uri} ({result.rows} rows, {result.bytes} bytes)"
 
 
-# -- the rules, in order: the first that applies decides ----------------------------------------
-def _result_or_none(pods: Iterable[PodView]) -> ProcessorResult | None:
+def _result_or_none(pods: Iterable[PodView]) -> ResultMessage | None:
     """The pods' result where a malformed one counts as none (a cancel, a late fill-in)."""
     try:
         return result_from_pods(pods)
@@ -138,55 +135,58 @@ def _result_or_none(pods: Iterable[PodView]) -> ProcessorResult | None:
         return None
 
 
-def _job_complete(o: Observed) -> Verdict | None:
-    if o.job is None or not o.job.complete:
-        return None
+def completed(job: JobView, pods: Sequence[PodView]) -> Verdict:
+    """A Complete Job: Succeeded with its pods' result, or Failed when the processor claims
+    success in a message the status cannot hold (retrying the patch would be refused for good)."""
+    done = job.status.completion_time
     try:
-        result = result_from_pods(o.pods)
+        result = result_from_pods(pods)
     except ProtocolError as exc:
-        # The processor claims success in a message the status cannot hold: a final failure
-        # (retrying the status patch would be refused for good).
         error = protocol_error(exc)
-        return Verdict(
-            Phase.FAILED,
-            error.code,
-            error.message,
-            error=error,
-            completed=o.job.status.completion_time,
-        )
+        return Verdict(Phase.FAILED, error.code, error.message, error=error, completed=done)
     message = _wrote(result) if result is not None else "the export succeeded"
+    return Verdict(Phase.SUCCEEDED, "Completed", message, result=result, completed=done)
+
+
+def failed(job: JobView, pods: Sequence[PodView], what: str = "") -> Verdict:
+    """A failed Job (`failed_condition` set): its error, prefixed with `what` when given."""
+    condition = job.failed_condition
+    assert condition is not None
+    error = classify_job_failure(job=job, condition=condition, pods=pods)
+    if what:
+        error = dataclasses.replace(error, message=f"{what}: {error.message}")
     return Verdict(
-        Phase.SUCCEEDED, "Completed", message, result=result, completed=o.job.status.completion_time
+        Phase.FAILED, error.code, error.message, error=error, completed=condition.last_transition
     )
+
+
+def cancelled(o: Observed, won: ResultMessage | None, done: dt.datetime | None) -> Verdict:
+    """Cancelled; or, when the cancel lost the race to completion (the output was written:
+    `won`), Succeeded with that result, so the output is not left in S3 with nothing pointing
+    to it (docs/api.md, "Reading and cancelling")."""
+    if won is not None:
+        message = f"{_wrote(won)}; the cancel came after the export had finished"
+        return Verdict(Phase.SUCCEEDED, "Completed", message, result=won, completed=done)
+    error = ExportError(ErrorCode.CANCELLED, "cancelled by spec.cancel", retryable=False)
+    delete = o.job is not None and not o.job.deleting
+    return Verdict(Phase.CANCELLED, "Cancelled", error.message, error=error, delete_job=delete)
+
+
+# -- the rules, in order: the first that applies decides ----------------------------------------
+def _job_complete(o: Observed) -> Verdict | None:
+    return completed(o.job, o.pods) if o.job is not None and o.job.complete else None
 
 
 def _job_failed(o: Observed) -> Verdict | None:
-    failed = o.job.failed_condition if o.job is not None else None
-    if o.job is None or failed is None:
-        return None
-    error = classify_job_failure(job=o.job, condition=failed, pods=o.pods)
-    return Verdict(
-        Phase.FAILED, error.code, error.message, error=error, completed=failed.last_transition
-    )
+    return failed(o.job, o.pods) if o.job is not None and o.job.failed_condition else None
 
 
 def _cancelled(o: Observed) -> Verdict | None:
     if not o.export.cancel_requested:
         return None
-    # A cancel that lost the race to completion: the processor wrote its output and exited 0
-    # before the job controller marked the Job Complete. It ends Succeeded with its result, so
-    # the output is not left in S3 with nothing pointing to it (docs/api.md, "Reading and
-    # cancelling").
     won = _result_or_none(p for p in o.pods if p.exit_code == 0)
-    if won is not None:
-        finished = max(
-            (p.container.finished_at for p in o.pods if p.container.finished_at), default=None
-        )
-        message = f"{_wrote(won)}; the cancel came after the export had finished"
-        return Verdict(Phase.SUCCEEDED, "Completed", message, result=won, completed=finished)
-    error = ExportError(ErrorCode.CANCELLED, "cancelled by spec.cancel", retryable=False)
-    delete = o.job is not None and not o.job.deleting
-    return Verdict(Phase.CANCELLED, "Cancelled", error.message, error=error, delete_job=delete)
+    done = max((p.container.finished_at for p in o.pods if p.container.finished_at), default=None)
+    return cancelled(o, won, done)
 
 
 def _invalid(o: Observed) -> Verdict | None:
@@ -199,7 +199,7 @@ def _invalid(o: Observed) -> Verdict | None:
 def _stuck(o: Observed) -> Verdict | None:
     if o.job is None:
         return None
-    stuck = watchdog_failure(pods=o.pods, now=o.now, watchdog=o.watchdog)
+    stuck = o.watchdog.failure(o.pods, o.now)
     if stuck is None:
         return None
     return Verdict(
@@ -336,18 +336,8 @@ def _decision(o: Observed, v: Verdict) -> Decision:
         message=v.message,
         now=o.now,
         generation=o.export.generation,
+        extra=v.condition,
     )
-    if v.condition is not None:
-        type_, state, reason, message = v.condition
-        status["conditions"] = set_condition(
-            status["conditions"],
-            type_=type_,
-            status=state,
-            reason=reason,
-            message=message,
-            now=o.now,
-            generation=o.export.generation,
-        )
     return Decision(
         status=status,
         phase=v.phase,

@@ -12,7 +12,8 @@ import pytest
 
 from export_operator import kube, resource
 from export_operator.controller.snapshots import ExportView
-from export_operator.informer import Informer, collection_path
+from export_operator.informer import Informer
+from export_operator.kube import collection_path
 from export_processor.common import Backoff
 from tests.support.cluster import LocalCluster
 from tests.support.operator_process import Exports

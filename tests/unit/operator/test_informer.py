@@ -14,8 +14,8 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from export_operator.controller.snapshots import PodView
-from export_operator.informer import Informer, collection_path
-from export_operator.kube import KubeClient
+from export_operator.informer import Informer
+from export_operator.kube import KubeClient, collection_path
 from export_processor.common import Backoff
 from tests.support.factories import pod_body
 

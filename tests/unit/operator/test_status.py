@@ -10,11 +10,11 @@ import pytest
 
 from export_operator.controller.apicalls import status_patch
 from export_operator.controller.conditions import set_condition
-from export_operator.controller.outcomes import Watchdog, parse_result
+from export_operator.controller.outcomes import Watchdog
 from export_operator.controller.snapshots import JobView, PodView
 from export_operator.controller.status import decide
 from export_operator.resource import ConditionType, Phase
-from export_operator.termination import ProtocolError
+from export_operator.termination import ProtocolError, read_result
 from tests.support.factories import condition, export, job, pod, terminated
 
 NOW = dt.datetime(2026, 1, 1, 0, 20, tzinfo=dt.UTC)
@@ -343,10 +343,10 @@ def test_status_patch_touches_only_owned_fields() -> None:
 
 
 def test_result_parsing_refuses_garbage() -> None:
-    assert parse_result("not json") is None
+    assert read_result("not json") is None
     with pytest.raises(ProtocolError):  # a result, but not one the contract allows
-        parse_result(json.dumps({"uri": "s3://x/y", "format": "xml"}))
-    assert parse_result(json.dumps({"error": {"code": "X"}})) is None
+        read_result(json.dumps({"uri": "s3://x/y", "format": "xml"}))
+    assert read_result(json.dumps({"error": {"code": "X"}})) is None
 
 
 def test_a_cancel_that_loses_the_race_to_completion_ends_succeeded() -> None:
