@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AliasChoices, BeforeValidator, ValidationError, model_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -106,6 +107,12 @@ class EnvSettings(BaseSettings):
     NOT_FROM_ENV: ClassVar[frozenset[str]] = frozenset()
     """Fields only code may set (tests): never read from the environment."""
 
+    def __init_subclass__(cls, component: str = "", **kwargs: Any) -> None:
+        """`class Group(EnvSettings, env_prefix="EXPORTJOBS_X_", component="x")`: the variables'
+        prefix (pydantic-settings' `env_prefix`) and the component errors name (COMPONENT)."""
+        super().__init_subclass__(**kwargs)
+        cls.COMPONENT = component or cls.COMPONENT
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -181,12 +188,15 @@ class EnvSettings(BaseSettings):
         try:
             return cls(**{**values, **given})
         except ValidationError as exc:
-            problems = "; ".join(
-                (f"{cls.env_name(str(error['loc'][0]))}: " if error["loc"] else "")
-                + error["msg"].removeprefix("Value error, ")
-                for error in exc.errors()
-            )
+            problems = "; ".join(map(cls._problem, exc.errors()))
             raise ValueError(f"invalid {cls.COMPONENT} settings: {problems}") from None
+
+    @classmethod
+    def _problem(cls, error: ErrorDetails) -> str:
+        """`VARIABLE: where.inside: what is wrong`."""
+        loc = [str(part) for part in error["loc"]]
+        where = [cls.env_name(loc[0]), ".".join(loc[1:])] if loc else []
+        return ": ".join([*filter(None, where), error["msg"].removeprefix("Value error, ")])
 
     @classmethod
     def variables(cls) -> set[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -79,11 +79,8 @@ def _ca_file(env: Mapping[str, str]) -> Path | None:
     return DEFAULT_CA_FILE if raw is None else Path(raw) if raw else None
 
 
-class KubeSettings(EnvSettings):
+class KubeSettings(EnvSettings, env_prefix=PREFIX + "KUBE_", component="processor"):
     """Where and how to patch the ExportJob's `status.progress` (best effort)."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX + "KUBE_"}
-    COMPONENT: ClassVar[str] = "processor"
 
     api_url: Annotated[
         str | None,
@@ -138,11 +135,8 @@ def _encoding(name: str) -> str:
     return name
 
 
-class CsvOptions(EnvSettings):
+class CsvOptions(EnvSettings, env_prefix=PREFIX + "CSV_", component="processor"):
     """How the input CSV is read."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX + "CSV_"}
-    COMPONENT: ClassVar[str] = "processor"
 
     delimiter: Annotated[str, _csv_char("delimiter")] = ","
     """EXPORTJOBS_CSV_DELIMITER / --delimiter. One character; `\\t` or `tab` for a tab."""
@@ -173,12 +167,9 @@ def _part_size(size: int) -> int:
     return size
 
 
-class Buffers(EnvSettings):
+class Buffers(EnvSettings, env_prefix=PREFIX, component="processor"):
     """How much is read, parsed, compressed and uploaded at once: the memory an export may use
     (`ProcessorSettings.memory_bound`)."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "processor"
 
     block_size: int = Field(default=4 * MiB, ge=1, validation_alias=PREFIX + "BLOCK_SIZE_BYTES")
     """EXPORTJOBS_BLOCK_SIZE_BYTES. CSV parser block (default 4 MiB): the unit of parallel
@@ -218,11 +209,8 @@ class Buffers(EnvSettings):
     higher are refused at start (INVALID_CONFIG). See docs/processor.md, "Memory"."""
 
 
-class ProcessorSettings(EnvSettings):
+class ProcessorSettings(EnvSettings, env_prefix=PREFIX, component="processor"):
     """Everything one export needs. Sizes in bytes."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "processor"
 
     source_uri: str = ""
     """EXPORTJOBS_SOURCE_URI / --source. `s3://bucket/key` or `file:///path` of the input CSV."""

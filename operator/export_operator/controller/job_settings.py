@@ -30,11 +30,8 @@ def _processor_pod(pod: dict[str, Any]) -> dict[str, Any]:
 Quantity = Annotated[str, AfterValidator(_quantity)]
 
 
-class JobSettings(EnvSettings):
+class JobSettings(EnvSettings, env_prefix=PREFIX, component="operator"):
     """The processor Job: image, environment, the pod's fit, retries and deadlines."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT = "operator"
 
     processor_image: str = "exportjobs-processor:latest"
     """PROCESSOR_IMAGE: the image of the Job's `processor` container."""
@@ -82,11 +79,8 @@ class JobSettings(EnvSettings):
     ExportJob keeps the outcome. Default 3600, time enough to read logs."""
 
 
-class PodSettings(EnvSettings):
+class PodSettings(EnvSettings, env_prefix=PREFIX, component="operator"):
     """The processor pod's resources (scaled by the source's size) and the watchdog's limits."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT = "operator"
 
     cpu_request: str = "250m"
     """CPU_REQUEST: the processor's CPU request. Default 250m."""

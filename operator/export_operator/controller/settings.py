@@ -8,9 +8,10 @@ object. docs/configuration.md ("## Operator") lists the same variables.
 from __future__ import annotations
 
 import json
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic_settings import NoDecode
 
 from export_operator.callbacks import ENV_ALLOW_HTTP, ENV_ALLOWLIST, CallbackPolicy
 from export_operator.controller.admission import OwnerShare
@@ -18,7 +19,7 @@ from export_operator.controller.job_settings import JobSettings, PodSettings
 from export_operator.controller.signing import read_secrets
 from export_operator.resource import parse_s3_uri
 from export_processor.common import Backoff
-from export_processor.env_settings import EnvSettings, Flag, ReadBy
+from export_processor.env_settings import EnvSettings, Flag, ReadBy, from_text
 
 PREFIX = "EXPORTJOBS_OPERATOR_"
 
@@ -45,63 +46,41 @@ def _secrets(inline: str) -> str:
     return inline
 
 
-class AdmissionSettings(EnvSettings):
-    """How many Jobs run at once and how the slots are shared between owners."""
+class _Share(BaseModel):
+    """One owner's entry of OWNER_SHARES (its JSON names)."""
 
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT = "operator"
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight: StrictInt = Field(default=1, ge=1)
+    maxRunning: StrictInt | None = Field(default=None, ge=1)  # noqa: N815 - the JSON's name
+
+
+class AdmissionSettings(EnvSettings, env_prefix=PREFIX, component="operator"):
+    """How many Jobs run at once and how the slots are shared between owners."""
 
     max_running: int = Field(default=10, ge=0)
     """MAX_RUNNING: how many Jobs may be unfinished at once; beyond it ExportJobs are Queued and
     admitted first-in first-out. 0 = no limit. Default 10: protects S3 and the nodes."""
 
-    owner_shares: str = ""
+    owner_shares: Annotated[dict[str, _Share | None], NoDecode, from_text(json.loads)] = Field(
+        default_factory=dict
+    )
     """OWNER_SHARES: a JSON object of owner (principal) → `{"weight": n, "maxRunning": m}`,
     how the slots are shared between owners (default: weight 1, no cap of their own). Admission
     is fair between owners whatever this says: round-robin by slots held per weight, first in,
     first out within an owner (docs/security.md, "Principals")."""
 
-    @model_validator(mode="after")
-    def _check(self) -> AdmissionSettings:
-        try:
-            _ = self.shares
-        except ValueError as exc:
-            raise ValueError(f"{PREFIX}OWNER_SHARES: {exc}") from None
-        return self
-
     @property
     def shares(self) -> dict[str, OwnerShare]:
-        """`owner_shares` parsed.
-
-        Raises:
-            ValueError: not a JSON object of owner → {weight >= 1, maxRunning >= 1}.
-        """
-        if not self.owner_shares.strip():
-            return {}
-        document = json.loads(self.owner_shares)
-        if not isinstance(document, dict):
-            raise ValueError("expected a JSON object of owner -> {weight, maxRunning}")
-        shares = {}
-        for owner, entry in document.items():
-            entry = entry if isinstance(entry, dict) else {}
-            if set(entry) - {"weight", "maxRunning"}:
-                raise ValueError(f"{owner}: only weight and maxRunning may be given")
-            weight, cap = entry.get("weight", 1), entry.get("maxRunning")
-            if (
-                type(weight) is not int
-                or weight < 1
-                or (cap is not None and (type(cap) is not int or cap < 1))
-            ):
-                raise ValueError(f"{owner}: weight and maxRunning must be integers >= 1")
-            shares[str(owner)] = OwnerShare(weight=weight, max_running=cap)
-        return shares
+        """`owner_shares` as admission takes them."""
+        return {
+            owner: OwnerShare(share.weight, share.maxRunning) if share else OwnerShare()
+            for owner, share in self.owner_shares.items()
+        }
 
 
-class ApiSettings(EnvSettings):
+class ApiSettings(EnvSettings, env_prefix=PREFIX, component="operator"):
     """The reconcile workers and their calls to the API server: timeouts, retries, resync."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT = "operator"
 
     workers: int = Field(default=32, ge=1)
     """WORKERS: ExportJobs reconciled at once (each creates its Job and writes its status), so
@@ -146,11 +125,8 @@ class ApiSettings(EnvSettings):
         return self
 
 
-class ProcessSettings(EnvSettings):
+class ProcessSettings(EnvSettings, env_prefix=PREFIX, component="operator"):
     """The process: its logs, its metrics and liveness endpoints, leader election on or off."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT = "operator"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     """LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL. Logs are JSON lines in the webhook's
@@ -174,11 +150,8 @@ class ProcessSettings(EnvSettings):
     and stand by."""
 
 
-class LeaseSettings(EnvSettings):
+class LeaseSettings(EnvSettings, env_prefix=PREFIX + "LEASE_", component="operator"):
     """The Lease the replicas elect their leader with (`LEASE_*`)."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX + "LEASE_"}
-    COMPONENT = "operator"
 
     name: str = "exportjobs-operator"
     """LEASE_NAME: the coordination.k8s.io Lease the replicas elect their leader with."""
@@ -209,11 +182,8 @@ class LeaseSettings(EnvSettings):
         return self
 
 
-class NotifySettings(EnvSettings):
+class NotifySettings(EnvSettings, env_prefix=PREFIX + "NOTIFY_", component="operator"):
     """Completion callbacks (`NOTIFY_*`) and where they may go (the shared callback policy)."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX + "NOTIFY_"}
-    COMPONENT = "operator"
 
     window_seconds: float = Field(default=24 * 3600.0, gt=0)
     """NOTIFY_WINDOW_SECONDS: how long after the final phase (`completionTime`) a completion
@@ -269,11 +239,8 @@ class NotifySettings(EnvSettings):
         return self
 
 
-class SplitSettings(EnvSettings):
+class SplitSettings(EnvSettings, env_prefix=PREFIX + "SPLIT_", component="operator"):
     """When an export runs as an Indexed Job of byte ranges, and in how many (`SPLIT_*`)."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX + "SPLIT_"}
-    COMPONENT = "operator"
 
     min_bytes: int = Field(default=2 << 30, ge=0)
     """SPLIT_MIN_BYTES: an export whose source is at least this large (bytes, when its size is
@@ -295,12 +262,9 @@ class SplitSettings(EnvSettings):
     admitted (as one pod when only one is)."""
 
 
-class OperatorSettings(EnvSettings):
+class OperatorSettings(EnvSettings, env_prefix=PREFIX, component="operator"):
     """Everything the operator is configured with (env var = `EXPORTJOBS_OPERATOR_` + NAME),
     grouped by concern; each group reads its own variables."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "operator"
 
     namespace: Annotated[str, AfterValidator(str.strip)] = Field(
         "", validation_alias="EXPORTJOBS_NAMESPACE"

@@ -39,11 +39,8 @@ def _regex(pattern: str) -> str:
     return pattern
 
 
-class HttpSettings(EnvSettings):
+class HttpSettings(EnvSettings, env_prefix=PREFIX, component="webhook"):
     """The HTTP API the webhook serves: where, its limits, its answers' hints, its logs."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "webhook"
 
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on all interfaces
     """Listen address. Default `0.0.0.0`."""
@@ -87,11 +84,8 @@ class HttpSettings(EnvSettings):
     """Log one JSON line per request."""
 
 
-class AuthSettings(EnvSettings):
+class AuthSettings(EnvSettings, env_prefix=PREFIX, component="webhook"):
     """The credentials the webhook accepts: principals, unnamed tokens, EventBridge API keys."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "webhook"
 
     principal_configs: Annotated[
         dict[str, PrincipalConfig], NoDecode, from_text(parse_document)
@@ -153,12 +147,10 @@ class AuthSettings(EnvSettings):
         return data
 
 
-class SnsSettings(EnvSettings):
+class SnsSettings(EnvSettings, env_prefix=PREFIX, component="webhook"):
     """Amazon SNS: the topics accepted, replay protection, and (tests only) where certificates
     may come from."""
 
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "webhook"
     NOT_FROM_ENV: ClassVar[frozenset[str]] = frozenset(
         {"sns_host_pattern", "sns_port", "sns_ssl_context"}
     )
@@ -185,11 +177,8 @@ class SnsSettings(EnvSettings):
     `sns_host_pattern`."""
 
 
-class ApiServerSettings(EnvSettings):
+class ApiServerSettings(EnvSettings, env_prefix=PREFIX, component="webhook"):
     """The webhook's calls to the Kubernetes API server and its ExportJob cache."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "webhook"
 
     api_timeout_seconds: float = 5.0
     """Timeout of one API-server call in seconds; a create not answered is tried once more, then the
@@ -210,11 +199,8 @@ class ApiServerSettings(EnvSettings):
     direct read at most this late."""
 
 
-class PresignSettings(EnvSettings):
+class PresignSettings(EnvSettings, env_prefix=PREFIX, component="webhook"):
     """Presigned download URLs of results: the S3 endpoint, region and lifetime."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "webhook"
 
     presign_expiry_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     """Lifetime of presigned result download URLs in seconds. Default 3600."""

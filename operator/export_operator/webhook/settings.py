@@ -9,9 +9,9 @@ receives the settings object.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, Field, model_validator
 from pydantic_settings import NoDecode
@@ -78,12 +78,9 @@ def _prefix_uri(uri: str | None) -> str | None:
     return uri
 
 
-class EventRules(EnvSettings):
+class EventRules(EnvSettings, env_prefix=PREFIX, component="webhook"):
     """S3 events: the format and callback of an export by bucket and key prefix, and how many
     records one request may carry."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "webhook"
 
     format_rules: Annotated[
         tuple[FormatRule, ...], NoDecode, from_text(lambda t: parse_format_rules(t))
@@ -107,12 +104,9 @@ class EventRules(EnvSettings):
     (docs/benchmarks.md, "Figures behind constants")."""
 
 
-class WebhookSettings(EnvSettings):
+class WebhookSettings(EnvSettings, env_prefix=PREFIX, component="webhook"):
     """Everything the webhook needs, fixed at start-up, grouped by concern (each group reads its
     own variables; docs/configuration.md lists them all)."""
-
-    model_config = EnvSettings.model_config | {"env_prefix": PREFIX}
-    COMPONENT: ClassVar[str] = "webhook"
 
     namespace: str = Field(
         default="default",
@@ -212,31 +206,29 @@ def parse_format_rules(text: str) -> tuple[FormatRule, ...]:
     Raises:
         ValueError: on a malformed pair or an unknown format.
     """
-    rules = []
-    for item in split_commas(text):
-        where, sep, fmt = item.partition("=")
-        if not sep or not where:
-            raise ValueError(f"format rule {item!r} is not bucket[/prefix]=format")
-        bucket, _, prefix = where.partition("/")
-        try:
-            export_format = ExportFormat(fmt.strip())
-        except ValueError:
-            raise ValueError(f"format rule {item!r}: unknown format {fmt!r}") from None
-        rules.append(FormatRule(bucket=bucket.strip(), prefix=prefix, value=export_format))
-    return tuple(rules)
+    return _parse_rules(text, "format", ExportFormat)
 
 
 def parse_callback_rules(text: str) -> tuple[CallbackRule, ...]:
-    """Parse `bucket[/prefix]=url` pairs separated by commas.
+    """Parse `bucket[/prefix]=url` pairs separated by commas (URLs without commas).
 
     Raises:
         ValueError: on a malformed pair.
     """
+    return _parse_rules(text, "url", str, name="callback")
+
+
+def _parse_rules(
+    text: str, what: str, value: Callable[[str], V], *, name: str = ""
+) -> tuple[PrefixRule[V], ...]:
     rules = []
     for item in split_commas(text):
-        where, sep, url = item.partition("=")
-        if not sep or not where.strip() or not url.strip():
-            raise ValueError(f"callback rule {item!r} is not bucket[/prefix]=url")
+        where, sep, raw = item.partition("=")
+        if not sep or not where.strip() or not raw.strip():
+            raise ValueError(f"{name or what} rule {item!r} is not bucket[/prefix]={what}")
         bucket, _, prefix = where.strip().partition("/")
-        rules.append(CallbackRule(bucket=bucket, prefix=prefix, value=url.strip()))
+        try:
+            rules.append(PrefixRule(bucket=bucket, prefix=prefix, value=value(raw.strip())))
+        except ValueError:
+            raise ValueError(f"{name or what} rule {item!r}: unknown {what} {raw!r}") from None
     return tuple(rules)

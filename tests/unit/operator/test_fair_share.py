@@ -3,6 +3,8 @@ the webhook accepted the exports (nanoseconds), not the one-second creation time
 
 from __future__ import annotations
 
+import pytest
+
 from export_operator.controller.admission import FairShare, Fifo, OwnerShare, plan_admission
 from export_operator.controller.settings import OperatorSettings
 from export_operator.controller.snapshots import ExportView
@@ -70,13 +72,18 @@ def test_owner_shares_come_from_the_settings() -> None:
         {"EXPORTJOBS_OPERATOR_OWNER_SHARES": '{"a": {"weight": 3, "maxRunning": 5}}'}
     )
     assert settings.admission.shares == {"a": OwnerShare(weight=3, max_running=5)}
-    for bad in ('{"a": {"weight": 0}}', '{"a": {"cap": 1}}', "[1]", "{"):
-        try:
+    unset = OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_OWNER_SHARES": '{"b": null}'})
+    assert unset.admission.shares == {"b": OwnerShare()}
+    for bad, where in (
+        ('{"a": {"weight": 0}}', "a.weight"),
+        ('{"a": {"cap": 1}}', "a.cap"),
+        ('{"a": {"maxRunning": true}}', "a.maxRunning"),
+        ("[1]", "OWNER_SHARES"),
+        ("{", "OWNER_SHARES"),
+    ):
+        with pytest.raises(ValueError, match="OWNER_SHARES") as raised:
             OperatorSettings.from_env({"EXPORTJOBS_OPERATOR_OWNER_SHARES": bad})
-        except ValueError as exc:
-            assert "OWNER_SHARES" in str(exc)
-        else:
-            raise AssertionError(bad)
+        assert where in str(raised.value), bad
 
 
 def test_when_a_slot_frees_the_owner_served_least_recently_goes_first() -> None:
