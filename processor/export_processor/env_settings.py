@@ -195,7 +195,8 @@ class EnvSettings(BaseSettings):
     def _problem(cls, error: ErrorDetails) -> str:
         """`VARIABLE: where.inside: what is wrong`."""
         loc = [str(part) for part in error["loc"]]
-        where = [cls.env_name(loc[0]), ".".join(loc[1:])] if loc else []
+        name = cls.env_name(loc[0]) if loc and loc[0] in cls.model_fields else ""
+        where = [name or loc[0], ".".join(loc[1:])] if loc else []
         return ": ".join([*filter(None, where), error["msg"].removeprefix("Value error, ")])
 
     @classmethod
