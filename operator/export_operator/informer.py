@@ -333,17 +333,14 @@ class Informer(Generic[V]):
         self._apply("MODIFIED" if key in self.items else "ADDED", key, body)
 
     def _apply(self, event_type: str, key: Key, body: Mapping[str, Any]) -> None:
-        if self.known is not None:
-            cached = self.items.get(key)
-            if cached is not None and self.known(cached, body):
-                return
+        cached = self.items.get(key)
+        if cached is not None and self.known is not None and self.known(cached, body):
+            return
         view = self._decoded(body)
         if view is None:
             return
-        if self.stale is not None:
-            cached = self.items.get(key)
-            if cached is not None and self.stale(cached, view):
-                return
+        if cached is not None and self.stale is not None and self.stale(cached, view):
+            return
         old = self._put(key, view)
         self._notify(event_type, view, old, body)
 

@@ -86,11 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics.follow_leadership(controller.leading)
     registry = kopf.OperatorRegistry()
     register(registry, controller)
-    liveness = (
-        f"http://{settings.process.liveness_host}:{settings.process.liveness_port}/healthz"
-        if settings.process.liveness_port
-        else None
-    )
+    host, port = settings.process.liveness_host, settings.process.liveness_port
+    liveness = f"http://{host}:{port}/healthz" if port else None
     # uvloop: the watch streams and API calls cost less CPU per event than on asyncio's own loop.
     uvloop.run(
         kopf.operator(

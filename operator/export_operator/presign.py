@@ -18,11 +18,6 @@ from botocore.config import Config
 from export_operator.resource import parse_s3_uri
 
 
-def own_output_prefix(destination: str, export_id: str) -> str:
-    """`<destination>/<id>/`: where the processor writes the output of export `export_id`."""
-    return f"{destination.rstrip('/')}/{export_id}/"
-
-
 def own_result_uri(obj: Mapping[str, Any], *, default_destination: str | None) -> str | None:
     """The result URI of an ExportJob when it lies under the export's own `<destination>/<id>/`
     (destination: its spec's, else `default_destination`), else None.
@@ -39,7 +34,8 @@ def own_result_uri(obj: Mapping[str, Any], *, default_destination: str | None) -
     name = (obj.get("metadata") or {}).get("name")
     if not isinstance(destination, str) or not destination or not isinstance(name, str):
         return None
-    return result if result.startswith(own_output_prefix(destination, name)) else None
+    own = f"{destination.rstrip('/')}/{name}/"  # where the processor writes its output
+    return result if result.startswith(own) else None
 
 
 class Presigner:

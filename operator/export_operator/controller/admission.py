@@ -218,8 +218,8 @@ class Admission:
         jobs: Informer[JobView],
         queue: WorkQueue[Key],
         max_running: int,
-        policy: AdmissionPolicy | None = None,
-        wants: Callable[[ExportView], int] | None = None,
+        policy: AdmissionPolicy,
+        wants: Callable[[ExportView], int],
     ) -> None:
         self._exports = exports
         self._jobs = jobs
@@ -227,9 +227,9 @@ class Admission:
         self._max_running = max_running
         self.fresh: Callable[[ExportView], ExportView] = lambda e: e
         """The snapshot with what this process last wrote (the manager sets the reconciler's)."""
-        self.policy: AdmissionPolicy = policy or Fifo()
+        self.policy = policy
         self._wants = wants
-        """How many pods an ExportJob would run at once (split_plan; None: one each)."""
+        """How many pods an ExportJob would run at once (split_plan)."""
         self._admitted: set[Key] = set()
         self._granted: dict[Key, int] = {}
         """Slots granted to admitted split exports until their Job is seen."""
@@ -248,7 +248,7 @@ class Admission:
 
     def granted(self, export: ExportView) -> int:
         """The slots `export` may use (its ranges Job's parallelism when 2 or more)."""
-        if self._max_running == 0 and self._wants is not None:
+        if self._max_running == 0:
             return self._wants(export)
         return self._granted.get(export.key, 1)
 

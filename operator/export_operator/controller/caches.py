@@ -64,6 +64,3 @@ class Caches:
         """The Job of the ExportJob `key` (by its deterministic name and its label)."""
         view = self.jobs.get((key[0], job_name_for(key[1])))
         return view if view is not None and view.export_name == key[1] else None
-
-    def pods_of(self, key: Key) -> list[PodView]:
-        return self.pods.indexed(key)

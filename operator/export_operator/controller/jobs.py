@@ -294,8 +294,7 @@ class JobFactory:
                 return whole
             share = -(-size // split.ranges) if size else None
             resources = scaled_resources(source_size=share, settings=settings)
-            # Suspended until `prepare` pinned the source's version (and opened the upload).
-            return ranges_job(whole, split, resources=resources, suspend=True)
+            return ranges_job(whole, split, resources=resources)
         except InvalidSpecError as exc:
             return str(exc)
         except BAD_INPUT as exc:

@@ -43,38 +43,10 @@ PHASE_TRANSITIONS = Counter(
 )
 
 
-class LeaderFigure:
-    """A gauge only the leader's work sets: it reads 0 on a standby (a replica that lost the
-    Lease would otherwise go on exporting the queue it last saw, and sum() over replicas would
-    count it twice). `set` is what the admission pass calls, as on a plain Gauge."""
-
-    def __init__(self, gauge: Gauge) -> None:
-        self.value = 0.0
-        self.leading: asyncio.Event | None = None
-        gauge.set_function(self.read)
-
-    def set(self, value: float) -> None:
-        self.value = float(value)
-
-    def read(self) -> float:
-        return self.value if self.leading is None or self.leading.is_set() else 0.0
-
-
 LEADER = Gauge(
     "exportjobs_operator_leader",
     "1 while this replica holds the Lease and acts (or runs standalone), 0 while it stands by.",
 )
-QUEUE_DEPTH = LeaderFigure(
-    Gauge("exportjobs_operator_queue_depth", "ExportJobs waiting for a free slot (the leader's).")
-)
-RUNNING_JOBS = LeaderFigure(
-    Gauge(
-        "exportjobs_operator_running_jobs",
-        "Unfinished Jobs counting against the concurrency limit (the leader's).",
-    )
-)
-
-
 NO_OWNER = NO_OWNER_LABEL
 """The owner label of exports without `spec.owner` (made before principals, or by kubectl)."""
 OTHER_OWNER = "_other"
@@ -102,42 +74,58 @@ class Owners:
 OWNERS = Owners()
 
 
-class OwnerFigures(Collector):
-    """A gauge by owner that only the leader's admission pass sets (a standby exports none):
-    `set` replaces all the owners' values at once, so an owner with nothing left drops out."""
+class LeaderFigure(Collector):
+    """A gauge only the leader's admission pass sets, read at each scrape: on a standby (a
+    replica that lost the Lease would otherwise go on exporting the queue it last saw, and sum()
+    over replicas would count it twice) it reads 0, or by owner it has no samples.
 
-    def __init__(self, name: str, documentation: str) -> None:
+    `set(value)`; by owner `set(counts)`, the counts by `spec.owner` labelled through OWNERS,
+    which replace every owner's value at once (an owner with nothing left drops out)."""
+
+    def __init__(self, name: str, documentation: str, *, by_owner: bool = False) -> None:
         self.name, self.documentation = name, documentation
+        self.labels = ["owner"] if by_owner else []
         self.values: dict[str, float] = {}
         self.leading: asyncio.Event | None = None
         REGISTRY.register(self)
 
-    def set(self, counts: Mapping[str, int]) -> None:
-        """`counts` by owner (spec.owner), labelled through OWNERS."""
+    def set(self, value: float | Mapping[str, int]) -> None:
+        if not isinstance(value, Mapping):
+            self.values = {"": float(value)}
+            return
         values: dict[str, float] = {}
-        for owner, count in counts.items():
+        for owner, count in value.items():
             label = OWNERS.label(owner)
             values[label] = values.get(label, 0.0) + count
         self.values = values
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(self.name, self.documentation, labels=["owner"])
-        if self.leading is None or self.leading.is_set():
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+        leading = self.leading is None or self.leading.is_set()
+        if not self.labels:
+            family.add_metric([], self.values.get("", 0.0) if leading else 0.0)
+        elif leading:
             for owner, value in sorted(self.values.items()):
                 family.add_metric([owner], value)
         yield family
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(self.name, self.documentation, labels=["owner"])
 
-
-QUEUE_DEPTH_BY_OWNER = OwnerFigures(
+QUEUE_DEPTH = LeaderFigure(
+    "exportjobs_operator_queue_depth", "ExportJobs waiting for a free slot (the leader's)."
+)
+RUNNING_JOBS = LeaderFigure(
+    "exportjobs_operator_running_jobs",
+    "Unfinished Jobs counting against the concurrency limit (the leader's).",
+)
+QUEUE_DEPTH_BY_OWNER = LeaderFigure(
     "exportjobs_operator_owner_queue_depth",
     "ExportJobs waiting for a free slot, by owner (the leader's).",
+    by_owner=True,
 )
-RUNNING_JOBS_BY_OWNER = OwnerFigures(
+RUNNING_JOBS_BY_OWNER = LeaderFigure(
     "exportjobs_operator_owner_running_jobs",
     "Unfinished Jobs counting against the concurrency limit, by owner (the leader's).",
+    by_owner=True,
 )
 OWNER_PHASE_TRANSITIONS = Counter(
     "exportjobs_operator_owner_phase_transitions_total",

@@ -14,6 +14,7 @@ outcome, and which specs were checked before admission.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -94,12 +95,13 @@ class Reconciler:
         self._written.clear()
 
     def fresh(self, export: ExportView) -> ExportView:
-        """The snapshot with the phase and Job name this process last wrote."""
+        """The snapshot with the phase and Job name this process last wrote (the watch may not
+        show them yet; cheap: no JSON)."""
         written = self._written.get(export.uid)
         if written is None:
             return export
-        phase, job_name = written.get("phase"), written.get("jobName")
-        return export.with_written(phase=str(phase or ""), job_name=str(job_name or ""))
+        phase, job_name = str(written.get("phase") or ""), str(written.get("jobName") or "")
+        return dataclasses.replace(export, phase_value=phase, job_name=job_name)
 
     def _current_status(self, export: ExportView) -> dict[str, Any]:
         written = self._written.get(export.uid)
@@ -132,7 +134,7 @@ class Reconciler:
             self._admission.created(key)
         invalid, waiting = await self._create_or_check(export, job)
         current = self._current_status(export)
-        steps, pods = self._split.steps_of(key), self._caches.pods_of(key)
+        steps, pods = self._split.steps_of(key), self._caches.pods.indexed(key)
         split = is_split(job, steps)
         decision = decide(
             rules=SPLIT_RULES if split else (),
@@ -282,7 +284,7 @@ class Reconciler:
         watchdog's deadline of a stuck pod, else the resync interval (a safety net)."""
         delay = self._settings.api.resync_interval_seconds
         if self._caches.job_of(key) is not None:
-            due = self._watchdog.deadline(self._caches.pods_of(key))
+            due = self._watchdog.deadline(self._caches.pods.indexed(key))
             if due is not None:
                 delay = min(delay, max(0.0, (due - self._clock()).total_seconds()) + 1.0)
         return delay

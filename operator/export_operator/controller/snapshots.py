@@ -31,10 +31,7 @@ def parse_time(value: Any) -> dt.datetime | None:
     """An RFC 3339 timestamp from the API (or a datetime) as an aware datetime; None if absent."""
     if value is None or value == "":
         return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    text = str(value).replace("Z", "+00:00")
-    parsed = dt.datetime.fromisoformat(text)
+    parsed = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
@@ -113,11 +110,6 @@ class ExportView:
         time (one-second resolution), then namespace and name."""
         submitted = self.submitted_ns or int(self.created.timestamp()) * 1_000_000_000
         return (submitted, self.namespace, self.name)
-
-    def with_written(self, *, phase: str, job_name: str) -> ExportView:
-        """The same snapshot with the phase and Job name this process wrote last (the watch may
-        not show them yet; cheap: no JSON)."""
-        return dataclasses.replace(self, phase_value=phase, job_name=job_name)
 
     @functools.cached_property
     def cancel_requested(self) -> bool:

@@ -98,13 +98,9 @@ def _split_common(job: dict[str, Any], step: str, ranges: int) -> dict[str, Any]
 
 
 def ranges_job(
-    whole: dict[str, Any],
-    split: SplitPlan,
-    *,
-    resources: dict[str, dict[str, str]],
-    suspend: bool,
+    whole: dict[str, Any], split: SplitPlan, *, resources: dict[str, dict[str, str]]
 ) -> dict[str, Any]:
-    """The Indexed Job converting the ranges; `suspend` until `prepare` has pinned the source
+    """The Indexed Job converting the ranges, suspended until `prepare` has pinned the source
     (and opened the upload)."""
     job = _split_common(whole, "ranges", split.ranges)
     spec = job["spec"]
@@ -117,10 +113,9 @@ def ranges_job(
             "backoffLimitPerIndex": backoff,
             "maxFailedIndexes": split.ranges,
             "podFailurePolicy": ranges_pod_failure_policy(),
+            "suspend": True,
         }
     )
-    if suspend:
-        spec["suspend"] = True
     spec["template"]["spec"]["containers"][0]["resources"] = resources
     return job
 
