@@ -145,9 +145,8 @@ def export_name_for_idempotency_key(idempotency_key: str, *, principal: str | No
     """The ExportJob name for an API request with an Idempotency-Key, scoped to `principal`:
     another principal's equal key names another export. `None` (the unnamed credentials'
     `default`) keeps the names given before principals existed."""
-    if principal is None:
-        return f"api-{_digest('idempotency-key', idempotency_key)[:24]}"
-    return f"api-{_digest('idempotency-key', principal, idempotency_key)[:24]}"
+    scope = () if principal is None else (principal,)
+    return f"api-{_digest('idempotency-key', *scope, idempotency_key)[:24]}"
 
 
 def request_digest(body: str) -> str:

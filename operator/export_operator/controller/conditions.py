@@ -18,11 +18,11 @@ _FINISH_CONDITION = {
 
 def set_condition(
     conditions: Sequence[Mapping[str, Any]],
-    *,
     type_: ConditionType,
     status: str,
     reason: str,
     message: str,
+    *,
     now: dt.datetime,
     generation: int,
 ) -> list[dict[str, Any]]:
@@ -83,14 +83,6 @@ def conditions_after(
     if extra is not None:
         wanted.append(extra)
     conditions = [dict(c) for c in previous]
-    for type_, status, why, text in wanted:
-        conditions = set_condition(
-            conditions,
-            type_=type_,
-            status=status,
-            reason=why,
-            message=text,
-            now=now,
-            generation=generation,
-        )
+    for condition in wanted:  # (type, status, reason, message)
+        conditions = set_condition(conditions, *condition, now=now, generation=generation)
     return conditions

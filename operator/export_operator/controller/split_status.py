@@ -29,6 +29,7 @@ from export_operator.controller.status import (
     cancelled,
     completed,
     failed,
+    failure,
 )
 from export_operator.resource import ConditionType, ErrorCode, Phase
 
@@ -120,10 +121,8 @@ def _ranges_failed(job: JobView) -> tuple[ConditionType, str, str, str] | None:
 def _vanished(o: Observed) -> Verdict | None:
     if o.job is not None or o.steps or o.current_phase not in (Phase.PENDING, Phase.RUNNING):
         return None
-    error = ExportError(
-        ErrorCode.INTERNAL, "the split export's Jobs disappeared before it finished", True
-    )
-    return Verdict(Phase.FAILED, error.code, error.message, error=error)
+    message = "the split export's Jobs disappeared before it finished"
+    return failure(ExportError(ErrorCode.INTERNAL, message, retryable=True))
 
 
 SPLIT_RULES: tuple[Rule, ...] = (

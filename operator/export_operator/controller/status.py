@@ -142,8 +142,7 @@ def completed(job: JobView, pods: Sequence[PodView]) -> Verdict:
     try:
         result = result_from_pods(pods)
     except ProtocolError as exc:
-        error = protocol_error(exc)
-        return Verdict(Phase.FAILED, error.code, error.message, error=error, completed=done)
+        return failure(protocol_error(exc), completed=done)
     message = _wrote(result) if result is not None else "the export succeeded"
     return Verdict(Phase.SUCCEEDED, "Completed", message, result=result, completed=done)
 
@@ -155,9 +154,12 @@ def failed(job: JobView, pods: Sequence[PodView], what: str = "") -> Verdict:
     error = classify_job_failure(job=job, condition=condition, pods=pods)
     if what:
         error = dataclasses.replace(error, message=f"{what}: {error.message}")
-    return Verdict(
-        Phase.FAILED, error.code, error.message, error=error, completed=condition.last_transition
-    )
+    return failure(error, completed=condition.last_transition)
+
+
+def failure(error: ExportError, **more: Any) -> Verdict:
+    """Failed with `error` (its code the condition's reason, its message the condition's)."""
+    return Verdict(Phase.FAILED, error.code, error.message, error=error, **more)
 
 
 def cancelled(o: Observed, won: ResultMessage | None, done: dt.datetime | None) -> Verdict:
@@ -192,8 +194,7 @@ def _cancelled(o: Observed) -> Verdict | None:
 def _invalid(o: Observed) -> Verdict | None:
     if o.invalid_spec is None:
         return None
-    error = ExportError(ErrorCode.INVALID_SPEC, o.invalid_spec, retryable=False)
-    return Verdict(Phase.FAILED, error.code, o.invalid_spec, error=error)
+    return failure(ExportError(ErrorCode.INVALID_SPEC, o.invalid_spec, retryable=False))
 
 
 def _stuck(o: Observed) -> Verdict | None:
@@ -202,9 +203,7 @@ def _stuck(o: Observed) -> Verdict | None:
     stuck = o.watchdog.failure(o.pods, o.now)
     if stuck is None:
         return None
-    return Verdict(
-        Phase.FAILED, stuck.code, stuck.message, error=stuck, delete_job=not o.job.deleting
-    )
+    return failure(stuck, delete_job=not o.job.deleting)
 
 
 def _pod_running(o: Observed) -> Verdict | None:
@@ -254,12 +253,8 @@ def _job_pending(o: Observed) -> Verdict | None:
 def _job_vanished(o: Observed) -> Verdict | None:
     if not o.current.get("jobName") or o.current_phase not in (Phase.PENDING, Phase.RUNNING):
         return None
-    error = ExportError(
-        ErrorCode.INTERNAL,
-        f"Job {o.current['jobName']} disappeared before it finished",
-        retryable=True,
-    )
-    return Verdict(Phase.FAILED, error.code, error.message, error=error)
+    message = f"Job {o.current['jobName']} disappeared before it finished"
+    return failure(ExportError(ErrorCode.INTERNAL, message, retryable=True))
 
 
 def _create_refused(o: Observed) -> Verdict | None:
