@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -41,15 +40,11 @@ from export_operator import resource
 from export_operator.kube import new_api_client
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.support.net import free_port  # noqa: E402
+
 CRD_FILE = REPO / "charts" / "exportjobs" / "crds" / "exportjobs.dev_exportjobs.yaml"
 TOKEN = "bench-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def apply_crd(api: k8s.ApiClient) -> None:
