@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.exceptions
 import pytest
 
 from tests.support.cluster import REPO
@@ -116,17 +117,26 @@ async def test_minio_bucket_notifications_create_exportjobs(
                 except Exception:
                     assert time.monotonic() < deadline, minio.log.read_text()[-2000:]
                     time.sleep(0.2)
-            s3.put_bucket_notification_configuration(
-                Bucket="uploads",
-                NotificationConfiguration={
-                    "QueueConfigurations": [
-                        {
-                            "QueueArn": f"arn:minio:sqs::{MINIO_ID}:webhook",
-                            "Events": ["s3:ObjectCreated:*"],
-                        }
-                    ]
-                },
-            )
+            while True:  # MinIO loads its notification targets after the S3 API answers
+                try:
+                    s3.put_bucket_notification_configuration(
+                        Bucket="uploads",
+                        NotificationConfiguration={
+                            "QueueConfigurations": [
+                                {
+                                    "QueueArn": f"arn:minio:sqs::{MINIO_ID}:webhook",
+                                    "Events": ["s3:ObjectCreated:*"],
+                                }
+                            ]
+                        },
+                    )
+                    break
+                except botocore.exceptions.ClientError as exc:
+                    # "A specified destination ARN does not exist": not loaded yet.
+                    if exc.response["Error"]["Code"] != "InvalidArgument":
+                        raise
+                    assert time.monotonic() < deadline, minio.log.read_text()[-2000:]
+                    time.sleep(0.2)
             s3.put_object(Bucket="uploads", Key=key, Body=b"a,b\n1,2\n")
 
         await asyncio.to_thread(configure_and_upload)
