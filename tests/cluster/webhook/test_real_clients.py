@@ -90,6 +90,30 @@ class MinioWithWebhook:
         stop_process(self.process)
 
 
+def notify_the_webhook(minio: MinioWithWebhook, s3: Any, deadline: float) -> None:
+    """Send the bucket's object-created events to the webhook target, once MinIO has loaded it
+    (its S3 API answers first: "A specified destination ARN does not exist" until then)."""
+    while True:
+        try:
+            s3.put_bucket_notification_configuration(
+                Bucket="uploads",
+                NotificationConfiguration={
+                    "QueueConfigurations": [
+                        {
+                            "QueueArn": f"arn:minio:sqs::{MINIO_ID}:webhook",
+                            "Events": ["s3:ObjectCreated:*"],
+                        }
+                    ]
+                },
+            )
+            return
+        except botocore.exceptions.ClientError as exc:
+            if exc.response["Error"]["Code"] != "InvalidArgument":
+                raise
+            assert time.monotonic() < deadline, minio.log.read_text()[-2000:]
+            time.sleep(0.2)
+
+
 @pytest.fixture
 def tmp_minio_dir(tmp_path: Path) -> Iterator[Path]:
     data = tmp_path / "minio-data"
@@ -117,26 +141,7 @@ async def test_minio_bucket_notifications_create_exportjobs(
                 except Exception:
                     assert time.monotonic() < deadline, minio.log.read_text()[-2000:]
                     time.sleep(0.2)
-            while True:  # MinIO loads its notification targets after the S3 API answers
-                try:
-                    s3.put_bucket_notification_configuration(
-                        Bucket="uploads",
-                        NotificationConfiguration={
-                            "QueueConfigurations": [
-                                {
-                                    "QueueArn": f"arn:minio:sqs::{MINIO_ID}:webhook",
-                                    "Events": ["s3:ObjectCreated:*"],
-                                }
-                            ]
-                        },
-                    )
-                    break
-                except botocore.exceptions.ClientError as exc:
-                    # "A specified destination ARN does not exist": not loaded yet.
-                    if exc.response["Error"]["Code"] != "InvalidArgument":
-                        raise
-                    assert time.monotonic() < deadline, minio.log.read_text()[-2000:]
-                    time.sleep(0.2)
+            notify_the_webhook(minio, s3, deadline)
             s3.put_object(Bucket="uploads", Key=key, Body=b"a,b\n1,2\n")
 
         await asyncio.to_thread(configure_and_upload)
@@ -191,22 +196,8 @@ async def test_output_written_into_a_watched_bucket_starts_nothing(
                     assert time.monotonic() < deadline, minio.log.read_text()[-2000:]
                     time.sleep(0.2)
                     continue
-                try:
-                    s3.put_bucket_notification_configuration(
-                        Bucket="uploads",
-                        NotificationConfiguration={
-                            "QueueConfigurations": [
-                                {
-                                    "QueueArn": f"arn:minio:sqs::{MINIO_ID}:webhook",
-                                    "Events": ["s3:ObjectCreated:*"],
-                                }
-                            ]
-                        },
-                    )
-                    break
-                except Exception:
-                    assert time.monotonic() < deadline, minio.log.read_text()[-2000:]
-                    time.sleep(0.2)
+                notify_the_webhook(minio, s3, deadline)
+                break
             s3.put_object(Bucket="uploads", Key="in/orders.csv", Body=b"a,b\n1,2\n3,4\n")
 
         await asyncio.to_thread(configure_and_upload)
