@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.support import cluster as local_cluster
-from tests.support import hack_modules
+from tests.support import e2e_diagnostics, hack_modules
 from tests.support.cluster import REPO
 from tests.support.e2e_stack import (
     E2ECluster,
@@ -32,6 +32,26 @@ from tests.support.e2e_stack import (
     _tool_path,
     s3_client,
 )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """A failed test's report ends with the cluster's state (tests/support/e2e_diagnostics.py)."""
+    outcome = yield
+    report = outcome.get_result()
+    funcargs = getattr(item, "funcargs", {})
+    cluster = funcargs.get("e2e_cluster")
+    if not (report.failed and isinstance(cluster, E2ECluster)):
+        return
+    product = funcargs.get("product")
+    local = cluster.local
+    node_dir = local.local_dir / "node" if local and local.real_node and local.local_dir else None
+    report.sections.append(
+        (
+            "e2e diagnostics",
+            e2e_diagnostics.report(cluster.env, getattr(product, "namespace", None), node_dir),
+        )
+    )
 
 
 @pytest.fixture(scope="package")

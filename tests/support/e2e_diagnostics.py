@@ -1,0 +1,86 @@
+"""What the end-to-end tier prints when one of its tests fails: the node's conditions and what
+it has allocated, the pods that are not done, the latest events, the product's exports and Jobs,
+the operator's last lines and the kubelet's last errors. A failure on a CI machine is then
+explained by its own report (the cluster is gone when someone reads it)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+LINES = 25
+"""At most this many lines of each part: the report stays readable in a CI log."""
+
+
+def _run(args: list[str], env: Mapping[str, str]) -> str:
+    try:
+        result = subprocess.run(
+            args, env=dict(env), capture_output=True, text=True, check=False, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"({exc})"
+    return (result.stdout + result.stderr).strip()
+
+
+def _tail(text: str, lines: int = LINES) -> str:
+    kept = text.splitlines()
+    cut = len(kept) - lines
+    return "\n".join(([f"({cut} lines before)"] if cut > 0 else []) + kept[-lines:])
+
+
+def _node_summary(described: str) -> str:
+    """`kubectl describe node`'s Taints, Conditions, pods and Allocated resources parts (all of
+    it when it has none of them: an error says why)."""
+    wanted = ("Taints:", "Conditions:", "Allocated resources:", "Non-terminated Pods:")
+    out: list[str] = []
+    keep = False
+    for line in described.splitlines():
+        if line and not line[0].isspace():
+            keep = line.startswith(wanted)
+        if keep:
+            out.append(line)
+    return "\n".join(out) if out else described
+
+
+def report(env: Mapping[str, str], namespace: str | None, node_dir: Path | None) -> str:
+    def kubectl(*args: str) -> str:
+        return _run(["kubectl", *args], env)
+
+    parts = [
+        ("node", _tail(_node_summary(kubectl("describe", "nodes")), 60)),
+        (
+            "pods not done (all namespaces)",
+            _tail(
+                kubectl(
+                    "get",
+                    "pods",
+                    "-A",
+                    "-o",
+                    "wide",
+                    "--field-selector=status.phase!=Succeeded,status.phase!=Failed",
+                )
+            ),
+        ),
+        ("events", _tail(kubectl("get", "events", "-A", "--sort-by=.lastTimestamp"))),
+    ]
+    if namespace:
+        parts += [
+            ("exportjobs and jobs", _tail(kubectl("-n", namespace, "get", "exportjobs,jobs"))),
+            (
+                "operator log",
+                _tail(
+                    kubectl("-n", namespace, "logs", "deploy/exportjobs-operator", "--tail=200"),
+                    15,
+                ),
+            ),
+        ]
+    if node_dir is not None:
+        log = node_dir / "kubelet.log"
+        errors = [
+            line
+            for line in (log.read_text(errors="replace") if log.exists() else "").splitlines()
+            if line.startswith(("E", "W"))
+        ]
+        parts.append(("kubelet errors and warnings", _tail("\n".join(errors), 15)))
+    return "\n".join(f"--- {title}\n{text}" for title, text in parts)

@@ -1,0 +1,54 @@
+"""The end-to-end tier's failure report (tests/support/e2e_diagnostics.py) keeps what explains a
+stuck pod and stays short."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support import e2e_diagnostics
+
+DESCRIBED = """Name:               node-1
+Roles:              <none>
+Taints:             node.kubernetes.io/disk-pressure:NoSchedule
+Unschedulable:      false
+Conditions:
+  Type             Status
+  DiskPressure     True
+Addresses:
+  InternalIP:  10.244.0.1
+Non-terminated Pods:          (2 in total)
+  ns  export-a-x  250m (12%)
+Allocated resources:
+  cpu                1950m (97%)
+Events:              <none>
+"""
+
+
+def test_the_node_part_keeps_taints_conditions_pods_and_allocations_only() -> None:
+    summary = e2e_diagnostics._node_summary(DESCRIBED)
+    assert "disk-pressure:NoSchedule" in summary
+    assert "DiskPressure     True" in summary
+    assert "export-a-x  250m" in summary
+    assert "cpu                1950m (97%)" in summary
+    assert "InternalIP" not in summary and "Roles" not in summary and "Events" not in summary
+
+
+def test_a_long_part_keeps_its_last_lines_and_says_how_many_went() -> None:
+    text = "\n".join(f"line {i}" for i in range(100))
+    assert e2e_diagnostics._tail(text, 3) == "(97 lines before)\nline 97\nline 98\nline 99"
+    assert e2e_diagnostics._tail("a\nb", 3) == "a\nb"
+
+
+def test_the_report_survives_a_missing_kubectl_and_keeps_kubelet_errors(tmp_path: Path) -> None:
+    (tmp_path / "kubelet.log").write_text(
+        'I1207 ok\nE1207 12:00:00 failed to "CreatePodSandbox" no IP addresses\nW1207 slow\n'
+    )
+    text = e2e_diagnostics.report({"PATH": str(tmp_path)}, "ns", tmp_path)
+    assert "--- node\n(" in text  # kubectl not found: said, not raised
+    assert "--- operator log" in text
+    assert "no IP addresses" in text and "W1207 slow" in text and "I1207 ok" not in text
+
+
+pytestmark = pytest.mark.unit
