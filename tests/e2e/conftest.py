@@ -44,13 +44,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if not (report.failed and isinstance(cluster, E2ECluster)):
         return
     product = funcargs.get("product")
-    local = cluster.local
-    node_dir = local.local_dir / "node" if local and local.real_node and local.local_dir else None
+    local_dir = cluster.local.local_dir if cluster.local else None
+    namespace = getattr(product, "namespace", None)
     report.sections.append(
-        (
-            "e2e diagnostics",
-            e2e_diagnostics.report(cluster.env, getattr(product, "namespace", None), node_dir),
-        )
+        ("e2e diagnostics", e2e_diagnostics.report(cluster.env, namespace, local_dir))
     )
 
 

@@ -1,10 +1,12 @@
-"""What the end-to-end tier prints when one of its tests fails: the node's conditions and what
-it has allocated, the pods that are not done, the latest events, the product's exports and Jobs,
-the operator's last lines and the kubelet's last errors. A failure on a CI machine is then
+"""What the end-to-end tier prints when one of its tests fails: which of the cluster's and the
+node's processes are alive, the node's conditions and what it has allocated, the pods that are
+not done, the latest events, the product's exports and Jobs, the operator's last lines and the
+last errors of the kubelet and of the control plane. A failure on a CI machine is then
 explained by its own report (the cluster is gone when someone reads it)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,12 +45,36 @@ def _node_summary(described: str) -> str:
     return "\n".join(out) if out else described
 
 
-def report(env: Mapping[str, str], namespace: str | None, node_dir: Path | None) -> str:
+def _alive(pid_file: Path) -> str:
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return "DEAD"
+    return "alive"
+
+
+def _errors(log: Path, lines: int) -> str:
+    """The log's last error and warning lines (klog's E and W)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return _tail("\n".join(x for x in text.splitlines() if x.startswith(("E", "W"))), lines)
+
+
+def processes(local_dir: Path) -> str:
+    """`name: alive|DEAD` for each pid file of the cluster (kwokctl's) and of the node."""
+    pid_files = sorted(local_dir.glob("kwok/clusters/*/pids/*.pid"))
+    pid_files += sorted((local_dir / "node").glob("*.pid"))
+    return "\n".join(f"{f.stem}: {_alive(f)}" for f in pid_files)
+
+
+def report(env: Mapping[str, str], namespace: str | None, local_dir: Path | None) -> str:
     def kubectl(*args: str) -> str:
         return _run(["kubectl", *args], env)
 
-    parts = [
-        ("node", _tail(_node_summary(kubectl("describe", "nodes")), 60)),
+    # The local cluster's real node (its simulated one runs nothing); another cluster's nodes.
+    real_node = ["-l", "exportjobs.dev/real-node=true"] if local_dir is not None else []
+    parts = [("processes", processes(local_dir))] if local_dir is not None else []
+    parts += [
+        ("node", _tail(_node_summary(kubectl("describe", "nodes", *real_node)), 60)),
         (
             "pods not done (all namespaces)",
             _tail(
@@ -75,12 +101,8 @@ def report(env: Mapping[str, str], namespace: str | None, node_dir: Path | None)
                 ),
             ),
         ]
-    if node_dir is not None:
-        log = node_dir / "kubelet.log"
-        errors = [
-            line
-            for line in (log.read_text(errors="replace") if log.exists() else "").splitlines()
-            if line.startswith(("E", "W"))
-        ]
-        parts.append(("kubelet errors and warnings", _tail("\n".join(errors), 15)))
+    if local_dir is not None:
+        logs = [local_dir / "node" / "kubelet.log"]
+        logs += sorted(local_dir.glob("kwok/clusters/*/logs/kube-*.log"))
+        parts += [(f"{log.name}: errors and warnings", _errors(log, 10)) for log in logs]
     return "\n".join(f"--- {title}\n{text}" for title, text in parts)

@@ -3,6 +3,7 @@ stuck pod and stays short."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -41,14 +42,25 @@ def test_a_long_part_keeps_its_last_lines_and_says_how_many_went() -> None:
     assert e2e_diagnostics._tail("a\nb", 3) == "a\nb"
 
 
-def test_the_report_survives_a_missing_kubectl_and_keeps_kubelet_errors(tmp_path: Path) -> None:
-    (tmp_path / "kubelet.log").write_text(
+def test_the_report_survives_a_missing_kubectl_and_keeps_errors_and_dead_processes(
+    tmp_path: Path,
+) -> None:
+    node, cluster = tmp_path / "node", tmp_path / "kwok" / "clusters" / "c"
+    (cluster / "pids").mkdir(parents=True)
+    (cluster / "logs").mkdir()
+    node.mkdir()
+    (node / "kubelet.log").write_text(
         'I1207 ok\nE1207 12:00:00 failed to "CreatePodSandbox" no IP addresses\nW1207 slow\n'
     )
+    (cluster / "logs" / "kube-scheduler.log").write_text("E1207 lost the API server\n")
+    (node / "kubelet.pid").write_text(str(os.getpid()))
+    (cluster / "pids" / "kube-scheduler.pid").write_text("999999999")
     text = e2e_diagnostics.report({"PATH": str(tmp_path)}, "ns", tmp_path)
     assert "--- node\n(" in text  # kubectl not found: said, not raised
     assert "--- operator log" in text
+    assert "kube-scheduler: DEAD" in text and "kubelet: alive" in text
     assert "no IP addresses" in text and "W1207 slow" in text and "I1207 ok" not in text
+    assert "E1207 lost the API server" in text
 
 
 pytestmark = pytest.mark.unit
