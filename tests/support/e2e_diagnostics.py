@@ -92,7 +92,10 @@ def report(env: Mapping[str, str], namespace: str | None, local_dir: Path | None
     ]
     if namespace:
         parts += [
-            ("exportjobs and jobs", _tail(kubectl("-n", namespace, "get", "exportjobs,jobs"))),
+            (
+                "exportjobs, jobs, deployments, replicasets",
+                _tail(kubectl("-n", namespace, "get", "exportjobs,jobs,deploy,rs", "-owide"), 40),
+            ),
             (
                 "operator log",
                 _tail(
