@@ -39,5 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 step "tests: unit, cluster and end-to-end tiers"
-.venv/bin/python -m pytest -p no:cacheprovider --durations=15 "$@"
+# Short tracebacks: a CI log shows the head and tail of the output, and a failed end-to-end test's
+# report ends with the cluster's state (tests/support/e2e_diagnostics.py), which must fit in it.
+.venv/bin/python -m pytest -p no:cacheprovider --durations=15 --tb=short "$@"
 step "done"

@@ -31,18 +31,24 @@ def _tail(text: str, lines: int = LINES) -> str:
     return "\n".join(([f"({cut} lines before)"] if cut > 0 else []) + kept[-lines:])
 
 
-def _node_summary(described: str) -> str:
-    """`kubectl describe node`'s Taints, Conditions, pods and Allocated resources parts (all of
-    it when it has none of them: an error says why)."""
-    wanted = ("Taints:", "Conditions:", "Allocated resources:", "Non-terminated Pods:")
+def _allocated(described: str) -> str:
+    """`kubectl describe node`'s cpu and memory rows of "Allocated resources" (all of it when
+    it has none: an error says why)."""
     out: list[str] = []
     keep = False
     for line in described.splitlines():
         if line and not line[0].isspace():
-            keep = line.startswith(wanted)
-        if keep:
-            out.append(line)
+            keep = line.startswith("Allocated resources:")
+        elif keep and line.split()[:1] in (["cpu"], ["memory"]):
+            out.append(line.strip())
     return "\n".join(out) if out else described
+
+
+NODE_STATE = (
+    '{range .items[*]}{.metadata.name} taints={.spec.taints}{"\\n"}'
+    '{range .status.conditions[*]}  {.type}={.status} {.reason}: {.message}{"\\n"}{end}{end}'
+)
+"""Each node's taints, then one line per condition (why Ready is False, if it is)."""
 
 
 def _alive(pid_file: Path) -> str:
@@ -63,7 +69,7 @@ def processes(local_dir: Path) -> str:
     """`name: alive|DEAD` for each pid file of the cluster (kwokctl's) and of the node."""
     pid_files = sorted(local_dir.glob("kwok/clusters/*/pids/*.pid"))
     pid_files += sorted((local_dir / "node").glob("*.pid"))
-    return "\n".join(f"{f.stem}: {_alive(f)}" for f in pid_files)
+    return ", ".join(f"{f.stem} {_alive(f)}" for f in pid_files)
 
 
 def report(env: Mapping[str, str], namespace: str | None, local_dir: Path | None) -> str:
@@ -74,7 +80,12 @@ def report(env: Mapping[str, str], namespace: str | None, local_dir: Path | None
     real_node = ["-l", "exportjobs.dev/real-node=true"] if local_dir is not None else []
     parts = [("processes", processes(local_dir))] if local_dir is not None else []
     parts += [
-        ("node", _tail(_node_summary(kubectl("describe", "nodes", *real_node)), 60)),
+        (
+            "node",
+            kubectl("get", "nodes", *real_node, "-o", f"jsonpath={NODE_STATE}")
+            + "\n"
+            + _allocated(kubectl("describe", "nodes", *real_node)),
+        ),
         (
             "pods not done (all namespaces)",
             _tail(
