@@ -1,8 +1,9 @@
 """What the end-to-end tier prints when one of its tests fails: which of the cluster's and the
-node's processes are alive, the node's conditions and what it has allocated, the pods that are
-not done, the latest events, the product's exports and Jobs, the operator's last lines and the
-last errors of the kubelet and of the control plane. A failure on a CI machine is then
-explained by its own report (the cluster is gone when someone reads it)."""
+node's processes are alive, the node's taints, conditions and allocated CPU and memory, the
+pods that are not done, the latest events, the product's exports, Jobs, Deployments and
+ReplicaSets, the operator's last lines and the last errors of the kubelet and of the control
+plane. A failure on a CI machine is then explained by its own report (the cluster is gone when
+someone reads it)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ LINES = 25
 
 
 def _run(args: list[str], env: Mapping[str, str]) -> str:
+    """Its output and errors, never an exception (E2ECluster.kubectl drops stderr, which here
+    is often the answer: "connection refused", "not found")."""
     try:
         result = subprocess.run(
             args, env=dict(env), capture_output=True, text=True, check=False, timeout=20
@@ -66,7 +69,7 @@ def _errors(log: Path, lines: int) -> str:
 
 
 def processes(local_dir: Path) -> str:
-    """`name: alive|DEAD` for each pid file of the cluster (kwokctl's) and of the node."""
+    """`name alive|DEAD` for each pid file of the cluster (kwokctl's) and of the node, one line."""
     pid_files = sorted(local_dir.glob("kwok/clusters/*/pids/*.pid"))
     pid_files += sorted((local_dir / "node").glob("*.pid"))
     return ", ".join(f"{f.stem} {_alive(f)}" for f in pid_files)
